@@ -1,0 +1,39 @@
+//! The runtime's metric names, declared once with their descriptions.
+//!
+//! The `metrics` facade is a no-op until a recorder is installed (the node installs the
+//! Prometheus one), so libraries and tests can record freely.
+
+use std::time::Duration;
+
+pub const STORE_COMMITS: &str = "playhouse_store_commits_total";
+pub const STORE_BATCH_EVENTS: &str = "playhouse_store_batch_events";
+pub const STORE_BATCH_OPS: &str = "playhouse_store_batch_operations";
+pub const STORE_COMMIT_SECONDS: &str = "playhouse_store_commit_seconds";
+pub const COMMANDS: &str = "playhouse_commands_total";
+pub const SUPERVISOR_RESTARTS: &str = "playhouse_supervisor_restarts_total";
+pub const LIVE_ACTORS: &str = "playhouse_live_actors";
+
+/// Registers the descriptions of every runtime metric with the installed recorder.
+pub fn describe() {
+    metrics::describe_counter!(STORE_COMMITS, "Durable store transactions committed");
+    metrics::describe_histogram!(STORE_BATCH_EVENTS, "Events per group commit");
+    metrics::describe_histogram!(STORE_BATCH_OPS, "Write operations per group commit");
+    metrics::describe_histogram!(
+        STORE_COMMIT_SECONDS,
+        metrics::Unit::Seconds,
+        "Time to write and fsync one group commit"
+    );
+    metrics::describe_counter!(COMMANDS, "Commands handled, by aggregate kind and outcome");
+    metrics::describe_counter!(
+        SUPERVISOR_RESTARTS,
+        "Child restarts, by supervisor and child"
+    );
+    metrics::describe_gauge!(LIVE_ACTORS, "Aggregate actors currently in memory, by kind");
+}
+
+pub(crate) fn record_commit(ops: usize, events: usize, took: Duration) {
+    metrics::counter!(STORE_COMMITS).increment(1);
+    metrics::histogram!(STORE_BATCH_OPS).record(ops as f64);
+    metrics::histogram!(STORE_BATCH_EVENTS).record(events as f64);
+    metrics::histogram!(STORE_COMMIT_SECONDS).record(took.as_secs_f64());
+}

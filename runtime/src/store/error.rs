@@ -1,0 +1,82 @@
+//! The store's one error type: what callers can act on (conflicts, reused ids) kept apart from
+//! what they can only report (corruption, storage failures).
+
+use std::sync::Arc;
+
+use crate::codec::CodecError;
+
+/// Everything an event-store call can fail with.
+///
+/// `Clone` because one failed group commit answers every caller in the batch with the same error.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Optimistic concurrency: the stream moved since the caller read it. Nothing was written.
+    #[error(
+        "version conflict on stream {stream}: expected version {expected}, stream is at {actual}"
+    )]
+    Conflict {
+        stream: String,
+        expected: u64,
+        actual: u64,
+    },
+    /// A command id already recorded for another stream was sent again with a different stream.
+    #[error("command id {command_id} was already used on stream {first_stream}, not {stream}")]
+    CommandIdReused {
+        command_id: String,
+        first_stream: String,
+        stream: String,
+    },
+    /// An append must carry at least one event.
+    #[error("append to stream {stream} carries no events")]
+    EmptyAppend { stream: String },
+    /// A stored event (or snapshot) cannot be decoded: the data is damaged or from a newer build.
+    #[error("stored record of stream {stream} at version {version} cannot be decoded: {source}")]
+    Corrupt {
+        stream: String,
+        version: u64,
+        #[source]
+        source: CodecError,
+    },
+    /// A record of the global log cannot be decoded.
+    #[error("global log record at position {position} cannot be decoded: {source}")]
+    CorruptLog {
+        position: u64,
+        #[source]
+        source: CodecError,
+    },
+    /// A processed-command record cannot be decoded.
+    #[error("processed-command record {command_id} cannot be decoded: {source}")]
+    CorruptCommand {
+        command_id: String,
+        #[source]
+        source: CodecError,
+    },
+    /// A value handed to the store cannot be encoded.
+    #[error("cannot encode a record for stream {stream}: {source}")]
+    Encode {
+        stream: String,
+        #[source]
+        source: CodecError,
+    },
+    /// redb failed (I/O error, full disk, damaged file). The batch it happened in was not committed.
+    #[error("storage failure: {0}")]
+    Storage(Arc<redb::Error>),
+    /// The file was written by a build with another table layout.
+    #[error("store {path} has table layout {found}, this build reads layout {expected}")]
+    IncompatibleLayout {
+        path: std::path::PathBuf,
+        found: u64,
+        expected: u64,
+    },
+    /// The writer task is gone (the store was shut down, or the writer panicked).
+    #[error("the store writer has stopped; the write may or may not have been committed")]
+    WriterStopped,
+}
+
+impl StoreError {
+    /// Wraps any redb error (they all convert into `redb::Error`).
+    pub(crate) fn storage(error: impl Into<redb::Error>) -> Self {
+        Self::Storage(Arc::new(error.into()))
+    }
+}

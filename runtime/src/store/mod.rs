@@ -1,0 +1,430 @@
+//! The event store on redb: streams with contiguous versions, a global log, snapshots, processed
+//! command ids and subscriber checkpoints.
+//!
+//! Writes (appends, snapshots, checkpoints) go through one group-committing writer (see
+//! [`writer`]); an `Ok` answer means the write is durable. Reads open their own redb read
+//! transaction and never wait for the writer: they see the last committed state.
+
+mod error;
+mod tables;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable};
+use tokio::sync::{mpsc, oneshot};
+
+pub use error::StoreError;
+pub use tables::ProcessedCommand;
+pub use writer::GroupCommitOptions;
+
+use crate::codec;
+use tables::{
+    CHECKPOINTS, LAYOUT_VERSION, LAYOUT_VERSION_KEY, LOG, LogRecord, META, PROCESSED_COMMANDS,
+    SNAPSHOTS, STREAM_INDEX, SnapshotRecord,
+};
+use writer::WriteOp;
+
+/// An event to append: its type name, schema version and encoded payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    pub event_type: String,
+    pub schema_version: u16,
+    pub payload: Vec<u8>,
+}
+
+/// Correlation and causation ids stored with every event of one append.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventMetadata {
+    /// Ties together everything done for one outside request (an HTTP request id, a saga id).
+    pub correlation_id: Option<String>,
+    /// What directly caused these events (usually the command id).
+    pub causation_id: Option<String>,
+}
+
+/// One append: `events` go to `stream` only if the stream is at `expected_version` (0 = empty).
+#[derive(Debug, Clone)]
+pub struct AppendRequest {
+    pub stream: String,
+    pub expected_version: u64,
+    pub events: Vec<NewEvent>,
+    /// When set, a second append with the same id returns the first one's outcome and writes nothing.
+    pub command_id: Option<String>,
+    pub metadata: EventMetadata,
+}
+
+/// Where an append's events landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendOutcome {
+    pub first_version: u64,
+    pub last_version: u64,
+    pub first_position: u64,
+    /// True when the command id had been processed before and nothing new was written.
+    pub deduplicated: bool,
+}
+
+impl AppendOutcome {
+    fn from_processed(processed: &ProcessedCommand, deduplicated: bool) -> Self {
+        Self {
+            first_version: processed.first_version,
+            last_version: processed.last_version,
+            first_position: processed.first_position,
+            deduplicated,
+        }
+    }
+}
+
+/// An event as read back from the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedEvent {
+    pub position: u64,
+    pub stream: String,
+    pub version: u64,
+    pub event_type: String,
+    pub schema_version: u16,
+    /// Commit time, microseconds since the Unix epoch.
+    pub recorded_at_micros: i64,
+    pub correlation_id: Option<String>,
+    pub causation_id: Option<String>,
+    pub payload: Vec<u8>,
+}
+
+impl RecordedEvent {
+    fn from_record(position: u64, record: LogRecord) -> Self {
+        Self {
+            position,
+            stream: record.stream,
+            version: record.version,
+            event_type: record.event_type,
+            schema_version: record.schema_version,
+            recorded_at_micros: record.recorded_at_micros,
+            correlation_id: record.correlation_id,
+            causation_id: record.causation_id,
+            payload: record.payload,
+        }
+    }
+}
+
+/// The latest saved state of a stream, taken at `version`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub version: u64,
+    pub schema_version: u16,
+    pub state: Vec<u8>,
+}
+
+/// Options for [`EventStore::open`].
+#[derive(Debug, Clone, Default)]
+pub struct StoreOptions {
+    pub group_commit: GroupCommitOptions,
+    /// redb page cache, in bytes; `None` keeps redb's default.
+    pub cache_size_bytes: Option<usize>,
+}
+
+/// A handle to the store. Cheap to clone; the writer stops when the last handle is dropped.
+#[derive(Clone, Debug)]
+pub struct EventStore {
+    db: Arc<Database>,
+    writes: mpsc::Sender<WriteOp>,
+}
+
+impl EventStore {
+    /// Opens (or creates) the store file at `path` and starts its writer on the current runtime.
+    pub async fn open(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_owned();
+        let cache = options.cache_size_bytes;
+        let (db, next_position) = tokio::task::spawn_blocking(move || open_database(&path, cache))
+            .await
+            .map_err(|_| StoreError::WriterStopped)??;
+        let db = Arc::new(db);
+        let (writes, queue) = mpsc::channel(options.group_commit.queue_capacity.max(1));
+        tokio::spawn(writer::run(
+            db.clone(),
+            queue,
+            options.group_commit,
+            next_position,
+        ));
+        Ok(Self { db, writes })
+    }
+
+    /// Appends events to a stream if it is at the expected version. Answers once durable.
+    pub async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        self.submit(|reply| WriteOp::Append { request, reply })
+            .await
+    }
+
+    /// Replaces the stream's snapshot. Answers once durable.
+    pub async fn save_snapshot(&self, stream: &str, snapshot: Snapshot) -> Result<(), StoreError> {
+        let snapshot = SnapshotRecord {
+            version: snapshot.version,
+            schema_version: snapshot.schema_version,
+            state: snapshot.state,
+        };
+        let stream = stream.to_owned();
+        self.submit(|reply| WriteOp::SaveSnapshot {
+            stream,
+            snapshot,
+            reply,
+        })
+        .await
+    }
+
+    /// Records that `subscriber` has processed the global log up to and including `position`.
+    pub async fn save_checkpoint(&self, subscriber: &str, position: u64) -> Result<(), StoreError> {
+        let subscriber = subscriber.to_owned();
+        self.submit(|reply| WriteOp::SaveCheckpoint {
+            subscriber,
+            position,
+            reply,
+        })
+        .await
+    }
+
+    async fn submit<T>(
+        &self,
+        op: impl FnOnce(writer::Reply<T>) -> WriteOp,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.writes
+            .send(op(reply))
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        answer.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
+    /// The whole stream, oldest first. An unknown stream is empty.
+    pub fn read_stream(&self, stream: &str) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.read_stream_range(stream, 1, u64::MAX)
+    }
+
+    /// The stream from `from_version` (inclusive) on.
+    pub fn read_stream_from(
+        &self,
+        stream: &str,
+        from_version: u64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.read_stream_range(stream, from_version, u64::MAX)
+    }
+
+    /// The events of the stream with `min_version <= version <= max_version`.
+    pub fn read_stream_range(
+        &self,
+        stream: &str,
+        min_version: u64,
+        max_version: u64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        if min_version > max_version {
+            return Ok(Vec::new());
+        }
+        let txn = self.db.begin_read().map_err(StoreError::storage)?;
+        let index = txn.open_table(STREAM_INDEX).map_err(StoreError::storage)?;
+        let log = txn.open_table(LOG).map_err(StoreError::storage)?;
+        let mut events = Vec::new();
+        for entry in index
+            .range((stream, min_version)..=(stream, max_version))
+            .map_err(StoreError::storage)?
+        {
+            let (key, position) = entry.map_err(StoreError::storage)?;
+            let (version, position) = (key.value().1, position.value());
+            let bytes = log
+                .get(position)
+                .map_err(StoreError::storage)?
+                .ok_or_else(|| StoreError::Corrupt {
+                    stream: stream.to_owned(),
+                    version,
+                    source: codec::CodecError::Empty,
+                })?;
+            let record: LogRecord =
+                codec::decode(bytes.value()).map_err(|source| StoreError::Corrupt {
+                    stream: stream.to_owned(),
+                    version,
+                    source,
+                })?;
+            events.push(RecordedEvent::from_record(position, record));
+        }
+        Ok(events)
+    }
+
+    /// The version of the stream's last event; 0 for a stream with no events.
+    pub fn stream_version(&self, stream: &str) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::storage)?;
+        let index = txn.open_table(STREAM_INDEX).map_err(StoreError::storage)?;
+        writer::stream_head(&index, stream)
+    }
+
+    /// Up to `limit` events of the global log from `position` (inclusive), in commit order.
+    pub fn read_all_from(
+        &self,
+        position: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::storage)?;
+        let log = txn.open_table(LOG).map_err(StoreError::storage)?;
+        let mut events = Vec::new();
+        for entry in log
+            .range(position..)
+            .map_err(StoreError::storage)?
+            .take(limit)
+        {
+            let (key, bytes) = entry.map_err(StoreError::storage)?;
+            let position = key.value();
+            let record: LogRecord = codec::decode(bytes.value())
+                .map_err(|source| StoreError::CorruptLog { position, source })?;
+            events.push(RecordedEvent::from_record(position, record));
+        }
+        Ok(events)
+    }
+
+    /// The position the next appended event will get (= number of events ever appended).
+    pub fn next_position(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::storage)?;
+        let log = txn.open_table(LOG).map_err(StoreError::storage)?;
+        next_position_of(&log)
+    }
+
+    /// The stream's latest snapshot, if one was saved.
+    pub fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::storage)?;
+        let snapshots = txn.open_table(SNAPSHOTS).map_err(StoreError::storage)?;
+        let Some(bytes) = snapshots.get(stream).map_err(StoreError::storage)? else {
+            return Ok(None);
+        };
+        let record: SnapshotRecord =
+            codec::decode(bytes.value()).map_err(|source| StoreError::Corrupt {
+                stream: stream.to_owned(),
+                version: 0,
+                source,
+            })?;
+        Ok(Some(Snapshot {
+            version: record.version,
+            schema_version: record.schema_version,
+            state: record.state,
+        }))
+    }
+
+    /// What the append carrying `command_id` produced, if it was processed.
+    pub fn processed_command(
+        &self,
+        command_id: &str,
+    ) -> Result<Option<ProcessedCommand>, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::storage)?;
+        let commands = txn
+            .open_table(PROCESSED_COMMANDS)
+            .map_err(StoreError::storage)?;
+        let Some(bytes) = commands.get(command_id).map_err(StoreError::storage)? else {
+            return Ok(None);
+        };
+        codec::decode(bytes.value())
+            .map(Some)
+            .map_err(|source| StoreError::CorruptCommand {
+                command_id: command_id.to_owned(),
+                source,
+            })
+    }
+
+    /// The last position `subscriber` recorded as processed.
+    pub fn checkpoint(&self, subscriber: &str) -> Result<Option<u64>, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::storage)?;
+        let checkpoints = txn.open_table(CHECKPOINTS).map_err(StoreError::storage)?;
+        Ok(checkpoints
+            .get(subscriber)
+            .map_err(StoreError::storage)?
+            .map(|v| v.value()))
+    }
+
+    /// Sizes of the two event tables, for benchmarks choosing a layout.
+    pub fn layout_stats(&self) -> Result<LayoutStats, StoreError> {
+        use redb::ReadableTableMetadata;
+        let txn = self.db.begin_read().map_err(StoreError::storage)?;
+        let log = txn
+            .open_table(LOG)
+            .map_err(StoreError::storage)?
+            .stats()
+            .map_err(StoreError::storage)?;
+        let index = txn
+            .open_table(STREAM_INDEX)
+            .map_err(StoreError::storage)?
+            .stats()
+            .map_err(StoreError::storage)?;
+        Ok(LayoutStats {
+            log_tree_height: log.tree_height(),
+            log_leaf_pages: log.leaf_pages(),
+            log_stored_bytes: log.stored_bytes(),
+            index_tree_height: index.tree_height(),
+            index_leaf_pages: index.leaf_pages(),
+            index_stored_bytes: index.stored_bytes(),
+        })
+    }
+
+    #[cfg(test)]
+    pub(crate) fn database(&self) -> &Database {
+        &self.db
+    }
+}
+
+/// B-tree sizes of the log and the stream index.
+#[derive(Debug, Clone, Copy)]
+pub struct LayoutStats {
+    pub log_tree_height: u32,
+    pub log_leaf_pages: u64,
+    pub log_stored_bytes: u64,
+    pub index_tree_height: u32,
+    pub index_leaf_pages: u64,
+    pub index_stored_bytes: u64,
+}
+
+/// Opens the file, creates the tables on first use, checks the layout, finds the log's end.
+fn open_database(path: &Path, cache_size: Option<usize>) -> Result<(Database, u64), StoreError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| StoreError::storage(redb::StorageError::from(e)))?;
+    }
+    let mut builder = Database::builder();
+    if let Some(bytes) = cache_size {
+        builder.set_cache_size(bytes);
+    }
+    let db = builder.create(path).map_err(StoreError::storage)?;
+    let txn = db.begin_write().map_err(StoreError::storage)?;
+    let next_position = {
+        let mut meta = txn.open_table(META).map_err(StoreError::storage)?;
+        let found = meta
+            .get(LAYOUT_VERSION_KEY)
+            .map_err(StoreError::storage)?
+            .map(|v| v.value());
+        match found {
+            None => {
+                meta.insert(LAYOUT_VERSION_KEY, LAYOUT_VERSION)
+                    .map_err(StoreError::storage)?;
+            }
+            Some(LAYOUT_VERSION) => {}
+            Some(other) => {
+                return Err(StoreError::IncompatibleLayout {
+                    path: path.to_owned(),
+                    found: other,
+                    expected: LAYOUT_VERSION,
+                });
+            }
+        }
+        // Create every table now so that readers never meet a missing one.
+        txn.open_table(STREAM_INDEX).map_err(StoreError::storage)?;
+        txn.open_table(SNAPSHOTS).map_err(StoreError::storage)?;
+        txn.open_table(PROCESSED_COMMANDS)
+            .map_err(StoreError::storage)?;
+        txn.open_table(CHECKPOINTS).map_err(StoreError::storage)?;
+        let log = txn.open_table(LOG).map_err(StoreError::storage)?;
+        next_position_of(&log)?
+    };
+    txn.commit().map_err(StoreError::storage)?;
+    Ok((db, next_position))
+}
+
+fn next_position_of(log: &impl ReadableTable<u64, &'static [u8]>) -> Result<u64, StoreError> {
+    Ok(log
+        .last()
+        .map_err(StoreError::storage)?
+        .map_or(0, |(key, _)| key.value() + 1))
+}
