@@ -4,3 +4,4 @@
 pub mod codec;
 pub mod metrics;
 pub mod store;
+pub mod supervision;
