@@ -58,10 +58,30 @@ impl ChildSpec {
         T: Actor,
         F: Fn() -> (T, T::Arguments) + Send + Sync + 'static,
     {
+        Self::spawning(id.into(), None, restart, make)
+    }
+
+    /// Like [`ChildSpec::actor`], registered in ractor's (process-global) registry under `id`,
+    /// so that callers can find the current incarnation by name after a restart.
+    pub fn named_actor<T, F>(id: impl Into<String>, restart: Restart, make: F) -> Self
+    where
+        T: Actor,
+        F: Fn() -> (T, T::Arguments) + Send + Sync + 'static,
+    {
+        let id = id.into();
+        Self::spawning(id.clone(), Some(id), restart, make)
+    }
+
+    fn spawning<T, F>(id: String, name: Option<String>, restart: Restart, make: F) -> Self
+    where
+        T: Actor,
+        F: Fn() -> (T, T::Arguments) + Send + Sync + 'static,
+    {
         Self::new(id, restart, move |supervisor| {
             let (handler, args) = make();
+            let name = name.clone();
             async move {
-                let (actor, _) = T::spawn_linked(None, handler, args, supervisor).await?;
+                let (actor, _) = T::spawn_linked(name, handler, args, supervisor).await?;
                 Ok(actor.get_cell())
             }
         })

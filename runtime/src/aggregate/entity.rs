@@ -1,0 +1,342 @@
+//! The entity actor: one live aggregate instance, the only writer of its stream.
+//!
+//! It loads snapshot + tail on start, then handles one message at a time: decide, append with
+//! the expected version, apply, reply. It never changes its in-memory state before the store
+//! has made the events durable.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::time::Instant;
+
+use super::host::HostMsg;
+use super::{
+    Aggregate, CommandEnvelope, CommandError, CommandOutcome, EntitySettings, Versioned,
+    stream_name,
+};
+use crate::codec;
+use crate::metrics;
+use crate::store::{AppendRequest, EventMetadata, EventStore, NewEvent, Snapshot, StoreError};
+
+pub(crate) type CommandReply<A> = Result<CommandOutcome<A>, CommandError<<A as Aggregate>::Error>>;
+pub(crate) type StateReply<A> =
+    Result<Versioned<<A as Aggregate>::State>, CommandError<<A as Aggregate>::Error>>;
+
+pub(crate) enum EntityMsg<A: Aggregate> {
+    Execute {
+        envelope: CommandEnvelope<A::Command>,
+        reply: RpcReplyPort<CommandReply<A>>,
+    },
+    Get {
+        reply: RpcReplyPort<StateReply<A>>,
+    },
+    /// Timer tick: passivate if nothing happened for the idle timeout.
+    CheckIdle,
+    /// From the host, always the last message it sends: stop now.
+    Passivate,
+}
+
+impl<A: Aggregate> ractor::Message for EntityMsg<A> {}
+
+impl<A: Aggregate> fmt::Debug for EntityMsg<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EntityMsg::Execute { envelope, .. } => write!(f, "Execute({:?})", envelope.command),
+            EntityMsg::Get { .. } => f.write_str("Get"),
+            EntityMsg::CheckIdle => f.write_str("CheckIdle"),
+            EntityMsg::Passivate => f.write_str("Passivate"),
+        }
+    }
+}
+
+impl<A: Aggregate> EntityMsg<A> {
+    /// Answers the caller waiting on this message (if any) with `error`.
+    pub(crate) fn fail(self, error: CommandError<A::Error>) {
+        match self {
+            EntityMsg::Execute { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            EntityMsg::Get { reply } => {
+                let _ = reply.send(Err(error));
+            }
+            EntityMsg::CheckIdle | EntityMsg::Passivate => {}
+        }
+    }
+}
+
+pub(crate) struct Entity<A>(PhantomData<fn() -> A>);
+
+impl<A> Entity<A> {
+    pub(crate) fn new() -> Self {
+        Self(PhantomData)
+    }
+}
+
+pub(crate) struct EntityArgs<A: Aggregate> {
+    pub id: String,
+    pub store: EventStore,
+    pub settings: EntitySettings,
+    pub host: ActorRef<HostMsg<A>>,
+}
+
+pub(crate) struct EntityState<A: Aggregate> {
+    id: String,
+    stream: String,
+    store: EventStore,
+    settings: EntitySettings,
+    host: ActorRef<HostMsg<A>>,
+    current: Versioned<A::State>,
+    snapshot_version: u64,
+    last_active: Instant,
+}
+
+impl<A: Aggregate> Actor for Entity<A> {
+    type Msg = EntityMsg<A>;
+    type State = EntityState<A>;
+    type Arguments = EntityArgs<A>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: EntityArgs<A>,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let stream = stream_name::<A>(&args.id);
+        // A load error (a corrupt record) makes the spawn fail: the host reports it to the
+        // caller instead of restarting into the same error again.
+        let (current, snapshot_version) = load::<A>(&args.store, &stream)?;
+        if let Some(timeout) = args.settings.idle_timeout {
+            myself.send_after(timeout, || EntityMsg::CheckIdle);
+        }
+        Ok(EntityState {
+            id: args.id,
+            stream,
+            store: args.store,
+            settings: args.settings,
+            host: args.host,
+            current,
+            snapshot_version,
+            last_active: Instant::now(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            EntityMsg::Execute { envelope, reply } => {
+                state.last_active = Instant::now();
+                let result = execute::<A>(state, envelope).await;
+                record_outcome::<A>(&result);
+                let needs_reload = matches!(result, Err(CommandError::Store(_)));
+                let _ = reply.send(result);
+                if needs_reload {
+                    // The write may or may not have landed (the writer may have died after
+                    // committing): the store is the truth, so read it again. If even that fails,
+                    // fail the actor and let the host restart it.
+                    let (current, snapshot_version) = load::<A>(&state.store, &state.stream)?;
+                    state.current = current;
+                    state.snapshot_version = snapshot_version;
+                } else {
+                    maybe_snapshot::<A>(state).await;
+                }
+            }
+            EntityMsg::Get { reply } => {
+                state.last_active = Instant::now();
+                let _ = reply.send(Ok(state.current.clone()));
+            }
+            EntityMsg::CheckIdle => {
+                if let Some(timeout) = state.settings.idle_timeout {
+                    let idle = state.last_active.elapsed();
+                    if idle >= timeout {
+                        // The host stops routing to us, then sends Passivate as our last message.
+                        let _ = state.host.send_message(HostMsg::Idle {
+                            id: state.id.clone(),
+                            actor: myself.get_id(),
+                        });
+                    } else {
+                        myself.send_after(timeout - idle, || EntityMsg::CheckIdle);
+                    }
+                }
+            }
+            EntityMsg::Passivate => {
+                tracing::debug!(stream = %state.stream, version = state.current.version, "passivated");
+                myself.stop(Some("passivated".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn execute<A: Aggregate>(
+    state: &mut EntityState<A>,
+    envelope: CommandEnvelope<A::Command>,
+) -> CommandReply<A> {
+    if let Some(command_id) = &envelope.command_id
+        && let Some(previous) = state
+            .store
+            .processed_command(command_id)
+            .map_err(CommandError::Store)?
+    {
+        if previous.stream != state.stream {
+            return Err(CommandError::Store(StoreError::CommandIdReused {
+                command_id: command_id.clone(),
+                first_stream: previous.stream,
+                stream: state.stream.clone(),
+            }));
+        }
+        return replay_previous::<A>(state, previous.first_version, previous.last_version);
+    }
+
+    let events =
+        A::decide(&state.current.state, &envelope.command).map_err(CommandError::Rejected)?;
+    if events.is_empty() {
+        return Ok(CommandOutcome {
+            events,
+            state: state.current.clone(),
+            deduplicated: false,
+        });
+    }
+    let mut encoded = Vec::with_capacity(events.len());
+    for event in &events {
+        let payload = codec::encode(event).map_err(|source| {
+            CommandError::Store(StoreError::Encode {
+                stream: state.stream.clone(),
+                source,
+            })
+        })?;
+        encoded.push(NewEvent {
+            event_type: A::event_type(event).to_owned(),
+            schema_version: A::SCHEMA_VERSION,
+            payload,
+        });
+    }
+    let outcome = state
+        .store
+        .append(AppendRequest {
+            stream: state.stream.clone(),
+            expected_version: state.current.version,
+            events: encoded,
+            metadata: EventMetadata {
+                correlation_id: envelope.correlation_id,
+                causation_id: envelope.command_id.clone(),
+            },
+            command_id: envelope.command_id,
+        })
+        .await
+        .map_err(CommandError::Store)?;
+    if outcome.deduplicated {
+        return replay_previous::<A>(state, outcome.first_version, outcome.last_version);
+    }
+    for event in &events {
+        A::apply(&mut state.current.state, event);
+    }
+    state.current.version = outcome.last_version;
+    Ok(CommandOutcome {
+        events,
+        state: state.current.clone(),
+        deduplicated: false,
+    })
+}
+
+/// The answer to a repeated command id: the events it produced the first time.
+fn replay_previous<A: Aggregate>(
+    state: &EntityState<A>,
+    first_version: u64,
+    last_version: u64,
+) -> CommandReply<A> {
+    let records = state
+        .store
+        .read_stream_range(&state.stream, first_version, last_version)
+        .map_err(CommandError::Store)?;
+    let events = records
+        .iter()
+        .map(|record| decode_event::<A>(&record.stream, record.version, &record.payload))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(CommandError::Store)?;
+    Ok(CommandOutcome {
+        events,
+        state: state.current.clone(),
+        deduplicated: true,
+    })
+}
+
+async fn maybe_snapshot<A: Aggregate>(state: &mut EntityState<A>) {
+    let every = state.settings.snapshot_every;
+    if every == 0 || state.current.version - state.snapshot_version < every {
+        return;
+    }
+    let snapshot = match codec::encode(&state.current.state) {
+        Ok(bytes) => Snapshot {
+            version: state.current.version,
+            schema_version: A::SCHEMA_VERSION,
+            state: bytes,
+        },
+        Err(error) => {
+            tracing::warn!(stream = %state.stream, %error, "state cannot be encoded; no snapshot");
+            return;
+        }
+    };
+    // A failed snapshot costs only replay time on the next load.
+    match state.store.save_snapshot(&state.stream, snapshot).await {
+        Ok(()) => state.snapshot_version = state.current.version,
+        Err(error) => tracing::warn!(stream = %state.stream, %error, "snapshot not saved"),
+    }
+}
+
+/// Loads the latest usable snapshot and applies the events after it.
+pub(crate) fn load<A: Aggregate>(
+    store: &EventStore,
+    stream: &str,
+) -> Result<(Versioned<A::State>, u64), StoreError> {
+    let mut current = Versioned {
+        state: A::State::default(),
+        version: 0,
+    };
+    if let Some(snapshot) = store.load_snapshot(stream)? {
+        // A snapshot of another schema version is skipped: the events are the truth.
+        if snapshot.schema_version == A::SCHEMA_VERSION {
+            current.state =
+                codec::decode(&snapshot.state).map_err(|source| StoreError::Corrupt {
+                    stream: stream.to_owned(),
+                    version: snapshot.version,
+                    source,
+                })?;
+            current.version = snapshot.version;
+        }
+    }
+    let snapshot_version = current.version;
+    for record in store.read_stream_from(stream, current.version + 1)? {
+        let event = decode_event::<A>(stream, record.version, &record.payload)?;
+        A::apply(&mut current.state, &event);
+        current.version = record.version;
+    }
+    Ok((current, snapshot_version))
+}
+
+fn decode_event<A: Aggregate>(
+    stream: &str,
+    version: u64,
+    payload: &[u8],
+) -> Result<A::Event, StoreError> {
+    codec::decode(payload).map_err(|source| StoreError::Corrupt {
+        stream: stream.to_owned(),
+        version,
+        source,
+    })
+}
+
+fn record_outcome<A: Aggregate>(result: &CommandReply<A>) {
+    let outcome = match result {
+        Ok(outcome) if outcome.deduplicated => "duplicate",
+        Ok(_) => "ok",
+        Err(CommandError::Rejected(_)) => "rejected",
+        Err(CommandError::Store(StoreError::Conflict { .. })) => "conflict",
+        Err(_) => "error",
+    };
+    ::metrics::counter!(metrics::COMMANDS, "aggregate" => A::KIND, "outcome" => outcome)
+        .increment(1);
+}

@@ -1,0 +1,155 @@
+//! [`Aggregates`]: the caller's handle to the host of one aggregate kind.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorCell, ActorRef, SpawnErr};
+
+use super::host::{AggregateHost, HostArgs, HostMsg, HostStats};
+use super::{
+    Aggregate, CommandEnvelope, CommandError, CommandOutcome, EntitySettings, Versioned,
+    stream_name,
+};
+use crate::store::EventStore;
+use crate::supervision::{ChildSpec, Intensity, Restart};
+
+/// Sends commands and queries to the aggregates of kind `A`.
+///
+/// It finds the host by its registered name on every call, so it stays valid when a supervisor
+/// restarts the host.
+pub struct Aggregates<A> {
+    host_name: String,
+    timeout: Duration,
+    kind: PhantomData<fn() -> A>,
+}
+
+impl<A> Clone for Aggregates<A> {
+    fn clone(&self) -> Self {
+        Self {
+            host_name: self.host_name.clone(),
+            timeout: self.timeout,
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<A> fmt::Debug for Aggregates<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Aggregates")
+            .field("host", &self.host_name)
+            .finish()
+    }
+}
+
+impl<A: Aggregate> Aggregates<A> {
+    /// A handle to the host registered as `host_name`.
+    pub fn new(host_name: impl Into<String>, timeout: Duration) -> Self {
+        Self {
+            host_name: host_name.into(),
+            timeout,
+            kind: PhantomData,
+        }
+    }
+
+    /// Starts a host named `host_name` (linked to `supervisor` when given) and returns a handle.
+    pub async fn spawn(
+        host_name: impl Into<String>,
+        store: EventStore,
+        settings: EntitySettings,
+        intensity: Intensity,
+        supervisor: Option<ActorCell>,
+    ) -> Result<Self, SpawnErr> {
+        let host_name = host_name.into();
+        let timeout = settings.call_timeout;
+        let args = HostArgs {
+            store,
+            settings,
+            intensity,
+        };
+        let name = Some(host_name.clone());
+        match supervisor {
+            Some(parent) => {
+                AggregateHost::<A>::spawn_linked(name, AggregateHost::default(), args, parent)
+                    .await?
+            }
+            None => AggregateHost::<A>::spawn(name, AggregateHost::default(), args).await?,
+        };
+        Ok(Self::new(host_name, timeout))
+    }
+
+    /// A supervisor child spec that (re)starts this kind's host under `host_name`.
+    pub fn child_spec(
+        host_name: impl Into<String>,
+        store: EventStore,
+        settings: EntitySettings,
+        intensity: Intensity,
+    ) -> ChildSpec {
+        let host_name = host_name.into();
+        ChildSpec::named_actor(host_name, Restart::Permanent, move || {
+            let args = HostArgs {
+                store: store.clone(),
+                settings: settings.clone(),
+                intensity,
+            };
+            (AggregateHost::<A>::default(), args)
+        })
+    }
+
+    /// Runs a command on aggregate `id` and waits for its outcome.
+    pub async fn execute(
+        &self,
+        id: &str,
+        envelope: CommandEnvelope<A::Command>,
+    ) -> Result<CommandOutcome<A>, CommandError<A::Error>> {
+        let id = id.to_owned();
+        self.call(&id, |reply| HostMsg::Execute {
+            id: id.clone(),
+            envelope,
+            reply,
+        })
+        .await?
+    }
+
+    /// The current state and version of aggregate `id` (default state, version 0, if it has
+    /// no events).
+    pub async fn get(&self, id: &str) -> Result<Versioned<A::State>, CommandError<A::Error>> {
+        let id = id.to_owned();
+        self.call(&id, |reply| HostMsg::Get {
+            id: id.clone(),
+            reply,
+        })
+        .await?
+    }
+
+    /// The host's counters.
+    pub async fn stats(&self) -> Result<HostStats, CommandError<A::Error>> {
+        self.call("", HostMsg::Stats).await
+    }
+
+    async fn call<T: Send + 'static>(
+        &self,
+        id: &str,
+        message: impl FnOnce(ractor::RpcReplyPort<T>) -> HostMsg<A>,
+    ) -> Result<T, CommandError<A::Error>> {
+        let unavailable = || CommandError::Unavailable {
+            host: self.host_name.clone(),
+        };
+        let host: ActorRef<HostMsg<A>> = ractor::registry::where_is(self.host_name.clone())
+            .ok_or_else(unavailable)?
+            .into();
+        match host.call(message, Some(self.timeout)).await {
+            Ok(CallResult::Success(answer)) => Ok(answer),
+            Ok(CallResult::Timeout) => Err(CommandError::Timeout {
+                stream: stream_name::<A>(id),
+                timeout: self.timeout,
+            }),
+            // The reply port was dropped unanswered: the entity died holding our message.
+            Ok(CallResult::SenderError) => Err(CommandError::Crashed {
+                stream: stream_name::<A>(id),
+            }),
+            Err(_) => Err(unavailable()),
+        }
+    }
+}

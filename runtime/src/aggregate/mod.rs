@@ -1,0 +1,160 @@
+//! Event-sourced aggregates: the pure domain trait, and the actors that run it.
+//!
+//! A domain service implements [`Aggregate`] (pure `decide` and `apply`, no I/O). The runtime
+//! runs each aggregate instance as an entity actor (one command at a time: the single writer of
+//! its stream) under a per-kind host actor that starts entities on first use, passivates idle
+//! ones and restarts crashed ones, which then reload their state from the store. Callers use the
+//! [`Aggregates`] handle.
+
+mod entity;
+mod handle;
+mod host;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Serialize, de::DeserializeOwned};
+
+pub use handle::Aggregates;
+pub use host::{AggregateHost, HostMsg, HostStats};
+
+use crate::store::StoreError;
+
+/// The pure logic of one aggregate kind.
+///
+/// `decide` checks a command against the current state and says what happened (events) or why
+/// not (an error); `apply` folds an event into the state. Both are synchronous and free of I/O,
+/// so every business rule is a plain unit test. `apply` must accept every event `decide` can
+/// produce for that state: replaying the stream always rebuilds the same state.
+pub trait Aggregate: fmt::Debug + Clone + Send + Sync + 'static {
+    /// Stream names are `"{KIND}-{id}"`; also the label on this kind's metrics.
+    const KIND: &'static str;
+    /// Version of the event and state encoding; snapshots of another version are ignored.
+    const SCHEMA_VERSION: u16 = 1;
+
+    type State: Default + Clone + fmt::Debug + Send + Sync + Serialize + DeserializeOwned + 'static;
+    type Command: fmt::Debug + Send + Sync + 'static;
+    type Event: fmt::Debug + Clone + Send + Sync + Serialize + DeserializeOwned + 'static;
+    type Error: std::error::Error + Clone + Send + Sync + 'static;
+
+    /// The stable name stored with the event (for readers that do not decode payloads).
+    fn event_type(event: &Self::Event) -> &'static str;
+    fn decide(
+        state: &Self::State,
+        command: &Self::Command,
+    ) -> Result<Vec<Self::Event>, Self::Error>;
+    fn apply(state: &mut Self::State, event: &Self::Event);
+}
+
+/// The stream holding the events of aggregate `id` of kind `A`.
+pub fn stream_name<A: Aggregate>(id: &str) -> String {
+    format!("{}-{}", A::KIND, id)
+}
+
+/// Folds `events` into `state`.
+pub fn replay<'a, A: Aggregate>(
+    mut state: A::State,
+    events: impl IntoIterator<Item = &'a A::Event>,
+) -> A::State {
+    for event in events {
+        A::apply(&mut state, event);
+    }
+    state
+}
+
+/// A command with the ids that travel with it.
+#[derive(Debug, Clone)]
+pub struct CommandEnvelope<C> {
+    pub command: C,
+    /// The same id sent twice is applied once; the second answer is the first one's events.
+    pub command_id: Option<String>,
+    /// Stored with the events (an HTTP request id, a saga id).
+    pub correlation_id: Option<String>,
+}
+
+impl<C> CommandEnvelope<C> {
+    pub fn new(command: C) -> Self {
+        Self {
+            command,
+            command_id: None,
+            correlation_id: None,
+        }
+    }
+
+    pub fn with_command_id(mut self, id: impl Into<String>) -> Self {
+        self.command_id = Some(id.into());
+        self
+    }
+
+    pub fn with_correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.correlation_id = Some(id.into());
+        self
+    }
+}
+
+/// State at a version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned<S> {
+    pub state: S,
+    /// Version of the last applied event; 0 for an aggregate with no events.
+    pub version: u64,
+}
+
+/// What a command did.
+#[derive(Debug, Clone)]
+pub struct CommandOutcome<A: Aggregate> {
+    /// The events the command produced (for a repeated command id: the ones it produced first).
+    pub events: Vec<A::Event>,
+    /// The aggregate's state and version after the command.
+    pub state: Versioned<A::State>,
+    /// True when the command id had been handled before and nothing new happened.
+    pub deduplicated: bool,
+}
+
+/// Why a command was not applied.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandError<E> {
+    /// The domain refused the command (insufficient funds, ...). Nothing was written.
+    #[error(transparent)]
+    Rejected(E),
+    /// The store refused or failed the write, or could not load the aggregate.
+    #[error(transparent)]
+    Store(StoreError),
+    /// The aggregate crashed while handling this command; it is restarted from its stored events.
+    /// The command may or may not have been applied: retry with the same command id to be sure.
+    #[error(
+        "aggregate {stream} crashed while handling the command; retry with the same command id"
+    )]
+    Crashed { stream: String },
+    /// No answer within the timeout. The command may still be applied later.
+    #[error("aggregate {stream} did not answer within {timeout:?}")]
+    Timeout { stream: String, timeout: Duration },
+    /// The host of this aggregate kind is not running (shutting down, or restarting).
+    #[error("aggregate host {host} is not running; retry shortly")]
+    Unavailable { host: String },
+}
+
+/// Per-kind tuning of entity actors.
+#[derive(Debug, Clone)]
+pub struct EntitySettings {
+    /// Save a snapshot when this many events were applied since the last one; 0 = never.
+    pub snapshot_every: u64,
+    /// Stop an entity after this long without a message; it reloads on its next command.
+    pub idle_timeout: Option<Duration>,
+    /// How long a caller waits for an answer.
+    pub call_timeout: Duration,
+}
+
+impl Default for EntitySettings {
+    fn default() -> Self {
+        Self {
+            snapshot_every: 100,
+            idle_timeout: Some(Duration::from_secs(300)),
+            call_timeout: Duration::from_secs(5),
+        }
+    }
+}

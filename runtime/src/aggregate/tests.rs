@@ -1,0 +1,364 @@
+//! Aggregate actor tests on paused time with a temp store: commands, idempotency, passivation,
+//! snapshots, crash recovery, corrupt streams, and the host under a supervisor.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::*;
+use crate::store::{EventStore, StoreError, StoreOptions};
+use crate::supervision::{Backoff, Intensity, Strategy, Supervisor, SupervisorSpec};
+
+/// A counter that can be told to panic, to exercise the actor machinery.
+#[derive(Debug, Clone)]
+struct Counter;
+
+#[derive(Debug)]
+enum CounterCommand {
+    Add(i64),
+    Explode,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum CounterEvent {
+    Added(i64),
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+enum CounterError {
+    #[error("adding zero changes nothing")]
+    Zero,
+}
+
+impl Aggregate for Counter {
+    const KIND: &'static str = "counter";
+    type State = i64;
+    type Command = CounterCommand;
+    type Event = CounterEvent;
+    type Error = CounterError;
+
+    fn event_type(_: &CounterEvent) -> &'static str {
+        "Added"
+    }
+
+    fn decide(_: &i64, command: &CounterCommand) -> Result<Vec<CounterEvent>, CounterError> {
+        match command {
+            CounterCommand::Add(0) => Err(CounterError::Zero),
+            CounterCommand::Add(n) => Ok(vec![CounterEvent::Added(*n)]),
+            CounterCommand::Explode => panic!("the counter was told to explode"),
+        }
+    }
+
+    fn apply(state: &mut i64, CounterEvent::Added(n): &CounterEvent) {
+        *state += n;
+    }
+}
+
+/// Host names are process-global in ractor's registry: every test gets its own.
+fn unique_host() -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!("counter-host-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+fn settings() -> EntitySettings {
+    EntitySettings {
+        snapshot_every: 0,
+        idle_timeout: Some(Duration::from_secs(60)),
+        call_timeout: Duration::from_secs(5),
+    }
+}
+
+async fn start(settings: EntitySettings) -> (tempfile::TempDir, EventStore, Aggregates<Counter>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EventStore::open(dir.path().join("events.redb"), StoreOptions::default())
+        .await
+        .unwrap();
+    let counters = Aggregates::<Counter>::spawn(
+        unique_host(),
+        store.clone(),
+        settings,
+        Intensity::default(),
+        None,
+    )
+    .await
+    .unwrap();
+    (dir, store, counters)
+}
+
+fn add(n: i64) -> CommandEnvelope<CounterCommand> {
+    CommandEnvelope::new(CounterCommand::Add(n))
+}
+
+/// Polls the host's counters until `done` holds; paused time makes each poll free.
+async fn wait_for_stats(
+    counters: &Aggregates<Counter>,
+    done: impl Fn(&HostStats) -> bool,
+) -> HostStats {
+    for _ in 0..1000 {
+        let stats = counters.stats().await.unwrap();
+        if done(&stats) {
+            return stats;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!(
+        "host never reached the expected state: {:?}",
+        counters.stats().await
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn commands_are_decided_appended_and_applied() {
+    let (_dir, store, counters) = start(settings()).await;
+    let outcome = counters.execute("a", add(5)).await.unwrap();
+    assert_eq!(outcome.events, [CounterEvent::Added(5)]);
+    assert_eq!(
+        outcome.state,
+        Versioned {
+            state: 5,
+            version: 1
+        }
+    );
+    counters.execute("a", add(-2)).await.unwrap();
+    assert_eq!(
+        counters.get("a").await.unwrap(),
+        Versioned {
+            state: 3,
+            version: 2
+        }
+    );
+
+    let rejected = counters.execute("a", add(0)).await.unwrap_err();
+    assert!(matches!(
+        rejected,
+        CommandError::Rejected(CounterError::Zero)
+    ));
+    assert_eq!(
+        store.stream_version("counter-a").unwrap(),
+        2,
+        "a rejected command wrote nothing"
+    );
+    assert_eq!(
+        counters.get("b").await.unwrap().version,
+        0,
+        "other ids are independent"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_repeated_command_id_returns_the_first_result_and_changes_nothing() {
+    let (_dir, store, counters) = start(settings()).await;
+    let first = counters
+        .execute("a", add(7).with_command_id("cmd-1"))
+        .await
+        .unwrap();
+    counters.execute("a", add(1)).await.unwrap();
+    let again = counters
+        .execute("a", add(7).with_command_id("cmd-1"))
+        .await
+        .unwrap();
+    assert!(again.deduplicated && !first.deduplicated);
+    assert_eq!(again.events, first.events);
+    assert_eq!(
+        again.state,
+        Versioned {
+            state: 8,
+            version: 2
+        }
+    );
+    assert_eq!(store.stream_version("counter-a").unwrap(), 2);
+    let events = store.read_stream("counter-a").unwrap();
+    assert_eq!(events[0].causation_id.as_deref(), Some("cmd-1"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_aggregate_passivates_and_comes_back_identical() {
+    let (_dir, _store, counters) = start(settings()).await;
+    for n in [3, 4, 5] {
+        counters.execute("a", add(n)).await.unwrap();
+    }
+    let before = counters.get("a").await.unwrap();
+    assert_eq!(counters.stats().await.unwrap().live, 1);
+
+    // Activity keeps it alive: at 59 s it is still there.
+    tokio::time::sleep(Duration::from_secs(59)).await;
+    let stats = counters.stats().await.unwrap();
+    assert_eq!((stats.live, stats.passivated), (1, 0));
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stats = wait_for_stats(&counters, |s| s.passivated == 1).await;
+    assert_eq!(stats.live, 0);
+
+    assert_eq!(counters.get("a").await.unwrap(), before);
+    let stats = counters.stats().await.unwrap();
+    assert_eq!(
+        (stats.started, stats.live),
+        (2, 1),
+        "it was loaded again from the store"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_command_racing_passivation_is_not_lost() {
+    let (_dir, _store, counters) = start(settings()).await;
+    counters.execute("a", add(1)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    // Sent right as the entity reports itself idle: it lands on the old entity before its
+    // Passivate, or waits for the new one; either way it is applied exactly once.
+    let outcome = counters.execute("a", add(1)).await.unwrap();
+    assert_eq!(
+        outcome.state,
+        Versioned {
+            state: 2,
+            version: 2
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn snapshot_plus_tail_loads_the_same_state() {
+    let (_dir, store, counters) = start(EntitySettings {
+        snapshot_every: 3,
+        ..settings()
+    })
+    .await;
+    for n in 1..=7 {
+        counters.execute("a", add(n)).await.unwrap();
+    }
+    let snapshot = store.load_snapshot("counter-a").unwrap().unwrap();
+    assert_eq!(snapshot.version, 6);
+    let (loaded, snapshot_version) = entity::load::<Counter>(&store, "counter-a").unwrap();
+    assert_eq!(snapshot_version, 6);
+    assert_eq!(
+        loaded,
+        Versioned {
+            state: 28,
+            version: 7
+        }
+    );
+    assert_eq!(loaded, counters.get("a").await.unwrap());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_aggregate_answers_its_caller_and_restarts_with_its_state() {
+    let (_dir, _store, counters) = start(settings()).await;
+    counters.execute("a", add(10)).await.unwrap();
+    let error = counters
+        .execute("a", CommandEnvelope::new(CounterCommand::Explode))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, CommandError::Crashed { stream } if stream == "counter-a"),
+        "caller got {error:?}"
+    );
+    let stats = wait_for_stats(&counters, |s| s.restarts == 1).await;
+    assert_eq!(stats.live, 1, "the crashed aggregate was restarted at once");
+    assert_eq!(
+        counters.get("a").await.unwrap(),
+        Versioned {
+            state: 10,
+            version: 1
+        }
+    );
+    assert_eq!(counters.execute("a", add(1)).await.unwrap().state.state, 11);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_corrupt_stream_is_reported_with_stream_and_version_without_a_restart_loop() {
+    let (_dir, store, counters) = start(EntitySettings {
+        idle_timeout: None,
+        ..settings()
+    })
+    .await;
+    // Written through a first host, then damaged on disk, then loaded by a fresh host.
+    for n in [1, 2, 3] {
+        counters.execute("a", add(n)).await.unwrap();
+    }
+    crate::store::tests::corrupt_event(&store, "counter-a", 2, &[99, 1, 2]);
+    let fresh =
+        Aggregates::<Counter>::spawn(unique_host(), store, settings(), Intensity::default(), None)
+            .await
+            .unwrap();
+    for _ in 0..2 {
+        match fresh.execute("a", add(1)).await.unwrap_err() {
+            CommandError::Store(StoreError::Corrupt {
+                stream, version, ..
+            }) => {
+                assert_eq!((stream.as_str(), version), ("counter-a", 2));
+            }
+            other => panic!("expected a corrupt-record error, got {other:?}"),
+        }
+    }
+    let stats = fresh.stats().await.unwrap();
+    assert_eq!(
+        (stats.live, stats.started, stats.restarts),
+        (0, 0, 0),
+        "no restart loop"
+    );
+    // Other aggregates of the kind are unaffected.
+    assert_eq!(fresh.execute("b", add(1)).await.unwrap().state.version, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_host_that_exceeds_its_intensity_is_restarted_by_its_supervisor() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EventStore::open(dir.path().join("events.redb"), StoreOptions::default())
+        .await
+        .unwrap();
+    let host = unique_host();
+    let intensity = Intensity {
+        max_restarts: 1,
+        within: Duration::from_secs(60),
+    };
+    let supervisor = Supervisor::start(
+        SupervisorSpec {
+            name: format!("{host}-supervisor"),
+            strategy: Strategy::OneForOne,
+            intensity: Intensity::default(),
+            backoff: Backoff::NONE,
+            children: vec![Aggregates::<Counter>::child_spec(
+                host.clone(),
+                store,
+                settings(),
+                intensity,
+            )],
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    let counters = Aggregates::<Counter>::new(host, Duration::from_secs(5));
+    counters.execute("a", add(4)).await.unwrap();
+    for _ in 0..2 {
+        let error = counters
+            .execute("a", CommandEnvelope::new(CounterCommand::Explode))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, CommandError::Crashed { .. }));
+    }
+    // The second crash failed the host; its supervisor starts a new one under the same name.
+    let mut restarted = None;
+    for _ in 0..1000 {
+        let children = crate::supervision::children_of(&supervisor).await.unwrap();
+        if children[0].restarts == 1 && children[0].actor.is_some() {
+            restarted = Some(children);
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        restarted.is_some(),
+        "the supervisor did not restart the host"
+    );
+    let stats = counters.stats().await.unwrap();
+    assert_eq!(stats.restarts, 0, "a new host starts with fresh counters");
+    assert_eq!(
+        counters.get("a").await.unwrap(),
+        Versioned {
+            state: 4,
+            version: 1
+        }
+    );
+    supervisor.stop_and_wait(None, None).await.unwrap();
+}
