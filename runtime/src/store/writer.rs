@@ -262,31 +262,30 @@ fn append(
             stream: stream.to_owned(),
         }));
     }
-    if let Some(command_id) = &request.command_id {
-        if let Some(previous) = tables
+    if let Some(command_id) = &request.command_id
+        && let Some(previous) = tables
             .commands
             .get(command_id.as_str())
             .map_err(StoreError::storage)?
-        {
-            let previous: ProcessedCommand = match codec::decode(previous.value()) {
-                Ok(previous) => previous,
-                Err(source) => {
-                    return Ok(Err(StoreError::CorruptCommand {
-                        command_id: command_id.clone(),
-                        source,
-                    }));
-                }
-            };
-            return Ok(if previous.stream == stream {
-                Ok(AppendOutcome::from_processed(&previous, true))
-            } else {
-                Err(StoreError::CommandIdReused {
+    {
+        let previous: ProcessedCommand = match codec::decode(previous.value()) {
+            Ok(previous) => previous,
+            Err(source) => {
+                return Ok(Err(StoreError::CorruptCommand {
                     command_id: command_id.clone(),
-                    first_stream: previous.stream,
-                    stream: stream.to_owned(),
-                })
-            });
-        }
+                    source,
+                }));
+            }
+        };
+        return Ok(if previous.stream == stream {
+            Ok(AppendOutcome::from_processed(&previous, true))
+        } else {
+            Err(StoreError::CommandIdReused {
+                command_id: command_id.clone(),
+                first_stream: previous.stream,
+                stream: stream.to_owned(),
+            })
+        });
     }
     let actual = stream_head(&tables.index, stream)?;
     if actual != request.expected_version {
