@@ -6,3 +6,9 @@ pub mod codec;
 pub mod metrics;
 pub mod store;
 pub mod supervision;
+
+/// The actor types services need to wire themselves into a supervision tree, re-exported so that
+/// domain crates do not depend on ractor directly.
+pub mod actor {
+    pub use ractor::{ActorCell, ActorRef, SpawnErr};
+}
