@@ -6,6 +6,7 @@
 //! transaction and never wait for the writer: they see the last committed state.
 
 mod error;
+mod index;
 mod tables;
 mod writer;
 
@@ -23,11 +24,12 @@ pub use tables::ProcessedCommand;
 pub use writer::GroupCommitOptions;
 
 use crate::codec;
+use index::{STREAM_INDEX, StreamIndex};
 use tables::{
     CHECKPOINTS, LAYOUT_VERSION, LAYOUT_VERSION_KEY, LOG, LogRecord, META, PROCESSED_COMMANDS,
-    SNAPSHOTS, STREAM_INDEX, SnapshotRecord,
+    SNAPSHOTS, SnapshotRecord,
 };
-use writer::WriteOp;
+use writer::{WriteOp, WriterState};
 
 /// An event to append: its type name, schema version and encoded payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,27 +130,37 @@ pub struct StoreOptions {
 /// A handle to the store. Cheap to clone; the writer stops when the last handle is dropped.
 #[derive(Clone, Debug)]
 pub struct EventStore {
+    /// The log file: events, processed commands, snapshots, checkpoints.
     db: Arc<Database>,
+    /// The stream index file, derived from the log (see [`index`]).
+    index: Arc<Database>,
     writes: mpsc::Sender<WriteOp>,
 }
 
 impl EventStore {
-    /// Opens (or creates) the store file at `path` and starts its writer on the current runtime.
+    /// Opens (or creates) the store at `path` (the log file; the index file goes beside it as
+    /// `*.index.redb`) and starts its writer on the current runtime. After a crash this
+    /// re-indexes the log's tail before it returns.
     pub async fn open(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self, StoreError> {
         let path = path.as_ref().to_owned();
         let cache = options.cache_size_bytes;
-        let (db, next_position) = tokio::task::spawn_blocking(move || open_database(&path, cache))
-            .await
-            .map_err(|_| StoreError::WriterStopped)??;
-        let db = Arc::new(db);
+        let (db, index, state) = tokio::task::spawn_blocking(move || {
+            let db = Arc::new(open_database(&path, cache)?);
+            let index = StreamIndex::open_file(&index::index_path(&path))?;
+            let state = WriterState::recover(&db, index.clone())?;
+            Ok::<_, StoreError>((db, index, state))
+        })
+        .await
+        .map_err(|_| StoreError::WriterStopped)??;
         let (writes, queue) = mpsc::channel(options.group_commit.queue_capacity.max(1));
         tokio::spawn(writer::run(
             db.clone(),
+            index.clone(),
+            state,
             queue,
             options.group_commit,
-            next_position,
         ));
-        Ok(Self { db, writes })
+        Ok(Self { db, index, writes })
     }
 
     /// Appends events to a stream if it is at the expected version. Answers once durable.
@@ -182,6 +194,17 @@ impl EventStore {
             reply,
         })
         .await
+    }
+
+    /// Commits every write queued before this call, makes the index durable and stops the
+    /// writer: later writes fail with [`StoreError::WriterStopped`]; reads keep working.
+    /// Call it on shutdown so the next start has no log tail to re-index.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        match self.submit(|reply| WriteOp::Close { reply }).await {
+            // Already closed by another handle.
+            Err(StoreError::WriterStopped) => Ok(()),
+            other => other,
+        }
     }
 
     async fn submit<T>(
@@ -220,9 +243,14 @@ impl EventStore {
         if min_version > max_version {
             return Ok(Vec::new());
         }
-        let txn = self.db.begin_read().map_err(StoreError::storage)?;
-        let index = txn.open_table(STREAM_INDEX).map_err(StoreError::storage)?;
-        let log = txn.open_table(LOG).map_err(StoreError::storage)?;
+        // Index snapshot first: the writer commits the log before the index, so every
+        // position this index snapshot holds is in the log snapshot opened after it.
+        let index_txn = self.index.begin_read().map_err(StoreError::storage)?;
+        let index = index_txn
+            .open_table(STREAM_INDEX)
+            .map_err(StoreError::storage)?;
+        let log_txn = self.db.begin_read().map_err(StoreError::storage)?;
+        let log = log_txn.open_table(LOG).map_err(StoreError::storage)?;
         let mut events = Vec::new();
         for entry in index
             .range((stream, min_version)..=(stream, max_version))
@@ -251,9 +279,9 @@ impl EventStore {
 
     /// The version of the stream's last event; 0 for a stream with no events.
     pub fn stream_version(&self, stream: &str) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::storage)?;
+        let txn = self.index.begin_read().map_err(StoreError::storage)?;
         let index = txn.open_table(STREAM_INDEX).map_err(StoreError::storage)?;
-        writer::stream_head(&index, stream)
+        index::stream_head(&index, stream)
     }
 
     /// Up to `limit` events of the global log from `position` (inclusive), in commit order.
@@ -345,7 +373,8 @@ impl EventStore {
             .map_err(StoreError::storage)?
             .stats()
             .map_err(StoreError::storage)?;
-        let index = txn
+        let index_txn = self.index.begin_read().map_err(StoreError::storage)?;
+        let index = index_txn
             .open_table(STREAM_INDEX)
             .map_err(StoreError::storage)?
             .stats()
@@ -361,8 +390,8 @@ impl EventStore {
     }
 
     #[cfg(test)]
-    pub(crate) fn database(&self) -> &Database {
-        &self.db
+    pub(crate) fn databases(&self) -> (&Database, &Database) {
+        (&self.db, &self.index)
     }
 }
 
@@ -378,7 +407,7 @@ pub struct LayoutStats {
 }
 
 /// Opens the file, creates the tables on first use, checks the layout, finds the log's end.
-fn open_database(path: &Path, cache_size: Option<usize>) -> Result<(Database, u64), StoreError> {
+fn open_database(path: &Path, cache_size: Option<usize>) -> Result<Database, StoreError> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)
             .map_err(|e| StoreError::storage(redb::StorageError::from(e)))?;
@@ -389,7 +418,7 @@ fn open_database(path: &Path, cache_size: Option<usize>) -> Result<(Database, u6
     }
     let db = builder.create(path).map_err(StoreError::storage)?;
     let txn = db.begin_write().map_err(StoreError::storage)?;
-    let next_position = {
+    {
         let mut meta = txn.open_table(META).map_err(StoreError::storage)?;
         let found = meta
             .get(LAYOUT_VERSION_KEY)
@@ -410,19 +439,19 @@ fn open_database(path: &Path, cache_size: Option<usize>) -> Result<(Database, u6
             }
         }
         // Create every table now so that readers never meet a missing one.
-        txn.open_table(STREAM_INDEX).map_err(StoreError::storage)?;
         txn.open_table(SNAPSHOTS).map_err(StoreError::storage)?;
         txn.open_table(PROCESSED_COMMANDS)
             .map_err(StoreError::storage)?;
         txn.open_table(CHECKPOINTS).map_err(StoreError::storage)?;
-        let log = txn.open_table(LOG).map_err(StoreError::storage)?;
-        next_position_of(&log)?
-    };
+        txn.open_table(LOG).map_err(StoreError::storage)?;
+    }
     txn.commit().map_err(StoreError::storage)?;
-    Ok((db, next_position))
+    Ok(db)
 }
 
-fn next_position_of(log: &impl ReadableTable<u64, &'static [u8]>) -> Result<u64, StoreError> {
+pub(crate) fn next_position_of(
+    log: &impl ReadableTable<u64, &'static [u8]>,
+) -> Result<u64, StoreError> {
     Ok(log
         .last()
         .map_err(StoreError::storage)?

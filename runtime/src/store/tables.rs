@@ -3,9 +3,8 @@
 //! Layout, chosen so that a group commit dirties few B-tree pages:
 //! - `log`: global position -> encoded [`LogRecord`]. Positions only grow, so every commit
 //!   appends to the right edge of this tree: the pages it touches are the rightmost path.
-//! - `stream_index`: (stream, version) -> position. Keys of one stream sort together, so a stream
-//!   read is one range scan, and the stream's head is the last key of its range (no separate
-//!   "heads" table to keep in step).
+//! - the per-stream index, (stream, version) -> position, lives in a file of its own: see
+//!   [`super::index`] for why and how it stays in step with the log.
 //! - `snapshots`: stream -> encoded [`SnapshotRecord`] (latest only).
 //! - `processed_commands`: command id -> encoded [`ProcessedCommand`].
 //! - `checkpoints`: subscriber name -> last processed global position.
@@ -15,8 +14,6 @@ use redb::TableDefinition;
 use serde::{Deserialize, Serialize};
 
 pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
-pub(crate) const STREAM_INDEX: TableDefinition<(&str, u64), u64> =
-    TableDefinition::new("stream_index");
 pub(crate) const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
 pub(crate) const PROCESSED_COMMANDS: TableDefinition<&str, &[u8]> =
     TableDefinition::new("processed_commands");
@@ -24,7 +21,7 @@ pub(crate) const CHECKPOINTS: TableDefinition<&str, u64> = TableDefinition::new(
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// Bumped when the table layout changes incompatibly; a store written by another layout is refused.
-pub(crate) const LAYOUT_VERSION: u64 = 1;
+pub(crate) const LAYOUT_VERSION: u64 = 2;
 pub(crate) const LAYOUT_VERSION_KEY: &str = "layout_version";
 
 /// One event as it sits in the global log.

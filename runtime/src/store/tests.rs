@@ -255,14 +255,7 @@ async fn snapshots_and_checkpoints_survive_a_reopen() {
         store.save_checkpoint("projection", 1).await.unwrap();
         store.save_checkpoint("projection", 2).await.unwrap();
     }
-    // The writer task drops its database handle once the last store handle is gone.
-    let store = loop {
-        match EventStore::open(&path, StoreOptions::default()).await {
-            Ok(store) => break store,
-            Err(StoreError::Storage(_)) => tokio::task::yield_now().await,
-            Err(other) => panic!("reopen failed: {other}"),
-        }
-    };
+    let store = reopen(&path).await;
     assert_eq!(store.checkpoint("projection").unwrap(), Some(2));
     assert_eq!(store.load_snapshot("s").unwrap().unwrap().version, 2);
     assert_eq!(store.next_position().unwrap(), 2);
@@ -273,10 +266,14 @@ async fn snapshots_and_checkpoints_survive_a_reopen() {
 
 /// Overwrites the stored log record of `stream` at `version`, as disk damage would.
 pub(crate) fn corrupt_event(store: &EventStore, stream: &str, version: u64, bytes: &[u8]) {
-    let txn = store.database().begin_write().unwrap();
-    {
+    let (log_db, index_db) = store.databases();
+    let position = {
+        let txn = index_db.begin_read().unwrap();
         let index = txn.open_table(STREAM_INDEX).unwrap();
-        let position = index.get((stream, version)).unwrap().unwrap().value();
+        index.get((stream, version)).unwrap().unwrap().value()
+    };
+    let txn = log_db.begin_write().unwrap();
+    {
         let mut log = txn.open_table(LOG).unwrap();
         log.insert(position, bytes).unwrap();
     }
@@ -315,4 +312,79 @@ async fn a_corrupt_record_is_reported_with_its_stream_and_version() {
         store.read_all_from(0, 10),
         Err(StoreError::CorruptLog { position: 1, .. })
     ));
+}
+
+async fn reopen(path: &std::path::Path) -> EventStore {
+    // The previous writer drops its file handles once its last store handle is gone.
+    for _ in 0..10_000 {
+        match EventStore::open(path, StoreOptions::default()).await {
+            Ok(store) => return store,
+            Err(StoreError::Storage(_)) => tokio::task::yield_now().await,
+            Err(other) => panic!("reopen failed: {other}"),
+        }
+    }
+    panic!("the store could not be reopened");
+}
+
+/// Runs `body` on a runtime of its own; dropping the runtime closes the store's files.
+fn on_own_runtime<T>(body: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Runtime::new().unwrap().block_on(body)
+}
+
+#[test]
+fn a_lost_or_damaged_index_is_rebuilt_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.redb");
+    let index_file = dir.path().join("events.index.redb");
+    on_own_runtime(async {
+        let store = EventStore::open(&path, StoreOptions::default())
+            .await
+            .unwrap();
+        store
+            .append(append_request("a", 0, &["a1", "a2"]))
+            .await
+            .unwrap();
+        store.append(append_request("b", 0, &["b1"])).await.unwrap();
+    });
+    assert!(index_file.exists(), "the index lives in its own file");
+
+    for damage in [None, Some(b"not a redb file at all".as_slice())] {
+        match damage {
+            None => std::fs::remove_file(&index_file).unwrap(),
+            Some(bytes) => std::fs::write(&index_file, bytes).unwrap(),
+        }
+        on_own_runtime(async {
+            let store = EventStore::open(&path, StoreOptions::default())
+                .await
+                .unwrap();
+            let a: Vec<u64> = store
+                .read_stream("a")
+                .unwrap()
+                .iter()
+                .map(|e| e.version)
+                .collect();
+            assert_eq!(a, [1, 2], "after {damage:?}");
+            assert_eq!(store.stream_version("b").unwrap(), 1);
+            // Expected versions are checked against the rebuilt index: no second version 2.
+            assert!(matches!(
+                store.append(append_request("a", 1, &["dup"])).await,
+                Err(StoreError::Conflict { actual: 2, .. })
+            ));
+        });
+    }
+}
+
+#[tokio::test]
+async fn close_commits_what_was_queued_then_refuses_writes() {
+    let (_dir, store) = temp_store().await;
+    let queued = store.append(append_request("s", 0, &["a"]));
+    let (appended, closed) = tokio::join!(queued, store.close());
+    appended.unwrap();
+    closed.unwrap();
+    assert!(matches!(
+        store.append(append_request("s", 1, &["b"])).await,
+        Err(StoreError::WriterStopped)
+    ));
+    assert_eq!(store.read_stream("s").unwrap().len(), 1, "reads still work");
+    store.close().await.unwrap();
 }

@@ -6,16 +6,17 @@
 //! only after that commit returns, so an acknowledged write is on disk. While one batch commits,
 //! the next one queues up: under load, batches grow by themselves and the fsync cost is shared.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use redb::{Database, Durability, ReadableTable, Table};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table};
 use tokio::sync::{mpsc, oneshot};
 
 use super::error::StoreError;
+use super::index::{IndexEntry, StreamIndex};
 use super::tables::{
-    CHECKPOINTS, LOG, LogRecord, PROCESSED_COMMANDS, ProcessedCommand, SNAPSHOTS, STREAM_INDEX,
-    SnapshotRecord,
+    CHECKPOINTS, LOG, LogRecord, PROCESSED_COMMANDS, ProcessedCommand, SNAPSHOTS, SnapshotRecord,
 };
 use super::{AppendOutcome, AppendRequest};
 use crate::codec;
@@ -62,6 +63,8 @@ pub(crate) enum WriteOp {
         position: u64,
         reply: Reply<()>,
     },
+    /// Commit what was queued before, make the index durable, stop; answered once stopped.
+    Close { reply: Reply<()> },
 }
 
 impl WriteOp {
@@ -79,31 +82,105 @@ enum OpResult {
     Unit(Result<(), StoreError>),
 }
 
-/// Runs until every [`super::EventStore`] handle is dropped, then returns after the last batch.
-pub(crate) async fn run(
-    db: Arc<Database>,
-    mut queue: mpsc::Receiver<WriteOp>,
-    options: GroupCommitOptions,
-    mut next_position: u64,
-) {
-    while let Some(first) = queue.recv().await {
-        let batch = gather_batch(first, &mut queue, &options).await;
-        let db = db.clone();
-        let committed = tokio::task::spawn_blocking(move || commit(&db, batch, next_position));
-        match committed.await {
-            Ok(next) => next_position = next,
-            // The batch's reply senders were dropped with the panic: its callers see WriterStopped.
-            Err(panic) => tracing::error!(error = %panic, "store commit panicked; batch dropped"),
-        }
-    }
-    tracing::debug!("store writer stopped: all handles dropped");
+/// What the writer owns between batches. Moved into the blocking pool for each commit and back.
+#[derive(Debug)]
+pub(crate) struct WriterState {
+    next_position: u64,
+    heads: StreamHeads,
+    index: StreamIndex,
+    /// Entries of durable batches whose index update failed; retried with the next batch.
+    unindexed: Vec<IndexEntry>,
 }
 
+impl WriterState {
+    /// Builds the writer's state from the files: the log's end, and an index caught up to it.
+    pub(crate) fn recover(log: &Database, index: Arc<Database>) -> Result<Self, StoreError> {
+        let next_position = {
+            let txn = log.begin_read().map_err(StoreError::storage)?;
+            let table = txn.open_table(LOG).map_err(StoreError::storage)?;
+            super::next_position_of(&table)?
+        };
+        Ok(Self {
+            next_position,
+            heads: StreamHeads::default(),
+            index: StreamIndex::new(index, log)?,
+            unindexed: Vec::new(),
+        })
+    }
+}
+
+/// Runs until every [`super::EventStore`] handle is dropped, then makes the index durable.
+pub(crate) async fn run(
+    db: Arc<Database>,
+    index_db: Arc<Database>,
+    mut state: WriterState,
+    mut queue: mpsc::Receiver<WriteOp>,
+    options: GroupCommitOptions,
+) {
+    let mut close_reply = None;
+    while let Some(first) = queue.recv().await {
+        let (batch, close) = gather_batch(first, &mut queue, &options).await;
+        if batch.is_empty() {
+            close_reply = close;
+            break;
+        }
+        let db_for_batch = db.clone();
+        let committed = tokio::task::spawn_blocking(move || {
+            commit(&db_for_batch, batch, &mut state);
+            state
+        });
+        state = match committed.await {
+            Ok(state) => state,
+            Err(panic) => {
+                // The batch's reply senders were dropped with the panic: its callers see
+                // WriterStopped. What the writer knew is rebuilt from the files.
+                tracing::error!(error = %panic, "store commit panicked; batch dropped");
+                let (db, index_db) = (db.clone(), index_db.clone());
+                match tokio::task::spawn_blocking(move || WriterState::recover(&db, index_db)).await
+                {
+                    Ok(Ok(state)) => state,
+                    Ok(Err(error)) => {
+                        tracing::error!(%error, "store writer cannot recover; stopping it");
+                        return;
+                    }
+                    Err(_) => return,
+                }
+            }
+        };
+        if close.is_some() {
+            close_reply = close;
+            break;
+        }
+    }
+    // Later writes find the queue closed and get WriterStopped.
+    queue.close();
+    let finished = tokio::task::spawn_blocking(move || {
+        let end = state.next_position;
+        state.index.apply(&state.unindexed, end, true)
+    });
+    let result = match finished.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "final index sync failed; the index is rebuilt from the log on open");
+            Err(error)
+        }
+        Err(_) => Err(StoreError::WriterStopped),
+    };
+    tracing::debug!("store writer stopped");
+    if let Some(reply) = close_reply {
+        let _ = reply.send(result);
+    }
+}
+
+/// Gathers a batch starting with `first`. A close request ends the batch and is returned apart.
 async fn gather_batch(
     first: WriteOp,
     queue: &mut mpsc::Receiver<WriteOp>,
     options: &GroupCommitOptions,
-) -> Vec<WriteOp> {
+) -> (Vec<WriteOp>, Option<Reply<()>>) {
+    if let WriteOp::Close { reply } = first {
+        return (Vec::new(), Some(reply));
+    }
     let mut weight = first.weight();
     let mut batch = vec![first];
     let deadline = tokio::time::Instant::now() + options.max_linger;
@@ -119,16 +196,59 @@ async fn gather_batch(
                 }
             }
         };
+        if let WriteOp::Close { reply } = next {
+            return (batch, Some(reply));
+        }
         // An operation that would overflow the batch still joins it: deferring it would need a
         // second queue, and the bound is about amortising, not a hard cap.
         weight += next.weight();
         batch.push(next);
     }
-    batch
+    (batch, None)
 }
 
-/// Writes and commits one batch, answers its callers, and returns the next free log position.
-fn commit(db: &Database, batch: Vec<WriteOp>, next_position: u64) -> u64 {
+/// The writer's memory of stream heads (the version of each stream's last event).
+///
+/// The writer is the store's only writer, so what it committed is the truth: a cached head
+/// saves the index lookup that otherwise starts every append. Heads written by a batch are
+/// staged and become cached only once that batch is durable. Bounded: when full, it is emptied
+/// and refills from the index.
+#[derive(Debug, Default)]
+struct StreamHeads {
+    committed: HashMap<String, u64>,
+    staged: HashMap<String, u64>,
+}
+
+impl StreamHeads {
+    const MAX_CACHED: usize = 256 * 1024;
+
+    fn get(&self, stream: &str) -> Option<u64> {
+        self.staged
+            .get(stream)
+            .or_else(|| self.committed.get(stream))
+            .copied()
+    }
+
+    fn stage(&mut self, stream: &str, head: u64) {
+        self.staged.insert(stream.to_owned(), head);
+    }
+
+    /// Makes the staged heads the known ones. `may_evict` says whether the index holds every
+    /// durable head: only then may the cache be emptied, since a miss falls back to the index.
+    fn commit(&mut self, may_evict: bool) {
+        if may_evict && self.committed.len() + self.staged.len() > Self::MAX_CACHED {
+            self.committed.clear();
+        }
+        self.committed.extend(self.staged.drain());
+    }
+
+    fn discard(&mut self) {
+        self.staged.clear();
+    }
+}
+
+/// Writes and commits one batch, updates the index, then answers the batch's callers.
+fn commit(db: &Database, batch: Vec<WriteOp>, state: &mut WriterState) {
     let started = Instant::now();
     let events: usize = batch
         .iter()
@@ -137,21 +257,29 @@ fn commit(db: &Database, batch: Vec<WriteOp>, next_position: u64) -> u64 {
             _ => 0,
         })
         .sum();
-    match write_batch(db, &batch, next_position) {
-        Ok((results, next)) => {
+    match write_batch(db, &batch, state) {
+        Ok((results, next_position, entries)) => {
+            state.next_position = next_position;
+            state.unindexed.extend(entries);
+            // The batch is durable whatever happens to the index, which is derived from the
+            // log. Updating it before answering gives callers read-your-writes.
+            match state.index.apply(&state.unindexed, next_position, false) {
+                Ok(()) => state.unindexed.clear(),
+                Err(error) => tracing::error!(%error, pending = state.unindexed.len(),
+                    "stream index update failed; reads miss these events until a later batch indexes them"),
+            }
+            state.heads.commit(state.unindexed.is_empty());
             metrics::record_commit(batch.len(), events, started.elapsed());
             for (op, result) in batch.into_iter().zip(results) {
                 answer(op, result);
             }
-            next
         }
         Err(error) => {
+            state.heads.discard();
             tracing::error!(%error, ops = batch.len(), "store batch failed; nothing in it was committed");
             for op in batch {
                 answer_all_failed(op, error.clone());
             }
-            // Positions handed out inside the failed transaction were rolled back with it.
-            next_position
         }
     }
 }
@@ -163,7 +291,8 @@ fn answer(op: WriteOp, result: OpResult) {
             let _ = reply.send(r);
         }
         (WriteOp::SaveSnapshot { reply, .. }, OpResult::Unit(r))
-        | (WriteOp::SaveCheckpoint { reply, .. }, OpResult::Unit(r)) => {
+        | (WriteOp::SaveCheckpoint { reply, .. }, OpResult::Unit(r))
+        | (WriteOp::Close { reply }, OpResult::Unit(r)) => {
             let _ = reply.send(r);
         }
         _ => unreachable!("write_batch returns one result of the matching kind per operation"),
@@ -175,44 +304,53 @@ fn answer_all_failed(op: WriteOp, error: StoreError) {
         WriteOp::Append { reply, .. } => {
             let _ = reply.send(Err(error));
         }
-        WriteOp::SaveSnapshot { reply, .. } | WriteOp::SaveCheckpoint { reply, .. } => {
+        WriteOp::SaveSnapshot { reply, .. }
+        | WriteOp::SaveCheckpoint { reply, .. }
+        | WriteOp::Close { reply } => {
             let _ = reply.send(Err(error));
         }
     }
 }
 
-/// The tables one batch writes to, opened once per transaction.
+/// What one batch writes to: its log tables, and the index entries it produces.
 struct BatchTables<'txn> {
     log: Table<'txn, u64, &'static [u8]>,
-    index: Table<'txn, (&'static str, u64), u64>,
     commands: Table<'txn, &'static str, &'static [u8]>,
+    entries: Vec<IndexEntry>,
 }
 
+/// Writes the batch in one durable transaction. Returns each operation's own result, the next
+/// free position and the index entries to add.
 fn write_batch(
     db: &Database,
     batch: &[WriteOp],
-    mut next_position: u64,
-) -> Result<(Vec<OpResult>, u64), StoreError> {
+    state: &mut WriterState,
+) -> Result<(Vec<OpResult>, u64, Vec<IndexEntry>), StoreError> {
+    let mut next_position = state.next_position;
     let mut txn = db.begin_write().map_err(StoreError::storage)?;
     txn.set_durability(Durability::Immediate)
         .map_err(StoreError::storage)?;
     let mut results = Vec::with_capacity(batch.len());
-    {
+    let entries = {
         let mut tables = BatchTables {
             log: txn.open_table(LOG).map_err(StoreError::storage)?,
-            index: txn.open_table(STREAM_INDEX).map_err(StoreError::storage)?,
             commands: txn
                 .open_table(PROCESSED_COMMANDS)
                 .map_err(StoreError::storage)?,
+            entries: Vec::new(),
         };
         let mut snapshots = txn.open_table(SNAPSHOTS).map_err(StoreError::storage)?;
         let mut checkpoints = txn.open_table(CHECKPOINTS).map_err(StoreError::storage)?;
         let now = now_micros();
         for op in batch {
             let result = match op {
-                WriteOp::Append { request, .. } => {
-                    OpResult::Append(append(&mut tables, request, &mut next_position, now)?)
-                }
+                WriteOp::Append { request, .. } => OpResult::Append(append(
+                    &mut tables,
+                    state,
+                    request,
+                    &mut next_position,
+                    now,
+                )?),
                 WriteOp::SaveSnapshot {
                     stream, snapshot, ..
                 } => OpResult::Unit(match codec::encode(snapshot) {
@@ -237,12 +375,15 @@ fn write_batch(
                         .map_err(StoreError::storage)?;
                     OpResult::Unit(Ok(()))
                 }
+                // gather_batch keeps close requests out of batches.
+                WriteOp::Close { .. } => OpResult::Unit(Ok(())),
             };
             results.push(result);
         }
-    }
+        tables.entries
+    };
     txn.commit().map_err(StoreError::storage)?;
-    Ok((results, next_position))
+    Ok((results, next_position, entries))
 }
 
 /// Appends one request inside the batch transaction.
@@ -252,6 +393,7 @@ fn write_batch(
 /// reject the request is checked before the first insert, so a rejected request writes nothing.
 fn append(
     tables: &mut BatchTables<'_>,
+    state: &mut WriterState,
     request: &AppendRequest,
     next_position: &mut u64,
     now_micros: i64,
@@ -287,7 +429,10 @@ fn append(
             })
         });
     }
-    let actual = stream_head(&tables.index, stream)?;
+    let actual = match state.heads.get(stream) {
+        Some(head) => head,
+        None => state.index.head(stream)?,
+    };
     if actual != request.expected_version {
         return Ok(Err(StoreError::Conflict {
             stream: stream.to_owned(),
@@ -325,11 +470,15 @@ fn append(
             .log
             .insert(position, bytes.as_slice())
             .map_err(StoreError::storage)?;
-        tables
-            .index
-            .insert((stream, *version), position)
-            .map_err(StoreError::storage)?;
+        tables.entries.push(IndexEntry {
+            stream: stream.to_owned(),
+            version: *version,
+            position,
+        });
     }
+    state
+        .heads
+        .stage(stream, actual + request.events.len() as u64);
     let processed = ProcessedCommand {
         stream: stream.to_owned(),
         first_version: actual + 1,
@@ -347,20 +496,6 @@ fn append(
             .map_err(StoreError::storage)?;
     }
     Ok(Ok(AppendOutcome::from_processed(&processed, false)))
-}
-
-/// The version of the last event of `stream`, 0 when it has none.
-pub(crate) fn stream_head(
-    index: &impl ReadableTable<(&'static str, u64), u64>,
-    stream: &str,
-) -> Result<u64, StoreError> {
-    let last = index
-        .range((stream, 0)..=(stream, u64::MAX))
-        .map_err(StoreError::storage)?
-        .next_back()
-        .transpose()
-        .map_err(StoreError::storage)?;
-    Ok(last.map_or(0, |(key, _)| key.value().1))
 }
 
 fn now_micros() -> i64 {
