@@ -3,6 +3,7 @@
 
 pub mod aggregate;
 pub mod codec;
+pub mod config;
 pub mod metrics;
 pub mod store;
 pub mod supervision;

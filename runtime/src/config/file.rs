@@ -1,0 +1,208 @@
+//! The config file's shape, exactly as written in TOML. Unknown keys are errors.
+//!
+//! Every section has defaults, so a file only says what differs. [`super::NodeConfig`] is what
+//! the rest of the code trusts: this raw form after validation.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::Secret;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// `development` allows an inline dev key and prints readable logs; `production` does not.
+    pub environment: Environment,
+    /// This node's name in the cluster, logs and metrics.
+    pub node_name: String,
+    #[serde(default = "defaults::data_dir")]
+    pub data_dir: PathBuf,
+    /// The domain services this node hosts.
+    pub services: Vec<String>,
+    #[serde(default)]
+    pub edge: EdgeSection,
+    pub auth: AuthSection,
+    #[serde(default)]
+    pub rate_limit: RateLimitSection,
+    #[serde(default)]
+    pub store: StoreSection,
+    #[serde(default)]
+    pub telemetry: TelemetrySection,
+    /// Parsed and validated now; used once nodes form a cluster.
+    #[serde(default)]
+    pub cluster: ClusterSection,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgeSection {
+    /// Address the HTTP edge listens on, `host:port`.
+    pub listen: String,
+    /// Largest request body accepted, in bytes.
+    pub body_limit_bytes: usize,
+    /// A request still running after this long is answered 503.
+    pub request_timeout_ms: u64,
+    /// On SIGTERM/Ctrl-C, how long in-flight requests get to finish.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for EdgeSection {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            body_limit_bytes: 64 * 1024,
+            request_timeout_ms: 10_000,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// The `iss` tokens must carry.
+    pub issuer: String,
+    /// The `aud` tokens must carry.
+    pub audience: String,
+    /// Environment variable holding the HS256 key. Takes precedence over the other sources.
+    #[serde(default = "defaults::key_env")]
+    pub key_env: String,
+    /// File holding the HS256 key (trailing newline ignored).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// A key written in the file itself: refused outside `development`.
+    #[serde(default)]
+    pub dev_key: Option<Secret>,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    #[serde(default = "defaults::leeway_seconds")]
+    pub leeway_seconds: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitSection {
+    /// Sustained requests per second per token subject (or per client address without a token).
+    pub requests_per_second: u32,
+    /// Requests allowed at once above the sustained rate.
+    pub burst: u32,
+}
+
+impl Default for RateLimitSection {
+    fn default() -> Self {
+        Self {
+            requests_per_second: 100,
+            burst: 200,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// Snapshot an aggregate every this many events (0 = never).
+    pub snapshot_every: u64,
+    /// Passivate an aggregate after this long without a command (0 = never).
+    pub idle_timeout_seconds: u64,
+    /// How long a command may take before the caller gets a timeout.
+    pub command_timeout_ms: u64,
+    /// Most events in one group commit.
+    pub max_batch_events: usize,
+    /// How long the writer waits for more work before committing, in microseconds.
+    pub max_linger_us: u64,
+    /// redb page cache, in MiB.
+    pub cache_mib: usize,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self {
+            snapshot_every: 100,
+            idle_timeout_seconds: 300,
+            command_timeout_ms: 5_000,
+            max_batch_events: 4096,
+            max_linger_us: 0,
+            cache_mib: 16,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetrySection {
+    /// `pretty` or `json`; by default pretty in development, JSON in production.
+    pub log_format: Option<LogFormat>,
+    /// A tracing filter (`info`, `playhouse=debug,info`); `RUST_LOG` overrides it.
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    /// Address the cluster transport listens on, `host:port`.
+    pub listen: String,
+    /// Environment variable holding the shared cluster cookie.
+    pub cookie_env: String,
+    /// Every member, this node included.
+    pub members: Vec<MemberSection>,
+    pub heartbeat_interval_ms: u64,
+    /// A member silent for this long is considered down.
+    pub heartbeat_timeout_ms: u64,
+    /// Partitions per service; fixed for the life of the data.
+    pub partitions: u32,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:4600".into(),
+            cookie_env: "PLAYHOUSE_CLUSTER_COOKIE".into(),
+            members: Vec::new(),
+            heartbeat_interval_ms: 500,
+            heartbeat_timeout_ms: 3_000,
+            partitions: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberSection {
+    pub name: String,
+    /// The member's cluster address.
+    pub address: String,
+    /// The member's HTTP edge address, for forwarding.
+    #[serde(default)]
+    pub edge: Option<String>,
+    pub services: Vec<String>,
+}
+
+mod defaults {
+    use std::path::PathBuf;
+
+    pub fn data_dir() -> PathBuf {
+        PathBuf::from("./data")
+    }
+
+    pub fn key_env() -> String {
+        "PLAYHOUSE_JWT_KEY".into()
+    }
+
+    pub fn leeway_seconds() -> u64 {
+        5
+    }
+}

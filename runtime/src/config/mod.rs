@@ -1,0 +1,503 @@
+//! Node configuration: a TOML file, `PLAYHOUSE_*` environment overrides, then validation into a
+//! [`NodeConfig`] the rest of the code trusts.
+//!
+//! Overrides: `PLAYHOUSE_<KEY>` sets a top-level key and `PLAYHOUSE_<SECTION>__<KEY>` a key of a
+//! section (`PLAYHOUSE_EDGE__LISTEN=0.0.0.0:8080`, `PLAYHOUSE_DATA_DIR=/var/lib/playhouse`).
+//! Values are read as TOML when they parse as TOML (`8080`, `true`, `["accounts"]`), as strings
+//! otherwise. Variables whose first part names no config key (like `PLAYHOUSE_JWT_KEY`) are not
+//! overrides. Every error names the file, and the key or variable at fault.
+
+mod file;
+mod secret;
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use file::{
+    AuthSection, ClusterSection, ConfigFile, EdgeSection, Environment, LogFormat, MemberSection,
+    RateLimitSection, StoreSection, TelemetrySection,
+};
+pub use secret::{REDACTED, Secret};
+
+/// The prefix of every environment override.
+pub const ENV_PREFIX: &str = "PLAYHOUSE_";
+
+/// Top-level keys of [`ConfigFile`]: the only first parts an override may have.
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "environment",
+    "node_name",
+    "data_dir",
+    "services",
+    "edge",
+    "auth",
+    "rate_limit",
+    "store",
+    "telemetry",
+    "cluster",
+];
+
+/// Shortest HS256 key accepted in production (256 bits, as RFC 7518 asks).
+const MIN_PRODUCTION_KEY_BYTES: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("{path}: cannot read the config file: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: with environment overrides {vars}: {message}")]
+    Override {
+        path: PathBuf,
+        vars: String,
+        message: String,
+    },
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+/// A validated node configuration.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The file it was loaded from.
+    pub source: PathBuf,
+    /// The effective file contents (defaults filled in, overrides applied), for printing.
+    pub file: ConfigFile,
+    pub environment: Environment,
+    pub node_name: String,
+    pub data_dir: PathBuf,
+    pub services: Vec<String>,
+    pub edge: EdgeConfig,
+    pub auth: AuthConfig,
+    pub rate_limit: RateLimitConfig,
+    pub store: StoreConfig,
+    pub telemetry: TelemetryConfig,
+    pub cluster: ClusterConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    pub listen: SocketAddr,
+    pub body_limit_bytes: usize,
+    pub request_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub issuer: String,
+    pub audience: String,
+    pub key: Secret,
+    /// Where the key came from, for `config check` and startup logs.
+    pub key_source: String,
+    pub leeway: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimitConfig {
+    pub per_second: NonZeroU32,
+    pub burst: NonZeroU32,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub snapshot_every: u64,
+    pub idle_timeout: Option<Duration>,
+    pub command_timeout: Duration,
+    pub max_batch_events: usize,
+    pub max_linger: Duration,
+    pub cache_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct TelemetryConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub listen: SocketAddr,
+    pub cookie: Option<Secret>,
+    pub members: Vec<Member>,
+    pub heartbeat_interval: Duration,
+    pub heartbeat_timeout: Duration,
+    pub partitions: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub name: String,
+    pub address: SocketAddr,
+    pub edge: Option<SocketAddr>,
+    pub services: Vec<String>,
+}
+
+impl NodeConfig {
+    /// Loads `path` with overrides from this process's environment.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    /// Loads `path` with overrides (and key variables) from `env`.
+    pub fn load_with_env(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &text, env.into_iter().collect())
+    }
+
+    /// Parses config text as if read from `path` (used for errors and relative paths).
+    pub fn parse(path: &Path, text: &str, env: Vec<(String, String)>) -> Result<Self, ConfigError> {
+        // Parse the file alone first: its errors then point at a line of the file.
+        let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let overrides = overrides(&env);
+        let file = if overrides.is_empty() {
+            file
+        } else {
+            apply_overrides(path, text, &overrides)?
+        };
+        validate(path, file, &env)
+    }
+}
+
+/// `(variable, key path, raw value)` for every `PLAYHOUSE_*` variable that names a config key.
+fn overrides(env: &[(String, String)]) -> Vec<(String, Vec<String>, String)> {
+    let mut found: Vec<_> = env
+        .iter()
+        .filter_map(|(name, value)| {
+            let rest = name.strip_prefix(ENV_PREFIX)?;
+            let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+            TOP_LEVEL_KEYS
+                .contains(&path[0].as_str())
+                .then(|| (name.clone(), path, value.clone()))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+fn apply_overrides(
+    path: &Path,
+    text: &str,
+    overrides: &[(String, Vec<String>, String)],
+) -> Result<ConfigFile, ConfigError> {
+    let vars = overrides
+        .iter()
+        .map(|(name, _, _)| name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let error = |message: String| ConfigError::Override {
+        path: path.to_owned(),
+        vars: vars.clone(),
+        message,
+    };
+    let mut document: toml::Table = toml::from_str(text).map_err(|e| error(e.to_string()))?;
+    for (name, keys, raw) in overrides {
+        let value = parse_override_value(raw);
+        let (last, parents) = keys.split_last().expect("split never yields nothing");
+        let mut table = &mut document;
+        for key in parents {
+            let entry = table
+                .entry(key.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            table = entry
+                .as_table_mut()
+                .ok_or_else(|| error(format!("{name}: `{key}` is not a section")))?;
+        }
+        table.insert(last.clone(), value);
+    }
+    toml::Value::Table(document)
+        .try_into()
+        .map_err(|e: toml::de::Error| error(e.message().to_owned()))
+}
+
+/// `8080` is a number, `true` a bool, `["a"]` an array; anything that is not TOML is a string.
+fn parse_override_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut table| table.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+/// Turns the raw file into a [`NodeConfig`], or says which key is wrong and why.
+fn validate(
+    path: &Path,
+    file: ConfigFile,
+    env: &[(String, String)],
+) -> Result<NodeConfig, ConfigError> {
+    let invalid = |key: &str, message: String| ConfigError::Invalid {
+        path: path.to_owned(),
+        key: key.to_owned(),
+        message,
+    };
+    let env_var = |name: &str| {
+        env.iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
+            .filter(|value| !value.is_empty())
+    };
+    let address = |key: &str, value: &str| -> Result<SocketAddr, ConfigError> {
+        value.parse().map_err(|_| {
+            invalid(
+                key,
+                format!("`{value}` is not a socket address like 127.0.0.1:8080"),
+            )
+        })
+    };
+
+    if file.node_name.is_empty()
+        || !file
+            .node_name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(invalid(
+            "node_name",
+            format!(
+                "`{}` must be non-empty letters, digits, `-`, `_` or `.`",
+                file.node_name
+            ),
+        ));
+    }
+    if file.services.is_empty() {
+        return Err(invalid(
+            "services",
+            "list at least one service this node hosts".into(),
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(duplicate) = file.services.iter().find(|s| !seen.insert(s.as_str())) {
+        return Err(invalid(
+            "services",
+            format!("`{duplicate}` is listed twice"),
+        ));
+    }
+
+    let edge = EdgeConfig {
+        listen: address("edge.listen", &file.edge.listen)?,
+        body_limit_bytes: positive(
+            "edge.body_limit_bytes",
+            file.edge.body_limit_bytes,
+            &invalid,
+        )?,
+        request_timeout: Duration::from_millis(positive(
+            "edge.request_timeout_ms",
+            file.edge.request_timeout_ms,
+            &invalid,
+        )?),
+        shutdown_grace: Duration::from_millis(file.edge.shutdown_grace_ms),
+    };
+
+    let auth = &file.auth;
+    if auth.issuer.is_empty() {
+        return Err(invalid("auth.issuer", "must not be empty".into()));
+    }
+    if auth.audience.is_empty() {
+        return Err(invalid("auth.audience", "must not be empty".into()));
+    }
+    if auth.dev_key.is_some() && file.environment != Environment::Development {
+        return Err(invalid(
+            "auth.dev_key",
+            "a key written in the config file is only allowed with environment = \"development\"; \
+             use auth.key_env or auth.key_file"
+                .into(),
+        ));
+    }
+    let (key, key_source) = if let Some(key) = env_var(&auth.key_env) {
+        (key, format!("environment variable {}", auth.key_env))
+    } else if let Some(key_file) = &auth.key_file {
+        let key_path = path.parent().unwrap_or(Path::new(".")).join(key_file);
+        let key = std::fs::read_to_string(&key_path).map_err(|e| {
+            invalid(
+                "auth.key_file",
+                format!("cannot read {}: {e}", key_path.display()),
+            )
+        })?;
+        (
+            key.trim_end_matches(['\n', '\r']).to_owned(),
+            format!("file {}", key_path.display()),
+        )
+    } else if let Some(dev_key) = &auth.dev_key {
+        (
+            dev_key.expose().to_owned(),
+            "auth.dev_key (development only)".to_owned(),
+        )
+    } else {
+        return Err(invalid(
+            "auth",
+            format!(
+                "no signing key: set the environment variable {} or auth.key_file",
+                auth.key_env
+            ),
+        ));
+    };
+    let min_key = match file.environment {
+        Environment::Production => MIN_PRODUCTION_KEY_BYTES,
+        Environment::Development => 16,
+    };
+    if key.len() < min_key {
+        return Err(invalid(
+            "auth",
+            format!(
+                "the key from {key_source} has {} bytes; at least {min_key} are needed",
+                key.len()
+            ),
+        ));
+    }
+    let auth = AuthConfig {
+        issuer: auth.issuer.clone(),
+        audience: auth.audience.clone(),
+        key: Secret::new(key),
+        key_source,
+        leeway: Duration::from_secs(auth.leeway_seconds),
+    };
+
+    let rate_limit = RateLimitConfig {
+        per_second: NonZeroU32::new(file.rate_limit.requests_per_second).ok_or_else(|| {
+            invalid(
+                "rate_limit.requests_per_second",
+                "must be at least 1".into(),
+            )
+        })?,
+        burst: NonZeroU32::new(file.rate_limit.burst)
+            .ok_or_else(|| invalid("rate_limit.burst", "must be at least 1".into()))?,
+    };
+
+    let store = StoreConfig {
+        snapshot_every: file.store.snapshot_every,
+        idle_timeout: (file.store.idle_timeout_seconds > 0)
+            .then(|| Duration::from_secs(file.store.idle_timeout_seconds)),
+        command_timeout: Duration::from_millis(positive(
+            "store.command_timeout_ms",
+            file.store.command_timeout_ms,
+            &invalid,
+        )?),
+        max_batch_events: positive(
+            "store.max_batch_events",
+            file.store.max_batch_events,
+            &invalid,
+        )?,
+        max_linger: Duration::from_micros(file.store.max_linger_us),
+        cache_bytes: file.store.cache_mib * 1024 * 1024,
+    };
+
+    let telemetry = TelemetryConfig {
+        format: file.telemetry.log_format.unwrap_or(match file.environment {
+            Environment::Development => LogFormat::Pretty,
+            Environment::Production => LogFormat::Json,
+        }),
+        level: file
+            .telemetry
+            .log_level
+            .clone()
+            .unwrap_or_else(|| "info".into()),
+    };
+
+    let cluster = validate_cluster(&file, env_var(&file.cluster.cookie_env), &invalid, &address)?;
+
+    Ok(NodeConfig {
+        source: path.to_owned(),
+        environment: file.environment,
+        node_name: file.node_name.clone(),
+        data_dir: file.data_dir.clone(),
+        services: file.services.clone(),
+        edge,
+        auth,
+        rate_limit,
+        store,
+        telemetry,
+        cluster,
+        file,
+    })
+}
+
+fn validate_cluster(
+    file: &ConfigFile,
+    cookie: Option<String>,
+    invalid: &impl Fn(&str, String) -> ConfigError,
+    address: &impl Fn(&str, &str) -> Result<SocketAddr, ConfigError>,
+) -> Result<ClusterConfig, ConfigError> {
+    let section = &file.cluster;
+    let mut members = Vec::with_capacity(section.members.len());
+    for (index, member) in section.members.iter().enumerate() {
+        let key = |field: &str| format!("cluster.members[{index}].{field}");
+        if members.iter().any(|m: &Member| m.name == member.name) {
+            return Err(invalid(
+                &key("name"),
+                format!("`{}` is listed twice", member.name),
+            ));
+        }
+        members.push(Member {
+            name: member.name.clone(),
+            address: address(&key("address"), &member.address)?,
+            edge: member
+                .edge
+                .as_deref()
+                .map(|edge| address(&key("edge"), edge))
+                .transpose()?,
+            services: member.services.clone(),
+        });
+    }
+    if !members.is_empty() && !members.iter().any(|m| m.name == file.node_name) {
+        return Err(invalid(
+            "cluster.members",
+            format!("this node (`{}`) is not among the members", file.node_name),
+        ));
+    }
+    if members.len() > 1 && file.environment == Environment::Production && cookie.is_none() {
+        return Err(invalid(
+            "cluster.cookie_env",
+            format!(
+                "a production cluster needs a cookie: set the environment variable {}",
+                section.cookie_env
+            ),
+        ));
+    }
+    if section.heartbeat_timeout_ms <= section.heartbeat_interval_ms {
+        return Err(invalid(
+            "cluster.heartbeat_timeout_ms",
+            "must be longer than cluster.heartbeat_interval_ms".into(),
+        ));
+    }
+    Ok(ClusterConfig {
+        listen: address("cluster.listen", &section.listen)?,
+        cookie: cookie.map(Secret::new),
+        members,
+        heartbeat_interval: Duration::from_millis(section.heartbeat_interval_ms),
+        heartbeat_timeout: Duration::from_millis(section.heartbeat_timeout_ms),
+        partitions: positive("cluster.partitions", section.partitions, invalid)?,
+    })
+}
+
+fn positive<T: PartialOrd + Default + Copy + std::fmt::Display>(
+    key: &str,
+    value: T,
+    invalid: &impl Fn(&str, String) -> ConfigError,
+) -> Result<T, ConfigError> {
+    if value > T::default() {
+        Ok(value)
+    } else {
+        Err(invalid(key, format!("must be greater than 0, got {value}")))
+    }
+}
+
+#[cfg(test)]
+mod tests;

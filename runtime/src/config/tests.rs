@@ -1,0 +1,170 @@
+//! Config loading: defaults, overrides, and errors that name the file and the key.
+
+use std::path::Path;
+
+use super::*;
+
+const MINIMAL: &str = r#"
+environment = "development"
+node_name = "node-1"
+services = ["accounts"]
+
+[auth]
+issuer = "playhouse"
+audience = "playhouse-api"
+dev_key = "a-development-key-of-some-length"
+"#;
+
+fn parse(text: &str, env: &[(&str, &str)]) -> Result<NodeConfig, ConfigError> {
+    let env = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    NodeConfig::parse(Path::new("test.toml"), text, env)
+}
+
+#[test]
+fn a_minimal_file_gets_the_defaults() {
+    let config = parse(MINIMAL, &[]).unwrap();
+    assert_eq!(config.edge.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(config.rate_limit.per_second.get(), 100);
+    assert_eq!(config.telemetry.format, LogFormat::Pretty);
+    assert_eq!(config.auth.key.expose(), "a-development-key-of-some-length");
+    assert_eq!(config.auth.key_source, "auth.dev_key (development only)");
+}
+
+#[test]
+fn environment_variables_override_the_file() {
+    let config = parse(
+        MINIMAL,
+        &[
+            ("PLAYHOUSE_EDGE__LISTEN", "0.0.0.0:9090"),
+            ("PLAYHOUSE_DATA_DIR", "/var/lib/playhouse"),
+            ("PLAYHOUSE_RATE_LIMIT__BURST", "7"),
+            ("PLAYHOUSE_SERVICES", r#"["accounts", "orders"]"#),
+            ("PLAYHOUSE_JWT_KEY", "a-key-from-the-environment-0123456789"),
+            ("UNRELATED", "x"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(config.edge.listen.to_string(), "0.0.0.0:9090");
+    assert_eq!(config.data_dir, Path::new("/var/lib/playhouse"));
+    assert_eq!(config.rate_limit.burst.get(), 7);
+    assert_eq!(config.services, ["accounts", "orders"]);
+    // PLAYHOUSE_JWT_KEY is the key variable, not an override, and beats the dev key.
+    assert_eq!(
+        config.auth.key.expose(),
+        "a-key-from-the-environment-0123456789"
+    );
+    assert_eq!(
+        config.auth.key_source,
+        "environment variable PLAYHOUSE_JWT_KEY"
+    );
+}
+
+#[test]
+fn a_misspelt_key_is_named_with_its_line() {
+    let text = MINIMAL.replace("[auth]", "[edge]\nlisten_addr = \"x\"\n\n[auth]");
+    let message = parse(&text, &[]).unwrap_err().to_string();
+    assert!(message.starts_with("test.toml: "), "{message}");
+    assert!(message.contains("unknown field `listen_addr`"), "{message}");
+    assert!(message.contains("line 7"), "{message}");
+}
+
+#[test]
+fn a_bad_override_names_the_variable() {
+    let error = parse(MINIMAL, &[("PLAYHOUSE_EDGE__LISTN", "1")]).unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains("PLAYHOUSE_EDGE__LISTN"), "{message}");
+    assert!(message.contains("unknown field `listn`"), "{message}");
+}
+
+#[test]
+fn invalid_values_name_their_key() {
+    let cases = [
+        (MINIMAL.replace("node-1", "node 1"), "node_name"),
+        (MINIMAL.replace(r#"["accounts"]"#, "[]"), "services"),
+        (
+            MINIMAL.replace(r#"["accounts"]"#, r#"["accounts", "accounts"]"#),
+            "services",
+        ),
+        (
+            format!("{MINIMAL}\n[rate_limit]\nburst = 0\n"),
+            "rate_limit.burst",
+        ),
+        (
+            MINIMAL.replace("[auth]", "[edge]\nlisten = \"localhost\"\n[auth]"),
+            "edge.listen",
+        ),
+        (
+            MINIMAL.replace("a-development-key-of-some-length", "short"),
+            "auth",
+        ),
+    ];
+    for (text, key) in cases {
+        match parse(&text, &[]) {
+            Err(ConfigError::Invalid { key: found, .. }) => assert_eq!(found, key),
+            other => panic!("expected {key} to be invalid, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn production_refuses_inline_keys_and_wants_long_ones() {
+    let production = MINIMAL.replace("\"development\"", "\"production\"");
+    match parse(&production, &[]) {
+        Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "auth.dev_key"),
+        other => panic!("{other:?}"),
+    }
+    let without_dev_key: String = production
+        .lines()
+        .filter(|line| !line.starts_with("dev_key"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let message = parse(&without_dev_key, &[]).unwrap_err().to_string();
+    assert!(
+        message.contains("set the environment variable PLAYHOUSE_JWT_KEY"),
+        "{message}"
+    );
+    let message = parse(
+        &without_dev_key,
+        &[("PLAYHOUSE_JWT_KEY", "only-twenty-bytes-xx")],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(message.contains("at least 32"), "{message}");
+    let config = parse(
+        &without_dev_key,
+        &[("PLAYHOUSE_JWT_KEY", "0123456789abcdef0123456789abcdef")],
+    )
+    .unwrap();
+    assert_eq!(config.telemetry.format, LogFormat::Json);
+}
+
+#[test]
+fn secrets_do_not_show_in_debug_or_printed_config() {
+    let config = parse(MINIMAL, &[("PLAYHOUSE_CLUSTER_COOKIE", "cookie-value")]).unwrap();
+    let debug = format!("{config:?}");
+    assert!(
+        !debug.contains("a-development-key-of-some-length"),
+        "{debug}"
+    );
+    assert!(!debug.contains("cookie-value"), "{debug}");
+    let printed = toml::to_string(&config.file).unwrap();
+    assert!(
+        !printed.contains("a-development-key-of-some-length"),
+        "{printed}"
+    );
+    assert!(printed.contains(REDACTED));
+}
+
+#[test]
+fn cluster_members_must_include_this_node() {
+    let text = format!(
+        "{MINIMAL}\n[cluster]\nmembers = [{{ name = \"node-2\", address = \"127.0.0.1:4601\", services = [\"accounts\"] }}]\n"
+    );
+    match parse(&text, &[]) {
+        Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "cluster.members"),
+        other => panic!("{other:?}"),
+    }
+}
