@@ -4,9 +4,11 @@
 pub mod aggregate;
 pub mod codec;
 pub mod config;
+pub mod edge;
 pub mod metrics;
 pub mod store;
 pub mod supervision;
+pub mod telemetry;
 
 /// The actor types services need to wire themselves into a supervision tree, re-exported so that
 /// domain crates do not depend on ractor directly.

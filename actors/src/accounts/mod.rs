@@ -53,7 +53,7 @@ pub async fn start_named(
         backoff: Backoff::default(),
         children: vec![Aggregates::<Account>::child_spec(
             host_name,
-            store,
+            store.clone(),
             settings,
             // Crashing accounts are restarted one by one; only a storm of crashes fails the host.
             Intensity {
@@ -65,6 +65,6 @@ pub async fn start_named(
     let supervisor = Supervisor::start(spec, parent).await?;
     Ok(AccountsService {
         supervisor,
-        accounts: Aggregates::new(host_name, timeout),
+        accounts: Aggregates::new(host_name, store, timeout),
     })
 }

@@ -242,24 +242,43 @@ async fn execute<A: Aggregate>(
     })
 }
 
-/// The answer to a repeated command id: the events it produced the first time.
+/// The answer to a repeated command id: the events it produced the first time, and the state
+/// right after them (replayed from the stream when later events have moved it on).
 fn replay_previous<A: Aggregate>(
     state: &EntityState<A>,
     first_version: u64,
     last_version: u64,
 ) -> CommandReply<A> {
-    let records = state
-        .store
-        .read_stream_range(&state.stream, first_version, last_version)
-        .map_err(CommandError::Store)?;
-    let events = records
-        .iter()
-        .map(|record| decode_event::<A>(&record.stream, record.version, &record.payload))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(CommandError::Store)?;
+    let decode = |records: Vec<crate::store::RecordedEvent>| {
+        records
+            .iter()
+            .map(|record| decode_event::<A>(&record.stream, record.version, &record.payload))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(CommandError::Store)
+    };
+    let read = |from, to| {
+        state
+            .store
+            .read_stream_range(&state.stream, from, to)
+            .map_err(CommandError::Store)
+    };
+    let events = decode(read(first_version, last_version)?)?;
+    let at_that_time = if last_version == state.current.version {
+        state.current.clone()
+    } else {
+        let mut then = Versioned {
+            state: A::State::default(),
+            version: 0,
+        };
+        for event in decode(read(1, last_version)?)? {
+            A::apply(&mut then.state, &event);
+        }
+        then.version = last_version;
+        then
+    };
     Ok(CommandOutcome {
         events,
-        state: state.current.clone(),
+        state: at_that_time,
         deduplicated: true,
     })
 }

@@ -12,7 +12,8 @@ use super::{
     Aggregate, CommandEnvelope, CommandError, CommandOutcome, EntitySettings, Versioned,
     stream_name,
 };
-use crate::store::EventStore;
+use crate::codec;
+use crate::store::{EventStore, StoreError};
 use crate::supervision::{ChildSpec, Intensity, Restart};
 
 /// Sends commands and queries to the aggregates of kind `A`.
@@ -21,6 +22,8 @@ use crate::supervision::{ChildSpec, Intensity, Restart};
 /// restarts the host.
 pub struct Aggregates<A> {
     host_name: String,
+    /// For reads that need no actor: existence checks and event history.
+    store: EventStore,
     timeout: Duration,
     kind: PhantomData<fn() -> A>,
 }
@@ -29,10 +32,22 @@ impl<A> Clone for Aggregates<A> {
     fn clone(&self) -> Self {
         Self {
             host_name: self.host_name.clone(),
+            store: self.store.clone(),
             timeout: self.timeout,
             kind: PhantomData,
         }
     }
+}
+
+/// One stored event of an aggregate, decoded.
+#[derive(Debug, Clone)]
+pub struct HistoryEntry<E> {
+    pub version: u64,
+    pub event_type: String,
+    pub recorded_at_micros: i64,
+    pub correlation_id: Option<String>,
+    pub causation_id: Option<String>,
+    pub event: E,
 }
 
 impl<A> fmt::Debug for Aggregates<A> {
@@ -44,13 +59,45 @@ impl<A> fmt::Debug for Aggregates<A> {
 }
 
 impl<A: Aggregate> Aggregates<A> {
-    /// A handle to the host registered as `host_name`.
-    pub fn new(host_name: impl Into<String>, timeout: Duration) -> Self {
+    /// A handle to the host registered as `host_name`, whose aggregates live in `store`.
+    pub fn new(host_name: impl Into<String>, store: EventStore, timeout: Duration) -> Self {
         Self {
             host_name: host_name.into(),
+            store,
             timeout,
             kind: PhantomData,
         }
+    }
+
+    /// Whether aggregate `id` has any event, read from the store without starting an actor
+    /// (so that probing unknown ids costs no memory).
+    pub fn exists(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.store.stream_version(&stream_name::<A>(id))? > 0)
+    }
+
+    /// Every event of aggregate `id`, oldest first, decoded.
+    pub fn history(&self, id: &str) -> Result<Vec<HistoryEntry<A::Event>>, StoreError> {
+        let stream = stream_name::<A>(id);
+        self.store
+            .read_stream(&stream)?
+            .into_iter()
+            .map(|record| {
+                let event =
+                    codec::decode(&record.payload).map_err(|source| StoreError::Corrupt {
+                        stream: stream.clone(),
+                        version: record.version,
+                        source,
+                    })?;
+                Ok(HistoryEntry {
+                    version: record.version,
+                    event_type: record.event_type,
+                    recorded_at_micros: record.recorded_at_micros,
+                    correlation_id: record.correlation_id,
+                    causation_id: record.causation_id,
+                    event,
+                })
+            })
+            .collect()
     }
 
     /// Starts a host named `host_name` (linked to `supervisor` when given) and returns a handle.
@@ -63,6 +110,7 @@ impl<A: Aggregate> Aggregates<A> {
     ) -> Result<Self, SpawnErr> {
         let host_name = host_name.into();
         let timeout = settings.call_timeout;
+        let handle_store = store.clone();
         let args = HostArgs {
             store,
             settings,
@@ -76,7 +124,7 @@ impl<A: Aggregate> Aggregates<A> {
             }
             None => AggregateHost::<A>::spawn(name, AggregateHost::default(), args).await?,
         };
-        Ok(Self::new(host_name, timeout))
+        Ok(Self::new(host_name, handle_store, timeout))
     }
 
     /// A supervisor child spec that (re)starts this kind's host under `host_name`.

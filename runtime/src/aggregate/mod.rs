@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde::{Serialize, de::DeserializeOwned};
 
-pub use handle::Aggregates;
+pub use handle::{Aggregates, HistoryEntry};
 pub use host::{AggregateHost, HostMsg, HostStats};
 
 use crate::store::StoreError;
@@ -108,7 +108,8 @@ pub struct Versioned<S> {
 pub struct CommandOutcome<A: Aggregate> {
     /// The events the command produced (for a repeated command id: the ones it produced first).
     pub events: Vec<A::Event>,
-    /// The aggregate's state and version after the command.
+    /// The aggregate's state and version right after the command (for a repeated command id:
+    /// right after its first run, so a retry gets the answer the first call got).
     pub state: Versioned<A::State>,
     /// True when the command id had been handled before and nothing new happened.
     pub deduplicated: bool,

@@ -160,8 +160,10 @@ async fn a_repeated_command_id_returns_the_first_result_and_changes_nothing() {
         .unwrap();
     assert!(again.deduplicated && !first.deduplicated);
     assert_eq!(again.events, first.events);
+    // The retry sees the state the first call produced, not what came after.
+    assert_eq!(again.state, first.state);
     assert_eq!(
-        again.state,
+        counters.get("a").await.unwrap(),
         Versioned {
             state: 8,
             version: 2
@@ -319,7 +321,7 @@ async fn a_host_that_exceeds_its_intensity_is_restarted_by_its_supervisor() {
             backoff: Backoff::NONE,
             children: vec![Aggregates::<Counter>::child_spec(
                 host.clone(),
-                store,
+                store.clone(),
                 settings(),
                 intensity,
             )],
@@ -328,7 +330,7 @@ async fn a_host_that_exceeds_its_intensity_is_restarted_by_its_supervisor() {
     )
     .await
     .unwrap();
-    let counters = Aggregates::<Counter>::new(host, Duration::from_secs(5));
+    let counters = Aggregates::<Counter>::new(host, store, Duration::from_secs(5));
     counters.execute("a", add(4)).await.unwrap();
     for _ in 0..2 {
         let error = counters

@@ -1,0 +1,195 @@
+//! Per-request observability and limits: request and trace ids, the request span, HTTP metrics,
+//! the time limit, and problem+json bodies for errors produced outside handlers.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tower_http::request_id::RequestId;
+
+use super::problem::{Problem, ProblemCode};
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+pub const HTTP_REQUESTS: &str = "playhouse_http_requests_total";
+pub const HTTP_DURATION: &str = "playhouse_http_request_duration_seconds";
+
+/// The ids of the request being handled, for handlers to pass on (as correlation ids).
+#[derive(Debug, Clone)]
+pub struct RequestIds {
+    pub request_id: String,
+    pub trace_id: String,
+}
+
+/// The trace id of a W3C `traceparent` header, or a new one.
+fn trace_id(request: &Request) -> String {
+    request
+        .headers()
+        .get(TRACEPARENT)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split('-').nth(1))
+        .filter(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_owned)
+}
+
+/// Middleware: opens the request span (node, service, route, request and trace ids), records
+/// the HTTP metrics, and hands the ids to handlers.
+pub async fn observe(State(node): State<NodeLabel>, mut request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let service = service_of(&route);
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .and_then(|id| id.header_value().to_str().ok())
+        .unwrap_or("none")
+        .to_owned();
+    let ids = RequestIds {
+        request_id: request_id.clone(),
+        trace_id: trace_id(&request),
+    };
+    let method = request.method().clone();
+    let span = tracing::info_span!(
+        "request",
+        node = %node.0,
+        service,
+        method = %method,
+        route = %route,
+        request_id = %ids.request_id,
+        trace_id = %ids.trace_id,
+        subject = tracing::field::Empty,
+    );
+    request.extensions_mut().insert(ids);
+    let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
+    let status = response.status();
+    let elapsed = started.elapsed();
+    span.in_scope(|| {
+        if status.is_server_error() {
+            tracing::error!(
+                status = status.as_u16(),
+                elapsed_ms = elapsed.as_secs_f64() * 1e3,
+                "request failed"
+            );
+        } else {
+            tracing::debug!(
+                status = status.as_u16(),
+                elapsed_ms = elapsed.as_secs_f64() * 1e3,
+                "request done"
+            );
+        }
+    });
+    let labels = [
+        ("route", route),
+        ("method", method.to_string()),
+        ("status", status.as_u16().to_string()),
+    ];
+    metrics::counter!(HTTP_REQUESTS, &labels).increment(1);
+    metrics::histogram!(HTTP_DURATION, &labels[..2]).record(elapsed.as_secs_f64());
+    response
+}
+
+/// The node's name, for request spans.
+#[derive(Debug, Clone)]
+pub struct NodeLabel(pub std::sync::Arc<str>);
+
+/// `/api/v1/accounts/{id}` belongs to `accounts`; `/health` to `edge`.
+fn service_of(route: &str) -> &str {
+    route
+        .strip_prefix("/api/v1/")
+        .and_then(|rest| rest.split('/').next())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("edge")
+}
+
+/// Middleware: answers 503 problem+json when the handler takes longer than the limit.
+pub async fn time_limit(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => Problem::new(
+            ProblemCode::Timeout,
+            format!(
+                "no answer within {} ms; a command may still complete, retry with the same Idempotency-Key",
+                limit.as_millis()
+            ),
+        )
+        .with_retry_after(1)
+        .into_response(),
+    }
+}
+
+/// Middleware: gives error responses made outside handlers (unknown route, wrong method, body
+/// too large) a problem+json body, keeping their headers (`Allow` on 405).
+pub async fn problem_bodies(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error())
+        || response.headers().contains_key(header::CONTENT_TYPE)
+    {
+        return response;
+    }
+    let (code, detail) = match status {
+        StatusCode::NOT_FOUND => (
+            ProblemCode::NotFound,
+            "no route matches this path".to_owned(),
+        ),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            let allowed = response
+                .headers()
+                .get(header::ALLOW)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            (
+                ProblemCode::MethodNotAllowed,
+                format!("allowed methods: {allowed}"),
+            )
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            ProblemCode::BodyTooLarge,
+            "the request body exceeds the configured limit".to_owned(),
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            ProblemCode::UnsupportedMediaType,
+            "send the body as application/json".to_owned(),
+        ),
+        other if other.is_server_error() => (ProblemCode::Internal, "internal error".to_owned()),
+        other => (
+            ProblemCode::MalformedBody,
+            format!("the request was refused ({other})"),
+        ),
+    };
+    let (parts, _) = response.into_parts();
+    let mut problem = Problem::new(code, detail).into_response();
+    *problem.status_mut() = status;
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_LENGTH && name != header::CONTENT_TYPE {
+            problem.headers_mut().insert(name, value.clone());
+        }
+    }
+    problem
+}
+
+/// Sets `x-request-id` from the client's, when it is a reasonable id, or a fresh UUID.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MakeRequestId;
+
+impl tower_http::request_id::MakeRequestId for MakeRequestId {
+    fn make_request_id<B>(&mut self, request: &axum::http::Request<B>) -> Option<RequestId> {
+        let given = request
+            .headers()
+            .get(REQUEST_ID)
+            .filter(|v| v.len() <= 128 && v.to_str().is_ok_and(|s| !s.is_empty()))
+            .cloned();
+        let id = given.unwrap_or_else(|| {
+            HeaderValue::from_str(&uuid::Uuid::now_v7().to_string())
+                .expect("a UUID is a valid header value")
+        });
+        Some(RequestId::new(id))
+    }
+}

@@ -1,0 +1,175 @@
+//! RFC 9457 problem details: every error the edge returns, with a stable `type` per code.
+//!
+//! Handlers map their errors to a [`ProblemCode`]; this module alone turns codes into statuses,
+//! type URIs and titles, so a client can rely on `type` while `detail` stays human.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The media type of problem bodies.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Every kind of problem the API reports. The `type` URI of each is part of the API contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProblemCode {
+    MalformedBody,
+    InvalidField,
+    InvalidHeader,
+    UnsupportedMediaType,
+    BodyTooLarge,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    Conflict,
+    InsufficientFunds,
+    IdempotencyKeyReused,
+    RateLimited,
+    Timeout,
+    Unavailable,
+    Internal,
+}
+
+impl ProblemCode {
+    pub fn status(self) -> StatusCode {
+        match self {
+            ProblemCode::MalformedBody | ProblemCode::InvalidHeader => StatusCode::BAD_REQUEST,
+            ProblemCode::InvalidField | ProblemCode::InsufficientFunds => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ProblemCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ProblemCode::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProblemCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ProblemCode::Forbidden => StatusCode::FORBIDDEN,
+            ProblemCode::NotFound => StatusCode::NOT_FOUND,
+            ProblemCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ProblemCode::Conflict | ProblemCode::IdempotencyKeyReused => StatusCode::CONFLICT,
+            ProblemCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ProblemCode::Timeout | ProblemCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ProblemCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable slug in the `type` URI.
+    pub fn slug(self) -> &'static str {
+        match self {
+            ProblemCode::MalformedBody => "malformed-body",
+            ProblemCode::InvalidField => "invalid-field",
+            ProblemCode::InvalidHeader => "invalid-header",
+            ProblemCode::UnsupportedMediaType => "unsupported-media-type",
+            ProblemCode::BodyTooLarge => "body-too-large",
+            ProblemCode::Unauthorized => "unauthorized",
+            ProblemCode::Forbidden => "forbidden",
+            ProblemCode::NotFound => "not-found",
+            ProblemCode::MethodNotAllowed => "method-not-allowed",
+            ProblemCode::Conflict => "conflict",
+            ProblemCode::InsufficientFunds => "insufficient-funds",
+            ProblemCode::IdempotencyKeyReused => "idempotency-key-reused",
+            ProblemCode::RateLimited => "rate-limited",
+            ProblemCode::Timeout => "timeout",
+            ProblemCode::Unavailable => "unavailable",
+            ProblemCode::Internal => "internal",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            ProblemCode::MalformedBody => "The request body is not valid JSON for this operation",
+            ProblemCode::InvalidField => "A field has an invalid value",
+            ProblemCode::InvalidHeader => "A header has an invalid value",
+            ProblemCode::UnsupportedMediaType => "The request body must be application/json",
+            ProblemCode::BodyTooLarge => "The request body is too large",
+            ProblemCode::Unauthorized => "A valid bearer token is required",
+            ProblemCode::Forbidden => "The token lacks the role this operation needs",
+            ProblemCode::NotFound => "No such resource",
+            ProblemCode::MethodNotAllowed => "This method is not allowed on this resource",
+            ProblemCode::Conflict => "The request conflicts with the resource's state",
+            ProblemCode::InsufficientFunds => "Insufficient funds",
+            ProblemCode::IdempotencyKeyReused => "The Idempotency-Key was used for another request",
+            ProblemCode::RateLimited => "Too many requests",
+            ProblemCode::Timeout => "The request took too long",
+            ProblemCode::Unavailable => "The service is temporarily unavailable",
+            ProblemCode::Internal => "Internal error",
+        }
+    }
+}
+
+/// A problem details body (RFC 9457).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Problem {
+    /// Stable URI naming the kind of problem, e.g. `urn:playhouse:problem:insufficient-funds`.
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    pub title: String,
+    pub status: u16,
+    /// What went wrong this time, in words.
+    pub detail: String,
+    /// The request field at fault, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// Seconds until a retry may succeed (rate limits, unavailability).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
+}
+
+impl Problem {
+    pub fn new(code: ProblemCode, detail: impl Into<String>) -> Self {
+        Self {
+            problem_type: format!("urn:playhouse:problem:{}", code.slug()),
+            title: code.title().to_owned(),
+            status: code.status().as_u16(),
+            detail: detail.into(),
+            field: None,
+            retry_after: None,
+        }
+    }
+
+    /// An invalid-field problem naming `field`.
+    pub fn invalid_field(field: &str, detail: impl Into<String>) -> Self {
+        Self::new(ProblemCode::InvalidField, detail).with_field(field)
+    }
+
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    /// An internal failure: logged in full, reported to the client without internals.
+    pub fn internal(error: &dyn std::fmt::Display) -> Self {
+        tracing::error!(%error, "internal error answered with 500");
+        Self::new(
+            ProblemCode::Internal,
+            "the request failed inside the service; it has been logged",
+        )
+    }
+
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let retry_after = self.retry_after;
+        let body = serde_json::to_vec(&self).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if let Some(seconds) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

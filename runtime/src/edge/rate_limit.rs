@@ -1,0 +1,123 @@
+//! Per-caller rate limits (GCRA, by governor): keyed by token subject, or by client address for
+//! requests without a valid token. Every answer carries the `X-RateLimit-*` headers.
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderValue};
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+
+use super::problem::{Problem, ProblemCode};
+use crate::config::RateLimitConfig;
+
+type KeyedLimiter =
+    RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
+
+#[derive(Debug)]
+pub struct Limiter {
+    limiter: KeyedLimiter,
+    burst: NonZeroU32,
+    per_second: NonZeroU32,
+}
+
+/// The headers of a request that was let through.
+#[derive(Debug, Clone, Copy)]
+pub struct Allowance {
+    limit: u32,
+    remaining: u32,
+    reset_seconds: u64,
+}
+
+impl Allowance {
+    pub fn write(&self, headers: &mut HeaderMap) {
+        headers.insert("x-ratelimit-limit", HeaderValue::from(self.limit));
+        headers.insert("x-ratelimit-remaining", HeaderValue::from(self.remaining));
+        headers.insert("x-ratelimit-reset", HeaderValue::from(self.reset_seconds));
+    }
+}
+
+impl Limiter {
+    pub fn new(config: RateLimitConfig) -> Self {
+        let quota = Quota::per_second(config.per_second).allow_burst(config.burst);
+        Self {
+            limiter: RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>(),
+            burst: config.burst,
+            per_second: config.per_second,
+        }
+    }
+
+    /// Takes one request from `key`'s allowance, or says when to come back (a 429 problem
+    /// carrying `Retry-After` and the rate-limit headers).
+    pub fn check(&self, key: &str) -> Result<Allowance, (Problem, Allowance)> {
+        let key = key.to_owned();
+        match self.limiter.check_key(&key) {
+            Ok(snapshot) => {
+                let remaining = snapshot.remaining_burst_capacity();
+                Ok(Allowance {
+                    limit: self.burst.get(),
+                    remaining,
+                    reset_seconds: self.seconds_to_refill(self.burst.get() - remaining),
+                })
+            }
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(self.limiter.clock().now());
+                let retry_after = ceil_seconds(wait).max(1);
+                let allowance = Allowance {
+                    limit: self.burst.get(),
+                    remaining: 0,
+                    reset_seconds: self.seconds_to_refill(self.burst.get()),
+                };
+                let problem = Problem::new(
+                    ProblemCode::RateLimited,
+                    format!(
+                        "more than {} requests per second (bursts of {}); retry in {retry_after} s",
+                        self.per_second, self.burst
+                    ),
+                )
+                .with_retry_after(retry_after);
+                Err((problem, allowance))
+            }
+        }
+    }
+
+    /// Forgets callers whose allowance is full again, so the key map does not grow forever.
+    pub fn forget_idle(&self) {
+        self.limiter.retain_recent();
+    }
+
+    fn seconds_to_refill(&self, used: u32) -> u64 {
+        ceil_seconds(Duration::from_secs_f64(
+            f64::from(used) / f64::from(self.per_second.get()),
+        ))
+    }
+}
+
+fn ceil_seconds(duration: Duration) -> u64 {
+    duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_caller_gets_its_burst_then_429_with_retry_after() {
+        let limiter = Limiter::new(RateLimitConfig {
+            per_second: NonZeroU32::new(1).unwrap(),
+            burst: NonZeroU32::new(3).unwrap(),
+        });
+        let remaining: Vec<u32> = (0..3)
+            .map(|_| limiter.check("sub:alice").unwrap().remaining)
+            .collect();
+        assert_eq!(remaining, [2, 1, 0]);
+        let (problem, allowance) = limiter.check("sub:alice").unwrap_err();
+        assert_eq!(problem.status, 429);
+        assert_eq!(problem.retry_after, Some(1));
+        assert_eq!(allowance.remaining, 0);
+        // Another caller has its own allowance.
+        assert_eq!(limiter.check("sub:bob").unwrap().remaining, 2);
+    }
+}
