@@ -16,6 +16,7 @@ pub fn init_logging(config: &TelemetryConfig) -> Result<(), String> {
         .map_err(|e| format!("telemetry.log_level `{}`: {e}", config.level))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let installed = match config.format {
         LogFormat::Json => builder

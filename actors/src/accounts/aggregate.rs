@@ -3,6 +3,9 @@
 use playhouse_runtime::aggregate::Aggregate;
 use serde::{Deserialize, Serialize};
 
+/// Longest owner name accepted.
+pub const MAX_OWNER_CHARS: usize = 200;
+
 /// Marker type naming the account aggregate kind.
 #[derive(Debug, Clone, Copy)]
 pub struct Account;
@@ -52,6 +55,8 @@ pub enum AccountError {
     NegativeInitialBalance { initial_balance: i64 },
     #[error("owner must not be empty")]
     EmptyOwner,
+    #[error("owner must be at most {max} characters, got {length}")]
+    OwnerTooLong { max: usize, length: usize },
     #[error("insufficient funds: balance is {balance}, debit of {requested} requested")]
     InsufficientFunds { balance: i64, requested: i64 },
     #[error("account is already open")]
@@ -91,6 +96,13 @@ impl Aggregate for Account {
             ) => {
                 if owner.trim().is_empty() {
                     return Err(AccountError::EmptyOwner);
+                }
+                let length = owner.chars().count();
+                if length > MAX_OWNER_CHARS {
+                    return Err(AccountError::OwnerTooLong {
+                        max: MAX_OWNER_CHARS,
+                        length,
+                    });
                 }
                 if *initial_balance < 0 {
                     return Err(AccountError::NegativeInitialBalance {

@@ -141,10 +141,12 @@ pub async fn problem_bodies(request: Request, next: Next) -> Response {
         StatusCode::METHOD_NOT_ALLOWED => {
             let allowed = response
                 .headers()
-                .get(header::ALLOW)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_owned();
+                .get_all(header::ALLOW)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty())
+                .collect::<Vec<_>>()
+                .join(",");
             (
                 ProblemCode::MethodNotAllowed,
                 format!("allowed methods: {allowed}"),
@@ -168,8 +170,9 @@ pub async fn problem_bodies(request: Request, next: Next) -> Response {
     let mut problem = Problem::new(code, detail).into_response();
     *problem.status_mut() = status;
     for (name, value) in parts.headers.iter() {
-        if name != header::CONTENT_LENGTH && name != header::CONTENT_TYPE {
-            problem.headers_mut().insert(name, value.clone());
+        let empty_allow = name == header::ALLOW && value.is_empty();
+        if name != header::CONTENT_LENGTH && name != header::CONTENT_TYPE && !empty_allow {
+            problem.headers_mut().append(name, value.clone());
         }
     }
     problem

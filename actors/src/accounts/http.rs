@@ -1,0 +1,388 @@
+//! The accounts routes: parse, check the role, send the command, map the outcome. Thin.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use axum::Extension;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::IntoResponse;
+use playhouse_runtime::aggregate::{Aggregates, CommandEnvelope, CommandError, Versioned};
+use playhouse_runtime::edge::{
+    ApiJson, IdempotencyKey, Principal, Problem, ProblemCode, RequestIds, Role,
+};
+use playhouse_runtime::store::StoreError;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::aggregate::MAX_OWNER_CHARS;
+use super::{Account, AccountCommand, AccountError, AccountEvent, AccountState};
+
+/// Namespace of account ids derived from an Idempotency-Key (UUID v5), so a retried create
+/// names the same account.
+const ACCOUNT_ID_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x6c1f_3f0e_8d2a_4b8e_9a51_2d7c_0e4b_a11c);
+
+/// The accounts routes, to be put behind the edge's guard.
+pub fn routes(accounts: Aggregates<Account>) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(open_account))
+        .routes(routes!(get_account))
+        .routes(routes!(credit_account))
+        .routes(routes!(debit_account))
+        .routes(routes!(account_events))
+        .with_state(accounts)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OpenAccountRequest {
+    /// Who owns the account.
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S", example = "alice")]
+    pub owner: String,
+    /// Opening balance in minor units (cents).
+    #[schema(minimum = 0, example = 10000)]
+    pub initial_balance: i64,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AmountRequest {
+    /// Amount in minor units (cents).
+    #[schema(minimum = 1, example = 2500)]
+    pub amount: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountView {
+    pub id: String,
+    pub owner: String,
+    /// Balance in minor units (cents).
+    pub balance: i64,
+    /// Number of events in the account's history.
+    pub version: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountEventView {
+    pub version: u64,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// Commit time, RFC 3339.
+    pub recorded_at: String,
+    /// The request that caused it.
+    pub correlation_id: Option<String>,
+    /// The event's own fields.
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountHistoryView {
+    pub id: String,
+    pub events: Vec<AccountEventView>,
+}
+
+fn view(id: &str, current: &Versioned<AccountState>) -> Option<AccountView> {
+    match &current.state {
+        AccountState::Unopened => None,
+        AccountState::Open { owner, balance } => Some(AccountView {
+            id: id.to_owned(),
+            owner: owner.clone(),
+            balance: *balance,
+            version: current.version,
+        }),
+    }
+}
+
+/// Account ids are UUIDs; anything else cannot name an account.
+fn account_id(raw: &str) -> Result<String, Problem> {
+    uuid::Uuid::parse_str(raw)
+        .map(|id| id.to_string())
+        .map_err(|_| not_found(raw))
+}
+
+fn not_found(id: &str) -> Problem {
+    Problem::new(ProblemCode::NotFound, format!("no account with id `{id}`"))
+}
+
+fn envelope(
+    command: AccountCommand,
+    principal: &Principal,
+    key: &IdempotencyKey,
+    ids: &RequestIds,
+) -> CommandEnvelope<AccountCommand> {
+    let mut envelope = CommandEnvelope::new(command).with_correlation_id(ids.request_id.clone());
+    envelope.command_id = key.command_id(&principal.subject);
+    envelope
+}
+
+/// Maps a command's failure to the problem the client sees.
+fn problem(id: &str, error: CommandError<AccountError>) -> Problem {
+    match error {
+        CommandError::Rejected(rejection) => {
+            let detail = rejection.to_string();
+            match rejection {
+                AccountError::NonPositiveAmount { .. } | AccountError::BalanceOverflow { .. } => {
+                    Problem::invalid_field("amount", detail)
+                }
+                AccountError::NegativeInitialBalance { .. } => {
+                    Problem::invalid_field("initial_balance", detail)
+                }
+                AccountError::EmptyOwner | AccountError::OwnerTooLong { .. } => {
+                    Problem::invalid_field("owner", detail)
+                }
+                AccountError::InsufficientFunds { .. } => {
+                    Problem::new(ProblemCode::InsufficientFunds, detail)
+                }
+                AccountError::AlreadyOpen => Problem::new(ProblemCode::Conflict, detail),
+                AccountError::NotOpen => not_found(id),
+            }
+        }
+        CommandError::Store(StoreError::CommandIdReused { .. }) => Problem::new(
+            ProblemCode::IdempotencyKeyReused,
+            "this Idempotency-Key was already used for another account; use a new key",
+        )
+        .with_field("Idempotency-Key"),
+        CommandError::Store(StoreError::Conflict { .. }) => Problem::new(
+            ProblemCode::Conflict,
+            "the account changed while this command ran; retry it",
+        ),
+        CommandError::Timeout { .. } => Problem::new(
+            ProblemCode::Timeout,
+            "the account did not answer in time; retry with the same Idempotency-Key",
+        )
+        .with_retry_after(1),
+        other => {
+            tracing::error!(account = %id, error = %other, "account command failed");
+            Problem::new(
+                ProblemCode::Unavailable,
+                "the account service could not complete the command; retry with the same Idempotency-Key",
+            )
+            .with_retry_after(1)
+        }
+    }
+}
+
+/// Opens an account. With an `Idempotency-Key`, a retry returns the same account.
+#[utoipa::path(post, path = "/api/v1/accounts", tag = "accounts",
+    security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key returns the first result")),
+    request_body = OpenAccountRequest,
+    responses(
+        (status = 201, description = "Opened", body = AccountView),
+        (status = 400, description = "Malformed body or header", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the writer role", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Conflict (Idempotency-Key reused)", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Temporarily unavailable", body = Problem, content_type = "application/problem+json")))]
+async fn open_account(
+    State(accounts): State<Aggregates<Account>>,
+    principal: Principal,
+    Extension(ids): Extension<RequestIds>,
+    key: IdempotencyKey,
+    ApiJson(body): ApiJson<OpenAccountRequest>,
+) -> Result<impl IntoResponse, Problem> {
+    principal.require(Role::Writer)?;
+    if body.owner.chars().count() > MAX_OWNER_CHARS {
+        // Checked here too so an oversized name is refused before it reaches an actor.
+        return Err(Problem::invalid_field(
+            "owner",
+            format!("owner must be at most {MAX_OWNER_CHARS} characters"),
+        ));
+    }
+    let id = match &key.0 {
+        Some(key) => uuid::Uuid::new_v5(
+            &ACCOUNT_ID_NAMESPACE,
+            format!("{}\n{key}", principal.subject).as_bytes(),
+        ),
+        None => uuid::Uuid::now_v7(),
+    }
+    .to_string();
+    let command = AccountCommand::Open {
+        owner: body.owner,
+        initial_balance: body.initial_balance,
+    };
+    let outcome = accounts
+        .execute(&id, envelope(command, &principal, &key, &ids))
+        .await
+        .map_err(|error| problem(&id, error))?;
+    let account = view(&id, &outcome.state)
+        .ok_or_else(|| Problem::internal(&format!("account {id} has no state after opening")))?;
+    let mut headers = HeaderMap::new();
+    if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/accounts/{id}")) {
+        headers.insert(header::LOCATION, location);
+    }
+    Ok((StatusCode::CREATED, headers, ApiJson(account)))
+}
+
+/// The account's owner, balance and version.
+#[utoipa::path(get, path = "/api/v1/accounts/{id}", tag = "accounts",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "Account id")),
+    responses(
+        (status = 200, description = "The account", body = AccountView),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the reader role", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such account", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Temporarily unavailable", body = Problem, content_type = "application/problem+json")))]
+async fn get_account(
+    State(accounts): State<Aggregates<Account>>,
+    principal: Principal,
+    Path(raw_id): Path<String>,
+) -> Result<ApiJson<AccountView>, Problem> {
+    principal.require(Role::Reader)?;
+    let id = account_id(&raw_id)?;
+    if !accounts.exists(&id).map_err(|e| Problem::internal(&e))? {
+        return Err(not_found(&id));
+    }
+    let current = accounts.get(&id).await.map_err(|e| problem(&id, e))?;
+    view(&id, &current)
+        .map(ApiJson)
+        .ok_or_else(|| not_found(&id))
+}
+
+async fn move_money(
+    accounts: Aggregates<Account>,
+    principal: Principal,
+    ids: RequestIds,
+    key: IdempotencyKey,
+    raw_id: String,
+    command: AccountCommand,
+) -> Result<ApiJson<AccountView>, Problem> {
+    principal.require(Role::Writer)?;
+    let id = account_id(&raw_id)?;
+    if !accounts.exists(&id).map_err(|e| Problem::internal(&e))? {
+        return Err(not_found(&id));
+    }
+    let outcome = accounts
+        .execute(&id, envelope(command, &principal, &key, &ids))
+        .await
+        .map_err(|error| problem(&id, error))?;
+    view(&id, &outcome.state)
+        .map(ApiJson)
+        .ok_or_else(|| not_found(&id))
+}
+
+/// Adds money to the account.
+#[utoipa::path(post, path = "/api/v1/accounts/{id}/credit", tag = "accounts",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "Account id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key returns the first result")),
+    request_body = AmountRequest,
+    responses(
+        (status = 200, description = "Credited; the account after it", body = AccountView),
+        (status = 400, description = "Malformed body or header", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the writer role", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such account", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Conflict (Idempotency-Key reused)", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid amount", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Temporarily unavailable", body = Problem, content_type = "application/problem+json")))]
+async fn credit_account(
+    State(accounts): State<Aggregates<Account>>,
+    principal: Principal,
+    Extension(ids): Extension<RequestIds>,
+    key: IdempotencyKey,
+    Path(raw_id): Path<String>,
+    ApiJson(body): ApiJson<AmountRequest>,
+) -> Result<ApiJson<AccountView>, Problem> {
+    let command = AccountCommand::Credit {
+        amount: body.amount,
+    };
+    move_money(accounts, principal, ids, key, raw_id, command).await
+}
+
+/// Takes money from the account; refused (422 insufficient-funds) beyond the balance.
+#[utoipa::path(post, path = "/api/v1/accounts/{id}/debit", tag = "accounts",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "Account id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key returns the first result")),
+    request_body = AmountRequest,
+    responses(
+        (status = 200, description = "Debited; the account after it", body = AccountView),
+        (status = 400, description = "Malformed body or header", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the writer role", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such account", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Conflict (Idempotency-Key reused)", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid amount or insufficient funds", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Temporarily unavailable", body = Problem, content_type = "application/problem+json")))]
+async fn debit_account(
+    State(accounts): State<Aggregates<Account>>,
+    principal: Principal,
+    Extension(ids): Extension<RequestIds>,
+    key: IdempotencyKey,
+    Path(raw_id): Path<String>,
+    ApiJson(body): ApiJson<AmountRequest>,
+) -> Result<ApiJson<AccountView>, Problem> {
+    let command = AccountCommand::Debit {
+        amount: body.amount,
+    };
+    move_money(accounts, principal, ids, key, raw_id, command).await
+}
+
+/// The account's events, oldest first.
+#[utoipa::path(get, path = "/api/v1/accounts/{id}/events", tag = "accounts",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "Account id")),
+    responses(
+        (status = 200, description = "The account's history", body = AccountHistoryView),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the reader role", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such account", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Temporarily unavailable", body = Problem, content_type = "application/problem+json")))]
+async fn account_events(
+    State(accounts): State<Aggregates<Account>>,
+    principal: Principal,
+    Path(raw_id): Path<String>,
+) -> Result<ApiJson<AccountHistoryView>, Problem> {
+    principal.require(Role::Reader)?;
+    let id = account_id(&raw_id)?;
+    let history = accounts.history(&id).map_err(|e| Problem::internal(&e))?;
+    if history.is_empty() {
+        return Err(not_found(&id));
+    }
+    let events = history
+        .into_iter()
+        .map(|entry| AccountEventView {
+            version: entry.version,
+            event_type: entry.event_type,
+            recorded_at: rfc3339(entry.recorded_at_micros),
+            correlation_id: entry.correlation_id,
+            data: event_data(&entry.event),
+        })
+        .collect();
+    Ok(ApiJson(AccountHistoryView { id, events }))
+}
+
+/// The JSON face of an event (the stored form is the codec's, not this).
+fn event_data(event: &AccountEvent) -> serde_json::Value {
+    match event {
+        AccountEvent::Opened {
+            owner,
+            initial_balance,
+        } => serde_json::json!({ "owner": owner, "initial_balance": initial_balance }),
+        AccountEvent::Credited { amount } | AccountEvent::Debited { amount } => {
+            serde_json::json!({ "amount": amount })
+        }
+    }
+}
+
+fn rfc3339(micros: i64) -> String {
+    let at = UNIX_EPOCH + Duration::from_micros(u64::try_from(micros).unwrap_or(0));
+    humantime::format_rfc3339_micros(at).to_string()
+}

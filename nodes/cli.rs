@@ -1,0 +1,120 @@
+//! Command-line interface: `node`, `token` and `config check`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use playhouse_runtime::config::NodeConfig;
+use playhouse_runtime::edge::{JwtAuth, Role};
+
+/// The default config, compiled in so that `playhouse` runs from any directory.
+const EMBEDDED_DEFAULT: &str = include_str!("../config/single.toml");
+const EMBEDDED_NAME: &str = "config/single.toml (embedded)";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "playhouse",
+    version,
+    about = "An actor-based cluster runtime for event-sourced services"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a node (the default, on the embedded config/single.toml).
+    Node {
+        /// The node's config file; the embedded single-node default when omitted.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Print a JWT signed with the configured key, for trying the API by hand.
+    Token {
+        /// The token's subject (who is calling).
+        #[arg(long)]
+        sub: String,
+        /// A role: reader, writer or admin (repeat for several).
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// How long the token is valid, like 30m, 1h or 7d.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// The config whose auth section signs the token; the embedded default when omitted.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Work with config files.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate a config file and print it as the node would run it, secrets redacted.
+    Check { file: PathBuf },
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command.unwrap_or(Command::Node { config: None }) {
+        Command::Node { config } => {
+            let config = load(config.as_deref())?;
+            crate::node::run(config)
+        }
+        Command::Token {
+            sub,
+            roles,
+            ttl,
+            config,
+        } => {
+            let config = load(config.as_deref())?;
+            let roles = roles
+                .iter()
+                .map(|name| {
+                    Role::parse(name).with_context(|| {
+                        format!("--role `{name}`: expected reader, writer or admin")
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let ttl: Duration = humantime::parse_duration(&ttl).with_context(|| {
+                format!("--ttl `{ttl}`: expected a duration like 30m, 1h or 7d")
+            })?;
+            if sub.trim().is_empty() {
+                bail!("--sub must not be empty");
+            }
+            println!("{}", JwtAuth::new(&config.auth).issue(&sub, &roles, ttl));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => {
+            let config = load(Some(&file))?;
+            crate::services::check(&config.services)?;
+            println!("# {}: valid", file.display());
+            println!("# auth key: from {}", config.auth.key_source);
+            print!(
+                "{}",
+                toml::to_string_pretty(&config.file).context("printing the config")?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Loads `path`, or the embedded default.
+fn load(path: Option<&Path>) -> anyhow::Result<NodeConfig> {
+    let config = match path {
+        Some(path) => NodeConfig::load(path)?,
+        None => NodeConfig::parse(
+            Path::new(EMBEDDED_NAME),
+            EMBEDDED_DEFAULT,
+            std::env::vars().collect(),
+        )?,
+    };
+    Ok(config)
+}

@@ -1,0 +1,161 @@
+//! Running a node: telemetry, store, supervision tree, HTTP edge; then a graceful shutdown.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use playhouse_runtime::config::NodeConfig;
+use playhouse_runtime::edge::health::{Check, HealthStatus};
+use playhouse_runtime::edge::{EdgeSettings, Guard, Health, JwtAuth, Limiter};
+use playhouse_runtime::store::{EventStore, GroupCommitOptions, StoreOptions};
+use playhouse_runtime::supervision::{Backoff, Intensity, Strategy, Supervisor, SupervisorSpec};
+use playhouse_runtime::telemetry;
+
+/// How long the supervision tree gets to stop after the edge has drained.
+const TREE_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub fn run(config: NodeConfig) -> anyhow::Result<ExitCode> {
+    crate::services::check(&config.services)?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(serve(config))
+}
+
+async fn serve(config: NodeConfig) -> anyhow::Result<ExitCode> {
+    telemetry::init_logging(&config.telemetry).map_err(anyhow::Error::msg)?;
+    let metrics = telemetry::install_metrics().map_err(anyhow::Error::msg)?;
+    let node = config.node_name.as_str();
+    tracing::info!(
+        node,
+        config = %config.source.display(),
+        environment = ?config.environment,
+        data_dir = %config.data_dir.display(),
+        services = ?config.services,
+        auth_key = %config.auth.key_source,
+        "starting node"
+    );
+
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("data_dir: cannot create {}", config.data_dir.display()))?;
+    let store_path = config.data_dir.join("events.redb");
+    let store = EventStore::open(
+        &store_path,
+        StoreOptions {
+            group_commit: GroupCommitOptions {
+                max_batch_events: config.store.max_batch_events,
+                max_linger: config.store.max_linger,
+                ..GroupCommitOptions::default()
+            },
+            cache_size_bytes: Some(config.store.cache_bytes),
+        },
+    )
+    .await
+    .with_context(|| format!("opening the store {}", store_path.display()))?;
+
+    let hosted = crate::services::host(&config, &store);
+    let root = Supervisor::start(
+        SupervisorSpec {
+            name: format!("node-{node}"),
+            strategy: Strategy::OneForOne,
+            intensity: Intensity {
+                max_restarts: 5,
+                within: Duration::from_secs(30),
+            },
+            backoff: Backoff::default(),
+            children: hosted.groups,
+        },
+        None,
+    )
+    .await
+    .context("starting the services")?;
+
+    let guard = Guard::new(JwtAuth::new(&config.auth), Limiter::new(config.rate_limit));
+    guard.spawn_housekeeping();
+    let members = config.cluster.members.len();
+    let cluster_check = Arc::new(move || Check {
+        name: "cluster".into(),
+        status: HealthStatus::Healthy,
+        message: if members <= 1 {
+            "single node: no peers configured".into()
+        } else {
+            format!("{members} members configured; membership is not tracked by this build")
+        },
+    });
+    let health = Health::new(store.clone(), config.data_dir.clone(), cluster_check);
+    let (app, _openapi) = playhouse_runtime::edge::assemble(
+        &EdgeSettings {
+            node_name: config.node_name.clone(),
+            body_limit_bytes: config.edge.body_limit_bytes,
+            request_timeout: config.edge.request_timeout,
+        },
+        hosted.routes,
+        guard,
+        health,
+        metrics,
+    );
+
+    let listener = tokio::net::TcpListener::bind(config.edge.listen)
+        .await
+        .with_context(|| format!("edge.listen: cannot listen on {}", config.edge.listen))?;
+    let address = listener.local_addr()?;
+    tracing::info!(node, %address, "HTTP edge listening on http://{address}");
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut server = tokio::spawn(
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async {
+            let _ = stopped.await;
+        })
+        .into_future(),
+    );
+
+    let mut exit = ExitCode::SUCCESS;
+    tokio::select! {
+        signal = crate::shutdown::signal() => {
+            tracing::info!(node, signal, "shutting down: no new connections, finishing in-flight requests");
+        }
+        _ = root.wait(None) => {
+            tracing::error!(node, "the supervision tree failed beyond its restart limits; shutting down");
+            exit = ExitCode::FAILURE;
+        }
+        result = &mut server => {
+            tracing::error!(node, ?result, "the HTTP server stopped on its own; shutting down");
+            exit = ExitCode::FAILURE;
+        }
+    }
+    let _ = stop.send(());
+    if !server.is_finished() {
+        match tokio::time::timeout(config.edge.shutdown_grace, &mut server).await {
+            Ok(_) => tracing::info!(node, "in-flight requests finished"),
+            Err(_) => {
+                tracing::warn!(
+                    node,
+                    grace_ms = config.edge.shutdown_grace.as_millis() as u64,
+                    "in-flight requests did not finish in time; closing them"
+                );
+                server.abort();
+            }
+        }
+    }
+    if let Err(error) = root
+        .stop_and_wait(Some("node shutdown".into()), Some(TREE_STOP_TIMEOUT))
+        .await
+    {
+        tracing::warn!(node, %error, "services did not stop in time");
+    }
+    match store.close().await {
+        Ok(()) => tracing::info!(node, "store closed; goodbye"),
+        Err(error) => {
+            tracing::error!(node, %error, "store did not close cleanly; it recovers on next start");
+            exit = ExitCode::FAILURE;
+        }
+    }
+    Ok(exit)
+}
