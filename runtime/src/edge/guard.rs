@@ -56,11 +56,9 @@ pub async fn guard(State(guard): State<Guard>, mut request: Request, next: Next)
     };
     let allowance = match guard.limiter.check(&key) {
         Ok(allowance) => allowance,
-        Err((problem, allowance)) => {
+        Err(refused) => {
             tracing::debug!(%key, "rate limited");
-            let mut response = problem.into_response();
-            allowance.write(response.headers_mut());
-            return response;
+            return refused.into_response();
         }
     };
     let mut response = match verified {

@@ -39,6 +39,32 @@ impl Allowance {
     }
 }
 
+/// A request over the limit.
+#[derive(Debug, Clone, Copy)]
+pub struct Refused {
+    pub retry_after: u64,
+    per_second: u32,
+    pub allowance: Allowance,
+}
+
+impl Refused {
+    /// The 429 answer: problem+json with `Retry-After` and the rate-limit headers.
+    pub fn into_response(self) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let mut response = Problem::new(
+            ProblemCode::RateLimited,
+            format!(
+                "more than {} requests per second (bursts of {}); retry in {} s",
+                self.per_second, self.allowance.limit, self.retry_after
+            ),
+        )
+        .with_retry_after(self.retry_after)
+        .into_response();
+        self.allowance.write(response.headers_mut());
+        response
+    }
+}
+
 impl Limiter {
     pub fn new(config: RateLimitConfig) -> Self {
         let quota = Quota::per_second(config.per_second).allow_burst(config.burst);
@@ -49,9 +75,8 @@ impl Limiter {
         }
     }
 
-    /// Takes one request from `key`'s allowance, or says when to come back (a 429 problem
-    /// carrying `Retry-After` and the rate-limit headers).
-    pub fn check(&self, key: &str) -> Result<Allowance, (Problem, Allowance)> {
+    /// Takes one request from `key`'s allowance, or says when to come back.
+    pub fn check(&self, key: &str) -> Result<Allowance, Refused> {
         let key = key.to_owned();
         match self.limiter.check_key(&key) {
             Ok(snapshot) => {
@@ -65,20 +90,15 @@ impl Limiter {
             Err(not_until) => {
                 let wait = not_until.wait_time_from(self.limiter.clock().now());
                 let retry_after = ceil_seconds(wait).max(1);
-                let allowance = Allowance {
-                    limit: self.burst.get(),
-                    remaining: 0,
-                    reset_seconds: self.seconds_to_refill(self.burst.get()),
-                };
-                let problem = Problem::new(
-                    ProblemCode::RateLimited,
-                    format!(
-                        "more than {} requests per second (bursts of {}); retry in {retry_after} s",
-                        self.per_second, self.burst
-                    ),
-                )
-                .with_retry_after(retry_after);
-                Err((problem, allowance))
+                Err(Refused {
+                    retry_after,
+                    per_second: self.per_second.get(),
+                    allowance: Allowance {
+                        limit: self.burst.get(),
+                        remaining: 0,
+                        reset_seconds: self.seconds_to_refill(self.burst.get()),
+                    },
+                })
             }
         }
     }
@@ -113,10 +133,13 @@ mod tests {
             .map(|_| limiter.check("sub:alice").unwrap().remaining)
             .collect();
         assert_eq!(remaining, [2, 1, 0]);
-        let (problem, allowance) = limiter.check("sub:alice").unwrap_err();
-        assert_eq!(problem.status, 429);
-        assert_eq!(problem.retry_after, Some(1));
-        assert_eq!(allowance.remaining, 0);
+        let refused = limiter.check("sub:alice").unwrap_err();
+        assert_eq!(refused.retry_after, 1);
+        assert_eq!(refused.allowance.remaining, 0);
+        let response = refused.into_response();
+        assert_eq!(response.status(), 429);
+        assert_eq!(response.headers()["retry-after"], "1");
+        assert_eq!(response.headers()["x-ratelimit-remaining"], "0");
         // Another caller has its own allowance.
         assert_eq!(limiter.check("sub:bob").unwrap().remaining, 2);
     }
