@@ -1,0 +1,240 @@
+//! Test harness: real `playhouse` processes on free ports with temp data dirs, always stopped.
+
+#![allow(dead_code)] // each test binary uses its own part of the harness
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+/// The HS256 key every test node signs with.
+pub const TEST_KEY: &str = "integration-test-key-0123456789abcdef";
+pub const ISSUER: &str = "playhouse";
+pub const AUDIENCE: &str = "playhouse-api";
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Node settings a test may change.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub requests_per_second: u32,
+    pub burst: u32,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        Self {
+            requests_per_second: 10_000,
+            burst: 10_000,
+        }
+    }
+}
+
+/// A running node. Killed (SIGKILL) when dropped, so a failing test leaves nothing behind.
+pub struct Node {
+    child: Option<Child>,
+    pub base: String,
+    config: PathBuf,
+    log: PathBuf,
+}
+
+impl Node {
+    /// Starts a node whose data and config live in `dir`, and waits until it answers.
+    pub fn start(dir: &Path, options: &NodeOptions) -> Node {
+        let port = free_port();
+        let config = dir.join("node.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+environment = "development"
+node_name = "test-node"
+data_dir = "{data}"
+services = ["accounts"]
+
+[edge]
+listen = "127.0.0.1:{port}"
+shutdown_grace_ms = 5000
+
+[auth]
+issuer = "{ISSUER}"
+audience = "{AUDIENCE}"
+key_env = "PLAYHOUSE_TEST_UNSET_KEY_VARIABLE"
+dev_key = "{TEST_KEY}"
+
+[rate_limit]
+requests_per_second = {rps}
+burst = {burst}
+"#,
+                data = dir.join("data").display(),
+                rps = options.requests_per_second,
+                burst = options.burst,
+            ),
+        )
+        .unwrap();
+        let mut node = Node {
+            child: None,
+            base: format!("http://127.0.0.1:{port}"),
+            config,
+            log: dir.join("node.log"),
+        };
+        node.spawn();
+        node
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_playhouse"))
+            .args(["node", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        self.wait_until_live();
+    }
+
+    fn wait_until_live(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let url = format!("{}/health/live", self.base);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "node exited with {status} before answering; log:\n{}",
+                    self.log_text()
+                );
+            }
+            if blocking_get_status(&url) == Some(200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("node did not answer within 30 s; log:\n{}", self.log_text());
+    }
+
+    /// Starts the node again on the same config and data.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the node before restarting it");
+        self.spawn();
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM, then the exit status (killed after 20 s).
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("node is running");
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!("node did not exit within 20 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut file) = std::fs::File::open(&self.log) {
+            let _ = file.read_to_string(&mut text);
+        }
+        text
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn blocking_get_status(url: &str) -> Option<u16> {
+    // A bare HTTP/1.0 GET: no async runtime needed while waiting for the node.
+    use std::io::Write;
+    let address = url.strip_prefix("http://")?.split('/').next()?.to_owned();
+    let path = &url[url.find(&address)? + address.len()..];
+    let mut stream = std::net::TcpStream::connect(&address).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[derive(Serialize)]
+struct Claims<'a> {
+    sub: &'a str,
+    iss: &'a str,
+    aud: &'a str,
+    exp: u64,
+    iat: u64,
+    roles: Vec<&'a str>,
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A token signed with `key`, for `audience`, expiring at `exp`.
+pub fn token_with(key: &str, audience: &str, exp: u64, sub: &str, roles: &[&str]) -> String {
+    let claims = Claims {
+        sub,
+        iss: ISSUER,
+        aud: audience,
+        exp,
+        iat: now(),
+        roles: roles.to_vec(),
+    };
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(key.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// A valid token for `sub` with `roles`.
+pub fn token(sub: &str, roles: &[&str]) -> String {
+    token_with(TEST_KEY, AUDIENCE, now() + 3600, sub, roles)
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
