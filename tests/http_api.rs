@@ -142,12 +142,7 @@ async fn creating_an_account_returns_its_id_and_the_api_moves_money() {
         json!({"amount": 1_000_000}),
     )
     .await;
-    let problem = assert_problem(
-        refused,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "insufficient-funds",
-    )
-    .await;
+    let problem = assert_problem(refused, StatusCode::CONFLICT, "insufficient-funds").await;
     assert!(
         problem["detail"].as_str().unwrap().contains("12000"),
         "{problem}"
@@ -362,6 +357,25 @@ async fn bad_input_gets_a_4xx_problem_naming_what_is_wrong() {
         "{problem}"
     );
 
+    // JSON Schema counts 25.0 as an integer; 2.5 is no whole number of cents.
+    let credited: Value = post(&node, &credit, json!({"amount": 25.0}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(credited["balance"], 125);
+    let problem = assert_problem(
+        post(&node, &credit, json!({"amount": 2.5})).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid-field",
+    )
+    .await;
+    assert_eq!(problem["field"], "amount");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("whole number"),
+        "{problem}"
+    );
+
     let problem = assert_problem(
         post(&node, &credit, json!({"amount": "ten"})).await,
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -444,7 +458,7 @@ async fn bad_input_gets_a_4xx_problem_naming_what_is_wrong() {
         "method-not-allowed",
     )
     .await;
-    assert_eq!(balance(&node, &id).await, 100, "nothing bad was applied");
+    assert_eq!(balance(&node, &id).await, 125, "nothing bad was applied");
 }
 
 #[tokio::test]

@@ -3,6 +3,10 @@
 use playhouse_runtime::aggregate::Aggregate;
 use serde::{Deserialize, Serialize};
 
+/// Largest amount one command may move: 10^15 minor units (ten trillion in a two-decimal
+/// currency). Keeps every balance far from `i64` overflow.
+pub const MAX_AMOUNT: i64 = 1_000_000_000_000_000;
+
 /// Longest owner name accepted.
 pub const MAX_OWNER_CHARS: usize = 200;
 
@@ -51,6 +55,8 @@ pub enum AccountEvent {
 pub enum AccountError {
     #[error("amount must be greater than zero, got {amount}")]
     NonPositiveAmount { amount: i64 },
+    #[error("amount must be at most {max}, got {amount}")]
+    AmountTooLarge { amount: i64, max: i64 },
     #[error("initial balance must be zero or more, got {initial_balance}")]
     NegativeInitialBalance { initial_balance: i64 },
     #[error("owner must not be empty")]
@@ -107,6 +113,12 @@ impl Aggregate for Account {
                 if *initial_balance < 0 {
                     return Err(AccountError::NegativeInitialBalance {
                         initial_balance: *initial_balance,
+                    });
+                }
+                if *initial_balance > MAX_AMOUNT {
+                    return Err(AccountError::AmountTooLarge {
+                        amount: *initial_balance,
+                        max: MAX_AMOUNT,
                     });
                 }
                 Ok(vec![AccountEvent::Opened {
@@ -175,9 +187,14 @@ impl Aggregate for Account {
 }
 
 fn positive(amount: i64) -> Result<(), AccountError> {
-    if amount > 0 {
-        Ok(())
-    } else {
+    if amount <= 0 {
         Err(AccountError::NonPositiveAmount { amount })
+    } else if amount > MAX_AMOUNT {
+        Err(AccountError::AmountTooLarge {
+            amount,
+            max: MAX_AMOUNT,
+        })
+    } else {
+        Ok(())
     }
 }

@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::aggregate::MAX_OWNER_CHARS;
+use super::aggregate::{MAX_AMOUNT, MAX_OWNER_CHARS};
 use super::{Account, AccountCommand, AccountError, AccountEvent, AccountState};
 
 /// Namespace of account ids derived from an Idempotency-Key (UUID v5), so a retried create
@@ -41,16 +41,18 @@ pub struct OpenAccountRequest {
     /// Who owns the account.
     #[schema(min_length = 1, max_length = 200, pattern = r"\S", example = "alice")]
     pub owner: String,
-    /// Opening balance in minor units (cents).
-    #[schema(minimum = 0, example = 10000)]
+    /// Opening balance in minor units (cents), at most 10^15.
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_000_i64, example = 10000)]
+    #[serde(deserialize_with = "minor_units")]
     pub initial_balance: i64,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AmountRequest {
-    /// Amount in minor units (cents).
-    #[schema(minimum = 1, example = 2500)]
+    /// Amount in minor units (cents), from 1 to 10^15.
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_000_i64, example = 2500)]
+    #[serde(deserialize_with = "minor_units")]
     pub amount: i64,
 }
 
@@ -82,6 +84,21 @@ pub struct AccountEventView {
 pub struct AccountHistoryView {
     pub id: String,
     pub events: Vec<AccountEventView>,
+}
+
+/// An amount in minor units: any JSON integer, including integral numbers written with a
+/// fraction (`2500.0`, which JSON Schema counts as an integer too). `2500.5` is refused.
+fn minor_units<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    use serde::de::Error;
+    match serde_json::Number::deserialize(deserializer)? {
+        n if n.is_i64() => Ok(n.as_i64().expect("checked is_i64")),
+        n => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 9.0e18 => Ok(f as i64),
+            _ => Err(D::Error::custom(format!(
+                "expected a whole number of minor units (cents) up to {MAX_AMOUNT}, got {n}"
+            ))),
+        },
+    }
 }
 
 fn view(id: &str, current: &Versioned<AccountState>) -> Option<AccountView> {
@@ -119,17 +136,22 @@ fn envelope(
 }
 
 /// Maps a command's failure to the problem the client sees.
-fn problem(id: &str, error: CommandError<AccountError>) -> Problem {
+fn problem(id: &str, is_open: bool, error: CommandError<AccountError>) -> Problem {
     match error {
         CommandError::Rejected(rejection) => {
             let detail = rejection.to_string();
             match rejection {
-                AccountError::NonPositiveAmount { .. } | AccountError::BalanceOverflow { .. } => {
-                    Problem::invalid_field("amount", detail)
+                AccountError::NonPositiveAmount { .. } => Problem::invalid_field("amount", detail),
+                AccountError::AmountTooLarge { .. } => {
+                    let field = if is_open { "initial_balance" } else { "amount" };
+                    Problem::invalid_field(field, detail)
                 }
                 AccountError::NegativeInitialBalance { .. } => {
                     Problem::invalid_field("initial_balance", detail)
                 }
+                // A valid request the account's current state cannot take: 409, like any
+                // conflict with the resource's state.
+                AccountError::BalanceOverflow { .. } => Problem::new(ProblemCode::Conflict, detail),
                 AccountError::EmptyOwner | AccountError::OwnerTooLong { .. } => {
                     Problem::invalid_field("owner", detail)
                 }
@@ -168,7 +190,7 @@ fn problem(id: &str, error: CommandError<AccountError>) -> Problem {
 /// Opens an account. With an `Idempotency-Key`, a retry returns the same account.
 #[utoipa::path(post, path = "/api/v1/accounts", tag = "accounts",
     security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key returns the first result")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key returns the first result", min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$")),
     request_body = OpenAccountRequest,
     responses(
         (status = 201, description = "Opened", body = AccountView),
@@ -211,7 +233,7 @@ async fn open_account(
     let outcome = accounts
         .execute(&id, envelope(command, &principal, &key, &ids))
         .await
-        .map_err(|error| problem(&id, error))?;
+        .map_err(|error| problem(&id, true, error))?;
     let account = view(&id, &outcome.state)
         .ok_or_else(|| Problem::internal(&format!("account {id} has no state after opening")))?;
     let mut headers = HeaderMap::new();
@@ -242,7 +264,10 @@ async fn get_account(
     if !accounts.exists(&id).map_err(|e| Problem::internal(&e))? {
         return Err(not_found(&id));
     }
-    let current = accounts.get(&id).await.map_err(|e| problem(&id, e))?;
+    let current = accounts
+        .get(&id)
+        .await
+        .map_err(|e| problem(&id, false, e))?;
     view(&id, &current)
         .map(ApiJson)
         .ok_or_else(|| not_found(&id))
@@ -264,7 +289,7 @@ async fn move_money(
     let outcome = accounts
         .execute(&id, envelope(command, &principal, &key, &ids))
         .await
-        .map_err(|error| problem(&id, error))?;
+        .map_err(|error| problem(&id, false, error))?;
     view(&id, &outcome.state)
         .map(ApiJson)
         .ok_or_else(|| not_found(&id))
@@ -274,7 +299,7 @@ async fn move_money(
 #[utoipa::path(post, path = "/api/v1/accounts/{id}/credit", tag = "accounts",
     security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path, description = "Account id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key returns the first result")),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key returns the first result", min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$")),
     request_body = AmountRequest,
     responses(
         (status = 200, description = "Credited; the account after it", body = AccountView),
@@ -306,7 +331,7 @@ async fn credit_account(
 #[utoipa::path(post, path = "/api/v1/accounts/{id}/debit", tag = "accounts",
     security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path, description = "Account id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key returns the first result")),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key returns the first result", min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$")),
     request_body = AmountRequest,
     responses(
         (status = 200, description = "Debited; the account after it", body = AccountView),
@@ -314,10 +339,10 @@ async fn credit_account(
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The token lacks the writer role", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such account", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Conflict (Idempotency-Key reused)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Insufficient funds, or Idempotency-Key reused", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid amount or insufficient funds", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid amount", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Temporarily unavailable", body = Problem, content_type = "application/problem+json")))]
 async fn debit_account(

@@ -9,6 +9,8 @@ use playhouse_runtime::codec;
 use playhouse_runtime::store::{EventStore, StoreOptions};
 use proptest::prelude::*;
 
+use super::aggregate::MAX_AMOUNT;
+
 use super::{Account, AccountCommand, AccountError, AccountEvent, AccountState, start_named};
 
 fn open(owner: &str, initial_balance: i64) -> AccountCommand {
@@ -81,7 +83,6 @@ fn every_rule_has_its_error() {
             AccountCommand::Debit { amount: 5 },
             AccountError::NotOpen,
         ),
-        (opened.clone(), open("alice", 0), AccountError::AlreadyOpen),
         (
             opened.clone(),
             AccountCommand::Credit { amount: 0 },
@@ -101,13 +102,33 @@ fn every_rule_has_its_error() {
             },
         ),
         (
-            opened,
+            opened.clone(),
             AccountCommand::Credit { amount: i64::MAX },
-            AccountError::BalanceOverflow {
-                balance: 10,
+            AccountError::AmountTooLarge {
                 amount: i64::MAX,
+                max: MAX_AMOUNT,
             },
         ),
+        (
+            AccountState::Unopened,
+            open("x", MAX_AMOUNT + 1),
+            AccountError::AmountTooLarge {
+                amount: MAX_AMOUNT + 1,
+                max: MAX_AMOUNT,
+            },
+        ),
+        (
+            AccountState::Open {
+                owner: "rich".into(),
+                balance: i64::MAX - 1,
+            },
+            AccountCommand::Credit { amount: 2 },
+            AccountError::BalanceOverflow {
+                balance: i64::MAX - 1,
+                amount: 2,
+            },
+        ),
+        (opened, open("alice", 0), AccountError::AlreadyOpen),
     ];
     for (state, command, expected) in cases {
         assert_eq!(

@@ -37,16 +37,17 @@ impl ProblemCode {
     pub fn status(self) -> StatusCode {
         match self {
             ProblemCode::MalformedBody | ProblemCode::InvalidHeader => StatusCode::BAD_REQUEST,
-            ProblemCode::InvalidField | ProblemCode::InsufficientFunds => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            ProblemCode::InvalidField => StatusCode::UNPROCESSABLE_ENTITY,
             ProblemCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ProblemCode::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProblemCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ProblemCode::Forbidden => StatusCode::FORBIDDEN,
             ProblemCode::NotFound => StatusCode::NOT_FOUND,
             ProblemCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ProblemCode::Conflict | ProblemCode::IdempotencyKeyReused => StatusCode::CONFLICT,
+            // The request is valid; the resource's current state refuses it.
+            ProblemCode::Conflict
+            | ProblemCode::InsufficientFunds
+            | ProblemCode::IdempotencyKeyReused => StatusCode::CONFLICT,
             ProblemCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ProblemCode::Timeout | ProblemCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ProblemCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
