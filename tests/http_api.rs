@@ -499,6 +499,18 @@ async fn an_idempotency_key_makes_retries_return_the_first_result() {
     assert_eq!(first, again, "the retry answers as the first call did");
     assert_eq!(balance(&node, id).await, 151, "the credit was applied once");
 
+    // The same key with another request is refused, and changes nothing.
+    let response = client()
+        .post(node.url(&format!("/api/v1/accounts/{id}/credit")))
+        .bearer_auth(writer())
+        .header("idempotency-key", "credit-1")
+        .json(&json!({"amount": 999}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, StatusCode::CONFLICT, "idempotency-key-reused").await;
+    assert_eq!(balance(&node, id).await, 151);
+
     let response = client()
         .post(node.url(&format!("/api/v1/accounts/{id}/credit")))
         .bearer_auth(writer())

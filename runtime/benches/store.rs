@@ -65,6 +65,7 @@ async fn run(dir: &std::path::Path, group_commit: bool, writers: usize, seconds:
                         payload: vec![7; 48],
                     }],
                     command_id: None,
+                    fingerprint: 0,
                     metadata: EventMetadata::default(),
                 };
                 let sent = Instant::now();

@@ -137,6 +137,7 @@ fn play_writer(dir: &str) {
                         expected_version: version,
                         events,
                         command_id: None,
+                        fingerprint: 0,
                         metadata: EventMetadata::default(),
                     };
                     match store.append(request).await {

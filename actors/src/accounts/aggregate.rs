@@ -35,7 +35,7 @@ impl AccountState {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AccountCommand {
     Open { owner: String, initial_balance: i64 },
     Credit { amount: i64 },

@@ -164,7 +164,7 @@ fn problem(id: &str, is_open: bool, error: CommandError<AccountError>) -> Proble
         }
         CommandError::Store(StoreError::CommandIdReused { .. }) => Problem::new(
             ProblemCode::IdempotencyKeyReused,
-            "this Idempotency-Key was already used for another account; use a new key",
+            "this Idempotency-Key was already used for a different request; use a new key for a new request",
         )
         .with_field("Idempotency-Key"),
         CommandError::Store(StoreError::Conflict { .. }) => Problem::new(
@@ -211,13 +211,15 @@ async fn open_account(
     ApiJson(body): ApiJson<OpenAccountRequest>,
 ) -> Result<impl IntoResponse, Problem> {
     principal.require(Role::Writer)?;
-    if body.owner.chars().count() > MAX_OWNER_CHARS {
-        // Checked here too so an oversized name is refused before it reaches an actor.
+    // The request's own ranges (the schema's) are checked before anything else, so that a
+    // retry carrying an Idempotency-Key cannot slip an invalid body past them.
+    if body.owner.trim().is_empty() || body.owner.chars().count() > MAX_OWNER_CHARS {
         return Err(Problem::invalid_field(
             "owner",
-            format!("owner must be at most {MAX_OWNER_CHARS} characters"),
+            format!("owner must be 1 to {MAX_OWNER_CHARS} characters, not only spaces"),
         ));
     }
+    in_range("initial_balance", body.initial_balance, 0)?;
     let id = match &key.0 {
         Some(key) => uuid::Uuid::new_v5(
             &ACCOUNT_ID_NAMESPACE,
@@ -273,15 +275,30 @@ async fn get_account(
         .ok_or_else(|| not_found(&id))
 }
 
+/// Checks a request amount against the schema's range `min..=MAX_AMOUNT`.
+fn in_range(field: &str, value: i64, min: i64) -> Result<(), Problem> {
+    if (min..=MAX_AMOUNT).contains(&value) {
+        Ok(())
+    } else {
+        Err(Problem::invalid_field(
+            field,
+            format!("{field} must be from {min} to {MAX_AMOUNT} minor units, got {value}"),
+        ))
+    }
+}
+
 async fn move_money(
     accounts: Aggregates<Account>,
     principal: Principal,
     ids: RequestIds,
     key: IdempotencyKey,
     raw_id: String,
-    command: AccountCommand,
+    amount: i64,
+    command: fn(i64) -> AccountCommand,
 ) -> Result<ApiJson<AccountView>, Problem> {
     principal.require(Role::Writer)?;
+    in_range("amount", amount, 1)?;
+    let command = command(amount);
     let id = account_id(&raw_id)?;
     if !accounts.exists(&id).map_err(|e| Problem::internal(&e))? {
         return Err(not_found(&id));
@@ -321,10 +338,8 @@ async fn credit_account(
     Path(raw_id): Path<String>,
     ApiJson(body): ApiJson<AmountRequest>,
 ) -> Result<ApiJson<AccountView>, Problem> {
-    let command = AccountCommand::Credit {
-        amount: body.amount,
-    };
-    move_money(accounts, principal, ids, key, raw_id, command).await
+    let credit = |amount| AccountCommand::Credit { amount };
+    move_money(accounts, principal, ids, key, raw_id, body.amount, credit).await
 }
 
 /// Takes money from the account; refused (422 insufficient-funds) beyond the balance.
@@ -353,10 +368,8 @@ async fn debit_account(
     Path(raw_id): Path<String>,
     ApiJson(body): ApiJson<AmountRequest>,
 ) -> Result<ApiJson<AccountView>, Problem> {
-    let command = AccountCommand::Debit {
-        amount: body.amount,
-    };
-    move_money(accounts, principal, ids, key, raw_id, command).await
+    let debit = |amount| AccountCommand::Debit { amount };
+    move_money(accounts, principal, ids, key, raw_id, body.amount, debit).await
 }
 
 /// The account's events, oldest first.

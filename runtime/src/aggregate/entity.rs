@@ -175,13 +175,24 @@ async fn execute<A: Aggregate>(
     state: &mut EntityState<A>,
     envelope: CommandEnvelope<A::Command>,
 ) -> CommandReply<A> {
+    let fingerprint = match &envelope.command_id {
+        Some(_) => codec::encode(&envelope.command)
+            .map(|bytes| crate::store::fingerprint(&bytes))
+            .map_err(|source| {
+                CommandError::Store(StoreError::Encode {
+                    stream: state.stream.clone(),
+                    source,
+                })
+            })?,
+        None => 0,
+    };
     if let Some(command_id) = &envelope.command_id
         && let Some(previous) = state
             .store
             .processed_command(command_id)
             .map_err(CommandError::Store)?
     {
-        if previous.stream != state.stream {
+        if previous.stream != state.stream || previous.fingerprint != fingerprint {
             return Err(CommandError::Store(StoreError::CommandIdReused {
                 command_id: command_id.clone(),
                 first_stream: previous.stream,
@@ -225,6 +236,7 @@ async fn execute<A: Aggregate>(
                 causation_id: envelope.command_id.clone(),
             },
             command_id: envelope.command_id,
+            fingerprint,
         })
         .await
         .map_err(CommandError::Store)?;

@@ -36,7 +36,8 @@ pub trait Aggregate: fmt::Debug + Clone + Send + Sync + 'static {
     const SCHEMA_VERSION: u16 = 1;
 
     type State: Default + Clone + fmt::Debug + Send + Sync + Serialize + DeserializeOwned + 'static;
-    type Command: fmt::Debug + Send + Sync + 'static;
+    /// Serializable: its encoding fingerprints command ids, and it crosses node boundaries.
+    type Command: fmt::Debug + Send + Sync + Serialize + 'static;
     type Event: fmt::Debug + Clone + Send + Sync + Serialize + DeserializeOwned + 'static;
     type Error: std::error::Error + Clone + Send + Sync + 'static;
 

@@ -14,7 +14,7 @@ use crate::supervision::{Backoff, Intensity, Strategy, Supervisor, SupervisorSpe
 #[derive(Debug, Clone)]
 struct Counter;
 
-#[derive(Debug)]
+#[derive(Debug, Serialize)]
 enum CounterCommand {
     Add(i64),
     Explode,
@@ -170,6 +170,15 @@ async fn a_repeated_command_id_returns_the_first_result_and_changes_nothing() {
         }
     );
     assert_eq!(store.stream_version("counter-a").unwrap(), 2);
+    // The same id with another command is refused, not answered with the first result.
+    let reused = counters
+        .execute("a", add(9).with_command_id("cmd-1"))
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        reused,
+        CommandError::Store(StoreError::CommandIdReused { .. })
+    ));
     let events = store.read_stream("counter-a").unwrap();
     assert_eq!(events[0].causation_id.as_deref(), Some("cmd-1"));
 }

@@ -20,8 +20,11 @@ pub enum StoreError {
         expected: u64,
         actual: u64,
     },
-    /// A command id already recorded for another stream was sent again with a different stream.
-    #[error("command id {command_id} was already used on stream {first_stream}, not {stream}")]
+    /// A command id already recorded was sent again with a different command (another stream,
+    /// or other content). Nothing was written.
+    #[error(
+        "command id {command_id} was already used for a different command (first on stream {first_stream}, now on {stream})"
+    )]
     CommandIdReused {
         command_id: String,
         first_stream: String,

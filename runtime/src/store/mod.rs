@@ -56,7 +56,18 @@ pub struct AppendRequest {
     pub events: Vec<NewEvent>,
     /// When set, a second append with the same id returns the first one's outcome and writes nothing.
     pub command_id: Option<String>,
+    /// Identifies the command behind `command_id` (see [`fingerprint`]); the same id with another
+    /// fingerprint is [`StoreError::CommandIdReused`]. 0 when the caller has none.
+    pub fingerprint: u64,
     pub metadata: EventMetadata,
+}
+
+/// A stable 64-bit fingerprint (FNV-1a) of bytes, e.g. of an encoded command. Stable across
+/// builds and platforms, unlike `std`'s hasher, because it is stored.
+pub fn fingerprint(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Where an append's events landed.

@@ -21,7 +21,7 @@ pub(crate) const CHECKPOINTS: TableDefinition<&str, u64> = TableDefinition::new(
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// Bumped when the table layout changes incompatibly; a store written by another layout is refused.
-pub(crate) const LAYOUT_VERSION: u64 = 2;
+pub(crate) const LAYOUT_VERSION: u64 = 3;
 pub(crate) const LAYOUT_VERSION_KEY: &str = "layout_version";
 
 /// One event as it sits in the global log.
@@ -41,6 +41,8 @@ pub(crate) struct LogRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessedCommand {
     pub stream: String,
+    /// Identifies the command itself, so that an id sent again with another command is caught.
+    pub fingerprint: u64,
     pub first_version: u64,
     pub last_version: u64,
     pub first_position: u64,

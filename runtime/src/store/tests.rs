@@ -25,6 +25,7 @@ fn append_request(stream: &str, expected: u64, names: &[&str]) -> AppendRequest 
         expected_version: expected,
         events: names.iter().map(|n| event(n)).collect(),
         command_id: None,
+        fingerprint: 0,
         metadata: EventMetadata::default(),
     }
 }
@@ -174,6 +175,15 @@ async fn a_repeated_command_id_returns_the_first_outcome_and_writes_nothing() {
         store.append(elsewhere).await,
         Err(StoreError::CommandIdReused { .. })
     ));
+    // Same id, same stream, another command: refused too, not answered with the first result.
+    let mut different = append_request("s", 2, &["c"]);
+    different.command_id = Some("cmd-1".into());
+    different.fingerprint = fingerprint(b"another command");
+    assert!(matches!(
+        store.append(different).await,
+        Err(StoreError::CommandIdReused { .. })
+    ));
+    assert_eq!(store.read_stream("s").unwrap().len(), 2);
 }
 
 #[tokio::test]

@@ -419,15 +419,17 @@ fn append(
                 }));
             }
         };
-        return Ok(if previous.stream == stream {
-            Ok(AppendOutcome::from_processed(&previous, true))
-        } else {
-            Err(StoreError::CommandIdReused {
-                command_id: command_id.clone(),
-                first_stream: previous.stream,
-                stream: stream.to_owned(),
-            })
-        });
+        return Ok(
+            if previous.stream == stream && previous.fingerprint == request.fingerprint {
+                Ok(AppendOutcome::from_processed(&previous, true))
+            } else {
+                Err(StoreError::CommandIdReused {
+                    command_id: command_id.clone(),
+                    first_stream: previous.stream,
+                    stream: stream.to_owned(),
+                })
+            },
+        );
     }
     let actual = match state.heads.get(stream) {
         Some(head) => head,
@@ -481,6 +483,7 @@ fn append(
         .stage(stream, actual + request.events.len() as u64);
     let processed = ProcessedCommand {
         stream: stream.to_owned(),
+        fingerprint: request.fingerprint,
         first_version: actual + 1,
         last_version: actual + request.events.len() as u64,
         first_position,
