@@ -1,0 +1,337 @@
+//! Edge load benchmark, one run, with wrk (Debian package `wrk`, installed by scripts/setup.sh):
+//! - GET an account through the full edge (JWT, rate limit, actor) vs a bare axum handler doing
+//!   the same lookup and JSON, in its own process: req/s, p50/p99;
+//! - POST credit (durable: answered after fsync) over 1000 accounts: cmd/s, p50/p99;
+//! - the node's peak RSS (VmHWM).
+//!
+//! `cargo bench --bench edge [-- --seconds N --connections N]`
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const ACCOUNTS: usize = 1000;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Kills the child when the benchmark ends, however it ends.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for(url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if std::process::Command::new("curl")
+            .args(["-fs", "-o", "/dev/null", url])
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{url} did not answer within 30 s");
+}
+
+/// The bare axum server: the same path shape and JSON as the account route, from a map.
+fn bare_server(port: u16) {
+    use axum::extract::{Path, State};
+    let accounts: Arc<HashMap<String, serde_json::Value>> = Arc::new(
+        (0..ACCOUNTS)
+            .map(|i| {
+                let id = format!("{i:08}-0000-7000-8000-000000000000");
+                let body =
+                    serde_json::json!({"id": id, "owner": "bench", "balance": 100, "version": 1});
+                (id, body)
+            })
+            .collect(),
+    );
+    let app = axum::Router::new()
+        .route(
+            "/bare/{id}",
+            axum::routing::get(
+                |State(accounts): State<Arc<HashMap<String, serde_json::Value>>>,
+                 Path(id): Path<String>| async move {
+                    match accounts.get(&id) {
+                        Some(body) => axum::Json(body.clone()).into_response(),
+                        None => axum::http::StatusCode::NOT_FOUND.into_response(),
+                    }
+                },
+            ),
+        )
+        .with_state(accounts);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async move {
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+}
+
+use axum::response::IntoResponse;
+
+struct WrkFigures {
+    requests_per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    non_2xx: u64,
+}
+
+fn parse_latency(text: &str) -> f64 {
+    let (number, unit) = text.split_at(
+        text.find(|c: char| c.is_ascii_alphabetic())
+            .unwrap_or(text.len()),
+    );
+    let value: f64 = number.parse().unwrap_or(f64::NAN);
+    match unit {
+        "us" => value / 1000.0,
+        "ms" => value,
+        "s" => value * 1000.0,
+        _ => f64::NAN,
+    }
+}
+
+fn wrk(url: &str, script: &Path, seconds: u64, connections: u32) -> WrkFigures {
+    let output = Command::new("wrk")
+        .args([
+            "-t2",
+            &format!("-c{connections}"),
+            &format!("-d{seconds}s"),
+            "--latency",
+            "-s",
+        ])
+        .arg(script)
+        .arg(url)
+        .output()
+        .expect("wrk is missing: run scripts/setup.sh (apt-get install wrk)");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let find = |prefix: &str| {
+        text.lines()
+            .map(str::trim)
+            .find(|line| line.starts_with(prefix))
+            .and_then(|line| line.split_whitespace().nth(1))
+            .unwrap_or("nan")
+            .to_owned()
+    };
+    let non_2xx = text
+        .lines()
+        .find(|line| line.contains("Non-2xx or 3xx responses"))
+        .and_then(|line| line.rsplit(':').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    WrkFigures {
+        requests_per_second: find("Requests/sec:").parse().unwrap_or(f64::NAN),
+        p50_ms: parse_latency(&find("50%")),
+        p99_ms: parse_latency(&find("99%")),
+        non_2xx,
+    }
+}
+
+/// A wrk script sending `method` to a random one of `paths`.
+fn script(
+    dir: &Path,
+    name: &str,
+    method: &str,
+    paths: &[String],
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> std::path::PathBuf {
+    let list = paths
+        .iter()
+        .map(|p| format!("{p:?}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let headers = headers
+        .iter()
+        .map(|(k, v)| format!("[{k:?}]={v:?}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let body = body.map_or("nil".to_owned(), |b| format!("{b:?}"));
+    let text = format!(
+        "local paths = {{{list}}}\nlocal headers = {{{headers}}}\nlocal body = {body}\n\
+         request = function()\n  return wrk.format({method:?}, paths[math.random(#paths)], headers, body)\nend\n"
+    );
+    let path = dir.join(format!("{name}.lua"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mut seconds = 10;
+    let mut connections = 64;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--bare-server" => return bare_server(args.next().unwrap().parse().unwrap()),
+            "--seconds" => {
+                seconds = args
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .expect("--seconds N")
+            }
+            "--connections" => {
+                connections = args
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .expect("--connections N")
+            }
+            _ => {}
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let node_port = free_port();
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "environment = \"development\"\nnode_name = \"bench\"\ndata_dir = \"{}\"\nservices = [\"accounts\"]\n\
+             [edge]\nlisten = \"127.0.0.1:{node_port}\"\n\
+             [auth]\nissuer = \"playhouse\"\naudience = \"playhouse-api\"\nkey_env = \"PLAYHOUSE_BENCH_UNSET\"\ndev_key = \"bench-key-0123456789abcdef\"\n\
+             [rate_limit]\nrequests_per_second = 10000000\nburst = 10000000\n\
+             [telemetry]\nlog_level = \"warn\"\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let node = Process(
+        Command::new(env!("CARGO_BIN_EXE_playhouse"))
+            .args(["node", "--config"])
+            .arg(&config)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let bare_port = free_port();
+    let _bare = Process(
+        Command::new(std::env::current_exe().unwrap())
+            .args(["--bare-server", &bare_port.to_string()])
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{node_port}");
+    wait_for(&format!("{base}/health/live"));
+    wait_for(&format!(
+        "http://127.0.0.1:{bare_port}/bare/00000000-0000-7000-8000-000000000000"
+    ));
+    let token = String::from_utf8(
+        Command::new(env!("CARGO_BIN_EXE_playhouse"))
+            .args(["token", "--sub", "bench", "--role", "writer", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_owned();
+
+    // Open the accounts the load runs against.
+    let ids: Vec<String> = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let client = reqwest::Client::new();
+        let mut ids = Vec::new();
+        for _ in 0..ACCOUNTS {
+            let body: serde_json::Value = client
+                .post(format!("{base}/api/v1/accounts"))
+                .bearer_auth(&token)
+                .json(&serde_json::json!({"owner": "bench", "initial_balance": 100}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            ids.push(body["id"].as_str().unwrap().to_owned());
+        }
+        ids
+    });
+    let auth = format!("Bearer {token}");
+    let headers = [
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    let account_paths: Vec<String> = ids
+        .iter()
+        .map(|id| format!("/api/v1/accounts/{id}"))
+        .collect();
+    let credit_paths: Vec<String> = ids
+        .iter()
+        .map(|id| format!("/api/v1/accounts/{id}/credit"))
+        .collect();
+    let bare_paths: Vec<String> = (0..ACCOUNTS)
+        .map(|i| format!("/bare/{i:08}-0000-7000-8000-000000000000"))
+        .collect();
+    let get_script = script(dir.path(), "get", "GET", &account_paths, &headers, None);
+    let bare_script = script(dir.path(), "bare", "GET", &bare_paths, &[], None);
+    let credit_script = script(
+        dir.path(),
+        "credit",
+        "POST",
+        &credit_paths,
+        &headers,
+        Some(r#"{"amount":1}"#),
+    );
+
+    println!(
+        "edge benchmark: wrk -t2 -c{connections} -d{seconds}s, {ACCOUNTS} accounts, node and bare server are release builds in their own processes"
+    );
+    println!(
+        "{:<34} {:>10} {:>9} {:>9} {:>8}",
+        "scenario", "req/s", "p50 ms", "p99 ms", "non-2xx"
+    );
+    let bare = wrk(
+        &format!("http://127.0.0.1:{bare_port}"),
+        &bare_script,
+        seconds,
+        connections,
+    );
+    let get = wrk(&base, &get_script, seconds, connections);
+    let credit = wrk(&base, &credit_script, seconds, connections);
+    for (name, figures) in [
+        ("GET bare axum handler", &bare),
+        ("GET /api/v1/accounts/{id}", &get),
+        ("POST /api/v1/accounts/{id}/credit", &credit),
+    ] {
+        println!(
+            "{name:<34} {:>10.0} {:>9.3} {:>9.3} {:>8}",
+            figures.requests_per_second, figures.p50_ms, figures.p99_ms, figures.non_2xx
+        );
+    }
+    println!(
+        "GET account / bare axum: {:.0}%   node peak RSS (VmHWM): {:.1} MiB",
+        100.0 * get.requests_per_second / bare.requests_per_second,
+        peak_rss_mib(node.0.id())
+    );
+    let _: SocketAddr = ([127, 0, 0, 1], node_port).into();
+}
