@@ -40,10 +40,10 @@ pub fn host(config: &NodeConfig, store: &EventStore) -> Hosted {
     };
     for service in &config.services {
         if service == accounts::SERVICE {
+            let handle = accounts::handle(store.clone(), settings.call_timeout);
             hosted
                 .groups
-                .push(accounts::child_spec(store.clone(), settings.clone()));
-            let handle = accounts::handle(store.clone(), settings.call_timeout);
+                .push(accounts::child_spec(&handle, settings.clone()));
             hosted.routes = hosted.routes.merge(accounts::http::routes(handle));
         }
     }

@@ -34,8 +34,7 @@ const HOST_INTENSITY: Intensity = Intensity {
 
 fn spec(
     supervisor_name: &str,
-    host_name: &str,
-    store: EventStore,
+    accounts: &Aggregates<Account>,
     settings: EntitySettings,
 ) -> SupervisorSpec {
     SupervisorSpec {
@@ -43,23 +42,18 @@ fn spec(
         strategy: Strategy::OneForOne,
         intensity: Intensity::default(),
         backoff: Backoff::default(),
-        children: vec![Aggregates::<Account>::child_spec(
-            host_name,
-            store,
-            settings,
-            HOST_INTENSITY,
-        )],
+        children: vec![accounts.child_spec(settings, HOST_INTENSITY)],
     }
-}
-
-/// The accounts group, to be started by a node's root supervisor.
-pub fn child_spec(store: EventStore, settings: EntitySettings) -> ChildSpec {
-    Supervisor::child_spec(spec(SERVICE, HOST_NAME, store, settings))
 }
 
 /// The handle to send account commands with, valid across restarts of the group.
 pub fn handle(store: EventStore, call_timeout: Duration) -> Aggregates<Account> {
     Aggregates::new(HOST_NAME, store, call_timeout)
+}
+
+/// The accounts group for a node's root supervisor, serving the aggregates of `accounts`.
+pub fn child_spec(accounts: &Aggregates<Account>, settings: EntitySettings) -> ChildSpec {
+    Supervisor::child_spec(spec(SERVICE, accounts, settings))
 }
 
 /// The running accounts service: its supervisor and the handle to send commands with.
@@ -78,14 +72,10 @@ pub async fn start_named(
     settings: EntitySettings,
     parent: Option<ActorCell>,
 ) -> Result<AccountsService, SpawnErr> {
-    let timeout = settings.call_timeout;
-    let supervisor = Supervisor::start(
-        spec(supervisor_name, host_name, store.clone(), settings),
-        parent,
-    )
-    .await?;
+    let accounts = Aggregates::new(host_name, store, settings.call_timeout);
+    let supervisor = Supervisor::start(spec(supervisor_name, &accounts, settings), parent).await?;
     Ok(AccountsService {
         supervisor,
-        accounts: Aggregates::new(host_name, store, timeout),
+        accounts,
     })
 }

@@ -11,6 +11,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::time::Instant;
 
 use super::host::HostMsg;
+use super::view::StateView;
 use super::{
     Aggregate, CommandEnvelope, CommandError, CommandOutcome, EntitySettings, Versioned,
     stream_name,
@@ -78,6 +79,7 @@ pub(crate) struct EntityArgs<A: Aggregate> {
     pub store: EventStore,
     pub settings: EntitySettings,
     pub host: ActorRef<HostMsg<A>>,
+    pub view: StateView<A>,
 }
 
 pub(crate) struct EntityState<A: Aggregate> {
@@ -86,6 +88,7 @@ pub(crate) struct EntityState<A: Aggregate> {
     store: EventStore,
     settings: EntitySettings,
     host: ActorRef<HostMsg<A>>,
+    view: StateView<A>,
     current: Versioned<A::State>,
     snapshot_version: u64,
     last_active: Instant,
@@ -108,12 +111,14 @@ impl<A: Aggregate> Actor for Entity<A> {
         if let Some(timeout) = args.settings.idle_timeout {
             myself.send_after(timeout, || EntityMsg::CheckIdle);
         }
+        args.view.publish(&args.id, &current);
         Ok(EntityState {
             id: args.id,
             stream,
             store: args.store,
             settings: args.settings,
             host: args.host,
+            view: args.view,
             current,
             snapshot_version,
             last_active: Instant::now(),
@@ -138,6 +143,7 @@ impl<A: Aggregate> Actor for Entity<A> {
                     // committing): the store is the truth, so read it again. If even that fails,
                     // fail the actor and let the host restart it.
                     let (current, snapshot_version) = load::<A>(&state.store, &state.stream)?;
+                    state.view.publish(&state.id, &current);
                     state.current = current;
                     state.snapshot_version = snapshot_version;
                 } else {
@@ -247,6 +253,8 @@ async fn execute<A: Aggregate>(
         A::apply(&mut state.current.state, event);
     }
     state.current.version = outcome.last_version;
+    // Published before the reply: whoever reads after this command's answer sees it.
+    state.view.publish(&state.id, &state.current);
     Ok(CommandOutcome {
         events,
         state: state.current.clone(),

@@ -1,13 +1,13 @@
 //! [`Aggregates`]: the caller's handle to the host of one aggregate kind.
 
 use std::fmt;
-use std::marker::PhantomData;
 use std::time::Duration;
 
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorCell, ActorRef, SpawnErr};
 
 use super::host::{AggregateHost, HostArgs, HostMsg, HostStats};
+use super::view::StateView;
 use super::{
     Aggregate, CommandEnvelope, CommandError, CommandOutcome, EntitySettings, Versioned,
     stream_name,
@@ -20,21 +20,22 @@ use crate::supervision::{ChildSpec, Intensity, Restart};
 ///
 /// It finds the host by its registered name on every call, so it stays valid when a supervisor
 /// restarts the host.
-pub struct Aggregates<A> {
+pub struct Aggregates<A: Aggregate> {
     host_name: String,
     /// For reads that need no actor: existence checks and event history.
     store: EventStore,
+    /// Live entities' states, shared with every incarnation of the host.
+    view: StateView<A>,
     timeout: Duration,
-    kind: PhantomData<fn() -> A>,
 }
 
-impl<A> Clone for Aggregates<A> {
+impl<A: Aggregate> Clone for Aggregates<A> {
     fn clone(&self) -> Self {
         Self {
             host_name: self.host_name.clone(),
             store: self.store.clone(),
+            view: self.view.clone(),
             timeout: self.timeout,
-            kind: PhantomData,
         }
     }
 }
@@ -50,7 +51,7 @@ pub struct HistoryEntry<E> {
     pub event: E,
 }
 
-impl<A> fmt::Debug for Aggregates<A> {
+impl<A: Aggregate> fmt::Debug for Aggregates<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Aggregates")
             .field("host", &self.host_name)
@@ -59,13 +60,24 @@ impl<A> fmt::Debug for Aggregates<A> {
 }
 
 impl<A: Aggregate> Aggregates<A> {
-    /// A handle to the host registered as `host_name`, whose aggregates live in `store`.
+    /// A handle to the host registered as `host_name`, whose aggregates live in `store`; calls
+    /// wait `timeout` for an answer. Start the host with [`Aggregates::spawn`] or
+    /// [`Aggregates::child_spec`] on this handle, so that both share the state view.
     pub fn new(host_name: impl Into<String>, store: EventStore, timeout: Duration) -> Self {
         Self {
             host_name: host_name.into(),
             store,
+            view: StateView::default(),
             timeout,
-            kind: PhantomData,
+        }
+    }
+
+    fn host_args(&self, settings: &EntitySettings, intensity: Intensity) -> HostArgs<A> {
+        HostArgs {
+            store: self.store.clone(),
+            view: self.view.clone(),
+            settings: settings.clone(),
+            intensity,
         }
     }
 
@@ -100,23 +112,15 @@ impl<A: Aggregate> Aggregates<A> {
             .collect()
     }
 
-    /// Starts a host named `host_name` (linked to `supervisor` when given) and returns a handle.
+    /// Starts this handle's host (linked to `supervisor` when given).
     pub async fn spawn(
-        host_name: impl Into<String>,
-        store: EventStore,
+        &self,
         settings: EntitySettings,
         intensity: Intensity,
         supervisor: Option<ActorCell>,
-    ) -> Result<Self, SpawnErr> {
-        let host_name = host_name.into();
-        let timeout = settings.call_timeout;
-        let handle_store = store.clone();
-        let args = HostArgs {
-            store,
-            settings,
-            intensity,
-        };
-        let name = Some(host_name.clone());
+    ) -> Result<(), SpawnErr> {
+        let args = self.host_args(&settings, intensity);
+        let name = Some(self.host_name.clone());
         match supervisor {
             Some(parent) => {
                 AggregateHost::<A>::spawn_linked(name, AggregateHost::default(), args, parent)
@@ -124,24 +128,17 @@ impl<A: Aggregate> Aggregates<A> {
             }
             None => AggregateHost::<A>::spawn(name, AggregateHost::default(), args).await?,
         };
-        Ok(Self::new(host_name, handle_store, timeout))
+        Ok(())
     }
 
-    /// A supervisor child spec that (re)starts this kind's host under `host_name`.
-    pub fn child_spec(
-        host_name: impl Into<String>,
-        store: EventStore,
-        settings: EntitySettings,
-        intensity: Intensity,
-    ) -> ChildSpec {
-        let host_name = host_name.into();
-        ChildSpec::named_actor(host_name, Restart::Permanent, move || {
-            let args = HostArgs {
-                store: store.clone(),
-                settings: settings.clone(),
-                intensity,
-            };
-            (AggregateHost::<A>::default(), args)
+    /// A supervisor child spec that (re)starts this handle's host under its name.
+    pub fn child_spec(&self, settings: EntitySettings, intensity: Intensity) -> ChildSpec {
+        let handle = self.clone();
+        ChildSpec::named_actor(self.host_name.clone(), Restart::Permanent, move || {
+            (
+                AggregateHost::<A>::default(),
+                handle.host_args(&settings, intensity),
+            )
         })
     }
 
@@ -161,8 +158,18 @@ impl<A: Aggregate> Aggregates<A> {
     }
 
     /// The current state and version of aggregate `id` (default state, version 0, if it has
-    /// no events).
+    /// no events). Served from the state view when the entity is live; an aggregate with no
+    /// events is answered without starting an actor.
     pub async fn get(&self, id: &str) -> Result<Versioned<A::State>, CommandError<A::Error>> {
+        if let Some(current) = self.view.get(id) {
+            return Ok(current);
+        }
+        if !self.exists(id).map_err(CommandError::Store)? {
+            return Ok(Versioned {
+                state: A::State::default(),
+                version: 0,
+            });
+        }
         let id = id.to_owned();
         self.call(&id, |reply| HostMsg::Get {
             id: id.clone(),

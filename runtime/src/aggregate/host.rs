@@ -14,6 +14,7 @@ use ractor::{
 };
 
 use super::entity::{CommandReply, Entity, EntityArgs, EntityMsg, StateReply};
+use super::view::StateView;
 use super::{Aggregate, CommandEnvelope, CommandError, EntitySettings, stream_name};
 use crate::metrics;
 use crate::store::{EventStore, StoreError};
@@ -80,9 +81,11 @@ impl<A> Default for AggregateHost<A> {
 }
 
 /// What a host needs to run.
-#[derive(Debug, Clone)]
-pub struct HostArgs {
+#[derive(Debug)]
+pub struct HostArgs<A: Aggregate> {
     pub store: EventStore,
+    /// Where entities publish their state for reads that skip the actors.
+    pub view: StateView<A>,
     pub settings: EntitySettings,
     /// Crashes of entities tolerated before the host itself fails.
     pub intensity: Intensity,
@@ -97,7 +100,7 @@ enum Slot<A: Aggregate> {
 }
 
 pub struct HostState<A: Aggregate> {
-    args: HostArgs,
+    args: HostArgs<A>,
     slots: HashMap<String, Slot<A>>,
     /// Which aggregate id each live entity actor serves, to route supervision events.
     ids: HashMap<ActorId, String>,
@@ -117,12 +120,12 @@ impl<A: Aggregate> fmt::Debug for HostState<A> {
 impl<A: Aggregate> Actor for AggregateHost<A> {
     type Msg = HostMsg<A>;
     type State = HostState<A>;
-    type Arguments = HostArgs;
+    type Arguments = HostArgs<A>;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<Self::Msg>,
-        args: HostArgs,
+        args: HostArgs<A>,
     ) -> Result<Self::State, ActorProcessingErr> {
         let window = RestartWindow::new(args.intensity);
         Ok(HostState {
@@ -184,6 +187,8 @@ impl<A: Aggregate> Actor for AggregateHost<A> {
             return Ok(());
         };
         let slot = state.slots.remove(&id);
+        // Before any new entity for this id can start (below, or on a later message).
+        state.args.view.withdraw(&id);
         update_live_gauge::<A>(state);
         match (slot, failure) {
             (Some(Slot::Passivating { waiting, .. }), _) => {
@@ -257,6 +262,7 @@ async fn spawn_entity<A: Aggregate>(
         store: state.args.store.clone(),
         settings: state.args.settings.clone(),
         host: myself.clone(),
+        view: state.args.view.clone(),
     };
     match Entity::<A>::spawn_linked(None, Entity::new(), args, myself.get_cell()).await {
         Ok((entity, _)) => {

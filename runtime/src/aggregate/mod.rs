@@ -9,6 +9,7 @@
 mod entity;
 mod handle;
 mod host;
+mod view;
 
 #[cfg(test)]
 mod tests;
@@ -20,6 +21,7 @@ use serde::{Serialize, de::DeserializeOwned};
 
 pub use handle::{Aggregates, HistoryEntry};
 pub use host::{AggregateHost, HostMsg, HostStats};
+pub use view::StateView;
 
 use crate::store::StoreError;
 

@@ -74,15 +74,11 @@ async fn start(settings: EntitySettings) -> (tempfile::TempDir, EventStore, Aggr
     let store = EventStore::open(dir.path().join("events.redb"), StoreOptions::default())
         .await
         .unwrap();
-    let counters = Aggregates::<Counter>::spawn(
-        unique_host(),
-        store.clone(),
-        settings,
-        Intensity::default(),
-        None,
-    )
-    .await
-    .unwrap();
+    let counters = Aggregates::<Counter>::new(unique_host(), store.clone(), settings.call_timeout);
+    counters
+        .spawn(settings, Intensity::default(), None)
+        .await
+        .unwrap();
     (dir, store, counters)
 }
 
@@ -287,10 +283,11 @@ async fn a_corrupt_stream_is_reported_with_stream_and_version_without_a_restart_
         counters.execute("a", add(n)).await.unwrap();
     }
     crate::store::tests::corrupt_event(&store, "counter-a", 2, &[99, 1, 2]);
-    let fresh =
-        Aggregates::<Counter>::spawn(unique_host(), store, settings(), Intensity::default(), None)
-            .await
-            .unwrap();
+    let fresh = Aggregates::<Counter>::new(unique_host(), store, Duration::from_secs(5));
+    fresh
+        .spawn(settings(), Intensity::default(), None)
+        .await
+        .unwrap();
     for _ in 0..2 {
         match fresh.execute("a", add(1)).await.unwrap_err() {
             CommandError::Store(StoreError::Corrupt {
@@ -322,24 +319,19 @@ async fn a_host_that_exceeds_its_intensity_is_restarted_by_its_supervisor() {
         max_restarts: 1,
         within: Duration::from_secs(60),
     };
+    let counters = Aggregates::<Counter>::new(host.clone(), store, Duration::from_secs(5));
     let supervisor = Supervisor::start(
         SupervisorSpec {
             name: format!("{host}-supervisor"),
             strategy: Strategy::OneForOne,
             intensity: Intensity::default(),
             backoff: Backoff::NONE,
-            children: vec![Aggregates::<Counter>::child_spec(
-                host.clone(),
-                store.clone(),
-                settings(),
-                intensity,
-            )],
+            children: vec![counters.child_spec(settings(), intensity)],
         },
         None,
     )
     .await
     .unwrap();
-    let counters = Aggregates::<Counter>::new(host, store, Duration::from_secs(5));
     counters.execute("a", add(4)).await.unwrap();
     for _ in 0..2 {
         let error = counters

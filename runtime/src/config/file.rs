@@ -117,7 +117,7 @@ pub struct StoreSection {
     pub max_batch_events: usize,
     /// How long the writer waits for more work before committing, in microseconds.
     pub max_linger_us: u64,
-    /// redb page cache, in MiB.
+    /// redb page cache of the event log, in MiB (the stream index gets a quarter more).
     pub cache_mib: usize,
 }
 
@@ -129,7 +129,7 @@ impl Default for StoreSection {
             command_timeout_ms: 5_000,
             max_batch_events: 4096,
             max_linger_us: 0,
-            cache_mib: 16,
+            cache_mib: 8,
         }
     }
 }

@@ -93,6 +93,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
     }
 }
 
+/// Tokens verified before, so that a client sending the same token on every request pays for
+/// the signature check once. Bounded: emptied when full.
+const VERIFIED_CACHE_ENTRIES: usize = 10_000;
+
 /// Verifies and issues tokens with the configured key.
 #[derive(Clone)]
 pub struct JwtAuth {
@@ -101,6 +105,8 @@ pub struct JwtAuth {
     validation: Validation,
     issuer: String,
     audience: String,
+    /// Token -> (who, `exp`). Only successful verifications are kept; `exp` is checked on use.
+    verified: std::sync::Arc<dashmap::DashMap<String, (Principal, u64)>>,
 }
 
 impl std::fmt::Debug for JwtAuth {
@@ -127,6 +133,7 @@ impl JwtAuth {
             validation,
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
+            verified: Default::default(),
         }
     }
 
@@ -144,6 +151,13 @@ impl JwtAuth {
             .map(str::trim)
             .filter(|token| !token.is_empty())
             .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
+        let now = unix_now();
+        if let Some(entry) = self.verified.get(token) {
+            let (principal, exp) = entry.value();
+            if now <= exp.saturating_add(self.validation.leeway) {
+                return Ok(principal.clone());
+            }
+        }
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|error| {
                 unauthorized(match error.kind() {
@@ -165,18 +179,21 @@ impl JwtAuth {
             .iter()
             .filter_map(|name| Role::parse(name))
             .max();
-        Ok(Principal {
+        let principal = Principal {
             subject: data.claims.sub,
             role,
-        })
+        };
+        if self.verified.len() >= VERIFIED_CACHE_ENTRIES {
+            self.verified.clear();
+        }
+        self.verified
+            .insert(token.to_owned(), (principal.clone(), data.claims.exp));
+        Ok(principal)
     }
 
     /// Issues a token for `subject` with `roles`, valid for `ttl`.
     pub fn issue(&self, subject: &str, roles: &[Role], ttl: Duration) -> String {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
+        let now = unix_now();
         let claims = Claims {
             sub: subject.to_owned(),
             iss: self.issuer.clone(),
@@ -187,5 +204,101 @@ impl JwtAuth {
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 signing of serializable claims cannot fail")
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    fn auth(leeway: u64) -> JwtAuth {
+        JwtAuth::new(&AuthConfig {
+            issuer: "playhouse".into(),
+            audience: "playhouse-api".into(),
+            key: Secret::new("unit-test-key-0123456789abcdef"),
+            key_source: "test".into(),
+            leeway: Duration::from_secs(leeway),
+        })
+    }
+
+    #[test]
+    fn an_issued_token_verifies_with_its_role() {
+        let auth = auth(0);
+        let token = auth.issue(
+            "alice",
+            &[Role::Reader, Role::Writer],
+            Duration::from_secs(60),
+        );
+        let header = format!("Bearer {token}");
+        for _ in 0..2 {
+            // The second time comes from the cache and must say the same.
+            let principal = auth.verify_header(Some(&header)).unwrap();
+            assert_eq!(principal.subject, "alice");
+            assert_eq!(principal.role, Some(Role::Writer));
+        }
+        assert!(
+            auth.verify_header(Some(&header))
+                .unwrap()
+                .require(Role::Admin)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_cache_hit_past_its_exp_is_not_trusted() {
+        let auth = auth(0);
+        let principal = Principal {
+            subject: "ghost".into(),
+            role: Some(Role::Admin),
+        };
+        // As if this token had verified an hour ago and expired since.
+        auth.verified.insert(
+            "stale.token.value".into(),
+            (principal.clone(), unix_now() - 3600),
+        );
+        let refused = auth
+            .verify_header(Some("Bearer stale.token.value"))
+            .unwrap_err();
+        assert_eq!(refused.status, 401);
+        // While still within its exp, the same entry is trusted: that is what the cache is for.
+        auth.verified.insert(
+            "fresh.token.value".into(),
+            (principal.clone(), unix_now() + 3600),
+        );
+        assert_eq!(
+            auth.verify_header(Some("Bearer fresh.token.value"))
+                .unwrap(),
+            principal
+        );
+    }
+
+    #[test]
+    fn a_token_signed_with_another_key_is_refused_even_after_a_good_one() {
+        let good = auth(0);
+        let other = JwtAuth::new(&AuthConfig {
+            issuer: "playhouse".into(),
+            audience: "playhouse-api".into(),
+            key: Secret::new("another-key-0123456789abcdefgh"),
+            key_source: "test".into(),
+            leeway: Duration::ZERO,
+        });
+        let forged = other.issue("mallory", &[Role::Admin], Duration::from_secs(60));
+        good.verify_header(Some(&format!(
+            "Bearer {}",
+            good.issue("alice", &[Role::Reader], Duration::from_secs(60))
+        )))
+        .unwrap();
+        let refused = good
+            .verify_header(Some(&format!("Bearer {forged}")))
+            .unwrap_err();
+        assert_eq!(refused.status, 401);
     }
 }

@@ -53,14 +53,17 @@ pub(crate) fn index_path(log_path: &Path) -> PathBuf {
 impl StreamIndex {
     /// Opens (or creates) the index file. Derived data: a damaged file is replaced by an empty
     /// one, which [`StreamIndex::new`] then fills from the log.
-    pub(crate) fn open_file(path: &Path) -> Result<Arc<Database>, StoreError> {
-        match Self::create(path) {
+    pub(crate) fn open_file(
+        path: &Path,
+        cache_size: Option<usize>,
+    ) -> Result<Arc<Database>, StoreError> {
+        match Self::create(path, cache_size) {
             Ok(db) => Ok(Arc::new(db)),
             Err(StoreError::Storage(error)) if path.exists() => {
                 tracing::warn!(path = %path.display(), %error, "stream index unusable; rebuilding it from the log");
                 std::fs::remove_file(path)
                     .map_err(|e| StoreError::storage(redb::StorageError::from(e)))?;
-                Ok(Arc::new(Self::create(path)?))
+                Ok(Arc::new(Self::create(path, cache_size)?))
             }
             Err(other) => Err(other),
         }
@@ -76,8 +79,12 @@ impl StreamIndex {
         Ok(index)
     }
 
-    fn create(path: &Path) -> Result<Database, StoreError> {
-        let db = Database::create(path).map_err(StoreError::storage)?;
+    fn create(path: &Path, cache_size: Option<usize>) -> Result<Database, StoreError> {
+        let mut builder = Database::builder();
+        if let Some(bytes) = cache_size {
+            builder.set_cache_size(bytes);
+        }
+        let db = builder.create(path).map_err(StoreError::storage)?;
         let txn = db.begin_write().map_err(StoreError::storage)?;
         txn.open_table(STREAM_INDEX).map_err(StoreError::storage)?;
         txn.open_table(INDEX_META).map_err(StoreError::storage)?;

@@ -134,7 +134,8 @@ pub struct Snapshot {
 #[derive(Debug, Clone, Default)]
 pub struct StoreOptions {
     pub group_commit: GroupCommitOptions,
-    /// redb page cache, in bytes; `None` keeps redb's default.
+    /// redb page cache of the log file, in bytes (the index file gets a quarter of it);
+    /// `None` keeps redb's default.
     pub cache_size_bytes: Option<usize>,
 }
 
@@ -157,7 +158,9 @@ impl EventStore {
         let cache = options.cache_size_bytes;
         let (db, index, state) = tokio::task::spawn_blocking(move || {
             let db = Arc::new(open_database(&path, cache)?);
-            let index = StreamIndex::open_file(&index::index_path(&path))?;
+            // The index's entries are small: a quarter of the log's cache serves it.
+            let index_cache = cache.map(|bytes| (bytes / 4).max(1024 * 1024));
+            let index = StreamIndex::open_file(&index::index_path(&path), index_cache)?;
             let state = WriterState::recover(&db, index.clone())?;
             Ok::<_, StoreError>((db, index, state))
         })
