@@ -263,9 +263,8 @@ async fn get_account(
 ) -> Result<ApiJson<AccountView>, Problem> {
     principal.require(Role::Reader)?;
     let id = account_id(&raw_id)?;
-    if !accounts.exists(&id).map_err(|e| Problem::internal(&e))? {
-        return Err(not_found(&id));
-    }
+    // Served from the state view when the account is live; an account never opened is
+    // answered from the store without starting an actor.
     let current = accounts
         .get(&id)
         .await
@@ -300,6 +299,7 @@ async fn move_money(
     in_range("amount", amount, 1)?;
     let command = command(amount);
     let id = account_id(&raw_id)?;
+    // Unknown ids are refused here, so that probing them starts no actor.
     if !accounts.exists(&id).map_err(|e| Problem::internal(&e))? {
         return Err(not_found(&id));
     }

@@ -84,6 +84,9 @@ impl<A: Aggregate> Aggregates<A> {
     /// Whether aggregate `id` has any event, read from the store without starting an actor
     /// (so that probing unknown ids costs no memory).
     pub fn exists(&self, id: &str) -> Result<bool, StoreError> {
+        if let Some(current) = self.view.get(id) {
+            return Ok(current.version > 0);
+        }
         Ok(self.store.stream_version(&stream_name::<A>(id))? > 0)
     }
 
