@@ -113,6 +113,108 @@ fn view(id: &str, current: &Versioned<AccountState>) -> Option<AccountView> {
     }
 }
 
+// The problem responses of the routes, for the OpenAPI document only: handlers answer with
+// `Problem`, and these enums say which statuses each kind of route can give.
+
+/// Problems a route that opens an account can answer with.
+#[derive(utoipa::IntoResponses)]
+#[expect(
+    dead_code,
+    reason = "describes responses in the OpenAPI document; never built"
+)]
+enum CreateProblems {
+    /// Malformed body or Idempotency-Key header
+    #[response(status = 400, content_type = "application/problem+json")]
+    BadRequest(Problem),
+    /// Missing or invalid bearer token
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Problem),
+    /// The token lacks the role
+    #[response(status = 403, content_type = "application/problem+json")]
+    Forbidden(Problem),
+    /// The Idempotency-Key was used for a different request
+    #[response(status = 409, content_type = "application/problem+json")]
+    Conflict(Problem),
+    /// Body too large
+    #[response(status = 413, content_type = "application/problem+json")]
+    TooLarge(Problem),
+    /// Body is not application/json
+    #[response(status = 415, content_type = "application/problem+json")]
+    UnsupportedMediaType(Problem),
+    /// A field has an invalid value (`field` names it)
+    #[response(status = 422, content_type = "application/problem+json")]
+    InvalidField(Problem),
+    /// Rate limited; see Retry-After
+    #[response(status = 429, content_type = "application/problem+json")]
+    RateLimited(Problem),
+    /// Temporarily unavailable or too slow; retry with the same Idempotency-Key
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(Problem),
+}
+
+/// Problems a route that sends a command to an existing account can answer with.
+#[derive(utoipa::IntoResponses)]
+#[expect(
+    dead_code,
+    reason = "describes responses in the OpenAPI document; never built"
+)]
+enum CommandProblems {
+    /// Malformed body or Idempotency-Key header
+    #[response(status = 400, content_type = "application/problem+json")]
+    BadRequest(Problem),
+    /// Missing or invalid bearer token
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Problem),
+    /// The token lacks the role
+    #[response(status = 403, content_type = "application/problem+json")]
+    Forbidden(Problem),
+    /// No such account
+    #[response(status = 404, content_type = "application/problem+json")]
+    NotFound(Problem),
+    /// The account's state refuses it (insufficient funds), or the Idempotency-Key was used for a different request
+    #[response(status = 409, content_type = "application/problem+json")]
+    Conflict(Problem),
+    /// Body too large
+    #[response(status = 413, content_type = "application/problem+json")]
+    TooLarge(Problem),
+    /// Body is not application/json
+    #[response(status = 415, content_type = "application/problem+json")]
+    UnsupportedMediaType(Problem),
+    /// A field has an invalid value (`field` names it)
+    #[response(status = 422, content_type = "application/problem+json")]
+    InvalidField(Problem),
+    /// Rate limited; see Retry-After
+    #[response(status = 429, content_type = "application/problem+json")]
+    RateLimited(Problem),
+    /// Temporarily unavailable or too slow; retry with the same Idempotency-Key
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(Problem),
+}
+
+/// Problems a read route can answer with.
+#[derive(utoipa::IntoResponses)]
+#[expect(
+    dead_code,
+    reason = "describes responses in the OpenAPI document; never built"
+)]
+enum ReadProblems {
+    /// Missing or invalid bearer token
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Problem),
+    /// The token lacks the role
+    #[response(status = 403, content_type = "application/problem+json")]
+    Forbidden(Problem),
+    /// No such account
+    #[response(status = 404, content_type = "application/problem+json")]
+    NotFound(Problem),
+    /// Rate limited; see Retry-After
+    #[response(status = 429, content_type = "application/problem+json")]
+    RateLimited(Problem),
+    /// Temporarily unavailable
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(Problem),
+}
+
 /// Account ids are UUIDs; anything else cannot name an account.
 fn account_id(raw: &str) -> Result<String, Problem> {
     uuid::Uuid::parse_str(raw)
@@ -194,15 +296,7 @@ fn problem(id: &str, is_open: bool, error: CommandError<AccountError>) -> Proble
     request_body = OpenAccountRequest,
     responses(
         (status = 201, description = "Opened", body = AccountView),
-        (status = 400, description = "Malformed body or header", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token lacks the writer role", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Conflict (Idempotency-Key reused)", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Temporarily unavailable", body = Problem, content_type = "application/problem+json")))]
+        CreateProblems))]
 async fn open_account(
     State(accounts): State<Aggregates<Account>>,
     principal: Principal,
@@ -251,11 +345,7 @@ async fn open_account(
     params(("id" = uuid::Uuid, Path, description = "Account id")),
     responses(
         (status = 200, description = "The account", body = AccountView),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token lacks the reader role", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such account", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Temporarily unavailable", body = Problem, content_type = "application/problem+json")))]
+        ReadProblems))]
 async fn get_account(
     State(accounts): State<Aggregates<Account>>,
     principal: Principal,
@@ -320,16 +410,7 @@ async fn move_money(
     request_body = AmountRequest,
     responses(
         (status = 200, description = "Credited; the account after it", body = AccountView),
-        (status = 400, description = "Malformed body or header", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token lacks the writer role", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such account", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Conflict (Idempotency-Key reused)", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid amount", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Temporarily unavailable", body = Problem, content_type = "application/problem+json")))]
+        CommandProblems))]
 async fn credit_account(
     State(accounts): State<Aggregates<Account>>,
     principal: Principal,
@@ -350,16 +431,7 @@ async fn credit_account(
     request_body = AmountRequest,
     responses(
         (status = 200, description = "Debited; the account after it", body = AccountView),
-        (status = 400, description = "Malformed body or header", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token lacks the writer role", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such account", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Insufficient funds, or Idempotency-Key reused", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid amount", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Temporarily unavailable", body = Problem, content_type = "application/problem+json")))]
+        CommandProblems))]
 async fn debit_account(
     State(accounts): State<Aggregates<Account>>,
     principal: Principal,
@@ -378,11 +450,7 @@ async fn debit_account(
     params(("id" = uuid::Uuid, Path, description = "Account id")),
     responses(
         (status = 200, description = "The account's history", body = AccountHistoryView),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token lacks the reader role", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such account", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Temporarily unavailable", body = Problem, content_type = "application/problem+json")))]
+        ReadProblems))]
 async fn account_events(
     State(accounts): State<Aggregates<Account>>,
     principal: Principal,
