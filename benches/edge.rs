@@ -7,13 +7,14 @@
 //! `cargo bench --bench edge [-- --seconds N --connections N]`
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const ACCOUNTS: usize = 1000;
+/// Accounts the load runs over (`--accounts N`): each is a live actor in the node.
+const DEFAULT_ACCOUNTS: usize = 1000;
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -49,10 +50,10 @@ fn wait_for(url: &str) {
 }
 
 /// The bare axum server: the same path shape and JSON as the account route, from a map.
-fn bare_server(port: u16) {
+fn bare_server(port: u16, accounts: usize) {
     use axum::extract::{Path, State};
     let accounts: Arc<HashMap<String, serde_json::Value>> = Arc::new(
-        (0..ACCOUNTS)
+        (0..accounts)
             .map(|i| {
                 let id = format!("{i:08}-0000-7000-8000-000000000000");
                 let body =
@@ -175,13 +176,14 @@ fn script(
     path
 }
 
-fn peak_rss_mib(pid: u32) -> f64 {
+/// A memory figure of `pid` from /proc, in MiB: `VmRSS:` now, `VmHWM:` the peak.
+fn memory_mib(pid: u32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|status| {
             status
                 .lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|kib| kib.parse::<f64>().ok())
         })
@@ -192,9 +194,17 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let mut seconds = 10;
     let mut connections = 64;
+    let mut accounts = DEFAULT_ACCOUNTS;
+    let mut bare_port = None;
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--bare-server" => return bare_server(args.next().unwrap().parse().unwrap()),
+            "--bare-server" => bare_port = args.next().and_then(|s| s.parse().ok()),
+            "--accounts" => {
+                accounts = args
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .expect("--accounts N")
+            }
             "--seconds" => {
                 seconds = args
                     .next()
@@ -209,6 +219,9 @@ fn main() {
             }
             _ => {}
         }
+    }
+    if let Some(port) = bare_port {
+        return bare_server(port, accounts);
     }
     let dir = tempfile::tempdir().unwrap();
     let node_port = free_port();
@@ -236,7 +249,12 @@ fn main() {
     let bare_port = free_port();
     let _bare = Process(
         Command::new(std::env::current_exe().unwrap())
-            .args(["--bare-server", &bare_port.to_string()])
+            .args([
+                "--bare-server",
+                &bare_port.to_string(),
+                "--accounts",
+                &accounts.to_string(),
+            ])
             .spawn()
             .unwrap(),
     );
@@ -257,11 +275,12 @@ fn main() {
     .trim()
     .to_owned();
 
+    let idle_rss = memory_mib(node.0.id(), "VmRSS:");
     // Open the accounts the load runs against.
     let ids: Vec<String> = tokio::runtime::Runtime::new().unwrap().block_on(async {
         let client = reqwest::Client::new();
         let mut ids = Vec::new();
-        for _ in 0..ACCOUNTS {
+        for _ in 0..accounts {
             let body: serde_json::Value = client
                 .post(format!("{base}/api/v1/accounts"))
                 .bearer_auth(&token)
@@ -276,6 +295,7 @@ fn main() {
         }
         ids
     });
+    let opened_rss = memory_mib(node.0.id(), "VmRSS:");
     let auth = format!("Bearer {token}");
     let headers = [
         ("Authorization", auth.as_str()),
@@ -289,7 +309,7 @@ fn main() {
         .iter()
         .map(|id| format!("/api/v1/accounts/{id}/credit"))
         .collect();
-    let bare_paths: Vec<String> = (0..ACCOUNTS)
+    let bare_paths: Vec<String> = (0..accounts)
         .map(|i| format!("/bare/{i:08}-0000-7000-8000-000000000000"))
         .collect();
     let get_script = script(dir.path(), "get", "GET", &account_paths, &headers, None);
@@ -329,9 +349,11 @@ fn main() {
         );
     }
     println!(
-        "GET account / bare axum: {:.0}%   node peak RSS (VmHWM): {:.1} MiB",
-        100.0 * get.requests_per_second / bare.requests_per_second,
-        peak_rss_mib(node.0.id())
+        "GET account / bare axum: {:.0}%",
+        100.0 * get.requests_per_second / bare.requests_per_second
     );
-    let _: SocketAddr = ([127, 0, 0, 1], node_port).into();
+    println!(
+        "node RSS: {idle_rss:.1} MiB idle, {opened_rss:.1} MiB with {accounts} live accounts, peak (VmHWM) {:.1} MiB",
+        memory_mib(node.0.id(), "VmHWM:")
+    );
 }

@@ -24,15 +24,16 @@ pub struct RequestIds {
     pub trace_id: String,
 }
 
-/// The trace id of a W3C `traceparent` header, or a new one.
-fn trace_id(request: &Request) -> String {
+/// The trace id of a W3C `traceparent` header; otherwise this request starts a trace, named by
+/// its request id's hex digits (a UUID is 32 of them, as a trace id is).
+fn trace_id(request: &Request, request_id: &str) -> String {
     request
         .headers()
         .get(TRACEPARENT)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.split('-').nth(1))
         .filter(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
-        .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_owned)
+        .map_or_else(|| request_id.replace('-', ""), str::to_owned)
 }
 
 /// Middleware: opens the request span (node, service, route, request and trace ids), records
@@ -51,8 +52,8 @@ pub async fn observe(State(node): State<NodeLabel>, mut request: Request, next: 
         .unwrap_or("none")
         .to_owned();
     let ids = RequestIds {
-        request_id: request_id.clone(),
-        trace_id: trace_id(&request),
+        trace_id: trace_id(&request, &request_id),
+        request_id,
     };
     let method = request.method().clone();
     let span = tracing::info_span!(
