@@ -324,7 +324,7 @@ fn main() {
     );
 
     println!(
-        "edge benchmark: wrk -t2 -c{connections} -d{seconds}s, {ACCOUNTS} accounts, node and bare server are release builds in their own processes"
+        "edge benchmark: wrk -t2 -c{connections} -d{seconds}s, {accounts} accounts, node and bare server are release builds in their own processes"
     );
     println!(
         "{:<34} {:>10} {:>9} {:>9} {:>8}",
