@@ -44,7 +44,7 @@ const MIN_PRODUCTION_KEY_BYTES: usize = 32;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    #[error("{path}: cannot read the config file: {source}")]
+    #[error("{path}: cannot read the config file")]
     Read {
         path: PathBuf,
         #[source]
@@ -412,6 +412,11 @@ fn validate(
     };
 
     let cluster = validate_cluster(&file, env_var(&file.cluster.cookie_env), &invalid, &address)?;
+
+    // The printed config shows what the node runs with, defaults chosen by environment included.
+    let mut file = file;
+    file.telemetry.log_format = Some(telemetry.format);
+    file.telemetry.log_level = Some(telemetry.level.clone());
 
     Ok(NodeConfig {
         source: path.to_owned(),
