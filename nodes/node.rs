@@ -85,7 +85,12 @@ async fn serve(config: NodeConfig) -> anyhow::Result<ExitCode> {
             format!("{members} members configured; membership is not tracked by this build")
         },
     });
-    let health = Health::new(store.clone(), config.data_dir.clone(), cluster_check);
+    let health = Health::new(
+        store.clone(),
+        config.data_dir.clone(),
+        config.health,
+        cluster_check,
+    );
     let (app, _openapi) = playhouse_runtime::edge::assemble(
         &EdgeSettings {
             node_name: config.node_name.clone(),

@@ -92,6 +92,43 @@ async fn health_is_healthy() {
 }
 
 #[tokio::test]
+async fn low_disk_makes_health_degraded_then_unhealthy_with_503() {
+    // Thresholds above 100% free: every real disk is "low", so both answers are certain.
+    for (degraded, unhealthy, expected_status, http) in [
+        (100.0, 0.0, "degraded", StatusCode::OK),
+        (100.0, 100.0, "unhealthy", StatusCode::SERVICE_UNAVAILABLE),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let options = NodeOptions {
+            disk_degraded_below_percent: degraded,
+            disk_unhealthy_below_percent: unhealthy,
+            ..NodeOptions::default()
+        };
+        let node = Node::start(dir.path(), &options);
+        for path in ["/health", "/health/ready"] {
+            let response = client().get(node.url(path)).send().await.unwrap();
+            assert_eq!(response.status(), http, "{path}");
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["status"], expected_status, "{path}: {body}");
+            let disk = body["checks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["name"] == "disk")
+                .unwrap();
+            assert_eq!(disk["status"], expected_status);
+            assert!(
+                disk["message"].as_str().unwrap().contains("% free"),
+                "{disk}"
+            );
+        }
+        // Liveness says the process answers, whatever the disk.
+        let live = client().get(node.url("/health/live")).send().await.unwrap();
+        assert_eq!(live.status(), StatusCode::OK);
+    }
+}
+
+#[tokio::test]
 async fn creating_an_account_returns_its_id_and_the_api_moves_money() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(dir.path(), &NodeOptions::default());
@@ -277,6 +314,7 @@ async fn the_rate_limit_gives_429_with_retry_after_and_ratelimit_headers() {
         &NodeOptions {
             requests_per_second: 1,
             burst: 3,
+            ..NodeOptions::default()
         },
     );
     let id = "01234567-89ab-7def-8123-456789abcdef";

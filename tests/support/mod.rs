@@ -29,6 +29,10 @@ pub fn free_port() -> u16 {
 pub struct NodeOptions {
     pub requests_per_second: u32,
     pub burst: u32,
+    /// Free-disk thresholds of /health, percent. Low by default: the test machine's disk is
+    /// shared with everything else on it, and its fill level is not the test's to decide.
+    pub disk_degraded_below_percent: f64,
+    pub disk_unhealthy_below_percent: f64,
 }
 
 impl Default for NodeOptions {
@@ -36,6 +40,8 @@ impl Default for NodeOptions {
         Self {
             requests_per_second: 10_000,
             burst: 10_000,
+            disk_degraded_below_percent: 0.2,
+            disk_unhealthy_below_percent: 0.1,
         }
     }
 }
@@ -75,10 +81,16 @@ dev_key = "{TEST_KEY}"
 [rate_limit]
 requests_per_second = {rps}
 burst = {burst}
+
+[health]
+disk_degraded_below_percent = {degraded}
+disk_unhealthy_below_percent = {unhealthy}
 "#,
                 data = dir.join("data").display(),
                 rps = options.requests_per_second,
                 burst = options.burst,
+                degraded = options.disk_degraded_below_percent,
+                unhealthy = options.disk_unhealthy_below_percent,
             ),
         )
         .unwrap();

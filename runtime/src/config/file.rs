@@ -29,6 +29,8 @@ pub struct ConfigFile {
     pub store: StoreSection,
     #[serde(default)]
     pub telemetry: TelemetrySection,
+    #[serde(default)]
+    pub health: HealthSection,
     /// Parsed and validated now; used once nodes form a cluster.
     #[serde(default)]
     pub cluster: ClusterSection,
@@ -129,7 +131,25 @@ impl Default for StoreSection {
             command_timeout_ms: 5_000,
             max_batch_events: 4096,
             max_linger_us: 0,
-            cache_mib: 8,
+            cache_mib: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthSection {
+    /// `/health` turns degraded when the data volume has less than this share free (percent).
+    pub disk_degraded_below_percent: f64,
+    /// ...and unhealthy (503) below this one.
+    pub disk_unhealthy_below_percent: f64,
+}
+
+impl Default for HealthSection {
+    fn default() -> Self {
+        Self {
+            disk_degraded_below_percent: 20.0,
+            disk_unhealthy_below_percent: 10.0,
         }
     }
 }

@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use file::{
-    AuthSection, ClusterSection, ConfigFile, EdgeSection, Environment, LogFormat, MemberSection,
-    RateLimitSection, StoreSection, TelemetrySection,
+    AuthSection, ClusterSection, ConfigFile, EdgeSection, Environment, HealthSection, LogFormat,
+    MemberSection, RateLimitSection, StoreSection, TelemetrySection,
 };
 pub use secret::{REDACTED, Secret};
 
@@ -35,6 +35,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "rate_limit",
     "store",
     "telemetry",
+    "health",
     "cluster",
 ];
 
@@ -82,7 +83,15 @@ pub struct NodeConfig {
     pub rate_limit: RateLimitConfig,
     pub store: StoreConfig,
     pub telemetry: TelemetryConfig,
+    pub health: HealthConfig,
     pub cluster: ClusterConfig,
+}
+
+/// Free-disk thresholds of `/health`, as fractions of the volume.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HealthConfig {
+    pub disk_degraded_below: f64,
+    pub disk_unhealthy_below: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -411,6 +420,23 @@ fn validate(
             .unwrap_or_else(|| "info".into()),
     };
 
+    let (degraded, unhealthy) = (
+        file.health.disk_degraded_below_percent,
+        file.health.disk_unhealthy_below_percent,
+    );
+    if !(0.0..=100.0).contains(&unhealthy) || !(unhealthy..=100.0).contains(&degraded) {
+        return Err(invalid(
+            "health",
+            format!(
+                "need 0 <= disk_unhealthy_below_percent ({unhealthy}) <= disk_degraded_below_percent ({degraded}) <= 100"
+            ),
+        ));
+    }
+    let health = HealthConfig {
+        disk_degraded_below: degraded / 100.0,
+        disk_unhealthy_below: unhealthy / 100.0,
+    };
+
     let cluster = validate_cluster(&file, env_var(&file.cluster.cookie_env), &invalid, &address)?;
 
     // The printed config shows what the node runs with, defaults chosen by environment included.
@@ -429,6 +455,7 @@ fn validate(
         rate_limit,
         store,
         telemetry,
+        health,
         cluster,
         file,
     })

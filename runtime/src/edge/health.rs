@@ -12,12 +12,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::config::HealthConfig;
 use crate::store::EventStore;
 
-/// Free disk below this share of the volume makes the node degraded...
-const DISK_DEGRADED_BELOW: f64 = 0.20;
-/// ...and below this one, unhealthy.
-const DISK_UNHEALTHY_BELOW: f64 = 0.10;
 const MEMORY_DEGRADED_BELOW: f64 = 0.10;
 const MEMORY_UNHEALTHY_BELOW: f64 = 0.05;
 /// A store that cannot make one tiny write durable within this is unhealthy.
@@ -75,6 +72,8 @@ pub type ClusterCheck = Arc<dyn Fn() -> Check + Send + Sync>;
 pub struct Health {
     pub store: EventStore,
     pub data_dir: PathBuf,
+    /// Free-disk shares below which the node is degraded, then unhealthy.
+    pub disk: HealthConfig,
     pub cluster: ClusterCheck,
     probes: Arc<AtomicU64>,
 }
@@ -88,10 +87,16 @@ impl std::fmt::Debug for Health {
 }
 
 impl Health {
-    pub fn new(store: EventStore, data_dir: PathBuf, cluster: ClusterCheck) -> Self {
+    pub fn new(
+        store: EventStore,
+        data_dir: PathBuf,
+        disk: HealthConfig,
+        cluster: ClusterCheck,
+    ) -> Self {
         Self {
             store,
             data_dir,
+            disk,
             cluster,
             probes: Arc::new(AtomicU64::new(0)),
         }
@@ -127,9 +132,9 @@ impl Health {
             Ok(stats) if stats.f_blocks > 0 => {
                 let free = stats.f_bavail as f64 / stats.f_blocks as f64;
                 let free_mib = stats.f_bavail * stats.f_frsize / (1024 * 1024);
-                let status = if free < DISK_UNHEALTHY_BELOW {
+                let status = if free < self.disk.disk_unhealthy_below {
                     HealthStatus::Unhealthy
-                } else if free < DISK_DEGRADED_BELOW {
+                } else if free < self.disk.disk_degraded_below {
                     HealthStatus::Degraded
                 } else {
                     HealthStatus::Healthy
@@ -231,7 +236,8 @@ pub async fn ready(State(health): State<Health>) -> HealthReport {
     HealthReport::of(vec![health.store_check().await, health.disk_check()])
 }
 
-/// Every check: store, disk (degraded under 20% free, unhealthy under 10%), memory, cluster.
+/// Every check: store, disk (by default degraded under 20% free, unhealthy under 10%), memory,
+/// cluster.
 #[utoipa::path(get, path = "/health", tag = "health",
     responses(
         (status = 200, description = "Healthy or degraded", body = HealthReport),

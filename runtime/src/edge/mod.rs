@@ -19,7 +19,6 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderValue, header};
 use axum::response::IntoResponse;
 use metrics_exporter_prometheus::PrometheusHandle;
-use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ComponentsBuilder, InfoBuilder, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -88,18 +87,11 @@ pub fn assemble(
         )
         .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
         .layer(axum::middleware::from_fn_with_state(
-            settings.request_timeout,
-            observe::time_limit,
-        ))
-        .layer(axum::middleware::from_fn(observe::problem_bodies))
-        .layer(axum::middleware::from_fn_with_state(
-            observe::NodeLabel(settings.node_name.as_str().into()),
-            observe::observe,
-        ))
-        .layer(PropagateRequestIdLayer::new(observe::REQUEST_ID))
-        .layer(SetRequestIdLayer::new(
-            observe::REQUEST_ID,
-            observe::MakeRequestId,
+            observe::EdgeLayer {
+                node: settings.node_name.as_str().into(),
+                request_timeout: settings.request_timeout,
+            },
+            observe::edge,
         ));
     (router, openapi)
 }

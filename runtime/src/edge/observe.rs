@@ -1,5 +1,5 @@
-//! Per-request observability and limits: request and trace ids, the request span, HTTP metrics,
-//! the time limit, and problem+json bodies for errors produced outside handlers.
+//! The per-request middleware: request and trace ids, the request span, HTTP metrics, the time
+//! limit, and problem+json bodies for errors produced outside handlers.
 
 use std::time::{Duration, Instant};
 
@@ -7,7 +7,6 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use tower_http::request_id::RequestId;
 
 use super::problem::{Problem, ProblemCode};
 
@@ -36,21 +35,27 @@ fn trace_id(request: &Request, request_id: &str) -> String {
         .map_or_else(|| request_id.replace('-', ""), str::to_owned)
 }
 
-/// Middleware: opens the request span (node, service, route, request and trace ids), records
-/// the HTTP metrics, and hands the ids to handlers.
-pub async fn observe(State(node): State<NodeLabel>, mut request: Request, next: Next) -> Response {
+/// What the per-request middleware needs.
+#[derive(Debug, Clone)]
+pub struct EdgeLayer {
+    /// The node's name, for request spans.
+    pub node: std::sync::Arc<str>,
+    /// A request still running after this long is answered 503.
+    pub request_timeout: Duration,
+}
+
+/// Middleware around every request, in one layer (each axum layer costs an allocation and a
+/// service clone per request): it takes or makes the request id, opens the request span (node,
+/// service, route, request and trace ids), applies the time limit, gives errors made outside
+/// handlers a problem+json body, echoes `x-request-id`, and records the HTTP metrics.
+pub async fn edge(State(layer): State<EdgeLayer>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
     let service = service_of(&route);
-    let request_id = request
-        .extensions()
-        .get::<RequestId>()
-        .and_then(|id| id.header_value().to_str().ok())
-        .unwrap_or("none")
-        .to_owned();
+    let request_id = request_id(&request);
     let ids = RequestIds {
         trace_id: trace_id(&request, &request_id),
         request_id,
@@ -58,7 +63,7 @@ pub async fn observe(State(node): State<NodeLabel>, mut request: Request, next: 
     let method = request.method().clone();
     let span = tracing::info_span!(
         "request",
-        node = %node.0,
+        node = %layer.node,
         service,
         method = %method,
         route = %route,
@@ -66,8 +71,24 @@ pub async fn observe(State(node): State<NodeLabel>, mut request: Request, next: 
         trace_id = %ids.trace_id,
         subject = tracing::field::Empty,
     );
+    let echoed_id = HeaderValue::from_str(&ids.request_id).ok();
     request.extensions_mut().insert(ids);
-    let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
+    let handled = tracing::Instrument::instrument(next.run(request), span.clone());
+    let mut response = match tokio::time::timeout(layer.request_timeout, handled).await {
+        Ok(response) => problem_body(response),
+        Err(_) => Problem::new(
+            ProblemCode::Timeout,
+            format!(
+                "no answer within {} ms; a command may still complete, retry with the same Idempotency-Key",
+                layer.request_timeout.as_millis()
+            ),
+        )
+        .with_retry_after(1)
+        .into_response(),
+    };
+    if let Some(id) = echoed_id {
+        response.headers_mut().insert(REQUEST_ID, id);
+    }
     let status = response.status();
     let elapsed = started.elapsed();
     span.in_scope(|| {
@@ -95,9 +116,15 @@ pub async fn observe(State(node): State<NodeLabel>, mut request: Request, next: 
     response
 }
 
-/// The node's name, for request spans.
-#[derive(Debug, Clone)]
-pub struct NodeLabel(pub std::sync::Arc<str>);
+/// The client's `x-request-id` when it is a reasonable id, or a fresh UUID (v7: time-ordered).
+fn request_id(request: &Request) -> String {
+    request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| !id.is_empty() && id.len() <= 128)
+        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned)
+}
 
 /// `/api/v1/accounts/{id}` belongs to `accounts`; `/health` to `edge`.
 fn service_of(route: &str) -> &str {
@@ -108,26 +135,9 @@ fn service_of(route: &str) -> &str {
         .unwrap_or("edge")
 }
 
-/// Middleware: answers 503 problem+json when the handler takes longer than the limit.
-pub async fn time_limit(State(limit): State<Duration>, request: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => Problem::new(
-            ProblemCode::Timeout,
-            format!(
-                "no answer within {} ms; a command may still complete, retry with the same Idempotency-Key",
-                limit.as_millis()
-            ),
-        )
-        .with_retry_after(1)
-        .into_response(),
-    }
-}
-
-/// Middleware: gives error responses made outside handlers (unknown route, wrong method, body
-/// too large) a problem+json body, keeping their headers (`Allow` on 405).
-pub async fn problem_bodies(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+/// Gives error responses made outside handlers (unknown route, wrong method, body too large) a
+/// problem+json body, keeping their headers (`Allow` on 405).
+fn problem_body(response: Response) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error())
         || response.headers().contains_key(header::CONTENT_TYPE)
@@ -177,23 +187,4 @@ pub async fn problem_bodies(request: Request, next: Next) -> Response {
         }
     }
     problem
-}
-
-/// Sets `x-request-id` from the client's, when it is a reasonable id, or a fresh UUID.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct MakeRequestId;
-
-impl tower_http::request_id::MakeRequestId for MakeRequestId {
-    fn make_request_id<B>(&mut self, request: &axum::http::Request<B>) -> Option<RequestId> {
-        let given = request
-            .headers()
-            .get(REQUEST_ID)
-            .filter(|v| v.len() <= 128 && v.to_str().is_ok_and(|s| !s.is_empty()))
-            .cloned();
-        let id = given.unwrap_or_else(|| {
-            HeaderValue::from_str(&uuid::Uuid::now_v7().to_string())
-                .expect("a UUID is a valid header value")
-        });
-        Some(RequestId::new(id))
-    }
 }
