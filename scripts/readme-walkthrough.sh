@@ -16,7 +16,8 @@ awk '/^## Try it/{f=1} f && /^```sh/{c=1; next} c && /^```/{exit} c' README.md \
     | sed -e "s#127.0.0.1:8080#127.0.0.1:$port#g" -e "s#./target/release/playhouse#$binary#g" \
     > "$work/walkthrough.sh"
 
-(cd "$work" && PLAYHOUSE_EDGE__LISTEN="127.0.0.1:$port" "$binary" >"$work/node.log" 2>&1) &
+# exec: the background job is the node itself, so the trap below stops the node.
+(cd "$work" && PLAYHOUSE_EDGE__LISTEN="127.0.0.1:$port" exec "$binary" >"$work/node.log" 2>&1) &
 node=$!
 cleanup() { kill "$node" 2>/dev/null || true; wait "$node" 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
