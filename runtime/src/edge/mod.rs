@@ -110,6 +110,9 @@ fn base_document() -> OpenApi {
     );
     openapi.components = Some(
         ComponentsBuilder::new()
+            // Referenced by every route's problem responses (declared with IntoResponses, whose
+            // schemas utoipa-axum does not collect on its own).
+            .schema_from::<Problem>()
             .security_scheme(
                 BEARER,
                 SecurityScheme::Http(
