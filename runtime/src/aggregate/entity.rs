@@ -80,6 +80,8 @@ pub(crate) struct EntityArgs<A: Aggregate> {
     pub settings: EntitySettings,
     pub host: ActorRef<HostMsg<A>>,
     pub view: StateView<A>,
+    /// The host incarnation this entity belongs to, stamped on what it publishes.
+    pub generation: u64,
 }
 
 pub(crate) struct EntityState<A: Aggregate> {
@@ -89,6 +91,7 @@ pub(crate) struct EntityState<A: Aggregate> {
     settings: EntitySettings,
     host: ActorRef<HostMsg<A>>,
     view: StateView<A>,
+    generation: u64,
     current: Versioned<A::State>,
     snapshot_version: u64,
     last_active: Instant,
@@ -111,7 +114,7 @@ impl<A: Aggregate> Actor for Entity<A> {
         if let Some(timeout) = args.settings.idle_timeout {
             myself.send_after(timeout, || EntityMsg::CheckIdle);
         }
-        args.view.publish(&args.id, &current);
+        args.view.publish(args.generation, &args.id, &current);
         Ok(EntityState {
             id: args.id,
             stream,
@@ -119,6 +122,7 @@ impl<A: Aggregate> Actor for Entity<A> {
             settings: args.settings,
             host: args.host,
             view: args.view,
+            generation: args.generation,
             current,
             snapshot_version,
             last_active: Instant::now(),
@@ -143,7 +147,7 @@ impl<A: Aggregate> Actor for Entity<A> {
                     // committing): the store is the truth, so read it again. If even that fails,
                     // fail the actor and let the host restart it.
                     let (current, snapshot_version) = load::<A>(&state.store, &state.stream)?;
-                    state.view.publish(&state.id, &current);
+                    state.view.publish(state.generation, &state.id, &current);
                     state.current = current;
                     state.snapshot_version = snapshot_version;
                 } else {
@@ -254,7 +258,9 @@ async fn execute<A: Aggregate>(
     }
     state.current.version = outcome.last_version;
     // Published before the reply: whoever reads after this command's answer sees it.
-    state.view.publish(&state.id, &state.current);
+    state
+        .view
+        .publish(state.generation, &state.id, &state.current);
     Ok(CommandOutcome {
         events,
         state: state.current.clone(),

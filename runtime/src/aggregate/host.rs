@@ -101,6 +101,8 @@ enum Slot<A: Aggregate> {
 
 pub struct HostState<A: Aggregate> {
     args: HostArgs<A>,
+    /// This incarnation's generation in the state view.
+    generation: u64,
     slots: HashMap<String, Slot<A>>,
     /// Which aggregate id each live entity actor serves, to route supervision events.
     ids: HashMap<ActorId, String>,
@@ -128,7 +130,10 @@ impl<A: Aggregate> Actor for AggregateHost<A> {
         args: HostArgs<A>,
     ) -> Result<Self::State, ActorProcessingErr> {
         let window = RestartWindow::new(args.intensity);
+        // The entities of a previous incarnation were killed with it: forget what they published.
+        let generation = args.view.begin_generation();
         Ok(HostState {
+            generation,
             args,
             slots: HashMap::new(),
             ids: HashMap::new(),
@@ -263,6 +268,7 @@ async fn spawn_entity<A: Aggregate>(
         settings: state.args.settings.clone(),
         host: myself.clone(),
         view: state.args.view.clone(),
+        generation: state.generation,
     };
     match Entity::<A>::spawn_linked(None, Entity::new(), args, myself.get_cell()).await {
         Ok((entity, _)) => {

@@ -12,21 +12,21 @@ use crate::supervision::{Backoff, Intensity, Strategy, Supervisor, SupervisorSpe
 
 /// A counter that can be told to panic, to exercise the actor machinery.
 #[derive(Debug, Clone)]
-struct Counter;
+pub(crate) struct Counter;
 
 #[derive(Debug, Serialize)]
-enum CounterCommand {
+pub(crate) enum CounterCommand {
     Add(i64),
     Explode,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-enum CounterEvent {
+pub(crate) enum CounterEvent {
     Added(i64),
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-enum CounterError {
+pub(crate) enum CounterError {
     #[error("adding zero changes nothing")]
     Zero,
 }
