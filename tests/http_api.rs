@@ -537,6 +537,45 @@ async fn an_idempotency_key_makes_retries_return_the_first_result() {
     assert_eq!(first, again, "the retry answers as the first call did");
     assert_eq!(balance(&node, id).await, 151, "the credit was applied once");
 
+    // A refused request is refused again on a retry with its key, even once it would pass.
+    let debit = || {
+        client()
+            .post(node.url(&format!("/api/v1/accounts/{id}/debit")))
+            .bearer_auth(writer())
+            .header("idempotency-key", "debit-too-much")
+            .json(&json!({"amount": 500}))
+            .send()
+    };
+    assert_problem(
+        debit().await.unwrap(),
+        StatusCode::CONFLICT,
+        "insufficient-funds",
+    )
+    .await;
+    post(
+        &node,
+        &format!("/api/v1/accounts/{id}/credit"),
+        json!({"amount": 1000}),
+    )
+    .await;
+    let again = assert_problem(
+        debit().await.unwrap(),
+        StatusCode::CONFLICT,
+        "insufficient-funds",
+    )
+    .await;
+    assert!(
+        again["detail"].as_str().unwrap().contains("balance is 151"),
+        "{again}"
+    );
+    assert_eq!(balance(&node, id).await, 1151);
+    post(
+        &node,
+        &format!("/api/v1/accounts/{id}/debit"),
+        json!({"amount": 1000}),
+    )
+    .await;
+
     // The same key with another request is refused, and changes nothing.
     let response = client()
         .post(node.url(&format!("/api/v1/accounts/{id}/credit")))

@@ -66,6 +66,7 @@ async fn run(dir: &std::path::Path, group_commit: bool, writers: usize, seconds:
                     }],
                     command_id: None,
                     fingerprint: 0,
+                    rejection: None,
                     metadata: EventMetadata::default(),
                 };
                 let sent = Instant::now();

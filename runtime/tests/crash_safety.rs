@@ -138,6 +138,7 @@ fn play_writer(dir: &str) {
                         events,
                         command_id: None,
                         fingerprint: 0,
+                        rejection: None,
                         metadata: EventMetadata::default(),
                     };
                     match store.append(request).await {

@@ -50,7 +50,7 @@ pub enum AccountEvent {
 }
 
 /// Why an account refused a command. Messages name the offending value.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[non_exhaustive]
 pub enum AccountError {
     #[error("amount must be greater than zero, got {amount}")]

@@ -209,12 +209,30 @@ async fn execute<A: Aggregate>(
                 stream: state.stream.clone(),
             }));
         }
-        return replay_previous::<A>(state, previous.first_version, previous.last_version);
+        return replay_previous::<A>(
+            state,
+            &previous.rejection,
+            previous.first_version,
+            previous.last_version,
+        );
     }
 
-    let events =
-        A::decide(&state.current.state, &envelope.command).map_err(CommandError::Rejected)?;
-    if events.is_empty() {
+    let (events, rejection) = match A::decide(&state.current.state, &envelope.command) {
+        Ok(events) => (events, None),
+        // Without a command id a refusal is just answered; with one it is recorded (below), so
+        // that a retry gets this same refusal even if the state has changed since.
+        Err(error) if envelope.command_id.is_none() => return Err(CommandError::Rejected(error)),
+        Err(error) => {
+            let encoded = codec::encode(&error).map_err(|source| {
+                CommandError::Store(StoreError::Encode {
+                    stream: state.stream.clone(),
+                    source,
+                })
+            })?;
+            (Vec::new(), Some((error, encoded)))
+        }
+    };
+    if events.is_empty() && envelope.command_id.is_none() {
         return Ok(CommandOutcome {
             events,
             state: state.current.clone(),
@@ -247,11 +265,20 @@ async fn execute<A: Aggregate>(
             },
             command_id: envelope.command_id,
             fingerprint,
+            rejection: rejection.as_ref().map(|(_, encoded)| encoded.clone()),
         })
         .await
         .map_err(CommandError::Store)?;
     if outcome.deduplicated {
-        return replay_previous::<A>(state, outcome.first_version, outcome.last_version);
+        return replay_previous::<A>(
+            state,
+            &outcome.rejection,
+            outcome.first_version,
+            outcome.last_version,
+        );
+    }
+    if let Some((error, _)) = rejection {
+        return Err(CommandError::Rejected(error));
     }
     for event in &events {
         A::apply(&mut state.current.state, event);
@@ -272,9 +299,20 @@ async fn execute<A: Aggregate>(
 /// right after them (replayed from the stream when later events have moved it on).
 fn replay_previous<A: Aggregate>(
     state: &EntityState<A>,
+    rejection: &Option<Vec<u8>>,
     first_version: u64,
     last_version: u64,
 ) -> CommandReply<A> {
+    if let Some(encoded) = rejection {
+        let error: A::Error = codec::decode(encoded).map_err(|source| {
+            CommandError::Store(StoreError::Corrupt {
+                stream: state.stream.clone(),
+                version: last_version,
+                source,
+            })
+        })?;
+        return Err(CommandError::Rejected(error));
+    }
     let decode = |records: Vec<crate::store::RecordedEvent>| {
         records
             .iter()

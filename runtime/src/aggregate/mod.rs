@@ -41,7 +41,8 @@ pub trait Aggregate: fmt::Debug + Clone + Send + Sync + 'static {
     /// Serializable: its encoding fingerprints command ids, and it crosses node boundaries.
     type Command: fmt::Debug + Send + Sync + Serialize + 'static;
     type Event: fmt::Debug + Clone + Send + Sync + Serialize + DeserializeOwned + 'static;
-    type Error: std::error::Error + Clone + Send + Sync + 'static;
+    /// Serializable: a refusal is stored with its command id, so a retry gets it again.
+    type Error: std::error::Error + Clone + Send + Sync + Serialize + DeserializeOwned + 'static;
 
     /// The stable name stored with the event (for readers that do not decode payloads).
     fn event_type(event: &Self::Event) -> &'static str;

@@ -25,7 +25,7 @@ pub(crate) enum CounterEvent {
     Added(i64),
 }
 
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
 pub(crate) enum CounterError {
     #[error("adding zero changes nothing")]
     Zero,
@@ -166,6 +166,21 @@ async fn a_repeated_command_id_returns_the_first_result_and_changes_nothing() {
         }
     );
     assert_eq!(store.stream_version("counter-a").unwrap(), 2);
+    // A refused command with an id is refused again on a retry, even once it would pass.
+    let refused = counters
+        .execute("z", add(0).with_command_id("cmd-zero"))
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        refused,
+        CommandError::Rejected(CounterError::Zero)
+    ));
+    let again = counters
+        .execute("z", add(0).with_command_id("cmd-zero"))
+        .await
+        .unwrap_err();
+    assert!(matches!(again, CommandError::Rejected(CounterError::Zero)));
+    assert_eq!(store.stream_version("counter-z").unwrap(), 0);
     // The same id with another command is refused, not answered with the first result.
     let reused = counters
         .execute("a", add(9).with_command_id("cmd-1"))

@@ -78,7 +78,8 @@ impl<A: Aggregate> StateView<A> {
         match self.states.get_mut(id) {
             Some(mut entry) => *entry = (generation, state.clone()),
             None => {
-                self.states.insert(id.to_owned(), (generation, state.clone()));
+                self.states
+                    .insert(id.to_owned(), (generation, state.clone()));
             }
         }
     }
@@ -106,15 +107,36 @@ mod tests {
     fn a_new_host_generation_hides_what_the_old_entities_published() {
         let view = StateView::<Counter>::default();
         let first = view.begin_generation();
-        view.publish(first, "a", &Versioned { state: 5, version: 1 });
+        view.publish(
+            first,
+            "a",
+            &Versioned {
+                state: 5,
+                version: 1,
+            },
+        );
         assert_eq!(view.get("a").map(|v| v.state), Some(5));
 
         let second = view.begin_generation();
         assert_eq!(view.get("a"), None, "the old host's entry is gone");
         // A killed entity of the old host publishing late changes nothing.
-        view.publish(first, "a", &Versioned { state: 6, version: 2 });
+        view.publish(
+            first,
+            "a",
+            &Versioned {
+                state: 6,
+                version: 2,
+            },
+        );
         assert_eq!(view.get("a"), None);
-        view.publish(second, "a", &Versioned { state: 7, version: 2 });
+        view.publish(
+            second,
+            "a",
+            &Versioned {
+                state: 7,
+                version: 2,
+            },
+        );
         assert_eq!(view.get("a").map(|v| v.state), Some(7));
     }
 }

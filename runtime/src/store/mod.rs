@@ -49,11 +49,16 @@ pub struct EventMetadata {
 }
 
 /// One append: `events` go to `stream` only if the stream is at `expected_version` (0 = empty).
+///
+/// With a `command_id`, `events` may be empty: the command is then recorded as processed with
+/// no events (a no-op, or a refusal carried in `rejection`), so that a retry gets the same answer.
 #[derive(Debug, Clone)]
 pub struct AppendRequest {
     pub stream: String,
     pub expected_version: u64,
     pub events: Vec<NewEvent>,
+    /// The encoded refusal of a refused command (with `events` empty).
+    pub rejection: Option<Vec<u8>>,
     /// When set, a second append with the same id returns the first one's outcome and writes nothing.
     pub command_id: Option<String>,
     /// Identifies the command behind `command_id` (see [`fingerprint`]); the same id with another
@@ -78,6 +83,8 @@ pub struct AppendOutcome {
     pub first_position: u64,
     /// True when the command id had been processed before and nothing new was written.
     pub deduplicated: bool,
+    /// The recorded refusal, when the command was refused.
+    pub rejection: Option<Vec<u8>>,
 }
 
 impl AppendOutcome {
@@ -87,6 +94,7 @@ impl AppendOutcome {
             last_version: processed.last_version,
             first_position: processed.first_position,
             deduplicated,
+            rejection: processed.rejection.clone(),
         }
     }
 }

@@ -21,7 +21,7 @@ pub(crate) const CHECKPOINTS: TableDefinition<&str, u64> = TableDefinition::new(
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// Bumped when the table layout changes incompatibly; a store written by another layout is refused.
-pub(crate) const LAYOUT_VERSION: u64 = 3;
+pub(crate) const LAYOUT_VERSION: u64 = 4;
 pub(crate) const LAYOUT_VERSION_KEY: &str = "layout_version";
 
 /// One event as it sits in the global log.
@@ -44,8 +44,11 @@ pub struct ProcessedCommand {
     /// Identifies the command itself, so that an id sent again with another command is caught.
     pub fingerprint: u64,
     pub first_version: u64,
+    /// Below `first_version` when the command wrote no events (refused, or a no-op).
     pub last_version: u64,
     pub first_position: u64,
+    /// The encoded refusal, when the command was refused: a retry gets the same refusal.
+    pub rejection: Option<Vec<u8>>,
 }
 
 /// The latest snapshot of a stream.

@@ -26,6 +26,7 @@ fn append_request(stream: &str, expected: u64, names: &[&str]) -> AppendRequest 
         events: names.iter().map(|n| event(n)).collect(),
         command_id: None,
         fingerprint: 0,
+        rejection: None,
         metadata: EventMetadata::default(),
     }
 }
@@ -89,12 +90,25 @@ async fn a_wrong_expected_version_is_a_conflict_and_writes_nothing() {
 }
 
 #[tokio::test]
-async fn an_empty_append_is_refused() {
+async fn an_empty_append_is_refused_unless_it_records_a_command() {
     let (_dir, store) = temp_store().await;
     assert!(matches!(
         store.append(append_request("s", 0, &[])).await,
         Err(StoreError::EmptyAppend { .. })
     ));
+    // A refused command is recorded, with no events, and its refusal comes back on a retry.
+    let mut refused = append_request("s", 0, &[]);
+    refused.command_id = Some("cmd-refused".into());
+    refused.rejection = Some(b"no".to_vec());
+    let first = store.append(refused.clone()).await.unwrap();
+    assert!(
+        first.last_version < first.first_version,
+        "no events were written"
+    );
+    let again = store.append(refused).await.unwrap();
+    assert!(again.deduplicated);
+    assert_eq!(again.rejection.as_deref(), Some(b"no".as_slice()));
+    assert_eq!(store.stream_version("s").unwrap(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -399,7 +399,7 @@ fn append(
     now_micros: i64,
 ) -> Result<Result<AppendOutcome, StoreError>, StoreError> {
     let stream = request.stream.as_str();
-    if request.events.is_empty() {
+    if request.events.is_empty() && request.command_id.is_none() {
         return Ok(Err(StoreError::EmptyAppend {
             stream: stream.to_owned(),
         }));
@@ -487,6 +487,7 @@ fn append(
         first_version: actual + 1,
         last_version: actual + request.events.len() as u64,
         first_position,
+        rejection: request.rejection.clone(),
     };
     if let Some(command_id) = &request.command_id {
         let bytes = codec::encode(&processed).map_err(|source| StoreError::Encode {
