@@ -18,9 +18,12 @@ use dashmap::DashMap;
 
 use super::{Aggregate, Versioned};
 
+/// A published state and the host generation of the entity that published it.
+type Stamped<S> = (u64, Versioned<S>);
+
 pub struct StateView<A: Aggregate> {
     generation: Arc<AtomicU64>,
-    states: Arc<DashMap<String, (u64, Versioned<A::State>)>>,
+    states: Arc<DashMap<String, Stamped<A::State>>>,
 }
 
 impl<A: Aggregate> Clone for StateView<A> {
