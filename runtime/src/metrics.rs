@@ -12,6 +12,8 @@ pub const STORE_COMMIT_SECONDS: &str = "playhouse_store_commit_seconds";
 pub const COMMANDS: &str = "playhouse_commands_total";
 pub const SUPERVISOR_RESTARTS: &str = "playhouse_supervisor_restarts_total";
 pub const LIVE_ACTORS: &str = "playhouse_live_actors";
+pub const HTTP_REQUESTS: &str = "playhouse_http_requests_total";
+pub const HTTP_DURATION: &str = "playhouse_http_request_duration_seconds";
 
 /// Registers the descriptions of every runtime metric with the installed recorder.
 pub fn describe() {
@@ -29,6 +31,12 @@ pub fn describe() {
         "Child restarts, by supervisor and child"
     );
     metrics::describe_gauge!(LIVE_ACTORS, "Aggregate actors currently in memory, by kind");
+    metrics::describe_counter!(HTTP_REQUESTS, "HTTP requests, by route, method and status");
+    metrics::describe_histogram!(
+        HTTP_DURATION,
+        metrics::Unit::Seconds,
+        "HTTP request latency, by route and method"
+    );
 }
 
 pub(crate) fn record_commit(ops: usize, events: usize, took: Duration) {

@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
 use playhouse_runtime::aggregate::{Aggregates, CommandEnvelope, CommandError, Versioned};
 use playhouse_runtime::edge::{
-    ApiJson, IdempotencyKey, Principal, Problem, ProblemCode, RequestIds, Role,
+    ApiJson, IdempotencyKey, Principal, Problem, ProblemCode, Reader, RequestIds, Writer,
 };
 use playhouse_runtime::store::StoreError;
 use serde::{Deserialize, Serialize};
@@ -273,6 +273,12 @@ fn problem(id: &str, is_open: bool, error: CommandError<AccountError>) -> Proble
             ProblemCode::Conflict,
             "the account changed while this command ran; retry it",
         ),
+        // Damaged data does not heal by retrying: a 500, logged in full.
+        CommandError::Store(
+            error @ (StoreError::Corrupt { .. }
+            | StoreError::CorruptLog { .. }
+            | StoreError::CorruptCommand { .. }),
+        ) => Problem::internal(&error),
         CommandError::Timeout { .. } => Problem::new(
             ProblemCode::Timeout,
             "the account did not answer in time; retry with the same Idempotency-Key",
@@ -299,12 +305,11 @@ fn problem(id: &str, is_open: bool, error: CommandError<AccountError>) -> Proble
         CreateProblems))]
 async fn open_account(
     State(accounts): State<Aggregates<Account>>,
-    principal: Principal,
+    Writer(principal): Writer,
     Extension(ids): Extension<RequestIds>,
     key: IdempotencyKey,
     ApiJson(body): ApiJson<OpenAccountRequest>,
 ) -> Result<impl IntoResponse, Problem> {
-    principal.require(Role::Writer)?;
     // The request's own ranges (the schema's) are checked before anything else, so that a
     // retry carrying an Idempotency-Key cannot slip an invalid body past them.
     if body.owner.trim().is_empty() || body.owner.chars().count() > MAX_OWNER_CHARS {
@@ -314,11 +319,8 @@ async fn open_account(
         ));
     }
     in_range("initial_balance", body.initial_balance, 0)?;
-    let id = match &key.0 {
-        Some(key) => uuid::Uuid::new_v5(
-            &ACCOUNT_ID_NAMESPACE,
-            format!("{}\n{key}", principal.subject).as_bytes(),
-        ),
+    let id = match key.command_id(&principal.subject) {
+        Some(command_id) => uuid::Uuid::new_v5(&ACCOUNT_ID_NAMESPACE, command_id.as_bytes()),
         None => uuid::Uuid::now_v7(),
     }
     .to_string();
@@ -348,10 +350,9 @@ async fn open_account(
         ReadProblems))]
 async fn get_account(
     State(accounts): State<Aggregates<Account>>,
-    principal: Principal,
+    _: Reader,
     Path(raw_id): Path<String>,
 ) -> Result<ApiJson<AccountView>, Problem> {
-    principal.require(Role::Reader)?;
     let id = account_id(&raw_id)?;
     // Served from the state view when the account is live; an account never opened is
     // answered from the store without starting an actor.
@@ -385,7 +386,6 @@ async fn move_money(
     amount: i64,
     command: fn(i64) -> AccountCommand,
 ) -> Result<ApiJson<AccountView>, Problem> {
-    principal.require(Role::Writer)?;
     in_range("amount", amount, 1)?;
     let command = command(amount);
     let id = account_id(&raw_id)?;
@@ -413,7 +413,7 @@ async fn move_money(
         CommandProblems))]
 async fn credit_account(
     State(accounts): State<Aggregates<Account>>,
-    principal: Principal,
+    Writer(principal): Writer,
     Extension(ids): Extension<RequestIds>,
     key: IdempotencyKey,
     Path(raw_id): Path<String>,
@@ -423,7 +423,7 @@ async fn credit_account(
     move_money(accounts, principal, ids, key, raw_id, body.amount, credit).await
 }
 
-/// Takes money from the account; refused (422 insufficient-funds) beyond the balance.
+/// Takes money from the account; refused (409 insufficient-funds) beyond the balance.
 #[utoipa::path(post, path = "/api/v1/accounts/{id}/debit", tag = "accounts",
     security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path, description = "Account id"),
@@ -434,7 +434,7 @@ async fn credit_account(
         CommandProblems))]
 async fn debit_account(
     State(accounts): State<Aggregates<Account>>,
-    principal: Principal,
+    Writer(principal): Writer,
     Extension(ids): Extension<RequestIds>,
     key: IdempotencyKey,
     Path(raw_id): Path<String>,
@@ -453,10 +453,9 @@ async fn debit_account(
         ReadProblems))]
 async fn account_events(
     State(accounts): State<Aggregates<Account>>,
-    principal: Principal,
+    _: Reader,
     Path(raw_id): Path<String>,
 ) -> Result<ApiJson<AccountHistoryView>, Problem> {
-    principal.require(Role::Reader)?;
     let id = account_id(&raw_id)?;
     let history = accounts.history(&id).map_err(|e| Problem::internal(&e))?;
     if history.is_empty() {

@@ -97,6 +97,32 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
 /// the signature check once. Bounded: emptied when full.
 const VERIFIED_CACHE_ENTRIES: usize = 10_000;
 
+/// The caller, checked to have at least the reader role before the body is read.
+#[derive(Debug, Clone)]
+pub struct Reader(pub Principal);
+
+/// The caller, checked to have at least the writer role before the body is read, so that a
+/// caller without the role gets 403 whatever the body.
+#[derive(Debug, Clone)]
+pub struct Writer(pub Principal);
+
+macro_rules! role_extractor {
+    ($name:ident, $role:expr) => {
+        impl<S: Send + Sync> FromRequestParts<S> for $name {
+            type Rejection = Problem;
+
+            async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+                let principal = Principal::from_request_parts(parts, state).await?;
+                principal.require($role)?;
+                Ok(Self(principal))
+            }
+        }
+    };
+}
+
+role_extractor!(Reader, Role::Reader);
+role_extractor!(Writer, Role::Writer);
+
 /// Verifies and issues tokens with the configured key.
 #[derive(Clone)]
 pub struct JwtAuth {

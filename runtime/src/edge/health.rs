@@ -19,6 +19,9 @@ const MEMORY_DEGRADED_BELOW: f64 = 0.10;
 const MEMORY_UNHEALTHY_BELOW: f64 = 0.05;
 /// A store that cannot make one tiny write durable within this is unhealthy.
 const STORE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The store probe's answer is reused for this long: health routes are public, and each probe
+/// is a durable write.
+const STORE_PROBE_REUSE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -76,6 +79,9 @@ pub struct Health {
     pub disk: HealthConfig,
     pub cluster: ClusterCheck,
     probes: Arc<AtomicU64>,
+    /// The last store probe and when it ran. The lock also makes concurrent probes wait for
+    /// one write instead of each making its own.
+    last_probe: Arc<tokio::sync::Mutex<Option<(tokio::time::Instant, Check)>>>,
 }
 
 impl std::fmt::Debug for Health {
@@ -99,19 +105,30 @@ impl Health {
             disk,
             cluster,
             probes: Arc::new(AtomicU64::new(0)),
+            last_probe: Arc::new(tokio::sync::Mutex::new(None)),
         }
     }
 
-    /// Makes one tiny durable write (a checkpoint), as any command would.
+    /// Makes one tiny durable write (a checkpoint), as any command would; at most one a second.
     async fn store_check(&self) -> Check {
+        let mut last = self.last_probe.lock().await;
+        if let Some((at, check)) = last.as_ref()
+            && at.elapsed() < STORE_PROBE_REUSE
+        {
+            return check.clone();
+        }
         let probe = self.probes.fetch_add(1, Ordering::Relaxed);
-        let write = self.store.save_checkpoint("health-probe", probe);
+        let write = self.store.save_checkpoint("playhouse.health-probe", probe);
         let (status, message) = match tokio::time::timeout(STORE_PROBE_TIMEOUT, write).await {
             Ok(Ok(())) => (HealthStatus::Healthy, "durable write succeeded".to_owned()),
-            Ok(Err(error)) => (
-                HealthStatus::Unhealthy,
-                format!("durable write failed: {error}"),
-            ),
+            Ok(Err(error)) => {
+                // The details are for operators, not for whoever asks /health.
+                tracing::error!(%error, "health probe: durable write failed");
+                (
+                    HealthStatus::Unhealthy,
+                    "durable write failed; see the node's log".to_owned(),
+                )
+            }
             Err(_) => (
                 HealthStatus::Unhealthy,
                 format!(
@@ -120,11 +137,13 @@ impl Health {
                 ),
             ),
         };
-        Check {
+        let check = Check {
             name: "store".into(),
             status,
             message,
-        }
+        };
+        *last = Some((tokio::time::Instant::now(), check.clone()));
+        check
     }
 
     fn disk_check(&self) -> Check {

@@ -13,9 +13,12 @@ const MAX_LEN: usize = 255;
 pub struct IdempotencyKey(pub Option<String>);
 
 impl IdempotencyKey {
-    /// A command id unique to this caller and key: two callers may pick the same key.
+    /// A command id unique to this caller and key: two callers may pick the same key. The
+    /// subject's length comes first, so no (subject, key) pair can read as another.
     pub fn command_id(&self, subject: &str) -> Option<String> {
-        self.0.as_ref().map(|key| format!("idem:{subject}:{key}"))
+        self.0
+            .as_ref()
+            .map(|key| format!("idem:{}:{subject}:{key}", subject.len()))
     }
 }
 
@@ -39,5 +42,18 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
                 .with_field("Idempotency-Key")
             })?;
         Ok(Self(Some(key.to_owned())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_and_keys_with_colons_cannot_collide() {
+        let a = IdempotencyKey(Some("c".into())).command_id("a:b");
+        let b = IdempotencyKey(Some("b:c".into())).command_id("a");
+        assert_ne!(a, b);
+        assert_eq!(IdempotencyKey(None).command_id("a"), None);
     }
 }

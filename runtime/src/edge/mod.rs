@@ -24,7 +24,7 @@ use utoipa::openapi::{ComponentsBuilder, InfoBuilder, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use auth::{JwtAuth, Principal, Role};
+pub use auth::{JwtAuth, Principal, Reader, Role, Writer};
 pub use guard::Guard;
 pub use health::Health;
 pub use idempotency::IdempotencyKey;

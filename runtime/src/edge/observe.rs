@@ -13,9 +13,6 @@ use super::problem::{Problem, ProblemCode};
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
-pub const HTTP_REQUESTS: &str = "playhouse_http_requests_total";
-pub const HTTP_DURATION: &str = "playhouse_http_request_duration_seconds";
-
 /// The ids of the request being handled, for handlers to pass on (as correlation ids).
 #[derive(Debug, Clone)]
 pub struct RequestIds {
@@ -108,12 +105,27 @@ pub async fn edge(State(layer): State<EdgeLayer>, mut request: Request, next: Ne
     });
     let labels = [
         ("route", route),
-        ("method", method.to_string()),
+        ("method", method_label(&method).to_owned()),
         ("status", status.as_u16().to_string()),
     ];
-    metrics::counter!(HTTP_REQUESTS, &labels).increment(1);
-    metrics::histogram!(HTTP_DURATION, &labels[..2]).record(elapsed.as_secs_f64());
+    metrics::counter!(crate::metrics::HTTP_REQUESTS, &labels).increment(1);
+    metrics::histogram!(crate::metrics::HTTP_DURATION, &labels[..2]).record(elapsed.as_secs_f64());
     response
+}
+
+/// The method as a metric label: a fixed set, so that invented methods cannot grow the series.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 /// The client's `x-request-id` when it is a reasonable id, or a fresh UUID (v7: time-ordered).
