@@ -177,6 +177,24 @@ impl NodeConfig {
             path: path.to_owned(),
             message: e.to_string().trim_end().to_owned(),
         })?;
+        // A PLAYHOUSE_ variable that names no key is a typo (PLAYHOUSE_EDGE_LISTEN for
+        // PLAYHOUSE_EDGE__LISTEN) unless the config names it as where a secret lives.
+        let secrets = [file.auth.key_env.as_str(), file.cluster.cookie_env.as_str()];
+        if let Some((name, _)) = env.iter().find(|(name, _)| {
+            name.starts_with(ENV_PREFIX)
+                && !secrets.contains(&name.as_str())
+                && overrides(std::slice::from_ref(&(name.clone(), String::new()))).is_empty()
+        }) {
+            return Err(ConfigError::Override {
+                path: path.to_owned(),
+                vars: name.clone(),
+                message: format!(
+                    "no config key is named by it; overrides are PLAYHOUSE_<KEY> or \
+                     PLAYHOUSE_<SECTION>__<KEY> with a key of the file (top-level keys: {})",
+                    TOP_LEVEL_KEYS.join(", ")
+                ),
+            });
+        }
         let overrides = overrides(&env);
         let file = if overrides.is_empty() {
             file

@@ -72,6 +72,24 @@ fn a_misspelt_key_is_named_with_its_line() {
 }
 
 #[test]
+fn a_variable_that_names_no_key_is_an_error_not_ignored() {
+    let message = parse(MINIMAL, &[("PLAYHOUSE_EDGE_LISTEN", "0.0.0.0:1")])
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("PLAYHOUSE_EDGE_LISTEN"), "{message}");
+    assert!(message.contains("PLAYHOUSE_<SECTION>__<KEY>"), "{message}");
+    // The variables the config names for its secrets are not overrides, and are fine.
+    parse(
+        MINIMAL,
+        &[
+            ("PLAYHOUSE_JWT_KEY", "a-key-from-the-environment-0123456789"),
+            ("PLAYHOUSE_CLUSTER_COOKIE", "c"),
+        ],
+    )
+    .unwrap();
+}
+
+#[test]
 fn a_bad_override_names_the_variable() {
     let error = parse(MINIMAL, &[("PLAYHOUSE_EDGE__LISTN", "1")]).unwrap_err();
     let message = error.to_string();
