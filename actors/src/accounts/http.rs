@@ -457,7 +457,10 @@ async fn account_events(
     Path(raw_id): Path<String>,
 ) -> Result<ApiJson<AccountHistoryView>, Problem> {
     let id = account_id(&raw_id)?;
-    let history = accounts.history(&id).map_err(|e| Problem::internal(&e))?;
+    let history = accounts
+        .history(&id)
+        .await
+        .map_err(|e| Problem::internal(&e))?;
     if history.is_empty() {
         return Err(not_found(&id));
     }

@@ -6,19 +6,20 @@
 
 mod aggregate;
 pub mod http;
+mod messages;
 
 #[cfg(test)]
 mod tests;
 
-pub use aggregate::{Account, AccountCommand, AccountError, AccountEvent, AccountState};
+pub use aggregate::{Account, AccountState, MAX_AMOUNT, MAX_OWNER_CHARS};
+pub use messages::{AccountCommand, AccountError, AccountEvent};
 
 use std::time::Duration;
 
-use playhouse_runtime::actor::{ActorCell, ActorRef, SpawnErr};
 use playhouse_runtime::aggregate::{Aggregates, EntitySettings};
 use playhouse_runtime::store::EventStore;
 use playhouse_runtime::supervision::{
-    Backoff, ChildSpec, Intensity, Strategy, Supervisor, SupervisorMsg, SupervisorSpec,
+    Backoff, ChildSpec, Intensity, Strategy, Supervisor, SupervisorSpec,
 };
 
 /// The service's name in configs, metrics and the supervision tree.
@@ -54,28 +55,4 @@ pub fn handle(store: EventStore, call_timeout: Duration) -> Aggregates<Account> 
 /// The accounts group for a node's root supervisor, serving the aggregates of `accounts`.
 pub fn child_spec(accounts: &Aggregates<Account>, settings: EntitySettings) -> ChildSpec {
     Supervisor::child_spec(spec(SERVICE, accounts, settings))
-}
-
-/// The running accounts service: its supervisor and the handle to send commands with.
-#[derive(Debug, Clone)]
-pub struct AccountsService {
-    pub supervisor: ActorRef<SupervisorMsg>,
-    pub accounts: Aggregates<Account>,
-}
-
-/// Starts the group on its own with explicit registry names, so that tests can run several in
-/// one process.
-pub async fn start_named(
-    supervisor_name: &str,
-    host_name: &str,
-    store: EventStore,
-    settings: EntitySettings,
-    parent: Option<ActorCell>,
-) -> Result<AccountsService, SpawnErr> {
-    let accounts = Aggregates::new(host_name, store, settings.call_timeout);
-    let supervisor = Supervisor::start(spec(supervisor_name, &accounts, settings), parent).await?;
-    Ok(AccountsService {
-        supervisor,
-        accounts,
-    })
 }

@@ -2,16 +2,19 @@
 
 use std::time::Duration;
 
+use playhouse_runtime::actor::{ActorCell, ActorRef, SpawnErr};
+use playhouse_runtime::aggregate::Aggregates;
 use playhouse_runtime::aggregate::{
     Aggregate, CommandEnvelope, CommandError, EntitySettings, replay,
 };
 use playhouse_runtime::codec;
 use playhouse_runtime::store::{EventStore, StoreOptions};
+use playhouse_runtime::supervision::{Supervisor, SupervisorMsg};
 use proptest::prelude::*;
 
 use super::aggregate::MAX_AMOUNT;
 
-use super::{Account, AccountCommand, AccountError, AccountEvent, AccountState, start_named};
+use super::{Account, AccountCommand, AccountError, AccountEvent, AccountState, spec};
 
 fn open(owner: &str, initial_balance: i64) -> AccountCommand {
     AccountCommand::Open {
@@ -267,4 +270,28 @@ async fn the_account_service_runs_commands_against_the_store() {
     assert!(accounts.stats().await.unwrap().passivated >= 1);
     assert_eq!(accounts.get("42").await.unwrap(), live);
     service.supervisor.stop_and_wait(None, None).await.unwrap();
+}
+
+/// The running accounts service: its supervisor and the handle to send commands with.
+#[derive(Debug, Clone)]
+struct AccountsService {
+    pub supervisor: ActorRef<SupervisorMsg>,
+    pub accounts: Aggregates<Account>,
+}
+
+/// Starts the group on its own with explicit registry names, so that tests can run several in
+/// one process.
+async fn start_named(
+    supervisor_name: &str,
+    host_name: &str,
+    store: EventStore,
+    settings: EntitySettings,
+    parent: Option<ActorCell>,
+) -> Result<AccountsService, SpawnErr> {
+    let accounts = Aggregates::new(host_name, store, settings.call_timeout);
+    let supervisor = Supervisor::start(spec(supervisor_name, &accounts, settings), parent).await?;
+    Ok(AccountsService {
+        supervisor,
+        accounts,
+    })
 }

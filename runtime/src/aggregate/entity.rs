@@ -110,7 +110,12 @@ impl<A: Aggregate> Actor for Entity<A> {
         let stream = stream_name::<A>(&args.id);
         // A load error (a corrupt record) makes the spawn fail: the host reports it to the
         // caller instead of restarting into the same error again.
-        let (current, snapshot_version) = load::<A>(&args.store, &stream)?;
+        // Replaying a long stream is blocking I/O: keep it off the async workers.
+        let (store, loading) = (args.store.clone(), stream.clone());
+        let (current, snapshot_version) =
+            tokio::task::spawn_blocking(move || load::<A>(&store, &loading))
+                .await
+                .map_err(|e| format!("loading {stream} panicked: {e}"))??;
         if let Some(timeout) = args.settings.idle_timeout {
             myself.send_after(timeout, || EntityMsg::CheckIdle);
         }
@@ -140,7 +145,15 @@ impl<A: Aggregate> Actor for Entity<A> {
                 state.last_active = Instant::now();
                 let result = execute::<A>(state, envelope).await;
                 record_outcome::<A>(&result);
-                let needs_reload = matches!(result, Err(CommandError::Store(_)));
+                // Only these leave it unknown whether the events were written: reread the store.
+                let needs_reload = matches!(
+                    result,
+                    Err(CommandError::Store(
+                        StoreError::Conflict { .. }
+                            | StoreError::WriterStopped
+                            | StoreError::Storage(_)
+                    ))
+                );
                 let _ = reply.send(result);
                 if needs_reload {
                     // The write may or may not have landed (the writer may have died after

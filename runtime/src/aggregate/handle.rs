@@ -90,16 +90,27 @@ impl<A: Aggregate> Aggregates<A> {
         Ok(self.store.stream_version(&stream_name::<A>(id))? > 0)
     }
 
-    /// Every event of aggregate `id`, oldest first, decoded.
-    pub fn history(&self, id: &str) -> Result<Vec<HistoryEntry<A::Event>>, StoreError> {
-        let stream = stream_name::<A>(id);
-        self.store
-            .read_stream(&stream)?
+    /// Every event of aggregate `id`, oldest first, decoded (read on the blocking pool).
+    pub async fn history(&self, id: &str) -> Result<Vec<HistoryEntry<A::Event>>, StoreError> {
+        let (store, stream) = (self.store.clone(), stream_name::<A>(id));
+        tokio::task::spawn_blocking(move || Self::read_history(&store, &stream))
+            .await
+            .map_err(|_| StoreError::TaskFailed {
+                what: "reading a history",
+            })?
+    }
+
+    fn read_history(
+        store: &EventStore,
+        stream: &str,
+    ) -> Result<Vec<HistoryEntry<A::Event>>, StoreError> {
+        store
+            .read_stream(stream)?
             .into_iter()
             .map(|record| {
                 let event =
                     codec::decode(&record.payload).map_err(|source| StoreError::Corrupt {
-                        stream: stream.clone(),
+                        stream: stream.to_owned(),
                         version: record.version,
                         source,
                     })?;

@@ -72,6 +72,9 @@ pub enum StoreError {
         found: u64,
         expected: u64,
     },
+    /// A blocking store task (opening the files, a long read) panicked or was cancelled.
+    #[error("the store task that was {what} panicked or was cancelled")]
+    TaskFailed { what: &'static str },
     /// The writer task is gone (the store was shut down, or the writer panicked).
     #[error("the store writer has stopped; the write may or may not have been committed")]
     WriterStopped,

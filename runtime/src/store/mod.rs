@@ -173,7 +173,9 @@ impl EventStore {
             Ok::<_, StoreError>((db, index, state))
         })
         .await
-        .map_err(|_| StoreError::WriterStopped)??;
+        .map_err(|_| StoreError::TaskFailed {
+            what: "opening the store",
+        })??;
         let (writes, queue) = mpsc::channel(options.group_commit.queue_capacity.max(1));
         tokio::spawn(writer::run(
             db.clone(),

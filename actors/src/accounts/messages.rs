@@ -1,0 +1,42 @@
+//! What crosses an actor or node boundary for accounts: commands, events and refusals. The
+//! service's only serializable types.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AccountCommand {
+    Open { owner: String, initial_balance: i64 },
+    Credit { amount: i64 },
+    Debit { amount: i64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AccountEvent {
+    Opened { owner: String, initial_balance: i64 },
+    Credited { amount: i64 },
+    Debited { amount: i64 },
+}
+
+/// Why an account refused a command. Messages name the offending value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum AccountError {
+    #[error("amount must be greater than zero, got {amount}")]
+    NonPositiveAmount { amount: i64 },
+    #[error("amount must be at most {max}, got {amount}")]
+    AmountTooLarge { amount: i64, max: i64 },
+    #[error("initial balance must be zero or more, got {initial_balance}")]
+    NegativeInitialBalance { initial_balance: i64 },
+    #[error("owner must not be empty")]
+    EmptyOwner,
+    #[error("owner must be at most {max} characters, got {length}")]
+    OwnerTooLong { max: usize, length: usize },
+    #[error("insufficient funds: balance is {balance}, debit of {requested} requested")]
+    InsufficientFunds { balance: i64, requested: i64 },
+    #[error("account is already open")]
+    AlreadyOpen,
+    #[error("account was never opened")]
+    NotOpen,
+    #[error("credit of {amount} would overflow the balance {balance}")]
+    BalanceOverflow { balance: i64, amount: i64 },
+}
