@@ -604,12 +604,13 @@ async fn state_survives_a_graceful_restart_and_sigterm_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let mut node = Node::start(dir.path(), &NodeOptions::default());
     let id = open_account(&node, "alice", 1_000).await;
-    post(
+    let debited = post(
         &node,
         &format!("/api/v1/accounts/{id}/debit"),
         json!({"amount": 300}),
     )
     .await;
+    assert_eq!(debited.status(), StatusCode::OK);
     let status = node.terminate();
     assert!(
         status.success(),

@@ -3,7 +3,6 @@
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
 use std::io::Read;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -14,15 +13,6 @@ use serde::Serialize;
 pub const TEST_KEY: &str = "integration-test-key-0123456789abcdef";
 pub const ISSUER: &str = "playhouse";
 pub const AUDIENCE: &str = "playhouse-api";
-
-/// A port nobody listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Node settings a test may change.
 #[derive(Debug, Clone)]
@@ -57,7 +47,6 @@ pub struct Node {
 impl Node {
     /// Starts a node whose data and config live in `dir`, and waits until it answers.
     pub fn start(dir: &Path, options: &NodeOptions) -> Node {
-        let port = free_port();
         let config = dir.join("node.toml");
         std::fs::write(
             &config,
@@ -69,7 +58,8 @@ data_dir = "{data}"
 services = ["accounts"]
 
 [edge]
-listen = "127.0.0.1:{port}"
+# Port 0: the node binds a free port and logs it; choosing one here could race other tests.
+listen = "127.0.0.1:0"
 shutdown_grace_ms = 5000
 
 [auth]
@@ -96,7 +86,7 @@ disk_unhealthy_below_percent = {unhealthy}
         .unwrap();
         let mut node = Node {
             child: None,
-            base: format!("http://127.0.0.1:{port}"),
+            base: String::new(),
             config,
             log: dir.join("node.log"),
         };
@@ -105,6 +95,7 @@ disk_unhealthy_below_percent = {unhealthy}
     }
 
     fn spawn(&mut self) {
+        let logged_before = std::fs::metadata(&self.log).map_or(0, |m| m.len() as usize);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -119,11 +110,31 @@ disk_unhealthy_below_percent = {unhealthy}
             .spawn()
             .unwrap();
         self.child = Some(child);
-        self.wait_until_live();
+        self.wait_until_live(logged_before);
     }
 
-    fn wait_until_live(&mut self) {
+    /// Waits for this start's "listening on" log line, takes the address from it, then waits
+    /// until the node answers there.
+    fn wait_until_live(&mut self, logged_before: usize) {
+        const MARK: &str = "HTTP edge listening on ";
         let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = self.log_text();
+            let this_start = text.get(logged_before..).unwrap_or("");
+            if let Some(at) = this_start.find(MARK) {
+                let address = this_start[at + MARK.len()..].split_whitespace().next();
+                self.base = address.unwrap().to_owned();
+                break;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("node exited with {status} before listening; log:\n{text}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node did not listen within 30 s; log:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let url = format!("{}/health/live", self.base);
         while Instant::now() < deadline {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
