@@ -372,6 +372,29 @@ fn a_lost_or_damaged_index_is_rebuilt_from_the_log() {
     });
     assert!(index_file.exists(), "the index lives in its own file");
 
+    // An index from a longer log (as beside a log restored from an older backup).
+    let longer = dir.path().join("longer.redb");
+    on_own_runtime(async {
+        let store = EventStore::open(&longer, StoreOptions::default())
+            .await
+            .unwrap();
+        let names: Vec<String> = (0..10).map(|i| format!("x{i}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        store.append(append_request("a", 0, &refs)).await.unwrap();
+    });
+    std::fs::copy(dir.path().join("longer.index.redb"), &index_file).unwrap();
+    on_own_runtime(async {
+        let store = EventStore::open(&path, StoreOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            store.stream_version("a").unwrap(),
+            2,
+            "the foreign index was rebuilt"
+        );
+        assert_eq!(store.read_stream("a").unwrap().len(), 2);
+    });
+
     for damage in [None, Some(b"not a redb file at all".as_slice())] {
         match damage {
             None => std::fs::remove_file(&index_file).unwrap(),
