@@ -107,6 +107,8 @@ async fn serve(config: NodeConfig) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("edge.listen: cannot listen on {}", config.edge.listen))?;
     let address = listener.local_addr()?;
+    // With `edge.listen` on port 0 this line is the only place the port shows; the test
+    // harness (tests/support) reads it, so keep its wording.
     tracing::info!(node, %address, "HTTP edge listening on http://{address}");
 
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
