@@ -326,33 +326,39 @@ fn replay_previous<A: Aggregate>(
         })?;
         return Err(CommandError::Rejected(error));
     }
-    let decode = |records: Vec<crate::store::RecordedEvent>| {
-        records
-            .iter()
-            .map(|record| decode_event::<A>(&record.stream, record.version, &record.payload))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(CommandError::Store)
-    };
-    let read = |from, to| {
-        state
-            .store
-            .read_stream_range(&state.stream, from, to)
-            .map_err(CommandError::Store)
-    };
-    let events = decode(read(first_version, last_version)?)?;
-    let at_that_time = if last_version == state.current.version {
+    // When later events moved the state on, the state right after the command is replayed
+    // from the start; the command's own events are the tail of that same read.
+    let moved_on = last_version != state.current.version;
+    let from = if moved_on { 1 } else { first_version };
+    let mut replayed = state
+        .store
+        .read_stream_range(&state.stream, from, last_version)
+        .and_then(|records| {
+            records
+                .iter()
+                .map(|r| {
+                    Ok((
+                        r.version,
+                        decode_event::<A>(&r.stream, r.version, &r.payload)?,
+                    ))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()
+        })
+        .map_err(CommandError::Store)?;
+    let at_that_time = if !moved_on {
         state.current.clone()
     } else {
         let mut then = Versioned {
             state: A::State::default(),
-            version: 0,
+            version: last_version,
         };
-        for event in decode(read(1, last_version)?)? {
-            A::apply(&mut then.state, &event);
+        for (_, event) in &replayed {
+            A::apply(&mut then.state, event);
         }
-        then.version = last_version;
         then
     };
+    replayed.retain(|(version, _)| *version >= first_version);
+    let events = replayed.into_iter().map(|(_, event)| event).collect();
     Ok(CommandOutcome {
         events,
         state: at_that_time,
@@ -413,7 +419,7 @@ pub(crate) fn load<A: Aggregate>(
     Ok((current, snapshot_version))
 }
 
-fn decode_event<A: Aggregate>(
+pub(crate) fn decode_event<A: Aggregate>(
     stream: &str,
     version: u64,
     payload: &[u8],

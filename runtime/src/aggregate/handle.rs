@@ -6,13 +6,13 @@ use std::time::Duration;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorCell, ActorRef, SpawnErr};
 
+use super::entity::decode_event;
 use super::host::{AggregateHost, HostArgs, HostMsg, HostStats};
 use super::view::StateView;
 use super::{
     Aggregate, CommandEnvelope, CommandError, CommandOutcome, EntitySettings, Versioned,
     stream_name,
 };
-use crate::codec;
 use crate::store::{EventStore, StoreError};
 use crate::supervision::{ChildSpec, Intensity, Restart};
 
@@ -108,12 +108,7 @@ impl<A: Aggregate> Aggregates<A> {
             .read_stream(stream)?
             .into_iter()
             .map(|record| {
-                let event =
-                    codec::decode(&record.payload).map_err(|source| StoreError::Corrupt {
-                        stream: stream.to_owned(),
-                        version: record.version,
-                        source,
-                    })?;
+                let event = decode_event::<A>(stream, record.version, &record.payload)?;
                 Ok(HistoryEntry {
                     version: record.version,
                     event_type: record.event_type,
