@@ -47,6 +47,15 @@ async fn post(node: &Node, path: &str, body: Value) -> reqwest::Response {
         .unwrap()
 }
 
+/// GETs `path` (with a bearer token when given) and parses the JSON answer.
+async fn get_json(node: &Node, path: &str, token: Option<impl std::fmt::Display>) -> Value {
+    let mut request = client().get(node.url(path));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 /// Asserts a problem+json answer with `status` and `type` slug; returns the body.
 async fn assert_problem(response: reqwest::Response, status: StatusCode, slug: &str) -> Value {
     assert_eq!(response.status(), status);
@@ -74,14 +83,7 @@ async fn health_is_healthy() {
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["status"], "healthy", "{path}: {body}");
     }
-    let body: Value = client()
-        .get(node.url("/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value = get_json(&node, "/health", None::<String>).await;
     let names: Vec<&str> = body["checks"]
         .as_array()
         .unwrap()
@@ -185,15 +187,12 @@ async fn creating_an_account_returns_its_id_and_the_api_moves_money() {
         "{problem}"
     );
 
-    let history: Value = client()
-        .get(node.url(&format!("/api/v1/accounts/{id}/events")))
-        .bearer_auth(token("auditor", &["reader"]))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history: Value = get_json(
+        &node,
+        &format!("/api/v1/accounts/{id}/events"),
+        Some(token("auditor", &["reader"])),
+    )
+    .await;
     let types: Vec<&str> = history["events"]
         .as_array()
         .unwrap()
@@ -677,14 +676,7 @@ async fn metrics_and_openapi_are_served() {
         "{metrics}"
     );
 
-    let spec: Value = client()
-        .get(node.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let spec: Value = get_json(&node, "/openapi.json", None::<String>).await;
     assert!(spec["openapi"].as_str().unwrap().starts_with("3."));
     for path in [
         "/api/v1/accounts",
