@@ -94,7 +94,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: ConfigCommand::Check { file },
         } => {
             let config = load(Some(&file))?;
-            crate::services::check(&config.services)?;
+            crate::services::check(&config)?;
             println!("# {}: valid", file.display());
             println!("# auth key: from {}", config.auth.key_source);
             print!(

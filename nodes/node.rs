@@ -1,6 +1,5 @@
 //! Running a node: telemetry, store, supervision tree, HTTP edge; then a graceful shutdown.
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use playhouse_runtime::config::NodeConfig;
 use playhouse_runtime::edge::health::{Check, HealthStatus};
+use playhouse_runtime::edge::server::{self, ServerSettings};
 use playhouse_runtime::edge::{EdgeSettings, Guard, Health, JwtAuth, Limiter};
 use playhouse_runtime::store::{EventStore, GroupCommitOptions, StoreOptions};
 use playhouse_runtime::supervision::{Backoff, Intensity, Strategy, Supervisor, SupervisorSpec};
@@ -17,7 +17,7 @@ use playhouse_runtime::telemetry;
 const TREE_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub fn run(config: NodeConfig) -> anyhow::Result<ExitCode> {
-    crate::services::check(&config.services)?;
+    crate::services::check(&config)?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -103,6 +103,23 @@ async fn serve(config: NodeConfig) -> anyhow::Result<ExitCode> {
         metrics,
     );
 
+    let file_limit = match server::raise_file_limit() {
+        Ok(limit) => limit,
+        Err(error) => {
+            tracing::warn!(node, %error, "cannot raise the open-file limit; keeping it");
+            None
+        }
+    };
+    let max_connections = server::effective_connection_cap(config.edge.max_connections, file_limit);
+    tracing::info!(
+        node,
+        max_connections,
+        configured = config.edge.max_connections,
+        open_file_limit = file_limit,
+        header_read_timeout_ms = config.edge.header_read_timeout.as_millis() as u64,
+        keep_alive_timeout_ms = config.edge.keep_alive_timeout.as_millis() as u64,
+        "edge connection limits"
+    );
     let listener = tokio::net::TcpListener::bind(config.edge.listen)
         .await
         .with_context(|| format!("edge.listen: cannot listen on {}", config.edge.listen))?;
@@ -112,16 +129,18 @@ async fn serve(config: NodeConfig) -> anyhow::Result<ExitCode> {
     tracing::info!(node, %address, "HTTP edge listening on http://{address}");
 
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut server = tokio::spawn(
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async {
+    let mut server = tokio::spawn(server::serve(
+        listener,
+        app,
+        ServerSettings {
+            max_connections,
+            header_read_timeout: config.edge.header_read_timeout,
+            keep_alive_timeout: config.edge.keep_alive_timeout,
+        },
+        async {
             let _ = stopped.await;
-        })
-        .into_future(),
-    );
+        },
+    ));
 
     let mut exit = ExitCode::SUCCESS;
     tokio::select! {

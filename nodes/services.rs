@@ -11,11 +11,16 @@ use utoipa_axum::router::OpenApiRouter;
 /// Every service name a config may list.
 pub const KNOWN: &[&str] = &[accounts::SERVICE];
 
-/// Refuses a config that names a service this build does not have.
-pub fn check(services: &[String]) -> anyhow::Result<()> {
-    if let Some(unknown) = services.iter().find(|s| !KNOWN.contains(&s.as_str())) {
+/// Refuses a config that names a service this build does not have, naming the file.
+pub fn check(config: &NodeConfig) -> anyhow::Result<()> {
+    if let Some(unknown) = config
+        .services
+        .iter()
+        .find(|s| !KNOWN.contains(&s.as_str()))
+    {
         bail!(
-            "services: `{unknown}` is not a service of this build (known: {})",
+            "{}: services: `{unknown}` is not a service of this build (known: {})",
+            config.source.display(),
             KNOWN.join(", ")
         );
     }

@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 binary=${PLAYHOUSE_BIN:-target/debug/playhouse}
+# The node reads every PLAYHOUSE_ variable as a config override and refuses unknown ones:
+# this one is the script's own, not the node's.
+unset PLAYHOUSE_BIN
 [ -x "$binary" ] || cargo build --locked --quiet
 binary=$(realpath "$binary")
 
@@ -21,8 +24,15 @@ awk '/^## Try it/{f=1} f && /^```sh/{c=1; next} c && /^```/{exit} c' README.md \
 node=$!
 cleanup() { kill "$node" 2>/dev/null || true; wait "$node" 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
-for _ in $(seq 1 300); do
+node_failed() {
+    echo "README walkthrough: $1; the node's log:" >&2
+    cat "$work/node.log" >&2
+    exit 1
+}
+for attempt in $(seq 1 300); do
     curl -fs "http://127.0.0.1:$port/health/live" >/dev/null 2>&1 && break
+    kill -0 "$node" 2>/dev/null || node_failed "the node exited before answering"
+    [ "$attempt" -lt 300 ] || node_failed "the node did not answer within 30 s"
     sleep 0.1
 done
 

@@ -23,6 +23,8 @@ struct Figures {
     elapsed: Duration,
     p50: Duration,
     p99: Duration,
+    /// The B-tree layout after the run, for the largest group-commit row.
+    layout: Option<String>,
 }
 
 impl Figures {
@@ -84,16 +86,17 @@ async fn run(dir: &std::path::Path, group_commit: bool, writers: usize, seconds:
     let elapsed = started.elapsed();
     latencies.sort_unstable();
     let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
-    let figures = Figures {
+    let mut figures = Figures {
         appends: latencies.len(),
         elapsed,
         p50: at(0.50),
         p99: at(0.99),
+        layout: None,
     };
     if group_commit && writers == *WRITER_COUNTS.last().unwrap() {
         let stats = store.layout_stats().unwrap();
         let events = store.next_position().unwrap().max(1);
-        println!(
+        figures.layout = Some(format!(
             "layout after {events} events: log height {} / {} leaf pages / {:.1} B per event; \
              stream index height {} / {} leaf pages / {:.1} B per event",
             stats.log_tree_height,
@@ -102,7 +105,7 @@ async fn run(dir: &std::path::Path, group_commit: bool, writers: usize, seconds:
             stats.index_tree_height,
             stats.index_leaf_pages,
             stats.index_stored_bytes as f64 / events as f64,
-        );
+        ));
     }
     figures
 }
@@ -138,6 +141,8 @@ fn main() {
     );
     let mut naive_at_max = 0.0;
     let mut group_at_max = 0.0;
+    // Printed after the table, so that the table stays one block.
+    let mut layout = None;
     for group_commit in [false, true] {
         for writers in WRITER_COUNTS {
             let figures = runtime.block_on(run(&dir, group_commit, writers, seconds));
@@ -153,6 +158,7 @@ fn main() {
                 figures.p99.as_secs_f64() * 1e3,
                 figures.appends
             );
+            layout = figures.layout.or(layout);
             if writers == *WRITER_COUNTS.last().unwrap() {
                 if group_commit {
                     group_at_max = figures.per_second();
@@ -167,4 +173,7 @@ fn main() {
         WRITER_COUNTS.last().unwrap(),
         group_at_max / naive_at_max
     );
+    if let Some(layout) = layout {
+        println!("{layout}");
+    }
 }

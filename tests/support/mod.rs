@@ -23,6 +23,12 @@ pub struct NodeOptions {
     /// shared with everything else on it, and its fill level is not the test's to decide.
     pub disk_degraded_below_percent: f64,
     pub disk_unhealthy_below_percent: f64,
+    /// Extra lines for the `[edge]` section (`max_connections = 40`).
+    pub edge: String,
+    /// `RUST_LOG` for the node.
+    pub log_level: &'static str,
+    /// Start the node with this open-file limit (soft and hard), as `ulimit -n` would.
+    pub file_limit: Option<u32>,
 }
 
 impl Default for NodeOptions {
@@ -32,6 +38,9 @@ impl Default for NodeOptions {
             burst: 10_000,
             disk_degraded_below_percent: 0.2,
             disk_unhealthy_below_percent: 0.1,
+            edge: String::new(),
+            log_level: "info",
+            file_limit: None,
         }
     }
 }
@@ -42,6 +51,8 @@ pub struct Node {
     pub base: String,
     config: PathBuf,
     log: PathBuf,
+    log_level: &'static str,
+    file_limit: Option<u32>,
 }
 
 impl Node {
@@ -61,6 +72,7 @@ services = ["accounts"]
 # Port 0: the node binds a free port and logs it; choosing one here could race other tests.
 listen = "127.0.0.1:0"
 shutdown_grace_ms = 5000
+{edge}
 
 [auth]
 issuer = "{ISSUER}"
@@ -81,6 +93,7 @@ disk_unhealthy_below_percent = {unhealthy}
                 burst = options.burst,
                 degraded = options.disk_degraded_below_percent,
                 unhealthy = options.disk_unhealthy_below_percent,
+                edge = options.edge,
             ),
         )
         .unwrap();
@@ -89,6 +102,8 @@ disk_unhealthy_below_percent = {unhealthy}
             base: String::new(),
             config,
             log: dir.join("node.log"),
+            log_level: options.log_level,
+            file_limit: options.file_limit,
         };
         node.spawn();
         node
@@ -101,10 +116,21 @@ disk_unhealthy_below_percent = {unhealthy}
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_playhouse"))
+        let binary = env!("CARGO_BIN_EXE_playhouse");
+        let mut command = match self.file_limit {
+            // The shell lowers both limits, then becomes the node (exec): the pid stays the node's.
+            Some(limit) => {
+                let mut shell = Command::new("sh");
+                shell.args(["-c", &format!("ulimit -n {limit} && exec \"$0\" \"$@\"")]);
+                shell.arg(binary);
+                shell
+            }
+            None => Command::new(binary),
+        };
+        let child = command
             .args(["node", "--config"])
             .arg(&self.config)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", self.log_level)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -194,6 +220,11 @@ disk_unhealthy_below_percent = {unhealthy}
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
+
+    /// The edge's `host:port`.
+    pub fn address(&self) -> String {
+        self.base.trim_start_matches("http://").to_owned()
+    }
 }
 
 impl Drop for Node {
@@ -260,4 +291,110 @@ pub fn client() -> reqwest::Client {
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap()
+}
+
+/// Opens an account as `subject` (a writer) and returns its id.
+pub async fn open_account_as(node: &Node, subject: &str, owner: &str, balance: i64) -> String {
+    let response = client()
+        .post(node.url("/api/v1/accounts"))
+        .bearer_auth(token(subject, &["writer"]))
+        .json(&serde_json::json!({ "owner": owner, "initial_balance": balance }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::CREATED);
+    let body: serde_json::Value = response.json().await.unwrap();
+    body["id"].as_str().unwrap().to_owned()
+}
+
+/// GETs `path` (with a bearer token when given) and parses the JSON answer.
+pub async fn get_json(
+    node: &Node,
+    path: &str,
+    token: Option<impl std::fmt::Display>,
+) -> serde_json::Value {
+    let mut request = client().get(node.url(path));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap().json().await.unwrap()
+}
+
+/// Asserts a problem+json answer with `status` and `type` slug; returns the body.
+pub async fn assert_problem(
+    response: reqwest::Response,
+    status: reqwest::StatusCode,
+    slug: &str,
+) -> serde_json::Value {
+    assert_eq!(response.status(), status);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(
+        body["type"],
+        format!("urn:playhouse:problem:{slug}"),
+        "{body}"
+    );
+    assert_eq!(body["status"], status.as_u16());
+    body
+}
+
+/// Sends `request` as raw bytes on a new connection and reads until the server closes it or
+/// `wait` passes; returns what came back.
+pub fn raw_exchange(address: &str, request: &[u8], wait: Duration) -> String {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream.write_all(request).unwrap();
+    read_for(&mut stream, wait)
+}
+
+/// Reads what the server sends within `wait` (or until it closes the connection).
+pub fn read_for(stream: &mut std::net::TcpStream, wait: Duration) -> String {
+    let deadline = Instant::now() + wait;
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        stream.set_read_timeout(Some(left)).unwrap();
+        match stream.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => received.extend_from_slice(&buffer[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&received).into_owned()
+}
+
+/// Whether the server has closed `stream`: a read sees end of file or a reset within `wait`.
+pub fn is_closed_by_server(stream: &mut std::net::TcpStream, wait: Duration) -> bool {
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let mut buffer = [0u8; 1024];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
 }

@@ -25,10 +25,20 @@ pub enum AccountState {
     Open {
         owner: String,
         balance: i64,
+        /// The token subject the account belongs to (who opened it).
+        subject: String,
     },
 }
 
 impl AccountState {
+    /// The subject the account belongs to, once open.
+    pub fn subject(&self) -> Option<&str> {
+        match self {
+            AccountState::Unopened => None,
+            AccountState::Open { subject, .. } => Some(subject),
+        }
+    }
+
     pub fn balance(&self) -> Option<i64> {
         match self {
             AccountState::Unopened => None,
@@ -62,6 +72,7 @@ impl Aggregate for Account {
                 AccountCommand::Open {
                     owner,
                     initial_balance,
+                    subject,
                 },
             ) => {
                 if owner.trim().is_empty() {
@@ -88,6 +99,7 @@ impl Aggregate for Account {
                 Ok(vec![AccountEvent::Opened {
                     owner: owner.clone(),
                     initial_balance: *initial_balance,
+                    subject: subject.clone(),
                 }])
             }
             (AccountState::Open { .. }, AccountCommand::Open { .. }) => {
@@ -124,11 +136,13 @@ impl Aggregate for Account {
                 AccountEvent::Opened {
                     owner,
                     initial_balance,
+                    subject,
                 },
             ) => {
                 *state = AccountState::Open {
                     owner: owner.clone(),
                     balance: *initial_balance,
+                    subject: subject.clone(),
                 };
             }
             (AccountState::Open { balance, .. }, AccountEvent::Credited { amount }) => {

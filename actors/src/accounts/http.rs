@@ -3,12 +3,13 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
 use playhouse_runtime::aggregate::{Aggregates, CommandEnvelope, CommandError, Versioned};
 use playhouse_runtime::edge::{
-    ApiJson, IdempotencyKey, Principal, Problem, ProblemCode, Reader, RequestIds, Writer,
+    ApiJson, IdempotencyKey, PathId, Principal, Problem, ProblemCode, Reader, RequestIds, Writer,
+    quote_id,
 };
 use playhouse_runtime::store::StoreError;
 use serde::{Deserialize, Serialize};
@@ -104,7 +105,7 @@ fn minor_units<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64,
 fn view(id: &str, current: &Versioned<AccountState>) -> Option<AccountView> {
     match &current.state {
         AccountState::Unopened => None,
-        AccountState::Open { owner, balance } => Some(AccountView {
+        AccountState::Open { owner, balance, .. } => Some(AccountView {
             id: id.to_owned(),
             owner: owner.clone(),
             balance: *balance,
@@ -215,15 +216,28 @@ enum ReadProblems {
     Unavailable(Problem),
 }
 
-/// Account ids are UUIDs; anything else cannot name an account.
-fn account_id(raw: &str) -> Result<String, Problem> {
-    uuid::Uuid::parse_str(raw)
-        .map(|id| id.to_string())
-        .map_err(|_| not_found(raw))
+fn not_found(id: &str) -> Problem {
+    Problem::new(
+        ProblemCode::NotFound,
+        format!("no account with id `{}`", quote_id(id)),
+    )
 }
 
-fn not_found(id: &str) -> Problem {
-    Problem::new(ProblemCode::NotFound, format!("no account with id `{id}`"))
+/// The account `id` as `principal` may see it: an account that is not open, or belongs to
+/// another subject (for a non-admin), is not found, so that ids of others' accounts do not leak.
+async fn accessible(
+    accounts: &Aggregates<Account>,
+    principal: &Principal,
+    id: &str,
+) -> Result<Versioned<AccountState>, Problem> {
+    let current = accounts
+        .get(id)
+        .await
+        .map_err(|error| problem(id, false, error))?;
+    match current.state.subject() {
+        Some(subject) if principal.may_access(subject) => Ok(current),
+        _ => Err(not_found(id)),
+    }
 }
 
 fn envelope(
@@ -327,6 +341,7 @@ async fn open_account(
     let command = AccountCommand::Open {
         owner: body.owner,
         initial_balance: body.initial_balance,
+        subject: principal.subject.clone(),
     };
     let outcome = accounts
         .execute(&id, envelope(command, &principal, &key, &ids))
@@ -350,16 +365,13 @@ async fn open_account(
         ReadProblems))]
 async fn get_account(
     State(accounts): State<Aggregates<Account>>,
-    _: Reader,
-    Path(raw_id): Path<String>,
+    Reader(principal): Reader,
+    PathId(id): PathId,
 ) -> Result<ApiJson<AccountView>, Problem> {
-    let id = account_id(&raw_id)?;
+    let id = id.to_string();
     // Served from the state view when the account is live; an account never opened is
     // answered from the store without starting an actor.
-    let current = accounts
-        .get(&id)
-        .await
-        .map_err(|e| problem(&id, false, e))?;
+    let current = accessible(&accounts, &principal, &id).await?;
     view(&id, &current)
         .map(ApiJson)
         .ok_or_else(|| not_found(&id))
@@ -382,17 +394,16 @@ async fn move_money(
     principal: Principal,
     ids: RequestIds,
     key: IdempotencyKey,
-    raw_id: String,
+    id: uuid::Uuid,
     amount: i64,
     command: fn(i64) -> AccountCommand,
 ) -> Result<ApiJson<AccountView>, Problem> {
     in_range("amount", amount, 1)?;
     let command = command(amount);
-    let id = account_id(&raw_id)?;
-    // Unknown ids are refused here, so that probing them starts no actor.
-    if !accounts.exists(&id).map_err(|e| Problem::internal(&e))? {
-        return Err(not_found(&id));
-    }
+    let id = id.to_string();
+    // Unknown ids and others' accounts are refused here, so that probing them starts no
+    // actor. The owner never changes once open, so the check holds for the command below.
+    accessible(&accounts, &principal, &id).await?;
     let outcome = accounts
         .execute(&id, envelope(command, &principal, &key, &ids))
         .await
@@ -416,11 +427,11 @@ async fn credit_account(
     Writer(principal): Writer,
     Extension(ids): Extension<RequestIds>,
     key: IdempotencyKey,
-    Path(raw_id): Path<String>,
+    PathId(id): PathId,
     ApiJson(body): ApiJson<AmountRequest>,
 ) -> Result<ApiJson<AccountView>, Problem> {
     let credit = |amount| AccountCommand::Credit { amount };
-    move_money(accounts, principal, ids, key, raw_id, body.amount, credit).await
+    move_money(accounts, principal, ids, key, id, body.amount, credit).await
 }
 
 /// Takes money from the account; refused (409 insufficient-funds) beyond the balance.
@@ -437,11 +448,11 @@ async fn debit_account(
     Writer(principal): Writer,
     Extension(ids): Extension<RequestIds>,
     key: IdempotencyKey,
-    Path(raw_id): Path<String>,
+    PathId(id): PathId,
     ApiJson(body): ApiJson<AmountRequest>,
 ) -> Result<ApiJson<AccountView>, Problem> {
     let debit = |amount| AccountCommand::Debit { amount };
-    move_money(accounts, principal, ids, key, raw_id, body.amount, debit).await
+    move_money(accounts, principal, ids, key, id, body.amount, debit).await
 }
 
 /// The account's events, oldest first.
@@ -453,10 +464,11 @@ async fn debit_account(
         ReadProblems))]
 async fn account_events(
     State(accounts): State<Aggregates<Account>>,
-    _: Reader,
-    Path(raw_id): Path<String>,
+    Reader(principal): Reader,
+    PathId(id): PathId,
 ) -> Result<ApiJson<AccountHistoryView>, Problem> {
-    let id = account_id(&raw_id)?;
+    let id = id.to_string();
+    accessible(&accounts, &principal, &id).await?;
     let history = accounts
         .history(&id)
         .await
@@ -483,7 +495,10 @@ fn event_data(event: &AccountEvent) -> serde_json::Value {
         AccountEvent::Opened {
             owner,
             initial_balance,
-        } => serde_json::json!({ "owner": owner, "initial_balance": initial_balance }),
+            subject,
+        } => serde_json::json!({
+            "owner": owner, "initial_balance": initial_balance, "subject": subject
+        }),
         AccountEvent::Credited { amount } | AccountEvent::Debited { amount } => {
             serde_json::json!({ "amount": amount })
         }

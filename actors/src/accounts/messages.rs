@@ -5,16 +5,34 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AccountCommand {
-    Open { owner: String, initial_balance: i64 },
-    Credit { amount: i64 },
-    Debit { amount: i64 },
+    /// `subject` is the token subject opening it, to whom the account will belong; `owner` is
+    /// the holder's name as given.
+    Open {
+        owner: String,
+        initial_balance: i64,
+        subject: String,
+    },
+    Credit {
+        amount: i64,
+    },
+    Debit {
+        amount: i64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AccountEvent {
-    Opened { owner: String, initial_balance: i64 },
-    Credited { amount: i64 },
-    Debited { amount: i64 },
+    Opened {
+        owner: String,
+        initial_balance: i64,
+        subject: String,
+    },
+    Credited {
+        amount: i64,
+    },
+    Debited {
+        amount: i64,
+    },
 }
 
 /// Why an account refused a command. Messages name the offending value.

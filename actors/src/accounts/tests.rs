@@ -20,6 +20,7 @@ fn open(owner: &str, initial_balance: i64) -> AccountCommand {
     AccountCommand::Open {
         owner: owner.into(),
         initial_balance,
+        subject: format!("{owner}-subject"),
     }
 }
 
@@ -55,7 +56,8 @@ fn open_credit_debit() {
         state,
         AccountState::Open {
             owner: "alice".into(),
-            balance: 30
+            balance: 30,
+            subject: "alice-subject".into(),
         }
     );
 }
@@ -124,6 +126,7 @@ fn every_rule_has_its_error() {
             AccountState::Open {
                 owner: "rich".into(),
                 balance: i64::MAX - 1,
+                subject: "rich".into(),
             },
             AccountCommand::Credit { amount: 2 },
             AccountError::BalanceOverflow {

@@ -54,6 +54,13 @@ pub struct EdgeSection {
     pub request_timeout_ms: u64,
     /// On SIGTERM/Ctrl-C, how long in-flight requests get to finish.
     pub shutdown_grace_ms: u64,
+    /// Most connections open at once; lowered at start to fit the open-file limit. At the cap,
+    /// the connections idle longest are closed to let new clients in.
+    pub max_connections: usize,
+    /// A request head must arrive within this long (this also bounds an idle connection).
+    pub header_read_timeout_ms: u64,
+    /// A keep-alive connection with no request for this long is closed.
+    pub keep_alive_timeout_ms: u64,
 }
 
 impl Default for EdgeSection {
@@ -63,6 +70,9 @@ impl Default for EdgeSection {
             body_limit_bytes: 64 * 1024,
             request_timeout_ms: 10_000,
             shutdown_grace_ms: 10_000,
+            max_connections: 4096,
+            header_read_timeout_ms: 10_000,
+            keep_alive_timeout_ms: 5_000,
         }
     }
 }

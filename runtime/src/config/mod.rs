@@ -100,6 +100,9 @@ pub struct EdgeConfig {
     pub body_limit_bytes: usize,
     pub request_timeout: Duration,
     pub shutdown_grace: Duration,
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub keep_alive_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -331,7 +334,29 @@ fn validate(
             &invalid,
         )?),
         shutdown_grace: Duration::from_millis(file.edge.shutdown_grace_ms),
+        max_connections: positive("edge.max_connections", file.edge.max_connections, &invalid)?,
+        header_read_timeout: Duration::from_millis(positive(
+            "edge.header_read_timeout_ms",
+            file.edge.header_read_timeout_ms,
+            &invalid,
+        )?),
+        keep_alive_timeout: Duration::from_millis(positive(
+            "edge.keep_alive_timeout_ms",
+            file.edge.keep_alive_timeout_ms,
+            &invalid,
+        )?),
     };
+    // The header timer also runs while a connection waits for its next request, so a longer
+    // keep-alive timeout could never take effect.
+    if edge.keep_alive_timeout > edge.header_read_timeout {
+        return Err(invalid(
+            "edge.keep_alive_timeout_ms",
+            format!(
+                "{} is longer than edge.header_read_timeout_ms ({}), which also bounds idle connections",
+                file.edge.keep_alive_timeout_ms, file.edge.header_read_timeout_ms
+            ),
+        ));
+    }
 
     let auth = &file.auth;
     if auth.issuer.is_empty() {

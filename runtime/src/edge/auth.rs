@@ -1,9 +1,13 @@
 //! JWT bearer authentication (HS256): verifying tokens into a [`Principal`], issuing tokens for
 //! the CLI, and role checks.
 //!
-//! A token must carry `sub`, `exp`, `iss` and `aud`; the issuer and audience must be the
-//! configured ones; `exp` and `nbf` get a small leeway for clock skew. Only HS256 is accepted,
-//! so `alg: none` and algorithm-confusion tokens are refused.
+//! A token must carry `sub`, `exp`, `iss` and `aud` (`iat` is optional, RFC 7519 4.1.6); the
+//! issuer must be the configured one and `aud` must be or contain the configured audience
+//! (4.1.3); `exp` and `nbf` get a small leeway for clock skew. Only HS256 is accepted, so
+//! `alg: none` and algorithm-confusion tokens are refused, and so is a token that marks any
+//! header extension critical (`crit`, RFC 7515 4.1.11): this server understands none. The
+//! `Bearer` scheme is matched without regard to case (RFC 7235 2.1). Tokens longer than
+//! [`MAX_TOKEN_BYTES`] are refused before anything is decoded.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -43,8 +47,8 @@ impl Role {
     }
 }
 
-/// The claims playhouse issues and checks.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// The claims playhouse issues.
+#[derive(Debug, Clone, Serialize)]
 pub struct Claims {
     pub sub: String,
     pub iss: String,
@@ -52,9 +56,22 @@ pub struct Claims {
     pub exp: u64,
     pub iat: u64,
     /// Role names; unknown names are ignored.
-    #[serde(default)]
     pub roles: Vec<String>,
 }
+
+/// The claims read from a verified token. `iss`, `aud` and `nbf` are checked by the validation
+/// itself (which takes `aud` as a string or an array); other claims are ignored.
+#[derive(Debug, Deserialize)]
+struct VerifiedClaims {
+    sub: String,
+    exp: u64,
+    #[serde(default)]
+    roles: Vec<String>,
+}
+
+/// Longest token accepted, in bytes. Ours are about 250; the cap bounds what a request can
+/// make the server hash, decode and remember.
+pub const MAX_TOKEN_BYTES: usize = 4096;
 
 /// The authenticated caller of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +82,12 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// Whether this caller may read and act on a resource that belongs to `owner` (the subject
+    /// that created it): its own resources, or any for an admin.
+    pub fn may_access(&self, owner: &str) -> bool {
+        self.role == Some(Role::Admin) || self.subject == owner
+    }
+
     /// `Ok` when the caller's role includes `needed`, a 403 problem otherwise.
     pub fn require(&self, needed: Role) -> Result<(), Problem> {
         match self.role {
@@ -92,10 +115,6 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
         })
     }
 }
-
-/// Tokens verified before, so that a client sending the same token on every request pays for
-/// the signature check once. Bounded: emptied when full.
-const VERIFIED_CACHE_ENTRIES: usize = 10_000;
 
 /// The caller, checked to have at least the reader role before the body is read.
 #[derive(Debug, Clone)]
@@ -131,8 +150,7 @@ pub struct JwtAuth {
     validation: Validation,
     issuer: String,
     audience: String,
-    /// Token -> (who, `exp`). Only successful verifications are kept; `exp` is checked on use.
-    verified: std::sync::Arc<dashmap::DashMap<String, (Principal, u64)>>,
+    verified: std::sync::Arc<VerifiedCache>,
 }
 
 impl std::fmt::Debug for JwtAuth {
@@ -172,19 +190,23 @@ impl JwtAuth {
             )
         })?;
         let token = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .map(str::trim)
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
             .filter(|token| !token.is_empty())
             .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
-        let now = unix_now();
-        if let Some(entry) = self.verified.get(token) {
-            let (principal, exp) = entry.value();
-            if now <= exp.saturating_add(self.validation.leeway) {
-                return Ok(principal.clone());
-            }
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(unauthorized(&format!(
+                "the token is too long: {} bytes, at most {MAX_TOKEN_BYTES} are accepted",
+                token.len()
+            )));
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+        let now = unix_now();
+        let digest = VerifiedCache::digest(token);
+        if let Some(principal) = self.verified.get(&digest, now, self.validation.leeway) {
+            return Ok(principal);
+        }
+        let data = jsonwebtoken::decode::<VerifiedClaims>(token, &self.decoding, &self.validation)
             .map_err(|error| {
                 unauthorized(match error.kind() {
                     ErrorKind::ExpiredSignature => "the token has expired",
@@ -199,6 +221,11 @@ impl JwtAuth {
                     _ => "the token is malformed",
                 })
             })?;
+        if data.header.crit.is_some() {
+            return Err(unauthorized(
+                "the token marks header extensions critical (crit); this server supports none",
+            ));
+        }
         let role = data
             .claims
             .roles
@@ -209,11 +236,7 @@ impl JwtAuth {
             subject: data.claims.sub,
             role,
         };
-        if self.verified.len() >= VERIFIED_CACHE_ENTRIES {
-            self.verified.clear();
-        }
-        self.verified
-            .insert(token.to_owned(), (principal.clone(), data.claims.exp));
+        self.verified.insert(digest, &principal, data.claims.exp);
         Ok(principal)
     }
 
@@ -230,6 +253,57 @@ impl JwtAuth {
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 signing of serializable claims cannot fail")
+    }
+}
+
+/// Tokens verified before, so that a client sending the same token on every request pays for
+/// the signature check and claims parsing once.
+///
+/// Keyed by the token's SHA-256, not the token: a key costs 32 bytes whatever the token's
+/// length, and finding another token with the same key is as hard as breaking SHA-256, so a
+/// forged token cannot hit a good one's entry. Bounded by entries and by bytes (subjects vary
+/// in length); emptied when either bound is reached. `exp` is checked on every hit.
+#[derive(Debug, Default)]
+struct VerifiedCache {
+    entries: dashmap::DashMap<[u8; 32], (Principal, u64)>,
+    /// Approximate bytes held (key, value and subject); reset when the map is emptied.
+    bytes: std::sync::atomic::AtomicUsize,
+}
+
+impl VerifiedCache {
+    const MAX_ENTRIES: usize = 10_000;
+    const MAX_BYTES: usize = 2 * 1024 * 1024;
+    /// What an entry costs besides its subject: key, value and the map's own overhead.
+    const ENTRY_OVERHEAD: usize = 128;
+
+    fn digest(token: &str) -> [u8; 32] {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+        digest
+            .as_ref()
+            .try_into()
+            .expect("a SHA-256 digest is 32 bytes")
+    }
+
+    fn get(&self, digest: &[u8; 32], now: u64, leeway: u64) -> Option<Principal> {
+        let entry = self.entries.get(digest)?;
+        let (principal, exp) = entry.value();
+        (now <= exp.saturating_add(leeway)).then(|| principal.clone())
+    }
+
+    fn insert(&self, digest: [u8; 32], principal: &Principal, exp: u64) {
+        use std::sync::atomic::Ordering;
+        let cost = Self::ENTRY_OVERHEAD + principal.subject.len();
+        let held = self.bytes.fetch_add(cost, Ordering::AcqRel) + cost;
+        if self.entries.len() >= Self::MAX_ENTRIES || held > Self::MAX_BYTES {
+            self.entries.clear();
+            self.bytes.store(cost, Ordering::Release);
+        }
+        self.entries.insert(digest, (principal.clone(), exp));
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.len()
     }
 }
 
@@ -287,8 +361,9 @@ mod tests {
         };
         // As if this token had verified an hour ago and expired since.
         auth.verified.insert(
-            "stale.token.value".into(),
-            (principal.clone(), unix_now() - 3600),
+            VerifiedCache::digest("stale.token.value"),
+            &principal,
+            unix_now() - 3600,
         );
         let refused = auth
             .verify_header(Some("Bearer stale.token.value"))
@@ -296,8 +371,9 @@ mod tests {
         assert_eq!(refused.status, 401);
         // While still within its exp, the same entry is trusted: that is what the cache is for.
         auth.verified.insert(
-            "fresh.token.value".into(),
-            (principal.clone(), unix_now() + 3600),
+            VerifiedCache::digest("fresh.token.value"),
+            &principal,
+            unix_now() + 3600,
         );
         assert_eq!(
             auth.verify_header(Some("Bearer fresh.token.value"))
@@ -326,5 +402,96 @@ mod tests {
             .verify_header(Some(&format!("Bearer {forged}")))
             .unwrap_err();
         assert_eq!(refused.status, 401);
+    }
+
+    #[test]
+    fn the_verified_cache_is_bounded_by_bytes_and_entries() {
+        let cache = VerifiedCache::default();
+        // Subjects as long as a token allows: the byte bound empties the cache long before
+        // the entry bound would.
+        for i in 0..5_000u32 {
+            let principal = Principal {
+                subject: format!("{i:0>4000}"),
+                role: Some(Role::Reader),
+            };
+            cache.insert(VerifiedCache::digest(&i.to_string()), &principal, u64::MAX);
+            let held = cache.bytes.load(std::sync::atomic::Ordering::Acquire);
+            assert!(held <= VerifiedCache::MAX_BYTES + 4_128, "{held} bytes");
+        }
+        assert!(cache.len() * 4_000 <= VerifiedCache::MAX_BYTES);
+        for i in 0..(VerifiedCache::MAX_ENTRIES as u32 + 10) {
+            let principal = Principal {
+                subject: "s".into(),
+                role: None,
+            };
+            cache.insert(
+                VerifiedCache::digest(&format!("t{i}")),
+                &principal,
+                u64::MAX,
+            );
+            assert!(cache.len() <= VerifiedCache::MAX_ENTRIES);
+        }
+    }
+
+    #[test]
+    fn tokens_are_checked_as_the_rfcs_say() {
+        use jsonwebtoken::{EncodingKey, encode};
+        let auth = auth(0);
+        let key = EncodingKey::from_secret(b"unit-test-key-0123456789abcdef");
+        let exp = unix_now() + 60;
+        // `aud` may be an array holding our audience; `iat` is optional.
+        let claims = serde_json::json!({"sub": "a", "iss": "playhouse",
+            "aud": ["x", "playhouse-api"], "exp": exp, "roles": ["writer"]});
+        let token = encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap();
+        for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+            let principal = auth
+                .verify_header(Some(&format!("{scheme} {token}")))
+                .unwrap();
+            assert_eq!(principal.role, Some(Role::Writer));
+        }
+        let elsewhere = serde_json::json!({"sub": "a", "iss": "playhouse",
+            "aud": ["x", "y"], "exp": exp});
+        let token = encode(&Header::new(Algorithm::HS256), &elsewhere, &key).unwrap();
+        assert!(
+            auth.verify_header(Some(&format!("Bearer {token}")))
+                .is_err()
+        );
+        // A critical extension we do not understand.
+        let header = Header {
+            crit: Some(vec!["exp".into()]),
+            ..Header::new(Algorithm::HS256)
+        };
+        let token = encode(&header, &claims, &key).unwrap();
+        let refused = auth
+            .verify_header(Some(&format!("Bearer {token}")))
+            .unwrap_err();
+        assert!(refused.detail.contains("crit"), "{}", refused.detail);
+        // Other schemes, and oversized tokens.
+        assert!(
+            auth.verify_header(Some("Basic YWxhZGRpbjpvcGVuc2VzYW1l"))
+                .is_err()
+        );
+        let huge = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES + 1));
+        assert!(
+            auth.verify_header(Some(&huge))
+                .unwrap_err()
+                .detail
+                .contains("too long")
+        );
+    }
+
+    #[test]
+    fn admins_access_everything_others_their_own() {
+        let alice = Principal {
+            subject: "alice".into(),
+            role: Some(Role::Writer),
+        };
+        assert!(alice.may_access("alice"));
+        assert!(!alice.may_access("bob"));
+        let admin = Principal {
+            subject: "root".into(),
+            role: Some(Role::Admin),
+        };
+        assert!(admin.may_access("bob"));
     }
 }

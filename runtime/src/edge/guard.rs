@@ -57,7 +57,8 @@ pub async fn guard(State(guard): State<Guard>, mut request: Request, next: Next)
     let allowance = match guard.limiter.check(&key) {
         Ok(allowance) => allowance,
         Err(refused) => {
-            tracing::debug!(%key, "rate limited");
+            // `?`: the key holds a token's subject, which is the client's text.
+            tracing::debug!(key = ?key, "rate limited");
             return refused.into_response();
         }
     };

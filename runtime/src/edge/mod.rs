@@ -8,8 +8,10 @@ pub mod health;
 pub mod idempotency;
 pub mod json;
 pub mod observe;
+pub mod path;
 pub mod problem;
 pub mod rate_limit;
+pub mod server;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,13 +26,14 @@ use utoipa::openapi::{ComponentsBuilder, InfoBuilder, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use auth::{JwtAuth, Principal, Reader, Role, Writer};
+pub use auth::{JwtAuth, MAX_TOKEN_BYTES, Principal, Reader, Role, Writer};
 pub use guard::Guard;
 pub use health::Health;
 pub use idempotency::IdempotencyKey;
 pub use json::ApiJson;
 pub use observe::RequestIds;
-pub use problem::{Problem, ProblemCode};
+pub use path::PathId;
+pub use problem::{Problem, ProblemCode, quote_id};
 pub use rate_limit::Limiter;
 
 /// The name of the security scheme handlers refer to in `security(("bearer" = []))`.
@@ -53,7 +56,9 @@ pub fn assemble(
     health: Health,
     metrics: PrometheusHandle,
 ) -> (Router, OpenApi) {
-    let guarded = api.layer(axum::middleware::from_fn_with_state(guard, guard::guard));
+    // route_layer: only requests that match an /api route meet the guard; an unknown path is
+    // a plain 404, with or without a token.
+    let guarded = api.route_layer(axum::middleware::from_fn_with_state(guard, guard::guard));
     let health_routes = OpenApiRouter::new()
         .routes(routes!(health::live))
         .routes(routes!(health::ready))
@@ -90,6 +95,7 @@ pub fn assemble(
             observe::EdgeLayer {
                 node: settings.node_name.as_str().into(),
                 request_timeout: settings.request_timeout,
+                body_limit_bytes: settings.body_limit_bytes,
             },
             observe::edge,
         ));

@@ -15,6 +15,8 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ProblemCode {
+    /// A request the framework refused before any handler (a bad path, a bad query).
+    BadRequest,
     MalformedBody,
     InvalidField,
     InvalidHeader,
@@ -24,6 +26,8 @@ pub enum ProblemCode {
     Forbidden,
     NotFound,
     MethodNotAllowed,
+    /// The client sent its request too slowly.
+    RequestTimeout,
     Conflict,
     InsufficientFunds,
     IdempotencyKeyReused,
@@ -36,7 +40,9 @@ pub enum ProblemCode {
 impl ProblemCode {
     pub fn status(self) -> StatusCode {
         match self {
-            ProblemCode::MalformedBody | ProblemCode::InvalidHeader => StatusCode::BAD_REQUEST,
+            ProblemCode::BadRequest | ProblemCode::MalformedBody | ProblemCode::InvalidHeader => {
+                StatusCode::BAD_REQUEST
+            }
             ProblemCode::InvalidField => StatusCode::UNPROCESSABLE_ENTITY,
             ProblemCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ProblemCode::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -44,6 +50,7 @@ impl ProblemCode {
             ProblemCode::Forbidden => StatusCode::FORBIDDEN,
             ProblemCode::NotFound => StatusCode::NOT_FOUND,
             ProblemCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ProblemCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             // The request is valid; the resource's current state refuses it.
             ProblemCode::Conflict
             | ProblemCode::InsufficientFunds
@@ -57,6 +64,7 @@ impl ProblemCode {
     /// The stable slug in the `type` URI.
     pub fn slug(self) -> &'static str {
         match self {
+            ProblemCode::BadRequest => "bad-request",
             ProblemCode::MalformedBody => "malformed-body",
             ProblemCode::InvalidField => "invalid-field",
             ProblemCode::InvalidHeader => "invalid-header",
@@ -66,6 +74,7 @@ impl ProblemCode {
             ProblemCode::Forbidden => "forbidden",
             ProblemCode::NotFound => "not-found",
             ProblemCode::MethodNotAllowed => "method-not-allowed",
+            ProblemCode::RequestTimeout => "request-timeout",
             ProblemCode::Conflict => "conflict",
             ProblemCode::InsufficientFunds => "insufficient-funds",
             ProblemCode::IdempotencyKeyReused => "idempotency-key-reused",
@@ -78,6 +87,7 @@ impl ProblemCode {
 
     fn title(self) -> &'static str {
         match self {
+            ProblemCode::BadRequest => "The request is malformed",
             ProblemCode::MalformedBody => "The request body is not valid JSON for this operation",
             ProblemCode::InvalidField => "A field has an invalid value",
             ProblemCode::InvalidHeader => "A header has an invalid value",
@@ -87,6 +97,7 @@ impl ProblemCode {
             ProblemCode::Forbidden => "The token lacks the role this operation needs",
             ProblemCode::NotFound => "No such resource",
             ProblemCode::MethodNotAllowed => "This method is not allowed on this resource",
+            ProblemCode::RequestTimeout => "The request arrived too slowly",
             ProblemCode::Conflict => "The request conflicts with the resource's state",
             ProblemCode::InsufficientFunds => "Insufficient funds",
             ProblemCode::IdempotencyKeyReused => "The Idempotency-Key was used for another request",
@@ -116,13 +127,38 @@ pub struct Problem {
     pub retry_after: Option<u64>,
 }
 
+/// Longest `detail` sent: whatever a detail quotes (a field's value in a parser's message), an
+/// answer never grows with the request.
+const MAX_DETAIL_CHARS: usize = 500;
+
+/// Longest id quoted in a detail.
+const MAX_QUOTED_ID_CHARS: usize = 40;
+
+/// `text` cut to `max` characters, marked with an ellipsis when cut.
+pub fn shorten(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(max) {
+        None => std::borrow::Cow::Borrowed(text),
+        Some((end, _)) => std::borrow::Cow::Owned(format!("{}…", &text[..end])),
+    }
+}
+
+/// An id as quoted in a problem's detail: cut short, so that a 60 KB id is not echoed back.
+pub fn quote_id(id: &str) -> std::borrow::Cow<'_, str> {
+    shorten(id, MAX_QUOTED_ID_CHARS)
+}
+
 impl Problem {
     pub fn new(code: ProblemCode, detail: impl Into<String>) -> Self {
+        let mut detail = detail.into();
+        if let Some((end, _)) = detail.char_indices().nth(MAX_DETAIL_CHARS) {
+            detail.truncate(end);
+            detail.push('…');
+        }
         Self {
             problem_type: format!("urn:playhouse:problem:{}", code.slug()),
             title: code.title().to_owned(),
             status: code.status().as_u16(),
-            detail: detail.into(),
+            detail,
             field: None,
             retry_after: None,
         }
@@ -172,5 +208,20 @@ impl IntoResponse for Problem {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn details_and_quoted_ids_are_bounded() {
+        assert_eq!(quote_id("short"), "short");
+        let quoted = quote_id(&"é".repeat(60_000)).into_owned();
+        assert_eq!(quoted.chars().count(), MAX_QUOTED_ID_CHARS + 1);
+        assert!(quoted.ends_with('…'));
+        let problem = Problem::new(ProblemCode::NotFound, "x".repeat(100_000));
+        assert_eq!(problem.detail.chars().count(), MAX_DETAIL_CHARS + 1);
     }
 }

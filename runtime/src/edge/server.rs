@@ -1,0 +1,494 @@
+//! The HTTP/1.1 server under the edge: accepts connections up to a cap, closes request heads
+//! that arrive too slowly and keep-alive connections left idle, and makes room for new clients
+//! by closing the longest-idle connections when the cap is reached.
+//!
+//! Why not `axum::serve`: it has no connection cap, no header or idle timeouts (hyper's header
+//! timer needs a timer the caller sets), and on `EMFILE` it sleeps a second per failed accept,
+//! so a flood of idle connections starves everyone else, `/health/live` included. Here, a
+//! connection that has no request in flight is "reusable" (nginx's word): when the cap is
+//! reached or the process runs out of file descriptors, the ones idle longest are closed first,
+//! so a new client always gets in unless every connection is busy with a request.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+use tower::Service;
+
+/// File descriptors kept out of the connection cap for everything else a node opens: store
+/// files, cluster links, logs, the blocking pool's files.
+const RESERVED_FILES: u64 = 128;
+
+/// Largest request head hyper buffers. Tokens are capped far below this (see `auth`); a head
+/// larger than this gets 431 from hyper. It bounds what one slow client can make us hold.
+const MAX_HEAD_BYTES: usize = 128 * 1024;
+
+/// How the server treats connections.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Most connections open at once (see [`effective_connection_cap`]).
+    pub max_connections: usize,
+    /// A request head must arrive within this long of the server starting to wait for it.
+    /// Hyper's timer also runs while a keep-alive connection waits for its next request, so
+    /// this bounds idle connections too.
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight and no byte of a next one is closed after this.
+    pub keep_alive_timeout: Duration,
+}
+
+/// Raises the soft open-file limit to the hard one, so that the connection cap can be as high
+/// as the system allows. Returns the soft limit now in force (`None`: unlimited).
+pub fn raise_file_limit() -> io::Result<Option<u64>> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: limit.maximum,
+                maximum: limit.maximum,
+            },
+        )?;
+    }
+    Ok(getrlimit(Resource::Nofile).current)
+}
+
+/// The connection cap the server enforces: the configured one, lowered to fit the open-file
+/// limit with [`RESERVED_FILES`] to spare, so that accepting never fails for lack of files.
+pub fn effective_connection_cap(configured: usize, file_limit: Option<u64>) -> usize {
+    match file_limit {
+        Some(files) => {
+            let room = files.saturating_sub(RESERVED_FILES).max(16);
+            configured.min(usize::try_from(room).unwrap_or(usize::MAX))
+        }
+        None => configured,
+    }
+    .max(1)
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, lets every
+/// connection finish its request in flight, and returns once all are closed.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    settings: ServerSettings,
+    shutdown: impl Future<Output = ()>,
+) {
+    let registry = Arc::new(Registry::new());
+    let (stopping, stop_seen) = watch::channel(false);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout)
+        .max_buf_size(MAX_HEAD_BYTES);
+    let mut shutdown = pin!(shutdown);
+    let mut fd_warning = RateLimitedWarning::default();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let (stream, remote) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) if is_out_of_files(&error) => {
+                // Free descriptors by closing idle connections, then try again soon.
+                let closed = registry.evict_idle(settings.max_connections);
+                fd_warning.warn(&error, closed);
+                tokio::time::sleep(Duration::from_millis(if closed > 0 { 1 } else { 20 })).await;
+                continue;
+            }
+            // A connection reset before it was accepted, and the like: that one is gone.
+            Err(error) => {
+                tracing::debug!(%error, "accept failed");
+                continue;
+            }
+        };
+        while registry.len() >= settings.max_connections {
+            if registry.evict_idle(settings.max_connections) > 0 {
+                break;
+            }
+            // Every connection is in a request: wait for one to end, holding this one.
+            tokio::select! {
+                () = registry.closed.notified() => {}
+                () = &mut shutdown => return drain(registry, stopping).await,
+            }
+        }
+        let _ = stream.set_nodelay(true);
+        let connection = registry.add();
+        tokio::spawn(run_connection(
+            stream,
+            remote,
+            app.clone(),
+            http.clone(),
+            connection,
+            registry.clone(),
+            settings.keep_alive_timeout,
+            stop_seen.clone(),
+        ));
+    }
+    drain(registry, stopping).await;
+}
+
+/// Tells every connection to finish its request in flight and close, and waits for them.
+async fn drain(registry: Arc<Registry>, stopping: watch::Sender<bool>) {
+    let _ = stopping.send(true);
+    while registry.len() > 0 {
+        registry.closed.notified().await;
+    }
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one connection task's parts, passed once"
+)]
+async fn run_connection(
+    stream: TcpStream,
+    remote: SocketAddr,
+    app: Router,
+    http: hyper::server::conn::http1::Builder,
+    connection: Arc<Connection>,
+    registry: Arc<Registry>,
+    keep_alive_timeout: Duration,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let io = TokioIo::new(TrackedIo {
+        inner: stream,
+        activity: connection.activity.clone(),
+    });
+    let activity = connection.activity.clone();
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(remote));
+        let in_request = activity.begin();
+        let handled = app.clone().call(request);
+        async move {
+            let response = handled.await;
+            drop(in_request);
+            response
+        }
+    });
+    let mut conn = pin!(http.serve_connection(io, service));
+    let evicted = connection.evicted.notified();
+    let mut evicted = pin!(evicted);
+    let idle_check = tokio::time::sleep(keep_alive_timeout);
+    let mut idle_check = pin!(idle_check);
+    let mut stop_requested = *stopping.borrow();
+    if stop_requested {
+        conn.as_mut().graceful_shutdown();
+    }
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(error) = result {
+                    // Header timeouts, resets and malformed requests: the client's doing.
+                    tracing::debug!(%error, %remote, "connection ended with an error");
+                }
+                break;
+            }
+            () = &mut evicted => {
+                tracing::debug!(%remote, "idle connection closed to make room");
+                break;
+            }
+            changed = stopping.changed(), if !stop_requested => {
+                stop_requested = true;
+                if changed.is_ok() {
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+            () = &mut idle_check => {
+                match connection.activity.idle_deadline(keep_alive_timeout) {
+                    Some(deadline) if deadline <= Instant::now() => {
+                        tracing::debug!(%remote, "idle keep-alive connection closed");
+                        break;
+                    }
+                    Some(deadline) => idle_check.as_mut().reset(deadline),
+                    None => idle_check.as_mut().reset(Instant::now() + keep_alive_timeout),
+                }
+            }
+        }
+    }
+    registry.remove(connection.id);
+}
+
+fn is_out_of_files(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(code) if code == rustix::io::Errno::MFILE.raw_os_error()
+            || code == rustix::io::Errno::NFILE.raw_os_error()
+    )
+}
+
+/// Warns about running out of file descriptors at most once every 10 s, with a count.
+#[derive(Default)]
+struct RateLimitedWarning {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimitedWarning {
+    fn warn(&mut self, error: &io::Error, closed_idle: usize) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < Duration::from_secs(10))
+        {
+            self.suppressed += 1;
+            return;
+        }
+        tracing::warn!(
+            %error,
+            closed_idle,
+            suppressed = self.suppressed,
+            "out of file descriptors while accepting; closing idle connections (raise the open-file limit or lower edge.max_connections)"
+        );
+        self.last = Some(now);
+        self.suppressed = 0;
+    }
+}
+
+/// The open connections, for the cap and for choosing which idle ones to close.
+struct Registry {
+    /// The origin of every connection's millisecond timestamps, so that they compare.
+    epoch: Instant,
+    connections: Mutex<HashMap<u64, Arc<Connection>>>,
+    next_id: AtomicU64,
+    /// Notified whenever a connection closes.
+    closed: Notify,
+}
+
+impl Registry {
+    fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            connections: Mutex::default(),
+            next_id: AtomicU64::new(0),
+            closed: Notify::new(),
+        }
+    }
+
+    fn add(&self) -> Arc<Connection> {
+        let connection = Arc::new(Connection {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            activity: Arc::new(Activity::new(self.epoch)),
+            evicting: AtomicBool::new(false),
+            evicted: Notify::new(),
+        });
+        self.lock().insert(connection.id, connection.clone());
+        connection
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().remove(&id);
+        self.closed.notify_waiters();
+    }
+
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Closes the connections idle longest (no request in flight): a batch of 1/64 of the
+    /// cap, so that a stream of new clients does not scan the registry on every accept.
+    /// Returns how many were told to close.
+    fn evict_idle(&self, cap: usize) -> usize {
+        let batch = (cap / 64).max(1);
+        let mut idle: Vec<(u64, Arc<Connection>)> = self
+            .lock()
+            .values()
+            .filter(|c| !c.evicting.load(Ordering::Acquire))
+            .filter_map(|c| c.activity.idle_since().map(|since| (since, c.clone())))
+            .collect();
+        idle.sort_unstable_by_key(|(since, _)| *since);
+        let chosen = idle.len().min(batch);
+        for (_, connection) in idle.into_iter().take(chosen) {
+            // Told once: until its task ends it is still counted, and must not be chosen again
+            // in place of another.
+            connection.evicting.store(true, Ordering::Release);
+            // A stored permit: the connection sees it even if it is not polling right now.
+            connection.evicted.notify_one();
+        }
+        chosen
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Connection>>> {
+        // A panic while holding this lock leaves a map that is still consistent.
+        self.connections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+struct Connection {
+    id: u64,
+    activity: Arc<Activity>,
+    /// Chosen by [`Registry::evict_idle`] and told to close (through `evicted`).
+    evicting: AtomicBool,
+    evicted: Notify,
+}
+
+/// What a connection is doing, shared by its reader, its service and the registry.
+struct Activity {
+    /// The registry's epoch, origin of the millisecond timestamps below.
+    epoch: Instant,
+    /// Requests being handled (one at a time on HTTP/1.1).
+    in_flight: AtomicU32,
+    /// Milliseconds since `epoch` when the last request ended (or the connection opened).
+    idle_since_ms: AtomicU64,
+    /// Whether any byte has arrived since then: a next request is on its way.
+    read_since_idle: AtomicBool,
+}
+
+impl Activity {
+    /// A connection just opened: idle, with nothing read yet.
+    fn new(epoch: Instant) -> Self {
+        let activity = Self {
+            epoch,
+            in_flight: AtomicU32::new(0),
+            idle_since_ms: AtomicU64::new(0),
+            read_since_idle: AtomicBool::new(false),
+        };
+        activity
+            .idle_since_ms
+            .store(activity.now_ms(), Ordering::Release);
+        activity
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn begin(self: &Arc<Self>) -> InRequest {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InRequest(self.clone())
+    }
+
+    /// When it went idle (for ordering evictions), or `None` while a request is in flight.
+    fn idle_since(&self) -> Option<u64> {
+        (self.in_flight.load(Ordering::Acquire) == 0)
+            .then(|| self.idle_since_ms.load(Ordering::Acquire))
+    }
+
+    /// When an idle connection passes its keep-alive timeout; `None` while it is busy or a
+    /// next request is arriving (the header timeout governs that).
+    fn idle_deadline(&self, timeout: Duration) -> Option<Instant> {
+        if self.read_since_idle.load(Ordering::Acquire) {
+            return None;
+        }
+        let since = self.idle_since()?;
+        Some(self.epoch + Duration::from_millis(since) + timeout)
+    }
+}
+
+/// A request in flight on a connection; dropping it (answered, or abandoned) ends it.
+struct InRequest(Arc<Activity>);
+
+impl Drop for InRequest {
+    fn drop(&mut self) {
+        let activity = &self.0;
+        activity
+            .idle_since_ms
+            .store(activity.now_ms(), Ordering::Release);
+        activity.read_since_idle.store(false, Ordering::Release);
+        activity.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The socket, noting when bytes arrive so that the idle check can tell an idle connection
+/// from one whose next request is on its way.
+struct TrackedIo {
+    inner: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for TrackedIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before && !self.activity.read_since_idle.load(Ordering::Relaxed) {
+            self.activity.read_since_idle.store(true, Ordering::Release);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for TrackedIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_fits_the_file_limit() {
+        assert_eq!(effective_connection_cap(4096, None), 4096);
+        assert_eq!(effective_connection_cap(4096, Some(1024)), 1024 - 128);
+        assert_eq!(effective_connection_cap(100, Some(1024)), 100);
+        // Even an absurdly low limit leaves a few connections.
+        assert_eq!(effective_connection_cap(4096, Some(64)), 16);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_is_idle_only_between_requests_with_no_bytes_arriving() {
+        let activity = Arc::new(Activity::new(Instant::now()));
+        let timeout = Duration::from_secs(5);
+        assert!(activity.idle_deadline(timeout).is_some(), "new and silent");
+        let request = activity.begin();
+        assert_eq!(activity.idle_since(), None);
+        assert_eq!(activity.idle_deadline(timeout), None);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        drop(request);
+        let deadline = activity.idle_deadline(timeout).unwrap();
+        assert_eq!(deadline, activity.epoch + Duration::from_secs(7));
+        activity.read_since_idle.store(true, Ordering::Release);
+        assert_eq!(
+            activity.idle_deadline(timeout),
+            None,
+            "a request is arriving"
+        );
+        assert!(
+            activity.idle_since().is_some(),
+            "still reusable for the cap"
+        );
+    }
+}
