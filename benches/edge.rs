@@ -232,8 +232,7 @@ fn main() {
             "environment = \"development\"\nnode_name = \"bench\"\ndata_dir = \"{}\"\nservices = [\"accounts\"]\n\
              [edge]\nlisten = \"127.0.0.1:{node_port}\"\n\
              [auth]\nissuer = \"playhouse\"\naudience = \"playhouse-api\"\nkey_env = \"PLAYHOUSE_BENCH_UNSET\"\ndev_key = \"bench-key-0123456789abcdef\"\n\
-             [rate_limit]\nrequests_per_second = 10000000\nburst = 10000000\n\
-             [telemetry]\nlog_level = \"warn\"\n",
+             [rate_limit]\nrequests_per_second = 10000000\nburst = 10000000\n",
             dir.path().join("data").display()
         ),
     )

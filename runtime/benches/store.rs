@@ -158,7 +158,7 @@ fn main() {
                 figures.p99.as_secs_f64() * 1e3,
                 figures.appends
             );
-            layout = figures.layout.or(layout);
+            layout = figures.layout.clone().or(layout);
             if writers == *WRITER_COUNTS.last().unwrap() {
                 if group_commit {
                     group_at_max = figures.per_second();

@@ -246,7 +246,8 @@ fn envelope(
     key: &IdempotencyKey,
     ids: &RequestIds,
 ) -> CommandEnvelope<AccountCommand> {
-    let mut envelope = CommandEnvelope::new(command).with_correlation_id(ids.request_id.clone());
+    let mut envelope =
+        CommandEnvelope::new(command).with_correlation_id(ids.request_id.to_string());
     envelope.command_id = key.command_id(&principal.subject);
     envelope
 }
@@ -298,14 +299,12 @@ fn problem(id: &str, is_open: bool, error: CommandError<AccountError>) -> Proble
             "the account did not answer in time; retry with the same Idempotency-Key",
         )
         .with_retry_after(1),
-        other => {
-            tracing::error!(account = %id, error = %other, "account command failed");
-            Problem::new(
-                ProblemCode::Unavailable,
-                "the account service could not complete the command; retry with the same Idempotency-Key",
-            )
-            .with_retry_after(1)
-        }
+        other => Problem::new(
+            ProblemCode::Unavailable,
+            "the account service could not complete the command; retry with the same Idempotency-Key",
+        )
+        .with_retry_after(1)
+        .with_cause(format!("account {id}: {other}")),
     }
 }
 
@@ -341,7 +340,7 @@ async fn open_account(
     let command = AccountCommand::Open {
         owner: body.owner,
         initial_balance: body.initial_balance,
-        subject: principal.subject.clone(),
+        subject: principal.subject.to_string(),
     };
     let outcome = accounts
         .execute(&id, envelope(command, &principal, &key, &ids))

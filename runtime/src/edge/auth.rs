@@ -76,7 +76,8 @@ pub const MAX_TOKEN_BYTES: usize = 4096;
 /// The authenticated caller of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    pub subject: String,
+    /// The token's `sub`. Shared: a principal is cloned into every request it makes.
+    pub subject: std::sync::Arc<str>,
     /// The highest role the token grants, if any.
     pub role: Option<Role>,
 }
@@ -85,7 +86,7 @@ impl Principal {
     /// Whether this caller may read and act on a resource that belongs to `owner` (the subject
     /// that created it): its own resources, or any for an admin.
     pub fn may_access(&self, owner: &str) -> bool {
-        self.role == Some(Role::Admin) || self.subject == owner
+        self.role == Some(Role::Admin) || &*self.subject == owner
     }
 
     /// `Ok` when the caller's role includes `needed`, a 403 problem otherwise.
@@ -233,7 +234,7 @@ impl JwtAuth {
             .filter_map(|name| Role::parse(name))
             .max();
         let principal = Principal {
-            subject: data.claims.sub,
+            subject: data.claims.sub.into(),
             role,
         };
         self.verified.insert(digest, &principal, data.claims.exp);
@@ -341,7 +342,7 @@ mod tests {
         for _ in 0..2 {
             // The second time comes from the cache and must say the same.
             let principal = auth.verify_header(Some(&header)).unwrap();
-            assert_eq!(principal.subject, "alice");
+            assert_eq!(&*principal.subject, "alice");
             assert_eq!(principal.role, Some(Role::Writer));
         }
         assert!(
@@ -411,7 +412,7 @@ mod tests {
         // the entry bound would.
         for i in 0..5_000u32 {
             let principal = Principal {
-                subject: format!("{i:0>4000}"),
+                subject: format!("{i:0>4000}").into(),
                 role: Some(Role::Reader),
             };
             cache.insert(VerifiedCache::digest(&i.to_string()), &principal, u64::MAX);

@@ -14,7 +14,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::auth::JwtAuth;
-use super::rate_limit::Limiter;
+use super::rate_limit::{Limiter, RateKey};
 
 #[derive(Debug, Clone)]
 pub struct Guard {
@@ -51,20 +51,20 @@ pub async fn guard(State(guard): State<Guard>, mut request: Request, next: Next)
         .and_then(|value| value.to_str().ok());
     let verified = guard.auth.verify_header(header);
     let key = match &verified {
-        Ok(principal) => format!("sub:{}", principal.subject),
-        Err(_) => format!("ip:{}", client_ip(&request)),
+        Ok(principal) => RateKey::Subject(principal.subject.clone()),
+        Err(_) => client_key(&request),
     };
     let allowance = match guard.limiter.check(&key) {
         Ok(allowance) => allowance,
         Err(refused) => {
-            // `?`: the key holds a token's subject, which is the client's text.
+            // `?`: the key may hold a token's subject, which is the client's text.
             tracing::debug!(key = ?key, "rate limited");
             return refused.into_response();
         }
     };
     let mut response = match verified {
         Ok(principal) => {
-            tracing::Span::current().record("subject", principal.subject.as_str());
+            tracing::Span::current().record("subject", &*principal.subject);
             request.extensions_mut().insert(principal);
             next.run(request).await
         }
@@ -74,9 +74,9 @@ pub async fn guard(State(guard): State<Guard>, mut request: Request, next: Next)
     response
 }
 
-fn client_ip(request: &Request) -> String {
+fn client_key(request: &Request) -> RateKey {
     request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map_or_else(|| "unknown".to_owned(), |info| info.0.ip().to_string())
+        .map_or(RateKey::Unknown, |info| RateKey::Client(info.0.ip()))
 }

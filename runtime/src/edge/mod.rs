@@ -5,12 +5,14 @@
 pub mod auth;
 pub mod guard;
 pub mod health;
+mod http_metrics;
 pub mod idempotency;
 pub mod json;
 pub mod observe;
 pub mod path;
 pub mod problem;
 pub mod rate_limit;
+pub mod request_ids;
 pub mod server;
 
 use std::sync::Arc;
@@ -31,10 +33,10 @@ pub use guard::Guard;
 pub use health::Health;
 pub use idempotency::IdempotencyKey;
 pub use json::ApiJson;
-pub use observe::RequestIds;
 pub use path::PathId;
 pub use problem::{Problem, ProblemCode, quote_id};
 pub use rate_limit::Limiter;
+pub use request_ids::RequestIds;
 
 /// The name of the security scheme handlers refer to in `security(("bearer" = []))`.
 pub const BEARER: &str = "bearer";
@@ -96,6 +98,7 @@ pub fn assemble(
                 node: settings.node_name.as_str().into(),
                 request_timeout: settings.request_timeout,
                 body_limit_bytes: settings.body_limit_bytes,
+                metrics: Default::default(),
             },
             observe::edge,
         ));

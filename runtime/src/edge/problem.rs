@@ -113,9 +113,12 @@ impl ProblemCode {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Problem {
     /// Stable URI naming the kind of problem, e.g. `urn:playhouse:problem:insufficient-funds`.
-    #[serde(rename = "type")]
-    pub problem_type: String,
-    pub title: String,
+    /// Held as its slug (`insufficient-funds`), written out as the URI.
+    #[serde(rename = "type", serialize_with = "type_uri")]
+    #[schema(value_type = String, rename = "type")]
+    pub slug: &'static str,
+    #[schema(value_type = String)]
+    pub title: &'static str,
     pub status: u16,
     /// What went wrong this time, in words.
     pub detail: String,
@@ -125,7 +128,22 @@ pub struct Problem {
     /// Seconds until a retry may succeed (rate limits, unavailability).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<u64>,
+    /// What went wrong inside, for the log line of a failed request; never sent.
+    #[serde(skip)]
+    pub cause: Option<Box<str>>,
 }
+
+/// The prefix of every problem `type`.
+pub const TYPE_PREFIX: &str = "urn:playhouse:problem:";
+
+fn type_uri<S: serde::Serializer>(slug: &&'static str, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(&format_args!("{TYPE_PREFIX}{slug}"))
+}
+
+/// The cause of a 5xx answer, carried on the response to the edge's "request failed" log line
+/// (which has the request's ids), and never to the client.
+#[derive(Debug, Clone)]
+pub struct FailureCause(pub String);
 
 /// Longest `detail` sent: whatever a detail quotes (a field's value in a parser's message), an
 /// answer never grows with the request.
@@ -155,12 +173,13 @@ impl Problem {
             detail.push('…');
         }
         Self {
-            problem_type: format!("urn:playhouse:problem:{}", code.slug()),
-            title: code.title().to_owned(),
+            slug: code.slug(),
+            title: code.title(),
             status: code.status().as_u16(),
             detail,
             field: None,
             retry_after: None,
+            cause: None,
         }
     }
 
@@ -179,13 +198,20 @@ impl Problem {
         self
     }
 
-    /// An internal failure: logged in full, reported to the client without internals.
+    /// Records what went wrong inside: logged with the request's ids, never sent.
+    pub fn with_cause(mut self, cause: impl std::fmt::Display) -> Self {
+        self.cause = Some(cause.to_string().into());
+        self
+    }
+
+    /// An internal failure: logged in full by the edge, reported to the client without
+    /// internals.
     pub fn internal(error: &dyn std::fmt::Display) -> Self {
-        tracing::error!(%error, "internal error answered with 500");
         Self::new(
             ProblemCode::Internal,
             "the request failed inside the service; it has been logged",
         )
+        .with_cause(error)
     }
 
     pub fn status(&self) -> StatusCode {
@@ -198,6 +224,7 @@ impl IntoResponse for Problem {
         let status = self.status();
         let retry_after = self.retry_after;
         let body = serde_json::to_vec(&self).unwrap_or_default();
+        let cause = self.cause;
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
@@ -206,6 +233,9 @@ impl IntoResponse for Problem {
         }
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(cause) = cause {
+            response.extensions_mut().insert(FailureCause(cause.into()));
         }
         response
     }

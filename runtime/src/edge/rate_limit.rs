@@ -13,8 +13,18 @@ use governor::{Quota, RateLimiter};
 use super::problem::{Problem, ProblemCode};
 use crate::config::RateLimitConfig;
 
+/// Whom a limit applies to: a verified token's subject, or the client address of a request
+/// without one (so that forged subjects cannot dodge the limit).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RateKey {
+    Subject(std::sync::Arc<str>),
+    Client(std::net::IpAddr),
+    /// A request whose client address is unknown (not over TCP): they share one allowance.
+    Unknown,
+}
+
 type KeyedLimiter =
-    RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
+    RateLimiter<RateKey, DefaultKeyedStateStore<RateKey>, DefaultClock, StateInformationMiddleware>;
 
 #[derive(Debug)]
 pub struct Limiter {
@@ -76,9 +86,8 @@ impl Limiter {
     }
 
     /// Takes one request from `key`'s allowance, or says when to come back.
-    pub fn check(&self, key: &str) -> Result<Allowance, Refused> {
-        let key = key.to_owned();
-        match self.limiter.check_key(&key) {
+    pub fn check(&self, key: &RateKey) -> Result<Allowance, Refused> {
+        match self.limiter.check_key(key) {
             Ok(snapshot) => {
                 let remaining = snapshot.remaining_burst_capacity();
                 Ok(Allowance {
@@ -129,11 +138,12 @@ mod tests {
             per_second: NonZeroU32::new(1).unwrap(),
             burst: NonZeroU32::new(3).unwrap(),
         });
+        let alice = RateKey::Subject("alice".into());
         let remaining: Vec<u32> = (0..3)
-            .map(|_| limiter.check("sub:alice").unwrap().remaining)
+            .map(|_| limiter.check(&alice).unwrap().remaining)
             .collect();
         assert_eq!(remaining, [2, 1, 0]);
-        let refused = limiter.check("sub:alice").unwrap_err();
+        let refused = limiter.check(&alice).unwrap_err();
         assert_eq!(refused.retry_after, 1);
         assert_eq!(refused.allowance.remaining, 0);
         let response = refused.into_response();
@@ -141,6 +151,15 @@ mod tests {
         assert_eq!(response.headers()["retry-after"], "1");
         assert_eq!(response.headers()["x-ratelimit-remaining"], "0");
         // Another caller has its own allowance.
-        assert_eq!(limiter.check("sub:bob").unwrap().remaining, 2);
+        assert_eq!(
+            limiter
+                .check(&RateKey::Subject("bob".into()))
+                .unwrap()
+                .remaining,
+            2
+        );
+        // A client address is another key again, even one that spells a subject.
+        let address = RateKey::Client("127.0.0.1".parse().unwrap());
+        assert_eq!(limiter.check(&address).unwrap().remaining, 2);
     }
 }
