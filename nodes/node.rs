@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use playhouse_runtime::bus::Bus;
 use playhouse_runtime::config::NodeConfig;
 use playhouse_runtime::edge::health::{Check, HealthStatus};
 use playhouse_runtime::edge::server::{self, ServerSettings};
@@ -56,7 +57,8 @@ async fn serve(config: NodeConfig) -> anyhow::Result<ExitCode> {
     .await
     .with_context(|| format!("opening the store {}", store_path.display()))?;
 
-    let hosted = crate::services::host(&config, &store);
+    let bus = Bus::new(store.clone());
+    let hosted = crate::services::host(&config, &store, &bus);
     let root = Supervisor::start(
         SupervisorSpec {
             name: format!("node-{node}"),

@@ -1,56 +1,67 @@
-//! The domain services this build can host, and how a node starts and routes each one.
+//! Which of this build's services a node hosts, started from the one list of services
+//! (`playhouse_actors::SERVICES`): their supervision groups, routes and projections.
+
+use std::sync::Arc;
 
 use anyhow::bail;
-use playhouse_actors::accounts;
+use playhouse_actors::SERVICES;
 use playhouse_runtime::aggregate::EntitySettings;
+use playhouse_runtime::bus::{Bus, Projection};
 use playhouse_runtime::config::NodeConfig;
+use playhouse_runtime::edge::Routes;
+use playhouse_runtime::service::ServiceContext;
 use playhouse_runtime::store::EventStore;
 use playhouse_runtime::supervision::ChildSpec;
-use utoipa_axum::router::OpenApiRouter;
-
-/// Every service name a config may list.
-pub const KNOWN: &[&str] = &[accounts::SERVICE];
 
 /// Refuses a config that names a service this build does not have, naming the file.
 pub fn check(config: &NodeConfig) -> anyhow::Result<()> {
     if let Some(unknown) = config
         .services
         .iter()
-        .find(|s| !KNOWN.contains(&s.as_str()))
+        .find(|name| !SERVICES.iter().any(|service| service.name == name.as_str()))
     {
         bail!(
             "{}: services: `{unknown}` is not a service of this build (known: {})",
             config.source.display(),
-            KNOWN.join(", ")
+            SERVICES
+                .iter()
+                .map(|service| service.name)
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     Ok(())
 }
 
-/// What a node runs for its services: supervision groups, and HTTP routes.
+/// What a node runs for its services: supervision groups, HTTP routes, projections.
 pub struct Hosted {
     pub groups: Vec<ChildSpec>,
-    pub routes: OpenApiRouter,
+    pub routes: Routes,
+    pub projections: Vec<Arc<dyn Projection>>,
 }
 
-pub fn host(config: &NodeConfig, store: &EventStore) -> Hosted {
+/// Starts (as specs: nothing runs until the supervisor starts them) the services `config`
+/// lists.
+pub fn host(config: &NodeConfig, store: &EventStore, bus: &Bus) -> Hosted {
     let settings = EntitySettings {
         snapshot_every: config.store.snapshot_every,
         idle_timeout: config.store.idle_timeout,
         call_timeout: config.store.command_timeout,
     };
+    let context = ServiceContext::new(store.clone(), settings, bus.clone());
     let mut hosted = Hosted {
         groups: Vec::new(),
-        routes: OpenApiRouter::new(),
+        routes: Routes::new(),
+        projections: Vec::new(),
     };
-    for service in &config.services {
-        if service == accounts::SERVICE {
-            let handle = accounts::handle(store.clone(), settings.call_timeout);
-            hosted
-                .groups
-                .push(accounts::child_spec(&handle, settings.clone()));
-            hosted.routes = hosted.routes.merge(accounts::http::routes(handle));
-        }
+    for definition in SERVICES
+        .iter()
+        .filter(|service| config.services.iter().any(|name| name == service.name))
+    {
+        let service = (definition.start)(&context);
+        hosted.groups.push(service.group());
+        hosted.routes = hosted.routes.merge(service.routes);
+        hosted.projections.extend(service.projections);
     }
     hosted
 }

@@ -1,5 +1,11 @@
 //! playhouse-actors: the domain services of the shop-and-bank system, each a folder of the same
-//! shape (`mod.rs` spawns the group, `aggregate.rs` is pure logic), built only on the runtime's
-//! traits.
+//! shape (`mod.rs` defines the service, `aggregate.rs` is pure logic, `messages.rs` what
+//! crosses boundaries, `http.rs` the routes, `tests.rs`), built only on the runtime's traits.
 
 pub mod accounts;
+mod money;
+
+use playhouse_runtime::service::ServiceDef;
+
+/// Every service of this build: the names a config may list, and how each one starts.
+pub const SERVICES: &[ServiceDef] = &[accounts::DEF];

@@ -2,13 +2,18 @@
 //! of any domain: event store, aggregate actors, supervision, and the codec they share.
 
 pub mod aggregate;
+pub mod bus;
 pub mod codec;
 pub mod config;
 pub mod edge;
 pub mod metrics;
+pub mod prelude;
+pub mod service;
 pub mod store;
 pub mod supervision;
 pub mod telemetry;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 /// The actor types services need to wire themselves into a supervision tree, re-exported so that
 /// domain crates do not depend on ractor directly.

@@ -14,6 +14,8 @@ pub const SUPERVISOR_RESTARTS: &str = "playhouse_supervisor_restarts_total";
 pub const LIVE_ACTORS: &str = "playhouse_live_actors";
 pub const HTTP_REQUESTS: &str = "playhouse_http_requests_total";
 pub const HTTP_DURATION: &str = "playhouse_http_request_duration_seconds";
+pub const PROJECTED_EVENTS: &str = "playhouse_projection_events_total";
+pub const PROJECTION_LAG: &str = "playhouse_projection_lag_events";
 
 /// Registers the descriptions of every runtime metric with the installed recorder.
 pub fn describe() {
@@ -36,6 +38,14 @@ pub fn describe() {
         HTTP_DURATION,
         metrics::Unit::Seconds,
         "HTTP request latency, by route and method"
+    );
+    metrics::describe_counter!(
+        PROJECTED_EVENTS,
+        "Log events read by a projection, by projection"
+    );
+    metrics::describe_gauge!(
+        PROJECTION_LAG,
+        "Events in the log that a projection has not applied yet, by projection"
     );
 }
 

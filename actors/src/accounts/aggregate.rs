@@ -4,10 +4,7 @@ use playhouse_runtime::aggregate::Aggregate;
 use serde::{Deserialize, Serialize};
 
 use super::messages::{AccountCommand, AccountError, AccountEvent};
-
-/// Largest amount one command may move: 10^15 minor units (ten trillion in a two-decimal
-/// currency). Keeps every balance far from `i64` overflow.
-pub const MAX_AMOUNT: i64 = 1_000_000_000_000_000;
+use crate::money::MAX_AMOUNT;
 
 /// Longest owner name accepted.
 pub const MAX_OWNER_CHARS: usize = 200;
@@ -54,6 +51,10 @@ impl Aggregate for Account {
     type Event = AccountEvent;
     type Error = AccountError;
 
+    fn owner(state: &AccountState) -> Option<&str> {
+        state.subject()
+    }
+
     fn event_type(event: &AccountEvent) -> &'static str {
         match event {
             AccountEvent::Opened { .. } => "AccountOpened",
@@ -91,8 +92,8 @@ impl Aggregate for Account {
                     });
                 }
                 if *initial_balance > MAX_AMOUNT {
-                    return Err(AccountError::AmountTooLarge {
-                        amount: *initial_balance,
+                    return Err(AccountError::InitialBalanceTooLarge {
+                        initial_balance: *initial_balance,
                         max: MAX_AMOUNT,
                     });
                 }

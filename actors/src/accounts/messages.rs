@@ -1,6 +1,7 @@
 //! What crosses an actor or node boundary for accounts: commands, events and refusals. The
 //! service's only serializable types.
 
+use playhouse_runtime::aggregate::{DomainError, Refusal};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,4 +58,35 @@ pub enum AccountError {
     NotOpen,
     #[error("credit of {amount} would overflow the balance {balance}")]
     BalanceOverflow { balance: i64, amount: i64 },
+    #[error("initial balance must be at most {max}, got {initial_balance}")]
+    InitialBalanceTooLarge { initial_balance: i64, max: i64 },
+}
+
+impl DomainError for AccountError {
+    fn refusal(&self) -> Refusal {
+        match self {
+            AccountError::NonPositiveAmount { .. } | AccountError::AmountTooLarge { .. } => {
+                Refusal::invalid_field("amount")
+            }
+            AccountError::NegativeInitialBalance { .. }
+            | AccountError::InitialBalanceTooLarge { .. } => {
+                Refusal::invalid_field("initial_balance")
+            }
+            AccountError::EmptyOwner | AccountError::OwnerTooLong { .. } => {
+                Refusal::invalid_field("owner")
+            }
+            // Valid requests the account's current state cannot take: 409.
+            AccountError::InsufficientFunds { .. } => {
+                Refusal::conflict("insufficient-funds", "Insufficient funds")
+            }
+            AccountError::BalanceOverflow { .. } => {
+                Refusal::conflict("balance-overflow", "The balance would overflow")
+            }
+            AccountError::AlreadyOpen => Refusal::conflict(
+                "conflict",
+                "The request conflicts with the resource's state",
+            ),
+            AccountError::NotOpen => Refusal::not_found(),
+        }
+    }
 }

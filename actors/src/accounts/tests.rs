@@ -2,19 +2,12 @@
 
 use std::time::Duration;
 
-use playhouse_runtime::actor::{ActorCell, ActorRef, SpawnErr};
-use playhouse_runtime::aggregate::Aggregates;
-use playhouse_runtime::aggregate::{
-    Aggregate, CommandEnvelope, CommandError, EntitySettings, replay,
-};
-use playhouse_runtime::codec;
-use playhouse_runtime::store::{EventStore, StoreOptions};
-use playhouse_runtime::supervision::{Supervisor, SupervisorMsg};
+use playhouse_runtime::aggregate::{Aggregate, CommandEnvelope, CommandError, EntitySettings};
+use playhouse_runtime::testkit::{TempStore, decide_all, snapshot_property, start_aggregate};
 use proptest::prelude::*;
 
-use super::aggregate::MAX_AMOUNT;
-
-use super::{Account, AccountCommand, AccountError, AccountEvent, AccountState, spec};
+use super::{Account, AccountCommand, AccountError, AccountEvent, AccountState};
+use crate::money::MAX_AMOUNT;
 
 fn open(owner: &str, initial_balance: i64) -> AccountCommand {
     AccountCommand::Open {
@@ -24,23 +17,10 @@ fn open(owner: &str, initial_balance: i64) -> AccountCommand {
     }
 }
 
-/// Runs commands through decide/apply, keeping the events of the accepted ones.
+/// Runs commands through decide/apply: the state, the accepted events, the refusals.
 fn run(commands: &[AccountCommand]) -> (AccountState, Vec<AccountEvent>, Vec<AccountError>) {
-    let mut state = AccountState::default();
-    let mut events = Vec::new();
-    let mut errors = Vec::new();
-    for command in commands {
-        match Account::decide(&state, command) {
-            Ok(new) => {
-                for event in &new {
-                    Account::apply(&mut state, event);
-                }
-                events.extend(new);
-            }
-            Err(error) => errors.push(error),
-        }
-    }
-    (state, events, errors)
+    let decided = decide_all::<Account>(commands);
+    (decided.state, decided.events, decided.refusals)
 }
 
 #[test]
@@ -117,8 +97,8 @@ fn every_rule_has_its_error() {
         (
             AccountState::Unopened,
             open("x", MAX_AMOUNT + 1),
-            AccountError::AmountTooLarge {
-                amount: MAX_AMOUNT + 1,
+            AccountError::InitialBalanceTooLarge {
+                initial_balance: MAX_AMOUNT + 1,
                 max: MAX_AMOUNT,
             },
         ),
@@ -156,24 +136,14 @@ fn command() -> impl Strategy<Value = AccountCommand> {
     ]
 }
 
+/// Replaying from a snapshot taken at any point (through the codec, as the store keeps it)
+/// and then the tail equals replaying everything from the start.
+#[test]
+fn snapshot_plus_tail_equals_full_replay() {
+    snapshot_property::<Account>(proptest::collection::vec(command(), 0..60), 256);
+}
+
 proptest! {
-    /// Replaying from a snapshot taken at any point (through the codec, as the store keeps it)
-    /// and then the tail equals replaying everything from the start.
-    #[test]
-    fn snapshot_plus_tail_equals_full_replay(
-        commands in proptest::collection::vec(command(), 0..60),
-        cut in any::<prop::sample::Index>(),
-    ) {
-        let (state, events, _) = run(&commands);
-        let full = replay::<Account>(AccountState::default(), &events);
-        prop_assert_eq!(&full, &state);
-
-        let cut = cut.index(events.len() + 1);
-        let at_cut = replay::<Account>(AccountState::default(), &events[..cut]);
-        let snapshot: AccountState = codec::decode(&codec::encode(&at_cut).unwrap()).unwrap();
-        prop_assert_eq!(replay::<Account>(snapshot, &events[cut..]), full);
-    }
-
     /// No sequence of commands drives a balance below zero, and the balance is exactly the
     /// initial balance plus accepted credits minus accepted debits.
     #[test]
@@ -197,26 +167,14 @@ proptest! {
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_account_service_runs_commands_against_the_store() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = EventStore::open(dir.path().join("events.redb"), StoreOptions::default())
-        .await
-        .unwrap();
+async fn accounts_run_commands_against_the_store_and_come_back_from_snapshot_and_tail() {
+    let temp = TempStore::new().await;
     let settings = EntitySettings {
         snapshot_every: 5,
         idle_timeout: Some(Duration::from_secs(30)),
         call_timeout: Duration::from_secs(5),
     };
-    let service = start_named(
-        "accounts-test",
-        "accounts-host-test",
-        store.clone(),
-        settings,
-        None,
-    )
-    .await
-    .unwrap();
-    let accounts = &service.accounts;
+    let accounts = start_aggregate::<Account>(&temp.store, settings).await;
     accounts
         .execute("42", CommandEnvelope::new(open("alice", 1_000)))
         .await
@@ -239,7 +197,7 @@ async fn the_account_service_runs_commands_against_the_store() {
         .unwrap_err();
     assert!(matches!(
         refused,
-        CommandError::Rejected(AccountError::InsufficientFunds {
+        CommandError::Refused(AccountError::InsufficientFunds {
             balance: 400,
             requested: 1_000
         })
@@ -253,13 +211,17 @@ async fn the_account_service_runs_commands_against_the_store() {
         .unwrap_err();
     assert!(matches!(
         never_opened,
-        CommandError::Rejected(AccountError::NotOpen)
+        CommandError::Refused(AccountError::NotOpen)
     ));
 
     let live = accounts.get("42").await.unwrap();
     assert_eq!((live.state.balance(), live.version), (Some(400), 13));
     assert_eq!(
-        store.load_snapshot("account-42").unwrap().unwrap().version,
+        temp.store
+            .load_snapshot("account-42")
+            .unwrap()
+            .unwrap()
+            .version,
         10
     );
     // After passivation the account comes back from snapshot + tail, identical.
@@ -272,29 +234,4 @@ async fn the_account_service_runs_commands_against_the_store() {
     }
     assert!(accounts.stats().await.unwrap().passivated >= 1);
     assert_eq!(accounts.get("42").await.unwrap(), live);
-    service.supervisor.stop_and_wait(None, None).await.unwrap();
-}
-
-/// The running accounts service: its supervisor and the handle to send commands with.
-#[derive(Debug, Clone)]
-struct AccountsService {
-    pub supervisor: ActorRef<SupervisorMsg>,
-    pub accounts: Aggregates<Account>,
-}
-
-/// Starts the group on its own with explicit registry names, so that tests can run several in
-/// one process.
-async fn start_named(
-    supervisor_name: &str,
-    host_name: &str,
-    store: EventStore,
-    settings: EntitySettings,
-    parent: Option<ActorCell>,
-) -> Result<AccountsService, SpawnErr> {
-    let accounts = Aggregates::new(host_name, store, settings.call_timeout);
-    let supervisor = Supervisor::start(spec(supervisor_name, &accounts, settings), parent).await?;
-    Ok(AccountsService {
-        supervisor,
-        accounts,
-    })
 }

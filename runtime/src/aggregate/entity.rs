@@ -4,13 +4,12 @@
 //! the expected version, apply, reply. It never changes its in-memory state before the store
 //! has made the events durable.
 
-use std::fmt;
 use std::marker::PhantomData;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::time::Instant;
 
-use super::host::HostMsg;
+use super::messages::{CommandReply, EntityMsg, HostMsg};
 use super::view::StateView;
 use super::{
     Aggregate, CommandEnvelope, CommandError, CommandOutcome, EntitySettings, Versioned,
@@ -19,52 +18,6 @@ use super::{
 use crate::codec;
 use crate::metrics;
 use crate::store::{AppendRequest, EventMetadata, EventStore, NewEvent, Snapshot, StoreError};
-
-pub(crate) type CommandReply<A> = Result<CommandOutcome<A>, CommandError<<A as Aggregate>::Error>>;
-pub(crate) type StateReply<A> =
-    Result<Versioned<<A as Aggregate>::State>, CommandError<<A as Aggregate>::Error>>;
-
-pub(crate) enum EntityMsg<A: Aggregate> {
-    Execute {
-        envelope: CommandEnvelope<A::Command>,
-        reply: RpcReplyPort<CommandReply<A>>,
-    },
-    Get {
-        reply: RpcReplyPort<StateReply<A>>,
-    },
-    /// Timer tick: passivate if nothing happened for the idle timeout.
-    CheckIdle,
-    /// From the host, always the last message it sends: stop now.
-    Passivate,
-}
-
-impl<A: Aggregate> ractor::Message for EntityMsg<A> {}
-
-impl<A: Aggregate> fmt::Debug for EntityMsg<A> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            EntityMsg::Execute { envelope, .. } => write!(f, "Execute({:?})", envelope.command),
-            EntityMsg::Get { .. } => f.write_str("Get"),
-            EntityMsg::CheckIdle => f.write_str("CheckIdle"),
-            EntityMsg::Passivate => f.write_str("Passivate"),
-        }
-    }
-}
-
-impl<A: Aggregate> EntityMsg<A> {
-    /// Answers the caller waiting on this message (if any) with `error`.
-    pub(crate) fn fail(self, error: CommandError<A::Error>) {
-        match self {
-            EntityMsg::Execute { reply, .. } => {
-                let _ = reply.send(Err(error));
-            }
-            EntityMsg::Get { reply } => {
-                let _ = reply.send(Err(error));
-            }
-            EntityMsg::CheckIdle | EntityMsg::Passivate => {}
-        }
-    }
-}
 
 pub(crate) struct Entity<A>(PhantomData<fn() -> A>);
 
@@ -144,16 +97,9 @@ impl<A: Aggregate> Actor for Entity<A> {
             EntityMsg::Execute { envelope, reply } => {
                 state.last_active = Instant::now();
                 let result = execute::<A>(state, envelope).await;
+                let needs_reload = result.as_ref().is_err_and(Failure::leaves_state_unknown);
+                let result = result.map_err(Failure::into_command_error);
                 record_outcome::<A>(&result);
-                // Only these leave it unknown whether the events were written: reread the store.
-                let needs_reload = matches!(
-                    result,
-                    Err(CommandError::Store(
-                        StoreError::Conflict { .. }
-                            | StoreError::WriterStopped
-                            | StoreError::Storage(_)
-                    ))
-                );
                 let _ = reply.send(result);
                 if needs_reload {
                     // The write may or may not have landed (the writer may have died after
@@ -194,15 +140,43 @@ impl<A: Aggregate> Actor for Entity<A> {
     }
 }
 
+/// A command's failure inside the entity. Store errors keep their detail here, so that the
+/// entity can tell when a write's fate is unknown; callers get the [`CommandError`] it maps to.
+enum Failure<E> {
+    Refused(E),
+    Store(StoreError),
+}
+
+impl<E> Failure<E> {
+    /// Whether the write may or may not have landed, so that the store must be read again.
+    fn leaves_state_unknown(&self) -> bool {
+        matches!(
+            self,
+            Failure::Store(
+                StoreError::Conflict { .. } | StoreError::WriterStopped | StoreError::Storage(_)
+            )
+        )
+    }
+
+    fn into_command_error(self) -> CommandError<E> {
+        match self {
+            Failure::Refused(error) => CommandError::Refused(error),
+            Failure::Store(error) => CommandError::from_store(error),
+        }
+    }
+}
+
+type Executed<A> = Result<CommandOutcome<A>, Failure<<A as Aggregate>::Error>>;
+
 async fn execute<A: Aggregate>(
     state: &mut EntityState<A>,
     envelope: CommandEnvelope<A::Command>,
-) -> CommandReply<A> {
+) -> Executed<A> {
     let fingerprint = match &envelope.command_id {
         Some(_) => codec::encode(&envelope.command)
             .map(|bytes| crate::store::fingerprint(&bytes))
             .map_err(|source| {
-                CommandError::Store(StoreError::Encode {
+                Failure::Store(StoreError::Encode {
                     stream: state.stream.clone(),
                     source,
                 })
@@ -213,10 +187,10 @@ async fn execute<A: Aggregate>(
         && let Some(previous) = state
             .store
             .processed_command(command_id)
-            .map_err(CommandError::Store)?
+            .map_err(Failure::Store)?
     {
         if previous.stream != state.stream || previous.fingerprint != fingerprint {
-            return Err(CommandError::Store(StoreError::CommandIdReused {
+            return Err(Failure::Store(StoreError::CommandIdReused {
                 command_id: command_id.clone(),
                 first_stream: previous.stream,
                 stream: state.stream.clone(),
@@ -227,6 +201,7 @@ async fn execute<A: Aggregate>(
             &previous.rejection,
             previous.first_version,
             previous.last_version,
+            previous.first_position,
         );
     }
 
@@ -234,10 +209,10 @@ async fn execute<A: Aggregate>(
         Ok(events) => (events, None),
         // Without a command id a refusal is just answered; with one it is recorded (below), so
         // that a retry gets this same refusal even if the state has changed since.
-        Err(error) if envelope.command_id.is_none() => return Err(CommandError::Rejected(error)),
+        Err(error) if envelope.command_id.is_none() => return Err(Failure::Refused(error)),
         Err(error) => {
             let encoded = codec::encode(&error).map_err(|source| {
-                CommandError::Store(StoreError::Encode {
+                Failure::Store(StoreError::Encode {
                     stream: state.stream.clone(),
                     source,
                 })
@@ -250,12 +225,13 @@ async fn execute<A: Aggregate>(
             events,
             state: state.current.clone(),
             deduplicated: false,
+            position: None,
         });
     }
     let mut encoded = Vec::with_capacity(events.len());
     for event in &events {
         let payload = codec::encode(event).map_err(|source| {
-            CommandError::Store(StoreError::Encode {
+            Failure::Store(StoreError::Encode {
                 stream: state.stream.clone(),
                 source,
             })
@@ -281,17 +257,18 @@ async fn execute<A: Aggregate>(
             rejection: rejection.as_ref().map(|(_, encoded)| encoded.clone()),
         })
         .await
-        .map_err(CommandError::Store)?;
+        .map_err(Failure::Store)?;
     if outcome.deduplicated {
         return replay_previous::<A>(
             state,
             &outcome.rejection,
             outcome.first_version,
             outcome.last_version,
+            outcome.first_position,
         );
     }
     if let Some((error, _)) = rejection {
-        return Err(CommandError::Rejected(error));
+        return Err(Failure::Refused(error));
     }
     for event in &events {
         A::apply(&mut state.current.state, event);
@@ -302,10 +279,16 @@ async fn execute<A: Aggregate>(
         .view
         .publish(state.generation, &state.id, &state.current);
     Ok(CommandOutcome {
+        position: last_position(outcome.first_position, events.len() as u64),
         events,
         state: state.current.clone(),
         deduplicated: false,
     })
+}
+
+/// The position of the last of `count` events written from `first_position` on.
+fn last_position(first_position: u64, count: u64) -> Option<u64> {
+    (count > 0).then(|| first_position + count - 1)
 }
 
 /// The answer to a repeated command id: the events it produced the first time, and the state
@@ -315,16 +298,17 @@ fn replay_previous<A: Aggregate>(
     rejection: &Option<Vec<u8>>,
     first_version: u64,
     last_version: u64,
-) -> CommandReply<A> {
+    first_position: u64,
+) -> Executed<A> {
     if let Some(encoded) = rejection {
         let error: A::Error = codec::decode(encoded).map_err(|source| {
-            CommandError::Store(StoreError::Corrupt {
+            Failure::Store(StoreError::Corrupt {
                 stream: state.stream.clone(),
                 version: last_version,
                 source,
             })
         })?;
-        return Err(CommandError::Rejected(error));
+        return Err(Failure::Refused(error));
     }
     // When later events moved the state on, the state right after the command is replayed
     // from the start; the command's own events are the tail of that same read.
@@ -344,7 +328,7 @@ fn replay_previous<A: Aggregate>(
                 })
                 .collect::<Result<Vec<_>, StoreError>>()
         })
-        .map_err(CommandError::Store)?;
+        .map_err(Failure::Store)?;
     let at_that_time = if !moved_on {
         state.current.clone()
     } else {
@@ -358,8 +342,9 @@ fn replay_previous<A: Aggregate>(
         then
     };
     replayed.retain(|(version, _)| *version >= first_version);
-    let events = replayed.into_iter().map(|(_, event)| event).collect();
+    let events: Vec<A::Event> = replayed.into_iter().map(|(_, event)| event).collect();
     Ok(CommandOutcome {
+        position: last_position(first_position, events.len() as u64),
         events,
         state: at_that_time,
         deduplicated: true,
@@ -435,8 +420,8 @@ fn record_outcome<A: Aggregate>(result: &CommandReply<A>) {
     let outcome = match result {
         Ok(outcome) if outcome.deduplicated => "duplicate",
         Ok(_) => "ok",
-        Err(CommandError::Rejected(_)) => "rejected",
-        Err(CommandError::Store(StoreError::Conflict { .. })) => "conflict",
+        Err(CommandError::Refused(_)) => "rejected",
+        Err(CommandError::Conflict { .. }) => "conflict",
         Err(_) => "error",
     };
     ::metrics::counter!(metrics::COMMANDS, "aggregate" => A::KIND, "outcome" => outcome)

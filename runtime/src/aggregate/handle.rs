@@ -1,13 +1,15 @@
 //! [`Aggregates`]: the caller's handle to the host of one aggregate kind.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorCell, ActorRef, SpawnErr};
 
 use super::entity::decode_event;
-use super::host::{AggregateHost, HostArgs, HostMsg, HostStats};
+use super::host::{AggregateHost, HostArgs, HostStats};
+use super::messages::HostMsg;
 use super::view::StateView;
 use super::{
     Aggregate, CommandEnvelope, CommandError, CommandOutcome, EntitySettings, Versioned,
@@ -16,11 +18,17 @@ use super::{
 use crate::store::{EventStore, StoreError};
 use crate::supervision::{ChildSpec, Intensity, Restart};
 
-/// Sends commands and queries to the aggregates of kind `A`.
+/// Sends commands and queries to the aggregates of kind `A`, each addressed by aggregate id.
 ///
-/// It finds the host by its registered name on every call, so it stays valid when a supervisor
-/// restarts the host.
+/// Every operation is async and goes through this handle, so that where an aggregate lives
+/// can change (another node, once placement routes it) without any service changing. It finds
+/// the host by its registered name on every call, so it stays valid when a supervisor restarts
+/// the host. Cheap to clone.
 pub struct Aggregates<A: Aggregate> {
+    inner: Arc<Inner<A>>,
+}
+
+struct Inner<A: Aggregate> {
     host_name: String,
     /// For reads that need no actor: existence checks and event history.
     store: EventStore,
@@ -32,16 +40,13 @@ pub struct Aggregates<A: Aggregate> {
 impl<A: Aggregate> Clone for Aggregates<A> {
     fn clone(&self) -> Self {
         Self {
-            host_name: self.host_name.clone(),
-            store: self.store.clone(),
-            view: self.view.clone(),
-            timeout: self.timeout,
+            inner: self.inner.clone(),
         }
     }
 }
 
 /// One stored event of an aggregate, decoded.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct HistoryEntry<E> {
     pub version: u64,
     pub event_type: String,
@@ -54,7 +59,7 @@ pub struct HistoryEntry<E> {
 impl<A: Aggregate> fmt::Debug for Aggregates<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Aggregates")
-            .field("host", &self.host_name)
+            .field("host", &self.inner.host_name)
             .finish()
     }
 }
@@ -65,39 +70,53 @@ impl<A: Aggregate> Aggregates<A> {
     /// [`Aggregates::child_spec`] on this handle, so that both share the state view.
     pub fn new(host_name: impl Into<String>, store: EventStore, timeout: Duration) -> Self {
         Self {
-            host_name: host_name.into(),
-            store,
-            view: StateView::default(),
-            timeout,
+            inner: Arc::new(Inner {
+                host_name: host_name.into(),
+                store,
+                view: StateView::default(),
+                timeout,
+            }),
         }
     }
 
     fn host_args(&self, settings: &EntitySettings, intensity: Intensity) -> HostArgs<A> {
         HostArgs {
-            store: self.store.clone(),
-            view: self.view.clone(),
+            store: self.inner.store.clone(),
+            view: self.inner.view.clone(),
             settings: settings.clone(),
             intensity,
         }
     }
 
-    /// Whether aggregate `id` has any event, read from the store without starting an actor
-    /// (so that probing unknown ids costs no memory).
-    pub fn exists(&self, id: &str) -> Result<bool, StoreError> {
-        if let Some(current) = self.view.get(id) {
+    /// Whether aggregate `id` has any event. Answered from the state view or the store's index,
+    /// without starting an actor (so that probing unknown ids costs no memory).
+    pub async fn exists(&self, id: &str) -> Result<bool, CommandError<A::Error>> {
+        if let Some(current) = self.inner.view.get(id) {
             return Ok(current.version > 0);
         }
-        Ok(self.store.stream_version(&stream_name::<A>(id))? > 0)
+        let version = self
+            .inner
+            .store
+            .stream_version(&stream_name::<A>(id))
+            .map_err(CommandError::from_store)?;
+        Ok(version > 0)
     }
 
-    /// Every event of aggregate `id`, oldest first, decoded (read on the blocking pool).
-    pub async fn history(&self, id: &str) -> Result<Vec<HistoryEntry<A::Event>>, StoreError> {
-        let (store, stream) = (self.store.clone(), stream_name::<A>(id));
+    /// Every event of aggregate `id`, oldest first, decoded (read on the blocking pool). An
+    /// aggregate with no events has an empty history.
+    pub async fn history(
+        &self,
+        id: &str,
+    ) -> Result<Vec<HistoryEntry<A::Event>>, CommandError<A::Error>> {
+        let (store, stream) = (self.inner.store.clone(), stream_name::<A>(id));
         tokio::task::spawn_blocking(move || Self::read_history(&store, &stream))
             .await
-            .map_err(|_| StoreError::TaskFailed {
-                what: "reading a history",
+            .map_err(|_| {
+                CommandError::from_store(StoreError::TaskFailed {
+                    what: "reading a history",
+                })
             })?
+            .map_err(CommandError::from_store)
     }
 
     fn read_history(
@@ -129,7 +148,7 @@ impl<A: Aggregate> Aggregates<A> {
         supervisor: Option<ActorCell>,
     ) -> Result<(), SpawnErr> {
         let args = self.host_args(&settings, intensity);
-        let name = Some(self.host_name.clone());
+        let name = Some(self.inner.host_name.clone());
         match supervisor {
             Some(parent) => {
                 AggregateHost::<A>::spawn_linked(name, AggregateHost::default(), args, parent)
@@ -143,12 +162,16 @@ impl<A: Aggregate> Aggregates<A> {
     /// A supervisor child spec that (re)starts this handle's host under its name.
     pub fn child_spec(&self, settings: EntitySettings, intensity: Intensity) -> ChildSpec {
         let handle = self.clone();
-        ChildSpec::named_actor(self.host_name.clone(), Restart::Permanent, move || {
-            (
-                AggregateHost::<A>::default(),
-                handle.host_args(&settings, intensity),
-            )
-        })
+        ChildSpec::named_actor(
+            self.inner.host_name.clone(),
+            Restart::Permanent,
+            move || {
+                (
+                    AggregateHost::<A>::default(),
+                    handle.host_args(&settings, intensity),
+                )
+            },
+        )
     }
 
     /// Runs a command on aggregate `id` and waits for its outcome.
@@ -170,10 +193,10 @@ impl<A: Aggregate> Aggregates<A> {
     /// no events). Served from the state view when the entity is live; an aggregate with no
     /// events is answered without starting an actor.
     pub async fn get(&self, id: &str) -> Result<Versioned<A::State>, CommandError<A::Error>> {
-        if let Some(current) = self.view.get(id) {
+        if let Some(current) = self.inner.view.get(id) {
             return Ok(current);
         }
-        if !self.exists(id).map_err(CommandError::Store)? {
+        if !self.exists(id).await? {
             return Ok(Versioned {
                 state: A::State::default(),
                 version: 0,
@@ -198,16 +221,18 @@ impl<A: Aggregate> Aggregates<A> {
         message: impl FnOnce(ractor::RpcReplyPort<T>) -> HostMsg<A>,
     ) -> Result<T, CommandError<A::Error>> {
         let unavailable = || CommandError::Unavailable {
-            host: self.host_name.clone(),
+            what: format!("the {} host", A::KIND),
+            retry_after_ms: 1_000,
         };
-        let host: ActorRef<HostMsg<A>> = ractor::registry::where_is(self.host_name.clone())
+        let host: ActorRef<HostMsg<A>> = ractor::registry::where_is(self.inner.host_name.clone())
             .ok_or_else(unavailable)?
             .into();
-        match host.call(message, Some(self.timeout)).await {
+        let timeout = self.inner.timeout;
+        match host.call(message, Some(timeout)).await {
             Ok(CallResult::Success(answer)) => Ok(answer),
-            Ok(CallResult::Timeout) => Err(CommandError::Timeout {
+            Ok(CallResult::Timeout) => Err(CommandError::TimedOut {
                 stream: stream_name::<A>(id),
-                timeout: self.timeout,
+                after_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
             }),
             // The reply port was dropped unanswered: the entity died holding our message.
             Ok(CallResult::SenderError) => Err(CommandError::Crashed {

@@ -9,49 +9,15 @@ use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
 
-use ractor::{
-    Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr, SupervisionEvent,
-};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SpawnErr, SupervisionEvent};
 
-use super::entity::{CommandReply, Entity, EntityArgs, EntityMsg, StateReply};
+use super::entity::{Entity, EntityArgs};
+use super::messages::{EntityMsg, HostMsg};
 use super::view::StateView;
-use super::{Aggregate, CommandEnvelope, CommandError, EntitySettings, stream_name};
+use super::{Aggregate, CommandError, EntitySettings, stream_name};
 use crate::metrics;
 use crate::store::{EventStore, StoreError};
 use crate::supervision::{Intensity, RestartWindow};
-
-pub enum HostMsg<A: Aggregate> {
-    Execute {
-        id: String,
-        envelope: CommandEnvelope<A::Command>,
-        reply: RpcReplyPort<CommandReply<A>>,
-    },
-    Get {
-        id: String,
-        reply: RpcReplyPort<StateReply<A>>,
-    },
-    /// From an entity that has been idle for its timeout.
-    Idle {
-        id: String,
-        actor: ActorId,
-    },
-    Stats(RpcReplyPort<HostStats>),
-}
-
-impl<A: Aggregate> ractor::Message for HostMsg<A> {}
-
-impl<A: Aggregate> fmt::Debug for HostMsg<A> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            HostMsg::Execute { id, envelope, .. } => {
-                write!(f, "Execute({id}, {:?})", envelope.command)
-            }
-            HostMsg::Get { id, .. } => write!(f, "Get({id})"),
-            HostMsg::Idle { id, .. } => write!(f, "Idle({id})"),
-            HostMsg::Stats(_) => f.write_str("Stats"),
-        }
-    }
-}
 
 /// Counters a host reports, for tests, metrics and the admin API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -66,7 +32,7 @@ pub struct HostStats {
 }
 
 /// The host actor of aggregate kind `A`.
-pub struct AggregateHost<A>(PhantomData<fn() -> A>);
+pub(crate) struct AggregateHost<A>(PhantomData<fn() -> A>);
 
 impl<A> fmt::Debug for AggregateHost<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -82,7 +48,7 @@ impl<A> Default for AggregateHost<A> {
 
 /// What a host needs to run.
 #[derive(Debug)]
-pub struct HostArgs<A: Aggregate> {
+pub(crate) struct HostArgs<A: Aggregate> {
     pub store: EventStore,
     /// Where entities publish their state for reads that skip the actors.
     pub view: StateView<A>,
@@ -99,7 +65,7 @@ enum Slot<A: Aggregate> {
     },
 }
 
-pub struct HostState<A: Aggregate> {
+pub(crate) struct HostState<A: Aggregate> {
     args: HostArgs<A>,
     /// This incarnation's generation in the state view.
     generation: u64,
@@ -288,15 +254,17 @@ async fn spawn_entity<A: Aggregate>(
     }
 }
 
-/// Turns a failed entity start back into the typed store error that caused it.
+/// What a failed entity start means to the caller: the store error that caused it (a damaged
+/// stream is internal, a failing store unavailable), or an unavailable aggregate.
 fn startup_error<A: Aggregate>(id: &str, error: SpawnErr) -> CommandError<A::Error> {
     if let SpawnErr::StartupFailed(cause) = &error
         && let Some(store_error) = cause.downcast_ref::<StoreError>()
     {
-        return CommandError::Store(store_error.clone());
+        return CommandError::from_store(store_error.clone());
     }
     CommandError::Unavailable {
-        host: format!("{} ({}: {error})", A::KIND, stream_name::<A>(id)),
+        what: format!("aggregate {} ({error})", stream_name::<A>(id)),
+        retry_after_ms: 1_000,
     }
 }
 

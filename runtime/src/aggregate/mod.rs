@@ -7,8 +7,10 @@
 //! [`Aggregates`] handle.
 
 mod entity;
+mod error;
 mod handle;
 mod host;
+mod messages;
 mod view;
 
 #[cfg(test)]
@@ -17,13 +19,22 @@ pub(crate) mod tests;
 use std::fmt;
 use std::time::Duration;
 
-use serde::{Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+pub use error::{CommandError, DomainError, Refusal};
 pub use handle::{Aggregates, HistoryEntry};
-pub use host::{AggregateHost, HostMsg, HostStats};
+pub use host::HostStats;
 pub use view::StateView;
 
-use crate::store::StoreError;
+/// Who may read an aggregate besides its owner and admins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Only the subject it belongs to (and admins) read and act on it; to anyone else it does
+    /// not exist.
+    Owner,
+    /// Every reader may read it (a shop's catalog); only its owner (and admins) act on it.
+    PublicRead,
+}
 
 /// The pure logic of one aggregate kind.
 ///
@@ -37,15 +48,21 @@ pub trait Aggregate: fmt::Debug + Clone + Send + Sync + 'static {
     /// Version of the event and state encoding; snapshots of another version are ignored.
     const SCHEMA_VERSION: u16 = 1;
 
+    /// Who besides the owner may read it.
+    const ACCESS: Access = Access::Owner;
+
     type State: Default + Clone + fmt::Debug + Send + Sync + Serialize + DeserializeOwned + 'static;
     /// Serializable: its encoding fingerprints command ids, and it crosses node boundaries.
-    type Command: fmt::Debug + Send + Sync + Serialize + 'static;
+    type Command: fmt::Debug + Send + Sync + Serialize + DeserializeOwned + 'static;
     type Event: fmt::Debug + Clone + Send + Sync + Serialize + DeserializeOwned + 'static;
-    /// Serializable: a refusal is stored with its command id, so a retry gets it again.
-    type Error: std::error::Error + Clone + Send + Sync + Serialize + DeserializeOwned + 'static;
+    /// The domain's refusals, each saying how the edge reports it.
+    type Error: DomainError;
 
     /// The stable name stored with the event (for readers that do not decode payloads).
     fn event_type(event: &Self::Event) -> &'static str;
+    /// The token subject the aggregate belongs to (the one that created it, or for whom it was
+    /// created); `None` while it does not exist.
+    fn owner(state: &Self::State) -> Option<&str>;
     fn decide(
         state: &Self::State,
         command: &Self::Command,
@@ -70,7 +87,7 @@ pub fn replay<'a, A: Aggregate>(
 }
 
 /// A command with the ids that travel with it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CommandEnvelope<C> {
     pub command: C,
     /// The same id sent twice is applied once; the second answer is the first one's events.
@@ -100,7 +117,7 @@ impl<C> CommandEnvelope<C> {
 }
 
 /// State at a version.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Versioned<S> {
     pub state: S,
     /// Version of the last applied event; 0 for an aggregate with no events.
@@ -108,7 +125,8 @@ pub struct Versioned<S> {
 }
 
 /// What a command did.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(bound(serialize = "", deserialize = ""))]
 pub struct CommandOutcome<A: Aggregate> {
     /// The events the command produced (for a repeated command id: the ones it produced first).
     pub events: Vec<A::Event>,
@@ -117,30 +135,9 @@ pub struct CommandOutcome<A: Aggregate> {
     pub state: Versioned<A::State>,
     /// True when the command id had been handled before and nothing new happened.
     pub deduplicated: bool,
-}
-
-/// Why a command was not applied.
-#[derive(Debug, Clone, thiserror::Error)]
-#[non_exhaustive]
-pub enum CommandError<E> {
-    /// The domain refused the command (insufficient funds, ...). Nothing was written.
-    #[error(transparent)]
-    Rejected(E),
-    /// The store refused or failed the write, or could not load the aggregate.
-    #[error(transparent)]
-    Store(StoreError),
-    /// The aggregate crashed while handling this command; it is restarted from its stored events.
-    /// The command may or may not have been applied: retry with the same command id to be sure.
-    #[error(
-        "aggregate {stream} crashed while handling the command; retry with the same command id"
-    )]
-    Crashed { stream: String },
-    /// No answer within the timeout. The command may still be applied later.
-    #[error("aggregate {stream} did not answer within {timeout:?}")]
-    Timeout { stream: String, timeout: Duration },
-    /// The host of this aggregate kind is not running (shutting down, or restarting).
-    #[error("aggregate host {host} is not running; retry shortly")]
-    Unavailable { host: String },
+    /// The global log position of the command's last event, when it wrote any: a read model
+    /// that has passed it reflects the command (read your writes).
+    pub position: Option<u64>,
 }
 
 /// Per-kind tuning of entity actors.

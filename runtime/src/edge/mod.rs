@@ -8,6 +8,7 @@ pub mod health;
 mod http_metrics;
 pub mod idempotency;
 pub mod json;
+pub mod kit;
 pub mod observe;
 pub mod path;
 pub mod problem;
@@ -37,6 +38,9 @@ pub use path::PathId;
 pub use problem::{Problem, ProblemCode, quote_id};
 pub use rate_limit::Limiter;
 pub use request_ids::RequestIds;
+
+/// A service's routes, with their OpenAPI descriptions.
+pub type Routes = OpenApiRouter;
 
 /// The name of the security scheme handlers refer to in `security(("bearer" = []))`.
 pub const BEARER: &str = "bearer";

@@ -1,12 +1,15 @@
 //! RFC 9457 problem details: every error the edge returns, with a stable `type` per code.
 //!
-//! Handlers map their errors to a [`ProblemCode`]; this module alone turns codes into statuses,
-//! type URIs and titles, so a client can rely on `type` while `detail` stays human.
+//! The edge's own problems are [`ProblemCode`]s, generic to every service; a domain's refusals
+//! bring their own slug, title and status (a [`Refusal`]). Either way a client can rely on
+//! `type` while `detail` stays human.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
+
+use crate::aggregate::Refusal;
 
 /// The media type of problem bodies.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -29,7 +32,6 @@ pub enum ProblemCode {
     /// The client sent its request too slowly.
     RequestTimeout,
     Conflict,
-    InsufficientFunds,
     IdempotencyKeyReused,
     RateLimited,
     Timeout,
@@ -52,9 +54,7 @@ impl ProblemCode {
             ProblemCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProblemCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             // The request is valid; the resource's current state refuses it.
-            ProblemCode::Conflict
-            | ProblemCode::InsufficientFunds
-            | ProblemCode::IdempotencyKeyReused => StatusCode::CONFLICT,
+            ProblemCode::Conflict | ProblemCode::IdempotencyKeyReused => StatusCode::CONFLICT,
             ProblemCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ProblemCode::Timeout | ProblemCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ProblemCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -76,7 +76,6 @@ impl ProblemCode {
             ProblemCode::MethodNotAllowed => "method-not-allowed",
             ProblemCode::RequestTimeout => "request-timeout",
             ProblemCode::Conflict => "conflict",
-            ProblemCode::InsufficientFunds => "insufficient-funds",
             ProblemCode::IdempotencyKeyReused => "idempotency-key-reused",
             ProblemCode::RateLimited => "rate-limited",
             ProblemCode::Timeout => "timeout",
@@ -99,7 +98,6 @@ impl ProblemCode {
             ProblemCode::MethodNotAllowed => "This method is not allowed on this resource",
             ProblemCode::RequestTimeout => "The request arrived too slowly",
             ProblemCode::Conflict => "The request conflicts with the resource's state",
-            ProblemCode::InsufficientFunds => "Insufficient funds",
             ProblemCode::IdempotencyKeyReused => "The Idempotency-Key was used for another request",
             ProblemCode::RateLimited => "Too many requests",
             ProblemCode::Timeout => "The request took too long",
@@ -181,6 +179,16 @@ impl Problem {
             retry_after: None,
             cause: None,
         }
+    }
+
+    /// A domain's refusal, as it says to report it.
+    pub fn from_refusal(refusal: Refusal, detail: impl Into<String>) -> Self {
+        let mut problem = Self::new(ProblemCode::Conflict, detail);
+        problem.slug = refusal.slug;
+        problem.title = refusal.title;
+        problem.status = refusal.status;
+        problem.field = refusal.field.map(str::to_owned);
+        problem
     }
 
     /// An invalid-field problem naming `field`.

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -96,6 +96,29 @@ pub async fn serve(
     let mut shutdown = pin!(shutdown);
     let mut fd_warning = RateLimitedWarning::default();
     loop {
+        // Room first: at the cap, close the longest-idle connections and wait until they are
+        // gone (so that the cap, and the file limit under it, is never passed); when every
+        // connection is in a request, wait for one to end.
+        while registry.len() >= settings.max_connections {
+            let stop = {
+                let closed = registry.closed.notified();
+                let mut closed = pin!(closed);
+                closed.as_mut().enable();
+                if registry.len() < settings.max_connections {
+                    break;
+                }
+                if registry.evictions_in_flight() == 0 {
+                    registry.evict_idle(settings.max_connections);
+                }
+                tokio::select! {
+                    () = closed => false,
+                    () = &mut shutdown => true,
+                }
+            };
+            if stop {
+                return drain(registry, stopping).await;
+            }
+        }
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
@@ -103,7 +126,8 @@ pub async fn serve(
         let (stream, remote) = match accepted {
             Ok(accepted) => accepted,
             Err(error) if is_out_of_files(&error) => {
-                // Free descriptors by closing idle connections, then try again soon.
+                // Something else holds the files the cap assumed free: free descriptors by
+                // closing idle connections, then try again soon.
                 let closed = registry.evict_idle(settings.max_connections);
                 fd_warning.warn(&error, closed);
                 tokio::time::sleep(Duration::from_millis(if closed > 0 { 1 } else { 20 })).await;
@@ -115,16 +139,6 @@ pub async fn serve(
                 continue;
             }
         };
-        while registry.len() >= settings.max_connections {
-            if registry.evict_idle(settings.max_connections) > 0 {
-                break;
-            }
-            // Every connection is in a request: wait for one to end, holding this one.
-            tokio::select! {
-                () = registry.closed.notified() => {}
-                () = &mut shutdown => return drain(registry, stopping).await,
-            }
-        }
         let _ = stream.set_nodelay(true);
         let connection = registry.add();
         tokio::spawn(run_connection(
@@ -263,6 +277,8 @@ struct Registry {
     epoch: Instant,
     connections: Mutex<HashMap<u64, Arc<Connection>>>,
     next_id: AtomicU64,
+    /// Connections told to close that have not closed yet.
+    evicting: AtomicUsize,
     /// Notified whenever a connection closes.
     closed: Notify,
 }
@@ -273,6 +289,7 @@ impl Registry {
             epoch: Instant::now(),
             connections: Mutex::default(),
             next_id: AtomicU64::new(0),
+            evicting: AtomicUsize::new(0),
             closed: Notify::new(),
         }
     }
@@ -289,8 +306,15 @@ impl Registry {
     }
 
     fn remove(&self, id: u64) {
-        self.lock().remove(&id);
+        let removed = self.lock().remove(&id);
+        if removed.is_some_and(|connection| connection.evicting.load(Ordering::Acquire)) {
+            self.evicting.fetch_sub(1, Ordering::AcqRel);
+        }
         self.closed.notify_waiters();
+    }
+
+    fn evictions_in_flight(&self) -> usize {
+        self.evicting.load(Ordering::Acquire)
     }
 
     fn len(&self) -> usize {
@@ -314,6 +338,7 @@ impl Registry {
             // Told once: until its task ends it is still counted, and must not be chosen again
             // in place of another.
             connection.evicting.store(true, Ordering::Release);
+            self.evicting.fetch_add(1, Ordering::AcqRel);
             // A stored permit: the connection sees it even if it is not polling right now.
             connection.evicted.notify_one();
         }

@@ -7,6 +7,7 @@
 
 mod error;
 mod index;
+mod read_model;
 mod tables;
 mod writer;
 
@@ -20,6 +21,7 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use tokio::sync::{mpsc, oneshot};
 
 pub use error::StoreError;
+pub use read_model::{ReadModelSnapshot, TableChange};
 pub use tables::ProcessedCommand;
 pub use writer::GroupCommitOptions;
 
@@ -155,6 +157,8 @@ pub struct EventStore {
     /// The stream index file, derived from the log (see [`index`]).
     index: Arc<Database>,
     writes: mpsc::Sender<WriteOp>,
+    /// The log's end (the next position), as of the last durable commit.
+    log_end: tokio::sync::watch::Receiver<u64>,
 }
 
 impl EventStore {
@@ -177,14 +181,21 @@ impl EventStore {
             what: "opening the store",
         })??;
         let (writes, queue) = mpsc::channel(options.group_commit.queue_capacity.max(1));
+        let (log_end_sender, log_end) = tokio::sync::watch::channel(state.next_position());
         tokio::spawn(writer::run(
             db.clone(),
             index.clone(),
             state,
             queue,
             options.group_commit,
+            log_end_sender,
         ));
-        Ok(Self { db, index, writes })
+        Ok(Self {
+            db,
+            index,
+            writes,
+            log_end,
+        })
     }
 
     /// Appends events to a stream if it is at the expected version. Answers once durable.
@@ -329,6 +340,12 @@ impl EventStore {
             events.push(RecordedEvent::from_record(position, record));
         }
         Ok(events)
+    }
+
+    /// The log's end (the position the next event will get), updated after every durable
+    /// commit: wait on it to learn of new events.
+    pub fn watch_log_end(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.log_end.clone()
     }
 
     /// The position the next appended event will get (= number of events ever appended).

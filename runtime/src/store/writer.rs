@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::error::StoreError;
 use super::index::{IndexEntry, StreamIndex};
+use super::read_model::{self, TableChange};
 use super::tables::{
     CHECKPOINTS, LOG, LogRecord, PROCESSED_COMMANDS, ProcessedCommand, SNAPSHOTS, SnapshotRecord,
 };
@@ -63,6 +64,19 @@ pub(crate) enum WriteOp {
         position: u64,
         reply: Reply<()>,
     },
+    /// A projection's read-model changes and its new checkpoint.
+    Project {
+        subscriber: String,
+        position: u64,
+        changes: Vec<TableChange>,
+        reply: Reply<()>,
+    },
+    /// Empty a projection's tables and forget its checkpoint.
+    ResetProjection {
+        subscriber: String,
+        tables: Vec<&'static str>,
+        reply: Reply<()>,
+    },
     /// Commit what was queued before, make the index durable, stop; answered once stopped.
     Close { reply: Reply<()> },
 }
@@ -71,6 +85,7 @@ impl WriteOp {
     fn weight(&self) -> usize {
         match self {
             WriteOp::Append { request, .. } => request.events.len().max(1),
+            WriteOp::Project { changes, .. } => changes.len().max(1),
             _ => 1,
         }
     }
@@ -93,6 +108,10 @@ pub(crate) struct WriterState {
 }
 
 impl WriterState {
+    pub(crate) fn next_position(&self) -> u64 {
+        self.next_position
+    }
+
     /// Builds the writer's state from the files: the log's end, and an index caught up to it.
     pub(crate) fn recover(log: &Database, index: Arc<Database>) -> Result<Self, StoreError> {
         let next_position = {
@@ -116,6 +135,7 @@ pub(crate) async fn run(
     mut state: WriterState,
     mut queue: mpsc::Receiver<WriteOp>,
     options: GroupCommitOptions,
+    log_end: tokio::sync::watch::Sender<u64>,
 ) {
     let mut close_reply = None;
     while let Some(first) = queue.recv().await {
@@ -130,7 +150,15 @@ pub(crate) async fn run(
             state
         });
         state = match committed.await {
-            Ok(state) => state,
+            Ok(state) => {
+                // Subscribers wait on this to learn of new events, without polling the log.
+                log_end.send_if_modified(|end| {
+                    let moved = *end != state.next_position;
+                    *end = state.next_position;
+                    moved
+                });
+                state
+            }
             Err(panic) => {
                 // The batch's reply senders were dropped with the panic: its callers see
                 // WriterStopped. What the writer knew is rebuilt from the files.
@@ -292,6 +320,8 @@ fn answer(op: WriteOp, result: OpResult) {
         }
         (WriteOp::SaveSnapshot { reply, .. }, OpResult::Unit(r))
         | (WriteOp::SaveCheckpoint { reply, .. }, OpResult::Unit(r))
+        | (WriteOp::Project { reply, .. }, OpResult::Unit(r))
+        | (WriteOp::ResetProjection { reply, .. }, OpResult::Unit(r))
         | (WriteOp::Close { reply }, OpResult::Unit(r)) => {
             let _ = reply.send(r);
         }
@@ -306,6 +336,8 @@ fn answer_all_failed(op: WriteOp, error: StoreError) {
         }
         WriteOp::SaveSnapshot { reply, .. }
         | WriteOp::SaveCheckpoint { reply, .. }
+        | WriteOp::Project { reply, .. }
+        | WriteOp::ResetProjection { reply, .. }
         | WriteOp::Close { reply } => {
             let _ = reply.send(Err(error));
         }
@@ -375,6 +407,31 @@ fn write_batch(
                         .map_err(StoreError::storage)?;
                     OpResult::Unit(Ok(()))
                 }
+                WriteOp::Project {
+                    subscriber,
+                    position,
+                    changes,
+                    ..
+                } => {
+                    apply_changes(&txn, changes)?;
+                    checkpoints
+                        .insert(subscriber.as_str(), *position)
+                        .map_err(StoreError::storage)?;
+                    OpResult::Unit(Ok(()))
+                }
+                WriteOp::ResetProjection {
+                    subscriber, tables, ..
+                } => {
+                    for table in tables {
+                        let name = read_model::table_name(table);
+                        txn.delete_table(read_model::definition(&name))
+                            .map_err(StoreError::storage)?;
+                    }
+                    checkpoints
+                        .remove(subscriber.as_str())
+                        .map_err(StoreError::storage)?;
+                    OpResult::Unit(Ok(()))
+                }
                 // gather_batch keeps close requests out of batches.
                 WriteOp::Close { .. } => OpResult::Unit(Ok(())),
             };
@@ -384,6 +441,34 @@ fn write_batch(
     };
     txn.commit().map_err(StoreError::storage)?;
     Ok((results, next_position, entries))
+}
+
+/// Writes a projection's changes into its read-model tables.
+fn apply_changes(txn: &redb::WriteTransaction, changes: &[TableChange]) -> Result<(), StoreError> {
+    // Each table opened once per batch of changes, however many changes it takes.
+    let mut open: HashMap<&str, Table<'_, &'static [u8], &'static [u8]>> = HashMap::new();
+    for change in changes {
+        let (TableChange::Put { table, .. } | TableChange::Delete { table, .. }) = change;
+        if !open.contains_key(table) {
+            let name = read_model::table_name(table);
+            let opened = txn
+                .open_table(read_model::definition(&name))
+                .map_err(StoreError::storage)?;
+            open.insert(table, opened);
+        }
+        let opened = open.get_mut(table).expect("opened above");
+        match change {
+            TableChange::Put { key, value, .. } => {
+                opened
+                    .insert(key.as_slice(), value.as_slice())
+                    .map_err(StoreError::storage)?;
+            }
+            TableChange::Delete { key, .. } => {
+                opened.remove(key.as_slice()).map_err(StoreError::storage)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Appends one request inside the batch transaction.

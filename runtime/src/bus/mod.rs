@@ -1,0 +1,155 @@
+//! The event bus: projections (read models) fed by durable subscriptions to the global log.
+//!
+//! Each projection has a runner actor under its service's supervisor. The runner reads the
+//! log after its checkpoint, in log order, applies a batch, and commits the projection's
+//! table changes together with the new checkpoint in one durable transaction; then it waits
+//! for the log to grow. Delivery is at least once (a crash re-delivers the batch that was not
+//! committed), and since changes and checkpoint commit together, nothing is counted twice.
+//!
+//! Reads are eventually consistent; a query can wait, bounded, for a projection to pass a
+//! command's position ([`Bus::wait_for`]) to read its own write.
+
+mod projection;
+mod runner;
+
+pub use projection::{Delivered, Projection, ProjectionError, Tables, decode, key};
+pub use runner::rebuild_offline;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ractor::rpc::CallResult;
+use tokio::sync::watch;
+
+use crate::store::EventStore;
+use crate::supervision::{ChildSpec, Restart};
+use runner::{Runner, RunnerArgs, RunnerMsg};
+
+/// A projection has not reached the position a query asked for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("projection {projection} has applied the log up to {applied:?}, not yet {wanted}")]
+pub struct Behind {
+    pub projection: &'static str,
+    pub applied: Option<u64>,
+    pub wanted: u64,
+}
+
+/// Each projection's last applied log position, as its runner reports it.
+type Progress = HashMap<&'static str, watch::Sender<Option<u64>>>;
+
+/// The node's bus: where projections report their progress. Cheap to clone.
+#[derive(Clone)]
+pub struct Bus {
+    store: EventStore,
+    progress: Arc<Mutex<Progress>>,
+}
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bus").finish_non_exhaustive()
+    }
+}
+
+impl Bus {
+    pub fn new(store: EventStore) -> Self {
+        Self {
+            store,
+            progress: Arc::default(),
+        }
+    }
+
+    fn progress(&self, name: &'static str) -> watch::Sender<Option<u64>> {
+        self.progress
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(name)
+            .or_insert_with(|| watch::channel(self.store.checkpoint(name).ok().flatten()).0)
+            .clone()
+    }
+
+    /// A supervisor child that runs `projection` (restarted, from its checkpoint, if it fails).
+    pub fn runner(&self, projection: Arc<dyn Projection>) -> ChildSpec {
+        let (store, progress) = (self.store.clone(), self.progress(projection.name()));
+        ChildSpec::named_actor(
+            runner_name(projection.name()),
+            Restart::Permanent,
+            move || {
+                (
+                    Runner,
+                    RunnerArgs {
+                        projection: projection.clone(),
+                        store: store.clone(),
+                        progress: progress.clone(),
+                    },
+                )
+            },
+        )
+    }
+
+    /// The last log position `projection` has applied, if any.
+    pub fn applied(&self, projection: &'static str) -> Option<u64> {
+        *self.progress(projection).borrow()
+    }
+
+    /// Waits until `projection` has applied the log up to `position`, for at most `timeout`.
+    pub async fn wait_for(
+        &self,
+        projection: &'static str,
+        position: u64,
+        timeout: Duration,
+    ) -> Result<(), Behind> {
+        let mut progress = self.progress(projection).subscribe();
+        let reached = tokio::time::timeout(
+            timeout,
+            progress.wait_for(|applied| applied.is_some_and(|applied| applied >= position)),
+        )
+        .await
+        .is_ok_and(|waited| waited.is_ok());
+        match reached {
+            true => Ok(()),
+            false => Err(Behind {
+                projection,
+                applied: *progress.borrow(),
+                wanted: position,
+            }),
+        }
+    }
+
+    /// Empties `projection`'s tables and has its runner apply the log again from position 0.
+    pub async fn rebuild(&self, projection: &str) -> Result<(), String> {
+        let runner = ractor::registry::where_is(runner_name(projection))
+            .ok_or_else(|| format!("no projection named `{projection}` runs on this node"))?;
+        let runner: ractor::ActorRef<RunnerMsg> = runner.into();
+        match runner
+            .call(RunnerMsg::Rebuild, Some(Duration::from_secs(10)))
+            .await
+        {
+            Ok(CallResult::Success(result)) => result,
+            Ok(_) => Err(format!("projection `{projection}` did not answer")),
+            Err(error) => Err(format!("projection `{projection}`: {error}")),
+        }
+    }
+
+    /// Every projection this node has started, with the last position each has applied.
+    pub fn projections(&self) -> Vec<(&'static str, Option<u64>)> {
+        let progress = self
+            .progress
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut all: Vec<_> = progress
+            .iter()
+            .map(|(name, sender)| (*name, *sender.borrow()))
+            .collect();
+        all.sort_unstable();
+        all
+    }
+
+    pub fn store(&self) -> &EventStore {
+        &self.store
+    }
+}
+
+fn runner_name(projection: &str) -> String {
+    format!("projection-{projection}")
+}

@@ -1,0 +1,160 @@
+//! [`Projection`]: a read model fed by the global log, and what it writes with.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::aggregate::Aggregate;
+use crate::codec;
+use crate::store::{ReadModelSnapshot, RecordedEvent, StoreError, TableChange};
+
+/// A read model: it sees every event of the global log in log order, at least once, and keeps
+/// its own tables. Its changes for a batch of events commit together with its checkpoint, so
+/// that a crash re-delivers the whole batch and nothing is counted twice.
+pub trait Projection: Send + Sync + 'static {
+    /// Its name: the checkpoint's key, the metric label, and what `rebuild` takes.
+    fn name(&self) -> &'static str;
+    /// The tables it writes, and only it writes; a rebuild empties them.
+    fn tables(&self) -> &'static [&'static str];
+    /// Applies one event. Events it has no use for are passed over by returning `Ok`.
+    fn apply(&self, event: &RecordedEvent, tables: &mut Tables<'_>) -> Result<(), ProjectionError>;
+}
+
+/// A projection could not apply an event: its runner fails, is restarted by its supervisor,
+/// and retries from its checkpoint (nothing is skipped).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProjectionError {
+    #[error("event {position} ({stream}) cannot be decoded: {source}")]
+    Decode {
+        position: u64,
+        stream: String,
+        #[source]
+        source: codec::CodecError,
+    },
+    #[error("read-model value in {table} cannot be decoded: {source}")]
+    Value {
+        table: &'static str,
+        #[source]
+        source: codec::CodecError,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// An event of aggregate kind `A`, decoded, with where it is in the log.
+#[derive(Debug)]
+pub struct Delivered<A: Aggregate> {
+    pub position: u64,
+    /// The aggregate's id (the stream name without its kind).
+    pub id: String,
+    pub version: u64,
+    pub recorded_at_micros: i64,
+    pub event: A::Event,
+}
+
+/// Decodes `event` when it belongs to an aggregate of kind `A`; `None` for other kinds.
+pub fn decode<A: Aggregate>(
+    event: &RecordedEvent,
+) -> Result<Option<Delivered<A>>, ProjectionError> {
+    let Some(id) = event
+        .stream
+        .strip_prefix(A::KIND)
+        .and_then(|rest| rest.strip_prefix('-'))
+    else {
+        return Ok(None);
+    };
+    let decoded = codec::decode(&event.payload).map_err(|source| ProjectionError::Decode {
+        position: event.position,
+        stream: event.stream.clone(),
+        source,
+    })?;
+    Ok(Some(Delivered {
+        position: event.position,
+        id: id.to_owned(),
+        version: event.version,
+        recorded_at_micros: event.recorded_at_micros,
+        event: decoded,
+    }))
+}
+
+/// A projection's view of its tables while it applies a batch: what is committed, with the
+/// batch's own changes so far on top, so that a later event of the batch reads an earlier
+/// one's write.
+pub struct Tables<'a> {
+    committed: &'a ReadModelSnapshot,
+    pending: HashMap<(&'static str, Vec<u8>), Option<Vec<u8>>>,
+    changes: Vec<TableChange>,
+}
+
+impl std::fmt::Debug for Tables<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tables")
+            .field("changes", &self.changes.len())
+            .finish()
+    }
+}
+
+impl<'a> Tables<'a> {
+    pub(crate) fn new(committed: &'a ReadModelSnapshot) -> Self {
+        Self {
+            committed,
+            pending: HashMap::new(),
+            changes: Vec::new(),
+        }
+    }
+
+    /// The value under `key` in `table`, with this batch's changes applied.
+    pub fn get<T: DeserializeOwned>(
+        &self,
+        table: &'static str,
+        key: &[u8],
+    ) -> Result<Option<T>, ProjectionError> {
+        let bytes = match self.pending.get(&(table, key.to_vec())) {
+            Some(pending) => pending.clone(),
+            None => self.committed.get(table, key)?,
+        };
+        bytes
+            .map(|bytes| {
+                codec::decode(&bytes).map_err(|source| ProjectionError::Value { table, source })
+            })
+            .transpose()
+    }
+
+    pub fn put<T: Serialize>(
+        &mut self,
+        table: &'static str,
+        key: Vec<u8>,
+        value: &T,
+    ) -> Result<(), ProjectionError> {
+        let value =
+            codec::encode(value).map_err(|source| ProjectionError::Value { table, source })?;
+        self.pending
+            .insert((table, key.clone()), Some(value.clone()));
+        self.changes.push(TableChange::Put { table, key, value });
+        Ok(())
+    }
+
+    pub fn delete(&mut self, table: &'static str, key: Vec<u8>) {
+        self.pending.insert((table, key.clone()), None);
+        self.changes.push(TableChange::Delete { table, key });
+    }
+
+    pub(crate) fn into_changes(self) -> Vec<TableChange> {
+        self.changes
+    }
+}
+
+/// A read-model key made of parts, each followed by a `/`: `key(&[customer, order])` sorts by
+/// customer, then order, and `key(&[customer])` is the prefix of all of one customer's keys.
+pub fn key(parts: &[&str]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for part in parts {
+        key.extend_from_slice(part.as_bytes());
+        key.push(b'/');
+    }
+    key
+}

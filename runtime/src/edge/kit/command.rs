@@ -1,0 +1,212 @@
+//! Commands at the edge: the request's context, the answer, errors as problems, and ownership.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::aggregate::{
+    Access, Aggregate, Aggregates, CommandEnvelope, CommandError, DomainError, Versioned,
+};
+use crate::edge::auth::{Principal, Writer};
+use crate::edge::idempotency::IdempotencyKey;
+use crate::edge::problem::{Problem, ProblemCode, quote_id};
+use crate::edge::request_ids::RequestIds;
+
+/// The header carrying a command's global log position: pass it as `min_position` to a
+/// read-model query to read your own write.
+pub const POSITION_HEADER: HeaderName = HeaderName::from_static("x-playhouse-position");
+
+/// What a command request brings besides its body: the caller (checked to be a writer before
+/// the body is read), the request's ids, and its Idempotency-Key.
+#[derive(Debug, Clone)]
+pub struct CommandContext {
+    pub principal: Principal,
+    pub ids: RequestIds,
+    pub key: IdempotencyKey,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for CommandContext {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        let Writer(principal) = Writer::from_request_parts(parts, state).await?;
+        let key = IdempotencyKey::from_request_parts(parts, state).await?;
+        let ids = parts
+            .extensions
+            .get::<RequestIds>()
+            .cloned()
+            .ok_or_else(|| Problem::internal(&"the edge middleware set no request ids"))?;
+        Ok(Self {
+            principal,
+            ids,
+            key,
+        })
+    }
+}
+
+impl CommandContext {
+    /// The command id of this request: its Idempotency-Key, made unique to the caller.
+    pub fn command_id(&self) -> Option<String> {
+        self.key.command_id(&self.principal.subject)
+    }
+
+    /// `command` with this request's command id, and its request id as correlation id.
+    pub fn envelope<C>(&self, command: C) -> CommandEnvelope<C> {
+        let mut envelope =
+            CommandEnvelope::new(command).with_correlation_id(self.ids.request_id.to_string());
+        envelope.command_id = self.command_id();
+        envelope
+    }
+
+    /// An id for a resource this request creates: derived from the command id (UUID v5 in
+    /// `namespace`), so that a retried create names the same resource, or a fresh time-ordered
+    /// UUID (v7) without an Idempotency-Key.
+    pub fn new_resource_id(&self, namespace: uuid::Uuid) -> uuid::Uuid {
+        match self.command_id() {
+            Some(command_id) => uuid::Uuid::new_v5(&namespace, command_id.as_bytes()),
+            None => uuid::Uuid::now_v7(),
+        }
+    }
+
+    /// The caller's subject, to record as a new resource's owner.
+    pub fn subject(&self) -> String {
+        self.principal.subject.to_string()
+    }
+}
+
+/// The answer to a command: a status, the body, and where the command's events are in the log.
+#[derive(Debug)]
+pub struct CommandAnswer<T> {
+    status: StatusCode,
+    location: Option<String>,
+    position: Option<u64>,
+    body: T,
+}
+
+impl<T: Serialize> CommandAnswer<T> {
+    /// 200 with `body`.
+    pub fn ok(body: T, position: Option<u64>) -> Self {
+        Self {
+            status: StatusCode::OK,
+            location: None,
+            position,
+            body,
+        }
+    }
+
+    /// 201 with `Location` and `body`.
+    pub fn created(location: String, body: T, position: Option<u64>) -> Self {
+        Self {
+            status: StatusCode::CREATED,
+            location: Some(location),
+            position,
+            body,
+        }
+    }
+
+    /// 202 (the work goes on after the answer) with `Location` and `body`.
+    pub fn accepted(location: String, body: T, position: Option<u64>) -> Self {
+        Self {
+            status: StatusCode::ACCEPTED,
+            location: Some(location),
+            position,
+            body,
+        }
+    }
+}
+
+impl<T: Serialize> IntoResponse for CommandAnswer<T> {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, axum::Json(self.body)).into_response();
+        let headers = response.headers_mut();
+        if let Some(location) = self.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+            headers.insert(header::LOCATION, location);
+        }
+        if let Some(position) = self.position {
+            headers.insert(POSITION_HEADER, HeaderValue::from(position));
+        }
+        response
+    }
+}
+
+/// "no {noun} with id `{id}`", the answer for a missing resource and for someone else's.
+pub fn not_found(noun: &str, id: &str) -> Problem {
+    Problem::new(
+        ProblemCode::NotFound,
+        format!("no {noun} with id `{}`", quote_id(id)),
+    )
+}
+
+/// How a command's failure on `noun` `id` is reported: a refusal as its domain says, the rest
+/// by what a client can do about it.
+pub fn command_problem<E: DomainError>(noun: &str, id: &str, error: CommandError<E>) -> Problem {
+    match error {
+        CommandError::Refused(refusal) => {
+            let kind = refusal.refusal();
+            if kind.status == 404 {
+                return not_found(noun, id);
+            }
+            Problem::from_refusal(kind, refusal.to_string())
+        }
+        CommandError::CommandIdReused { .. } => Problem::new(
+            ProblemCode::IdempotencyKeyReused,
+            "this Idempotency-Key was already used for a different request; use a new key for a new request",
+        )
+        .with_field("Idempotency-Key"),
+        CommandError::Conflict { .. } => Problem::new(
+            ProblemCode::Conflict,
+            format!("the {noun} changed while this command ran; retry it"),
+        ),
+        CommandError::TimedOut { .. } => Problem::new(
+            ProblemCode::Timeout,
+            format!("the {noun} did not answer in time; retry with the same Idempotency-Key"),
+        )
+        .with_retry_after(1),
+        CommandError::Unavailable {
+            ref what,
+            retry_after_ms,
+        } => Problem::new(
+            ProblemCode::Unavailable,
+            format!(
+                "the {noun} cannot be reached now; retry with the same Idempotency-Key"
+            ),
+        )
+        .with_retry_after(retry_after_ms.div_ceil(1000).max(1))
+        .with_cause(format!("{noun} {id}: {what}")),
+        CommandError::Crashed { .. } => Problem::new(
+            ProblemCode::Unavailable,
+            format!("the {noun} failed while handling the command; retry with the same Idempotency-Key"),
+        )
+        .with_retry_after(1)
+        .with_cause(format!("{noun} {id}: {error}")),
+        // Damaged data does not heal by retrying: a 500, logged in full.
+        CommandError::Internal { .. } => Problem::internal(&format!("{noun} {id}: {error}")),
+    }
+}
+
+/// Aggregate `id` as `principal` may see it, for reading (`write: false`) or acting on it: one
+/// that does not exist, or belongs to another subject (for a non-admin; for reading, unless it
+/// is public), is not found, so that others' ids do not leak.
+pub async fn visible<A: Aggregate>(
+    aggregates: &Aggregates<A>,
+    principal: &Principal,
+    noun: &str,
+    id: &str,
+    write: bool,
+) -> Result<Versioned<A::State>, Problem> {
+    let current = aggregates
+        .get(id)
+        .await
+        .map_err(|error| command_problem(noun, id, error))?;
+    let allowed = match A::owner(&current.state) {
+        None => false,
+        Some(owner) => principal.may_access(owner) || (!write && A::ACCESS == Access::PublicRead),
+    };
+    if allowed {
+        Ok(current)
+    } else {
+        Err(not_found(noun, id))
+    }
+}

@@ -1,0 +1,16 @@
+//! What a domain service's author needs, in one import: `use playhouse_runtime::prelude::*;`.
+
+pub use crate::aggregate::{
+    Access, Aggregate, Aggregates, CommandEnvelope, CommandError, CommandOutcome, DomainError,
+    Refusal, Versioned,
+};
+pub use crate::bus::{Delivered, Projection, ProjectionError, Tables};
+pub use crate::edge::kit::problems::{
+    CommandProblems, CreateProblems, QueryProblems, ReadProblems,
+};
+pub use crate::edge::kit::{
+    CommandAnswer, CommandContext, IdempotencyKeyHeader, command_problem, history_routes,
+    not_found, visible,
+};
+pub use crate::edge::{ApiJson, PathId, Principal, Problem, ProblemCode, Reader, Routes, Writer};
+pub use crate::service::{Service, ServiceContext, ServiceDef};

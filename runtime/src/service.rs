@@ -1,0 +1,141 @@
+//! Services: what a domain service is to a node, and what it gets to build itself.
+//!
+//! A service is a [`ServiceDef`] (a name and a start function) in the one list of services of
+//! a build. Starting it gives a [`Service`]: its supervision group's children (aggregate hosts,
+//! projections) and its routes. The [`ServiceContext`] hands out one [`Aggregates`] handle per
+//! aggregate kind, and builds the kind's host from that same handle, so that the handle and the
+//! host always share their state view, and any service can reach any other's aggregates
+//! (orders read catalog prices) through the same handles.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::aggregate::{Aggregate, Aggregates, EntitySettings};
+use crate::bus::{Bus, Projection};
+use crate::edge::Routes;
+use crate::store::EventStore;
+use crate::supervision::{Backoff, ChildSpec, Intensity, Strategy, Supervisor, SupervisorSpec};
+
+/// A service of this build: its name (as configs list it) and how to start it.
+#[derive(Debug, Clone, Copy)]
+pub struct ServiceDef {
+    pub name: &'static str,
+    pub start: fn(&ServiceContext) -> Service,
+}
+
+/// A started service: the children of its supervision group, its HTTP routes, and its
+/// projections (also among the children; listed for `playhouse projections rebuild`).
+pub struct Service {
+    pub name: &'static str,
+    pub children: Vec<ChildSpec>,
+    pub routes: Routes,
+    pub projections: Vec<Arc<dyn Projection>>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("name", &self.name)
+            .field("children", &self.children)
+            .field(
+                "projections",
+                &self
+                    .projections
+                    .iter()
+                    .map(|p| p.name())
+                    .collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    /// The service's supervision group: a one-for-one supervisor named after the service.
+    pub fn group(&self) -> ChildSpec {
+        Supervisor::child_spec(SupervisorSpec {
+            name: self.name.to_owned(),
+            strategy: Strategy::OneForOne,
+            intensity: Intensity::default(),
+            backoff: Backoff::default(),
+            children: self.children.clone(),
+        })
+    }
+}
+
+/// Crashing aggregates are restarted one by one by their host; only a storm of crashes fails
+/// the host itself.
+const HOST_INTENSITY: Intensity = Intensity {
+    max_restarts: 100,
+    within: Duration::from_secs(10),
+};
+
+/// What services build themselves from. Cheap to clone; clones share the handles.
+#[derive(Clone)]
+pub struct ServiceContext {
+    store: EventStore,
+    settings: EntitySettings,
+    bus: Bus,
+    /// One handle per aggregate kind (boxed `Aggregates<A>`), made on first use.
+    handles: Arc<Mutex<HashMap<TypeId, Box<dyn Any + Send + Sync>>>>,
+}
+
+impl std::fmt::Debug for ServiceContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceContext")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServiceContext {
+    pub fn new(store: EventStore, settings: EntitySettings, bus: Bus) -> Self {
+        Self {
+            store,
+            settings,
+            bus,
+            handles: Arc::default(),
+        }
+    }
+
+    /// The handle to the aggregates of kind `A` (the same one for every caller).
+    pub fn aggregates<A: Aggregate>(&self) -> Aggregates<A> {
+        let mut handles = self
+            .handles
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        handles
+            .entry(TypeId::of::<A>())
+            .or_insert_with(|| {
+                Box::new(Aggregates::<A>::new(
+                    host_name::<A>(),
+                    self.store.clone(),
+                    self.settings.call_timeout,
+                ))
+            })
+            .downcast_ref::<Aggregates<A>>()
+            .expect("the handle stored for a kind is of that kind")
+            .clone()
+    }
+
+    /// The child spec of kind `A`'s host, serving the handle [`Self::aggregates`] gives.
+    pub fn host<A: Aggregate>(&self) -> ChildSpec {
+        self.aggregates::<A>()
+            .child_spec(self.settings.clone(), HOST_INTENSITY)
+    }
+
+    pub fn store(&self) -> &EventStore {
+        &self.store
+    }
+
+    /// The node's event bus: subscriptions and projections.
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+}
+
+/// The registered name of kind `A`'s host (one per node).
+pub fn host_name<A: Aggregate>() -> String {
+    format!("{}-host", A::KIND)
+}
