@@ -84,8 +84,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let ttl: Duration = humantime::parse_duration(&ttl).with_context(|| {
                 format!("--ttl `{ttl}`: expected a duration like 30m, 1h or 7d")
             })?;
-            if sub.trim().is_empty() {
-                bail!("--sub must not be empty");
+            if let Err(problem) = playhouse_runtime::edge::check_subject(&sub) {
+                bail!("--sub `{sub}`: {problem}");
             }
             println!("{}", JwtAuth::new(&config.auth).issue(&sub, &roles, ttl));
             Ok(ExitCode::SUCCESS)

@@ -122,8 +122,7 @@ async fn serve(config: NodeConfig) -> anyhow::Result<ExitCode> {
         keep_alive_timeout_ms = config.edge.keep_alive_timeout.as_millis() as u64,
         "edge connection limits"
     );
-    let listener = tokio::net::TcpListener::bind(config.edge.listen)
-        .await
+    let listener = server::bind(config.edge.listen)
         .with_context(|| format!("edge.listen: cannot listen on {}", config.edge.listen))?;
     let address = listener.local_addr()?;
     // With `edge.listen` on port 0 this line is the only place the port shows; the test

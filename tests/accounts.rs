@@ -170,6 +170,29 @@ async fn bad_input_gets_a_4xx_problem_naming_what_is_wrong() {
         "{problem}"
     );
 
+    // A float would round this to 1; read exactly, it is no whole number.
+    let response = client()
+        .post(node.url(&credit))
+        .bearer_auth(writer())
+        .header("content-type", "application/json")
+        .body(r#"{"amount": 0.99999999999999999999}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY, "invalid-field").await;
+    let problem = assert_problem(
+        post(
+            &node,
+            "/api/v1/accounts",
+            json!({"owner": "a\nb", "initial_balance": 1}),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid-field",
+    )
+    .await;
+    assert_eq!(problem["field"], "owner");
+
     let problem = assert_problem(
         post(&node, &credit, json!({"amount": "ten"})).await,
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -453,4 +476,52 @@ async fn an_account_belongs_to_the_subject_that_opened_it() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(balance(&node, &id).await, 900);
+}
+
+#[tokio::test]
+async fn a_long_history_is_read_a_page_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &NodeOptions::default());
+    let id = open_account(&node, "alice", 0).await;
+    for amount in 1..=5 {
+        post(
+            &node,
+            &format!("/api/v1/accounts/{id}/credit"),
+            json!({ "amount": amount }),
+        )
+        .await;
+    }
+    let reader = Some(token("alice", &["reader"]));
+    let first = get_json(
+        &node,
+        &format!("/api/v1/accounts/{id}/events?limit=2"),
+        reader.clone(),
+    )
+    .await;
+    let versions = |page: &Value| -> Vec<u64> {
+        page["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["version"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(versions(&first), [1, 2]);
+    assert_eq!(first["next_from_version"], 3);
+    let rest = get_json(
+        &node,
+        &format!("/api/v1/accounts/{id}/events?from_version=3&limit=10"),
+        reader.clone(),
+    )
+    .await;
+    assert_eq!(versions(&rest), [3, 4, 5, 6]);
+    assert!(rest["next_from_version"].is_null(), "{rest}");
+    let response = client()
+        .get(node.url(&format!("/api/v1/accounts/{id}/events?limit=5000")))
+        .bearer_auth(token("alice", &["reader"]))
+        .send()
+        .await
+        .unwrap();
+    let problem = assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY, "invalid-field").await;
+    assert_eq!(problem["field"], "limit");
 }

@@ -668,3 +668,65 @@ async fn tokens_follow_the_jwt_rfcs() {
         "{problem}"
     );
 }
+
+#[tokio::test]
+async fn a_connection_flood_never_cuts_off_a_request_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(
+        dir.path(),
+        &NodeOptions {
+            file_limit: Some(256),
+            ..NodeOptions::default()
+        },
+    );
+    let id = open_account_as(&node, "alice", "alice", 0).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = {
+        let (address, stop) = (node.address(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let held: Vec<TcpStream> = (0..400)
+                    .filter_map(|_| TcpStream::connect(&address).ok())
+                    .collect();
+                std::thread::sleep(Duration::from_millis(50));
+                drop(held);
+            }
+        })
+    };
+    // Back to back on one keep-alive connection (reqwest reuses it): at the cap, the server
+    // must close flood connections, never this one in the middle of a request.
+    let client = client();
+    let writer = token("alice", &["writer"]);
+    let (mut acknowledged, mut failures) = (0, Vec::new());
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(4) {
+        let sent = client
+            .post(node.url(&format!("/api/v1/accounts/{id}/credit")))
+            .bearer_auth(&writer)
+            .json(&json!({"amount": 1}))
+            .send()
+            .await;
+        match sent {
+            Ok(response) if response.status() == StatusCode::OK => acknowledged += 1,
+            Ok(response) => failures.push(response.status().to_string()),
+            Err(error) => failures.push(format!("{error:?}")),
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    flood.join().unwrap();
+    let account = get_json(
+        &node,
+        &format!("/api/v1/accounts/{id}"),
+        Some(token("alice", &["reader"])),
+    )
+    .await;
+    assert!(
+        failures.is_empty(),
+        "{} credits failed: {failures:?}",
+        failures.len()
+    );
+    assert_eq!(
+        account["balance"], acknowledged,
+        "every credit was acknowledged"
+    );
+}

@@ -3,9 +3,11 @@
 //! crosses boundaries, `http.rs` the routes, `tests.rs`), built only on the runtime's traits.
 
 pub mod accounts;
+pub mod catalog;
 mod money;
+mod text;
 
 use playhouse_runtime::service::ServiceDef;
 
 /// Every service of this build: the names a config may list, and how each one starts.
-pub const SERVICES: &[ServiceDef] = &[accounts::DEF];
+pub const SERVICES: &[ServiceDef] = &[accounts::DEF, catalog::DEF];

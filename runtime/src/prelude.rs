@@ -4,13 +4,13 @@ pub use crate::aggregate::{
     Access, Aggregate, Aggregates, CommandEnvelope, CommandError, CommandOutcome, DomainError,
     Refusal, Versioned,
 };
-pub use crate::bus::{Delivered, Projection, ProjectionError, Tables};
+pub use crate::bus::{Bus, Delivered, Projection, ProjectionError, Tables};
 pub use crate::edge::kit::problems::{
     CommandProblems, CreateProblems, QueryProblems, ReadProblems,
 };
 pub use crate::edge::kit::{
-    CommandAnswer, CommandContext, IdempotencyKeyHeader, command_problem, history_routes,
-    not_found, visible,
+    ApiQuery, CommandAnswer, CommandContext, IdempotencyKeyHeader, Page, caught_up,
+    command_problem, history_routes, not_found, visible,
 };
 pub use crate::edge::{ApiJson, PathId, Principal, Problem, ProblemCode, Reader, Routes, Writer};
 pub use crate::service::{Service, ServiceContext, ServiceDef};

@@ -79,6 +79,9 @@ impl Aggregate for Account {
                 if owner.trim().is_empty() {
                     return Err(AccountError::EmptyOwner);
                 }
+                if !crate::text::is_plain(owner) {
+                    return Err(AccountError::OwnerNotPlainText);
+                }
                 let length = owner.chars().count();
                 if length > MAX_OWNER_CHARS {
                     return Err(AccountError::OwnerTooLong {

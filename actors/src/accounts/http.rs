@@ -7,9 +7,9 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::aggregate::MAX_OWNER_CHARS;
 use super::{Account, AccountCommand, AccountState};
 use crate::money::{MAX_AMOUNT, in_range, minor_units};
+use crate::text::Name;
 
 /// Namespace of account ids derived from an Idempotency-Key (UUID v5), so a retried create
 /// names the same account.
@@ -38,8 +38,8 @@ pub fn routes(accounts: Aggregates<Account>) -> Routes {
 #[serde(deny_unknown_fields)]
 pub struct OpenAccountRequest {
     /// Who holds the account (a name; the account belongs to the token's subject).
-    #[schema(min_length = 1, max_length = 200, pattern = r"\S", example = "alice")]
-    pub owner: String,
+    #[schema(inline, example = "alice")]
+    pub owner: Name,
     /// Opening balance in minor units (cents), at most 10^15.
     #[schema(minimum = 0, maximum = 1_000_000_000_000_000_i64, example = 10000)]
     #[serde(deserialize_with = "minor_units")]
@@ -95,16 +95,10 @@ async fn open_account(
 ) -> Result<CommandAnswer<AccountView>, Problem> {
     // The request's own ranges (the schema's) are checked before anything else, so that a
     // retry carrying an Idempotency-Key cannot slip an invalid body past them.
-    if body.owner.trim().is_empty() || body.owner.chars().count() > MAX_OWNER_CHARS {
-        return Err(Problem::invalid_field(
-            "owner",
-            format!("owner must be 1 to {MAX_OWNER_CHARS} characters, not only spaces"),
-        ));
-    }
     in_range("initial_balance", body.initial_balance, 0, MAX_AMOUNT)?;
     let id = context.new_resource_id(ACCOUNT_ID_NAMESPACE).to_string();
     let command = AccountCommand::Open {
-        owner: body.owner,
+        owner: body.owner.into_string(),
         initial_balance: body.initial_balance,
         subject: context.subject(),
     };

@@ -60,6 +60,8 @@ pub enum AccountError {
     BalanceOverflow { balance: i64, amount: i64 },
     #[error("initial balance must be at most {max}, got {initial_balance}")]
     InitialBalanceTooLarge { initial_balance: i64, max: i64 },
+    #[error("owner must be plain text, without control characters")]
+    OwnerNotPlainText,
 }
 
 impl DomainError for AccountError {
@@ -72,9 +74,9 @@ impl DomainError for AccountError {
             | AccountError::InitialBalanceTooLarge { .. } => {
                 Refusal::invalid_field("initial_balance")
             }
-            AccountError::EmptyOwner | AccountError::OwnerTooLong { .. } => {
-                Refusal::invalid_field("owner")
-            }
+            AccountError::EmptyOwner
+            | AccountError::OwnerTooLong { .. }
+            | AccountError::OwnerNotPlainText => Refusal::invalid_field("owner"),
             // Valid requests the account's current state cannot take: 409.
             AccountError::InsufficientFunds { .. } => {
                 Refusal::conflict("insufficient-funds", "Insufficient funds")

@@ -108,23 +108,37 @@ impl<A: Aggregate> Aggregates<A> {
         &self,
         id: &str,
     ) -> Result<Vec<HistoryEntry<A::Event>>, CommandError<A::Error>> {
+        self.history_range(id, 1, u64::MAX).await
+    }
+
+    /// The events of aggregate `id` with `from_version <= version <= to_version`, oldest first.
+    pub async fn history_range(
+        &self,
+        id: &str,
+        from_version: u64,
+        to_version: u64,
+    ) -> Result<Vec<HistoryEntry<A::Event>>, CommandError<A::Error>> {
         let (store, stream) = (self.inner.store.clone(), stream_name::<A>(id));
-        tokio::task::spawn_blocking(move || Self::read_history(&store, &stream))
-            .await
-            .map_err(|_| {
-                CommandError::from_store(StoreError::TaskFailed {
-                    what: "reading a history",
-                })
-            })?
-            .map_err(CommandError::from_store)
+        tokio::task::spawn_blocking(move || {
+            Self::read_history(&store, &stream, from_version, to_version)
+        })
+        .await
+        .map_err(|_| {
+            CommandError::from_store(StoreError::TaskFailed {
+                what: "reading a history",
+            })
+        })?
+        .map_err(CommandError::from_store)
     }
 
     fn read_history(
         store: &EventStore,
         stream: &str,
+        from_version: u64,
+        to_version: u64,
     ) -> Result<Vec<HistoryEntry<A::Event>>, StoreError> {
         store
-            .read_stream(stream)?
+            .read_stream_range(stream, from_version, to_version)?
             .into_iter()
             .map(|record| {
                 let event = decode_event::<A>(stream, record.version, &record.payload)?;

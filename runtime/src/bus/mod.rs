@@ -12,7 +12,7 @@
 mod projection;
 mod runner;
 
-pub use projection::{Delivered, Projection, ProjectionError, Tables, decode, key};
+pub use projection::{Delivered, Projection, ProjectionError, Tables, decode, key, read_page};
 pub use runner::rebuild_offline;
 
 use std::collections::HashMap;
@@ -147,6 +147,11 @@ impl Bus {
 
     pub fn store(&self) -> &EventStore {
         &self.store
+    }
+
+    /// A consistent view of every read-model table, as last committed.
+    pub fn read_models(&self) -> Result<crate::store::ReadModelSnapshot, ProjectionError> {
+        Ok(self.store.read_models()?)
     }
 }
 

@@ -150,6 +150,7 @@ impl<'a> Tables<'a> {
 
 /// A read-model key made of parts, each followed by a `/`: `key(&[customer, order])` sorts by
 /// customer, then order, and `key(&[customer])` is the prefix of all of one customer's keys.
+/// Parts must not contain `/` (ids and zero-padded numbers do not).
 pub fn key(parts: &[&str]) -> Vec<u8> {
     let mut key = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
     for part in parts {
@@ -157,4 +158,39 @@ pub fn key(parts: &[&str]) -> Vec<u8> {
         key.push(b'/');
     }
     key
+}
+
+/// One page of a read-model table: the items after `cursor` under `prefix`, and the cursor of
+/// the next page when there is one. Cursors are the part of an item's key after `prefix` (see
+/// [`key`]), so they are plain text.
+pub fn read_page<T: DeserializeOwned>(
+    snapshot: &ReadModelSnapshot,
+    table: &'static str,
+    prefix: &[u8],
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<(Vec<T>, Option<String>), ProjectionError> {
+    let after = cursor.map(|cursor| {
+        let mut after = prefix.to_vec();
+        after.extend_from_slice(&key(&[cursor]));
+        after
+    });
+    let mut entries = snapshot.scan(table, prefix, after.as_deref(), limit + 1)?;
+    let more = entries.len() > limit;
+    entries.truncate(limit);
+    let next = match entries.last() {
+        Some((last, _)) if more => Some(
+            String::from_utf8_lossy(&last[prefix.len()..])
+                .trim_end_matches('/')
+                .to_owned(),
+        ),
+        _ => None,
+    };
+    let items = entries
+        .iter()
+        .map(|(_, value)| {
+            codec::decode(value).map_err(|source| ProjectionError::Value { table, source })
+        })
+        .collect::<Result<Vec<T>, _>>()?;
+    Ok((items, next))
 }

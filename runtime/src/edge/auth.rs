@@ -69,6 +69,24 @@ struct VerifiedClaims {
     roles: Vec<String>,
 }
 
+/// Longest token subject accepted, in bytes.
+pub const MAX_SUBJECT_BYTES: usize = 256;
+
+/// Checks a token subject: 1 to 256 bytes, not blank, no control characters. A subject is
+/// recorded as the owner of what its token creates, and shown back: it must be plain text.
+pub fn check_subject(subject: &str) -> Result<(), String> {
+    if subject.trim().is_empty()
+        || subject.len() > MAX_SUBJECT_BYTES
+        || subject.chars().any(char::is_control)
+    {
+        Err(format!(
+            "the subject (sub) must be 1 to {MAX_SUBJECT_BYTES} bytes of text, not blank, without control characters"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
 /// Longest token accepted, in bytes. Ours are about 250; the cap bounds what a request can
 /// make the server hash, decode and remember.
 pub const MAX_TOKEN_BYTES: usize = 4096;
@@ -222,6 +240,7 @@ impl JwtAuth {
                     _ => "the token is malformed",
                 })
             })?;
+        check_subject(&data.claims.sub).map_err(|detail| unauthorized(&detail))?;
         if data.header.crit.is_some() {
             return Err(unauthorized(
                 "the token marks header extensions critical (crit); this server supports none",
@@ -478,6 +497,20 @@ mod tests {
                 .unwrap_err()
                 .detail
                 .contains("too long")
+        );
+    }
+
+    #[test]
+    fn subjects_must_be_plain_text() {
+        for bad in ["", " ", "x\r\ny", "zz\u{1b}[31mred", &"s".repeat(257)] {
+            assert!(check_subject(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_subject("alice@example.com").is_ok());
+        let auth = auth(0);
+        let token = auth.issue(" ", &[Role::Admin], Duration::from_secs(60));
+        assert!(
+            auth.verify_header(Some(&format!("Bearer {token}")))
+                .is_err()
         );
     }
 

@@ -29,7 +29,7 @@ use utoipa::openapi::{ComponentsBuilder, InfoBuilder, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use auth::{JwtAuth, MAX_TOKEN_BYTES, Principal, Reader, Role, Writer};
+pub use auth::{JwtAuth, MAX_TOKEN_BYTES, Principal, Reader, Role, Writer, check_subject};
 pub use guard::Guard;
 pub use health::Health;
 pub use idempotency::IdempotencyKey;

@@ -196,8 +196,11 @@ impl Problem {
         Self::new(ProblemCode::InvalidField, detail).with_field(field)
     }
 
+    /// Names the field at fault (cut short: it may come from the request, as an unknown field
+    /// does).
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
-        self.field = Some(field.into());
+        let field = field.into();
+        self.field = Some(shorten(&field, MAX_QUOTED_ID_CHARS * 2).into_owned());
         self
     }
 
@@ -261,5 +264,10 @@ mod tests {
         assert!(quoted.ends_with('…'));
         let problem = Problem::new(ProblemCode::NotFound, "x".repeat(100_000));
         assert_eq!(problem.detail.chars().count(), MAX_DETAIL_CHARS + 1);
+        let problem = problem.with_field("k".repeat(60_000));
+        assert_eq!(
+            problem.field.unwrap().chars().count(),
+            MAX_QUOTED_ID_CHARS * 2 + 1
+        );
     }
 }

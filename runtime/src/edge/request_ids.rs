@@ -25,26 +25,27 @@ pub struct RequestIds {
 
 impl RequestIds {
     /// The request's ids: the client's request id when safe, else a fresh UUID (v7,
-    /// time-ordered); the trace id of a valid `traceparent`, else the request id's hex digits
-    /// (a UUID has 32, as a trace id does).
+    /// time-ordered); the trace id of a valid `traceparent`, else a fresh one (the fresh request
+    /// id's 32 hex digits, which a trace id also has).
     pub fn of(headers: &HeaderMap) -> Self {
         let from_client = client_request_id(headers);
-        let fresh = from_client.is_none().then(uuid::Uuid::now_v7);
+        let traced = headers
+            .get(TRACEPARENT)
+            .and_then(|value| value.to_str().ok())
+            .and_then(traceparent_trace_id);
+        // One fresh UUID serves as the request id, the trace id, or both.
+        let fresh = (from_client.is_none() || traced.is_none()).then(uuid::Uuid::now_v7);
         let mut hyphenated = uuid::Uuid::encode_buffer();
         let request_id: Arc<str> = match (from_client, &fresh) {
             (Some(id), _) => id.into(),
             (None, Some(uuid)) => (&*uuid.hyphenated().encode_lower(&mut hyphenated)).into(),
             (None, None) => unreachable!("a fresh id is made when the client sent none"),
         };
-        let traced = headers
-            .get(TRACEPARENT)
-            .and_then(|value| value.to_str().ok())
-            .and_then(traceparent_trace_id);
         let mut simple = uuid::Uuid::encode_buffer();
         let trace_id: Arc<str> = match (traced, fresh) {
             (Some(trace_id), _) => trace_id.into(),
             (None, Some(uuid)) => (&*uuid.simple().encode_lower(&mut simple)).into(),
-            (None, None) => request_id.replace('-', "").into(),
+            (None, None) => unreachable!("a fresh id is made when there is no trace id"),
         };
         Self {
             request_id,
@@ -135,5 +136,11 @@ mod tests {
         let ids = RequestIds::of(&HeaderMap::new());
         assert_eq!(ids.request_id.len(), 36);
         assert_eq!(&*ids.trace_id, ids.request_id.replace('-', ""));
+        // A client's request id is no trace id: the trace gets a fresh one of 32 hex digits.
+        let mut headers = HeaderMap::new();
+        headers.insert(REQUEST_ID, "valid-ID_1.2:3".parse().unwrap());
+        let ids = RequestIds::of(&headers);
+        assert_eq!(&*ids.request_id, "valid-ID_1.2:3");
+        assert!(ids.trace_id.len() == 32 && ids.trace_id.bytes().all(|b| b.is_ascii_hexdigit()));
     }
 }

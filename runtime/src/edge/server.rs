@@ -49,6 +49,23 @@ pub struct ServerSettings {
     pub keep_alive_timeout: Duration,
 }
 
+/// Longest queue of connections the kernel completes before the server accepts them (it caps
+/// this at `net.core.somaxconn`). std's default of 128 made a burst of connects wait a second
+/// for SYN retries.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Listens on `address` with a deep accept queue.
+pub fn bind(address: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Raises the soft open-file limit to the hard one, so that the connection cap can be as high
 /// as the system allows. Returns the soft limit now in force (`None`: unlimited).
 pub fn raise_file_limit() -> io::Result<Option<u64>> {
@@ -126,11 +143,15 @@ pub async fn serve(
         let (stream, remote) = match accepted {
             Ok(accepted) => accepted,
             Err(error) if is_out_of_files(&error) => {
-                // Something else holds the files the cap assumed free: free descriptors by
-                // closing idle connections, then try again soon.
-                let closed = registry.evict_idle(settings.max_connections);
+                // Something else holds the files the cap assumed free: close a batch of idle
+                // connections (unless a batch is still closing), then try again soon.
+                let closed = if registry.evictions_in_flight() == 0 {
+                    registry.evict_idle(settings.max_connections)
+                } else {
+                    0
+                };
                 fd_warning.warn(&error, closed);
-                tokio::time::sleep(Duration::from_millis(if closed > 0 { 1 } else { 20 })).await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
             // A connection reset before it was accepted, and the like: that one is gone.
@@ -187,12 +208,18 @@ async fn run_connection(
         let in_request = activity.begin();
         let handled = app.clone().call(request);
         async move {
+            // Moved in whole (not just the field written below), so that it lives as long as
+            // the request does.
+            let mut in_request = in_request;
             let response = handled.await;
-            drop(in_request);
+            // The request stays in flight until its answer is flushed to the socket.
+            in_request.answered = true;
             response
         }
     });
-    let mut conn = pin!(http.serve_connection(io, service));
+    // Boxed (once per connection), so that it can be dropped, closing the socket, before the
+    // slot is given back below.
+    let mut conn = Box::pin(http.serve_connection(io, service));
     let evicted = connection.evicted.notified();
     let mut evicted = pin!(evicted);
     let idle_check = tokio::time::sleep(keep_alive_timeout);
@@ -211,8 +238,14 @@ async fn run_connection(
                 break;
             }
             () = &mut evicted => {
-                tracing::debug!(%remote, "idle connection closed to make room");
-                break;
+                // Chosen while idle, but a request may have started since: then it stays, and
+                // the server looks for another to close.
+                if connection.activity.idle_since().is_some() {
+                    tracing::debug!(%remote, "idle connection closed to make room");
+                    break;
+                }
+                registry.spare(&connection);
+                evicted.set(connection.evicted.notified());
             }
             changed = stopping.changed(), if !stop_requested => {
                 stop_requested = true;
@@ -232,6 +265,8 @@ async fn run_connection(
             }
         }
     }
+    // The socket closes before the slot is given back, so that the cap also bounds open files.
+    drop(conn);
     registry.remove(connection.id);
 }
 
@@ -313,6 +348,14 @@ impl Registry {
         self.closed.notify_waiters();
     }
 
+    /// Takes back the eviction of `connection`, busy again before it could close.
+    fn spare(&self, connection: &Connection) {
+        if connection.evicting.swap(false, Ordering::AcqRel) {
+            self.evicting.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.closed.notify_waiters();
+    }
+
     fn evictions_in_flight(&self) -> usize {
         self.evicting.load(Ordering::Acquire)
     }
@@ -321,18 +364,25 @@ impl Registry {
         self.lock().len()
     }
 
-    /// Closes the connections idle longest (no request in flight): a batch of 1/64 of the
-    /// cap, so that a stream of new clients does not scan the registry on every accept.
+    /// Closes idle connections (no request in flight, no answer unflushed): a batch of 1/64
+    /// of the cap, so that a stream of new clients does not scan the registry on every accept.
+    /// Those that never completed a request go first (a flood, a slow client's half-sent head),
+    /// oldest first, so that the newest (perhaps not read from yet) goes last; then those that
+    /// have served requests, idle longest first. A client between two requests is idle for a
+    /// moment only, and a burst of new connections must not push it out.
     /// Returns how many were told to close.
     fn evict_idle(&self, cap: usize) -> usize {
         let batch = (cap / 64).max(1);
-        let mut idle: Vec<(u64, Arc<Connection>)> = self
+        let mut idle: Vec<((bool, u64), Arc<Connection>)> = self
             .lock()
             .values()
             .filter(|c| !c.evicting.load(Ordering::Acquire))
-            .filter_map(|c| c.activity.idle_since().map(|since| (since, c.clone())))
+            .filter_map(|c| {
+                let since = c.activity.idle_since()?;
+                Some(((c.activity.has_served(), since), c.clone()))
+            })
             .collect();
-        idle.sort_unstable_by_key(|(since, _)| *since);
+        idle.sort_unstable_by_key(|(order, _)| *order);
         let chosen = idle.len().min(batch);
         for (_, connection) in idle.into_iter().take(chosen) {
             // Told once: until its task ends it is still counted, and must not be chosen again
@@ -365,10 +415,16 @@ struct Connection {
 struct Activity {
     /// The registry's epoch, origin of the millisecond timestamps below.
     epoch: Instant,
-    /// Requests being handled (one at a time on HTTP/1.1).
+    /// Requests from their start until their answer is flushed to the socket: a connection
+    /// with one is never chosen to close (its client would not learn whether its request
+    /// took effect).
     in_flight: AtomicU32,
-    /// Milliseconds since `epoch` when the last request ended (or the connection opened).
-    idle_since_ms: AtomicU64,
+    /// Answers produced and waiting to be flushed.
+    unflushed: AtomicU32,
+    /// Answers delivered on this connection.
+    served: AtomicU64,
+    /// Microseconds since `epoch` when the last answer was flushed (or the connection opened).
+    idle_since_us: AtomicU64,
     /// Whether any byte has arrived since then: a next request is on its way.
     read_since_idle: AtomicBool,
 }
@@ -379,52 +435,88 @@ impl Activity {
         let activity = Self {
             epoch,
             in_flight: AtomicU32::new(0),
-            idle_since_ms: AtomicU64::new(0),
+            unflushed: AtomicU32::new(0),
+            served: AtomicU64::new(0),
+            idle_since_us: AtomicU64::new(0),
             read_since_idle: AtomicBool::new(false),
         };
         activity
-            .idle_since_ms
-            .store(activity.now_ms(), Ordering::Release);
+            .idle_since_us
+            .store(activity.now_us(), Ordering::Release);
         activity
     }
 
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
     fn begin(self: &Arc<Self>) -> InRequest {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        InRequest(self.clone())
+        InRequest {
+            activity: self.clone(),
+            answered: false,
+        }
     }
 
-    /// When it went idle (for ordering evictions), or `None` while a request is in flight.
+    /// `count` requests are over: the connection is idle from now, with nothing read.
+    fn end(&self, count: u32) {
+        self.idle_since_us.store(self.now_us(), Ordering::Release);
+        self.read_since_idle.store(false, Ordering::Release);
+        self.in_flight.fetch_sub(count, Ordering::AcqRel);
+    }
+
+    /// The socket has flushed what was written: the answers waiting for that are delivered.
+    fn flushed(&self) {
+        let delivered = self.unflushed.swap(0, Ordering::AcqRel);
+        if delivered > 0 {
+            self.served
+                .fetch_add(u64::from(delivered), Ordering::AcqRel);
+            self.end(delivered);
+        }
+    }
+
+    /// Whether it has delivered an answer: a client's connection, not a bare one.
+    fn has_served(&self) -> bool {
+        self.served.load(Ordering::Acquire) > 0
+    }
+
+    /// When it went idle, in microseconds since `epoch` (for ordering evictions), or `None`
+    /// while a request is in flight.
     fn idle_since(&self) -> Option<u64> {
         (self.in_flight.load(Ordering::Acquire) == 0)
-            .then(|| self.idle_since_ms.load(Ordering::Acquire))
+            .then(|| self.idle_since_us.load(Ordering::Acquire))
+    }
+
+    /// Whether part of a next request has arrived: closing it now would lose that request.
+    fn receiving(&self) -> bool {
+        self.read_since_idle.load(Ordering::Acquire)
     }
 
     /// When an idle connection passes its keep-alive timeout; `None` while it is busy or a
     /// next request is arriving (the header timeout governs that).
     fn idle_deadline(&self, timeout: Duration) -> Option<Instant> {
-        if self.read_since_idle.load(Ordering::Acquire) {
+        if self.receiving() {
             return None;
         }
         let since = self.idle_since()?;
-        Some(self.epoch + Duration::from_millis(since) + timeout)
+        Some(self.epoch + Duration::from_micros(since) + timeout)
     }
 }
 
-/// A request in flight on a connection; dropping it (answered, or abandoned) ends it.
-struct InRequest(Arc<Activity>);
+/// A request in flight on a connection. Dropped once answered, it waits for the answer to be
+/// flushed; dropped unanswered (the client went away), it ends at once.
+struct InRequest {
+    activity: Arc<Activity>,
+    answered: bool,
+}
 
 impl Drop for InRequest {
     fn drop(&mut self) {
-        let activity = &self.0;
-        activity
-            .idle_since_ms
-            .store(activity.now_ms(), Ordering::Release);
-        activity.read_since_idle.store(false, Ordering::Release);
-        activity.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if self.answered {
+            self.activity.unflushed.fetch_add(1, Ordering::AcqRel);
+        } else {
+            self.activity.end(1);
+        }
     }
 }
 
@@ -460,7 +552,11 @@ impl AsyncWrite for TrackedIo {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let flushed = Pin::new(&mut self.inner).poll_flush(cx);
+        if matches!(flushed, Poll::Ready(Ok(()))) {
+            self.activity.flushed();
+        }
+        flushed
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -498,13 +594,20 @@ mod tests {
         let activity = Arc::new(Activity::new(Instant::now()));
         let timeout = Duration::from_secs(5);
         assert!(activity.idle_deadline(timeout).is_some(), "new and silent");
-        let request = activity.begin();
+        let mut request = activity.begin();
         assert_eq!(activity.idle_since(), None);
         assert_eq!(activity.idle_deadline(timeout), None);
         tokio::time::advance(Duration::from_secs(2)).await;
+        request.answered = true;
         drop(request);
+        assert_eq!(activity.idle_since(), None, "answered, not yet flushed");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        activity.flushed();
         let deadline = activity.idle_deadline(timeout).unwrap();
-        assert_eq!(deadline, activity.epoch + Duration::from_secs(7));
+        assert_eq!(deadline, activity.epoch + Duration::from_secs(8));
+        // A request abandoned unanswered ends at once.
+        drop(activity.begin());
+        assert!(activity.idle_since().is_some());
         activity.read_since_idle.store(true, Ordering::Release);
         assert_eq!(
             activity.idle_deadline(timeout),

@@ -60,6 +60,14 @@ impl CommandContext {
         envelope
     }
 
+    /// `command` as one of several commands this request sends (`part` names which): its
+    /// command id is this request's with `part` appended, so that each is applied once.
+    pub fn part_envelope<C>(&self, part: &str, command: C) -> CommandEnvelope<C> {
+        let mut envelope = self.envelope(command);
+        envelope.command_id = envelope.command_id.map(|id| format!("{id}:{part}"));
+        envelope
+    }
+
     /// An id for a resource this request creates: derived from the command id (UUID v5 in
     /// `namespace`), so that a retried create names the same resource, or a fresh time-ordered
     /// UUID (v7) without an Idempotency-Key.

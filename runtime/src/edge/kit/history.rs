@@ -4,7 +4,7 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use axum::extract::State;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::path::{
@@ -17,7 +17,8 @@ use utoipa::openapi::{ComponentsBuilder, OpenApiBuilder, PathsBuilder, Ref, Requ
 use utoipa_axum::router::OpenApiRouter;
 
 use super::command::{command_problem, visible};
-use super::problems::ReadProblems;
+use super::problems::QueryProblems;
+use super::query::ApiQuery;
 use crate::aggregate::{Aggregate, Aggregates, HistoryEntry};
 use crate::edge::auth::Reader;
 use crate::edge::json::ApiJson;
@@ -40,11 +41,24 @@ pub struct EventView {
     pub data: serde_json::Value,
 }
 
-/// An aggregate's events, oldest first.
+/// An aggregate's events, oldest first, a page at a time.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EventHistoryView {
     pub id: String,
     pub events: Vec<EventView>,
+    /// Pass as `from_version` for the next page; absent on the last one.
+    pub next_from_version: Option<u64>,
+}
+
+/// Most events one answer carries: a long history is read a page at a time, so that no answer
+/// (nor what the node holds to build it) grows with the history.
+const MAX_EVENTS_PER_PAGE: u64 = 1000;
+
+/// Which page of a history.
+#[derive(Debug, Default, Deserialize)]
+struct HistoryPage {
+    from_version: Option<u64>,
+    limit: Option<u64>,
 }
 
 struct HistoryRoute<A: Aggregate> {
@@ -87,6 +101,31 @@ pub fn history_routes<A: Aggregate>(
                         .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid))),
                 )),
         )
+        .parameter(
+            ParameterBuilder::new()
+                .name("from_version")
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .description(Some("The first event's version (1 when absent)"))
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::Integer)
+                        .minimum(Some(1)),
+                )),
+        )
+        .parameter(
+            ParameterBuilder::new()
+                .name("limit")
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .description(Some("Events per page, 1 to 1000 (1000 when absent)"))
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::Integer)
+                        .minimum(Some(1))
+                        .maximum(Some(MAX_EVENTS_PER_PAGE)),
+                )),
+        )
         .security(SecurityRequirement::new(
             crate::edge::BEARER,
             Vec::<String>::new(),
@@ -104,7 +143,7 @@ pub fn history_routes<A: Aggregate>(
                                 .build(),
                         ),
                 )
-                .responses_from_into_responses::<ReadProblems>()
+                .responses_from_into_responses::<QueryProblems>()
                 .build(),
         )
         .build();
@@ -130,16 +169,38 @@ async fn events<A: Aggregate>(
     State(route): State<HistoryRoute<A>>,
     Reader(principal): Reader,
     PathId(id): PathId,
+    ApiQuery(page): ApiQuery<HistoryPage>,
 ) -> Result<ApiJson<EventHistoryView>, Problem> {
+    let from = page.from_version.unwrap_or(1);
+    let limit = page.limit.unwrap_or(MAX_EVENTS_PER_PAGE);
+    if from == 0 {
+        return Err(Problem::invalid_field(
+            "from_version",
+            "from_version must be 1 or more",
+        ));
+    }
+    if !(1..=MAX_EVENTS_PER_PAGE).contains(&limit) {
+        return Err(Problem::invalid_field(
+            "limit",
+            format!("limit must be from 1 to {MAX_EVENTS_PER_PAGE}, got {limit}"),
+        ));
+    }
     let id = id.to_string();
     visible(&route.aggregates, &principal, route.noun, &id, false).await?;
-    let history = route
+    // One more than asked for, to know whether there is a next page.
+    let mut history = route
         .aggregates
-        .history(&id)
+        .history_range(&id, from, from.saturating_add(limit))
         .await
         .map_err(|error| command_problem(route.noun, &id, error))?;
+    let next_from_version = (history.len() as u64 > limit).then(|| from + limit);
+    history.truncate(limit as usize);
     let events = history.into_iter().map(event_view::<A>).collect();
-    Ok(ApiJson(EventHistoryView { id, events }))
+    Ok(ApiJson(EventHistoryView {
+        id,
+        events,
+        next_from_version,
+    }))
 }
 
 fn event_view<A: Aggregate>(entry: HistoryEntry<A::Event>) -> EventView {

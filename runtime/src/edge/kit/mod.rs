@@ -8,16 +8,19 @@
 //! - [`visible`]: an aggregate as a principal may see it (ownership: someone else's resource is
 //!   not found);
 //! - [`problems`]: the problem responses of each kind of route, declared once for OpenAPI;
-//! - [`history_routes`]: `GET {base}/{id}/events` for any aggregate.
+//! - [`history_routes`]: `GET {base}/{id}/events` for any aggregate;
+//! - [`ApiQuery`], [`Page`] and [`caught_up`]: read-model queries, with `min_position` waits.
 
 mod command;
 mod history;
 pub mod problems;
+mod query;
 
 pub use command::{
     CommandAnswer, CommandContext, POSITION_HEADER, command_problem, not_found, visible,
 };
 pub use history::{EventHistoryView, EventView, history_routes};
+pub use query::{ApiQuery, MAX_PAGE, Page, caught_up};
 
 /// The `Idempotency-Key` header parameter, for a command route's OpenAPI `params(...)`.
 #[derive(Debug, utoipa::IntoParams)]

@@ -1,0 +1,161 @@
+//! The catalog routes: create a product (claiming its SKU first), read one, list them.
+
+use axum::extract::State;
+use playhouse_runtime::bus::read_page;
+use playhouse_runtime::prelude::*;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::read_model::{PRODUCTS, ProductView};
+use super::{Product, ProductCommand, ProductState, SkuClaim, SkuCommand};
+use crate::money::minor_units;
+use crate::text::Name;
+
+/// Namespace of product ids derived from an Idempotency-Key (UUID v5).
+const PRODUCT_ID_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x2f0b_9a7e_51c3_4d2e_8f60_7b1a_c4e9_0d31);
+
+const NOUN: &str = "product";
+
+#[derive(Clone)]
+struct Catalog {
+    products: Aggregates<Product>,
+    skus: Aggregates<SkuClaim>,
+    bus: Bus,
+}
+
+pub fn routes(products: Aggregates<Product>, skus: Aggregates<SkuClaim>, bus: Bus) -> Routes {
+    OpenApiRouter::new()
+        .routes(routes!(create_product, list_products))
+        .routes(routes!(get_product))
+        .with_state(Catalog {
+            products: products.clone(),
+            skus,
+            bus,
+        })
+        .merge(history_routes(
+            "/api/v1/products",
+            NOUN,
+            "catalog",
+            products,
+        ))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProductRequest {
+    #[schema(inline, example = "Teapot")]
+    pub name: Name,
+    /// Unique across the catalog.
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        example = "TEA-001"
+    )]
+    pub sku: String,
+    /// Price in minor units (cents).
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_000_i64, example = 1999)]
+    #[serde(deserialize_with = "minor_units")]
+    pub price: i64,
+}
+
+/// A page of products.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProductPage {
+    pub items: Vec<ProductView>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    pub next_cursor: Option<String>,
+}
+
+fn view(id: String, state: ProductState) -> Result<ProductView, Problem> {
+    match state {
+        ProductState::Listed {
+            name, sku, price, ..
+        } => Ok(ProductView {
+            id,
+            name,
+            sku,
+            price,
+        }),
+        ProductState::Absent => Err(not_found(NOUN, &id)),
+    }
+}
+
+/// Adds a product to the catalog. Its SKU must be unique.
+#[utoipa::path(post, path = "/api/v1/products", tag = "catalog",
+    security(("bearer" = [])), params(IdempotencyKeyHeader),
+    request_body = CreateProductRequest,
+    responses((status = 201, description = "Created", body = ProductView), CreateProblems))]
+async fn create_product(
+    State(catalog): State<Catalog>,
+    context: CommandContext,
+    ApiJson(body): ApiJson<CreateProductRequest>,
+) -> Result<CommandAnswer<ProductView>, Problem> {
+    let id = context.new_resource_id(PRODUCT_ID_NAMESPACE).to_string();
+    let command = ProductCommand::Create {
+        name: body.name.into_string(),
+        sku: body.sku.clone(),
+        price: body.price,
+        subject: context.subject(),
+    };
+    // The product's own rules first, so that an invalid product claims no SKU.
+    if let Err(refusal) = Product::decide(&ProductState::Absent, &command) {
+        return Err(command_problem(NOUN, &id, CommandError::Refused(refusal)));
+    }
+    let claim = SkuCommand::Claim {
+        product_id: id.clone(),
+        subject: context.subject(),
+    };
+    // Products are public, so the product holding the SKU may be named.
+    catalog
+        .skus
+        .execute(&body.sku, context.part_envelope("sku", claim))
+        .await
+        .map_err(|error| command_problem("sku", &body.sku, error))?;
+    let outcome = catalog
+        .products
+        .execute(&id, context.envelope(command))
+        .await
+        .map_err(|error| command_problem(NOUN, &id, error))?;
+    let location = format!("/api/v1/products/{id}");
+    let product = view(id, outcome.state.state)?;
+    Ok(CommandAnswer::created(location, product, outcome.position))
+}
+
+/// One product (any reader may read the catalog).
+#[utoipa::path(get, path = "/api/v1/products/{id}", tag = "catalog",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "Product id")),
+    responses((status = 200, description = "The product", body = ProductView), ReadProblems))]
+async fn get_product(
+    State(catalog): State<Catalog>,
+    Reader(principal): Reader,
+    PathId(id): PathId,
+) -> Result<ApiJson<ProductView>, Problem> {
+    let id = id.to_string();
+    let current = visible(&catalog.products, &principal, NOUN, &id, false).await?;
+    view(id, current.state).map(ApiJson)
+}
+
+/// The catalog, a page at a time, in id order (from the products read model).
+#[utoipa::path(get, path = "/api/v1/products", tag = "catalog",
+    security(("bearer" = [])), params(Page),
+    responses((status = 200, description = "A page of products", body = ProductPage), QueryProblems))]
+async fn list_products(
+    State(catalog): State<Catalog>,
+    _: Reader,
+    ApiQuery(page): ApiQuery<Page>,
+) -> Result<ApiJson<ProductPage>, Problem> {
+    let limit = page.size()?;
+    caught_up(&catalog.bus, PRODUCTS, page.min_position).await?;
+    let snapshot = catalog
+        .bus
+        .read_models()
+        .map_err(|e| Problem::internal(&e))?;
+    let (items, next_cursor) = read_page(&snapshot, PRODUCTS, b"", page.cursor.as_deref(), limit)
+        .map_err(|e| Problem::internal(&e))?;
+    Ok(ApiJson(ProductPage { items, next_cursor }))
+}

@@ -1,0 +1,47 @@
+//! Catalog: the shop's products (name, unique SKU, price in cents), readable by every reader
+//! and changed only by their owner. Owns the `product-{id}` streams and the `sku-{SKU}` claims
+//! that keep SKUs unique wherever products live, and the products list read model.
+//!
+//! [`DEF`] is the service for a node: the product and SKU hosts, the products projection, and
+//! the routes.
+
+mod aggregate;
+pub mod http;
+mod messages;
+mod read_model;
+
+#[cfg(test)]
+mod tests;
+
+pub use aggregate::{Product, ProductState, SkuClaim, SkuState, valid_sku};
+pub use messages::{ProductCommand, ProductError, ProductEvent, SkuCommand, SkuError, SkuEvent};
+pub use read_model::{PRODUCTS, ProductView, ProductsList};
+
+use std::sync::Arc;
+
+use playhouse_runtime::prelude::*;
+
+pub const SERVICE: &str = "catalog";
+
+pub const DEF: ServiceDef = ServiceDef {
+    name: SERVICE,
+    start,
+};
+
+fn start(context: &ServiceContext) -> Service {
+    let products_list: Arc<dyn Projection> = Arc::new(ProductsList);
+    Service {
+        name: SERVICE,
+        children: vec![
+            context.host::<Product>(),
+            context.host::<SkuClaim>(),
+            context.bus().runner(products_list.clone()),
+        ],
+        routes: http::routes(
+            context.aggregates::<Product>(),
+            context.aggregates::<SkuClaim>(),
+            context.bus().clone(),
+        ),
+        projections: vec![products_list],
+    }
+}
