@@ -4,10 +4,24 @@
 
 pub mod accounts;
 pub mod catalog;
+pub mod customers;
+pub mod inventory;
 mod money;
+pub mod notifications;
+pub mod orders;
+pub mod payments;
 mod text;
+mod time;
 
 use playhouse_runtime::service::ServiceDef;
 
 /// Every service of this build: the names a config may list, and how each one starts.
-pub const SERVICES: &[ServiceDef] = &[accounts::DEF, catalog::DEF];
+pub const SERVICES: &[ServiceDef] = &[
+    accounts::DEF,
+    catalog::DEF,
+    customers::DEF,
+    inventory::DEF,
+    orders::DEF,
+    payments::DEF,
+    notifications::DEF,
+];

@@ -63,6 +63,25 @@ fn exact_integer(text: &str) -> Option<i64> {
     Some(if negative { -magnitude } else { magnitude })
 }
 
+/// A count in a request (a quantity): a JSON number whose exact value is a whole number that
+/// fits `T`, however spelt, as for [`minor_units`].
+pub fn whole<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i64>,
+{
+    use serde::de::Error;
+    let raw = <&RawValue>::deserialize(deserializer)?;
+    exact_integer(raw.get())
+        .and_then(|value| T::try_from(value).ok())
+        .ok_or_else(|| {
+            D::Error::custom(format!(
+                "expected a whole number in range, got {}",
+                playhouse_runtime::edge::problem::shorten(raw.get(), 40)
+            ))
+        })
+}
+
 /// Checks a request value against the schema's range `min..=max`, naming the field.
 pub fn in_range(field: &str, value: i64, min: i64, max: i64) -> Result<(), Problem> {
     if (min..=max).contains(&value) {

@@ -53,7 +53,11 @@ impl utoipa::PartialSchema for Name {
     }
 }
 
-impl utoipa::ToSchema for Name {}
+impl utoipa::ToSchema for Name {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Name".into()
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -66,7 +66,7 @@ impl Node {
 environment = "development"
 node_name = "test-node"
 data_dir = "{data}"
-services = ["accounts"]
+services = ["accounts", "catalog", "customers", "inventory", "orders", "payments", "notifications"]
 
 [edge]
 # Port 0: the node binds a free port and logs it; choosing one here could race other tests.

@@ -38,7 +38,6 @@ pub fn routes(accounts: Aggregates<Account>) -> Routes {
 #[serde(deny_unknown_fields)]
 pub struct OpenAccountRequest {
     /// Who holds the account (a name; the account belongs to the token's subject).
-    #[schema(inline, example = "alice")]
     pub owner: Name,
     /// Opening balance in minor units (cents), at most 10^15.
     #[schema(minimum = 0, maximum = 1_000_000_000_000_000_i64, example = 10000)]

@@ -46,7 +46,6 @@ pub fn routes(products: Aggregates<Product>, skus: Aggregates<SkuClaim>, bus: Bu
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProductRequest {
-    #[schema(inline, example = "Teapot")]
     pub name: Name,
     /// Unique across the catalog.
     #[schema(

@@ -110,7 +110,8 @@ pub fn history_routes<A: Aggregate>(
                 .schema(Some(
                     ObjectBuilder::new()
                         .schema_type(Type::Integer)
-                        .minimum(Some(1)),
+                        .minimum(Some(1))
+                        .maximum(Some(i64::MAX)),
                 )),
         )
         .parameter(
@@ -173,10 +174,10 @@ async fn events<A: Aggregate>(
 ) -> Result<ApiJson<EventHistoryView>, Problem> {
     let from = page.from_version.unwrap_or(1);
     let limit = page.limit.unwrap_or(MAX_EVENTS_PER_PAGE);
-    if from == 0 {
+    if from == 0 || from > i64::MAX as u64 {
         return Err(Problem::invalid_field(
             "from_version",
-            "from_version must be 1 or more",
+            format!("from_version must be from 1 to {}", i64::MAX),
         ));
     }
     if !(1..=MAX_EVENTS_PER_PAGE).contains(&limit) {

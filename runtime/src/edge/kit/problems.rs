@@ -108,6 +108,9 @@ pub enum QueryProblems {
     /// What the query names does not exist (or is not the caller's)
     #[response(status = 404, content_type = "application/problem+json")]
     NotFound(Problem),
+    /// `min_position` is beyond the end of the log
+    #[response(status = 409, content_type = "application/problem+json")]
+    Conflict(Problem),
     /// A query parameter has an invalid value
     #[response(status = 422, content_type = "application/problem+json")]
     InvalidField(Problem),

@@ -55,12 +55,26 @@ pub struct Page {
     pub cursor: Option<String>,
     /// Wait (up to 2 s) until the list reflects the command answered with this
     /// `X-Playhouse-Position`.
+    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     pub min_position: Option<u64>,
 }
 
+/// Longest cursor accepted.
+const MAX_CURSOR_CHARS: usize = 200;
+
 impl Page {
-    /// The page size, checked.
+    /// The page size, checked (and the cursor's length with it).
     pub fn size(&self) -> Result<usize, Problem> {
+        if let Some(cursor) = &self.cursor
+            && cursor.chars().count() > MAX_CURSOR_CHARS
+        {
+            return Err(Problem::invalid_field(
+                "cursor",
+                format!(
+                    "a cursor is at most {MAX_CURSOR_CHARS} characters; pass back a next_cursor"
+                ),
+            ));
+        }
         match self.limit {
             None => Ok(DEFAULT_PAGE),
             Some(limit) if (1..=MAX_PAGE as u32).contains(&limit) => Ok(limit as usize),
@@ -82,6 +96,22 @@ pub async fn caught_up(
     let Some(position) = min_position else {
         return Ok(());
     };
+    if position > i64::MAX as u64 {
+        return Err(Problem::invalid_field(
+            "min_position",
+            format!("min_position is at most {}", i64::MAX),
+        ));
+    }
+    // A position the log has not reached names no command that was answered: waiting for it
+    // would only time out. 409: the request is valid, the log's state cannot satisfy it.
+    let end = *bus.store().watch_log_end().borrow();
+    if position >= end {
+        return Err(Problem::new(
+            ProblemCode::Conflict,
+            format!("min_position {position} is beyond the log, which ends before {end}"),
+        )
+        .with_field("min_position"));
+    }
     bus.wait_for(projection, position, POSITION_WAIT)
         .await
         .map_err(|behind| {

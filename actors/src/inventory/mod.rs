@@ -1,0 +1,39 @@
+//! Inventory: the stock of each product (stream `inventory-{product_id}`): received goods,
+//! reservations held by orders, and what confirmed orders took. Readable by every reader;
+//! goods are received by the product's owner; orders reserve, release and commit through the
+//! order saga.
+//!
+//! [`DEF`] is the service for a node: the stock host and the routes.
+
+mod aggregate;
+pub mod http;
+mod messages;
+
+#[cfg(test)]
+mod tests;
+
+pub use aggregate::{MAX_QUANTITY, Stock, StockState};
+pub use messages::{StockCommand, StockError, StockEvent};
+
+use playhouse_runtime::prelude::*;
+
+use crate::catalog::Product;
+
+pub const SERVICE: &str = "inventory";
+
+pub const DEF: ServiceDef = ServiceDef {
+    name: SERVICE,
+    start,
+};
+
+fn start(context: &ServiceContext) -> Service {
+    Service {
+        name: SERVICE,
+        children: vec![context.host::<Stock>()],
+        routes: http::routes(
+            context.aggregates::<Stock>(),
+            context.aggregates::<Product>(),
+        ),
+        projections: Vec::new(),
+    }
+}

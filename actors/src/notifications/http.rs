@@ -1,0 +1,75 @@
+//! The notifications route: a customer's notifications, a page at a time.
+
+use axum::extract::State;
+use playhouse_runtime::bus::read_page;
+use playhouse_runtime::prelude::*;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::read_model::{NOTIFICATIONS, Notification, customer_prefix};
+use crate::customers::Customer;
+
+#[derive(Clone)]
+struct Notifications {
+    customers: Aggregates<Customer>,
+    bus: Bus,
+}
+
+pub fn routes(customers: Aggregates<Customer>, bus: Bus) -> Routes {
+    OpenApiRouter::new()
+        .routes(routes!(list_notifications))
+        .with_state(Notifications { customers, bus })
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CustomerQuery {
+    /// Whose notifications.
+    pub customer_id: uuid::Uuid,
+}
+
+/// A page of notifications, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NotificationPage {
+    pub items: Vec<Notification>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// What a customer has been told about its orders and payments, oldest first.
+#[utoipa::path(get, path = "/api/v1/notifications", tag = "notifications",
+    security(("bearer" = [])), params(CustomerQuery, Page),
+    responses((status = 200, description = "A page of the customer's notifications", body = NotificationPage), QueryProblems))]
+async fn list_notifications(
+    State(notifications): State<Notifications>,
+    Reader(principal): Reader,
+    ApiQuery(customer): ApiQuery<CustomerQuery>,
+    ApiQuery(page): ApiQuery<Page>,
+) -> Result<ApiJson<NotificationPage>, Problem> {
+    let limit = page.size()?;
+    let customer_id = customer.customer_id.to_string();
+    visible(
+        &notifications.customers,
+        &principal,
+        "customer",
+        &customer_id,
+        false,
+    )
+    .await?;
+    caught_up(&notifications.bus, NOTIFICATIONS, page.min_position).await?;
+    let snapshot = notifications
+        .bus
+        .read_models()
+        .map_err(|e| Problem::internal(&e))?;
+    let (items, next_cursor) = read_page(
+        &snapshot,
+        NOTIFICATIONS,
+        &customer_prefix(&customer_id),
+        page.cursor.as_deref(),
+        limit,
+    )
+    .map_err(|e| Problem::internal(&e))?;
+    Ok(ApiJson(NotificationPage { items, next_cursor }))
+}

@@ -1,0 +1,286 @@
+//! The orders routes: place an order (at the catalog's prices), read it, cancel it, and list a
+//! customer's orders.
+
+use axum::extract::State;
+use playhouse_runtime::bus::read_page;
+use playhouse_runtime::prelude::*;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::aggregate::MAX_LINES;
+use super::read_model::{ORDERS_BY_CUSTOMER, OrderSummary, customer_prefix};
+use super::{Order, OrderCommand, OrderLine, OrderState};
+use crate::catalog::{Product, ProductState};
+use crate::customers::Customer;
+
+/// Namespace of order ids derived from an Idempotency-Key (UUID v5).
+const ORDER_ID_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x0e8c_44d1_6b2f_4a37_9d05_c2f1_5e7a_b983);
+
+const NOUN: &str = "order";
+
+#[derive(Clone)]
+struct Orders {
+    orders: Aggregates<Order>,
+    customers: Aggregates<Customer>,
+    products: Aggregates<Product>,
+    bus: Bus,
+}
+
+pub fn routes(
+    orders: Aggregates<Order>,
+    customers: Aggregates<Customer>,
+    products: Aggregates<Product>,
+    bus: Bus,
+) -> Routes {
+    OpenApiRouter::new()
+        .routes(routes!(place_order, list_orders))
+        .routes(routes!(get_order))
+        .routes(routes!(cancel_order))
+        .with_state(Orders {
+            orders: orders.clone(),
+            customers,
+            products,
+            bus,
+        })
+        .merge(history_routes("/api/v1/orders", NOUN, "orders", orders))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LineRequest {
+    pub product_id: uuid::Uuid,
+    #[schema(minimum = 1, maximum = 10000, example = 2)]
+    #[serde(deserialize_with = "crate::money::whole")]
+    pub quantity: u32,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlaceOrderRequest {
+    pub customer_id: uuid::Uuid,
+    /// What to buy; a product named twice counts once, with the quantities added.
+    #[schema(min_items = 1, max_items = 100)]
+    pub lines: Vec<LineRequest>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlacedView {
+    pub order_id: String,
+    #[schema(example = "pending")]
+    pub status: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderView {
+    pub id: String,
+    pub customer_id: String,
+    pub lines: Vec<OrderLine>,
+    /// In minor units (cents).
+    pub total: i64,
+    #[schema(example = "pending")]
+    pub status: String,
+    /// Why it was cancelled.
+    pub reason: Option<String>,
+}
+
+fn view(id: String, state: OrderState) -> Result<OrderView, Problem> {
+    match state {
+        OrderState::Placed {
+            customer_id,
+            lines,
+            total,
+            status,
+            reason,
+            ..
+        } => Ok(OrderView {
+            id,
+            customer_id,
+            lines,
+            total,
+            status: status.as_str().to_owned(),
+            reason,
+        }),
+        OrderState::Unplaced => Err(not_found(NOUN, &id)),
+    }
+}
+
+/// The request's lines with a product named twice merged, each at the catalog's price now.
+async fn priced_lines(
+    orders: &Orders,
+    principal: &Principal,
+    requested: Vec<LineRequest>,
+) -> Result<Vec<OrderLine>, Problem> {
+    if requested.is_empty() || requested.len() > MAX_LINES {
+        return Err(Problem::invalid_field(
+            "lines",
+            format!(
+                "an order has 1 to {MAX_LINES} lines, got {}",
+                requested.len()
+            ),
+        ));
+    }
+    let mut lines: Vec<OrderLine> = Vec::new();
+    for (at, line) in requested.into_iter().enumerate() {
+        let product_id = line.product_id.to_string();
+        if let Some(same) = lines.iter_mut().find(|l| l.product_id == product_id) {
+            same.quantity = same.quantity.saturating_add(line.quantity);
+            continue;
+        }
+        let product = visible(&orders.products, principal, "product", &product_id, false)
+            .await
+            .map_err(|_| {
+                Problem::invalid_field(
+                    "lines",
+                    format!("lines[{at}].product_id: no product with id `{product_id}`"),
+                )
+            })?;
+        let ProductState::Listed { price, .. } = product.state else {
+            unreachable!("visible returns only products that exist");
+        };
+        lines.push(OrderLine {
+            product_id,
+            quantity: line.quantity,
+            unit_price: price,
+        });
+    }
+    Ok(lines)
+}
+
+/// Places an order for one of the caller's customers, at the catalog's prices. Answers 202 at
+/// once: the order is `pending` until the order saga confirms or cancels it.
+#[utoipa::path(post, path = "/api/v1/orders", tag = "orders",
+    security(("bearer" = [])), params(IdempotencyKeyHeader),
+    request_body = PlaceOrderRequest,
+    responses((status = 202, description = "Placed; follow Location for its status", body = PlacedView), CreateProblems))]
+async fn place_order(
+    State(orders): State<Orders>,
+    context: CommandContext,
+    ApiJson(body): ApiJson<PlaceOrderRequest>,
+) -> Result<CommandAnswer<PlacedView>, Problem> {
+    let customer_id = body.customer_id.to_string();
+    let customer = visible(
+        &orders.customers,
+        &context.principal,
+        "customer",
+        &customer_id,
+        true,
+    )
+    .await?;
+    let subject = Customer::owner(&customer.state)
+        .ok_or_else(|| not_found("customer", &customer_id))?
+        .to_owned();
+    let lines = priced_lines(&orders, &context.principal, body.lines).await?;
+    let id = context.new_resource_id(ORDER_ID_NAMESPACE).to_string();
+    let command = OrderCommand::Place {
+        customer_id,
+        lines,
+        subject,
+    };
+    let outcome = orders
+        .orders
+        .execute(&id, context.envelope(command))
+        .await
+        .map_err(|error| command_problem(NOUN, &id, error))?;
+    let placed = PlacedView {
+        status: view(id.clone(), outcome.state.state)?.status,
+        order_id: id.clone(),
+    };
+    Ok(CommandAnswer::accepted(
+        format!("/api/v1/orders/{id}"),
+        placed,
+        outcome.position,
+    ))
+}
+
+/// An order: its lines, total, status, and why it was cancelled.
+#[utoipa::path(get, path = "/api/v1/orders/{id}", tag = "orders",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "Order id")),
+    responses((status = 200, description = "The order", body = OrderView), ReadProblems))]
+async fn get_order(
+    State(orders): State<Orders>,
+    Reader(principal): Reader,
+    PathId(id): PathId,
+) -> Result<ApiJson<OrderView>, Problem> {
+    let id = id.to_string();
+    let current = visible(&orders.orders, &principal, NOUN, &id, false).await?;
+    view(id, current.state).map(ApiJson)
+}
+
+/// Cancels a pending order.
+#[utoipa::path(post, path = "/api/v1/orders/{id}/cancel", tag = "orders",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "Order id"), IdempotencyKeyHeader),
+    responses((status = 200, description = "Cancelled; the order after it", body = OrderView), CommandProblems))]
+async fn cancel_order(
+    State(orders): State<Orders>,
+    context: CommandContext,
+    PathId(id): PathId,
+) -> Result<CommandAnswer<OrderView>, Problem> {
+    let id = id.to_string();
+    visible(&orders.orders, &context.principal, NOUN, &id, true).await?;
+    let command = OrderCommand::Cancel {
+        reason: "cancelled by the customer".into(),
+    };
+    let outcome = orders
+        .orders
+        .execute(&id, context.envelope(command))
+        .await
+        .map_err(|error| command_problem(NOUN, &id, error))?;
+    let order = view(id, outcome.state.state)?;
+    Ok(CommandAnswer::ok(order, outcome.position))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CustomerQuery {
+    /// Whose orders.
+    pub customer_id: uuid::Uuid,
+}
+
+/// A page of orders.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderPage {
+    pub items: Vec<OrderSummary>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// A customer's orders, a page at a time (from the orders-by-customer read model).
+#[utoipa::path(get, path = "/api/v1/orders", tag = "orders",
+    security(("bearer" = [])), params(CustomerQuery, Page),
+    responses((status = 200, description = "A page of the customer's orders", body = OrderPage), QueryProblems))]
+async fn list_orders(
+    State(orders): State<Orders>,
+    Reader(principal): Reader,
+    ApiQuery(customer): ApiQuery<CustomerQuery>,
+    ApiQuery(page): ApiQuery<Page>,
+) -> Result<ApiJson<OrderPage>, Problem> {
+    let limit = page.size()?;
+    let customer_id = customer.customer_id.to_string();
+    visible(
+        &orders.customers,
+        &principal,
+        "customer",
+        &customer_id,
+        false,
+    )
+    .await?;
+    caught_up(&orders.bus, ORDERS_BY_CUSTOMER, page.min_position).await?;
+    let snapshot = orders
+        .bus
+        .read_models()
+        .map_err(|e| Problem::internal(&e))?;
+    let (items, next_cursor) = read_page(
+        &snapshot,
+        ORDERS_BY_CUSTOMER,
+        &customer_prefix(&customer_id),
+        page.cursor.as_deref(),
+        limit,
+    )
+    .map_err(|e| Problem::internal(&e))?;
+    Ok(ApiJson(OrderPage { items, next_cursor }))
+}

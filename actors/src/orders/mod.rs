@@ -1,0 +1,50 @@
+//! Orders: what a customer buys (lines at the catalog's price when placed, a total) and where
+//! the order stands (pending, confirmed, or cancelled with a reason). Owns the `order-{id}`
+//! streams and the orders-by-customer read model. An order belongs to its customer's subject.
+//!
+//! [`DEF`] is the service for a node: the order host, the orders-by-customer projection, and
+//! the routes.
+
+mod aggregate;
+pub mod http;
+mod messages;
+mod read_model;
+
+#[cfg(test)]
+mod tests;
+
+pub use aggregate::{MAX_LINE_QUANTITY, MAX_LINES, Order, OrderState, OrderStatus, total_of};
+pub use messages::{OrderCommand, OrderError, OrderEvent, OrderLine};
+pub use read_model::{ORDERS_BY_CUSTOMER, OrderSummary, OrdersByCustomer};
+
+use std::sync::Arc;
+
+use playhouse_runtime::prelude::*;
+
+use crate::catalog::Product;
+use crate::customers::Customer;
+
+pub const SERVICE: &str = "orders";
+
+pub const DEF: ServiceDef = ServiceDef {
+    name: SERVICE,
+    start,
+};
+
+fn start(context: &ServiceContext) -> Service {
+    let by_customer: Arc<dyn Projection> = Arc::new(OrdersByCustomer);
+    Service {
+        name: SERVICE,
+        children: vec![
+            context.host::<Order>(),
+            context.bus().runner(by_customer.clone()),
+        ],
+        routes: http::routes(
+            context.aggregates::<Order>(),
+            context.aggregates::<Customer>(),
+            context.aggregates::<Product>(),
+            context.bus().clone(),
+        ),
+        projections: vec![by_customer],
+    }
+}
