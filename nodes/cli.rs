@@ -52,6 +52,24 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Work with read models (projections).
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ProjectionsCommand {
+    /// Empty a projection's tables and apply the whole log again. Stop the node first (or use
+    /// `POST /admin/projections/{name}/rebuild` on a running one).
+    Rebuild {
+        /// The projection: products, orders_by_customer or notifications.
+        name: String,
+        /// The node's config file; the embedded single-node default when omitted.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -89,6 +107,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             println!("{}", JwtAuth::new(&config.auth).issue(&sub, &roles, ttl));
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Projections {
+            command: ProjectionsCommand::Rebuild { name, config },
+        } => {
+            let config = load(config.as_deref())?;
+            crate::services::check(&config)?;
+            crate::node::rebuild_projection(config, &name)
         }
         Command::Config {
             command: ConfigCommand::Check { file },

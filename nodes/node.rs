@@ -26,6 +26,59 @@ pub fn run(config: NodeConfig) -> anyhow::Result<ExitCode> {
         .block_on(serve(config))
 }
 
+/// `playhouse projections rebuild`: on a stopped node's store, empties projection `name` and
+/// applies the whole log to it again.
+pub fn rebuild_projection(config: NodeConfig, name: &str) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(async {
+            let store = open_store(&config).await.context(
+                "is the node still running? Stop it first, or use POST /admin/projections/{name}/rebuild",
+            )?;
+            let bus = Bus::new(store.clone());
+            let hosted = crate::services::host(&config, &store, &bus);
+            let Some(projection) = hosted.projections.iter().find(|p| p.name() == name) else {
+                let known: Vec<&str> = hosted.projections.iter().map(|p| p.name()).collect();
+                anyhow::bail!(
+                    "no projection named `{name}` in this node's services (known: {})",
+                    known.join(", ")
+                );
+            };
+            let started = std::time::Instant::now();
+            let events = playhouse_runtime::bus::rebuild_offline(&store, projection.clone())
+                .await
+                .with_context(|| format!("rebuilding {name}"))?;
+            store.close().await.context("closing the store")?;
+            println!(
+                "{name}: rebuilt from {events} log events in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            Ok(ExitCode::SUCCESS)
+        })
+}
+
+/// Opens the node's store in its data dir.
+async fn open_store(config: &NodeConfig) -> anyhow::Result<EventStore> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("data_dir: cannot create {}", config.data_dir.display()))?;
+    let store_path = config.data_dir.join("events.redb");
+    EventStore::open(
+        &store_path,
+        StoreOptions {
+            group_commit: GroupCommitOptions {
+                max_batch_events: config.store.max_batch_events,
+                max_linger: config.store.max_linger,
+                ..GroupCommitOptions::default()
+            },
+            cache_size_bytes: Some(config.store.cache_bytes),
+        },
+    )
+    .await
+    .with_context(|| format!("opening the store {}", store_path.display()))
+}
+
 async fn serve(config: NodeConfig) -> anyhow::Result<ExitCode> {
     telemetry::init_logging(&config.telemetry).map_err(anyhow::Error::msg)?;
     let metrics = telemetry::install_metrics().map_err(anyhow::Error::msg)?;
@@ -40,22 +93,7 @@ async fn serve(config: NodeConfig) -> anyhow::Result<ExitCode> {
         "starting node"
     );
 
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("data_dir: cannot create {}", config.data_dir.display()))?;
-    let store_path = config.data_dir.join("events.redb");
-    let store = EventStore::open(
-        &store_path,
-        StoreOptions {
-            group_commit: GroupCommitOptions {
-                max_batch_events: config.store.max_batch_events,
-                max_linger: config.store.max_linger,
-                ..GroupCommitOptions::default()
-            },
-            cache_size_bytes: Some(config.store.cache_bytes),
-        },
-    )
-    .await
-    .with_context(|| format!("opening the store {}", store_path.display()))?;
+    let store = open_store(&config).await?;
 
     let bus = Bus::new(store.clone());
     let hosted = crate::services::host(&config, &store, &bus);
@@ -99,7 +137,9 @@ async fn serve(config: NodeConfig) -> anyhow::Result<ExitCode> {
             body_limit_bytes: config.edge.body_limit_bytes,
             request_timeout: config.edge.request_timeout,
         },
-        hosted.routes,
+        hosted
+            .routes
+            .merge(playhouse_runtime::edge::admin::routes(bus.clone())),
         guard,
         health,
         metrics,

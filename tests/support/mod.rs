@@ -221,6 +221,11 @@ disk_unhealthy_below_percent = {unhealthy}
         format!("{}{path}", self.base)
     }
 
+    /// The node's config file.
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
     /// The edge's `host:port`.
     pub fn address(&self) -> String {
         self.base.trim_start_matches("http://").to_owned()
@@ -397,4 +402,78 @@ pub fn is_closed_by_server(stream: &mut std::net::TcpStream, wait: Duration) -> 
             Err(_) => return true,
         }
     }
+}
+
+/// POSTs `body` to `path` with `token`.
+pub async fn post_as(
+    node: &Node,
+    path: &str,
+    token: &str,
+    body: serde_json::Value,
+) -> reqwest::Response {
+    client()
+        .post(node.url(path))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// GETs `path` with `token`.
+pub async fn get_as(node: &Node, path: &str, token: &str) -> reqwest::Response {
+    client()
+        .get(node.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Asserts `status` and returns the JSON body.
+pub async fn json_of(
+    response: reqwest::Response,
+    status: reqwest::StatusCode,
+) -> serde_json::Value {
+    assert_eq!(response.status(), status, "{:?}", response.headers());
+    response.json().await.unwrap()
+}
+
+/// The `X-Playhouse-Position` of a command's answer.
+pub fn position_of(response: &reqwest::Response) -> u64 {
+    response.headers()["x-playhouse-position"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Creates a product as `subject` (a writer) and returns its id.
+pub async fn create_product(node: &Node, subject: &str, sku: &str, price: i64) -> String {
+    let response = post_as(
+        node,
+        "/api/v1/products",
+        &token(subject, &["writer"]),
+        serde_json::json!({"name": format!("product {sku}"), "sku": sku, "price": price}),
+    )
+    .await;
+    json_of(response, reqwest::StatusCode::CREATED).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Registers a customer as `subject` (a writer) and returns its id.
+pub async fn register_customer(node: &Node, subject: &str, credit_limit: i64) -> String {
+    let response = post_as(
+        node,
+        "/api/v1/customers",
+        &token(subject, &["writer"]),
+        serde_json::json!({"name": subject, "email": format!("{subject}@example.com"), "credit_limit": credit_limit}),
+    )
+    .await;
+    json_of(response, reqwest::StatusCode::CREATED).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }

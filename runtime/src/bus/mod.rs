@@ -12,6 +12,9 @@
 mod projection;
 mod runner;
 
+#[cfg(test)]
+mod tests;
+
 pub use projection::{Delivered, Projection, ProjectionError, Tables, decode, key, read_page};
 pub use runner::rebuild_offline;
 

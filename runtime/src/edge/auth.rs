@@ -158,8 +158,13 @@ macro_rules! role_extractor {
     };
 }
 
+/// The caller, checked to be an admin.
+#[derive(Debug, Clone)]
+pub struct Admin(pub Principal);
+
 role_extractor!(Reader, Role::Reader);
 role_extractor!(Writer, Role::Writer);
+role_extractor!(Admin, Role::Admin);
 
 /// Verifies and issues tokens with the configured key.
 #[derive(Clone)]

@@ -2,6 +2,7 @@
 //! limits, request ids and tracing, HTTP metrics, time and body limits, health, `/metrics` and
 //! `/openapi.json`. Services bring their own routes; [`assemble`] puts them behind all this.
 
+pub mod admin;
 pub mod auth;
 pub mod guard;
 pub mod health;
@@ -29,7 +30,7 @@ use utoipa::openapi::{ComponentsBuilder, InfoBuilder, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use auth::{JwtAuth, MAX_TOKEN_BYTES, Principal, Reader, Role, Writer, check_subject};
+pub use auth::{Admin, JwtAuth, MAX_TOKEN_BYTES, Principal, Reader, Role, Writer, check_subject};
 pub use guard::Guard;
 pub use health::Health;
 pub use idempotency::IdempotencyKey;

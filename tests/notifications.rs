@@ -1,0 +1,58 @@
+//! Notifications end to end: a customer is told of its orders, in order, and only it.
+
+mod support;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::{
+    Node, NodeOptions, assert_problem, create_product, get_as, json_of, position_of, post_as,
+    register_customer, token,
+};
+
+#[tokio::test]
+async fn a_customer_is_told_of_its_orders_and_nobody_else_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &NodeOptions::default());
+    let tea = create_product(&node, "shop", "TEA", 1000).await;
+    let customer = register_customer(&node, "ada", 100_000).await;
+    let ada = token("ada", &["writer"]);
+    let body = json!({"customer_id": customer, "lines": [{"product_id": tea, "quantity": 1}]});
+    let placed = post_as(&node, "/api/v1/orders", &ada, body).await;
+    let placed = json_of(placed, StatusCode::ACCEPTED).await;
+    let order = placed["order_id"].as_str().unwrap();
+    let cancelled = post_as(
+        &node,
+        &format!("/api/v1/orders/{order}/cancel"),
+        &ada,
+        json!(null),
+    )
+    .await;
+    let position = position_of(&cancelled);
+    assert_eq!(cancelled.status(), StatusCode::OK);
+
+    let path = format!("/api/v1/notifications?customer_id={customer}&min_position={position}");
+    let page: Value = json_of(get_as(&node, &path, &ada).await, StatusCode::OK).await;
+    let kinds: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["order-placed", "order-cancelled"]);
+    assert!(
+        page["items"][1]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cancelled by the customer")
+    );
+
+    let other = get_as(&node, &path, &token("mallory", &["reader"])).await;
+    assert_problem(other, StatusCode::NOT_FOUND, "not-found").await;
+    let beyond = get_as(
+        &node,
+        &format!("/api/v1/notifications?customer_id={customer}&min_position=999999"),
+        &ada,
+    )
+    .await;
+    assert_problem(beyond, StatusCode::CONFLICT, "conflict").await;
+}
