@@ -2,6 +2,8 @@
 //! - GET an account through the full edge (JWT, rate limit, actor) vs a bare axum handler doing
 //!   the same lookup and JSON, in its own process: req/s, p50/p99;
 //! - POST credit (durable: answered after fsync) over 1000 accounts: cmd/s, p50/p99;
+//! - the read models' lag under that credit load: credit acknowledged -> visible to a read
+//!   with `min_position`, p50/p99;
 //! - the node's peak RSS (VmHWM).
 //!
 //! `cargo bench --bench edge [-- --seconds N --connections N]`
@@ -89,6 +91,67 @@ fn bare_server(port: u16, accounts: usize) {
 }
 
 use axum::response::IntoResponse;
+
+/// Until `probing` turns false: credit an account of the probe's own, then read the products
+/// list with `min_position` = the credit's position, which waits until the products read model
+/// has applied the log past the credit. The time from the credit's answer to the read's is the
+/// read models' lag.
+fn read_model_lag(
+    base: &str,
+    token: &str,
+    probing: &std::sync::atomic::AtomicBool,
+) -> Vec<Duration> {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let client = reqwest::Client::new();
+        let account: serde_json::Value = client
+            .post(format!("{base}/api/v1/accounts"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({"owner": "probe", "initial_balance": 0}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let credit = format!(
+            "{base}/api/v1/accounts/{}/credit",
+            account["id"].as_str().unwrap()
+        );
+        let mut lags = Vec::new();
+        while probing.load(std::sync::atomic::Ordering::Relaxed) {
+            let Ok(response) = client
+                .post(&credit)
+                .bearer_auth(token)
+                .json(&serde_json::json!({"amount": 1}))
+                .send()
+                .await
+            else {
+                continue;
+            };
+            let Some(position) = response
+                .headers()
+                .get("x-playhouse-position")
+                .and_then(|p| p.to_str().ok())
+                .map(str::to_owned)
+            else {
+                continue;
+            };
+            let acknowledged = Instant::now();
+            let read = client
+                .get(format!(
+                    "{base}/api/v1/products?limit=1&min_position={position}"
+                ))
+                .bearer_auth(token)
+                .send()
+                .await;
+            if read.is_ok_and(|r| r.status().is_success()) {
+                lags.push(acknowledged.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        lags
+    })
+}
 
 struct WrkFigures {
     requests_per_second: f64,
@@ -229,7 +292,7 @@ fn main() {
     std::fs::write(
         &config,
         format!(
-            "environment = \"development\"\nnode_name = \"bench\"\ndata_dir = \"{}\"\nservices = [\"accounts\"]\n\
+            "environment = \"development\"\nnode_name = \"bench\"\ndata_dir = \"{}\"\nservices = [\"accounts\", \"catalog\", \"customers\", \"inventory\", \"orders\", \"payments\", \"notifications\"]\n\
              [edge]\nlisten = \"127.0.0.1:{node_port}\"\n\
              [auth]\nissuer = \"playhouse\"\naudience = \"playhouse-api\"\nkey_env = \"PLAYHOUSE_BENCH_UNSET\"\ndev_key = \"bench-key-0123456789abcdef\"\n\
              [rate_limit]\nrequests_per_second = 10000000\nburst = 10000000\n",
@@ -336,7 +399,16 @@ fn main() {
         connections,
     );
     let get = wrk(&base, &get_script, seconds, connections);
+    // While wrk sends credits, a probe measures how far behind the read models are: a credit,
+    // then a products-list read that waits for that credit's position.
+    let probing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let probe = {
+        let (base, token, probing) = (base.clone(), token.clone(), probing.clone());
+        std::thread::spawn(move || read_model_lag(&base, &token, &probing))
+    };
     let credit = wrk(&base, &credit_script, seconds, connections);
+    probing.store(false, std::sync::atomic::Ordering::Relaxed);
+    let mut lags = probe.join().unwrap();
     for (name, figures) in [
         ("GET bare axum handler", &bare),
         ("GET /api/v1/accounts/{id}", &get),
@@ -351,6 +423,18 @@ fn main() {
         "GET account / bare axum: {:.0}%",
         100.0 * get.requests_per_second / bare.requests_per_second
     );
+    lags.sort_unstable();
+    if lags.is_empty() {
+        println!("read-model lag under the credit load: no probe completed");
+    } else {
+        let at = |q: f64| lags[((lags.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3;
+        println!(
+            "read-model lag under the credit load (credit acknowledged -> visible to a min_position read, {} probes): p50 {:.2} ms, p99 {:.2} ms",
+            lags.len(),
+            at(0.5),
+            at(0.99)
+        );
+    }
     println!(
         "node RSS: {idle_rss:.1} MiB idle, {opened_rss:.1} MiB with {accounts} live accounts, peak (VmHWM) {:.1} MiB",
         memory_mib(node.0.id(), "VmHWM:")

@@ -52,6 +52,35 @@ impl std::fmt::Debug for Service {
 }
 
 impl Service {
+    /// A service named `name` with nothing in it yet: add its hosts, projections and routes.
+    pub fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            children: Vec::new(),
+            routes: Routes::new(),
+            projections: Vec::new(),
+        }
+    }
+
+    /// Adds the host of aggregate kind `A` (serving `context.aggregates::<A>()`).
+    pub fn host<A: Aggregate>(mut self, context: &ServiceContext) -> Self {
+        self.children.push(context.host::<A>());
+        self
+    }
+
+    /// Adds a projection, run by its own runner in the service's group.
+    pub fn projection(mut self, context: &ServiceContext, projection: Arc<dyn Projection>) -> Self {
+        self.children.push(context.bus().runner(projection.clone()));
+        self.projections.push(projection);
+        self
+    }
+
+    /// Adds routes.
+    pub fn routes(mut self, routes: Routes) -> Self {
+        self.routes = self.routes.merge(routes);
+        self
+    }
+
     /// The service's supervision group: a one-for-one supervisor named after the service.
     pub fn group(&self) -> ChildSpec {
         Supervisor::child_spec(SupervisorSpec {

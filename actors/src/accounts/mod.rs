@@ -26,10 +26,7 @@ pub const DEF: ServiceDef = ServiceDef {
 };
 
 fn start(context: &ServiceContext) -> Service {
-    Service {
-        name: SERVICE,
-        children: vec![context.host::<Account>()],
-        routes: http::routes(context.aggregates::<Account>()),
-        projections: Vec::new(),
-    }
+    Service::new(SERVICE)
+        .host::<Account>(context)
+        .routes(http::routes(context.aggregates()))
 }

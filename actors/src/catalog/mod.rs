@@ -29,19 +29,13 @@ pub const DEF: ServiceDef = ServiceDef {
 };
 
 fn start(context: &ServiceContext) -> Service {
-    let products_list: Arc<dyn Projection> = Arc::new(ProductsList);
-    Service {
-        name: SERVICE,
-        children: vec![
-            context.host::<Product>(),
-            context.host::<SkuClaim>(),
-            context.bus().runner(products_list.clone()),
-        ],
-        routes: http::routes(
-            context.aggregates::<Product>(),
-            context.aggregates::<SkuClaim>(),
+    Service::new(SERVICE)
+        .host::<Product>(context)
+        .host::<SkuClaim>(context)
+        .projection(context, Arc::new(ProductsList))
+        .routes(http::routes(
+            context.aggregates(),
+            context.aggregates(),
             context.bus().clone(),
-        ),
-        projections: vec![products_list],
-    }
+        ))
 }

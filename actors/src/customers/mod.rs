@@ -24,10 +24,7 @@ pub const DEF: ServiceDef = ServiceDef {
 };
 
 fn start(context: &ServiceContext) -> Service {
-    Service {
-        name: SERVICE,
-        children: vec![context.host::<Customer>()],
-        routes: http::routes(context.aggregates::<Customer>()),
-        projections: Vec::new(),
-    }
+    Service::new(SERVICE)
+        .host::<Customer>(context)
+        .routes(http::routes(context.aggregates()))
 }

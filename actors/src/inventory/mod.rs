@@ -27,13 +27,10 @@ pub const DEF: ServiceDef = ServiceDef {
 };
 
 fn start(context: &ServiceContext) -> Service {
-    Service {
-        name: SERVICE,
-        children: vec![context.host::<Stock>()],
-        routes: http::routes(
-            context.aggregates::<Stock>(),
+    Service::new(SERVICE)
+        .host::<Stock>(context)
+        .routes(http::routes(
+            context.aggregates(),
             context.aggregates::<Product>(),
-        ),
-        projections: Vec::new(),
-    }
+        ))
 }

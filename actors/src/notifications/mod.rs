@@ -26,11 +26,10 @@ pub const DEF: ServiceDef = ServiceDef {
 };
 
 fn start(context: &ServiceContext) -> Service {
-    let notifications: Arc<dyn Projection> = Arc::new(NotificationsByCustomer);
-    Service {
-        name: SERVICE,
-        children: vec![context.bus().runner(notifications.clone())],
-        routes: http::routes(context.aggregates::<Customer>(), context.bus().clone()),
-        projections: vec![notifications],
-    }
+    Service::new(SERVICE)
+        .projection(context, Arc::new(NotificationsByCustomer))
+        .routes(http::routes(
+            context.aggregates::<Customer>(),
+            context.bus().clone(),
+        ))
 }

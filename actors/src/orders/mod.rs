@@ -32,19 +32,13 @@ pub const DEF: ServiceDef = ServiceDef {
 };
 
 fn start(context: &ServiceContext) -> Service {
-    let by_customer: Arc<dyn Projection> = Arc::new(OrdersByCustomer);
-    Service {
-        name: SERVICE,
-        children: vec![
-            context.host::<Order>(),
-            context.bus().runner(by_customer.clone()),
-        ],
-        routes: http::routes(
-            context.aggregates::<Order>(),
+    Service::new(SERVICE)
+        .host::<Order>(context)
+        .projection(context, Arc::new(OrdersByCustomer))
+        .routes(http::routes(
+            context.aggregates(),
             context.aggregates::<Customer>(),
             context.aggregates::<Product>(),
             context.bus().clone(),
-        ),
-        projections: vec![by_customer],
-    }
+        ))
 }

@@ -24,10 +24,7 @@ pub const DEF: ServiceDef = ServiceDef {
 };
 
 fn start(context: &ServiceContext) -> Service {
-    Service {
-        name: SERVICE,
-        children: vec![context.host::<Payment>()],
-        routes: http::routes(context.aggregates::<Payment>()),
-        projections: Vec::new(),
-    }
+    Service::new(SERVICE)
+        .host::<Payment>(context)
+        .routes(http::routes(context.aggregates()))
 }
