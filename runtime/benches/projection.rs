@@ -76,6 +76,7 @@ async fn write_events(store: &EventStore, events: usize) {
                         rejection: None,
                         command_id: None,
                         fingerprint: 0,
+                        table_changes: Vec::new(),
                         metadata: EventMetadata::default(),
                     })
                     .await

@@ -68,6 +68,7 @@ async fn run(dir: &std::path::Path, group_commit: bool, writers: usize, seconds:
                     }],
                     command_id: None,
                     fingerprint: 0,
+                    table_changes: Vec::new(),
                     rejection: None,
                     metadata: EventMetadata::default(),
                 };

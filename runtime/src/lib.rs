@@ -8,6 +8,7 @@ pub mod config;
 pub mod edge;
 pub mod metrics;
 pub mod prelude;
+pub mod saga;
 pub mod service;
 pub mod store;
 pub mod supervision;

@@ -16,6 +16,11 @@ pub const HTTP_REQUESTS: &str = "playhouse_http_requests_total";
 pub const HTTP_DURATION: &str = "playhouse_http_request_duration_seconds";
 pub const PROJECTED_EVENTS: &str = "playhouse_projection_events_total";
 pub const PROJECTION_LAG: &str = "playhouse_projection_lag_events";
+pub const SAGAS: &str = "playhouse_sagas_total";
+pub const SAGA_STEP_RETRIES: &str = "playhouse_saga_step_retries_total";
+pub const SAGAS_RUNNING: &str = "playhouse_sagas_running";
+pub const CIRCUIT_STATE: &str = "playhouse_circuit_state";
+pub const CIRCUIT_TRANSITIONS: &str = "playhouse_circuit_transitions_total";
 
 /// Registers the descriptions of every runtime metric with the installed recorder.
 pub fn describe() {
@@ -42,6 +47,23 @@ pub fn describe() {
     metrics::describe_counter!(
         PROJECTED_EVENTS,
         "Log events read by a projection, by projection"
+    );
+    metrics::describe_counter!(
+        SAGAS,
+        "Saga transitions that end or block one: started, completed, compensated, stuck; by kind"
+    );
+    metrics::describe_counter!(
+        SAGA_STEP_RETRIES,
+        "Saga steps and compensations retried after a failure, by kind"
+    );
+    metrics::describe_gauge!(SAGAS_RUNNING, "Saga actors running, by kind");
+    metrics::describe_gauge!(
+        CIRCUIT_STATE,
+        "Circuit breaker state per target service: 0 closed, 1 half-open, 2 open"
+    );
+    metrics::describe_counter!(
+        CIRCUIT_TRANSITIONS,
+        "Circuit breaker transitions, by target service and new state"
     );
     metrics::describe_gauge!(
         PROJECTION_LAG,

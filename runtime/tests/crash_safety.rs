@@ -138,6 +138,7 @@ fn play_writer(dir: &str) {
                         events,
                         command_id: None,
                         fingerprint: 0,
+                        table_changes: Vec::new(),
                         rejection: None,
                         metadata: EventMetadata::default(),
                     };

@@ -255,6 +255,7 @@ async fn execute<A: Aggregate>(
             command_id: envelope.command_id,
             fingerprint,
             rejection: rejection.as_ref().map(|(_, encoded)| encoded.clone()),
+            table_changes: Vec::new(),
         })
         .await
         .map_err(Failure::Store)?;

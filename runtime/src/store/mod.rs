@@ -67,6 +67,9 @@ pub struct AppendRequest {
     /// fingerprint is [`StoreError::CommandIdReused`]. 0 when the caller has none.
     pub fingerprint: u64,
     pub metadata: EventMetadata,
+    /// Changes to read-model tables that commit in the same transaction as the events, or not
+    /// at all (a saga's summary in the saga tables, kept in step with its stream).
+    pub table_changes: Vec<TableChange>,
 }
 
 /// A stable 64-bit fingerprint (FNV-1a) of bytes, e.g. of an encoded command. Stable across

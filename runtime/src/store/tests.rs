@@ -26,6 +26,7 @@ fn append_request(stream: &str, expected: u64, names: &[&str]) -> AppendRequest 
         events: names.iter().map(|n| event(n)).collect(),
         command_id: None,
         fingerprint: 0,
+        table_changes: Vec::new(),
         rejection: None,
         metadata: EventMetadata::default(),
     }
@@ -434,4 +435,32 @@ async fn close_commits_what_was_queued_then_refuses_writes() {
     ));
     assert_eq!(store.read_stream("s").unwrap().len(), 1, "reads still work");
     store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn table_changes_commit_with_their_append_or_not_at_all() {
+    let (_dir, store) = temp_store().await;
+    let put = |value: &[u8]| TableChange::Put {
+        table: "test_side",
+        key: b"k".to_vec(),
+        value: value.to_vec(),
+    };
+    let mut first = append_request("saga-1", 0, &["Started"]);
+    first.table_changes = vec![put(b"started")];
+    store.append(first).await.unwrap();
+    assert_eq!(
+        store.read_models().unwrap().get("test_side", b"k").unwrap(),
+        Some(b"started".to_vec())
+    );
+    // A conflicting append writes neither its events nor its table changes.
+    let mut stale = append_request("saga-1", 0, &["Again"]);
+    stale.table_changes = vec![put(b"again")];
+    assert!(matches!(
+        store.append(stale).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert_eq!(
+        store.read_models().unwrap().get("test_side", b"k").unwrap(),
+        Some(b"started".to_vec())
+    );
 }

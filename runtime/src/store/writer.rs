@@ -349,6 +349,8 @@ struct BatchTables<'txn> {
     log: Table<'txn, u64, &'static [u8]>,
     commands: Table<'txn, &'static str, &'static [u8]>,
     entries: Vec<IndexEntry>,
+    /// Read-model changes of the batch's accepted appends, written before it commits.
+    table_changes: Vec<TableChange>,
 }
 
 /// Writes the batch in one durable transaction. Returns each operation's own result, the next
@@ -370,6 +372,7 @@ fn write_batch(
                 .open_table(PROCESSED_COMMANDS)
                 .map_err(StoreError::storage)?,
             entries: Vec::new(),
+            table_changes: Vec::new(),
         };
         let mut snapshots = txn.open_table(SNAPSHOTS).map_err(StoreError::storage)?;
         let mut checkpoints = txn.open_table(CHECKPOINTS).map_err(StoreError::storage)?;
@@ -437,7 +440,16 @@ fn write_batch(
             };
             results.push(result);
         }
-        tables.entries
+        let BatchTables {
+            log,
+            commands,
+            entries,
+            table_changes,
+        } = tables;
+        // The log's and commands' tables close before the read-model tables open.
+        drop((log, commands));
+        apply_changes(&txn, &table_changes)?;
+        entries
     };
     txn.commit().map_err(StoreError::storage)?;
     Ok((results, next_position, entries))
@@ -584,6 +596,9 @@ fn append(
             .insert(command_id.as_str(), bytes.as_slice())
             .map_err(StoreError::storage)?;
     }
+    tables
+        .table_changes
+        .extend(request.table_changes.iter().cloned());
     Ok(Ok(AppendOutcome::from_processed(&processed, false)))
 }
 

@@ -1,0 +1,170 @@
+//! Reading and writing a saga's stream, with its summary in the saga tables kept in step (in
+//! the same transaction as each event).
+
+use std::marker::PhantomData;
+
+use crate::bus::key;
+use crate::codec;
+use crate::store::{AppendRequest, EventMetadata, EventStore, NewEvent, StoreError, TableChange};
+
+use super::record::{Phase, SagaEvent, SagaState, SagaSummary};
+use super::{SagaKind, Step};
+
+/// kind/id -> [`SagaSummary`], for every saga.
+pub const SAGAS_TABLE: &str = "sagas";
+/// kind/id -> (), for the sagas not finished: what a node resumes when it starts.
+pub const SAGAS_OPEN_TABLE: &str = "sagas_open";
+
+pub(crate) struct SagaLog<K: SagaKind> {
+    store: EventStore,
+    kind: PhantomData<fn() -> K>,
+}
+
+impl<K: SagaKind> Clone for SagaLog<K> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<K: SagaKind> SagaLog<K> {
+    pub(crate) fn new(store: EventStore) -> Self {
+        Self {
+            store,
+            kind: PhantomData,
+        }
+    }
+
+    pub(crate) fn stream(id: &str) -> String {
+        format!("{}-{id}", K::KIND)
+    }
+
+    /// The saga's state from its stream; `None` if it was never started.
+    pub(crate) fn load(&self, id: &str) -> Result<Option<SagaState<K::Input>>, StoreError> {
+        let stream = Self::stream(id);
+        let events = self
+            .store
+            .read_stream(&stream)?
+            .iter()
+            .map(|record| {
+                codec::decode::<SagaEvent<K::Input>>(&record.payload).map_err(|source| {
+                    StoreError::Corrupt {
+                        stream: stream.clone(),
+                        version: record.version,
+                        source,
+                    }
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(SagaState::fold(&events))
+    }
+
+    /// Writes `event` after `state` (none: `event` is the `Started`), with the saga's summary,
+    /// and returns the state after it. Answers once durable.
+    pub(crate) async fn append(
+        &self,
+        id: &str,
+        state: Option<&SagaState<K::Input>>,
+        event: SagaEvent<K::Input>,
+        steps: &[Step],
+        correlation_id: &str,
+    ) -> Result<SagaState<K::Input>, StoreError> {
+        let after = match state {
+            Some(state) => {
+                let mut after = state.clone();
+                after.apply(&event);
+                after
+            }
+            None => SagaState::fold([&event]).expect("a saga's first event is Started"),
+        };
+        let stream = Self::stream(id);
+        let payload = codec::encode(&event).map_err(|source| StoreError::Encode {
+            stream: stream.clone(),
+            source,
+        })?;
+        let summary = summary::<K>(id, &after, steps);
+        let entry = key(&[K::KIND, id]);
+        let mut table_changes = vec![TableChange::Put {
+            table: SAGAS_TABLE,
+            key: entry.clone(),
+            value: codec::encode(&summary).map_err(|source| StoreError::Encode {
+                stream: stream.clone(),
+                source,
+            })?,
+        }];
+        table_changes.push(if after.phase.is_finished() {
+            TableChange::Delete {
+                table: SAGAS_OPEN_TABLE,
+                key: entry,
+            }
+        } else {
+            TableChange::Put {
+                table: SAGAS_OPEN_TABLE,
+                key: entry,
+                value: Vec::new(),
+            }
+        });
+        self.store
+            .append(AppendRequest {
+                stream,
+                expected_version: state.map_or(0, |state| state.version),
+                events: vec![NewEvent {
+                    event_type: event.type_name().to_owned(),
+                    schema_version: 1,
+                    payload,
+                }],
+                rejection: None,
+                command_id: None,
+                fingerprint: 0,
+                metadata: EventMetadata {
+                    correlation_id: Some(correlation_id.to_owned()),
+                    causation_id: None,
+                },
+                table_changes,
+            })
+            .await?;
+        Ok(after)
+    }
+
+    /// The ids of this kind's sagas that have not finished.
+    pub(crate) fn open(&self) -> Result<Vec<String>, StoreError> {
+        let prefix = key(&[K::KIND]);
+        let mut ids = Vec::new();
+        let snapshot = self.store.read_models()?;
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = snapshot.scan(SAGAS_OPEN_TABLE, &prefix, after.as_deref(), 1024)?;
+            let Some((last, _)) = page.last() else {
+                return Ok(ids);
+            };
+            after = Some(last.clone());
+            ids.extend(page.iter().map(|(key, _)| {
+                String::from_utf8_lossy(&key[prefix.len()..])
+                    .trim_end_matches('/')
+                    .to_owned()
+            }));
+        }
+    }
+}
+
+fn summary<K: SagaKind>(id: &str, state: &SagaState<K::Input>, steps: &[Step]) -> SagaSummary {
+    let step = match state.phase {
+        Phase::Running { step } => state.stuck_at.or(Some(step)),
+        Phase::Compensating { below } => state.stuck_at.or(below.checked_sub(1)),
+        Phase::Completed | Phase::Compensated => None,
+    };
+    SagaSummary {
+        kind: K::KIND.to_owned(),
+        id: id.to_owned(),
+        status: state.status().to_owned(),
+        step: step
+            .and_then(|step| steps.get(step))
+            .map(|s| s.name.clone()),
+        attempts: state.attempts,
+        last_error: state.last_error.clone(),
+        reason: state.reason.clone(),
+        updated_at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+    }
+}

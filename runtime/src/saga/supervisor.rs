@@ -1,0 +1,253 @@
+//! [`Sagas`]: a saga kind's handle (start one, read one) and its supervisor actor, which runs
+//! one [`Runner`] per open saga, resumes the open ones when it starts, and restarts a runner
+//! that crashes (it reloads its saga from the stream).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+
+use super::log::SagaLog;
+use super::record::{SagaEvent, SagaState};
+use super::runner::{Runner, RunnerArgs, RunnerMsg};
+use super::{SagaError, SagaKind, SagaSettings, Step};
+use crate::metrics::{SAGAS, SAGAS_RUNNING};
+use crate::store::{EventStore, StoreError};
+use crate::supervision::{ChildSpec, Restart};
+
+/// How long a crashed saga waits before its runner is started again.
+const RESTART_DELAY: Duration = Duration::from_secs(1);
+/// How often the supervisor looks for open sagas that are not running (one started while it
+/// was restarting, say).
+const RESCAN_EVERY: Duration = Duration::from_secs(5);
+
+/// The sagas of kind `K`: start them, read them. Cheap to clone.
+pub struct Sagas<K: SagaKind> {
+    supervisor_name: String,
+    kind: Arc<K>,
+    log: SagaLog<K>,
+    settings: Arc<SagaSettings>,
+}
+
+impl<K: SagaKind> Clone for Sagas<K> {
+    fn clone(&self) -> Self {
+        Self {
+            supervisor_name: self.supervisor_name.clone(),
+            kind: self.kind.clone(),
+            log: self.log.clone(),
+            settings: self.settings.clone(),
+        }
+    }
+}
+
+impl<K: SagaKind> std::fmt::Debug for Sagas<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sagas").field("kind", &K::KIND).finish()
+    }
+}
+
+impl<K: SagaKind> Sagas<K> {
+    /// The sagas of `kind` in `store`, under a supervisor registered as `saga-{KIND}`.
+    pub fn new(kind: K, store: EventStore, settings: SagaSettings) -> Self {
+        Self::named(format!("saga-{}", K::KIND), kind, store, settings)
+    }
+
+    /// Like [`Sagas::new`], under another registered name (tests run several in one process).
+    pub fn named(
+        name: impl Into<String>,
+        kind: K,
+        store: EventStore,
+        settings: SagaSettings,
+    ) -> Self {
+        Self {
+            supervisor_name: name.into(),
+            kind: Arc::new(kind),
+            log: SagaLog::new(store),
+            settings: Arc::new(settings),
+        }
+    }
+
+    /// The supervisor's child spec: it resumes the open sagas when it starts.
+    pub fn child_spec(&self) -> ChildSpec {
+        let sagas = self.clone();
+        ChildSpec::named_actor(
+            self.supervisor_name.clone(),
+            Restart::Permanent,
+            move || (SagaSupervisor::<K>::new(), sagas.clone()),
+        )
+    }
+
+    /// Starts the saga `id` on `input` (once: a saga started before is left as it is) and has
+    /// it run. Answers once its `Started` is durable: from then on it runs to its end, across
+    /// crashes. Returns whether this call started it.
+    pub async fn start(
+        &self,
+        id: &str,
+        input: K::Input,
+        subject: &str,
+        correlation_id: &str,
+    ) -> Result<bool, SagaError> {
+        let started = SagaEvent::Started {
+            input,
+            subject: subject.to_owned(),
+        };
+        let steps = match &started {
+            SagaEvent::Started { input, .. } => self.kind.steps(input),
+            _ => unreachable!(),
+        };
+        let fresh = match self
+            .log
+            .append(id, None, started, &steps, correlation_id)
+            .await
+        {
+            Ok(_) => {
+                metrics::counter!(SAGAS, "kind" => K::KIND, "outcome" => "started").increment(1);
+                true
+            }
+            Err(StoreError::Conflict { .. }) => false,
+            Err(error) => return Err(SagaError::Store(error.to_string())),
+        };
+        // Started now or before: make sure it runs (a finished one stops at once).
+        if let Some(supervisor) = ractor::registry::where_is(self.supervisor_name.clone()) {
+            let supervisor: ActorRef<SupervisorMsg> = supervisor.into();
+            let _ = supervisor.cast(SupervisorMsg::Run(id.to_owned()));
+        }
+        Ok(fresh)
+    }
+
+    /// The saga `id` as its stream says (read on the blocking pool); `None` if never started.
+    pub async fn get(&self, id: &str) -> Result<Option<SagaState<K::Input>>, SagaError> {
+        let (log, id) = (self.log.clone(), id.to_owned());
+        tokio::task::spawn_blocking(move || log.load(&id))
+            .await
+            .map_err(|error| SagaError::Store(error.to_string()))?
+            .map_err(|error| SagaError::Store(error.to_string()))
+    }
+
+    /// The steps of a saga on `input`.
+    pub fn steps(&self, input: &K::Input) -> Vec<Step> {
+        self.kind.steps(input)
+    }
+}
+
+pub(crate) enum SupervisorMsg {
+    /// Run saga `id` unless it is running.
+    Run(String),
+    /// Run every open saga.
+    Resume,
+}
+
+impl ractor::Message for SupervisorMsg {}
+
+pub(crate) struct SagaSupervisor<K>(std::marker::PhantomData<fn() -> K>);
+
+impl<K> SagaSupervisor<K> {
+    fn new() -> Self {
+        Self(std::marker::PhantomData)
+    }
+}
+
+pub(crate) struct SupervisorState<K: SagaKind> {
+    sagas: Sagas<K>,
+    running: HashMap<String, ActorRef<RunnerMsg>>,
+    ids: HashMap<ActorId, String>,
+}
+
+impl<K: SagaKind> Actor for SagaSupervisor<K> {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState<K>;
+    type Arguments = Sagas<K>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        sagas: Sagas<K>,
+    ) -> Result<SupervisorState<K>, ActorProcessingErr> {
+        myself.cast(SupervisorMsg::Resume)?;
+        myself.send_interval(RESCAN_EVERY, || SupervisorMsg::Resume);
+        Ok(SupervisorState {
+            sagas,
+            running: HashMap::new(),
+            ids: HashMap::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        message: SupervisorMsg,
+        state: &mut SupervisorState<K>,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SupervisorMsg::Run(id) => run(&myself, state, id).await,
+            SupervisorMsg::Resume => {
+                let log = state.sagas.log.clone();
+                let open = tokio::task::spawn_blocking(move || log.open()).await??;
+                if !open.is_empty() {
+                    tracing::info!(kind = K::KIND, sagas = open.len(), "resuming open sagas");
+                }
+                for id in open {
+                    run(&myself, state, id).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        event: SupervisionEvent,
+        state: &mut SupervisorState<K>,
+    ) -> Result<(), ActorProcessingErr> {
+        let (actor, failure) = match event {
+            SupervisionEvent::ActorFailed(cell, error) => (cell.get_id(), Some(error)),
+            SupervisionEvent::ActorTerminated(cell, _, _) => (cell.get_id(), None),
+            _ => return Ok(()),
+        };
+        let Some(id) = state.ids.remove(&actor) else {
+            return Ok(());
+        };
+        state.running.remove(&id);
+        report_running::<K>(state);
+        if let Some(error) = failure {
+            // A store that failed, a bug: the saga is still open in its stream; run it again
+            // after a pause, from what the stream says.
+            tracing::warn!(kind = K::KIND, saga = %id, %error, "saga runner failed; restarting it");
+            myself.send_after(RESTART_DELAY, move || SupervisorMsg::Run(id));
+        }
+        Ok(())
+    }
+}
+
+async fn run<K: SagaKind>(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &mut SupervisorState<K>,
+    id: String,
+) {
+    if state.running.contains_key(&id) {
+        return;
+    }
+    let args = RunnerArgs {
+        id: id.clone(),
+        kind: state.sagas.kind.clone(),
+        log: state.sagas.log.clone(),
+        settings: state.sagas.settings.clone(),
+    };
+    match Actor::spawn_linked(None, Runner::<K>::new(), args, myself.get_cell()).await {
+        Ok((runner, _)) => {
+            state.ids.insert(runner.get_id(), id.clone());
+            state.running.insert(id, runner);
+            report_running::<K>(state);
+        }
+        Err(error) => {
+            tracing::error!(kind = K::KIND, saga = %id, %error, "saga runner did not start; retrying");
+            myself.send_after(RESTART_DELAY, move || SupervisorMsg::Run(id));
+        }
+    }
+}
+
+fn report_running<K: SagaKind>(state: &SupervisorState<K>) {
+    metrics::gauge!(SAGAS_RUNNING, "kind" => K::KIND).set(state.running.len() as f64);
+}

@@ -1,0 +1,358 @@
+//! The saga engine on paused time, with a scripted saga kind over a real temp store: each step
+//! failing in turn, retries with backoff, timeouts, refusals, stuck compensations, resuming
+//! after the supervisor dies.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::*;
+use crate::store::StoreOptions;
+use crate::supervision::{Backoff, Intensity, Strategy, Supervisor, SupervisorSpec};
+
+/// A saga kind whose steps answer from a script: per (step, phase) a queue of outcomes, then
+/// `Done`. `HANG` as a failure text makes the call never answer.
+#[derive(Default)]
+struct Scripted {
+    kinds: Vec<StepKind>,
+    script: Mutex<HashMap<(usize, &'static str), VecDeque<StepOutcome>>>,
+    calls: Arc<Mutex<Vec<Call>>>,
+}
+
+const HANG: &str = "hang";
+
+#[derive(Debug, Clone, PartialEq)]
+struct Call {
+    phase: &'static str,
+    step: usize,
+    command_id: String,
+    at: Instant,
+}
+
+impl Scripted {
+    fn new(kinds: &[StepKind]) -> Self {
+        Self {
+            kinds: kinds.to_vec(),
+            ..Self::default()
+        }
+    }
+
+    fn then(self, step: usize, phase: &'static str, outcomes: Vec<StepOutcome>) -> Self {
+        self.script
+            .lock()
+            .unwrap()
+            .entry((step, phase))
+            .or_default()
+            .extend(outcomes);
+        self
+    }
+
+    async fn answer(&self, phase: &'static str, step: usize, command_id: String) -> StepOutcome {
+        self.calls.lock().unwrap().push(Call {
+            phase,
+            step,
+            command_id,
+            at: Instant::now(),
+        });
+        let scripted = self
+            .script
+            .lock()
+            .unwrap()
+            .get_mut(&(step, phase))
+            .and_then(VecDeque::pop_front);
+        match scripted {
+            Some(StepOutcome::Failed(text)) if text == HANG => std::future::pending().await,
+            Some(outcome) => outcome,
+            None => StepOutcome::Done,
+        }
+    }
+}
+
+impl SagaKind for Scripted {
+    const KIND: &'static str = "scripted";
+    type Input = u32;
+
+    fn steps(&self, _: &u32) -> Vec<Step> {
+        self.kinds
+            .iter()
+            .enumerate()
+            .map(|(n, kind)| Step {
+                name: format!("s{n}"),
+                target: "target",
+                kind: *kind,
+            })
+            .collect()
+    }
+
+    async fn act(&self, _: &u32, step: usize, command_id: String) -> StepOutcome {
+        self.answer("act", step, command_id).await
+    }
+
+    async fn compensate(&self, _: &u32, step: usize, _: &str, command_id: String) -> StepOutcome {
+        self.answer("undo", step, command_id).await
+    }
+}
+
+fn settings() -> SagaSettings {
+    let no_jitter = |policy: RetryPolicy| RetryPolicy {
+        jitter: 0.0,
+        ..policy
+    };
+    SagaSettings {
+        actions: no_jitter(RetryPolicy::ACTIONS),
+        compensations: no_jitter(RetryPolicy::COMPENSATIONS),
+        step_timeout: Duration::from_secs(1),
+        stuck_retry: Duration::from_secs(30),
+        // A breaker that never opens here: its own test is in breaker.rs.
+        breakers: Breakers::new(BreakerSettings {
+            failure_threshold: u32::MAX,
+            reset_delay: Duration::from_secs(1),
+        }),
+    }
+}
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    store: crate::store::EventStore,
+    sagas: Sagas<Scripted>,
+    calls: Arc<Mutex<Vec<Call>>>,
+    supervisor: ractor::ActorRef<crate::supervision::SupervisorMsg>,
+}
+
+fn unique(name: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!("{name}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+async fn supervise(sagas: &Sagas<Scripted>) -> ractor::ActorRef<crate::supervision::SupervisorMsg> {
+    Supervisor::start(
+        SupervisorSpec {
+            name: unique("saga-test-root"),
+            strategy: Strategy::OneForOne,
+            intensity: Intensity::default(),
+            backoff: Backoff::default(),
+            children: vec![sagas.child_spec()],
+        },
+        None,
+    )
+    .await
+    .unwrap()
+}
+
+async fn harness(kind: Scripted) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        crate::store::EventStore::open(dir.path().join("events.redb"), StoreOptions::default())
+            .await
+            .unwrap();
+    let calls = kind.calls.clone();
+    let sagas = Sagas::named(unique("saga-scripted"), kind, store.clone(), settings());
+    let supervisor = supervise(&sagas).await;
+    Harness {
+        _dir: dir,
+        store,
+        sagas,
+        calls,
+        supervisor,
+    }
+}
+
+impl Harness {
+    /// Starts saga `id` and waits (virtual time) until it finishes or is stuck.
+    async fn run(&self, id: &str) -> SagaState<u32> {
+        assert!(self.sagas.start(id, 7, "tester", "test").await.unwrap());
+        self.settled(id).await
+    }
+
+    async fn settled(&self, id: &str) -> SagaState<u32> {
+        for _ in 0..10_000 {
+            let state = self.sagas.get(id).await.unwrap().unwrap();
+            if state.phase.is_finished() || state.stuck_at.is_some() {
+                return state;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("saga {id} did not settle");
+    }
+
+    fn calls(&self) -> Vec<(&'static str, usize)> {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|call| (call.phase, call.step))
+            .collect()
+    }
+}
+
+use StepKind::{Compensable, Pivot};
+
+#[tokio::test(start_paused = true)]
+async fn each_step_failing_in_turn_compensates_exactly_the_completed_steps_in_reverse() {
+    for failing in 0..4 {
+        let kind = Scripted::new(&[Compensable, Compensable, Compensable, Pivot]).then(
+            failing,
+            "act",
+            vec![StepOutcome::Refused(format!("no to s{failing}"))],
+        );
+        let harness = harness(kind).await;
+        let state = harness.run("s").await;
+        assert_eq!(state.phase, Phase::Compensated);
+        assert_eq!(
+            state.reason.as_deref(),
+            Some(format!("no to s{failing}").as_str())
+        );
+        let mut expected: Vec<(&str, usize)> = (0..=failing).map(|s| ("act", s)).collect();
+        expected.extend((0..failing).rev().map(|s| ("undo", s)));
+        assert_eq!(harness.calls(), expected, "step {failing} refused");
+        harness.supervisor.stop_and_wait(None, None).await.unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn all_steps_done_completes() {
+    let harness = harness(Scripted::new(&[Compensable, Pivot])).await;
+    let state = harness.run("ok").await;
+    assert_eq!(
+        (state.phase, state.status()),
+        (Phase::Completed, "completed")
+    );
+    assert_eq!(harness.calls(), [("act", 0), ("act", 1)]);
+    // The summary tables say so, and nothing is left open.
+    let snapshot = harness.store.read_models().unwrap();
+    let entries = snapshot.scan(SAGAS_OPEN_TABLE, b"", None, 10).unwrap();
+    assert!(entries.is_empty());
+    let summary: SagaSummary = crate::codec::decode(
+        &snapshot
+            .get(SAGAS_TABLE, &crate::bus::key(&["scripted", "ok"]))
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(summary.status, "completed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timed_out_step_is_retried_with_backoff_then_compensated() {
+    // Step 1 never answers: each attempt times out after the step timeout (1 s).
+    let hang = || StepOutcome::Failed(HANG.into());
+    let kind = Scripted::new(&[Compensable, Compensable, Pivot]).then(
+        1,
+        "act",
+        (0..5).map(|_| hang()).collect(),
+    );
+    let harness = harness(kind).await;
+    let state = harness.run("slow").await;
+    assert_eq!(state.phase, Phase::Compensated);
+    assert!(
+        state
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("s1 failed 5 times: no answer within 1000 ms"),
+        "{:?}",
+        state.reason
+    );
+    assert_eq!(
+        harness.calls(),
+        [
+            ("act", 0),
+            ("act", 1),
+            ("act", 1),
+            ("act", 1),
+            ("act", 1),
+            ("act", 1),
+            ("undo", 0)
+        ]
+    );
+    // Attempts start 1 s (the timeout) + 100, 200, 400, 800 ms apart.
+    let calls = harness.calls.lock().unwrap().clone();
+    let gaps: Vec<u128> = calls[1..6]
+        .windows(2)
+        .map(|pair| (pair[1].at - pair[0].at).as_millis())
+        .collect();
+    assert_eq!(gaps, [1100, 1200, 1400, 1800]);
+    // Every attempt of a step carries the same command id, so the target applies it once.
+    assert!(
+        calls[1..6]
+            .iter()
+            .all(|call| call.command_id == calls[1].command_id)
+    );
+    assert_eq!(calls[1].command_id, "saga:scripted:slow:1:act");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refusal_compensates_at_once_without_retry() {
+    let kind = Scripted::new(&[Compensable, Compensable, Pivot]).then(
+        2,
+        "act",
+        vec![StepOutcome::Refused("payment declined".into())],
+    );
+    let harness = harness(kind).await;
+    let started = Instant::now();
+    let state = harness.run("no").await;
+    assert_eq!(state.phase, Phase::Compensated);
+    assert_eq!(
+        harness.calls(),
+        [("act", 0), ("act", 1), ("act", 2), ("undo", 1), ("undo", 0)]
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "no backoff waited"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_compensation_that_keeps_failing_is_retried_then_stuck_and_retried_slowly() {
+    let fail = || StepOutcome::Failed("target down".into());
+    let kind = Scripted::new(&[Compensable, Pivot])
+        .then(1, "act", vec![StepOutcome::Refused("refused".into())])
+        // Ten failed attempts use the retries up; the eleventh (a slow retry) succeeds.
+        .then(0, "undo", (0..10).map(|_| fail()).collect());
+    let harness = harness(kind).await;
+    let stuck = harness.run("stuck").await;
+    assert_eq!(stuck.status(), "stuck");
+    assert_eq!(stuck.stuck_at, Some(0));
+    assert_eq!(stuck.last_error.as_deref(), Some("target down"));
+    let undo_attempts = harness.calls().iter().filter(|c| c.0 == "undo").count();
+    assert_eq!(undo_attempts, 10);
+    // It stays visible as stuck, open, and is tried again 30 s later.
+    let snapshot = harness.store.read_models().unwrap();
+    assert_eq!(
+        snapshot
+            .scan(SAGAS_OPEN_TABLE, b"", None, 10)
+            .unwrap()
+            .len(),
+        1
+    );
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    let state = harness.settled("stuck").await;
+    assert_eq!(state.phase, Phase::Compensated);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_saga_resumes_where_it_was_when_its_supervisor_died() {
+    let hang = StepOutcome::Failed(HANG.into());
+    let kind = Scripted::new(&[Compensable, Compensable, Pivot]).then(1, "act", vec![hang]);
+    let harness = harness(kind).await;
+    assert!(harness.sagas.start("r", 7, "tester", "test").await.unwrap());
+    // Let it do step 0 and hang in step 1, then take the whole tree down.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    harness.supervisor.stop_and_wait(None, None).await.unwrap();
+    let state = harness.sagas.get("r").await.unwrap().unwrap();
+    assert_eq!(state.phase, Phase::Running { step: 1 });
+    // Starting it again is a no-op; a new supervisor resumes it from its stream.
+    assert!(!harness.sagas.start("r", 7, "tester", "test").await.unwrap());
+    let supervisor = supervise(&harness.sagas).await;
+    let state = harness.settled("r").await;
+    assert_eq!(state.phase, Phase::Completed);
+    // Step 0 was not done again; step 1 was tried again under its command id.
+    assert_eq!(
+        harness.calls(),
+        [("act", 0), ("act", 1), ("act", 1), ("act", 2)]
+    );
+    supervisor.stop_and_wait(None, None).await.unwrap();
+}
