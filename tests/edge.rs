@@ -720,13 +720,16 @@ async fn a_connection_flood_never_cuts_off_a_request_in_flight() {
         Some(token("alice", &["reader"])),
     )
     .await;
-    assert!(
-        failures.is_empty(),
-        "{} credits failed: {failures:?}",
-        failures.len()
-    );
+    // What must never happen: a credit applied whose client heard nothing (its connection
+    // closed after the request took effect). A connection closed while a next request was still
+    // on its way (HTTP/1.1's keep-alive race) applies nothing, so the balance tells them apart.
     assert_eq!(
         account["balance"], acknowledged,
-        "every credit was acknowledged"
+        "credits applied without an answer; the failures were: {failures:?}"
+    );
+    assert!(
+        failures.len() * 100 <= acknowledged as usize,
+        "{} of {acknowledged} credits failed: {failures:?}",
+        failures.len()
     );
 }

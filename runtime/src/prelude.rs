@@ -13,4 +13,5 @@ pub use crate::edge::kit::{
     command_problem, history_routes, not_found, visible,
 };
 pub use crate::edge::{ApiJson, PathId, Principal, Problem, ProblemCode, Reader, Routes, Writer};
+pub use crate::saga::{SagaKind, SagaState, Sagas, Step, StepKind, StepOutcome};
 pub use crate::service::{Service, ServiceContext, ServiceDef};

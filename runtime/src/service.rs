@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::aggregate::{Aggregate, Aggregates, EntitySettings};
 use crate::bus::{Bus, Projection};
 use crate::edge::Routes;
+use crate::saga::{Breakers, SagaKind, SagaSettings, Sagas};
 use crate::store::EventStore;
 use crate::supervision::{Backoff, ChildSpec, Intensity, Strategy, Supervisor, SupervisorSpec};
 
@@ -75,6 +76,12 @@ impl Service {
         self
     }
 
+    /// Adds the supervisor of a saga kind (it resumes that kind's open sagas when it starts).
+    pub fn saga<K: SagaKind>(mut self, sagas: &Sagas<K>) -> Self {
+        self.children.push(sagas.child_spec());
+        self
+    }
+
     /// Adds routes.
     pub fn routes(mut self, routes: Routes) -> Self {
         self.routes = self.routes.merge(routes);
@@ -106,6 +113,8 @@ pub struct ServiceContext {
     store: EventStore,
     settings: EntitySettings,
     bus: Bus,
+    /// The circuit breakers every saga of the node shares, one per target service.
+    breakers: Breakers,
     /// One handle per aggregate kind (boxed `Aggregates<A>`), made on first use.
     handles: Arc<Mutex<HashMap<TypeId, Box<dyn Any + Send + Sync>>>>,
 }
@@ -124,6 +133,7 @@ impl ServiceContext {
             store,
             settings,
             bus,
+            breakers: Breakers::default(),
             handles: Arc::default(),
         }
     }
@@ -152,6 +162,16 @@ impl ServiceContext {
     pub fn host<A: Aggregate>(&self) -> ChildSpec {
         self.aggregates::<A>()
             .child_spec(self.settings.clone(), HOST_INTENSITY)
+    }
+
+    /// The sagas of kind `K`, run by `kind`, with the node's circuit breakers. Make it once per
+    /// kind (its supervisor has a registered name).
+    pub fn sagas<K: SagaKind>(&self, kind: K) -> Sagas<K> {
+        let settings = SagaSettings {
+            breakers: self.breakers.clone(),
+            ..SagaSettings::default()
+        };
+        Sagas::new(kind, self.store.clone(), settings)
     }
 
     pub fn store(&self) -> &EventStore {

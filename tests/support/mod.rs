@@ -477,3 +477,32 @@ pub async fn register_customer(node: &Node, subject: &str, credit_limit: i64) ->
         .unwrap()
         .to_owned()
 }
+
+/// Polls `path` (a JSON resource with a `status`) until its status is not `pending`, for at
+/// most 10 s; returns it.
+pub async fn settled(node: &Node, path: &str, token: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let body = json_of(get_as(node, path, token).await, reqwest::StatusCode::OK).await;
+        if body["status"] != "pending" {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} still pending after 10 s: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Receives `quantity` units of `product` as its owner `subject`.
+pub async fn receive_stock(node: &Node, subject: &str, product: &str, quantity: u64) {
+    let response = post_as(
+        node,
+        &format!("/api/v1/inventory/{product}/receive"),
+        &token(subject, &["writer"]),
+        serde_json::json!({ "quantity": quantity }),
+    )
+    .await;
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+}

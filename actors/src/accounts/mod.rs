@@ -2,11 +2,15 @@
 //! `account-{id}` stream: opening, credits and debits, with no overdraft. An account belongs to
 //! the token subject that opened it.
 //!
-//! [`DEF`] is the service for a node: the account host, and the routes.
+//! Transfers between accounts are sagas ([`transfers`]).
+//!
+//! [`DEF`] is the service for a node: the account host, the transfer saga's supervisor, and
+//! the routes.
 
 mod aggregate;
 pub mod http;
 mod messages;
+pub mod transfers;
 
 #[cfg(test)]
 mod tests;
@@ -26,7 +30,12 @@ pub const DEF: ServiceDef = ServiceDef {
 };
 
 fn start(context: &ServiceContext) -> Service {
+    let transfers = context.sagas(transfers::TransferSaga {
+        accounts: context.aggregates(),
+    });
     Service::new(SERVICE)
         .host::<Account>(context)
+        .saga(&transfers)
         .routes(http::routes(context.aggregates()))
+        .routes(transfers::http::routes(transfers, context.aggregates()))
 }

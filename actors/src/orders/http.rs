@@ -4,6 +4,7 @@
 use axum::extract::State;
 use playhouse_runtime::bus::read_page;
 use playhouse_runtime::prelude::*;
+use playhouse_runtime::saga;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -11,9 +12,11 @@ use utoipa_axum::routes;
 
 use super::aggregate::MAX_LINES;
 use super::read_model::{ORDERS_BY_CUSTOMER, OrderSummary, customer_prefix};
-use super::{Order, OrderCommand, OrderLine, OrderState};
+use super::saga::{OrderSaga, OrderSagaInput};
+use super::{Order, OrderCommand, OrderError, OrderLine, OrderState, total_of};
 use crate::catalog::{Product, ProductState};
 use crate::customers::Customer;
+use crate::payments::payment_id_for;
 
 /// Namespace of order ids derived from an Idempotency-Key (UUID v5).
 const ORDER_ID_NAMESPACE: uuid::Uuid =
@@ -26,6 +29,7 @@ struct Orders {
     orders: Aggregates<Order>,
     customers: Aggregates<Customer>,
     products: Aggregates<Product>,
+    sagas: Sagas<OrderSaga>,
     bus: Bus,
 }
 
@@ -33,6 +37,7 @@ pub fn routes(
     orders: Aggregates<Order>,
     customers: Aggregates<Customer>,
     products: Aggregates<Product>,
+    sagas: Sagas<OrderSaga>,
     bus: Bus,
 ) -> Routes {
     OpenApiRouter::new()
@@ -43,6 +48,7 @@ pub fn routes(
             orders: orders.clone(),
             customers,
             products,
+            sagas,
             bus,
         })
         .merge(history_routes("/api/v1/orders", NOUN, "orders", orders))
@@ -77,6 +83,8 @@ pub struct PlacedView {
 pub struct OrderView {
     pub id: String,
     pub customer_id: String,
+    /// The order's payment (`GET /api/v1/payments/{id}`), once the saga has asked for it.
+    pub payment_id: String,
     pub lines: Vec<OrderLine>,
     /// In minor units (cents).
     pub total: i64,
@@ -96,6 +104,7 @@ fn view(id: String, state: OrderState) -> Result<OrderView, Problem> {
             reason,
             ..
         } => Ok(OrderView {
+            payment_id: payment_id_for(&id),
             id,
             customer_id,
             lines,
@@ -150,7 +159,7 @@ async fn priced_lines(
 }
 
 /// Places an order for one of the caller's customers, at the catalog's prices. Answers 202 at
-/// once: the order is `pending` until the order saga confirms or cancels it.
+/// once: the order is `pending` until the order saga confirms it or cancels it (and says why).
 #[utoipa::path(post, path = "/api/v1/orders", tag = "orders",
     security(("bearer" = [])), params(IdempotencyKeyHeader),
     request_body = PlaceOrderRequest,
@@ -174,14 +183,42 @@ async fn place_order(
         .to_owned();
     let lines = priced_lines(&orders, &context.principal, body.lines).await?;
     let id = context.new_resource_id(ORDER_ID_NAMESPACE).to_string();
-    let command = OrderCommand::Place {
+    let total = total_of(&lines).map_err(|refusal| {
+        command_problem(NOUN, &id, CommandError::<OrderError>::Refused(refusal))
+    })?;
+    let input = OrderSagaInput {
+        order_id: id.clone(),
         customer_id,
         lines,
+        total,
         subject,
     };
+    // The saga first (durable), then its first step's command, sent here with the step's
+    // command id: the order exists when this answers, and whatever happens next, the saga
+    // drives it to confirmed or cancelled.
+    orders
+        .sagas
+        .start(
+            &id,
+            input.clone(),
+            &context.subject(),
+            &context.ids.request_id,
+        )
+        .await
+        .map_err(|error| {
+            Problem::new(
+                ProblemCode::Unavailable,
+                "the order could not be started; retry",
+            )
+            .with_retry_after(1)
+            .with_cause(error)
+        })?;
+    let place = CommandEnvelope::new(OrderSaga::place(&input))
+        .with_correlation_id(context.ids.request_id.to_string())
+        .with_command_id(saga::command_id(OrderSaga::KIND, &id, 0, "act"));
     let outcome = orders
         .orders
-        .execute(&id, context.envelope(command))
+        .execute(&id, place)
         .await
         .map_err(|error| command_problem(NOUN, &id, error))?;
     let placed = PlacedView {

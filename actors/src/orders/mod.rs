@@ -2,13 +2,14 @@
 //! the order stands (pending, confirmed, or cancelled with a reason). Owns the `order-{id}`
 //! streams and the orders-by-customer read model. An order belongs to its customer's subject.
 //!
-//! [`DEF`] is the service for a node: the order host, the orders-by-customer projection, and
-//! the routes.
+//! [`DEF`] is the service for a node: the order host, the orders-by-customer projection, the
+//! order saga's supervisor, and the routes.
 
 mod aggregate;
 pub mod http;
 mod messages;
 mod read_model;
+mod saga;
 
 #[cfg(test)]
 mod tests;
@@ -16,6 +17,7 @@ mod tests;
 pub use aggregate::{MAX_LINE_QUANTITY, MAX_LINES, Order, OrderState, OrderStatus, total_of};
 pub use messages::{OrderCommand, OrderError, OrderEvent, OrderLine};
 pub use read_model::{ORDERS_BY_CUSTOMER, OrderSummary, OrdersByCustomer};
+pub use saga::{OrderSaga, OrderSagaInput};
 
 use std::sync::Arc;
 
@@ -32,13 +34,21 @@ pub const DEF: ServiceDef = ServiceDef {
 };
 
 fn start(context: &ServiceContext) -> Service {
+    let sagas = context.sagas(OrderSaga {
+        orders: context.aggregates(),
+        stock: context.aggregates(),
+        payments: context.aggregates(),
+        customers: context.aggregates(),
+    });
     Service::new(SERVICE)
         .host::<Order>(context)
         .projection(context, Arc::new(OrdersByCustomer))
+        .saga(&sagas)
         .routes(http::routes(
             context.aggregates(),
             context.aggregates::<Customer>(),
             context.aggregates::<Product>(),
+            sagas,
             context.bus().clone(),
         ))
 }

@@ -1,4 +1,5 @@
-//! `/admin` routes for operators (admin role): the projections, and rebuilding one.
+//! `/admin` routes for operators (admin role): the projections (and rebuilding one), and the
+//! sagas.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -10,14 +11,17 @@ use utoipa_axum::routes;
 use super::Routes;
 use super::auth::Admin;
 use super::json::ApiJson;
+use super::kit::{ApiQuery, Page};
 use super::problem::{Problem, ProblemCode, quote_id};
-use crate::bus::Bus;
+use crate::bus::{Bus, key};
+use crate::saga::{SAGAS_TABLE, SagaSummary};
 
 /// The admin routes, to be put behind the edge's guard.
 pub fn routes(bus: Bus) -> Routes {
     OpenApiRouter::new()
         .routes(routes!(list_projections))
         .routes(routes!(rebuild_projection))
+        .routes(routes!(list_sagas))
         .with_state(bus)
 }
 
@@ -43,12 +47,18 @@ pub enum AdminProblems {
     /// Missing or invalid bearer token
     #[response(status = 401, content_type = "application/problem+json")]
     Unauthorized(Problem),
+    /// A query parameter is malformed
+    #[response(status = 400, content_type = "application/problem+json")]
+    BadRequest(Problem),
     /// Not an admin token
     #[response(status = 403, content_type = "application/problem+json")]
     Forbidden(Problem),
     /// No such projection on this node
     #[response(status = 404, content_type = "application/problem+json")]
     NotFound(Problem),
+    /// A query parameter has an invalid value
+    #[response(status = 422, content_type = "application/problem+json")]
+    InvalidField(Problem),
     /// Rate limited; see Retry-After
     #[response(status = 429, content_type = "application/problem+json")]
     RateLimited(Problem),
@@ -107,4 +117,125 @@ async fn rebuild_projection(
         .with_cause(error)
     })?;
     Ok(StatusCode::ACCEPTED)
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SagaFilter {
+    /// Only this kind: `order_saga` or `transfer`.
+    #[param(max_length = 64)]
+    pub kind: Option<String>,
+    /// Only this status.
+    pub status: Option<SagaStatus>,
+}
+
+/// A saga's status, as a filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SagaStatus {
+    Running,
+    Compensating,
+    Stuck,
+    Completed,
+    Compensated,
+}
+
+impl SagaStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            SagaStatus::Running => "running",
+            SagaStatus::Compensating => "compensating",
+            SagaStatus::Stuck => "stuck",
+            SagaStatus::Completed => "completed",
+            SagaStatus::Compensated => "compensated",
+        }
+    }
+}
+
+/// A page of a saga list.
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SagaCursor {
+    /// Items per page, 1 to 100 (20 when absent).
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u32>,
+    /// Where the previous page ended (its `next_cursor`).
+    #[param(max_length = 200)]
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SagaPage {
+    pub items: Vec<SagaSummary>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// Most summaries read to fill one page, so that a filter matching few sagas costs a bounded
+/// scan: a page may then hold fewer items than asked, with a cursor to go on.
+const MAX_SCANNED: usize = 10_000;
+
+/// Sagas with their status, step, attempts and last error, by kind then id (ids are
+/// time-ordered for sagas started without an Idempotency-Key), filtered by kind and status.
+#[utoipa::path(get, path = "/admin/sagas", tag = "admin",
+    security(("bearer" = [])), params(SagaFilter, SagaCursor),
+    responses((status = 200, description = "A page of sagas", body = SagaPage), AdminProblems))]
+async fn list_sagas(
+    State(bus): State<Bus>,
+    _: Admin,
+    ApiQuery(filter): ApiQuery<SagaFilter>,
+    ApiQuery(page): ApiQuery<SagaCursor>,
+) -> Result<ApiJson<SagaPage>, Problem> {
+    let page = Page {
+        limit: page.limit,
+        cursor: page.cursor,
+        min_position: None,
+    };
+    let limit = page.size()?;
+    if filter
+        .kind
+        .as_ref()
+        .is_some_and(|kind| kind.chars().count() > 64)
+    {
+        return Err(Problem::invalid_field(
+            "kind",
+            "a saga kind is at most 64 characters",
+        ));
+    }
+    let prefix = filter
+        .kind
+        .as_deref()
+        .map_or_else(Vec::new, |kind| key(&[kind]));
+    let snapshot = bus.read_models().map_err(|e| Problem::internal(&e))?;
+    let mut after = page.cursor.as_deref().map(|cursor| {
+        let mut after = prefix.clone();
+        after.extend_from_slice(cursor.as_bytes());
+        after
+    });
+    let (mut items, mut scanned, mut next_cursor) = (Vec::new(), 0, None);
+    'scan: loop {
+        let batch = snapshot
+            .scan(SAGAS_TABLE, &prefix, after.as_deref(), 256)
+            .map_err(|e| Problem::internal(&e))?;
+        let Some((last, _)) = batch.last() else {
+            break;
+        };
+        after = Some(last.clone());
+        for (entry, value) in &batch {
+            scanned += 1;
+            let summary: SagaSummary =
+                crate::codec::decode(value).map_err(|e| Problem::internal(&e))?;
+            if filter
+                .status
+                .is_none_or(|status| summary.status == status.as_str())
+            {
+                items.push(summary);
+            }
+            if items.len() == limit || scanned >= MAX_SCANNED {
+                next_cursor = Some(String::from_utf8_lossy(&entry[prefix.len()..]).into_owned());
+                break 'scan;
+            }
+        }
+    }
+    Ok(ApiJson(SagaPage { items, next_cursor }))
 }

@@ -36,6 +36,8 @@ pub struct EventView {
     pub recorded_at: String,
     /// The request (or saga) that caused it.
     pub correlation_id: Option<String>,
+    /// The command id it was written under (an Idempotency-Key's, or a saga step's).
+    pub causation_id: Option<String>,
     /// The event's own fields.
     #[schema(value_type = Object)]
     pub data: serde_json::Value,
@@ -210,6 +212,7 @@ fn event_view<A: Aggregate>(entry: HistoryEntry<A::Event>) -> EventView {
         event_type: entry.event_type,
         recorded_at: rfc3339(entry.recorded_at_micros),
         correlation_id: entry.correlation_id,
+        causation_id: entry.causation_id,
         data: event_data(&entry.event),
     }
 }

@@ -1,0 +1,99 @@
+//! Money transfers: a saga that debits the source account, then credits the target; if the
+//! credit is refused, the source is credited back. The saga's stream (`transfer-{id}`) is the
+//! transfer: its status is the saga's.
+
+pub mod http;
+
+use playhouse_runtime::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::{Account, AccountCommand, AccountError};
+
+/// What a transfer moves: `amount` minor units from one account to another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferInput {
+    pub from: String,
+    pub to: String,
+    pub amount: i64,
+}
+
+/// The transfer saga's steps.
+#[derive(Debug, Clone)]
+pub struct TransferSaga {
+    pub accounts: Aggregates<Account>,
+}
+
+const DEBIT: usize = 0;
+const CREDIT: usize = 1;
+
+impl TransferSaga {
+    async fn run(&self, account: &str, command: AccountCommand, command_id: String) -> StepOutcome {
+        let envelope = CommandEnvelope::new(command)
+            .with_correlation_id(command_id.clone())
+            .with_command_id(command_id);
+        StepOutcome::of(
+            self.accounts.execute(account, envelope).await,
+            |e: AccountError| match e {
+                AccountError::NotOpen => format!("account {account} does not exist"),
+                other => other.to_string(),
+            },
+        )
+    }
+}
+
+impl SagaKind for TransferSaga {
+    const KIND: &'static str = "transfer";
+    type Input = TransferInput;
+
+    fn steps(&self, input: &TransferInput) -> Vec<Step> {
+        vec![
+            Step {
+                name: format!("debit {}", input.from),
+                target: "accounts",
+                kind: StepKind::Compensable,
+            },
+            Step {
+                name: format!("credit {}", input.to),
+                target: "accounts",
+                kind: StepKind::Pivot,
+            },
+        ]
+    }
+
+    async fn act(&self, input: &TransferInput, step: usize, command_id: String) -> StepOutcome {
+        match step {
+            DEBIT => {
+                let debit = AccountCommand::Debit {
+                    amount: input.amount,
+                };
+                self.run(&input.from, debit, command_id).await
+            }
+            CREDIT => {
+                let credit = AccountCommand::Credit {
+                    amount: input.amount,
+                };
+                self.run(&input.to, credit, command_id).await
+            }
+            other => StepOutcome::Refused(format!("a transfer has no step {other}")),
+        }
+    }
+
+    async fn compensate(
+        &self,
+        input: &TransferInput,
+        step: usize,
+        _reason: &str,
+        command_id: String,
+    ) -> StepOutcome {
+        match step {
+            // The money goes back where it came from.
+            DEBIT => {
+                let credit_back = AccountCommand::Credit {
+                    amount: input.amount,
+                };
+                self.run(&input.from, credit_back, command_id).await
+            }
+            _ => StepOutcome::Done,
+        }
+    }
+}
