@@ -27,7 +27,11 @@ impl Drop for Process {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Setup {
@@ -46,7 +50,11 @@ async fn post(http: &reqwest::Client, setup: &Setup, path: &str, body: Value) ->
         .send()
         .await
         .unwrap();
-    assert!(response.status().is_success(), "{path}: {}", response.status());
+    assert!(
+        response.status().is_success(),
+        "{path}: {}",
+        response.status()
+    );
     response.json().await.unwrap()
 }
 
@@ -60,18 +68,39 @@ async fn prepare(base: String, token: String, clients: usize) -> Setup {
         products: Vec::new(),
     };
     for n in 0..clients * 2 {
-        let account = post(&http, &setup, "/api/v1/accounts", json!({"owner": "bench", "initial_balance": 1_000_000_000})).await;
-        setup.accounts.push(account["id"].as_str().unwrap().to_owned());
+        let account = post(
+            &http,
+            &setup,
+            "/api/v1/accounts",
+            json!({"owner": "bench", "initial_balance": 1_000_000_000}),
+        )
+        .await;
+        setup
+            .accounts
+            .push(account["id"].as_str().unwrap().to_owned());
         if n < clients {
             let customer = post(&http, &setup, "/api/v1/customers",
                 json!({"name": "bench", "email": "bench@example.com", "credit_limit": 1_000_000_000})).await;
-            setup.customers.push(customer["id"].as_str().unwrap().to_owned());
+            setup
+                .customers
+                .push(customer["id"].as_str().unwrap().to_owned());
         }
         if n < 16 {
-            let product = post(&http, &setup, "/api/v1/products",
-                json!({"name": "bench", "sku": format!("BENCH-{n}"), "price": 100})).await;
+            let product = post(
+                &http,
+                &setup,
+                "/api/v1/products",
+                json!({"name": "bench", "sku": format!("BENCH-{n}"), "price": 100}),
+            )
+            .await;
             let id = product["id"].as_str().unwrap().to_owned();
-            post(&http, &setup, &format!("/api/v1/inventory/{id}/receive"), json!({"quantity": 1_000_000_000})).await;
+            post(
+                &http,
+                &setup,
+                &format!("/api/v1/inventory/{id}/receive"),
+                json!({"quantity": 1_000_000_000}),
+            )
+            .await;
             setup.products.push(id);
         }
     }
@@ -86,7 +115,12 @@ enum Load {
 }
 
 /// Runs `clients` loops of `load` for `seconds`; returns the latencies of what settled well.
-async fn run(setup: Arc<Setup>, load: Load, clients: usize, seconds: u64) -> (Vec<Duration>, usize) {
+async fn run(
+    setup: Arc<Setup>,
+    load: Load,
+    clients: usize,
+    seconds: u64,
+) -> (Vec<Duration>, usize) {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
     for client in 0..clients {
@@ -164,8 +198,18 @@ fn main() {
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--seconds" => seconds = args.next().and_then(|s| s.parse().ok()).expect("--seconds N"),
-            "--clients" => clients = args.next().and_then(|s| s.parse().ok()).expect("--clients N"),
+            "--seconds" => {
+                seconds = args
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .expect("--seconds N")
+            }
+            "--clients" => {
+                clients = args
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .expect("--clients N")
+            }
             _ => {}
         }
     }

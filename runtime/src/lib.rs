@@ -7,6 +7,7 @@ pub mod codec;
 pub mod config;
 pub mod edge;
 pub mod metrics;
+pub mod placement;
 pub mod prelude;
 pub mod saga;
 pub mod service;

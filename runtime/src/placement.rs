@@ -1,0 +1,183 @@
+//! Placement: which member owns an aggregate. Each service's aggregates fall into a fixed number
+//! of partitions (by a stable hash of the aggregate's stream name), and each partition's owner is
+//! chosen by rendezvous hashing over the members that host the service: every node computes the
+//! same owner from the same config, with no coordination, and the owner never changes while the
+//! config does not. So an aggregate's events stay in one node's store, and no other node ever
+//! writes them.
+
+use std::collections::BTreeMap;
+
+use crate::config::ClusterConfig;
+use crate::store::fingerprint;
+
+/// Who owns what, from the cluster config. A node with no members configured owns everything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    partitions: u32,
+    /// Service -> the members hosting it, by name, sorted.
+    hosts: BTreeMap<String, Vec<String>>,
+}
+
+impl Placement {
+    pub fn new(cluster: &ClusterConfig) -> Self {
+        let mut hosts: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for member in &cluster.members {
+            for service in &member.services {
+                hosts
+                    .entry(service.clone())
+                    .or_default()
+                    .push(member.name.clone());
+            }
+        }
+        for members in hosts.values_mut() {
+            members.sort();
+        }
+        Self {
+            partitions: cluster.partitions,
+            hosts,
+        }
+    }
+
+    /// Whether there is a cluster at all (members configured).
+    pub fn is_clustered(&self) -> bool {
+        !self.hosts.is_empty()
+    }
+
+    /// The partition of the aggregate whose stream is `stream` (`account-<id>`).
+    pub fn partition(&self, stream: &str) -> u32 {
+        (mix(fingerprint(stream.as_bytes())) % u64::from(self.partitions.max(1))) as u32
+    }
+
+    /// The member owning `partition` of `service`: of the members hosting the service, the one
+    /// whose hash with the partition is highest. `None` when no member hosts it.
+    pub fn owner(&self, service: &str, partition: u32) -> Option<&str> {
+        self.hosts
+            .get(service)?
+            .iter()
+            .max_by_key(|member| {
+                mix(fingerprint(
+                    format!("{member}/{service}/{partition}").as_bytes(),
+                ))
+            })
+            .map(String::as_str)
+    }
+
+    /// The member owning the aggregate whose stream is `stream`, in `service`.
+    pub fn owner_of(&self, service: &str, stream: &str) -> Option<&str> {
+        self.owner(service, self.partition(stream))
+    }
+
+    /// The partitions of each service that `member` owns.
+    pub fn owned_by(&self, member: &str) -> BTreeMap<String, Vec<u32>> {
+        self.hosts
+            .keys()
+            .map(|service| {
+                let owned = (0..self.partitions)
+                    .filter(|partition| self.owner(service, *partition) == Some(member))
+                    .collect();
+                (service.clone(), owned)
+            })
+            .filter(|(_, owned): &(String, Vec<u32>)| !owned.is_empty())
+            .collect()
+    }
+
+    /// A fingerprint of what placement depends on (partitions, members and their services):
+    /// members whose fingerprints differ would compute different owners, so they refuse each
+    /// other.
+    pub fn fingerprint(&self) -> u64 {
+        let text = format!("{}|{:?}", self.partitions, self.hosts);
+        fingerprint(text.as_bytes())
+    }
+}
+
+/// Spreads a hash's bits (splitmix64's finalizer): FNV-1a of keys that differ in one early
+/// byte stays ordered the same way after it, which would hand one member every partition.
+fn mix(hash: u64) -> u64 {
+    let mut z = hash;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Member;
+
+    fn cluster(members: &[(&str, &[&str])], partitions: u32) -> ClusterConfig {
+        ClusterConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            cookie: None,
+            members: members
+                .iter()
+                .enumerate()
+                .map(|(n, (name, services))| Member {
+                    name: (*name).to_owned(),
+                    address: format!("127.0.0.1:{}", 4600 + n).parse().unwrap(),
+                    edge: None,
+                    services: services.iter().map(|s| (*s).to_owned()).collect(),
+                })
+                .collect(),
+            heartbeat_interval: std::time::Duration::from_millis(250),
+            heartbeat_timeout: std::time::Duration::from_millis(1500),
+            partitions,
+        }
+    }
+
+    #[test]
+    fn every_partition_has_one_owner_among_the_services_hosts() {
+        let all = &["accounts", "orders"][..];
+        let placement = Placement::new(&cluster(
+            &[("n1", all), ("n2", all), ("n3", &["accounts"])],
+            64,
+        ));
+        let mut counts: BTreeMap<&str, u32> = BTreeMap::new();
+        for partition in 0..64 {
+            let owner = placement.owner("accounts", partition).unwrap();
+            *counts.entry(owner).or_default() += 1;
+            assert_ne!(
+                placement.owner("orders", partition),
+                Some("n3"),
+                "n3 does not host orders"
+            );
+        }
+        // Spread over all three (rendezvous hashing balances well enough at 64 partitions).
+        assert_eq!(counts.len(), 3, "{counts:?}");
+        assert!(counts.values().all(|c| *c >= 10), "{counts:?}");
+        assert_eq!(placement.owner("catalog", 0), None);
+        let owned = placement.owned_by("n3");
+        assert_eq!(owned.keys().collect::<Vec<_>>(), ["accounts"]);
+    }
+
+    #[test]
+    fn the_same_config_places_the_same_way_and_a_different_one_is_told_apart() {
+        let members: &[(&str, &[&str])] = &[("n1", &["accounts"]), ("n2", &["accounts"])];
+        let a = Placement::new(&cluster(members, 64));
+        let b = Placement::new(&cluster(members, 64));
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        for id in 0..100 {
+            let stream = format!("account-{id}");
+            assert_eq!(
+                a.owner_of("accounts", &stream),
+                b.owner_of("accounts", &stream)
+            );
+        }
+        let fewer = Placement::new(&cluster(&members[..1], 64));
+        assert_ne!(a.fingerprint(), fewer.fingerprint());
+        let repartitioned = Placement::new(&cluster(members, 32));
+        assert_ne!(a.fingerprint(), repartitioned.fingerprint());
+        // Removing a member moves only the partitions it owned (rendezvous hashing).
+        let three: &[(&str, &[&str])] = &[
+            ("n1", &["accounts"]),
+            ("n2", &["accounts"]),
+            ("n3", &["accounts"]),
+        ];
+        let with_three = Placement::new(&cluster(three, 64));
+        for partition in 0..64 {
+            let owner = with_three.owner("accounts", partition).unwrap();
+            if owner != "n3" {
+                assert_eq!(a.owner("accounts", partition), Some(owner));
+            }
+        }
+    }
+}
