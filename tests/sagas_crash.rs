@@ -344,7 +344,7 @@ async fn every_saga_ends_and_nothing_is_lost_across_ten_kills() {
         DEPOSIT_EACH * ACCOUNTS as i64,
         "money was created or lost"
     );
-    let history = history.lock().unwrap();
+    let history = std::mem::take(&mut *history.lock().unwrap());
     assert!(
         history.balances_seen.iter().all(|b| *b >= 0),
         "a negative balance was read"
