@@ -237,7 +237,7 @@ async fn every_saga_ends_and_nothing_is_lost_across_ten_kills() {
     }
 
     // Orders: every order of every customer, with its status; confirmed ones paid once.
-    let mut committed = vec![0u64; PRODUCTS];
+    let mut committed = [0u64; PRODUCTS];
     let (mut confirmed, mut cancelled) = (0, 0);
     for customer in &customers {
         // The list is a read model: wait until it has applied the whole log.
