@@ -59,10 +59,16 @@ pub fn rebuild_projection(config: NodeConfig, name: &str) -> anyhow::Result<Exit
         })
 }
 
-/// Opens the node's store in its data dir.
+/// Checks that the data dir is this node's, then opens its store.
 async fn open_store(config: &NodeConfig) -> anyhow::Result<EventStore> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("data_dir: cannot create {}", config.data_dir.display()))?;
+    let placement = playhouse_runtime::placement::Placement::new(&config.cluster);
+    playhouse_runtime::cluster::identity::claim(
+        &config.data_dir,
+        &config.node_name,
+        placement.fingerprint(),
+    )?;
     let store_path = config.data_dir.join("events.redb");
     EventStore::open(
         &store_path,

@@ -3,6 +3,7 @@
 
 pub mod aggregate;
 pub mod bus;
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod edge;

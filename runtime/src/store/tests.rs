@@ -464,3 +464,23 @@ async fn table_changes_commit_with_their_append_or_not_at_all() {
         Some(b"started".to_vec())
     );
 }
+
+#[tokio::test]
+async fn the_log_end_has_passed_an_append_when_its_caller_is_answered() {
+    // A client reads with `min_position` = its command's position right after the answer; the
+    // log's end must already be past it.
+    let (_dir, store) = temp_store().await;
+    let end = store.watch_log_end();
+    for n in 0..300u64 {
+        let outcome = store
+            .append(append_request(&format!("s-{}", n % 7), n / 7, &["E"]))
+            .await
+            .unwrap();
+        assert!(
+            *end.borrow() > outcome.first_position,
+            "answered for position {} with the log's end at {}",
+            outcome.first_position,
+            *end.borrow()
+        );
+    }
+}

@@ -144,21 +144,13 @@ pub(crate) async fn run(
             close_reply = close;
             break;
         }
-        let db_for_batch = db.clone();
+        let (db_for_batch, log_end_for_batch) = (db.clone(), log_end.clone());
         let committed = tokio::task::spawn_blocking(move || {
-            commit(&db_for_batch, batch, &mut state);
+            commit(&db_for_batch, batch, &mut state, &log_end_for_batch);
             state
         });
         state = match committed.await {
-            Ok(state) => {
-                // Subscribers wait on this to learn of new events, without polling the log.
-                log_end.send_if_modified(|end| {
-                    let moved = *end != state.next_position;
-                    *end = state.next_position;
-                    moved
-                });
-                state
-            }
+            Ok(state) => state,
             Err(panic) => {
                 // The batch's reply senders were dropped with the panic: its callers see
                 // WriterStopped. What the writer knew is rebuilt from the files.
@@ -276,7 +268,12 @@ impl StreamHeads {
 }
 
 /// Writes and commits one batch, updates the index, then answers the batch's callers.
-fn commit(db: &Database, batch: Vec<WriteOp>, state: &mut WriterState) {
+fn commit(
+    db: &Database,
+    batch: Vec<WriteOp>,
+    state: &mut WriterState,
+    log_end: &tokio::sync::watch::Sender<u64>,
+) {
     let started = Instant::now();
     let events: usize = batch
         .iter()
@@ -298,6 +295,14 @@ fn commit(db: &Database, batch: Vec<WriteOp>, state: &mut WriterState) {
             }
             state.heads.commit(state.unindexed.is_empty());
             metrics::record_commit(batch.len(), events, started.elapsed());
+            // Before any caller is answered: a client acting on its answer (a read with
+            // `min_position` = its command's position) must find the log's end past it.
+            // Subscribers wait on this too, to learn of new events without polling the log.
+            log_end.send_if_modified(|end| {
+                let moved = *end != next_position;
+                *end = next_position;
+                moved
+            });
             for (op, result) in batch.into_iter().zip(results) {
                 answer(op, result);
             }
