@@ -11,7 +11,6 @@ pub mod notifications;
 pub mod orders;
 pub mod payments;
 mod text;
-mod time;
 
 use playhouse_runtime::service::ServiceDef;
 

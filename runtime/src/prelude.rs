@@ -2,7 +2,7 @@
 
 pub use crate::aggregate::{
     Access, Aggregate, Aggregates, CommandEnvelope, CommandError, CommandOutcome, DomainError,
-    Refusal, Versioned,
+    Fenced, Refusal, Versioned,
 };
 pub use crate::bus::{Bus, Delivered, Projection, ProjectionError, Tables};
 pub use crate::edge::kit::problems::{
@@ -10,8 +10,10 @@ pub use crate::edge::kit::problems::{
 };
 pub use crate::edge::kit::{
     ApiQuery, CommandAnswer, CommandContext, IdempotencyKeyHeader, Page, caught_up,
-    command_problem, history_routes, not_found, visible,
+    command_problem, history_routes, not_found, saga_problem, visible,
 };
 pub use crate::edge::{ApiJson, PathId, Principal, Problem, ProblemCode, Reader, Routes, Writer};
-pub use crate::saga::{SagaKind, SagaState, Sagas, Step, StepKind, StepOutcome};
+pub use crate::saga::{
+    Fence, SagaKind, SagaState, SagaStatus, Sagas, Step, StepContext, StepKind, StepOutcome,
+};
 pub use crate::service::{Service, ServiceContext, ServiceDef};

@@ -51,7 +51,7 @@ impl NotificationsByCustomer {
     ) -> Result<(), ProjectionError> {
         let notification = Notification {
             position: event.position,
-            at: crate::time::rfc3339(event.recorded_at_micros),
+            at: playhouse_runtime::time::rfc3339_micros(event.recorded_at_micros),
             kind: kind.to_owned(),
             order_id: order_id.to_owned(),
             message,

@@ -196,7 +196,7 @@ async fn place_order(
     // The saga first (durable), then its first step's command, sent here with the step's
     // command id: the order exists when this answers, and whatever happens next, the saga
     // drives it to confirmed or cancelled.
-    orders
+    let saga = orders
         .sagas
         .start(
             &id,
@@ -205,17 +205,12 @@ async fn place_order(
             &context.ids.request_id,
         )
         .await
-        .map_err(|error| {
-            Problem::new(
-                ProblemCode::Unavailable,
-                "the order could not be started; retry",
-            )
-            .with_retry_after(1)
-            .with_cause(error)
-        })?;
-    let place = CommandEnvelope::new(OrderSaga::place(&input))
-        .with_correlation_id(context.ids.request_id.to_string())
-        .with_command_id(saga::command_id(OrderSaga::KIND, &id, 0, "act"));
+        .map_err(|error| saga_problem(NOUN, error))?;
+    let place = StepContext {
+        command_id: saga::command_id(OrderSaga::KIND, &id, 0, "act"),
+        correlation_id: saga.correlation_id,
+    }
+    .envelope(OrderSaga::place(&input));
     let outcome = orders
         .orders
         .execute(&id, place)

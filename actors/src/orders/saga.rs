@@ -7,10 +7,12 @@
 use playhouse_runtime::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{Order, OrderCommand, OrderError, OrderLine};
+use super::{Order, OrderCommand, OrderError, OrderLine, OrderState, OrderStatus};
 use crate::customers::{Customer, CustomerState};
 use crate::inventory::{Stock, StockCommand, StockError};
-use crate::payments::{Payment, PaymentCommand, PaymentState, PaymentStatus, payment_id_for};
+use crate::payments::{
+    Payment, PaymentCommand, PaymentError, PaymentState, PaymentStatus, payment_id_for,
+};
 
 /// What an order saga works on: the order as it is to be placed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,12 +53,6 @@ fn stage(lines: usize, step: usize) -> Stage {
     }
 }
 
-fn envelope<C>(command: C, command_id: String) -> CommandEnvelope<C> {
-    CommandEnvelope::new(command)
-        .with_correlation_id(command_id.clone())
-        .with_command_id(command_id)
-}
-
 impl OrderSaga {
     /// The first step's command: what the route sends too (with the same command id), so that
     /// the order exists when the route answers, and the saga's step finds it done.
@@ -68,7 +64,20 @@ impl OrderSaga {
         }
     }
 
-    async fn authorize(&self, input: &OrderSagaInput, command_id: String) -> StepOutcome {
+    /// Authorizes the payment, unless the order was cancelled meanwhile (by its customer):
+    /// then nothing is charged, and the saga compensates.
+    async fn authorize(&self, input: &OrderSagaInput, step: StepContext) -> StepOutcome {
+        let order = match self.orders.get(&input.order_id).await {
+            Ok(order) => order,
+            Err(error) => return StepOutcome::of::<(), _>(Err(error), |e| e.to_string()),
+        };
+        if let OrderState::Placed {
+            status: OrderStatus::Cancelled,
+            ..
+        } = order.state
+        {
+            return StepOutcome::Refused(CANCELLED.into());
+        }
         let customer = match self.customers.get(&input.customer_id).await {
             Ok(customer) => customer,
             Err(error) => return StepOutcome::of::<(), _>(Err(error), |e| e.to_string()),
@@ -86,7 +95,7 @@ impl OrderSaga {
         let payment = payment_id_for(&input.order_id);
         match self
             .payments
-            .execute(&payment, envelope(command, command_id))
+            .execute(&payment, step.envelope(command))
             .await
         {
             // A retried authorization gets the first answer: declined stays declined.
@@ -95,16 +104,48 @@ impl OrderSaga {
                     status: PaymentStatus::Declined,
                     reason,
                     ..
-                } => StepOutcome::Refused(format!(
-                    "payment declined: {}",
-                    reason.unwrap_or_default()
-                )),
+                } => StepOutcome::Refused(declined(reason)),
                 _ => StepOutcome::Done,
             },
             Err(error) => {
                 StepOutcome::of::<(), _>(Err(error), |e| format!("payment declined: {e}"))
             }
         }
+    }
+
+    /// The outcome of an authorization that was applied: authorized, or declined (a decline is
+    /// an event, not a refusal, so that it is part of the payment's history).
+    async fn authorized(&self, input: &OrderSagaInput) -> Fence {
+        match self.payments.get(&payment_id_for(&input.order_id)).await {
+            Ok(payment) => match payment.state {
+                PaymentState::Decided {
+                    status: PaymentStatus::Declined,
+                    reason,
+                    ..
+                } => Fence::Refused(declined(reason)),
+                _ => Fence::Applied,
+            },
+            Err(error) => Fence::Failed(error.to_string()),
+        }
+    }
+}
+
+/// The reason an order is cancelled with when its customer cancelled it first.
+const CANCELLED: &str = "the order was cancelled";
+
+fn declined(reason: Option<String>) -> String {
+    format!("payment declined: {}", reason.unwrap_or_default())
+}
+
+/// A compensation's answer: done, also when `nothing_to_undo` says the step is undone already
+/// (released, refunded, cancelled: a compensation retried after its answer was lost).
+fn undone<T, E: DomainError>(
+    result: Result<T, CommandError<E>>,
+    nothing_to_undo: impl FnOnce(&E) -> bool,
+) -> StepOutcome {
+    match result {
+        Err(CommandError::Refused(error)) if nothing_to_undo(&error) => StepOutcome::Done,
+        other => StepOutcome::of(other, |e| e.to_string()),
     }
 }
 
@@ -142,11 +183,11 @@ impl SagaKind for OrderSaga {
         steps
     }
 
-    async fn act(&self, input: &OrderSagaInput, step: usize, command_id: String) -> StepOutcome {
+    async fn act(&self, input: &OrderSagaInput, step: usize, context: StepContext) -> StepOutcome {
         match stage(input.lines.len(), step) {
             Stage::Place => StepOutcome::of(
                 self.orders
-                    .execute(&input.order_id, envelope(Self::place(input), command_id))
+                    .execute(&input.order_id, context.envelope(Self::place(input)))
                     .await,
                 |e: OrderError| e.to_string(),
             ),
@@ -158,25 +199,17 @@ impl SagaKind for OrderSaga {
                 };
                 StepOutcome::of(
                     self.stock
-                        .execute(&line.product_id, envelope(command, command_id))
+                        .execute(&line.product_id, context.envelope(command))
                         .await,
-                    |e: StockError| match e {
-                        StockError::OutOfStock { .. } | StockError::NoStock => {
-                            format!("out of stock: {}", line.product_id)
-                        }
-                        other => other.to_string(),
-                    },
+                    |e| reserve_refused(line, e),
                 )
             }
-            Stage::Authorize => self.authorize(input, command_id).await,
+            Stage::Authorize => self.authorize(input, context).await,
             Stage::Confirm => StepOutcome::of(
                 self.orders
-                    .execute(&input.order_id, envelope(OrderCommand::Confirm, command_id))
+                    .execute(&input.order_id, context.envelope(OrderCommand::Confirm))
                     .await,
-                |e: OrderError| match e {
-                    OrderError::AlreadyCancelled => "the order was cancelled".to_owned(),
-                    other => other.to_string(),
-                },
+                confirm_refused,
             ),
             Stage::Commit(line) => {
                 let command = StockCommand::Commit {
@@ -184,11 +217,42 @@ impl SagaKind for OrderSaga {
                 };
                 StepOutcome::of(
                     self.stock
-                        .execute(&input.lines[line].product_id, envelope(command, command_id))
+                        .execute(&input.lines[line].product_id, context.envelope(command))
                         .await,
                     |e: StockError| e.to_string(),
                 )
             }
+        }
+    }
+
+    async fn fence(&self, input: &OrderSagaInput, step: usize, context: StepContext) -> Fence {
+        let id = &context.command_id;
+        match stage(input.lines.len(), step) {
+            Stage::Place => Fence::of(
+                self.orders.fence(&input.order_id, id).await,
+                |e: OrderError| e.to_string(),
+            ),
+            Stage::Reserve(line) => {
+                let line = &input.lines[line];
+                Fence::of(self.stock.fence(&line.product_id, id).await, |e| {
+                    reserve_refused(line, e)
+                })
+            }
+            Stage::Authorize => {
+                let payment = payment_id_for(&input.order_id);
+                match self.payments.fence(&payment, id).await {
+                    Ok(Fenced::Applied) => self.authorized(input).await,
+                    other => Fence::of(other, |e| format!("payment declined: {e}")),
+                }
+            }
+            Stage::Confirm => Fence::of(
+                self.orders.fence(&input.order_id, id).await,
+                confirm_refused,
+            ),
+            // Past the pivot steps are retried until they succeed, never settled.
+            Stage::Commit(line) => Fence::Failed(format!(
+                "committing line {line} is retried until it succeeds, not fenced"
+            )),
         }
     }
 
@@ -197,47 +261,69 @@ impl SagaKind for OrderSaga {
         input: &OrderSagaInput,
         step: usize,
         reason: &str,
-        command_id: String,
+        context: StepContext,
     ) -> StepOutcome {
         match stage(input.lines.len(), step) {
             Stage::Place => {
                 let command = OrderCommand::Cancel {
                     reason: reason.to_owned(),
                 };
-                StepOutcome::of(
+                undone(
                     self.orders
-                        .execute(&input.order_id, envelope(command, command_id))
+                        .execute(&input.order_id, context.envelope(command))
                         .await,
-                    |e: OrderError| e.to_string(),
+                    |e| matches!(e, OrderError::AlreadyCancelled),
                 )
             }
             Stage::Reserve(line) => {
                 let command = StockCommand::Release {
                     order_id: input.order_id.clone(),
                 };
-                StepOutcome::of(
+                undone(
                     self.stock
-                        .execute(&input.lines[line].product_id, envelope(command, command_id))
+                        .execute(&input.lines[line].product_id, context.envelope(command))
                         .await,
-                    |e: StockError| e.to_string(),
+                    |e| matches!(e, StockError::NoReservation { .. }),
                 )
             }
             Stage::Authorize => {
                 let command = PaymentCommand::Refund {
                     reason: reason.to_owned(),
                 };
-                StepOutcome::of(
+                let payment = payment_id_for(&input.order_id);
+                // Declined (not authorized), never authorized, or refunded: nothing was taken.
+                undone(
                     self.payments
-                        .execute(
-                            &payment_id_for(&input.order_id),
-                            envelope(command, command_id),
-                        )
+                        .execute(&payment, context.envelope(command))
                         .await,
-                    |e| e.to_string(),
+                    |e| {
+                        matches!(
+                            e,
+                            PaymentError::NotAuthorized
+                                | PaymentError::NoPayment
+                                | PaymentError::AlreadyRefunded
+                        )
+                    },
                 )
             }
             // Nothing after the pivot is ever compensated.
             Stage::Confirm | Stage::Commit(_) => StepOutcome::Done,
         }
+    }
+}
+
+fn reserve_refused(line: &OrderLine, error: StockError) -> String {
+    match error {
+        StockError::OutOfStock { .. } | StockError::NoStock => {
+            format!("out of stock: {}", line.product_id)
+        }
+        other => other.to_string(),
+    }
+}
+
+fn confirm_refused(error: OrderError) -> String {
+    match error {
+        OrderError::AlreadyCancelled => CANCELLED.to_owned(),
+        other => other.to_string(),
     }
 }

@@ -194,3 +194,166 @@ async fn orders_by_customer_follows_each_order_to_its_status() {
     );
     assert_eq!(items[1].reason.as_deref(), Some("out of stock: p1"));
 }
+
+/// The order saga's steps against real aggregates on a temp store.
+mod saga_steps {
+    use playhouse_runtime::aggregate::{Aggregates, CommandEnvelope};
+    use playhouse_runtime::saga::{Fence, SagaKind, StepContext, StepOutcome};
+    use playhouse_runtime::testkit::{TempStore, start_aggregate, test_settings};
+
+    use super::{cancel, line};
+    use crate::customers::{Customer, CustomerCommand};
+    use crate::inventory::{Stock, StockCommand};
+    use crate::orders::{Order, OrderSaga, OrderSagaInput};
+    use crate::payments::{Payment, payment_id_for};
+
+    // Steps of a one-line order: place, reserve, authorize, confirm, commit.
+    const PLACE: usize = 0;
+    const RESERVE: usize = 1;
+    const AUTHORIZE: usize = 2;
+
+    async fn saga(temp: &TempStore) -> OrderSaga {
+        let saga = OrderSaga {
+            orders: start_aggregate::<Order>(&temp.store, test_settings()).await,
+            stock: start_aggregate::<Stock>(&temp.store, test_settings()).await,
+            payments: start_aggregate::<Payment>(&temp.store, test_settings()).await,
+            customers: start_aggregate::<Customer>(&temp.store, test_settings()).await,
+        };
+        run(
+            &saga.customers,
+            "c1",
+            CustomerCommand::Register {
+                name: "Ada".into(),
+                email: "ada@example.com".into(),
+                credit_limit: 1_000_000,
+                subject: "ada".into(),
+            },
+        )
+        .await;
+        run(
+            &saga.stock,
+            "p1",
+            StockCommand::Receive {
+                quantity: 10,
+                subject: "shop".into(),
+            },
+        )
+        .await;
+        saga
+    }
+
+    async fn run<A: playhouse_runtime::aggregate::Aggregate>(
+        aggregates: &Aggregates<A>,
+        id: &str,
+        command: A::Command,
+    ) {
+        aggregates
+            .execute(id, CommandEnvelope::new(command))
+            .await
+            .unwrap();
+    }
+
+    fn input() -> OrderSagaInput {
+        OrderSagaInput {
+            order_id: "o1".into(),
+            customer_id: "c1".into(),
+            lines: vec![line("p1", 2, 1000)],
+            total: 2000,
+            subject: "ada".into(),
+        }
+    }
+
+    fn context(step: usize, phase: &str) -> StepContext {
+        StepContext {
+            command_id: format!("saga:order_saga:o1:{step}:{phase}"),
+            correlation_id: "req-1".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_order_cancelled_by_its_customer_is_not_charged() {
+        let temp = TempStore::new().await;
+        let saga = saga(&temp).await;
+        let input = input();
+        assert_eq!(
+            saga.act(&input, PLACE, context(PLACE, "act")).await,
+            StepOutcome::Done
+        );
+        run(&saga.orders, "o1", cancel("changed my mind")).await;
+        assert_eq!(
+            saga.act(&input, AUTHORIZE, context(AUTHORIZE, "act")).await,
+            StepOutcome::Refused("the order was cancelled".into())
+        );
+        assert_eq!(
+            saga.payments
+                .get(&payment_id_for("o1"))
+                .await
+                .unwrap()
+                .version,
+            0,
+            "no payment was authorized"
+        );
+    }
+
+    #[tokio::test]
+    async fn compensations_of_what_is_already_undone_are_done() {
+        let temp = TempStore::new().await;
+        let saga = saga(&temp).await;
+        let input = input();
+        assert_eq!(
+            saga.act(&input, PLACE, context(PLACE, "act")).await,
+            StepOutcome::Done
+        );
+        // Nothing reserved, no payment, and the order cancelled twice (under different ids):
+        // each compensation finds nothing left to undo.
+        for step in [RESERVE, AUTHORIZE] {
+            assert_eq!(
+                saga.compensate(&input, step, "out of stock: p1", context(step, "undo"))
+                    .await,
+                StepOutcome::Done,
+                "step {step}"
+            );
+        }
+        run(&saga.orders, "o1", cancel("changed my mind")).await;
+        assert_eq!(
+            saga.compensate(&input, PLACE, "out of stock: p1", context(PLACE, "undo"))
+                .await,
+            StepOutcome::Done
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reservation_in_doubt_is_settled_by_its_fence() {
+        let temp = TempStore::new().await;
+        let saga = saga(&temp).await;
+        let input = input();
+        // Applied, though its answer was lost: the fence says so.
+        assert_eq!(
+            saga.act(&input, RESERVE, context(RESERVE, "act")).await,
+            StepOutcome::Done
+        );
+        assert_eq!(
+            saga.fence(&input, RESERVE, context(RESERVE, "act")).await,
+            Fence::Applied
+        );
+        // Never arrived: fenced, and when it does arrive it reserves nothing.
+        let other = OrderSagaInput {
+            order_id: "o2".into(),
+            ..input.clone()
+        };
+        let late = StepContext {
+            command_id: "saga:order_saga:o2:1:act".into(),
+            correlation_id: "req-2".into(),
+        };
+        assert_eq!(
+            saga.fence(&other, RESERVE, late.clone()).await,
+            Fence::NeverApplied
+        );
+        assert!(matches!(
+            saga.act(&other, RESERVE, late).await,
+            StepOutcome::Failed(_)
+        ));
+        let stock = saga.stock.get("p1").await.unwrap();
+        assert_eq!(stock.version, 2, "received, and reserved once (for o1)");
+    }
+}

@@ -12,9 +12,10 @@ use super::host::{AggregateHost, HostArgs, HostStats};
 use super::messages::HostMsg;
 use super::view::StateView;
 use super::{
-    Aggregate, CommandEnvelope, CommandError, CommandOutcome, EntitySettings, Versioned,
+    Aggregate, CommandEnvelope, CommandError, CommandOutcome, EntitySettings, Fenced, Versioned,
     stream_name,
 };
+use crate::codec;
 use crate::store::{EventStore, StoreError};
 use crate::supervision::{ChildSpec, Intensity, Restart};
 
@@ -201,6 +202,43 @@ impl<A: Aggregate> Aggregates<A> {
             reply,
         })
         .await?
+    }
+
+    /// Settles the command sent to aggregate `id` with `command_id` when its answer was never
+    /// heard (every attempt timed out): whether it was applied or refused, or, if it was not
+    /// processed, fences its id so it never will be (see [`EventStore::fence_command`]).
+    pub async fn fence(
+        &self,
+        id: &str,
+        command_id: &str,
+    ) -> Result<Fenced<A::Error>, CommandError<A::Error>> {
+        let stream = stream_name::<A>(id);
+        let processed = self
+            .inner
+            .store
+            .fence_command(&stream, command_id)
+            .await
+            .map_err(CommandError::from_store)?;
+        let Some(processed) = processed else {
+            return Ok(Fenced::NeverApplied);
+        };
+        if processed.stream != stream {
+            return Err(CommandError::CommandIdReused {
+                command_id: command_id.to_owned(),
+            });
+        }
+        match processed.rejection {
+            None => Ok(Fenced::Applied),
+            Some(encoded) => codec::decode(&encoded)
+                .map(Fenced::Refused)
+                .map_err(|source| {
+                    CommandError::from_store(StoreError::Corrupt {
+                        stream,
+                        version: processed.last_version,
+                        source,
+                    })
+                }),
+        }
     }
 
     /// The current state and version of aggregate `id` (default state, version 0, if it has

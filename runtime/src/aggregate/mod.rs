@@ -140,6 +140,18 @@ pub struct CommandOutcome<A: Aggregate> {
     pub position: Option<u64>,
 }
 
+/// How a command whose answer was never heard turned out, once fenced (see
+/// [`Aggregates::fence`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fenced<E> {
+    /// It was applied.
+    Applied,
+    /// It was refused, with this refusal.
+    Refused(E),
+    /// It had not been processed, and now never will be.
+    NeverApplied,
+}
+
 /// Per-kind tuning of entity actors.
 #[derive(Debug, Clone)]
 pub struct EntitySettings {

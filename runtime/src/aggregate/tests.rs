@@ -153,6 +153,44 @@ async fn commands_are_decided_appended_and_applied() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_fence_reports_applied_and_refused_commands_and_bars_unseen_ones() {
+    let (_dir, store, counters) = start(settings()).await;
+    counters
+        .execute("a", add(7).with_command_id("applied"))
+        .await
+        .unwrap();
+    counters
+        .execute("a", add(0).with_command_id("refused"))
+        .await
+        .unwrap_err();
+    assert_eq!(counters.fence("a", "applied").await, Ok(Fenced::Applied));
+    assert_eq!(
+        counters.fence("a", "refused").await,
+        Ok(Fenced::Refused(CounterError::Zero))
+    );
+    assert_eq!(
+        counters.fence("a", "unseen").await,
+        Ok(Fenced::NeverApplied)
+    );
+    // The command that was in doubt arrives after all: it is refused, and changes nothing.
+    let late = counters
+        .execute("a", add(5).with_command_id("unseen"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(late, CommandError::CommandIdReused { .. }),
+        "{late:?}"
+    );
+    assert_eq!(counters.get("a").await.unwrap().state, 7);
+    assert_eq!(store.stream_version("counter-a").unwrap(), 1);
+    // An id used on another aggregate is not this one's to settle.
+    assert!(matches!(
+        counters.fence("b", "applied").await,
+        Err(CommandError::CommandIdReused { .. })
+    ));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_repeated_command_id_returns_the_first_result_and_changes_nothing() {
     let (_dir, store, counters) = start(settings()).await;
     let first = counters

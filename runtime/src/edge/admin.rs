@@ -14,7 +14,7 @@ use super::json::ApiJson;
 use super::kit::{ApiQuery, Page};
 use super::problem::{Problem, ProblemCode, quote_id};
 use crate::bus::{Bus, key};
-use crate::saga::{SAGAS_TABLE, SagaSummary};
+use crate::saga::{SAGAS_TABLE, SagaStatus, SagaSummary};
 
 /// The admin routes, to be put behind the edge's guard.
 pub fn routes(bus: Bus) -> Routes {
@@ -127,29 +127,6 @@ pub struct SagaFilter {
     pub kind: Option<String>,
     /// Only this status.
     pub status: Option<SagaStatus>,
-}
-
-/// A saga's status, as a filter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum SagaStatus {
-    Running,
-    Compensating,
-    Stuck,
-    Completed,
-    Compensated,
-}
-
-impl SagaStatus {
-    fn as_str(self) -> &'static str {
-        match self {
-            SagaStatus::Running => "running",
-            SagaStatus::Compensating => "compensating",
-            SagaStatus::Stuck => "stuck",
-            SagaStatus::Completed => "completed",
-            SagaStatus::Compensated => "compensated",
-        }
-    }
 }
 
 /// A page of a saga list.

@@ -1,6 +1,8 @@
 //! The seed's circuit breaker, per target service: after `failure_threshold` failures in a
 //! row it opens (calls fail at once, without reaching the target); after `reset_delay` it lets
-//! one call through (half-open): a success closes it, a failure opens it again.
+//! one call through (half-open): a success closes it, a failure opens it again. A trial that
+//! never reports back (its caller died) expires after another reset delay, so a lost trial
+//! cannot hold the breaker half-open for ever.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -60,8 +62,8 @@ pub struct CircuitBreaker {
     state: CircuitState,
     failures: u32,
     opened_at: Option<Instant>,
-    /// In half-open, whether the one trial call is out.
-    trial_out: bool,
+    /// In half-open, when the one trial call went out (none: no trial is out).
+    trial_since: Option<Instant>,
 }
 
 impl CircuitBreaker {
@@ -72,7 +74,7 @@ impl CircuitBreaker {
             state: CircuitState::Closed,
             failures: 0,
             opened_at: None,
-            trial_out: false,
+            trial_since: None,
         };
         breaker.report();
         breaker
@@ -83,28 +85,38 @@ impl CircuitBreaker {
     }
 
     /// Whether a call may go to the target now. Open turns half-open once the reset delay has
-    /// passed, and then lets exactly one call through until it is recorded.
+    /// passed, and then lets one call through until it is recorded (or the reset delay passes
+    /// again without it).
     pub fn allow(&mut self) -> bool {
-        match self.state {
-            CircuitState::Closed => true,
-            CircuitState::Open => {
-                let waited = self
-                    .opened_at
-                    .is_some_and(|at| at.elapsed() >= self.settings.reset_delay);
-                if waited {
-                    self.move_to(CircuitState::HalfOpen);
-                    self.trial_out = true;
-                }
-                waited
-            }
-            CircuitState::HalfOpen => !std::mem::replace(&mut self.trial_out, true),
+        if !self.retry_in().is_zero() {
+            return false;
         }
+        if self.state == CircuitState::Open {
+            self.move_to(CircuitState::HalfOpen);
+        }
+        if self.state == CircuitState::HalfOpen {
+            self.trial_since = Some(Instant::now());
+        }
+        true
+    }
+
+    /// How long until [`allow`](Self::allow) may let a call through: zero when closed, or when
+    /// the reset delay has passed since the breaker opened or since the out trial went out.
+    pub fn retry_in(&self) -> Duration {
+        let since = match self.state {
+            CircuitState::Closed => None,
+            CircuitState::Open => self.opened_at,
+            CircuitState::HalfOpen => self.trial_since,
+        };
+        since.map_or(Duration::ZERO, |at| {
+            self.settings.reset_delay.saturating_sub(at.elapsed())
+        })
     }
 
     /// Records the answer of a call that `allow` let through: whether the target worked (a
     /// refusal is the target working).
     pub fn record(&mut self, worked: bool) {
-        self.trial_out = false;
+        self.trial_since = None;
         if worked {
             self.failures = 0;
             if self.state != CircuitState::Closed {
@@ -197,6 +209,7 @@ mod tests {
         assert!(breaker.allow(), "after the reset delay, one trial call");
         assert_eq!(breaker.state(), CircuitState::HalfOpen);
         assert!(!breaker.allow(), "only one while it is out");
+        assert_eq!(breaker.retry_in(), Duration::from_secs(2));
         breaker.record(false);
         assert_eq!(
             breaker.state(),
@@ -212,5 +225,28 @@ mod tests {
             "a good trial closes it"
         );
         assert!(breaker.allow() && breaker.allow());
+        assert_eq!(breaker.retry_in(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trial_that_never_reports_back_expires() {
+        let settings = BreakerSettings {
+            failure_threshold: 1,
+            reset_delay: Duration::from_secs(2),
+        };
+        let mut breaker = CircuitBreaker::new("inventory", settings);
+        assert!(breaker.allow());
+        breaker.record(false);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(breaker.allow(), "the trial goes out, and its caller dies");
+        tokio::time::advance(Duration::from_millis(1999)).await;
+        assert!(!breaker.allow());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(
+            breaker.allow(),
+            "a lost trial is replaced after the reset delay"
+        );
+        breaker.record(true);
+        assert_eq!(breaker.state(), CircuitState::Closed);
     }
 }

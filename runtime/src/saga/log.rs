@@ -44,9 +44,8 @@ impl<K: SagaKind> SagaLog<K> {
     /// The saga's state from its stream; `None` if it was never started.
     pub(crate) fn load(&self, id: &str) -> Result<Option<SagaState<K::Input>>, StoreError> {
         let stream = Self::stream(id);
-        let events = self
-            .store
-            .read_stream(&stream)?
+        let records = self.store.read_stream(&stream)?;
+        let events = records
             .iter()
             .map(|record| {
                 codec::decode::<SagaEvent<K::Input>>(&record.payload).map_err(|source| {
@@ -58,27 +57,56 @@ impl<K: SagaKind> SagaLog<K> {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(SagaState::fold(&events))
+        Ok(SagaState::fold(&events).map(|mut state| {
+            state.correlation_id = records
+                .first()
+                .and_then(|started| started.correlation_id.clone())
+                .unwrap_or_else(|| id.to_owned());
+            state
+        }))
     }
 
-    /// Writes `event` after `state` (none: `event` is the `Started`), with the saga's summary,
-    /// and returns the state after it. Answers once durable.
-    pub(crate) async fn append(
+    /// Writes the first event of saga `id`, the `Started` of `input`, for the request
+    /// `correlation_id`. Fails with a conflict if the saga was started before.
+    pub(crate) async fn start(
         &self,
         id: &str,
-        state: Option<&SagaState<K::Input>>,
-        event: SagaEvent<K::Input>,
+        input: K::Input,
+        subject: &str,
         steps: &[Step],
         correlation_id: &str,
     ) -> Result<SagaState<K::Input>, StoreError> {
-        let after = match state {
-            Some(state) => {
-                let mut after = state.clone();
-                after.apply(&event);
-                after
-            }
-            None => SagaState::fold([&event]).expect("a saga's first event is Started"),
+        let started = SagaEvent::Started {
+            input,
+            subject: subject.to_owned(),
         };
+        let mut state = SagaState::fold([&started]).expect("the first event is Started");
+        state.correlation_id = correlation_id.to_owned();
+        self.write(id, 0, started, state, steps).await
+    }
+
+    /// Writes `event` after `state`, with the saga's summary, and returns the state after it.
+    /// Answers once durable.
+    pub(crate) async fn append(
+        &self,
+        id: &str,
+        state: &SagaState<K::Input>,
+        event: SagaEvent<K::Input>,
+        steps: &[Step],
+    ) -> Result<SagaState<K::Input>, StoreError> {
+        let mut after = state.clone();
+        after.apply(&event);
+        self.write(id, state.version, event, after, steps).await
+    }
+
+    async fn write(
+        &self,
+        id: &str,
+        expected_version: u64,
+        event: SagaEvent<K::Input>,
+        after: SagaState<K::Input>,
+        steps: &[Step],
+    ) -> Result<SagaState<K::Input>, StoreError> {
         let stream = Self::stream(id);
         let payload = codec::encode(&event).map_err(|source| StoreError::Encode {
             stream: stream.clone(),
@@ -109,7 +137,7 @@ impl<K: SagaKind> SagaLog<K> {
         self.store
             .append(AppendRequest {
                 stream,
-                expected_version: state.map_or(0, |state| state.version),
+                expected_version,
                 events: vec![NewEvent {
                     event_type: event.type_name().to_owned(),
                     schema_version: 1,
@@ -119,7 +147,7 @@ impl<K: SagaKind> SagaLog<K> {
                 command_id: None,
                 fingerprint: 0,
                 metadata: EventMetadata {
-                    correlation_id: Some(correlation_id.to_owned()),
+                    correlation_id: Some(after.correlation_id.clone()),
                     causation_id: None,
                 },
                 table_changes,
@@ -158,13 +186,13 @@ fn summary<K: SagaKind>(id: &str, state: &SagaState<K::Input>, steps: &[Step]) -
     SagaSummary {
         kind: K::KIND.to_owned(),
         id: id.to_owned(),
-        status: state.status().to_owned(),
+        status: state.status().as_str().to_owned(),
         step: step
             .and_then(|step| steps.get(step))
             .map(|s| s.name.clone()),
         attempts: state.attempts,
         last_error: state.last_error.clone(),
         reason: state.reason.clone(),
-        updated_at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+        updated_at: crate::time::rfc3339_now(),
     }
 }

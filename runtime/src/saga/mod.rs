@@ -11,9 +11,15 @@
 //!
 //! Failures that may pass (timeouts, unavailable or crashed targets, an open circuit breaker)
 //! are retried with backoff and jitter ([`RetryPolicy`]); a refusal (out of stock, declined)
-//! compensates at once. Compensations must succeed: when their retries are used up the saga is
-//! `stuck`, with its reason, counted in metrics and listed by `/admin/sagas`, and retried
-//! slowly until it succeeds.
+//! compensates at once. An action whose retries run out without an answer is in doubt: it may
+//! have been applied. The saga then fences its command id at the target ([`SagaKind::fence`]):
+//! the target answers whether it was applied (the saga goes on) or refused, or records that it
+//! never will be (the saga compensates, and the late command is refused). A saga never
+//! compensates a step that might still apply.
+//!
+//! Compensations must succeed: when their retries are used up, or the target refuses one, the
+//! saga is `stuck`, with its reason, counted in metrics and listed by `/admin/sagas`, and
+//! retried slowly.
 
 mod breaker;
 mod log;
@@ -27,7 +33,7 @@ mod tests;
 
 pub use breaker::{BreakerSettings, Breakers, CircuitBreaker, CircuitState};
 pub use log::{SAGAS_OPEN_TABLE, SAGAS_TABLE};
-pub use record::{Phase, SagaEvent, SagaState, SagaSummary};
+pub use record::{Phase, SagaEvent, SagaState, SagaStatus, SagaSummary};
 pub use retry::RetryPolicy;
 pub use supervisor::Sagas;
 
@@ -38,7 +44,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::aggregate::{CommandError, DomainError};
+use crate::aggregate::{CommandEnvelope, CommandError, DomainError, Fenced};
 
 /// What a step is to the saga's course.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,16 +73,19 @@ pub struct Step {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StepOutcome {
     Done,
-    /// The target refused, for a reason a retry does not change: compensate (or, for a
-    /// compensation, nothing left to undo).
+    /// The target refused, for a reason a retry does not change. For an action: compensate.
+    /// For a compensation: it cannot be undone (the kind answers `Done` when there is simply
+    /// nothing left to undo), so the saga is stuck until someone looks.
     Refused(String),
-    /// It may pass: retry after a wait.
+    /// It may pass, or the outcome is unknown (timeout, crash, unavailable): retry after a wait
+    /// with the same command id.
     Failed(String),
 }
 
 impl StepOutcome {
-    /// A command's result as a step's outcome: refusals say why in `refused`'s words, transient
-    /// errors are retried, internal ones refuse (retrying damaged data does not help).
+    /// A command's result as a step's outcome: refusals say why in `refused`'s words; anything
+    /// else that went wrong leaves the outcome unknown, so it is retried (and, for an action,
+    /// settled by a fence when the retries run out).
     pub fn of<T, E: DomainError>(
         result: Result<T, CommandError<E>>,
         refused: impl FnOnce(E) -> String,
@@ -84,9 +93,56 @@ impl StepOutcome {
         match result {
             Ok(_) => StepOutcome::Done,
             Err(CommandError::Refused(error)) => StepOutcome::Refused(refused(error)),
-            Err(error) if error.is_transient() => StepOutcome::Failed(error.to_string()),
-            Err(error) => StepOutcome::Refused(error.to_string()),
+            Err(error) => StepOutcome::Failed(error.to_string()),
         }
+    }
+}
+
+/// How an action whose outcome was never heard turned out, once fenced (see
+/// [`SagaKind::fence`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fence {
+    /// It was applied after all: the saga goes on.
+    Applied,
+    /// It was refused, for this reason: compensate.
+    Refused(String),
+    /// It was not applied, and now never will be: compensate.
+    NeverApplied,
+    /// The fence itself could not be set (the target is unreachable): the step stays in doubt.
+    Failed(String),
+}
+
+impl Fence {
+    /// A [`Aggregates::fence`](crate::aggregate::Aggregates::fence) result as a saga's fence.
+    pub fn of<E: DomainError>(
+        result: Result<Fenced<E>, CommandError<E>>,
+        refused: impl FnOnce(E) -> String,
+    ) -> Self {
+        match result {
+            Ok(Fenced::Applied) => Fence::Applied,
+            Ok(Fenced::Refused(error)) => Fence::Refused(refused(error)),
+            Ok(Fenced::NeverApplied) => Fence::NeverApplied,
+            Err(error) => Fence::Failed(error.to_string()),
+        }
+    }
+}
+
+/// What every command of one step carries: the same each time this step of this saga is
+/// tried, so that the target applies it once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepContext {
+    /// The saga, step and phase (see [`command_id`]).
+    pub command_id: String,
+    /// The request that started the saga: its events, and its steps' events, share it.
+    pub correlation_id: String,
+}
+
+impl StepContext {
+    /// `command` with this step's command and correlation ids.
+    pub fn envelope<C>(&self, command: C) -> CommandEnvelope<C> {
+        CommandEnvelope::new(command)
+            .with_correlation_id(self.correlation_id.clone())
+            .with_command_id(self.command_id.clone())
     }
 }
 
@@ -95,28 +151,41 @@ pub trait SagaKind: Send + Sync + 'static {
     /// Streams are `{KIND}-{id}`; also the kind in metrics and `/admin/sagas`.
     const KIND: &'static str;
     /// What one saga works on (an order, a transfer), stored in its `Started` event.
-    type Input: Clone + Debug + Serialize + DeserializeOwned + Send + Sync + 'static;
+    type Input: Clone + Debug + PartialEq + Serialize + DeserializeOwned + Send + Sync + 'static;
 
     /// The steps for `input`, in order. The same input always gives the same steps.
     fn steps(&self, input: &Self::Input) -> Vec<Step>;
 
-    /// Does step `step`. Commands it sends carry `command_id`, the same every time this step of
-    /// this saga is tried.
+    /// Does step `step`, sending its commands with `step_context`'s ids.
     fn act(
         &self,
         input: &Self::Input,
         step: usize,
-        command_id: String,
+        step_context: StepContext,
     ) -> impl Future<Output = StepOutcome> + Send;
 
-    /// Undoes step `step` (which completed) because of `reason`.
+    /// Undoes step `step` (which completed) because of `reason`. Answers `Done` when there is
+    /// nothing left to undo (already released, already refunded), and `Refused` only when the
+    /// step cannot be undone.
     fn compensate(
         &self,
         input: &Self::Input,
         step: usize,
         reason: &str,
-        command_id: String,
+        step_context: StepContext,
     ) -> impl Future<Output = StepOutcome> + Send;
+
+    /// Settles step `step`'s action after its retries ran out without an answer: fences its
+    /// command id at the aggregate it goes to (see
+    /// [`Aggregates::fence`](crate::aggregate::Aggregates::fence)), so that it cannot apply
+    /// after the saga has compensated. A step that sends several commands fences the one whose
+    /// outcome decides it.
+    fn fence(
+        &self,
+        input: &Self::Input,
+        step: usize,
+        step_context: StepContext,
+    ) -> impl Future<Output = Fence> + Send;
 }
 
 /// How a kind's sagas retry and wait.

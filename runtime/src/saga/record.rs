@@ -80,11 +80,38 @@ impl Phase {
     }
 }
 
+/// A saga's status, as the API shows it and `/admin/sagas` filters by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SagaStatus {
+    Running,
+    Compensating,
+    /// Retries are used up where the saga must not give up: retried slowly; someone should look.
+    Stuck,
+    Completed,
+    Compensated,
+}
+
+impl SagaStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SagaStatus::Running => "running",
+            SagaStatus::Compensating => "compensating",
+            SagaStatus::Stuck => "stuck",
+            SagaStatus::Completed => "completed",
+            SagaStatus::Compensated => "compensated",
+        }
+    }
+}
+
 /// A saga's state: its input, phase, and the latest attempt's trouble.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SagaState<I> {
     pub input: I,
     pub subject: String,
+    /// The request that started it (the `Started` event's correlation id); its steps' commands
+    /// carry it too. Empty in a state folded from events alone.
+    pub correlation_id: String,
     pub phase: Phase,
     /// Failed attempts at the current step (or compensation).
     pub attempts: u32,
@@ -110,6 +137,7 @@ impl<I: Clone> SagaState<I> {
         let mut state = Self {
             input: input.clone(),
             subject: subject.clone(),
+            correlation_id: String::new(),
             phase: Phase::Running { step: 0 },
             attempts: 0,
             last_error: None,
@@ -171,15 +199,13 @@ impl<I: Clone> SagaState<I> {
         self.stuck_at = None;
     }
 
-    /// The status word the API shows: `running`, `compensating`, `stuck`, `completed` or
-    /// `compensated`.
-    pub fn status(&self) -> &'static str {
+    pub fn status(&self) -> SagaStatus {
         match (self.phase, self.stuck_at) {
-            (Phase::Completed, _) => "completed",
-            (Phase::Compensated, _) => "compensated",
-            (_, Some(_)) => "stuck",
-            (Phase::Running { .. }, None) => "running",
-            (Phase::Compensating { .. }, None) => "compensating",
+            (Phase::Completed, _) => SagaStatus::Completed,
+            (Phase::Compensated, _) => SagaStatus::Compensated,
+            (_, Some(_)) => SagaStatus::Stuck,
+            (Phase::Running { .. }, None) => SagaStatus::Running,
+            (Phase::Compensating { .. }, None) => SagaStatus::Compensating,
         }
     }
 }

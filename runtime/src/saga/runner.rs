@@ -2,13 +2,14 @@
 //! compensation, or the end), writes it, and schedules the next.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use super::log::SagaLog;
 use super::record::{Phase, SagaEvent, SagaState};
-use super::retry::noise;
-use super::{SagaKind, SagaSettings, Step, StepKind, StepOutcome, command_id};
+use super::retry::{RetryPolicy, noise};
+use super::{Fence, SagaKind, SagaSettings, Step, StepContext, StepKind, StepOutcome, command_id};
 use crate::metrics::{SAGA_STEP_RETRIES, SAGAS};
 
 pub(crate) enum RunnerMsg {
@@ -90,7 +91,7 @@ impl<K: SagaKind> Actor for Runner<K> {
 /// What to do after a transition.
 enum Next {
     Now,
-    After(std::time::Duration),
+    After(Duration),
 }
 
 async fn record<K: SagaKind>(
@@ -99,7 +100,7 @@ async fn record<K: SagaKind>(
 ) -> Result<(), ActorProcessingErr> {
     state.saga = state
         .log
-        .append(&state.id, Some(&state.saga), event, &state.steps, &state.id)
+        .append(&state.id, &state.saga, event, &state.steps)
         .await?;
     Ok(())
 }
@@ -114,37 +115,58 @@ fn schedule(myself: &ActorRef<RunnerMsg>, next: Next) -> Result<(), ActorProcess
     Ok(())
 }
 
-/// Tries `step`'s action (or `undo` its compensation) once: through the target's circuit
-/// breaker, within the step timeout.
-async fn attempt<K: SagaKind>(
-    state: &RunnerState<K>,
-    step: usize,
-    undo: Option<&str>,
-) -> StepOutcome {
+/// Which of a step's calls to make.
+#[derive(Clone, Copy)]
+enum Call<'a> {
+    Act,
+    Undo { reason: &'a str },
+}
+
+impl<K: SagaKind> RunnerState<K> {
+    fn step_context(&self, step: usize, phase: &str) -> StepContext {
+        StepContext {
+            command_id: command_id(K::KIND, &self.id, step, phase),
+            correlation_id: self.saga.correlation_id.clone(),
+        }
+    }
+
+    /// The wait before attempt `attempt + 1` at `step`: the policy's backoff, and at least until
+    /// the target's circuit breaker lets a call through again, so that an open breaker slows a
+    /// saga down instead of using up its attempts at once.
+    fn retry_wait(&self, step: usize, attempt: u32, policy: &RetryPolicy) -> Duration {
+        let backoff = policy.delay(attempt, noise(self.seed, attempt));
+        let target = self.steps[step].target;
+        backoff.max(self.settings.breakers.with(target, |b| b.retry_in()))
+    }
+}
+
+/// Tries `step`'s action or compensation once: through the target's circuit breaker, within
+/// the step timeout.
+async fn attempt<K: SagaKind>(state: &RunnerState<K>, step: usize, call: Call<'_>) -> StepOutcome {
     let target = state.steps[step].target;
     let breakers = &state.settings.breakers;
     if !breakers.with(target, |breaker| breaker.allow()) {
         return StepOutcome::Failed(format!("the circuit breaker for {target} is open"));
     }
-    let input = &state.saga.input;
-    let kind = &state.kind;
-    let timeout = state.settings.step_timeout;
-    let outcome = match undo {
-        None => {
-            let id = command_id(K::KIND, &state.id, step, "act");
-            tokio::time::timeout(timeout, kind.act(input, step, id)).await
+    let (input, kind, timeout) = (&state.saga.input, &state.kind, state.settings.step_timeout);
+    let outcome = match call {
+        Call::Act => {
+            let context = state.step_context(step, "act");
+            tokio::time::timeout(timeout, kind.act(input, step, context)).await
         }
-        Some(reason) => {
-            let id = command_id(K::KIND, &state.id, step, "undo");
-            tokio::time::timeout(timeout, kind.compensate(input, step, reason, id)).await
+        Call::Undo { reason } => {
+            let context = state.step_context(step, "undo");
+            tokio::time::timeout(timeout, kind.compensate(input, step, reason, context)).await
         }
     }
-    .unwrap_or_else(|_| {
-        StepOutcome::Failed(format!("no answer within {} ms", timeout.as_millis()))
-    });
+    .unwrap_or_else(|_| StepOutcome::Failed(no_answer(timeout)));
     let worked = !matches!(outcome, StepOutcome::Failed(_));
     breakers.with(target, |breaker| breaker.record(worked));
     outcome
+}
+
+fn no_answer(timeout: Duration) -> String {
+    format!("no answer within {} ms", timeout.as_millis())
 }
 
 async fn run_step<K: SagaKind>(
@@ -158,61 +180,90 @@ async fn run_step<K: SagaKind>(
         return schedule(myself, Next::Now);
     };
     let stuck = state.saga.stuck_at.is_some();
-    let next = match attempt(state, step, None).await {
+    let next = match attempt(state, step, Call::Act).await {
         StepOutcome::Done => {
             record(state, SagaEvent::StepDone { step }).await?;
             Next::Now
         }
         StepOutcome::Refused(reason) if current.kind != StepKind::Retriable => {
-            record(
-                state,
-                SagaEvent::Compensating {
-                    failed_step: step,
-                    reason,
-                },
-            )
-            .await?;
-            Next::Now
+            compensate_from(state, step, reason).await?
         }
         // Past the point of no return a refusal cannot be compensated: someone must look.
         StepOutcome::Refused(error) => give_up_stuck(state, step, stuck, error).await?,
         StepOutcome::Failed(error) => {
             let attempt = state.saga.attempts + 1;
             metrics::counter!(SAGA_STEP_RETRIES, "kind" => K::KIND).increment(1);
-            if stuck {
-                Next::After(state.settings.stuck_retry)
-            } else if !state.settings.actions.exhausted(attempt) {
-                let wait = state
-                    .settings
-                    .actions
-                    .delay(attempt, noise(state.seed, attempt));
-                record(
-                    state,
-                    SagaEvent::StepFailed {
-                        step,
-                        attempt,
-                        error,
-                    },
-                )
-                .await?;
+            let policy = state.settings.actions;
+            if !stuck && !policy.exhausted(attempt) {
+                let wait = state.retry_wait(step, attempt, &policy);
+                let failed = SagaEvent::StepFailed {
+                    step,
+                    attempt,
+                    error,
+                };
+                record(state, failed).await?;
                 Next::After(wait)
             } else if current.kind == StepKind::Retriable {
                 give_up_stuck(state, step, stuck, error).await?
             } else {
-                let reason = format!("{} failed {attempt} times: {error}", current.name);
-                record(
-                    state,
-                    SagaEvent::Compensating {
-                        failed_step: step,
-                        reason,
-                    },
-                )
-                .await?;
-                Next::Now
+                settle_in_doubt(state, step, attempt, error).await?
             }
         }
     };
     schedule(myself, next)
+}
+
+/// Decides an action whose retries ran out without an answer. It may have been applied, so
+/// compensating blindly could leave its effect behind (a reservation never released, money
+/// debited and never credited back): the step's command id is fenced at its target first.
+async fn settle_in_doubt<K: SagaKind>(
+    state: &mut RunnerState<K>,
+    step: usize,
+    attempts: u32,
+    error: String,
+) -> Result<Next, ActorProcessingErr> {
+    let context = state.step_context(step, "act");
+    let timeout = state.settings.step_timeout;
+    let fence = state.kind.fence(&state.saga.input, step, context);
+    let settled = tokio::time::timeout(timeout, fence)
+        .await
+        .unwrap_or_else(|_| Fence::Failed(no_answer(timeout)));
+    let name = &state.steps[step].name;
+    tracing::info!(saga = %state.id, kind = K::KIND, step, ?settled, "in-doubt step settled");
+    match settled {
+        Fence::Applied => {
+            record(state, SagaEvent::StepDone { step }).await?;
+            Ok(Next::Now)
+        }
+        Fence::Refused(reason) => compensate_from(state, step, reason).await,
+        // What went wrong in detail stays in the saga's last error, for operators; the reason
+        // is shown to customers (an order's cancel reason).
+        Fence::NeverApplied => {
+            let reason = format!("{name}: no answer after {attempts} attempts");
+            compensate_from(state, step, reason).await
+        }
+        Fence::Failed(why) => {
+            let stuck = state.saga.stuck_at.is_some();
+            let error = format!("{error}; and its outcome could not be settled: {why}");
+            give_up_stuck(state, step, stuck, error).await
+        }
+    }
+}
+
+async fn compensate_from<K: SagaKind>(
+    state: &mut RunnerState<K>,
+    failed_step: usize,
+    reason: String,
+) -> Result<Next, ActorProcessingErr> {
+    record(
+        state,
+        SagaEvent::Compensating {
+            failed_step,
+            reason,
+        },
+    )
+    .await?;
+    Ok(Next::Now)
 }
 
 async fn compensate_step<K: SagaKind>(
@@ -231,38 +282,33 @@ async fn compensate_step<K: SagaKind>(
     };
     let reason = state.saga.reason.clone().unwrap_or_default();
     let stuck = state.saga.stuck_at.is_some();
-    let next = match attempt(state, step, Some(&reason)).await {
+    let next = match attempt(state, step, Call::Undo { reason: &reason }).await {
         StepOutcome::Done => {
             record(state, SagaEvent::StepCompensated { step }).await?;
             Next::Now
         }
-        // The target says there is nothing to undo (already released, already cancelled).
+        // The step cannot be undone (the kind answers Done when there is nothing to undo):
+        // what it did stays done, and someone must look.
         StepOutcome::Refused(why) => {
-            tracing::info!(saga = %state.id, kind = K::KIND, step, why = %why, "compensation not needed");
-            record(state, SagaEvent::StepCompensated { step }).await?;
-            Next::Now
+            let error = format!("the compensation was refused: {why}");
+            give_up_stuck(state, step, stuck, error).await?
         }
         StepOutcome::Failed(error) => {
             let attempt = state.saga.attempts + 1;
             metrics::counter!(SAGA_STEP_RETRIES, "kind" => K::KIND).increment(1);
+            let policy = state.settings.compensations;
             if stuck {
                 Next::After(state.settings.stuck_retry)
-            } else if state.settings.compensations.exhausted(attempt) {
+            } else if policy.exhausted(attempt) {
                 give_up_stuck(state, step, stuck, error).await?
             } else {
-                let wait = state
-                    .settings
-                    .compensations
-                    .delay(attempt, noise(state.seed, attempt));
-                record(
-                    state,
-                    SagaEvent::CompensationFailed {
-                        step,
-                        attempt,
-                        error,
-                    },
-                )
-                .await?;
+                let wait = state.retry_wait(step, attempt, &policy);
+                let failed = SagaEvent::CompensationFailed {
+                    step,
+                    attempt,
+                    error,
+                };
+                record(state, failed).await?;
                 Next::After(wait)
             }
         }
@@ -278,7 +324,7 @@ async fn give_up_stuck<K: SagaKind>(
     error: String,
 ) -> Result<Next, ActorProcessingErr> {
     if !already_stuck {
-        tracing::error!(saga = %state.id, kind = K::KIND, step, error = %error, "saga stuck: retries used up; retrying slowly");
+        tracing::error!(saga = %state.id, kind = K::KIND, step, error = %error, "saga stuck: retrying slowly; someone should look");
         metrics::counter!(SAGAS, "kind" => K::KIND, "outcome" => "stuck").increment(1);
         record(state, SagaEvent::Stuck { step, error }).await?;
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use super::log::SagaLog;
-use super::record::{SagaEvent, SagaState};
+use super::record::SagaState;
 use super::runner::{Runner, RunnerArgs, RunnerMsg};
 use super::{SagaError, SagaKind, SagaSettings, Step};
 use crate::metrics::{SAGAS, SAGAS_RUNNING};
@@ -78,34 +78,36 @@ impl<K: SagaKind> Sagas<K> {
         )
     }
 
-    /// Starts the saga `id` on `input` (once: a saga started before is left as it is) and has
-    /// it run. Answers once its `Started` is durable: from then on it runs to its end, across
-    /// crashes. Returns whether this call started it.
+    /// Starts the saga `id` on `input` for the request `correlation_id` and has it run.
+    /// Answers once its `Started` is durable: from then on it runs to its end, across crashes.
+    /// Starting it again on the same input (a retried request) answers what it is, and makes
+    /// sure it runs; on other input it is [`SagaError::StartedDifferently`].
     pub async fn start(
         &self,
         id: &str,
         input: K::Input,
         subject: &str,
         correlation_id: &str,
-    ) -> Result<bool, SagaError> {
-        let started = SagaEvent::Started {
-            input,
-            subject: subject.to_owned(),
-        };
-        let steps = match &started {
-            SagaEvent::Started { input, .. } => self.kind.steps(input),
-            _ => unreachable!(),
-        };
-        let fresh = match self
+    ) -> Result<SagaState<K::Input>, SagaError> {
+        let steps = self.kind.steps(&input);
+        let saga = match self
             .log
-            .append(id, None, started, &steps, correlation_id)
+            .start(id, input.clone(), subject, &steps, correlation_id)
             .await
         {
-            Ok(_) => {
+            Ok(saga) => {
                 metrics::counter!(SAGAS, "kind" => K::KIND, "outcome" => "started").increment(1);
-                true
+                saga
             }
-            Err(StoreError::Conflict { .. }) => false,
+            Err(StoreError::Conflict { .. }) => {
+                let saga = self.get(id).await?.ok_or_else(|| {
+                    SagaError::Store(format!("saga {id} conflicts but has no Started event"))
+                })?;
+                if saga.input != input {
+                    return Err(SagaError::StartedDifferently(id.to_owned()));
+                }
+                saga
+            }
             Err(error) => return Err(SagaError::Store(error.to_string())),
         };
         // Started now or before: make sure it runs (a finished one stops at once).
@@ -113,7 +115,7 @@ impl<K: SagaKind> Sagas<K> {
             let supervisor: ActorRef<SupervisorMsg> = supervisor.into();
             let _ = supervisor.cast(SupervisorMsg::Run(id.to_owned()));
         }
-        Ok(fresh)
+        Ok(saga)
     }
 
     /// The saga `id` as its stream says (read on the blocking pool); `None` if never started.

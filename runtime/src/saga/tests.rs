@@ -1,6 +1,6 @@
 //! The saga engine on paused time, with a scripted saga kind over a real temp store: each step
-//! failing in turn, retries with backoff, timeouts, refusals, stuck compensations, resuming
-//! after the supervisor dies.
+//! failing in turn, retries with backoff, timeouts settled by fences, refusals, stuck
+//! compensations, circuit breakers, resuming after the supervisor dies.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,11 +14,13 @@ use crate::store::StoreOptions;
 use crate::supervision::{Backoff, Intensity, Strategy, Supervisor, SupervisorSpec};
 
 /// A saga kind whose steps answer from a script: per (step, phase) a queue of outcomes, then
-/// `Done`. `HANG` as a failure text makes the call never answer.
+/// `Done`; per step a queue of fence answers, then `NeverApplied`. `HANG` as a failure text
+/// makes the call never answer.
 #[derive(Default)]
 struct Scripted {
     kinds: Vec<StepKind>,
     script: Mutex<HashMap<(usize, &'static str), VecDeque<StepOutcome>>>,
+    fences: Mutex<HashMap<usize, VecDeque<Fence>>>,
     calls: Arc<Mutex<Vec<Call>>>,
 }
 
@@ -28,7 +30,7 @@ const HANG: &str = "hang";
 struct Call {
     phase: &'static str,
     step: usize,
-    command_id: String,
+    context: StepContext,
     at: Instant,
 }
 
@@ -50,13 +52,27 @@ impl Scripted {
         self
     }
 
-    async fn answer(&self, phase: &'static str, step: usize, command_id: String) -> StepOutcome {
+    fn fenced(self, step: usize, answers: Vec<Fence>) -> Self {
+        self.fences
+            .lock()
+            .unwrap()
+            .entry(step)
+            .or_default()
+            .extend(answers);
+        self
+    }
+
+    fn log(&self, phase: &'static str, step: usize, context: StepContext) {
         self.calls.lock().unwrap().push(Call {
             phase,
             step,
-            command_id,
+            context,
             at: Instant::now(),
         });
+    }
+
+    async fn answer(&self, phase: &'static str, step: usize, context: StepContext) -> StepOutcome {
+        self.log(phase, step, context);
         let scripted = self
             .script
             .lock()
@@ -87,12 +103,23 @@ impl SagaKind for Scripted {
             .collect()
     }
 
-    async fn act(&self, _: &u32, step: usize, command_id: String) -> StepOutcome {
-        self.answer("act", step, command_id).await
+    async fn act(&self, _: &u32, step: usize, context: StepContext) -> StepOutcome {
+        self.answer("act", step, context).await
     }
 
-    async fn compensate(&self, _: &u32, step: usize, _: &str, command_id: String) -> StepOutcome {
-        self.answer("undo", step, command_id).await
+    async fn compensate(&self, _: &u32, step: usize, _: &str, context: StepContext) -> StepOutcome {
+        self.answer("undo", step, context).await
+    }
+
+    async fn fence(&self, _: &u32, step: usize, context: StepContext) -> Fence {
+        self.log("fence", step, context);
+        let scripted = self
+            .fences
+            .lock()
+            .unwrap()
+            .get_mut(&step)
+            .and_then(VecDeque::pop_front);
+        scripted.unwrap_or(Fence::NeverApplied)
     }
 }
 
@@ -143,13 +170,17 @@ async fn supervise(sagas: &Sagas<Scripted>) -> ractor::ActorRef<crate::supervisi
 }
 
 async fn harness(kind: Scripted) -> Harness {
+    harness_with(kind, settings()).await
+}
+
+async fn harness_with(kind: Scripted, settings: SagaSettings) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let store =
         crate::store::EventStore::open(dir.path().join("events.redb"), StoreOptions::default())
             .await
             .unwrap();
     let calls = kind.calls.clone();
-    let sagas = Sagas::named(unique("saga-scripted"), kind, store.clone(), settings());
+    let sagas = Sagas::named(unique("saga-scripted"), kind, store.clone(), settings);
     let supervisor = supervise(&sagas).await;
     Harness {
         _dir: dir,
@@ -163,7 +194,8 @@ async fn harness(kind: Scripted) -> Harness {
 impl Harness {
     /// Starts saga `id` and waits (virtual time) until it finishes or is stuck.
     async fn run(&self, id: &str) -> SagaState<u32> {
-        assert!(self.sagas.start(id, 7, "tester", "test").await.unwrap());
+        let started = self.sagas.start(id, 7, "tester", "req-1").await.unwrap();
+        assert_eq!(started.version, 1, "saga {id} is new");
         self.settled(id).await
     }
 
@@ -218,7 +250,7 @@ async fn all_steps_done_completes() {
     let state = harness.run("ok").await;
     assert_eq!(
         (state.phase, state.status()),
-        (Phase::Completed, "completed")
+        (Phase::Completed, SagaStatus::Completed)
     );
     assert_eq!(harness.calls(), [("act", 0), ("act", 1)]);
     // The summary tables say so, and nothing is left open.
@@ -236,7 +268,7 @@ async fn all_steps_done_completes() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_timed_out_step_is_retried_with_backoff_then_compensated() {
+async fn a_step_that_never_answers_is_retried_with_backoff_then_fenced_then_compensated() {
     // Step 1 never answers: each attempt times out after the step timeout (1 s).
     let hang = || StepOutcome::Failed(HANG.into());
     let kind = Scripted::new(&[Compensable, Compensable, Pivot]).then(
@@ -247,14 +279,9 @@ async fn a_timed_out_step_is_retried_with_backoff_then_compensated() {
     let harness = harness(kind).await;
     let state = harness.run("slow").await;
     assert_eq!(state.phase, Phase::Compensated);
-    assert!(
-        state
-            .reason
-            .as_deref()
-            .unwrap()
-            .contains("s1 failed 5 times: no answer within 1000 ms"),
-        "{:?}",
-        state.reason
+    assert_eq!(
+        state.reason.as_deref(),
+        Some("s1: no answer after 5 attempts")
     );
     assert_eq!(
         harness.calls(),
@@ -265,6 +292,7 @@ async fn a_timed_out_step_is_retried_with_backoff_then_compensated() {
             ("act", 1),
             ("act", 1),
             ("act", 1),
+            ("fence", 1),
             ("undo", 0)
         ]
     );
@@ -275,13 +303,120 @@ async fn a_timed_out_step_is_retried_with_backoff_then_compensated() {
         .map(|pair| (pair[1].at - pair[0].at).as_millis())
         .collect();
     assert_eq!(gaps, [1100, 1200, 1400, 1800]);
-    // Every attempt of a step carries the same command id, so the target applies it once.
+    // Every attempt of a step, and its fence, carry the same command id, so the target
+    // applies it once, and not after the fence.
     assert!(
-        calls[1..6]
+        calls[1..7]
             .iter()
-            .all(|call| call.command_id == calls[1].command_id)
+            .all(|call| call.context.command_id == "saga:scripted:slow:1:act")
     );
-    assert_eq!(calls[1].command_id, "saga:scripted:slow:1:act");
+    // Every command of the saga carries the request that started it.
+    assert!(
+        calls
+            .iter()
+            .all(|call| call.context.correlation_id == "req-1")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_step_in_doubt_that_was_applied_goes_on_instead_of_compensating() {
+    let hang = || StepOutcome::Failed(HANG.into());
+    let kind = Scripted::new(&[Compensable, Compensable, Pivot])
+        .then(1, "act", (0..5).map(|_| hang()).collect())
+        .fenced(1, vec![Fence::Applied]);
+    let harness = harness(kind).await;
+    let state = harness.run("late").await;
+    assert_eq!(state.phase, Phase::Completed);
+    let calls = harness.calls();
+    assert_eq!(calls[6..], [("fence", 1), ("act", 2)]);
+    assert!(!calls.contains(&("undo", 0)), "nothing applied is undone");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_step_in_doubt_that_was_refused_compensates_with_the_refusal() {
+    let down = || StepOutcome::Failed("inventory unavailable".into());
+    let kind = Scripted::new(&[Compensable, Compensable, Pivot])
+        .then(1, "act", (0..5).map(|_| down()).collect())
+        .fenced(1, vec![Fence::Refused("out of stock: p1".into())]);
+    let harness = harness(kind).await;
+    let state = harness.run("refused").await;
+    assert_eq!(state.phase, Phase::Compensated);
+    assert_eq!(state.reason.as_deref(), Some("out of stock: p1"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_step_whose_fence_fails_stays_in_doubt_stuck_until_it_can_be_settled() {
+    let down = || StepOutcome::Failed("inventory unavailable".into());
+    let kind = Scripted::new(&[Compensable, Compensable, Pivot])
+        .then(1, "act", (0..6).map(|_| down()).collect())
+        .fenced(1, vec![Fence::Failed("unreachable".into())]);
+    let harness = harness(kind).await;
+    let stuck = harness.run("doubt").await;
+    assert_eq!(stuck.status(), SagaStatus::Stuck);
+    assert_eq!(stuck.phase, Phase::Running { step: 1 });
+    assert!(
+        stuck.last_error.as_deref().unwrap().contains("unreachable"),
+        "{:?}",
+        stuck.last_error
+    );
+    assert!(!harness.calls().contains(&("undo", 0)), "not compensated");
+    // 30 s later it tries the step again (fails), then the fence again (now settles it).
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    let state = harness.settled("doubt").await;
+    assert_eq!(state.phase, Phase::Compensated);
+    let calls = harness.calls();
+    assert_eq!(
+        calls[calls.len() - 4..],
+        [("fence", 1), ("act", 1), ("fence", 1), ("undo", 0)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_compensation_is_stuck_not_taken_as_undone() {
+    let kind = Scripted::new(&[Compensable, Pivot])
+        .then(1, "act", vec![StepOutcome::Refused("declined".into())])
+        .then(
+            0,
+            "undo",
+            vec![StepOutcome::Refused("account closed".into())],
+        );
+    let harness = harness(kind).await;
+    let stuck = harness.run("undo-refused").await;
+    assert_eq!(stuck.status(), SagaStatus::Stuck);
+    assert_eq!(stuck.phase, Phase::Compensating { below: 1 });
+    assert_eq!(
+        stuck.last_error.as_deref(),
+        Some("the compensation was refused: account closed")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_breaker_slows_a_step_down_without_using_up_its_attempts() {
+    let down = || StepOutcome::Failed("payments unavailable".into());
+    let kind = Scripted::new(&[Compensable, Pivot]).then(1, "act", vec![down(), down()]);
+    let breaker = BreakerSettings {
+        failure_threshold: 1,
+        reset_delay: Duration::from_secs(2),
+    };
+    let harness = harness_with(
+        kind,
+        SagaSettings {
+            breakers: Breakers::new(breaker),
+            ..settings()
+        },
+    )
+    .await;
+    let state = harness.run("breaker").await;
+    assert_eq!(state.phase, Phase::Completed);
+    // Each failure opens the breaker; the next attempt waits for its reset delay instead of
+    // failing at once against the open breaker.
+    let calls = harness.calls.lock().unwrap().clone();
+    let at: Vec<_> = calls.iter().filter(|c| c.step == 1).map(|c| c.at).collect();
+    assert_eq!(at.len(), 3, "every attempt reached the target");
+    assert!(
+        at.windows(2)
+            .all(|pair| pair[1] - pair[0] >= Duration::from_secs(2))
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -314,7 +449,7 @@ async fn a_compensation_that_keeps_failing_is_retried_then_stuck_and_retried_slo
         .then(0, "undo", (0..10).map(|_| fail()).collect());
     let harness = harness(kind).await;
     let stuck = harness.run("stuck").await;
-    assert_eq!(stuck.status(), "stuck");
+    assert_eq!(stuck.status(), SagaStatus::Stuck);
     assert_eq!(stuck.stuck_at, Some(0));
     assert_eq!(stuck.last_error.as_deref(), Some("target down"));
     let undo_attempts = harness.calls().iter().filter(|c| c.0 == "undo").count();
@@ -338,14 +473,20 @@ async fn a_saga_resumes_where_it_was_when_its_supervisor_died() {
     let hang = StepOutcome::Failed(HANG.into());
     let kind = Scripted::new(&[Compensable, Compensable, Pivot]).then(1, "act", vec![hang]);
     let harness = harness(kind).await;
-    assert!(harness.sagas.start("r", 7, "tester", "test").await.unwrap());
+    harness.sagas.start("r", 7, "tester", "test").await.unwrap();
     // Let it do step 0 and hang in step 1, then take the whole tree down.
     tokio::time::sleep(Duration::from_millis(500)).await;
     harness.supervisor.stop_and_wait(None, None).await.unwrap();
     let state = harness.sagas.get("r").await.unwrap().unwrap();
     assert_eq!(state.phase, Phase::Running { step: 1 });
     // Starting it again is a no-op; a new supervisor resumes it from its stream.
-    assert!(!harness.sagas.start("r", 7, "tester", "test").await.unwrap());
+    let again = harness.sagas.start("r", 7, "tester", "test").await.unwrap();
+    assert_eq!(again.phase, Phase::Running { step: 1 });
+    assert_eq!(
+        harness.sagas.start("r", 8, "tester", "test").await,
+        Err(SagaError::StartedDifferently("r".into())),
+        "the same id on other input is refused, not taken for the first saga"
+    );
     let supervisor = supervise(&harness.sagas).await;
     let state = harness.settled("r").await;
     assert_eq!(state.phase, Phase::Completed);

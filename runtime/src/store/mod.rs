@@ -207,6 +207,29 @@ impl EventStore {
             .await
     }
 
+    /// Settles whether the command carrying `command_id` (meant for `stream`) was processed:
+    /// `Some` with what it produced if it was; `None` if it was not, in which case it now never
+    /// will be: the id is recorded as fenced, and the command, should it still arrive, is
+    /// refused as [`StoreError::CommandIdReused`]. Atomic with appends (both go through the
+    /// writer), so there is no moment at which the command could slip in between.
+    ///
+    /// This is how a saga decides a step whose outcome it never heard (every attempt timed
+    /// out): it fences the step's command id before compensating, so the step cannot apply
+    /// after the saga has moved on. Answers once durable.
+    pub async fn fence_command(
+        &self,
+        stream: &str,
+        command_id: &str,
+    ) -> Result<Option<ProcessedCommand>, StoreError> {
+        let (stream, command_id) = (stream.to_owned(), command_id.to_owned());
+        self.submit(|reply| WriteOp::Fence {
+            stream,
+            command_id,
+            reply,
+        })
+        .await
+    }
+
     /// Replaces the stream's snapshot. Answers once durable.
     pub async fn save_snapshot(&self, stream: &str, snapshot: Snapshot) -> Result<(), StoreError> {
         let snapshot = SnapshotRecord {

@@ -51,6 +51,30 @@ pub struct ProcessedCommand {
     pub rejection: Option<Vec<u8>>,
 }
 
+/// The fingerprint of a fence record: no encoded command hashes to it in practice, and were
+/// one to, it would only be refused as a reused id.
+const FENCE_FINGERPRINT: u64 = u64::MAX;
+
+impl ProcessedCommand {
+    /// The record that settles a command id as never applied (see
+    /// [`super::EventStore::fence_command`]).
+    pub(crate) fn fence(stream: &str) -> Self {
+        Self {
+            stream: stream.to_owned(),
+            fingerprint: FENCE_FINGERPRINT,
+            first_version: 1,
+            last_version: 0,
+            first_position: 0,
+            rejection: None,
+        }
+    }
+
+    /// Whether this is a fence record rather than a command's outcome.
+    pub fn is_fence(&self) -> bool {
+        self.fingerprint == FENCE_FINGERPRINT && self.last_version < self.first_version
+    }
+}
+
 /// The latest snapshot of a stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct SnapshotRecord {

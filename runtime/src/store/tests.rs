@@ -202,6 +202,54 @@ async fn a_repeated_command_id_returns_the_first_outcome_and_writes_nothing() {
 }
 
 #[tokio::test]
+async fn a_fenced_command_id_is_never_applied_and_an_applied_one_is_reported() {
+    let (_dir, store) = temp_store().await;
+    let mut applied = append_request("s", 0, &["a"]);
+    applied.command_id = Some("applied".into());
+    applied.fingerprint = fingerprint(b"command");
+    store.append(applied).await.unwrap();
+    let found = store.fence_command("s", "applied").await.unwrap().unwrap();
+    assert_eq!((found.first_version, found.last_version), (1, 1));
+
+    assert_eq!(store.fence_command("s", "late").await.unwrap(), None);
+    assert_eq!(
+        store.fence_command("s", "late").await.unwrap(),
+        None,
+        "fencing twice settles the same way"
+    );
+    let mut late = append_request("s", 1, &["b"]);
+    late.command_id = Some("late".into());
+    late.fingerprint = fingerprint(b"command");
+    assert!(
+        matches!(
+            store.append(late).await,
+            Err(StoreError::CommandIdReused { .. })
+        ),
+        "a command arriving after its fence is refused"
+    );
+    assert_eq!(store.read_stream("s").unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_fence_and_its_command_in_one_batch_settle_one_way() {
+    let (_dir, store) = temp_store().await;
+    let mut request = append_request("s", 0, &["a"]);
+    request.command_id = Some("raced".into());
+    // Both are queued before the writer runs: whichever goes first decides, and they agree.
+    let (appended, fenced) = tokio::join!(store.append(request), store.fence_command("s", "raced"));
+    match (appended, fenced.unwrap()) {
+        (Ok(outcome), Some(processed)) => {
+            assert_eq!(outcome.first_position, processed.first_position);
+            assert_eq!(store.read_stream("s").unwrap().len(), 1);
+        }
+        (Err(StoreError::CommandIdReused { .. }), None) => {
+            assert!(store.read_stream("s").unwrap().is_empty());
+        }
+        other => panic!("the fence and the append disagree: {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn the_same_command_id_twice_in_one_batch_is_applied_once() {
     let (_dir, store) = temp_store().await;
     let mut request = append_request("s", 0, &["a"]);

@@ -77,6 +77,13 @@ pub(crate) enum WriteOp {
         tables: Vec<&'static str>,
         reply: Reply<()>,
     },
+    /// Settle command id `command_id`: answer what it produced if it was processed, or record
+    /// that it never will be (see [`super::EventStore::fence_command`]).
+    Fence {
+        stream: String,
+        command_id: String,
+        reply: Reply<Option<ProcessedCommand>>,
+    },
     /// Commit what was queued before, make the index durable, stop; answered once stopped.
     Close { reply: Reply<()> },
 }
@@ -94,6 +101,7 @@ impl WriteOp {
 /// The result of one operation inside a batch, before the batch is known to be durable.
 enum OpResult {
     Append(Result<AppendOutcome, StoreError>),
+    Fence(Result<Option<ProcessedCommand>, StoreError>),
     Unit(Result<(), StoreError>),
 }
 
@@ -323,6 +331,9 @@ fn answer(op: WriteOp, result: OpResult) {
         (WriteOp::Append { reply, .. }, OpResult::Append(r)) => {
             let _ = reply.send(r);
         }
+        (WriteOp::Fence { reply, .. }, OpResult::Fence(r)) => {
+            let _ = reply.send(r);
+        }
         (WriteOp::SaveSnapshot { reply, .. }, OpResult::Unit(r))
         | (WriteOp::SaveCheckpoint { reply, .. }, OpResult::Unit(r))
         | (WriteOp::Project { reply, .. }, OpResult::Unit(r))
@@ -337,6 +348,9 @@ fn answer(op: WriteOp, result: OpResult) {
 fn answer_all_failed(op: WriteOp, error: StoreError) {
     match op {
         WriteOp::Append { reply, .. } => {
+            let _ = reply.send(Err(error));
+        }
+        WriteOp::Fence { reply, .. } => {
             let _ = reply.send(Err(error));
         }
         WriteOp::SaveSnapshot { reply, .. }
@@ -391,6 +405,9 @@ fn write_batch(
                     &mut next_position,
                     now,
                 )?),
+                WriteOp::Fence {
+                    stream, command_id, ..
+                } => OpResult::Fence(fence(&mut tables.commands, stream, command_id)?),
                 WriteOp::SaveSnapshot {
                     stream, snapshot, ..
                 } => OpResult::Unit(match codec::encode(snapshot) {
@@ -605,6 +622,39 @@ fn append(
         .table_changes
         .extend(request.table_changes.iter().cloned());
     Ok(Ok(AppendOutcome::from_processed(&processed, false)))
+}
+
+/// Settles `command_id` inside the batch transaction: what it produced if it was processed
+/// (by an append earlier in this batch too), else a fence record, so that the command, if it
+/// arrives later, is refused as [`StoreError::CommandIdReused`] instead of applied.
+fn fence(
+    commands: &mut Table<'_, &'static str, &'static [u8]>,
+    stream: &str,
+    command_id: &str,
+) -> Result<Result<Option<ProcessedCommand>, StoreError>, StoreError> {
+    if let Some(previous) = commands.get(command_id).map_err(StoreError::storage)? {
+        return Ok(match codec::decode::<ProcessedCommand>(previous.value()) {
+            Ok(previous) if previous.is_fence() => Ok(None),
+            Ok(previous) => Ok(Some(previous)),
+            Err(source) => Err(StoreError::CorruptCommand {
+                command_id: command_id.to_owned(),
+                source,
+            }),
+        });
+    }
+    let bytes = match codec::encode(&ProcessedCommand::fence(stream)) {
+        Ok(bytes) => bytes,
+        Err(source) => {
+            return Ok(Err(StoreError::Encode {
+                stream: stream.to_owned(),
+                source,
+            }));
+        }
+    };
+    commands
+        .insert(command_id, bytes.as_slice())
+        .map_err(StoreError::storage)?;
+    Ok(Ok(None))
 }
 
 fn now_micros() -> i64 {

@@ -52,19 +52,17 @@ pub struct TransferView {
     /// `pending`, `completed` or `failed`.
     #[schema(example = "pending")]
     pub status: String,
-    /// Why it failed (or, while pending, what it is waiting on).
+    /// Why it failed.
     pub reason: Option<String>,
 }
 
 fn view(id: String, saga: SagaState<TransferInput>) -> TransferView {
-    let status = match saga.status() {
-        "completed" => "completed",
-        "compensated" => "failed",
-        _ => "pending",
-    };
-    let reason = match status {
-        "failed" => saga.reason,
-        _ => saga.last_error,
+    // While it is pending, what went wrong inside (a timeout, a store error) is for operators
+    // (`/admin/sagas`), not for the client.
+    let (status, reason) = match saga.status() {
+        SagaStatus::Completed => ("completed", None),
+        SagaStatus::Compensated => ("failed", saga.reason),
+        _ => ("pending", None),
     };
     TransferView {
         id,
@@ -104,39 +102,12 @@ async fn start_transfer(
         to: body.to.to_string(),
         amount: body.amount,
     };
-    let unavailable = |error: playhouse_runtime::saga::SagaError| {
-        Problem::new(
-            ProblemCode::Unavailable,
-            "the transfer could not be started; retry",
-        )
-        .with_retry_after(1)
-        .with_cause(error)
-    };
-    transfers
-        .sagas
-        .start(
-            &id,
-            input.clone(),
-            &context.subject(),
-            &context.ids.request_id,
-        )
-        .await
-        .map_err(unavailable)?;
-    // A retried request (same Idempotency-Key) names the transfer it started the first time:
-    // that one's input is the truth.
+    // A retried request (same Idempotency-Key) names the transfer it started the first time.
     let saga = transfers
         .sagas
-        .get(&id)
+        .start(&id, input, &context.subject(), &context.ids.request_id)
         .await
-        .map_err(unavailable)?
-        .ok_or_else(|| not_found(NOUN, &id))?;
-    if saga.input != input {
-        return Err(Problem::new(
-            ProblemCode::IdempotencyKeyReused,
-            "this Idempotency-Key was already used for a different request; use a new key for a new request",
-        )
-        .with_field("Idempotency-Key"));
-    }
+        .map_err(|error| saga_problem(NOUN, error))?;
     let location = format!("/api/v1/transfers/{id}");
     Ok(CommandAnswer::accepted(location, view(id, saga), None))
 }
@@ -156,7 +127,7 @@ async fn get_transfer(
         .sagas
         .get(&id)
         .await
-        .map_err(|error| Problem::internal(&error))?
+        .map_err(|error| saga_problem(NOUN, error))?
         .filter(|saga| principal.may_access(&saga.subject))
         .ok_or_else(|| not_found(NOUN, &id))?;
     Ok(ApiJson(view(id, saga)))

@@ -27,17 +27,18 @@ const DEBIT: usize = 0;
 const CREDIT: usize = 1;
 
 impl TransferSaga {
-    async fn run(&self, account: &str, command: AccountCommand, command_id: String) -> StepOutcome {
-        let envelope = CommandEnvelope::new(command)
-            .with_correlation_id(command_id.clone())
-            .with_command_id(command_id);
+    async fn run(&self, account: &str, command: AccountCommand, step: StepContext) -> StepOutcome {
         StepOutcome::of(
-            self.accounts.execute(account, envelope).await,
-            |e: AccountError| match e {
-                AccountError::NotOpen => format!("account {account} does not exist"),
-                other => other.to_string(),
-            },
+            self.accounts.execute(account, step.envelope(command)).await,
+            |e| refused(account, e),
         )
+    }
+}
+
+fn refused(account: &str, error: AccountError) -> String {
+    match error {
+        AccountError::NotOpen => format!("account {account} does not exist"),
+        other => other.to_string(),
     }
 }
 
@@ -60,22 +61,31 @@ impl SagaKind for TransferSaga {
         ]
     }
 
-    async fn act(&self, input: &TransferInput, step: usize, command_id: String) -> StepOutcome {
+    async fn act(&self, input: &TransferInput, step: usize, context: StepContext) -> StepOutcome {
+        let amount = input.amount;
         match step {
             DEBIT => {
-                let debit = AccountCommand::Debit {
-                    amount: input.amount,
-                };
-                self.run(&input.from, debit, command_id).await
+                let debit = AccountCommand::Debit { amount };
+                self.run(&input.from, debit, context).await
             }
             CREDIT => {
-                let credit = AccountCommand::Credit {
-                    amount: input.amount,
-                };
-                self.run(&input.to, credit, command_id).await
+                let credit = AccountCommand::Credit { amount };
+                self.run(&input.to, credit, context).await
             }
             other => StepOutcome::Refused(format!("a transfer has no step {other}")),
         }
+    }
+
+    async fn fence(&self, input: &TransferInput, step: usize, context: StepContext) -> Fence {
+        let account = if step == DEBIT {
+            &input.from
+        } else {
+            &input.to
+        };
+        Fence::of(
+            self.accounts.fence(account, &context.command_id).await,
+            |e| refused(account, e),
+        )
     }
 
     async fn compensate(
@@ -83,15 +93,17 @@ impl SagaKind for TransferSaga {
         input: &TransferInput,
         step: usize,
         _reason: &str,
-        command_id: String,
+        context: StepContext,
     ) -> StepOutcome {
         match step {
-            // The money goes back where it came from.
+            // The money goes back where it came from. A refusal (the source account can no
+            // longer take it) leaves the saga stuck, for someone to look at: money is never
+            // dropped silently.
             DEBIT => {
                 let credit_back = AccountCommand::Credit {
                     amount: input.amount,
                 };
-                self.run(&input.from, credit_back, command_id).await
+                self.run(&input.from, credit_back, context).await
             }
             _ => StepOutcome::Done,
         }

@@ -13,6 +13,7 @@ use crate::edge::auth::{Principal, Writer};
 use crate::edge::idempotency::IdempotencyKey;
 use crate::edge::problem::{Problem, ProblemCode, quote_id};
 use crate::edge::request_ids::RequestIds;
+use crate::saga::SagaError;
 
 /// The header carrying a command's global log position: pass it as `min_position` to a
 /// read-model query to read your own write.
@@ -158,11 +159,7 @@ pub fn command_problem<E: DomainError>(noun: &str, id: &str, error: CommandError
             }
             Problem::from_refusal(kind, refusal.to_string())
         }
-        CommandError::CommandIdReused { .. } => Problem::new(
-            ProblemCode::IdempotencyKeyReused,
-            "this Idempotency-Key was already used for a different request; use a new key for a new request",
-        )
-        .with_field("Idempotency-Key"),
+        CommandError::CommandIdReused { .. } => idempotency_key_reused(),
         CommandError::Conflict { .. } => Problem::new(
             ProblemCode::Conflict,
             format!("the {noun} changed while this command ran; retry it"),
@@ -177,20 +174,45 @@ pub fn command_problem<E: DomainError>(noun: &str, id: &str, error: CommandError
             retry_after_ms,
         } => Problem::new(
             ProblemCode::Unavailable,
-            format!(
-                "the {noun} cannot be reached now; retry with the same Idempotency-Key"
-            ),
+            format!("the {noun} cannot be reached now; retry with the same Idempotency-Key"),
         )
         .with_retry_after(retry_after_ms.div_ceil(1000).max(1))
         .with_cause(format!("{noun} {id}: {what}")),
         CommandError::Crashed { .. } => Problem::new(
             ProblemCode::Unavailable,
-            format!("the {noun} failed while handling the command; retry with the same Idempotency-Key"),
+            format!(
+                "the {noun} failed while handling the command; retry with the same Idempotency-Key"
+            ),
         )
         .with_retry_after(1)
         .with_cause(format!("{noun} {id}: {error}")),
         // Damaged data does not heal by retrying: a 500, logged in full.
         CommandError::Internal { .. } => Problem::internal(&format!("{noun} {id}: {error}")),
+    }
+}
+
+/// The answer for "this Idempotency-Key was used for another request".
+fn idempotency_key_reused() -> Problem {
+    Problem::new(
+        ProblemCode::IdempotencyKeyReused,
+        "this Idempotency-Key was already used for a different request; use a new key for a new request",
+    )
+    .with_field("Idempotency-Key")
+}
+
+/// How a saga that could not be started (or read) is reported: a retried request with other
+/// input is a reused Idempotency-Key; a store failure is retried.
+pub fn saga_problem(noun: &str, error: SagaError) -> Problem {
+    match error {
+        SagaError::StartedDifferently(_) => idempotency_key_reused(),
+        SagaError::Store(_) => Problem::new(
+            ProblemCode::Unavailable,
+            format!(
+                "the {noun} could not be started or read now; retry with the same Idempotency-Key"
+            ),
+        )
+        .with_retry_after(1)
+        .with_cause(error),
     }
 }
 

@@ -1,8 +1,6 @@
 //! `GET {base}/{id}/events`: any aggregate's stored events, oldest first, with the route's
 //! OpenAPI description built here rather than written again by every service.
 
-use std::time::{Duration, UNIX_EPOCH};
-
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -77,8 +75,9 @@ impl<A: Aggregate> Clone for HistoryRoute<A> {
     }
 }
 
-/// `GET {base}/{id}/events` for the aggregates of `A`, readable as the aggregate itself is (its
-/// owner, admins, and every reader for public kinds). `noun` names one aggregate in messages
+/// `GET {base}/{id}/events` for the aggregates of `A`, readable by the aggregate's owner and
+/// admins only, also for kinds every reader may see: the events say who did what and when, with
+/// the request ids behind them, which is more than the resource itself shows. `noun` names one aggregate in messages
 /// ("account"), `tag` groups the route in the OpenAPI document.
 pub fn history_routes<A: Aggregate>(
     base: &str,
@@ -189,7 +188,7 @@ async fn events<A: Aggregate>(
         ));
     }
     let id = id.to_string();
-    visible(&route.aggregates, &principal, route.noun, &id, false).await?;
+    visible(&route.aggregates, &principal, route.noun, &id, true).await?;
     // One more than asked for, to know whether there is a next page.
     let mut history = route
         .aggregates
@@ -210,7 +209,7 @@ fn event_view<A: Aggregate>(entry: HistoryEntry<A::Event>) -> EventView {
     EventView {
         version: entry.version,
         event_type: entry.event_type,
-        recorded_at: rfc3339(entry.recorded_at_micros),
+        recorded_at: crate::time::rfc3339_micros(entry.recorded_at_micros),
         correlation_id: entry.correlation_id,
         causation_id: entry.causation_id,
         data: event_data(&entry.event),
@@ -229,11 +228,6 @@ fn event_data(event: &impl Serialize) -> serde_json::Value {
         Ok(other) => other,
         Err(error) => serde_json::json!({ "unrenderable": error.to_string() }),
     }
-}
-
-fn rfc3339(micros: i64) -> String {
-    let at = UNIX_EPOCH + Duration::from_micros(u64::try_from(micros).unwrap_or(0));
-    humantime::format_rfc3339_micros(at).to_string()
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 //!   and the envelope built from them;
 //! - [`CommandAnswer`]: 200, 201 + `Location` or 202, with the command's log position in
 //!   `X-Playhouse-Position` (read your writes);
-//! - [`command_problem`]: any [`CommandError`] as the problem the client sees;
+//! - [`command_problem`]: any [`CommandError`] as the problem the client sees, and
+//!   [`saga_problem`] any [`SagaError`](crate::saga::SagaError);
 //! - [`visible`]: an aggregate as a principal may see it (ownership: someone else's resource is
 //!   not found);
 //! - [`problems`]: the problem responses of each kind of route, declared once for OpenAPI;
@@ -17,7 +18,8 @@ pub mod problems;
 mod query;
 
 pub use command::{
-    CommandAnswer, CommandContext, POSITION_HEADER, command_problem, not_found, visible,
+    CommandAnswer, CommandContext, POSITION_HEADER, command_problem, not_found, saga_problem,
+    visible,
 };
 pub use history::{EventHistoryView, EventView, history_routes};
 pub use query::{ApiQuery, MAX_PAGE, Page, caught_up};
