@@ -38,7 +38,7 @@ pub fn rebuild_projection(config: NodeConfig, name: &str) -> anyhow::Result<Exit
                 "is the node still running? Stop it first, or use POST /admin/projections/{name}/rebuild",
             )?;
             let bus = Bus::new(store.clone());
-            let hosted = crate::services::host(&config, &store, &bus);
+            let hosted = crate::services::host(&config, &store, &bus)?;
             let Some(projection) = hosted.projections.iter().find(|p| p.name() == name) else {
                 let known: Vec<&str> = hosted.projections.iter().map(|p| p.name()).collect();
                 anyhow::bail!(
@@ -102,7 +102,7 @@ async fn serve(config: NodeConfig) -> anyhow::Result<ExitCode> {
     let store = open_store(&config).await?;
 
     let bus = Bus::new(store.clone());
-    let hosted = crate::services::host(&config, &store, &bus);
+    let hosted = crate::services::host(&config, &store, &bus)?;
     let root = Supervisor::start(
         SupervisorSpec {
             name: format!("node-{node}"),

@@ -41,8 +41,8 @@ pub struct Hosted {
 }
 
 /// Starts (as specs: nothing runs until the supervisor starts them) the services `config`
-/// lists.
-pub fn host(config: &NodeConfig, store: &EventStore, bus: &Bus) -> Hosted {
+/// lists. Fails if their projections cannot run side by side (a bug in a service).
+pub fn host(config: &NodeConfig, store: &EventStore, bus: &Bus) -> anyhow::Result<Hosted> {
     let settings = EntitySettings {
         snapshot_every: config.store.snapshot_every,
         idle_timeout: config.store.idle_timeout,
@@ -63,5 +63,7 @@ pub fn host(config: &NodeConfig, store: &EventStore, bus: &Bus) -> Hosted {
         hosted.routes = hosted.routes.merge(service.routes);
         hosted.projections.extend(service.projections);
     }
-    hosted
+    playhouse_runtime::bus::check_projections(&hosted.projections)
+        .map_err(|error| anyhow::anyhow!("the services' projections clash: {error}"))?;
+    Ok(hosted)
 }

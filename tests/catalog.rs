@@ -6,7 +6,8 @@ mod support;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::{
-    Node, NodeOptions, assert_problem, create_product, get_as, json_of, position_of, post_as, token,
+    Node, NodeOptions, assert_problem, client, create_product, get_as, json_of, position_of,
+    post_as, token,
 };
 
 #[tokio::test]
@@ -78,6 +79,41 @@ async fn a_sku_is_unique_and_bad_products_are_refused_naming_the_field() {
     )
     .await;
     assert_problem(unknown, StatusCode::NOT_FOUND, "not-found").await;
+}
+
+#[tokio::test]
+async fn a_retried_create_is_answered_again_and_a_products_history_is_its_owners() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &NodeOptions::default());
+    let shop = token("shop", &["writer"]);
+    let create = || {
+        client()
+            .post(node.url("/api/v1/products"))
+            .bearer_auth(&shop)
+            .header("Idempotency-Key", "create-teapot")
+            .json(&json!({"name": "Teapot", "sku": "TEA-9", "price": 1999}))
+            .send()
+    };
+    let first = create().await.unwrap();
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first: serde_json::Value = first.json().await.unwrap();
+    let again = create().await.unwrap();
+    assert_eq!(
+        again.status(),
+        StatusCode::CREATED,
+        "a retry gets the first answer"
+    );
+    let again: serde_json::Value = again.json().await.unwrap();
+    assert_eq!(first["id"], again["id"]);
+    let id = first["id"].as_str().unwrap();
+    // Anyone may read the product; only its owner (and admins) its events.
+    let reader = token("someone", &["reader"]);
+    let product = get_as(&node, &format!("/api/v1/products/{id}"), &reader).await;
+    assert_eq!(product.status(), StatusCode::OK);
+    let events = get_as(&node, &format!("/api/v1/products/{id}/events"), &reader).await;
+    assert_problem(events, StatusCode::NOT_FOUND, "not-found").await;
+    let events = get_as(&node, &format!("/api/v1/products/{id}/events"), &shop).await;
+    assert_eq!(events.status(), StatusCode::OK);
 }
 
 #[tokio::test]

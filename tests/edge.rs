@@ -333,6 +333,48 @@ async fn beyond_the_connection_cap_idle_and_slow_connections_make_room_for_new_c
 }
 
 #[tokio::test]
+async fn at_the_cap_with_every_connection_busy_a_request_ending_makes_room_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // Long timeouts: only the cap, and the requests ending, may make room.
+    let node = Node::start(
+        dir.path(),
+        &with_edge(
+            "max_connections = 4\nheader_read_timeout_ms = 60000\nkeep_alive_timeout_ms = 60000\nrequest_timeout_ms = 60000",
+        ),
+    );
+    let body = br#"{"owner":"alice","initial_balance":0}"#;
+    let head = format!(
+        "POST /api/v1/accounts HTTP/1.1\r\nHost: busy\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        token("alice", &["writer"]),
+        body.len()
+    );
+    // Four requests in flight, each waiting for the rest of its body: the cap is full.
+    let mut busy: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut stream = TcpStream::connect(node.address()).unwrap();
+            stream.write_all(head.as_bytes()).unwrap();
+            stream.write_all(&body[..5]).unwrap();
+            stream
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let newcomer = {
+        let address = node.address();
+        std::thread::spawn(move || timed_liveness(&address))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    // One request ends; its connection stays open, idle: it is closed for the newcomer.
+    busy[0].write_all(&body[5..]).unwrap();
+    let answer = read_for(&mut busy[0], Duration::from_millis(500));
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    let (status, took) = newcomer.join().unwrap();
+    assert_eq!(status, "HTTP/1.1 200 OK", "log:\n{}", node.log_text());
+    println!("the newcomer was answered after {took:?}");
+    assert!(is_closed_by_server(&mut busy[0], Duration::from_secs(1)));
+}
+
+#[tokio::test]
 async fn slow_request_heads_and_idle_keep_alive_connections_are_closed_after_their_timeouts() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(

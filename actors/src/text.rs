@@ -11,12 +11,7 @@ pub const MAX_NAME_CHARS: usize = 200;
 /// The OpenAPI pattern of [`Name`]: no control or direction characters, and not blank.
 const PLAIN_TEXT_PATTERN: &str = r"^[^\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]*[^\s\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069][^\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]*$";
 
-/// Whether `text` is free of control characters (newlines, escapes, NUL, bidi overrides).
-pub fn is_plain(text: &str) -> bool {
-    !text
-        .chars()
-        .any(|c| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
-}
+pub use playhouse_runtime::text::is_plain;
 
 /// A name in a request: 1 to 200 characters of plain text, not blank. Checked as the body is
 /// read, so a bad one is a 422 naming its field.

@@ -17,6 +17,7 @@ pub mod supervision;
 pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod text;
 pub mod time;
 
 /// The actor types services need to wire themselves into a supervision tree, re-exported so that

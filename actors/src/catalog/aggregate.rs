@@ -1,14 +1,14 @@
-//! The catalog's aggregates: products, and SKU claims that keep SKUs unique across nodes. Pure
-//! rules, no actors, no I/O.
+//! The catalog's aggregate: products. Pure rules, no actors, no I/O.
 //!
-//! A SKU is unique because creating a product first claims its SKU in the `sku-{SKU}` stream,
-//! which has one writer like every stream: of two products racing for one SKU, one claim is
-//! refused, wherever the two requests arrived.
+//! A SKU is unique because a product's id is derived from its SKU ([`product_id_for`]): two
+//! products with one SKU are one stream, which has one writer like every stream, so of two
+//! creates racing for a SKU one is refused, wherever the two requests arrived, and there is no
+//! second record (a claim) that a crash could leave behind without its product.
 
 use playhouse_runtime::aggregate::{Access, Aggregate};
 use serde::{Deserialize, Serialize};
 
-use super::messages::{ProductCommand, ProductError, ProductEvent, SkuCommand, SkuError, SkuEvent};
+use super::messages::{ProductCommand, ProductError, ProductEvent};
 use crate::money::MAX_AMOUNT;
 
 /// Longest product name accepted.
@@ -22,6 +22,15 @@ pub fn valid_sku(sku: &str) -> bool {
     bytes.next().is_some_and(|b| b.is_ascii_alphanumeric())
         && sku.len() <= MAX_SKU_CHARS
         && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Namespace of product ids, derived from SKUs (UUID v5).
+const PRODUCT_ID_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x2f0b_9a7e_51c3_4d2e_8f60_7b1a_c4e9_0d31);
+
+/// The id of the product with SKU `sku`: the same SKU always names the same product.
+pub fn product_id_for(sku: &str) -> uuid::Uuid {
+    uuid::Uuid::new_v5(&PRODUCT_ID_NAMESPACE, sku.as_bytes())
 }
 
 /// Marker type naming the product aggregate kind.
@@ -73,8 +82,8 @@ impl Aggregate for Product {
             price,
             subject,
         } = command;
-        if *state != ProductState::Absent {
-            return Err(ProductError::AlreadyCreated);
+        if let ProductState::Listed { sku: taken, .. } = state {
+            return Err(ProductError::SkuTaken { sku: taken.clone() });
         }
         if name.trim().is_empty() {
             return Err(ProductError::EmptyName);
@@ -114,72 +123,6 @@ impl Aggregate for Product {
             name: name.clone(),
             sku: sku.clone(),
             price: *price,
-            subject: subject.clone(),
-        };
-    }
-}
-
-/// Marker type naming the SKU-claim aggregate kind (one per SKU).
-#[derive(Debug, Clone, Copy)]
-pub struct SkuClaim;
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SkuState {
-    #[default]
-    Free,
-    Claimed {
-        product_id: String,
-        subject: String,
-    },
-}
-
-impl Aggregate for SkuClaim {
-    const KIND: &'static str = "sku";
-    type State = SkuState;
-    type Command = SkuCommand;
-    type Event = SkuEvent;
-    type Error = SkuError;
-
-    fn event_type(_: &SkuEvent) -> &'static str {
-        "SkuClaimed"
-    }
-
-    fn owner(state: &SkuState) -> Option<&str> {
-        match state {
-            SkuState::Free => None,
-            SkuState::Claimed { subject, .. } => Some(subject),
-        }
-    }
-
-    fn decide(state: &SkuState, command: &SkuCommand) -> Result<Vec<SkuEvent>, SkuError> {
-        let SkuCommand::Claim {
-            product_id,
-            subject,
-        } = command;
-        match state {
-            SkuState::Free => Ok(vec![SkuEvent::Claimed {
-                product_id: product_id.clone(),
-                subject: subject.clone(),
-            }]),
-            // The same product claiming again (a retried create) holds it already.
-            SkuState::Claimed {
-                product_id: holder, ..
-            } if holder == product_id => Ok(Vec::new()),
-            SkuState::Claimed {
-                product_id: holder, ..
-            } => Err(SkuError::Taken {
-                product_id: holder.clone(),
-            }),
-        }
-    }
-
-    fn apply(state: &mut SkuState, event: &SkuEvent) {
-        let SkuEvent::Claimed {
-            product_id,
-            subject,
-        } = event;
-        *state = SkuState::Claimed {
-            product_id: product_id.clone(),
             subject: subject.clone(),
         };
     }

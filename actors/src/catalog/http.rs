@@ -1,4 +1,4 @@
-//! The catalog routes: create a product (claiming its SKU first), read one, list them.
+//! The catalog routes: create a product, read one, list them.
 
 use axum::extract::State;
 use playhouse_runtime::bus::read_page;
@@ -9,30 +9,24 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::read_model::{PRODUCTS, ProductView};
-use super::{Product, ProductCommand, ProductState, SkuClaim, SkuCommand};
+use super::{Product, ProductCommand, ProductState, product_id_for};
 use crate::money::minor_units;
 use crate::text::Name;
-
-/// Namespace of product ids derived from an Idempotency-Key (UUID v5).
-const PRODUCT_ID_NAMESPACE: uuid::Uuid =
-    uuid::Uuid::from_u128(0x2f0b_9a7e_51c3_4d2e_8f60_7b1a_c4e9_0d31);
 
 const NOUN: &str = "product";
 
 #[derive(Clone)]
 struct Catalog {
     products: Aggregates<Product>,
-    skus: Aggregates<SkuClaim>,
     bus: Bus,
 }
 
-pub fn routes(products: Aggregates<Product>, skus: Aggregates<SkuClaim>, bus: Bus) -> Routes {
+pub fn routes(products: Aggregates<Product>, bus: Bus) -> Routes {
     OpenApiRouter::new()
         .routes(routes!(create_product, list_products))
         .routes(routes!(get_product))
         .with_state(Catalog {
             products: products.clone(),
-            skus,
             bus,
         })
         .merge(history_routes(
@@ -83,7 +77,7 @@ fn view(id: String, state: ProductState) -> Result<ProductView, Problem> {
     }
 }
 
-/// Adds a product to the catalog. Its SKU must be unique.
+/// Adds a product to the catalog. Its SKU must be unique: the product's id is derived from it.
 #[utoipa::path(post, path = "/api/v1/products", tag = "catalog",
     security(("bearer" = [])), params(IdempotencyKeyHeader),
     request_body = CreateProductRequest,
@@ -93,27 +87,14 @@ async fn create_product(
     context: CommandContext,
     ApiJson(body): ApiJson<CreateProductRequest>,
 ) -> Result<CommandAnswer<ProductView>, Problem> {
-    let id = context.new_resource_id(PRODUCT_ID_NAMESPACE).to_string();
+    // The SKU names the product: a second product with this SKU is this one, and refused.
+    let id = product_id_for(&body.sku).to_string();
     let command = ProductCommand::Create {
         name: body.name.into_string(),
-        sku: body.sku.clone(),
+        sku: body.sku,
         price: body.price,
         subject: context.subject(),
     };
-    // The product's own rules first, so that an invalid product claims no SKU.
-    if let Err(refusal) = Product::decide(&ProductState::Absent, &command) {
-        return Err(command_problem(NOUN, &id, CommandError::Refused(refusal)));
-    }
-    let claim = SkuCommand::Claim {
-        product_id: id.clone(),
-        subject: context.subject(),
-    };
-    // Products are public, so the product holding the SKU may be named.
-    catalog
-        .skus
-        .execute(&body.sku, context.part_envelope("sku", claim))
-        .await
-        .map_err(|error| command_problem("sku", &body.sku, error))?;
     let outcome = catalog
         .products
         .execute(&id, context.envelope(command))

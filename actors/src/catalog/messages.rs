@@ -1,5 +1,5 @@
-//! What crosses an actor or node boundary for the catalog: product and SKU-claim commands,
-//! events and refusals. The service's only serializable types.
+//! What crosses an actor or node boundary for the catalog: product commands, events and
+//! refusals. The service's only serializable types.
 
 use playhouse_runtime::aggregate::{DomainError, Refusal};
 use serde::{Deserialize, Serialize};
@@ -39,8 +39,9 @@ pub enum ProductError {
     InvalidSku { sku: String },
     #[error("price must be from 1 to {max} minor units, got {price}")]
     PriceOutOfRange { price: i64, max: i64 },
-    #[error("the product already exists")]
-    AlreadyCreated,
+    /// The product with this SKU exists (a product's id is derived from its SKU).
+    #[error("another product already has sku `{sku}`")]
+    SkuTaken { sku: String },
 }
 
 impl DomainError for ProductError {
@@ -51,36 +52,7 @@ impl DomainError for ProductError {
             }
             ProductError::InvalidSku { .. } => Refusal::invalid_field("sku"),
             ProductError::PriceOutOfRange { .. } => Refusal::invalid_field("price"),
-            ProductError::AlreadyCreated => Refusal::conflict(
-                "conflict",
-                "The request conflicts with the resource's state",
-            ),
-        }
-    }
-}
-
-/// The claim of a SKU by the one product that may carry it (stream `sku-{SKU}`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SkuCommand {
-    Claim { product_id: String, subject: String },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SkuEvent {
-    Claimed { product_id: String, subject: String },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[non_exhaustive]
-pub enum SkuError {
-    #[error("the sku is already used by product {product_id}")]
-    Taken { product_id: String },
-}
-
-impl DomainError for SkuError {
-    fn refusal(&self) -> Refusal {
-        match self {
-            SkuError::Taken { .. } => Refusal {
+            ProductError::SkuTaken { .. } => Refusal {
                 field: Some("sku"),
                 ..Refusal::conflict("sku-taken", "Another product has this SKU")
             },

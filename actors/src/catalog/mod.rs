@@ -1,9 +1,10 @@
 //! Catalog: the shop's products (name, unique SKU, price in cents), readable by every reader
-//! and changed only by their owner. Owns the `product-{id}` streams and the `sku-{SKU}` claims
-//! that keep SKUs unique wherever products live, and the products list read model.
+//! and changed only by their owner. Owns the `product-{id}` streams (a product's id is derived
+//! from its SKU, which keeps SKUs unique wherever products live) and the products list read
+//! model.
 //!
-//! [`DEF`] is the service for a node: the product and SKU hosts, the products projection, and
-//! the routes.
+//! [`DEF`] is the service for a node: the product host, the products projection, and the
+//! routes.
 
 mod aggregate;
 pub mod http;
@@ -13,8 +14,8 @@ mod read_model;
 #[cfg(test)]
 mod tests;
 
-pub use aggregate::{Product, ProductState, SkuClaim, SkuState, valid_sku};
-pub use messages::{ProductCommand, ProductError, ProductEvent, SkuCommand, SkuError, SkuEvent};
+pub use aggregate::{Product, ProductState, product_id_for, valid_sku};
+pub use messages::{ProductCommand, ProductError, ProductEvent};
 pub use read_model::{PRODUCTS, ProductView, ProductsList};
 
 use std::sync::Arc;
@@ -31,11 +32,6 @@ pub const DEF: ServiceDef = ServiceDef {
 fn start(context: &ServiceContext) -> Service {
     Service::new(SERVICE)
         .host::<Product>(context)
-        .host::<SkuClaim>(context)
         .projection(context, Arc::new(ProductsList))
-        .routes(http::routes(
-            context.aggregates(),
-            context.aggregates(),
-            context.bus().clone(),
-        ))
+        .routes(http::routes(context.aggregates(), context.bus().clone()))
 }

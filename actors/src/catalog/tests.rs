@@ -31,7 +31,12 @@ fn a_product_is_created_once_with_its_fields() {
             subject: "shopkeeper".into()
         }
     );
-    assert_eq!(decided.refusals, [ProductError::AlreadyCreated]);
+    assert_eq!(
+        decided.refusals,
+        [ProductError::SkuTaken {
+            sku: "TEA-1".into()
+        }]
+    );
     assert_eq!(Product::owner(&decided.state), Some("shopkeeper"));
 }
 
@@ -83,19 +88,17 @@ fn every_product_rule_has_its_refusal() {
 }
 
 #[test]
-fn a_sku_belongs_to_the_first_product_that_claims_it() {
-    let claim = |product: &str| SkuCommand::Claim {
-        product_id: product.into(),
-        subject: "s".into(),
-    };
-    let decided = decide_all::<SkuClaim>(&[claim("p1"), claim("p2"), claim("p1")]);
+fn a_sku_names_one_product_so_a_second_with_it_is_refused() {
+    assert_eq!(product_id_for("TEA-1"), product_id_for("TEA-1"));
+    assert_ne!(product_id_for("TEA-1"), product_id_for("TEA-2"));
+    assert_ne!(product_id_for("TEA-1"), product_id_for("tea-1"));
+    let decided = decide_all::<Product>(&[create("Tea", "TEA-1", 100), create("Mug", "TEA-1", 50)]);
     assert_eq!(
         decided.refusals,
-        [SkuError::Taken {
-            product_id: "p1".into()
+        [ProductError::SkuTaken {
+            sku: "TEA-1".into()
         }]
     );
-    // The holder claiming again (a retried create) is no change and no refusal.
     assert_eq!(decided.events.len(), 1);
 }
 
@@ -107,11 +110,6 @@ fn product_command() -> impl Strategy<Value = ProductCommand> {
 #[test]
 fn snapshots_plus_tails_equal_full_replays() {
     snapshot_property::<Product>(proptest::collection::vec(product_command(), 0..8), 128);
-    let claim = "p[0-3]".prop_map(|product| SkuCommand::Claim {
-        product_id: product,
-        subject: "s".into(),
-    });
-    snapshot_property::<SkuClaim>(proptest::collection::vec(claim, 0..8), 128);
 }
 
 #[tokio::test]

@@ -11,6 +11,9 @@ use super::messages::{StockCommand, StockError, StockEvent};
 
 /// Most units one command may move.
 pub const MAX_QUANTITY: u64 = 1_000_000_000;
+/// Most units of a product received in all: far beyond any real stock, and far from `u64`'s
+/// end, so that counts never wrap.
+pub const MAX_RECEIVED: u64 = u64::MAX / 2;
 
 /// Marker type naming the stock aggregate kind (one per product, by product id).
 #[derive(Debug, Clone, Copy)]
@@ -71,10 +74,11 @@ impl Aggregate for Stock {
         match command {
             StockCommand::Receive { quantity, subject } => {
                 quantity_ok(*quantity)?;
-                if state.received.saturating_add(*quantity) > u64::MAX / 2 {
-                    return Err(StockError::QuantityOutOfRange {
-                        quantity: *quantity,
-                        max: MAX_QUANTITY,
+                // Far beyond any real stock, but counted goods must never wrap around.
+                if state.received.saturating_add(*quantity) > MAX_RECEIVED {
+                    return Err(StockError::TooMuchStock {
+                        received: state.received,
+                        max: MAX_RECEIVED,
                     });
                 }
                 Ok(vec![StockEvent::Received {

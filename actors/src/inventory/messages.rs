@@ -37,6 +37,8 @@ pub enum StockError {
     NoReservation { order_id: String },
     #[error("no stock of this product was ever received")]
     NoStock,
+    #[error("{received} received so far; at most {max} can be received in all")]
+    TooMuchStock { received: u64, max: u64 },
 }
 
 impl DomainError for StockError {
@@ -44,6 +46,10 @@ impl DomainError for StockError {
         match self {
             StockError::QuantityOutOfRange { .. } => Refusal::invalid_field("quantity"),
             StockError::OutOfStock { .. } => Refusal::conflict("out-of-stock", "Out of stock"),
+            StockError::TooMuchStock { .. } => Refusal {
+                field: Some("quantity"),
+                ..Refusal::conflict("too-much-stock", "No more stock can be received")
+            },
             StockError::AlreadyReserved { .. } | StockError::NoReservation { .. } => {
                 Refusal::conflict(
                     "conflict",

@@ -12,7 +12,7 @@ mod messages;
 #[cfg(test)]
 mod tests;
 
-pub use aggregate::{MAX_QUANTITY, Stock, StockState};
+pub use aggregate::{MAX_QUANTITY, MAX_RECEIVED, Stock, StockState};
 pub use messages::{StockCommand, StockError, StockEvent};
 
 use playhouse_runtime::prelude::*;

@@ -115,3 +115,20 @@ proptest! {
         prop_assert_eq!(state.received, state.available + state.reserved_total() + state.committed);
     }
 }
+
+#[test]
+fn stock_received_in_all_is_bounded_so_counts_never_wrap() {
+    let state = StockState {
+        received: MAX_RECEIVED - 5,
+        available: MAX_RECEIVED - 5,
+        ..StockState::default()
+    };
+    assert!(Stock::decide(&state, &receive(5)).is_ok());
+    assert_eq!(
+        Stock::decide(&state, &receive(6)),
+        Err(StockError::TooMuchStock {
+            received: MAX_RECEIVED - 5,
+            max: MAX_RECEIVED
+        })
+    );
+}

@@ -1,14 +1,14 @@
 //! The notifications route: a customer's notifications, a page at a time.
 
 use axum::extract::State;
-use playhouse_runtime::bus::read_page;
+use playhouse_runtime::bus::{key, read_page};
 use playhouse_runtime::prelude::*;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::read_model::{NOTIFICATIONS, Notification, customer_prefix};
+use super::read_model::{NOTIFICATIONS, Notification};
 use crate::customers::Customer;
 
 #[derive(Clone)]
@@ -66,7 +66,7 @@ async fn list_notifications(
     let (items, next_cursor) = read_page(
         &snapshot,
         NOTIFICATIONS,
-        &customer_prefix(&customer_id),
+        &key(&[&customer_id]),
         page.cursor.as_deref(),
         limit,
     )

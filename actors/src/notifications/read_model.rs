@@ -32,11 +32,6 @@ pub struct Notification {
     pub message: String,
 }
 
-/// The prefix of all of one customer's notifications.
-pub fn customer_prefix(customer_id: &str) -> Vec<u8> {
-    key(&[customer_id])
-}
-
 #[derive(Debug)]
 pub struct NotificationsByCustomer;
 

@@ -3,10 +3,9 @@
 use std::sync::Arc;
 
 use playhouse_runtime::aggregate::CommandEnvelope;
-use playhouse_runtime::bus::{read_page, rebuild_offline};
+use playhouse_runtime::bus::{key, read_page, rebuild_offline};
 use playhouse_runtime::testkit::{TempStore, start_aggregate, test_settings};
 
-use super::read_model::customer_prefix;
 use super::*;
 use crate::orders::{Order, OrderCommand, OrderLine};
 use crate::payments::{Payment, PaymentCommand, payment_id_for};
@@ -53,8 +52,7 @@ async fn a_customer_is_told_of_each_order_and_payment_event_in_order() {
         .unwrap();
     let snapshot = temp.store.read_models().unwrap();
     let (items, _) =
-        read_page::<Notification>(&snapshot, NOTIFICATIONS, &customer_prefix("c1"), None, 10)
-            .unwrap();
+        read_page::<Notification>(&snapshot, NOTIFICATIONS, &key(&["c1"]), None, 10).unwrap();
     let kinds: Vec<&str> = items.iter().map(|n| n.kind.as_str()).collect();
     assert_eq!(
         kinds,
@@ -66,7 +64,6 @@ async fn a_customer_is_told_of_each_order_and_payment_event_in_order() {
         items[1].message
     );
     let (others, _) =
-        read_page::<Notification>(&snapshot, NOTIFICATIONS, &customer_prefix("c2"), None, 10)
-            .unwrap();
+        read_page::<Notification>(&snapshot, NOTIFICATIONS, &key(&["c2"]), None, 10).unwrap();
     assert!(others.is_empty());
 }

@@ -2,7 +2,7 @@
 //! customer's orders.
 
 use axum::extract::State;
-use playhouse_runtime::bus::read_page;
+use playhouse_runtime::bus::{key, read_page};
 use playhouse_runtime::prelude::*;
 use playhouse_runtime::saga;
 use serde::{Deserialize, Serialize};
@@ -11,7 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::aggregate::MAX_LINES;
-use super::read_model::{ORDERS_BY_CUSTOMER, OrderSummary, customer_prefix};
+use super::read_model::{ORDERS_BY_CUSTOMER, OrderSummary};
 use super::saga::{OrderSaga, OrderSagaInput};
 use super::{Order, OrderCommand, OrderError, OrderLine, OrderState, total_of};
 use crate::catalog::{Product, ProductState};
@@ -309,7 +309,7 @@ async fn list_orders(
     let (items, next_cursor) = read_page(
         &snapshot,
         ORDERS_BY_CUSTOMER,
-        &customer_prefix(&customer_id),
+        &key(&[&customer_id]),
         page.cursor.as_deref(),
         limit,
     )

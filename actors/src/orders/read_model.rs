@@ -26,11 +26,6 @@ pub struct OrderSummary {
     pub reason: Option<String>,
 }
 
-/// The prefix of all of one customer's entries.
-pub fn customer_prefix(customer_id: &str) -> Vec<u8> {
-    key(&[customer_id])
-}
-
 #[derive(Debug)]
 pub struct OrdersByCustomer;
 

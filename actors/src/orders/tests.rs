@@ -4,13 +4,12 @@
 use std::sync::Arc;
 
 use playhouse_runtime::aggregate::{Aggregate, CommandEnvelope};
-use playhouse_runtime::bus::{read_page, rebuild_offline};
+use playhouse_runtime::bus::{key, read_page, rebuild_offline};
 use playhouse_runtime::testkit::{
     TempStore, decide_all, snapshot_property, start_aggregate, test_settings,
 };
 use proptest::prelude::*;
 
-use super::read_model::customer_prefix;
 use super::*;
 
 fn line(product: &str, quantity: u32, unit_price: i64) -> OrderLine {
@@ -173,14 +172,8 @@ async fn orders_by_customer_follows_each_order_to_its_status() {
         .await
         .unwrap();
     let snapshot = temp.store.read_models().unwrap();
-    let (items, _) = read_page::<OrderSummary>(
-        &snapshot,
-        ORDERS_BY_CUSTOMER,
-        &customer_prefix("c1"),
-        None,
-        10,
-    )
-    .unwrap();
+    let (items, _) =
+        read_page::<OrderSummary>(&snapshot, ORDERS_BY_CUSTOMER, &key(&["c1"]), None, 10).unwrap();
     let statuses: Vec<_> = items
         .iter()
         .map(|o| (o.order_id.as_str(), o.status, o.total))

@@ -15,7 +15,9 @@ mod runner;
 #[cfg(test)]
 mod tests;
 
-pub use projection::{Delivered, Projection, ProjectionError, Tables, decode, key, read_page};
+pub use projection::{
+    Delivered, Projection, ProjectionError, Tables, check_projections, decode, key, read_page,
+};
 pub use runner::rebuild_offline;
 
 use std::collections::HashMap;

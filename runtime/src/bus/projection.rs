@@ -21,6 +21,35 @@ pub trait Projection: Send + Sync + 'static {
     fn apply(&self, event: &RecordedEvent, tables: &mut Tables<'_>) -> Result<(), ProjectionError>;
 }
 
+/// Checks that `projections` can run side by side on one store: distinct names, and tables
+/// that are each written by one projection only and not the runtime's own (the saga tables,
+/// `sagas*`, which a rebuild must never empty).
+pub fn check_projections(projections: &[std::sync::Arc<dyn Projection>]) -> Result<(), String> {
+    let mut names = std::collections::HashSet::new();
+    let mut owners: HashMap<&str, &str> = HashMap::new();
+    for projection in projections {
+        let name = projection.name();
+        if !names.insert(name) {
+            return Err(format!(
+                "two projections are named `{name}`; names must be unique"
+            ));
+        }
+        for &table in projection.tables() {
+            if table.starts_with("sagas") {
+                return Err(format!(
+                    "projection `{name}` claims table `{table}`: names starting with `sagas` are the saga engine's"
+                ));
+            }
+            if let Some(first) = owners.insert(table, name) {
+                return Err(format!(
+                    "projections `{first}` and `{name}` both claim table `{table}`; a table has one writer"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A projection could not apply an event: its runner fails, is restarted by its supervisor,
 /// and retries from its checkpoint (nothing is skipped).
 #[derive(Debug, thiserror::Error)]

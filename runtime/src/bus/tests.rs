@@ -164,3 +164,44 @@ async fn new_events_reach_a_caught_up_projection_and_waits_are_bounded() {
     assert_eq!(bus.projections(), [("live", Some(5))]);
     supervisor.stop_and_wait(None, None).await.unwrap();
 }
+
+/// A projection that only claims tables.
+struct Claims(&'static str, &'static [&'static str]);
+
+impl Projection for Claims {
+    fn name(&self) -> &'static str {
+        self.0
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        self.1
+    }
+
+    fn apply(&self, _: &RecordedEvent, _: &mut Tables<'_>) -> Result<(), ProjectionError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn projections_that_would_share_or_take_the_saga_tables_are_refused() {
+    let check = |projections: Vec<Claims>| {
+        let projections: Vec<Arc<dyn Projection>> = projections
+            .into_iter()
+            .map(|p| Arc::new(p) as Arc<dyn Projection>)
+            .collect();
+        check_projections(&projections)
+    };
+    assert_eq!(
+        check(vec![Claims("a", &["x"]), Claims("b", &["y"])]),
+        Ok(())
+    );
+    let shared = check(vec![Claims("a", &["x"]), Claims("b", &["y", "x"])]).unwrap_err();
+    assert!(
+        shared.contains("`a` and `b` both claim table `x`"),
+        "{shared}"
+    );
+    let sagas = check(vec![Claims("a", &["sagas_open"])]).unwrap_err();
+    assert!(sagas.contains("saga engine"), "{sagas}");
+    let twice = check(vec![Claims("a", &["x"]), Claims("a", &["y"])]).unwrap_err();
+    assert!(twice.contains("two projections are named `a`"), "{twice}");
+}

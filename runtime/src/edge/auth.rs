@@ -77,10 +77,10 @@ pub const MAX_SUBJECT_BYTES: usize = 256;
 pub fn check_subject(subject: &str) -> Result<(), String> {
     if subject.trim().is_empty()
         || subject.len() > MAX_SUBJECT_BYTES
-        || subject.chars().any(char::is_control)
+        || !crate::text::is_plain(subject)
     {
         Err(format!(
-            "the subject (sub) must be 1 to {MAX_SUBJECT_BYTES} bytes of text, not blank, without control characters"
+            "the subject (sub) must be 1 to {MAX_SUBJECT_BYTES} bytes of plain text, not blank, without control or direction characters"
         ))
     } else {
         Ok(())

@@ -105,6 +105,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let registry = Arc::new(Registry::new());
+    // Every connection task lives in this set: when `serve` returns or is dropped (its task
+    // aborted), the connections go with it instead of running on detached.
+    let mut connections = tokio::task::JoinSet::new();
     let (stopping, stop_seen) = watch::channel(false);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -113,31 +116,10 @@ pub async fn serve(
     let mut shutdown = pin!(shutdown);
     let mut fd_warning = RateLimitedWarning::default();
     loop {
-        // Room first: at the cap, close the longest-idle connections and wait until they are
-        // gone (so that the cap, and the file limit under it, is never passed); when every
-        // connection is in a request, wait for one to end.
-        while registry.len() >= settings.max_connections {
-            let stop = {
-                let closed = registry.closed.notified();
-                let mut closed = pin!(closed);
-                closed.as_mut().enable();
-                if registry.len() < settings.max_connections {
-                    break;
-                }
-                if registry.evictions_in_flight() == 0 {
-                    registry.evict_idle(settings.max_connections);
-                }
-                tokio::select! {
-                    () = closed => false,
-                    () = &mut shutdown => true,
-                }
-            };
-            if stop {
-                return drain(registry, stopping).await;
-            }
-        }
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
+            // Reaps finished connection tasks, so the set holds only open connections.
+            Some(_) = connections.join_next() => continue,
             () = &mut shutdown => break,
         };
         let (stream, remote) = match accepted {
@@ -160,9 +142,39 @@ pub async fn serve(
                 continue;
             }
         };
+        // At the cap, room is made for this client before it is served: the longest-idle
+        // connections are closed, and the loop waits until they are gone (so the cap, and the
+        // file limit under it, is passed by this one held connection at most); when every
+        // connection is in a request, it waits for one to end. Only a client actually waiting
+        // makes the server close anything.
+        while registry.len() >= settings.max_connections {
+            let stop = {
+                let room = registry.room.wait();
+                let mut room = pin!(room);
+                room.as_mut().enable();
+                if registry.len() < settings.max_connections {
+                    registry.room.stop_waiting();
+                    break;
+                }
+                if registry.evictions_in_flight() == 0 {
+                    registry.evict_idle(settings.max_connections);
+                }
+                let stop = tokio::select! {
+                    () = room => false,
+                    Some(_) = connections.join_next() => false,
+                    () = &mut shutdown => true,
+                };
+                registry.room.stop_waiting();
+                stop
+            };
+            if stop {
+                drop(stream);
+                return drain(connections, stopping).await;
+            }
+        }
         let _ = stream.set_nodelay(true);
         let connection = registry.add();
-        tokio::spawn(run_connection(
+        connections.spawn(run_connection(
             stream,
             remote,
             app.clone(),
@@ -173,15 +185,13 @@ pub async fn serve(
             stop_seen.clone(),
         ));
     }
-    drain(registry, stopping).await;
+    drain(connections, stopping).await;
 }
 
 /// Tells every connection to finish its request in flight and close, and waits for them.
-async fn drain(registry: Arc<Registry>, stopping: watch::Sender<bool>) {
+async fn drain(mut connections: tokio::task::JoinSet<()>, stopping: watch::Sender<bool>) {
     let _ = stopping.send(true);
-    while registry.len() > 0 {
-        registry.closed.notified().await;
-    }
+    while connections.join_next().await.is_some() {}
 }
 
 #[expect(
@@ -314,8 +324,8 @@ struct Registry {
     next_id: AtomicU64,
     /// Connections told to close that have not closed yet.
     evicting: AtomicUsize,
-    /// Notified whenever a connection closes.
-    closed: Notify,
+    /// Wakes the accept loop, waiting at the cap, when a connection closes or goes idle.
+    room: Arc<Room>,
 }
 
 impl Registry {
@@ -325,14 +335,14 @@ impl Registry {
             connections: Mutex::default(),
             next_id: AtomicU64::new(0),
             evicting: AtomicUsize::new(0),
-            closed: Notify::new(),
+            room: Arc::default(),
         }
     }
 
     fn add(&self) -> Arc<Connection> {
         let connection = Arc::new(Connection {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            activity: Arc::new(Activity::new(self.epoch)),
+            activity: Arc::new(Activity::new(self.epoch, self.room.clone())),
             evicting: AtomicBool::new(false),
             evicted: Notify::new(),
         });
@@ -345,7 +355,7 @@ impl Registry {
         if removed.is_some_and(|connection| connection.evicting.load(Ordering::Acquire)) {
             self.evicting.fetch_sub(1, Ordering::AcqRel);
         }
-        self.closed.notify_waiters();
+        self.room.made();
     }
 
     /// Takes back the eviction of `connection`, busy again before it could close.
@@ -353,7 +363,7 @@ impl Registry {
         if connection.evicting.swap(false, Ordering::AcqRel) {
             self.evicting.fetch_sub(1, Ordering::AcqRel);
         }
-        self.closed.notify_waiters();
+        self.room.made();
     }
 
     fn evictions_in_flight(&self) -> usize {
@@ -403,6 +413,40 @@ impl Registry {
     }
 }
 
+/// How the accept loop, waiting at the cap, learns that there may be room: a connection
+/// closed, or one went idle (and can be closed for a new client). Connections signal only
+/// while the loop waits, so that a busy server's requests do not pay for it.
+#[derive(Default)]
+struct Room {
+    waiting: AtomicBool,
+    made: Notify,
+}
+
+impl Room {
+    /// A wait for room; enable it, then check, then await it.
+    fn wait(&self) -> tokio::sync::futures::Notified<'_> {
+        // SeqCst, paired with `Activity::end`: either the loop's scan sees the request over,
+        // or the request's end sees the loop waiting and wakes it.
+        self.waiting.store(true, Ordering::SeqCst);
+        self.made.notified()
+    }
+
+    fn stop_waiting(&self) {
+        self.waiting.store(false, Ordering::SeqCst);
+    }
+
+    /// There may be room now.
+    fn made(&self) {
+        self.made.notify_waiters();
+    }
+
+    fn made_if_waited_for(&self) {
+        if self.waiting.load(Ordering::SeqCst) {
+            self.made();
+        }
+    }
+}
+
 struct Connection {
     id: u64,
     activity: Arc<Activity>,
@@ -427,11 +471,12 @@ struct Activity {
     idle_since_us: AtomicU64,
     /// Whether any byte has arrived since then: a next request is on its way.
     read_since_idle: AtomicBool,
+    room: Arc<Room>,
 }
 
 impl Activity {
     /// A connection just opened: idle, with nothing read yet.
-    fn new(epoch: Instant) -> Self {
+    fn new(epoch: Instant, room: Arc<Room>) -> Self {
         let activity = Self {
             epoch,
             in_flight: AtomicU32::new(0),
@@ -439,6 +484,7 @@ impl Activity {
             served: AtomicU64::new(0),
             idle_since_us: AtomicU64::new(0),
             read_since_idle: AtomicBool::new(false),
+            room,
         };
         activity
             .idle_since_us
@@ -462,7 +508,8 @@ impl Activity {
     fn end(&self, count: u32) {
         self.idle_since_us.store(self.now_us(), Ordering::Release);
         self.read_since_idle.store(false, Ordering::Release);
-        self.in_flight.fetch_sub(count, Ordering::AcqRel);
+        self.in_flight.fetch_sub(count, Ordering::SeqCst);
+        self.room.made_if_waited_for();
     }
 
     /// The socket has flushed what was written: the answers waiting for that are delivered.
@@ -483,7 +530,7 @@ impl Activity {
     /// When it went idle, in microseconds since `epoch` (for ordering evictions), or `None`
     /// while a request is in flight.
     fn idle_since(&self) -> Option<u64> {
-        (self.in_flight.load(Ordering::Acquire) == 0)
+        (self.in_flight.load(Ordering::SeqCst) == 0)
             .then(|| self.idle_since_us.load(Ordering::Acquire))
     }
 
@@ -589,9 +636,37 @@ mod tests {
         assert_eq!(effective_connection_cap(4096, Some(64)), 16);
     }
 
+    #[tokio::test]
+    async fn aborting_the_server_closes_its_connections() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let address = listener.local_addr().unwrap();
+        let settings = ServerSettings {
+            max_connections: 8,
+            header_read_timeout: Duration::from_secs(60),
+            keep_alive_timeout: Duration::from_secs(60),
+        };
+        let server = tokio::spawn(serve(
+            listener,
+            Router::new(),
+            settings,
+            std::future::pending(),
+        ));
+        let mut client = TcpStream::connect(address).await.unwrap();
+        // Half a request head: the connection task waits on it for a minute.
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        server.abort();
+        let mut buffer = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buffer))
+            .await
+            .expect("the connection outlived its server");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_connection_is_idle_only_between_requests_with_no_bytes_arriving() {
-        let activity = Arc::new(Activity::new(Instant::now()));
+        let activity = Arc::new(Activity::new(Instant::now(), Arc::default()));
         let timeout = Duration::from_secs(5);
         assert!(activity.idle_deadline(timeout).is_some(), "new and silent");
         let mut request = activity.begin();
