@@ -13,15 +13,29 @@ use playhouse_runtime::service::ServiceContext;
 use playhouse_runtime::store::EventStore;
 use playhouse_runtime::supervision::ChildSpec;
 
-/// Refuses a config that names a service this build does not have, naming the file.
+/// Refuses a config that names a service this build does not have (for this node or any
+/// member), naming the file and the key.
 pub fn check(config: &NodeConfig) -> anyhow::Result<()> {
-    if let Some(unknown) = config
+    let known = |name: &String| SERVICES.iter().any(|service| service.name == name.as_str());
+    let members = config
+        .cluster
+        .members
+        .iter()
+        .enumerate()
+        .flat_map(|(index, member)| {
+            member
+                .services
+                .iter()
+                .map(move |name| (format!("cluster.members[{index}].services"), name))
+        });
+    let listed = config
         .services
         .iter()
-        .find(|name| !SERVICES.iter().any(|service| service.name == name.as_str()))
-    {
+        .map(|name| ("services".to_owned(), name))
+        .chain(members);
+    if let Some((key, unknown)) = listed.into_iter().find(|(_, name)| !known(name)) {
         bail!(
-            "{}: services: `{unknown}` is not a service of this build (known: {})",
+            "{}: {key}: `{unknown}` is not a service of this build (known: {})",
             config.source.display(),
             SERVICES
                 .iter()

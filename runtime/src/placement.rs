@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, Member};
 use crate::store::fingerprint;
 
 /// Who owns what, from the cluster config. A node with no members configured owns everything.
@@ -20,8 +20,13 @@ pub struct Placement {
 
 impl Placement {
     pub fn new(cluster: &ClusterConfig) -> Self {
+        Self::of(cluster.partitions, &cluster.members)
+    }
+
+    /// Placement of `partitions` partitions per service over `members`.
+    pub fn of(partitions: u32, members: &[Member]) -> Self {
         let mut hosts: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for member in &cluster.members {
+        for member in members {
             for service in &member.services {
                 hosts
                     .entry(service.clone())
@@ -32,10 +37,7 @@ impl Placement {
         for members in hosts.values_mut() {
             members.sort();
         }
-        Self {
-            partitions: cluster.partitions,
-            hosts,
-        }
+        Self { partitions, hosts }
     }
 
     /// Whether there is a cluster at all (members configured).
@@ -102,32 +104,29 @@ fn mix(hash: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Member;
 
-    fn cluster(members: &[(&str, &[&str])], partitions: u32) -> ClusterConfig {
-        ClusterConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            cookie: None,
-            members: members
-                .iter()
-                .enumerate()
-                .map(|(n, (name, services))| Member {
-                    name: (*name).to_owned(),
-                    address: format!("127.0.0.1:{}", 4600 + n).parse().unwrap(),
-                    edge: None,
-                    services: services.iter().map(|s| (*s).to_owned()).collect(),
-                })
-                .collect(),
-            heartbeat_interval: std::time::Duration::from_millis(250),
-            heartbeat_timeout: std::time::Duration::from_millis(1500),
-            partitions,
-        }
+    fn cluster(members: &[(&str, &[&str])], partitions: u32) -> (u32, Vec<Member>) {
+        let members = members
+            .iter()
+            .enumerate()
+            .map(|(n, (name, services))| Member {
+                name: (*name).to_owned(),
+                address: format!("127.0.0.1:{}", 4600 + n).parse().unwrap(),
+                edge: None,
+                services: services.iter().map(|s| (*s).to_owned()).collect(),
+            })
+            .collect();
+        (partitions, members)
+    }
+
+    fn placement((partitions, members): (u32, Vec<Member>)) -> Placement {
+        Placement::of(partitions, &members)
     }
 
     #[test]
     fn every_partition_has_one_owner_among_the_services_hosts() {
         let all = &["accounts", "orders"][..];
-        let placement = Placement::new(&cluster(
+        let placement = placement(cluster(
             &[("n1", all), ("n2", all), ("n3", &["accounts"])],
             64,
         ));
@@ -152,8 +151,8 @@ mod tests {
     #[test]
     fn the_same_config_places_the_same_way_and_a_different_one_is_told_apart() {
         let members: &[(&str, &[&str])] = &[("n1", &["accounts"]), ("n2", &["accounts"])];
-        let a = Placement::new(&cluster(members, 64));
-        let b = Placement::new(&cluster(members, 64));
+        let a = placement(cluster(members, 64));
+        let b = placement(cluster(members, 64));
         assert_eq!(a.fingerprint(), b.fingerprint());
         for id in 0..100 {
             let stream = format!("account-{id}");
@@ -162,9 +161,9 @@ mod tests {
                 b.owner_of("accounts", &stream)
             );
         }
-        let fewer = Placement::new(&cluster(&members[..1], 64));
+        let fewer = placement(cluster(&members[..1], 64));
         assert_ne!(a.fingerprint(), fewer.fingerprint());
-        let repartitioned = Placement::new(&cluster(members, 32));
+        let repartitioned = placement(cluster(members, 32));
         assert_ne!(a.fingerprint(), repartitioned.fingerprint());
         // Removing a member moves only the partitions it owned (rendezvous hashing).
         let three: &[(&str, &[&str])] = &[
@@ -172,7 +171,7 @@ mod tests {
             ("n2", &["accounts"]),
             ("n3", &["accounts"]),
         ];
-        let with_three = Placement::new(&cluster(three, 64));
+        let with_three = placement(cluster(three, 64));
         for partition in 0..64 {
             let owner = with_three.owner("accounts", partition).unwrap();
             if owner != "n3" {

@@ -183,10 +183,15 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterSection {
-    /// Address the cluster transport listens on, `host:port`.
+    /// Address the cluster transport listens on, `host:port`: only that interface is bound.
     pub listen: String,
-    /// Environment variable holding the shared cluster cookie.
+    /// Environment variable holding the shared cluster cookie. Takes precedence over the other
+    /// sources.
     pub cookie_env: String,
+    /// File holding the cookie (trailing newline ignored).
+    pub cookie_file: Option<PathBuf>,
+    /// A cookie written in the file itself: refused outside `development`.
+    pub dev_cookie: Option<Secret>,
     /// Every member, this node included.
     pub members: Vec<MemberSection>,
     pub heartbeat_interval_ms: u64,
@@ -194,6 +199,12 @@ pub struct ClusterSection {
     pub heartbeat_timeout_ms: u64,
     /// Partitions per service; fixed for the life of the data.
     pub partitions: u32,
+    /// How long a call to another node may take before its caller gets a timeout.
+    pub call_timeout_ms: u64,
+    /// Largest frame accepted from another node, in bytes; a peer sending more is disconnected.
+    pub max_frame_bytes: u64,
+    /// Mutual TLS for the links between nodes; plain TCP when absent.
+    pub tls: Option<TlsSection>,
 }
 
 impl Default for ClusterSection {
@@ -201,12 +212,31 @@ impl Default for ClusterSection {
         Self {
             listen: "127.0.0.1:4600".into(),
             cookie_env: "PLAYHOUSE_CLUSTER_COOKIE".into(),
+            cookie_file: None,
+            dev_cookie: None,
             members: Vec::new(),
-            heartbeat_interval_ms: 500,
-            heartbeat_timeout_ms: 3_000,
+            heartbeat_interval_ms: 250,
+            heartbeat_timeout_ms: 1_500,
             partitions: 64,
+            call_timeout_ms: 5_000,
+            max_frame_bytes: 4 * 1024 * 1024,
+            tls: None,
         }
     }
+}
+
+/// Mutual TLS between nodes: each node presents `cert` (whose subject alternative names carry
+/// its member name) and accepts only peers whose certificates `ca` signed. Paths are relative
+/// to the config file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// This node's certificate chain, PEM.
+    pub cert: PathBuf,
+    /// Its private key, PEM.
+    pub key: PathBuf,
+    /// The CA that signs every member's certificate, PEM.
+    pub ca: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

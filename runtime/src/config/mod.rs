@@ -17,7 +17,7 @@ use std::time::Duration;
 
 pub use file::{
     AuthSection, ClusterSection, ConfigFile, EdgeSection, Environment, HealthSection, LogFormat,
-    MemberSection, RateLimitSection, StoreSection, TelemetrySection,
+    MemberSection, RateLimitSection, StoreSection, TelemetrySection, TlsSection,
 };
 pub use secret::{REDACTED, Secret};
 
@@ -140,11 +140,32 @@ pub struct TelemetryConfig {
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
     pub listen: SocketAddr,
+    /// The shared secret members authenticate each other with; `None` only for a node alone.
     pub cookie: Option<Secret>,
+    /// Where the cookie came from, for `config check` and startup logs.
+    pub cookie_source: String,
     pub members: Vec<Member>,
     pub heartbeat_interval: Duration,
     pub heartbeat_timeout: Duration,
     pub partitions: u32,
+    pub call_timeout: Duration,
+    pub max_frame_bytes: u64,
+    pub tls: Option<TlsConfig>,
+}
+
+impl ClusterConfig {
+    /// Whether this node has peers: more than one member is configured.
+    pub fn has_peers(&self) -> bool {
+        self.members.len() > 1
+    }
+}
+
+/// Mutual TLS between nodes (see [`TlsSection`]), with paths resolved against the config file.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -480,7 +501,8 @@ fn validate(
         disk_unhealthy_below: unhealthy / 100.0,
     };
 
-    let cluster = validate_cluster(&file, env_var(&file.cluster.cookie_env), &invalid, &address)?;
+    let cookie = cluster_cookie(path, &file, env_var(&file.cluster.cookie_env), &invalid)?;
+    let cluster = validate_cluster(path, &file, cookie, &invalid, &address)?;
 
     // The printed config shows what the node runs with, defaults chosen by environment included.
     let mut file = file;
@@ -504,9 +526,58 @@ fn validate(
     })
 }
 
-fn validate_cluster(
+/// The cluster cookie and where it came from: the environment variable, the cookie file, or
+/// (in development only) `cluster.dev_cookie`.
+fn cluster_cookie(
+    path: &Path,
     file: &ConfigFile,
-    cookie: Option<String>,
+    from_env: Option<String>,
+    invalid: &impl Fn(&str, String) -> ConfigError,
+) -> Result<Option<(String, String)>, ConfigError> {
+    let section = &file.cluster;
+    if section.dev_cookie.is_some() && file.environment != Environment::Development {
+        return Err(invalid(
+            "cluster.dev_cookie",
+            "a cookie written in the config file is only allowed with environment = \"development\"; \
+             use cluster.cookie_env or cluster.cookie_file"
+                .into(),
+        ));
+    }
+    if let Some(cookie) = from_env {
+        return Ok(Some((
+            cookie,
+            format!("environment variable {}", section.cookie_env),
+        )));
+    }
+    if let Some(cookie_file) = &section.cookie_file {
+        let cookie_path = path.parent().unwrap_or(Path::new(".")).join(cookie_file);
+        let cookie = std::fs::read_to_string(&cookie_path).map_err(|e| {
+            invalid(
+                "cluster.cookie_file",
+                format!("cannot read {}: {e}", cookie_path.display()),
+            )
+        })?;
+        return Ok(Some((
+            cookie.trim_end_matches(['\n', '\r']).to_owned(),
+            format!("file {}", cookie_path.display()),
+        )));
+    }
+    Ok(section.dev_cookie.as_ref().map(|cookie| {
+        (
+            cookie.expose().to_owned(),
+            "cluster.dev_cookie (development only)".to_owned(),
+        )
+    }))
+}
+
+/// Shortest cluster cookie accepted: it is the only thing keeping strangers out of the cluster
+/// when TLS is off.
+const MIN_COOKIE_BYTES: usize = 16;
+
+fn validate_cluster(
+    path: &Path,
+    file: &ConfigFile,
+    cookie: Option<(String, String)>,
     invalid: &impl Fn(&str, String) -> ConfigError,
     address: &impl Fn(&str, &str) -> Result<SocketAddr, ConfigError>,
 ) -> Result<ClusterConfig, ConfigError> {
@@ -531,18 +602,48 @@ fn validate_cluster(
             services: member.services.clone(),
         });
     }
-    if !members.is_empty() && !members.iter().any(|m| m.name == file.node_name) {
+    if !members.is_empty() {
+        let Some(me) = members.iter().find(|m| m.name == file.node_name) else {
+            return Err(invalid(
+                "cluster.members",
+                format!("this node (`{}`) is not among the members", file.node_name),
+            ));
+        };
+        let mut mine = me.services.clone();
+        let mut configured = file.services.clone();
+        mine.sort();
+        configured.sort();
+        if mine != configured {
+            return Err(invalid(
+                "cluster.members",
+                format!(
+                    "this node's entry lists services {mine:?} but `services` is {configured:?}; placement needs them equal"
+                ),
+            ));
+        }
+    }
+    if members.len() > 1 && cookie.is_none() {
         return Err(invalid(
-            "cluster.members",
-            format!("this node (`{}`) is not among the members", file.node_name),
+            "cluster",
+            format!(
+                "a cluster needs a cookie: set the environment variable {} or cluster.cookie_file{}",
+                section.cookie_env,
+                match file.environment {
+                    Environment::Development => " (or cluster.dev_cookie)",
+                    Environment::Production => "",
+                }
+            ),
         ));
     }
-    if members.len() > 1 && file.environment == Environment::Production && cookie.is_none() {
+    if let Some((cookie, source)) = &cookie
+        && members.len() > 1
+        && cookie.len() < MIN_COOKIE_BYTES
+    {
         return Err(invalid(
-            "cluster.cookie_env",
+            "cluster",
             format!(
-                "a production cluster needs a cookie: set the environment variable {}",
-                section.cookie_env
+                "the cookie from {source} has {} bytes; at least {MIN_COOKIE_BYTES} are needed",
+                cookie.len()
             ),
         ));
     }
@@ -552,13 +653,47 @@ fn validate_cluster(
             "must be longer than cluster.heartbeat_interval_ms".into(),
         ));
     }
+    let base = path.parent().unwrap_or(Path::new("."));
+    let tls = match &section.tls {
+        None => None,
+        Some(tls) => {
+            let readable = |key: &str, file: &Path| -> Result<PathBuf, ConfigError> {
+                let resolved = base.join(file);
+                std::fs::metadata(&resolved).map_err(|e| {
+                    invalid(key, format!("cannot read {}: {e}", resolved.display()))
+                })?;
+                Ok(resolved)
+            };
+            Some(TlsConfig {
+                cert: readable("cluster.tls.cert", &tls.cert)?,
+                key: readable("cluster.tls.key", &tls.key)?,
+                ca: readable("cluster.tls.ca", &tls.ca)?,
+            })
+        }
+    };
+    let (cookie, cookie_source) = match cookie {
+        Some((cookie, source)) => (Some(Secret::new(cookie)), source),
+        None => (None, "none (a node alone)".to_owned()),
+    };
     Ok(ClusterConfig {
         listen: address("cluster.listen", &section.listen)?,
-        cookie: cookie.map(Secret::new),
+        cookie,
+        cookie_source,
         members,
-        heartbeat_interval: Duration::from_millis(section.heartbeat_interval_ms),
+        heartbeat_interval: Duration::from_millis(positive(
+            "cluster.heartbeat_interval_ms",
+            section.heartbeat_interval_ms,
+            invalid,
+        )?),
         heartbeat_timeout: Duration::from_millis(section.heartbeat_timeout_ms),
         partitions: positive("cluster.partitions", section.partitions, invalid)?,
+        call_timeout: Duration::from_millis(positive(
+            "cluster.call_timeout_ms",
+            section.call_timeout_ms,
+            invalid,
+        )?),
+        max_frame_bytes: positive("cluster.max_frame_bytes", section.max_frame_bytes, invalid)?,
+        tls,
     })
 }
 

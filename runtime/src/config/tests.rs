@@ -186,3 +186,83 @@ fn cluster_members_must_include_this_node() {
         other => panic!("{other:?}"),
     }
 }
+
+/// MINIMAL as node-1 of a two-node cluster, with `extra` cluster keys.
+fn two_nodes(extra: &str) -> String {
+    format!(
+        "{MINIMAL}\n[cluster]\n{extra}\nmembers = [\n  {{ name = \"node-1\", address = \"127.0.0.1:4601\", services = [\"accounts\"] }},\n  {{ name = \"node-2\", address = \"127.0.0.1:4602\", services = [\"accounts\"] }},\n]\n"
+    )
+}
+
+fn invalid_key(result: Result<NodeConfig, ConfigError>) -> (String, String) {
+    match result {
+        Err(ConfigError::Invalid { key, message, .. }) => (key, message),
+        other => panic!("expected an invalid key, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_cluster_takes_its_cookie_from_the_environment_a_file_or_in_development_the_config() {
+    let (key, message) = invalid_key(parse(&two_nodes(""), &[]));
+    assert_eq!(key, "cluster");
+    assert!(message.contains("PLAYHOUSE_CLUSTER_COOKIE"), "{message}");
+
+    let config = parse(&two_nodes("dev_cookie = \"a-development-cookie\""), &[]).unwrap();
+    assert_eq!(
+        config.cluster.cookie.unwrap().expose(),
+        "a-development-cookie"
+    );
+    assert_eq!(
+        config.cluster.cookie_source,
+        "cluster.dev_cookie (development only)"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cookie"), "a-cookie-from-a-file-0123\n").unwrap();
+    let text = two_nodes("cookie_file = \"cookie\"");
+    let config = NodeConfig::parse(&dir.path().join("node.toml"), &text, Vec::new()).unwrap();
+    assert_eq!(
+        config.cluster.cookie.unwrap().expose(),
+        "a-cookie-from-a-file-0123"
+    );
+
+    let config = parse(
+        &two_nodes("dev_cookie = \"a-development-cookie\""),
+        &[("PLAYHOUSE_CLUSTER_COOKIE", "the-environment-cookie")],
+    )
+    .unwrap();
+    assert_eq!(
+        config.cluster.cookie.unwrap().expose(),
+        "the-environment-cookie"
+    );
+
+    let (key, _) = invalid_key(parse(&two_nodes("dev_cookie = \"short\""), &[]));
+    assert_eq!(key, "cluster");
+    let production = two_nodes("dev_cookie = \"a-development-cookie\"")
+        .replace("\"development\"", "\"production\"")
+        .replace("dev_key = \"a-development-key-of-some-length\"", "");
+    let (key, _) = invalid_key(parse(
+        &production,
+        &[("PLAYHOUSE_JWT_KEY", "a-production-key-of-thirty-two-bytes!")],
+    ));
+    assert_eq!(key, "cluster.dev_cookie");
+}
+
+#[test]
+fn this_nodes_member_entry_must_list_its_services_and_tls_files_must_exist() {
+    let text = two_nodes("dev_cookie = \"a-development-cookie\"").replacen(
+        "address = \"127.0.0.1:4601\", services = [\"accounts\"]",
+        "address = \"127.0.0.1:4601\", services = [\"accounts\", \"orders\"]",
+        1,
+    );
+    let (key, message) = invalid_key(parse(&text, &[]));
+    assert_eq!(key, "cluster.members");
+    assert!(message.contains("placement needs them equal"), "{message}");
+
+    let text = two_nodes(
+        "dev_cookie = \"a-development-cookie\"\ntls = { cert = \"no-such.pem\", key = \"k.pem\", ca = \"ca.pem\" }",
+    );
+    let (key, message) = invalid_key(parse(&text, &[]));
+    assert_eq!(key, "cluster.tls.cert");
+    assert!(message.contains("no-such.pem"), "{message}");
+}
