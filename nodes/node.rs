@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use playhouse_runtime::bus::Bus;
+use playhouse_runtime::cluster::{Cluster, MemberStatus};
 use playhouse_runtime::config::NodeConfig;
+use playhouse_runtime::edge::admin_cluster::ClusterInfo;
 use playhouse_runtime::edge::health::{Check, HealthStatus};
 use playhouse_runtime::edge::server::{self, ServerSettings};
 use playhouse_runtime::edge::{EdgeSettings, Guard, Health, JwtAuth, Limiter};
@@ -38,7 +40,7 @@ pub fn rebuild_projection(config: NodeConfig, name: &str) -> anyhow::Result<Exit
                 "is the node still running? Stop it first, or use POST /admin/projections/{name}/rebuild",
             )?;
             let bus = Bus::new(store.clone());
-            let hosted = crate::services::host(&config, &store, &bus)?;
+            let hosted = crate::services::host(&config, &store, &bus, None)?;
             let Some(projection) = hosted.projections.iter().find(|p| p.name() == name) else {
                 let known: Vec<&str> = hosted.projections.iter().map(|p| p.name()).collect();
                 anyhow::bail!(
@@ -101,8 +103,14 @@ async fn serve(config: NodeConfig) -> anyhow::Result<ExitCode> {
 
     let store = open_store(&config).await?;
 
+    // With peers, the cluster is made first, so that the services' handles route through it
+    // and register what other nodes may call; its links start once the services run.
+    let cluster = config
+        .cluster
+        .has_peers()
+        .then(|| Cluster::new(node, &config.cluster, store.clone(), &config.data_dir));
     let bus = Bus::new(store.clone());
-    let hosted = crate::services::host(&config, &store, &bus)?;
+    let hosted = crate::services::host(&config, &store, &bus, cluster.clone())?;
     let root = Supervisor::start(
         SupervisorSpec {
             name: format!("node-{node}"),
@@ -118,19 +126,24 @@ async fn serve(config: NodeConfig) -> anyhow::Result<ExitCode> {
     )
     .await
     .context("starting the services")?;
+    if let Some(cluster) = &cluster {
+        cluster.start().await.map_err(anyhow::Error::msg)?;
+        tracing::info!(
+            node,
+            listen = %config.cluster.listen,
+            members = config.cluster.members.len(),
+            cookie = %config.cluster.cookie_source,
+            tls = config.cluster.tls.is_some(),
+            "cluster transport started"
+        );
+    }
 
     let guard = Guard::new(JwtAuth::new(&config.auth), Limiter::new(config.rate_limit));
     guard.spawn_housekeeping();
-    let members = config.cluster.members.len();
-    let cluster_check = Arc::new(move || Check {
-        name: "cluster".into(),
-        status: HealthStatus::Healthy,
-        message: if members <= 1 {
-            "single node: no peers configured".into()
-        } else {
-            format!("{members} members configured; membership is not tracked by this build")
-        },
-    });
+    let cluster_check = {
+        let cluster = cluster.clone();
+        Arc::new(move || cluster_health(cluster.as_ref()))
+    };
     let health = Health::new(
         store.clone(),
         config.data_dir.clone(),
@@ -145,7 +158,14 @@ async fn serve(config: NodeConfig) -> anyhow::Result<ExitCode> {
         },
         hosted
             .routes
-            .merge(playhouse_runtime::edge::admin::routes(bus.clone())),
+            .merge(playhouse_runtime::edge::admin::routes(bus.clone()))
+            .merge(playhouse_runtime::edge::admin_cluster::routes(
+                ClusterInfo {
+                    node: config.node_name.clone(),
+                    services: config.services.clone(),
+                    cluster: cluster.clone(),
+                },
+            )),
         guard,
         health,
         metrics,
@@ -231,4 +251,47 @@ async fn serve(config: NodeConfig) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(exit)
+}
+
+/// The cluster's part of `/health`: unhealthy when this node may not serve its partitions,
+/// degraded while a peer is not up (its partitions answer 503), healthy otherwise.
+fn cluster_health(cluster: Option<&Cluster>) -> Check {
+    let Some(cluster) = cluster else {
+        return Check {
+            name: "cluster".into(),
+            status: HealthStatus::Healthy,
+            message: "single node: no peers configured".into(),
+        };
+    };
+    if let Err(reason) = cluster.serving() {
+        return Check {
+            name: "cluster".into(),
+            status: HealthStatus::Unhealthy,
+            message: format!("not serving this node's partitions: {reason}"),
+        };
+    }
+    let members = cluster.members();
+    let not_up: Vec<String> = members
+        .iter()
+        .filter(|member| member.status != MemberStatus::Up)
+        .map(|member| format!("{} {}", member.name, member.status.as_str()))
+        .collect();
+    Check {
+        name: "cluster".into(),
+        status: if not_up.is_empty() {
+            HealthStatus::Healthy
+        } else {
+            HealthStatus::Degraded
+        },
+        message: if not_up.is_empty() {
+            format!("all {} peers up", members.len())
+        } else {
+            format!(
+                "{} of {} peers not up: {}",
+                not_up.len(),
+                members.len(),
+                not_up.join(", ")
+            )
+        },
+    }
 }

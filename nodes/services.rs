@@ -7,6 +7,7 @@ use anyhow::bail;
 use playhouse_actors::SERVICES;
 use playhouse_runtime::aggregate::EntitySettings;
 use playhouse_runtime::bus::{Bus, Projection};
+use playhouse_runtime::cluster::Cluster;
 use playhouse_runtime::config::NodeConfig;
 use playhouse_runtime::edge::Routes;
 use playhouse_runtime::service::ServiceContext;
@@ -56,13 +57,18 @@ pub struct Hosted {
 
 /// Starts (as specs: nothing runs until the supervisor starts them) the services `config`
 /// lists. Fails if their projections cannot run side by side (a bug in a service).
-pub fn host(config: &NodeConfig, store: &EventStore, bus: &Bus) -> anyhow::Result<Hosted> {
+pub fn host(
+    config: &NodeConfig,
+    store: &EventStore,
+    bus: &Bus,
+    cluster: Option<Cluster>,
+) -> anyhow::Result<Hosted> {
     let settings = EntitySettings {
         snapshot_every: config.store.snapshot_every,
         idle_timeout: config.store.idle_timeout,
         call_timeout: config.store.command_timeout,
     };
-    let context = ServiceContext::new(store.clone(), settings, bus.clone());
+    let context = ServiceContext::new(store.clone(), settings, bus.clone()).in_cluster(cluster);
     let mut hosted = Hosted {
         groups: Vec::new(),
         routes: Routes::new(),

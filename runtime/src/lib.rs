@@ -19,6 +19,7 @@ pub mod telemetry;
 pub mod testkit;
 pub mod text;
 pub mod time;
+pub mod trace;
 
 /// The actor types services need to wire themselves into a supervision tree, re-exported so that
 /// domain crates do not depend on ractor directly.

@@ -21,6 +21,10 @@ pub const SAGA_STEP_RETRIES: &str = "playhouse_saga_step_retries_total";
 pub const SAGAS_RUNNING: &str = "playhouse_sagas_running";
 pub const CIRCUIT_STATE: &str = "playhouse_circuit_state";
 pub const CIRCUIT_TRANSITIONS: &str = "playhouse_circuit_transitions_total";
+pub const CLUSTER_SERVED_SECONDS: &str = "playhouse_cluster_served_seconds";
+pub const CLUSTER_MEMBERS_UP: &str = "playhouse_cluster_members_up";
+pub const CLUSTER_MEMBER_TRANSITIONS: &str = "playhouse_cluster_member_transitions_total";
+pub const CLUSTER_HEARTBEAT_RTT: &str = "playhouse_cluster_heartbeat_rtt_seconds";
 
 /// Registers the descriptions of every runtime metric with the installed recorder.
 pub fn describe() {
@@ -64,6 +68,24 @@ pub fn describe() {
     metrics::describe_counter!(
         CIRCUIT_TRANSITIONS,
         "Circuit breaker transitions, by target service and new state"
+    );
+    metrics::describe_histogram!(
+        CLUSTER_SERVED_SECONDS,
+        metrics::Unit::Seconds,
+        "Time to serve a call from another node, by handler"
+    );
+    metrics::describe_gauge!(
+        CLUSTER_MEMBERS_UP,
+        "Peers currently up, as this node sees them"
+    );
+    metrics::describe_counter!(
+        CLUSTER_MEMBER_TRANSITIONS,
+        "Peer status changes, by peer and new status"
+    );
+    metrics::describe_histogram!(
+        CLUSTER_HEARTBEAT_RTT,
+        metrics::Unit::Seconds,
+        "Heartbeat round trips, by peer"
     );
     metrics::describe_gauge!(
         PROJECTION_LAG,

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use crate::aggregate::{Aggregate, Aggregates, EntitySettings};
 use crate::bus::{Bus, Projection};
+use crate::cluster::Cluster;
 use crate::edge::Routes;
 use crate::saga::{Breakers, SagaKind, SagaSettings, Sagas};
 use crate::store::EventStore;
@@ -117,6 +118,8 @@ pub struct ServiceContext {
     breakers: Breakers,
     /// One handle per aggregate kind (boxed `Aggregates<A>`), made on first use.
     handles: Arc<Mutex<HashMap<TypeId, Box<dyn Any + Send + Sync>>>>,
+    /// The cluster the handles route in; `None` on a node alone.
+    cluster: Option<Cluster>,
 }
 
 impl std::fmt::Debug for ServiceContext {
@@ -135,7 +138,14 @@ impl ServiceContext {
             bus,
             breakers: Breakers::default(),
             handles: Arc::default(),
+            cluster: None,
         }
+    }
+
+    /// This context in `cluster`: its handles route to the owners of aggregates and sagas.
+    pub fn in_cluster(mut self, cluster: Option<Cluster>) -> Self {
+        self.cluster = cluster;
+        self
     }
 
     /// The handle to the aggregates of kind `A` (the same one for every caller).
@@ -147,10 +157,11 @@ impl ServiceContext {
         handles
             .entry(TypeId::of::<A>())
             .or_insert_with(|| {
-                Box::new(Aggregates::<A>::new(
+                Box::new(Aggregates::<A>::placed(
                     host_name::<A>(),
                     self.store.clone(),
                     self.settings.call_timeout,
+                    self.cluster.clone(),
                 ))
             })
             .downcast_ref::<Aggregates<A>>()
@@ -171,7 +182,12 @@ impl ServiceContext {
             breakers: self.breakers.clone(),
             ..SagaSettings::default()
         };
-        Sagas::new(kind, self.store.clone(), settings)
+        Sagas::new(kind, self.store.clone(), settings).in_cluster(self.cluster.clone())
+    }
+
+    /// The cluster this node is part of, if any.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.as_ref()
     }
 
     pub fn store(&self) -> &EventStore {

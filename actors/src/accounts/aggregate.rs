@@ -46,6 +46,7 @@ impl AccountState {
 
 impl Aggregate for Account {
     const KIND: &'static str = "account";
+    const SERVICE: &'static str = super::SERVICE;
     type State = AccountState;
     type Command = AccountCommand;
     type Event = AccountEvent;

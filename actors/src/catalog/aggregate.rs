@@ -52,6 +52,7 @@ pub enum ProductState {
 
 impl Aggregate for Product {
     const KIND: &'static str = "product";
+    const SERVICE: &'static str = super::SERVICE;
     /// A shop's catalog: every reader sees every product.
     const ACCESS: Access = Access::PublicRead;
     type State = ProductState;

@@ -54,6 +54,7 @@ pub enum CustomerState {
 
 impl Aggregate for Customer {
     const KIND: &'static str = "customer";
+    const SERVICE: &'static str = super::SERVICE;
     type State = CustomerState;
     type Command = CustomerCommand;
     type Event = CustomerEvent;

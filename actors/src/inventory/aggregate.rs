@@ -50,6 +50,7 @@ fn quantity_ok(quantity: u64) -> Result<(), StockError> {
 
 impl Aggregate for Stock {
     const KIND: &'static str = "inventory";
+    const SERVICE: &'static str = super::SERVICE;
     /// Every reader may see what is in stock; only the product's owner receives goods.
     const ACCESS: Access = Access::PublicRead;
     type State = StockState;

@@ -102,6 +102,7 @@ pub fn total_of(lines: &[OrderLine]) -> Result<i64, OrderError> {
 
 impl Aggregate for Order {
     const KIND: &'static str = "order";
+    const SERVICE: &'static str = super::SERVICE;
     type State = OrderState;
     type Command = OrderCommand;
     type Event = OrderEvent;

@@ -151,6 +151,7 @@ fn undone<T, E: DomainError>(
 
 impl SagaKind for OrderSaga {
     const KIND: &'static str = "order_saga";
+    const SERVICE: &'static str = super::SERVICE;
     type Input = OrderSagaInput;
 
     fn steps(&self, input: &OrderSagaInput) -> Vec<Step> {

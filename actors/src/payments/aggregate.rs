@@ -56,6 +56,7 @@ pub enum PaymentState {
 
 impl Aggregate for Payment {
     const KIND: &'static str = "payment";
+    const SERVICE: &'static str = super::SERVICE;
     type State = PaymentState;
     type Command = PaymentCommand;
     type Event = PaymentEvent;

@@ -7,24 +7,29 @@ use std::time::Duration;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorCell, ActorRef, SpawnErr};
 
+use serde::de::DeserializeOwned;
+
 use super::entity::decode_event;
 use super::host::{AggregateHost, HostArgs, HostStats};
 use super::messages::HostMsg;
+use super::remote::{self, AggregateHandler, Operation};
 use super::view::StateView;
 use super::{
     Aggregate, CommandEnvelope, CommandError, CommandOutcome, EntitySettings, Fenced, Versioned,
     stream_name,
 };
+use crate::cluster::{Cluster, Route};
 use crate::codec;
 use crate::store::{EventStore, StoreError};
 use crate::supervision::{ChildSpec, Intensity, Restart};
 
 /// Sends commands and queries to the aggregates of kind `A`, each addressed by aggregate id.
 ///
-/// Every operation is async and goes through this handle, so that where an aggregate lives
-/// can change (another node, once placement routes it) without any service changing. It finds
-/// the host by its registered name on every call, so it stays valid when a supervisor restarts
-/// the host. Cheap to clone.
+/// Every operation is async and goes through this handle, which sends it where the aggregate
+/// lives: to this node's host, or, in a cluster, to the owner node of the aggregate's partition
+/// (and fails at once, "unavailable", when that owner is down). No service knows which. It
+/// finds the local host by its registered name on every call, so it stays valid when a
+/// supervisor restarts the host. Cheap to clone.
 pub struct Aggregates<A: Aggregate> {
     inner: Arc<Inner<A>>,
 }
@@ -36,6 +41,8 @@ struct Inner<A: Aggregate> {
     /// Live entities' states, shared with every incarnation of the host.
     view: StateView<A>,
     timeout: Duration,
+    /// Where other nodes' aggregates are; `None` on a node alone.
+    cluster: Option<Cluster>,
 }
 
 impl<A: Aggregate> Clone for Aggregates<A> {
@@ -70,14 +77,63 @@ impl<A: Aggregate> Aggregates<A> {
     /// wait `timeout` for an answer. Start the host with [`Aggregates::spawn`] or
     /// [`Aggregates::child_spec`] on this handle, so that both share the state view.
     pub fn new(host_name: impl Into<String>, store: EventStore, timeout: Duration) -> Self {
-        Self {
+        Self::placed(host_name, store, timeout, None)
+    }
+
+    /// Like [`Aggregates::new`], in `cluster` when given: operations on aggregates another
+    /// member owns go to it, and this node serves the other members' operations on the ones it
+    /// owns (the handle registers itself with the cluster for that).
+    pub fn placed(
+        host_name: impl Into<String>,
+        store: EventStore,
+        timeout: Duration,
+        cluster: Option<Cluster>,
+    ) -> Self {
+        let handle = Self {
             inner: Arc::new(Inner {
                 host_name: host_name.into(),
                 store,
                 view: StateView::default(),
                 timeout,
+                cluster: cluster.clone(),
             }),
+        };
+        if let Some(cluster) = cluster {
+            cluster.register(A::KIND, AggregateHandler::shared(handle.clone()));
         }
+        handle
+    }
+
+    /// Where aggregate `id` is served: `None` here, `Some(owner)` on another member.
+    fn locate(&self, id: &str) -> Result<Option<String>, CommandError<A::Error>> {
+        let Some(cluster) = &self.inner.cluster else {
+            return Ok(None);
+        };
+        let stream = stream_name::<A>(id);
+        match cluster.route(A::SERVICE, &stream) {
+            Route::Local => Ok(None),
+            Route::Remote(owner) => Ok(Some(owner)),
+            Route::Unavailable { owner, reason } => {
+                Err(remote::unavailable(&stream, &owner, &reason))
+            }
+        }
+    }
+
+    /// Runs `operation` on aggregate `id` at its owner, another member.
+    async fn remote<T: DeserializeOwned>(
+        &self,
+        owner: &str,
+        id: &str,
+        operation: Operation<A>,
+    ) -> Result<T, CommandError<A::Error>> {
+        let stream = stream_name::<A>(id);
+        let Some(cluster) = &self.inner.cluster else {
+            unreachable!("locate names another owner only in a cluster")
+        };
+        let bytes = codec::encode(&operation).map_err(|e| CommandError::Internal {
+            message: format!("an operation on {stream} cannot be encoded: {e}"),
+        })?;
+        remote::answer::<A, T>(&stream, owner, cluster.call(owner, A::KIND, bytes).await)
     }
 
     fn host_args(&self, settings: &EntitySettings, intensity: Intensity) -> HostArgs<A> {
@@ -92,6 +148,17 @@ impl<A: Aggregate> Aggregates<A> {
     /// Whether aggregate `id` has any event. Answered from the state view or the store's index,
     /// without starting an actor (so that probing unknown ids costs no memory).
     pub async fn exists(&self, id: &str) -> Result<bool, CommandError<A::Error>> {
+        match self.locate(id)? {
+            None => self.local_exists(id).await,
+            Some(owner) => {
+                let id = id.to_owned();
+                self.remote(&owner, &id.clone(), Operation::Exists { id })
+                    .await
+            }
+        }
+    }
+
+    pub(crate) async fn local_exists(&self, id: &str) -> Result<bool, CommandError<A::Error>> {
         if let Some(current) = self.inner.view.get(id) {
             return Ok(current.version > 0);
         }
@@ -114,6 +181,25 @@ impl<A: Aggregate> Aggregates<A> {
 
     /// The events of aggregate `id` with `from_version <= version <= to_version`, oldest first.
     pub async fn history_range(
+        &self,
+        id: &str,
+        from_version: u64,
+        to_version: u64,
+    ) -> Result<Vec<HistoryEntry<A::Event>>, CommandError<A::Error>> {
+        match self.locate(id)? {
+            None => self.local_history_range(id, from_version, to_version).await,
+            Some(owner) => {
+                let operation = Operation::History {
+                    id: id.to_owned(),
+                    from_version,
+                    to_version,
+                };
+                self.remote(&owner, id, operation).await
+            }
+        }
+    }
+
+    pub(crate) async fn local_history_range(
         &self,
         id: &str,
         from_version: u64,
@@ -195,6 +281,23 @@ impl<A: Aggregate> Aggregates<A> {
         id: &str,
         envelope: CommandEnvelope<A::Command>,
     ) -> Result<CommandOutcome<A>, CommandError<A::Error>> {
+        match self.locate(id)? {
+            None => self.local_execute(id, envelope).await,
+            Some(owner) => {
+                let operation = Operation::Execute {
+                    id: id.to_owned(),
+                    envelope,
+                };
+                self.remote(&owner, id, operation).await
+            }
+        }
+    }
+
+    pub(crate) async fn local_execute(
+        &self,
+        id: &str,
+        envelope: CommandEnvelope<A::Command>,
+    ) -> Result<CommandOutcome<A>, CommandError<A::Error>> {
         let id = id.to_owned();
         self.call(&id, |reply| HostMsg::Execute {
             id: id.clone(),
@@ -208,6 +311,23 @@ impl<A: Aggregate> Aggregates<A> {
     /// heard (every attempt timed out): whether it was applied or refused, or, if it was not
     /// processed, fences its id so it never will be (see [`EventStore::fence_command`]).
     pub async fn fence(
+        &self,
+        id: &str,
+        command_id: &str,
+    ) -> Result<Fenced<A::Error>, CommandError<A::Error>> {
+        match self.locate(id)? {
+            None => self.local_fence(id, command_id).await,
+            Some(owner) => {
+                let operation = Operation::Fence {
+                    id: id.to_owned(),
+                    command_id: command_id.to_owned(),
+                };
+                self.remote(&owner, id, operation).await
+            }
+        }
+    }
+
+    pub(crate) async fn local_fence(
         &self,
         id: &str,
         command_id: &str,
@@ -245,10 +365,23 @@ impl<A: Aggregate> Aggregates<A> {
     /// no events). Served from the state view when the entity is live; an aggregate with no
     /// events is answered without starting an actor.
     pub async fn get(&self, id: &str) -> Result<Versioned<A::State>, CommandError<A::Error>> {
+        match self.locate(id)? {
+            None => self.local_get(id).await,
+            Some(owner) => {
+                let operation = Operation::Get { id: id.to_owned() };
+                self.remote(&owner, id, operation).await
+            }
+        }
+    }
+
+    pub(crate) async fn local_get(
+        &self,
+        id: &str,
+    ) -> Result<Versioned<A::State>, CommandError<A::Error>> {
         if let Some(current) = self.inner.view.get(id) {
             return Ok(current);
         }
-        if !self.exists(id).await? {
+        if !self.local_exists(id).await? {
             return Ok(Versioned {
                 state: A::State::default(),
                 version: 0,

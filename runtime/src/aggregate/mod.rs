@@ -11,6 +11,7 @@ mod error;
 mod handle;
 mod host;
 mod messages;
+mod remote;
 mod view;
 
 #[cfg(test)]
@@ -45,6 +46,9 @@ pub enum Access {
 pub trait Aggregate: fmt::Debug + Clone + Send + Sync + 'static {
     /// Stream names are `"{KIND}-{id}"`; also the label on this kind's metrics.
     const KIND: &'static str;
+    /// The service that hosts this kind: placement puts its aggregates on the members hosting
+    /// that service.
+    const SERVICE: &'static str;
     /// Version of the event and state encoding; snapshots of another version are ignored.
     const SCHEMA_VERSION: u16 = 1;
 
@@ -142,7 +146,7 @@ pub struct CommandOutcome<A: Aggregate> {
 
 /// How a command whose answer was never heard turned out, once fenced (see
 /// [`Aggregates::fence`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Fenced<E> {
     /// It was applied.
     Applied,

@@ -39,6 +39,7 @@ impl DomainError for CounterError {
 
 impl Aggregate for Counter {
     const KIND: &'static str = "counter";
+    const SERVICE: &'static str = "counters";
     type State = i64;
     type Command = CounterCommand;
     type Event = CounterEvent;

@@ -1,4 +1,319 @@
-//! The cluster: what a node knows of its peers, and the safety checks that keep one owner per
-//! aggregate.
+//! The cluster: the members a node knows from its config, whether each is up, which one owns an
+//! aggregate, and calls to handlers on other nodes.
+//!
+//! - [`transport`]: ractor_cluster's `NodeServer` on the configured address (mutual TLS when
+//!   configured), and the links to the other members, redialled with backoff and jitter;
+//! - [`gateway`]: the one actor per node that other nodes call (a process group per node), and
+//!   the [`Handler`]s it dispatches to;
+//! - [`membership`]: heartbeats with a timeout (a stopped or cut-off peer never closes its TCP
+//!   link, so ractor_cluster alone would not notice), member up/down, and the safety checks:
+//!   a peer placed differently is refused, and a node whose peers saw more of its log than its
+//!   store holds stops serving its partitions;
+//! - [`identity`]: which node and cluster a data directory belongs to.
+//!
+//! Ownership is static ([`crate::placement`]): when an owner is down its partitions are
+//! unavailable (a call fails at once) and nothing is written for them anywhere else.
 
+mod gateway;
 pub mod identity;
+mod membership;
+mod seen;
+mod tls;
+mod transport;
+pub mod wire;
+
+pub use gateway::Handler;
+pub use membership::{MemberStatus, MemberView};
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use ractor::ActorRef;
+use ractor::rpc::CallResult;
+
+use crate::codec;
+use crate::config::{ClusterConfig, Member};
+use crate::placement::Placement;
+use crate::saga::{BreakerSettings, Breakers};
+use crate::store::EventStore;
+use gateway::GatewayMsg;
+use seen::SeenLogEnds;
+use wire::{CallError, Request, Response};
+
+/// How long a caller is told to wait before retrying a call to an owner that is down.
+pub const RETRY_AFTER_MS: u64 = 1_000;
+
+/// Where an aggregate's operations go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// This node owns it.
+    Local,
+    /// This member owns it, and is up.
+    Remote(String),
+    /// Its owner cannot serve it now: the caller answers "unavailable, retry after" at once.
+    Unavailable { owner: String, reason: String },
+}
+
+/// A node's view of its cluster, and its calls to other members. Cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node", &self.inner.node)
+            .finish()
+    }
+}
+
+struct Inner {
+    node: String,
+    placement: Placement,
+    fingerprint: u64,
+    config: ClusterConfig,
+    store: EventStore,
+    handlers: DashMap<String, Arc<dyn Handler>>,
+    /// Each peer's status, written by the membership actor, read on every routed call.
+    members: RwLock<BTreeMap<String, MemberView>>,
+    /// Each peer's gateway, found in its process group once the link is up.
+    gateways: DashMap<String, ActorRef<GatewayMsg>>,
+    /// `Err(why)` once this node must not serve its partitions (its store lost data).
+    serving: RwLock<Result<(), String>>,
+    seen: Mutex<SeenLogEnds>,
+    /// One breaker per peer: calls that keep failing stop reaching it for a while.
+    breakers: Breakers,
+}
+
+impl Cluster {
+    /// The cluster of `config` as node `node` sees it, with nothing started yet: every peer
+    /// is down until its heartbeats say otherwise.
+    pub fn new(node: &str, config: &ClusterConfig, store: EventStore, data_dir: &Path) -> Self {
+        let placement = Placement::new(config);
+        let members = config
+            .members
+            .iter()
+            .filter(|member| member.name != node)
+            .map(|member| (member.name.clone(), MemberView::joining(member, &placement)))
+            .collect();
+        Self {
+            inner: Arc::new(Inner {
+                node: node.to_owned(),
+                fingerprint: placement.fingerprint(),
+                placement,
+                config: config.clone(),
+                store,
+                handlers: DashMap::new(),
+                members: RwLock::new(members),
+                gateways: DashMap::new(),
+                serving: RwLock::new(Ok(())),
+                seen: Mutex::new(SeenLogEnds::load(data_dir)),
+                breakers: Breakers::new(BreakerSettings {
+                    failure_threshold: 5,
+                    reset_delay: Duration::from_secs(1),
+                }),
+            }),
+        }
+    }
+
+    /// Starts the transport, this node's gateway and the membership actor (which dials the
+    /// peers and sends heartbeats). Fails if the cluster address cannot be bound or the TLS
+    /// files cannot be used.
+    pub async fn start(&self) -> Result<(), String> {
+        let server = transport::start(&self.inner.node, &self.inner.config).await?;
+        gateway::start(self.clone())
+            .await
+            .map_err(|e| format!("the cluster gateway did not start: {e}"))?;
+        membership::start(self.clone(), server).await
+    }
+
+    pub fn node(&self) -> &str {
+        &self.inner.node
+    }
+
+    pub fn placement(&self) -> &Placement {
+        &self.inner.placement
+    }
+
+    fn config(&self) -> &ClusterConfig {
+        &self.inner.config
+    }
+
+    fn peers(&self) -> impl Iterator<Item = &Member> {
+        self.inner
+            .config
+            .members
+            .iter()
+            .filter(|member| member.name != self.inner.node)
+    }
+
+    /// Registers the handler other nodes reach as `target` (an aggregate or saga kind, a read
+    /// model).
+    pub fn register(&self, target: impl Into<String>, handler: Arc<dyn Handler>) {
+        self.inner.handlers.insert(target.into(), handler);
+    }
+
+    /// Where the aggregate whose stream is `stream`, in `service`, is served.
+    pub fn route(&self, service: &str, stream: &str) -> Route {
+        let Some(owner) = self.inner.placement.owner_of(service, stream) else {
+            return Route::Unavailable {
+                owner: String::new(),
+                reason: format!("no member hosts the {service} service"),
+            };
+        };
+        self.route_to(owner)
+    }
+
+    /// Whether calls for data `member` owns can go to it now.
+    pub fn route_to(&self, member: &str) -> Route {
+        if member == self.inner.node {
+            return match &*self.read_serving() {
+                Ok(()) => Route::Local,
+                Err(reason) => Route::Unavailable {
+                    owner: member.to_owned(),
+                    reason: reason.clone(),
+                },
+            };
+        }
+        let status = self
+            .read_members()
+            .get(member)
+            .map(|view| (view.status, view.reason.clone()));
+        match status {
+            Some((MemberStatus::Up, _)) => Route::Remote(member.to_owned()),
+            Some((status, reason)) => Route::Unavailable {
+                owner: member.to_owned(),
+                reason: reason.unwrap_or_else(|| format!("node {member} is {}", status.as_str())),
+            },
+            None => Route::Unavailable {
+                owner: member.to_owned(),
+                reason: format!("node {member} is not a member"),
+            },
+        }
+    }
+
+    /// The members hosting `service` that are up (this node included, when it serves).
+    pub fn hosts_of(&self, service: &str) -> (Vec<String>, Vec<String>) {
+        let (mut up, mut down) = (Vec::new(), Vec::new());
+        for member in &self.inner.config.members {
+            if !member.services.iter().any(|s| s == service) {
+                continue;
+            }
+            match self.route_to(&member.name) {
+                Route::Local | Route::Remote(_) => up.push(member.name.clone()),
+                Route::Unavailable { .. } => down.push(member.name.clone()),
+            }
+        }
+        (up, down)
+    }
+
+    /// Calls handler `target` on `member` with `operation`, waiting at most the configured
+    /// call timeout. Fails at once when the member is down or its breaker is open.
+    pub async fn call(
+        &self,
+        member: &str,
+        target: &str,
+        operation: Vec<u8>,
+    ) -> Result<Vec<u8>, CallError> {
+        let unreachable = |reason: String| CallError::Unreachable {
+            node: member.to_owned(),
+            reason,
+        };
+        if let Route::Unavailable { reason, .. } = self.route_to(member) {
+            return Err(unreachable(reason));
+        }
+        if !self.inner.breakers.with(member, |breaker| breaker.allow()) {
+            return Err(unreachable(format!(
+                "calls to node {member} keep failing; retrying shortly"
+            )));
+        }
+        let gateway = self
+            .inner
+            .gateways
+            .get(member)
+            .map(|gateway| gateway.clone())
+            .ok_or_else(|| unreachable("its link is not up yet".into()))?;
+        let request = Request {
+            from: self.inner.node.clone(),
+            placement: self.inner.fingerprint,
+            trace_id: crate::trace::current().map(|id| id.to_string()),
+            target: target.to_owned(),
+            operation,
+        };
+        let bytes = codec::encode(&request).map_err(|e| CallError::Undecodable(e.to_string()))?;
+        let timeout = self.config().call_timeout;
+        let answered = gateway
+            .call(|reply| GatewayMsg::Call(bytes, reply), Some(timeout))
+            .await;
+        let outcome = match answered {
+            Ok(CallResult::Success(bytes)) => codec::decode::<Response>(&bytes)
+                .map_err(|e| CallError::Undecodable(format!("the answer from {member}: {e}")))
+                .and_then(|response| response),
+            Ok(CallResult::Timeout) => Err(CallError::TimedOut {
+                node: member.to_owned(),
+                after_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            }),
+            Ok(CallResult::SenderError) | Err(_) => {
+                // The link behind this gateway is gone; the next heartbeat finds the new one.
+                self.inner.gateways.remove(member);
+                Err(unreachable("its link closed".into()))
+            }
+        };
+        let worked = !matches!(
+            outcome,
+            Err(CallError::TimedOut { .. } | CallError::Unreachable { .. })
+        );
+        self.inner
+            .breakers
+            .with(member, |breaker| breaker.record(worked));
+        outcome
+    }
+
+    /// Every peer as this node sees it.
+    pub fn members(&self) -> Vec<MemberView> {
+        self.read_members().values().cloned().collect()
+    }
+
+    /// Whether this node serves its partitions, and why not.
+    pub fn serving(&self) -> Result<(), String> {
+        self.read_serving().clone()
+    }
+
+    /// Stops serving this node's partitions, for good (until a restart), saying why.
+    fn stop_serving(&self, reason: String) {
+        let mut serving = self
+            .inner
+            .serving
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if serving.is_ok() {
+            tracing::error!(node = %self.inner.node, %reason, "this node stops serving its partitions");
+            *serving = Err(reason);
+        }
+    }
+
+    fn read_members(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, MemberView>> {
+        self.inner
+            .members
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn read_serving(&self) -> std::sync::RwLockReadGuard<'_, Result<(), String>> {
+        self.inner
+            .serving
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, SeenLogEnds> {
+        self.inner
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}

@@ -73,7 +73,10 @@ pub async fn edge(State(layer): State<EdgeLayer>, mut request: Request, next: Ne
             _ => next.run(request).await,
         }
     };
-    let handled = tracing::Instrument::instrument(handled, span.clone());
+    let handled = crate::trace::traced(
+        ids.trace_id.clone(),
+        tracing::Instrument::instrument(handled, span.clone()),
+    );
     let mut response = match tokio::time::timeout(layer.request_timeout, handled).await {
         Ok(response) => problem_body(response).await,
         // The body is still arriving: the client is slow, not the server.

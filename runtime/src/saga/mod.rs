@@ -24,6 +24,7 @@
 mod breaker;
 mod log;
 mod record;
+mod remote;
 mod retry;
 mod runner;
 mod supervisor;
@@ -34,7 +35,7 @@ mod tests;
 pub use breaker::{BreakerSettings, Breakers, CircuitBreaker, CircuitState};
 pub use log::{SAGAS_OPEN_TABLE, SAGAS_TABLE};
 pub use record::{Phase, SagaEvent, SagaState, SagaStatus, SagaSummary};
-pub use retry::RetryPolicy;
+pub use retry::{RetryPolicy, noise};
 pub use supervisor::Sagas;
 
 use std::fmt::Debug;
@@ -150,6 +151,9 @@ impl StepContext {
 pub trait SagaKind: Send + Sync + 'static {
     /// Streams are `{KIND}-{id}`; also the kind in metrics and `/admin/sagas`.
     const KIND: &'static str;
+    /// The service whose members run these sagas: each saga runs on the owner of its stream's
+    /// partition, among the members hosting this service.
+    const SERVICE: &'static str;
     /// What one saga works on (an order, a transfer), stored in its `Started` event.
     type Input: Clone + Debug + PartialEq + Serialize + DeserializeOwned + Send + Sync + 'static;
 
@@ -218,11 +222,14 @@ pub fn command_id(kind: &str, saga: &str, step: usize, phase: &str) -> String {
 }
 
 /// Why a saga could not be started or read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum SagaError {
     #[error("the saga store is unavailable: {0}")]
     Store(String),
+    /// Its owner (in a cluster) cannot be reached now.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("saga {0} was started before with other input")]
     StartedDifferently(String),
 }

@@ -105,7 +105,7 @@ impl SagaStatus {
 }
 
 /// A saga's state: its input, phase, and the latest attempt's trouble.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SagaState<I> {
     pub input: I,
     pub subject: String,

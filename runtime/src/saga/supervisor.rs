@@ -10,8 +10,10 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use super::log::SagaLog;
 use super::record::SagaState;
+use super::remote::{SagaHandler, SagaOperation, call, locate, target};
 use super::runner::{Runner, RunnerArgs, RunnerMsg};
 use super::{SagaError, SagaKind, SagaSettings, Step};
+use crate::cluster::Cluster;
 use crate::metrics::{SAGAS, SAGAS_RUNNING};
 use crate::store::{EventStore, StoreError};
 use crate::supervision::{ChildSpec, Restart};
@@ -28,6 +30,8 @@ pub struct Sagas<K: SagaKind> {
     kind: Arc<K>,
     log: SagaLog<K>,
     settings: Arc<SagaSettings>,
+    /// Where other nodes' sagas are; `None` on a node alone.
+    cluster: Option<Cluster>,
 }
 
 impl<K: SagaKind> Clone for Sagas<K> {
@@ -37,6 +41,7 @@ impl<K: SagaKind> Clone for Sagas<K> {
             kind: self.kind.clone(),
             log: self.log.clone(),
             settings: self.settings.clone(),
+            cluster: self.cluster.clone(),
         }
     }
 }
@@ -65,7 +70,19 @@ impl<K: SagaKind> Sagas<K> {
             kind: Arc::new(kind),
             log: SagaLog::new(store),
             settings: Arc::new(settings),
+            cluster: None,
         }
+    }
+
+    /// These sagas in `cluster` (when given): each runs on the owner of its stream's partition,
+    /// starting and reading one goes there, and this node serves the other members' calls for
+    /// the ones it owns.
+    pub fn in_cluster(mut self, cluster: Option<Cluster>) -> Self {
+        if let Some(cluster) = &cluster {
+            cluster.register(target::<K>(), SagaHandler::shared(self.clone()));
+        }
+        self.cluster = cluster;
+        self
     }
 
     /// The supervisor's child spec: it resumes the open sagas when it starts.
@@ -83,6 +100,27 @@ impl<K: SagaKind> Sagas<K> {
     /// Starting it again on the same input (a retried request) answers what it is, and makes
     /// sure it runs; on other input it is [`SagaError::StartedDifferently`].
     pub async fn start(
+        &self,
+        id: &str,
+        input: K::Input,
+        subject: &str,
+        correlation_id: &str,
+    ) -> Result<SagaState<K::Input>, SagaError> {
+        match locate::<K>(self.cluster.as_ref(), id)? {
+            None => self.local_start(id, input, subject, correlation_id).await,
+            Some(owner) => {
+                let operation = SagaOperation::Start {
+                    id: id.to_owned(),
+                    input,
+                    subject: subject.to_owned(),
+                    correlation_id: correlation_id.to_owned(),
+                };
+                call::<K, _>(self.cluster.as_ref().expect("located"), &owner, operation).await
+            }
+        }
+    }
+
+    pub(crate) async fn local_start(
         &self,
         id: &str,
         input: K::Input,
@@ -120,6 +158,19 @@ impl<K: SagaKind> Sagas<K> {
 
     /// The saga `id` as its stream says (read on the blocking pool); `None` if never started.
     pub async fn get(&self, id: &str) -> Result<Option<SagaState<K::Input>>, SagaError> {
+        match locate::<K>(self.cluster.as_ref(), id)? {
+            None => self.local_get(id).await,
+            Some(owner) => {
+                let operation = SagaOperation::Get { id: id.to_owned() };
+                call::<K, _>(self.cluster.as_ref().expect("located"), &owner, operation).await
+            }
+        }
+    }
+
+    pub(crate) async fn local_get(
+        &self,
+        id: &str,
+    ) -> Result<Option<SagaState<K::Input>>, SagaError> {
         let (log, id) = (self.log.clone(), id.to_owned());
         tokio::task::spawn_blocking(move || log.load(&id))
             .await

@@ -89,6 +89,7 @@ impl Scripted {
 
 impl SagaKind for Scripted {
     const KIND: &'static str = "scripted";
+    const SERVICE: &'static str = "scripts";
     type Input = u32;
 
     fn steps(&self, _: &u32) -> Vec<Step> {

@@ -368,6 +368,11 @@ impl EventStore {
         Ok(events)
     }
 
+    /// The next log position to be written: every position below it is durable.
+    pub fn log_end(&self) -> u64 {
+        *self.log_end.borrow()
+    }
+
     /// The log's end (the position the next event will get), updated after every durable
     /// commit: wait on it to learn of new events.
     pub fn watch_log_end(&self) -> tokio::sync::watch::Receiver<u64> {

@@ -44,6 +44,7 @@ fn refused(account: &str, error: AccountError) -> String {
 
 impl SagaKind for TransferSaga {
     const KIND: &'static str = "transfer";
+    const SERVICE: &'static str = crate::accounts::SERVICE;
     type Input = TransferInput;
 
     fn steps(&self, input: &TransferInput) -> Vec<Step> {

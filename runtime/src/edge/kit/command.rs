@@ -205,7 +205,7 @@ fn idempotency_key_reused() -> Problem {
 pub fn saga_problem(noun: &str, error: SagaError) -> Problem {
     match error {
         SagaError::StartedDifferently(_) => idempotency_key_reused(),
-        SagaError::Store(_) => Problem::new(
+        SagaError::Store(_) | SagaError::Unavailable(_) => Problem::new(
             ProblemCode::Unavailable,
             format!(
                 "the {noun} could not be started or read now; retry with the same Idempotency-Key"

@@ -1,0 +1,99 @@
+//! How far each peer's log has come, as this node has heard in heartbeats, kept in the data
+//! directory: a peer that comes back holding less than that has lost its disk, and is told so
+//! even if this node restarted in between.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The file in the data directory holding the peers' log ends.
+pub const SEEN_FILE: &str = "cluster-seen.toml";
+
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct SeenFile {
+    /// Peer name -> the largest log end it reported.
+    log_ends: BTreeMap<String, u64>,
+}
+
+/// The peers' log ends, and whether they changed since last written.
+#[derive(Debug)]
+pub(crate) struct SeenLogEnds {
+    file: PathBuf,
+    log_ends: BTreeMap<String, u64>,
+    dirty: bool,
+}
+
+impl SeenLogEnds {
+    /// Loads what `data_dir` remembers (nothing if it remembers nothing, or cannot be read: the
+    /// check is a safety net, and a missing memory only makes it look later).
+    pub(crate) fn load(data_dir: &Path) -> Self {
+        let file = data_dir.join(SEEN_FILE);
+        let log_ends = match std::fs::read_to_string(&file) {
+            Ok(text) => match toml::from_str::<SeenFile>(&text) {
+                Ok(seen) => seen.log_ends,
+                Err(error) => {
+                    tracing::warn!(file = %file.display(), %error, "peers' log ends unreadable; starting without them");
+                    BTreeMap::new()
+                }
+            },
+            Err(_) => BTreeMap::new(),
+        };
+        Self {
+            file,
+            log_ends,
+            dirty: false,
+        }
+    }
+
+    pub(crate) fn get(&self, peer: &str) -> Option<u64> {
+        self.log_ends.get(peer).copied()
+    }
+
+    /// Records that `peer` reported `log_end` (only ever moves forward).
+    pub(crate) fn saw(&mut self, peer: &str, log_end: u64) {
+        let entry = self.log_ends.entry(peer.to_owned()).or_insert(0);
+        if log_end > *entry {
+            *entry = log_end;
+            self.dirty = true;
+        }
+    }
+
+    /// Writes the file if something changed (whole, through a temporary file and a rename).
+    pub(crate) fn flush(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        let seen = SeenFile {
+            log_ends: self.log_ends.clone(),
+        };
+        let written = toml::to_string(&seen)
+            .map_err(|e| e.to_string())
+            .and_then(|text| {
+                let temporary = self.file.with_extension("toml.tmp");
+                std::fs::write(&temporary, text).map_err(|e| e.to_string())?;
+                std::fs::rename(&temporary, &self.file).map_err(|e| e.to_string())
+            });
+        match written {
+            Ok(()) => self.dirty = false,
+            Err(error) => {
+                tracing::warn!(file = %self.file.display(), %error, "cannot record the peers' log ends; retrying")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_ends_only_move_forward_and_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seen = SeenLogEnds::load(dir.path());
+        assert_eq!(seen.get("node-2"), None);
+        seen.saw("node-2", 10);
+        seen.saw("node-2", 7);
+        seen.flush();
+        let again = SeenLogEnds::load(dir.path());
+        assert_eq!(again.get("node-2"), Some(10));
+    }
+}

@@ -1,0 +1,84 @@
+//! `GET /admin/cluster` (admin role): this node, whether it serves its partitions, and every
+//! other member as it sees it (status, last heartbeat, round trip, services, partitions).
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::Routes;
+use super::admin::AdminProblems;
+use super::auth::Admin;
+use super::json::ApiJson;
+use crate::cluster::{Cluster, MemberView};
+
+/// What the route answers about: this node, in its cluster if it has peers.
+#[derive(Debug, Clone)]
+pub struct ClusterInfo {
+    pub node: String,
+    pub services: Vec<String>,
+    pub cluster: Option<Cluster>,
+}
+
+pub fn routes(info: ClusterInfo) -> Routes {
+    OpenApiRouter::new()
+        .routes(routes!(cluster_view))
+        .with_state(info)
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClusterView {
+    /// This node.
+    pub node: String,
+    /// Whether this node serves its partitions (false after it found its store behind what
+    /// its peers saw: see `not_serving_reason`).
+    pub serving: bool,
+    pub not_serving_reason: Option<String>,
+    /// The placement fingerprint members compare (hex); absent on a node alone.
+    pub placement: Option<String>,
+    pub services: Vec<String>,
+    /// How many partitions of each service this node owns.
+    pub partitions: BTreeMap<String, usize>,
+    /// The other members, as this node sees them.
+    pub members: Vec<MemberView>,
+}
+
+/// This node and the other members: status, last heartbeat, round trip, services, partitions.
+#[utoipa::path(get, path = "/admin/cluster", tag = "admin",
+    security(("bearer" = [])),
+    responses((status = 200, description = "The cluster as this node sees it", body = ClusterView), AdminProblems))]
+async fn cluster_view(State(info): State<ClusterInfo>, _: Admin) -> ApiJson<ClusterView> {
+    let Some(cluster) = &info.cluster else {
+        return ApiJson(ClusterView {
+            node: info.node.clone(),
+            serving: true,
+            not_serving_reason: None,
+            placement: None,
+            services: info.services.clone(),
+            partitions: BTreeMap::new(),
+            members: Vec::new(),
+        });
+    };
+    let serving = cluster.serving();
+    ApiJson(ClusterView {
+        node: info.node.clone(),
+        serving: serving.is_ok(),
+        not_serving_reason: serving.err(),
+        placement: Some(format!("{:016x}", cluster.placement().fingerprint())),
+        services: info.services.clone(),
+        partitions: cluster
+            .placement()
+            .owned_by(cluster.node())
+            .into_iter()
+            .map(|(service, owned)| (service, owned.len()))
+            .collect(),
+        members: cluster
+            .members()
+            .into_iter()
+            .map(MemberView::at_now)
+            .collect(),
+    })
+}
