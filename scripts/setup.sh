@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing playhouse needs beyond the Rust toolchain:
-# rustfmt and clippy, schemathesis (in .venv) for the API conformance run, and wrk (Debian)
-# for the load benchmark.
+# rustfmt and clippy, schemathesis (in .venv) for the API conformance run, and Debian packages
+# for the load benchmark (wrk) and the network partition tests (iptables, iproute2).
 # Safe to run again. CI (.ci/run) runs it first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,15 +13,21 @@ if [ ! -x .venv/bin/st ]; then
     .venv/bin/pip install --quiet --disable-pip-version-check "schemathesis==4.32.5"
 fi
 
-if ! command -v wrk >/dev/null 2>&1; then
+# Debian packages, by the command each gives: wrk for the edge benchmark; iptables and ip
+# (iproute2) for the partition tests, which cut node links inside `unshare -n` when run as root.
+missing=()
+for pair in wrk:wrk iptables:iptables ip:iproute2; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
     as_root=""
     [ "$(id -u)" -eq 0 ] || as_root="sudo"
     if $as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null \
-        && $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; then
-        echo "setup: installed wrk"
+        && $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null; then
+        echo "setup: installed ${missing[*]}"
     else
-        # Only `cargo bench --bench edge` needs it; tests and CI do not.
-        echo "setup: could not install wrk (apt-get install wrk); the edge benchmark needs it" >&2
+        # Tests that need them say so and stop; nothing else depends on them.
+        echo "setup: could not install ${missing[*]} (apt-get install ${missing[*]})" >&2
     fi
 fi
 

@@ -36,15 +36,31 @@ async fn health_is_healthy() {
 
 #[tokio::test]
 async fn low_disk_makes_health_degraded_then_unhealthy_with_503() {
-    // Thresholds above 100% free: every real disk is "low", so both answers are certain.
-    for (degraded, unhealthy, expected_status, http) in [
-        (100.0, 0.0, "degraded", StatusCode::OK),
-        (100.0, 100.0, "unhealthy", StatusCode::SERVICE_UNAVAILABLE),
+    // Thresholds at 100% free (or a floor of an exbibyte): every real disk is "low", so each
+    // answer is certain.
+    const EXBIBYTE_IN_MIB: u64 = 1 << 40;
+    for (degraded, unhealthy, unhealthy_mib, expected_status, http) in [
+        (100.0, 0.0, 0, "degraded", StatusCode::OK),
+        (
+            100.0,
+            100.0,
+            0,
+            "unhealthy",
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+        (
+            0.0,
+            0.0,
+            EXBIBYTE_IN_MIB,
+            "unhealthy",
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let options = NodeOptions {
             disk_degraded_below_percent: degraded,
             disk_unhealthy_below_percent: unhealthy,
+            disk_unhealthy_below_mib: unhealthy_mib,
             ..NodeOptions::default()
         };
         let node = Node::start(dir.path(), &options);

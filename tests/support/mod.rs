@@ -2,6 +2,8 @@
 
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
+pub mod cluster;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -23,6 +25,7 @@ pub struct NodeOptions {
     /// shared with everything else on it, and its fill level is not the test's to decide.
     pub disk_degraded_below_percent: f64,
     pub disk_unhealthy_below_percent: f64,
+    pub disk_unhealthy_below_mib: u64,
     /// Extra lines for the `[edge]` section (`max_connections = 40`).
     pub edge: String,
     /// `RUST_LOG` for the node.
@@ -38,6 +41,7 @@ impl Default for NodeOptions {
             burst: 10_000,
             disk_degraded_below_percent: 0.2,
             disk_unhealthy_below_percent: 0.1,
+            disk_unhealthy_below_mib: 0,
             edge: String::new(),
             log_level: "info",
             file_limit: None,
@@ -50,6 +54,8 @@ pub struct Node {
     child: Option<Child>,
     pub base: String,
     config: PathBuf,
+    /// `PLAYHOUSE_*` overrides (and other variables) the node starts with.
+    env: Vec<(String, String)>,
     log: PathBuf,
     log_level: &'static str,
     file_limit: Option<u32>,
@@ -87,21 +93,35 @@ burst = {burst}
 [health]
 disk_degraded_below_percent = {degraded}
 disk_unhealthy_below_percent = {unhealthy}
+disk_unhealthy_below_mib = {unhealthy_mib}
 "#,
                 data = dir.join("data").display(),
                 rps = options.requests_per_second,
                 burst = options.burst,
                 degraded = options.disk_degraded_below_percent,
                 unhealthy = options.disk_unhealthy_below_percent,
+                unhealthy_mib = options.disk_unhealthy_below_mib,
                 edge = options.edge,
             ),
         )
         .unwrap();
+        Node::launch(config, Vec::new(), dir.join("node.log"), options)
+    }
+
+    /// Starts a node from `config` with `env` set, logging to `log`, and waits until it
+    /// answers.
+    pub fn launch(
+        config: PathBuf,
+        env: Vec<(String, String)>,
+        log: PathBuf,
+        options: &NodeOptions,
+    ) -> Node {
         let mut node = Node {
             child: None,
             base: String::new(),
             config,
-            log: dir.join("node.log"),
+            env,
+            log,
             log_level: options.log_level,
             file_limit: options.file_limit,
         };
@@ -130,6 +150,7 @@ disk_unhealthy_below_percent = {unhealthy}
         let child = command
             .args(["node", "--config"])
             .arg(&self.config)
+            .envs(self.env.iter().map(|(name, value)| (name, value)))
             .env("RUST_LOG", self.log_level)
             .stdout(Stdio::null())
             .stderr(log)
@@ -207,6 +228,27 @@ disk_unhealthy_below_percent = {unhealthy}
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// SIGSTOP: the process stays, its sockets stay open, and it answers nothing.
+    pub fn pause(&self) {
+        self.signal(rustix::process::Signal::STOP);
+    }
+
+    /// SIGCONT after [`Node::pause`].
+    pub fn resume(&self) {
+        self.signal(rustix::process::Signal::CONT);
+    }
+
+    fn signal(&self, signal: rustix::process::Signal) {
+        let child = self.child.as_ref().expect("node is running");
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, signal).unwrap();
+    }
+
+    /// Whether the process is running (started and not reaped).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     pub fn log_text(&self) -> String {

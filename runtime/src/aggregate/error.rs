@@ -74,9 +74,15 @@ pub enum CommandError<E> {
     #[error("command id {command_id} was already used for a different command")]
     CommandIdReused { command_id: String },
     /// The aggregate cannot be reached now (its host is restarting, the store is failing, the
-    /// owner node is down). Whether a command was applied is unknown: retry with its command id.
+    /// owner node is down), so the command was not applied: retry later with its command id.
     #[error("{what} is unavailable; retry in {retry_after_ms} ms")]
     Unavailable { what: String, retry_after_ms: u64 },
+    /// The call reached the aggregate's owner node, then its link closed before the answer
+    /// came back. The command may or may not have been applied: retry with its command id.
+    #[error(
+        "the call to {stream}'s owner was interrupted ({reason}); retry with the same command id"
+    )]
+    Interrupted { stream: String, reason: String },
     /// No answer in time. The command may still be applied: retry with its command id.
     #[error("aggregate {stream} did not answer within {after_ms} ms")]
     TimedOut { stream: String, after_ms: u64 },
@@ -98,6 +104,7 @@ impl<E> CommandError<E> {
         matches!(
             self,
             CommandError::Unavailable { .. }
+                | CommandError::Interrupted { .. }
                 | CommandError::TimedOut { .. }
                 | CommandError::Crashed { .. }
                 | CommandError::Conflict { .. }
@@ -123,6 +130,9 @@ impl<E> CommandError<E> {
                 CommandError::TimedOut { stream, after_ms }
             }
             CommandError::Crashed { stream } => CommandError::Crashed { stream },
+            CommandError::Interrupted { stream, reason } => {
+                CommandError::Interrupted { stream, reason }
+            }
             CommandError::Internal { message } => CommandError::Internal { message },
         }
     }

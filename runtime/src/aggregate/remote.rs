@@ -80,8 +80,9 @@ impl<A: Aggregate> AggregateHandler<A> {
 }
 
 /// The answer of an operation run on another node, or what the call's failure means to the
-/// caller: an owner that cannot be reached is unavailable (retry after a moment), one that did
-/// not answer in time may still apply the command (retry with its command id).
+/// caller: an owner that could not be reached (or refused the call before running it) did not
+/// apply it, which is `Unavailable`; one that did not answer in time, or whose link closed
+/// mid-call, may still have (`TimedOut`, `Interrupted`: retry with its command id).
 pub(crate) fn answer<A: Aggregate, T: DeserializeOwned>(
     stream: &str,
     owner: &str,
@@ -94,6 +95,10 @@ pub(crate) fn answer<A: Aggregate, T: DeserializeOwned>(
         CallError::TimedOut { after_ms, .. } => CommandError::TimedOut {
             stream: stream.to_owned(),
             after_ms,
+        },
+        CallError::Interrupted { .. } => CommandError::Interrupted {
+            stream: stream.to_owned(),
+            reason: error.to_string(),
         },
         CallError::Undecodable(_) | CallError::NoHandler { .. } | CallError::Handler { .. } => {
             tracing::error!(%stream, owner, %error, "a call to the aggregate's owner failed");

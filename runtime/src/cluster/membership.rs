@@ -126,17 +126,17 @@ impl Cluster {
         self.heartbeat_for(Some(&heartbeat.from))
     }
 
-    /// Stops serving if `peer` saw this node's log reach further than its store now holds.
+    /// Stops serving if `peer` saw this node's log reach further than its store now holds;
+    /// otherwise `peer` vouches for this node's store, and it serves.
     fn check_memory(&self, peer: &str, seen_of_me: Option<u64>) {
         let held = self.inner.store.log_end();
-        if let Some(seen) = seen_of_me
-            && seen > held
-        {
-            self.stop_serving(format!(
+        match seen_of_me {
+            Some(seen) if seen > held => self.stop_serving(format!(
                 "node {peer} saw this node's log reach position {seen}, but its store ends at {held}: \
                  its data was lost or replaced; restore the data directory from a backup (serving \
                  what is left would lose acknowledged writes)"
-            ));
+            )),
+            _ => self.confirm_serving(&format!("node {peer} found its store complete")),
         }
     }
 

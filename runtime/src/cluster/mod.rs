@@ -57,6 +57,23 @@ pub enum Route {
     Unavailable { owner: String, reason: String },
 }
 
+/// Whether a node serves its own partitions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Serving {
+    /// Just started: waiting for a peer to say how far it saw this node's log, so that a node
+    /// restarted on an emptied disk never serves (or writes) a moment before it is told.
+    Checking {
+        since: std::time::Instant,
+    },
+    Serving,
+    /// A peer saw more of this node's log than its store holds.
+    Stopped(String),
+}
+
+/// A node with no peer to check with serves after this long (a whole cluster starting cold
+/// has no memory to lose).
+const CHECK_GRACE: Duration = Duration::from_secs(3);
+
 /// A node's view of its cluster, and its calls to other members. Cheap to clone.
 #[derive(Clone)]
 pub struct Cluster {
@@ -82,8 +99,9 @@ struct Inner {
     members: RwLock<BTreeMap<String, MemberView>>,
     /// Each peer's gateway, found in its process group once the link is up.
     gateways: DashMap<String, ActorRef<GatewayMsg>>,
-    /// `Err(why)` once this node must not serve its partitions (its store lost data).
-    serving: RwLock<Result<(), String>>,
+    /// Whether this node serves its partitions: not before a peer has confirmed its store is
+    /// not behind what the peer saw, and never again once one said it is.
+    serving: RwLock<Serving>,
     seen: Mutex<SeenLogEnds>,
     /// One breaker per peer: calls that keep failing stop reaching it for a while.
     breakers: Breakers,
@@ -110,7 +128,9 @@ impl Cluster {
                 handlers: DashMap::new(),
                 members: RwLock::new(members),
                 gateways: DashMap::new(),
-                serving: RwLock::new(Ok(())),
+                serving: RwLock::new(Serving::Checking {
+                    since: std::time::Instant::now(),
+                }),
                 seen: Mutex::new(SeenLogEnds::load(data_dir)),
                 breakers: Breakers::new(BreakerSettings {
                     failure_threshold: 5,
@@ -171,11 +191,11 @@ impl Cluster {
     /// Whether calls for data `member` owns can go to it now.
     pub fn route_to(&self, member: &str) -> Route {
         if member == self.inner.node {
-            return match &*self.read_serving() {
+            return match self.serving() {
                 Ok(()) => Route::Local,
                 Err(reason) => Route::Unavailable {
                     owner: member.to_owned(),
-                    reason: reason.clone(),
+                    reason,
                 },
             };
         }
@@ -257,15 +277,24 @@ impl Cluster {
                 node: member.to_owned(),
                 after_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
             }),
-            Ok(CallResult::SenderError) | Err(_) => {
-                // The link behind this gateway is gone; the next heartbeat finds the new one.
+            // The message never left: the remote actor behind this gateway is gone.
+            Err(_) => {
                 self.inner.gateways.remove(member);
                 Err(unreachable("its link closed".into()))
+            }
+            // Sent, and the link closed before the answer: the next heartbeat finds the new one.
+            Ok(CallResult::SenderError) => {
+                self.inner.gateways.remove(member);
+                Err(CallError::Interrupted {
+                    node: member.to_owned(),
+                })
             }
         };
         let worked = !matches!(
             outcome,
-            Err(CallError::TimedOut { .. } | CallError::Unreachable { .. })
+            Err(CallError::TimedOut { .. }
+                | CallError::Unreachable { .. }
+                | CallError::Interrupted { .. })
         );
         self.inner
             .breakers
@@ -280,20 +309,44 @@ impl Cluster {
 
     /// Whether this node serves its partitions, and why not.
     pub fn serving(&self) -> Result<(), String> {
-        self.read_serving().clone()
+        let grace_over = match &*self.read_serving() {
+            Serving::Serving => return Ok(()),
+            Serving::Stopped(reason) => return Err(reason.clone()),
+            Serving::Checking { since } => since.elapsed() >= CHECK_GRACE,
+        };
+        if grace_over {
+            self.confirm_serving("no peer answered within the start-up check");
+            return Ok(());
+        }
+        Err(
+            "this node has just started and is checking with its peers that its store is complete"
+                .into(),
+        )
+    }
+
+    /// A peer found this node's store complete (or none could be asked in time): serve.
+    fn confirm_serving(&self, how: &str) {
+        let mut serving = self.write_serving();
+        if matches!(*serving, Serving::Checking { .. }) {
+            tracing::info!(node = %self.inner.node, how, "serving this node's partitions");
+            *serving = Serving::Serving;
+        }
     }
 
     /// Stops serving this node's partitions, for good (until a restart), saying why.
     fn stop_serving(&self, reason: String) {
-        let mut serving = self
-            .inner
+        let mut serving = self.write_serving();
+        if !matches!(*serving, Serving::Stopped(_)) {
+            tracing::error!(node = %self.inner.node, %reason, "this node stops serving its partitions");
+            *serving = Serving::Stopped(reason);
+        }
+    }
+
+    fn write_serving(&self) -> std::sync::RwLockWriteGuard<'_, Serving> {
+        self.inner
             .serving
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if serving.is_ok() {
-            tracing::error!(node = %self.inner.node, %reason, "this node stops serving its partitions");
-            *serving = Err(reason);
-        }
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn read_members(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, MemberView>> {
@@ -303,7 +356,7 @@ impl Cluster {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn read_serving(&self) -> std::sync::RwLockReadGuard<'_, Result<(), String>> {
+    fn read_serving(&self) -> std::sync::RwLockReadGuard<'_, Serving> {
         self.inner
             .serving
             .read()

@@ -34,8 +34,12 @@ pub enum CallError {
     NoHandler { node: String, target: String },
     #[error("node {node} does not serve its partitions: {reason}")]
     NotServing { node: String, reason: String },
+    /// The call was not sent: the node is down, or its link is not up.
     #[error("node {node} is unreachable: {reason}")]
     Unreachable { node: String, reason: String },
+    /// The call was sent, then its link closed before the answer came.
+    #[error("the link to node {node} closed before it answered")]
+    Interrupted { node: String },
     #[error("node {node} did not answer within {after_ms} ms")]
     TimedOut { node: String, after_ms: u64 },
     #[error("handler `{target}` failed: {reason}")]

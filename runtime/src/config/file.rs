@@ -151,15 +151,19 @@ impl Default for StoreSection {
 pub struct HealthSection {
     /// `/health` turns degraded when the data volume has less than this share free (percent).
     pub disk_degraded_below_percent: f64,
-    /// ...and unhealthy (503) below this one.
+    /// ...and unhealthy (503) below this share...
     pub disk_unhealthy_below_percent: f64,
+    /// ...or below this many MiB free, whatever the share. A share alone misjudges volumes:
+    /// 8% of a 250 GiB disk is 20 GiB of room, while 10% of a 4 GiB volume is a few minutes.
+    pub disk_unhealthy_below_mib: u64,
 }
 
 impl Default for HealthSection {
     fn default() -> Self {
         Self {
-            disk_degraded_below_percent: 20.0,
-            disk_unhealthy_below_percent: 10.0,
+            disk_degraded_below_percent: 10.0,
+            disk_unhealthy_below_percent: 2.0,
+            disk_unhealthy_below_mib: 1024,
         }
     }
 }

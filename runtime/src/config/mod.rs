@@ -87,11 +87,12 @@ pub struct NodeConfig {
     pub cluster: ClusterConfig,
 }
 
-/// Free-disk thresholds of `/health`, as fractions of the volume.
+/// Free-disk thresholds of `/health`: shares of the volume, and an absolute floor.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HealthConfig {
     pub disk_degraded_below: f64,
     pub disk_unhealthy_below: f64,
+    pub disk_unhealthy_below_bytes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -499,6 +500,10 @@ fn validate(
     let health = HealthConfig {
         disk_degraded_below: degraded / 100.0,
         disk_unhealthy_below: unhealthy / 100.0,
+        disk_unhealthy_below_bytes: file
+            .health
+            .disk_unhealthy_below_mib
+            .saturating_mul(1024 * 1024),
     };
 
     let cookie = cluster_cookie(path, &file, env_var(&file.cluster.cookie_env), &invalid)?;

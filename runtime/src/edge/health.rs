@@ -150,8 +150,11 @@ impl Health {
         let (status, message) = match rustix::fs::statvfs(&self.data_dir) {
             Ok(stats) if stats.f_blocks > 0 => {
                 let free = stats.f_bavail as f64 / stats.f_blocks as f64;
-                let free_mib = stats.f_bavail * stats.f_frsize / (1024 * 1024);
-                let status = if free < self.disk.disk_unhealthy_below {
+                let free_bytes = stats.f_bavail.saturating_mul(stats.f_frsize);
+                let free_mib = free_bytes / (1024 * 1024);
+                let status = if free < self.disk.disk_unhealthy_below
+                    || free_bytes < self.disk.disk_unhealthy_below_bytes
+                {
                     HealthStatus::Unhealthy
                 } else if free < self.disk.disk_degraded_below {
                     HealthStatus::Degraded

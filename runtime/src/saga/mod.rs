@@ -11,8 +11,10 @@
 //!
 //! Failures that may pass (timeouts, unavailable or crashed targets, an open circuit breaker)
 //! are retried with backoff and jitter ([`RetryPolicy`]); a refusal (out of stock, declined)
-//! compensates at once. An action whose retries run out without an answer is in doubt: it may
-//! have been applied. The saga then fences its command id at the target ([`SagaKind::fence`]):
+//! compensates at once. An action whose retries run out without an answer is in doubt if any
+//! attempt may have reached the target (a timeout, a link lost mid-call; not when every attempt
+//! found the target unavailable, which applies nothing). The saga then fences its command id at
+//! the target ([`SagaKind::fence`]):
 //! the target answers whether it was applied (the saga goes on) or refused, or records that it
 //! never will be (the saga compensates, and the late command is refused). A saga never
 //! compensates a step that might still apply.
@@ -78,9 +80,12 @@ pub enum StepOutcome {
     /// For a compensation: it cannot be undone (the kind answers `Done` when there is simply
     /// nothing left to undo), so the saga is stuck until someone looks.
     Refused(String),
-    /// It may pass, or the outcome is unknown (timeout, crash, unavailable): retry after a wait
-    /// with the same command id.
+    /// It may pass, or the outcome is unknown (timeout, crash, a link lost mid-call): retry
+    /// after a wait with the same command id.
     Failed(String),
+    /// The target could not be reached (down, its breaker open), so the command was not
+    /// applied: retry after a wait. An action whose every attempt was this needs no fence.
+    Unavailable(String),
 }
 
 impl StepOutcome {
@@ -94,6 +99,9 @@ impl StepOutcome {
         match result {
             Ok(_) => StepOutcome::Done,
             Err(CommandError::Refused(error)) => StepOutcome::Refused(refused(error)),
+            Err(error @ CommandError::Unavailable { .. }) => {
+                StepOutcome::Unavailable(error.to_string())
+            }
             Err(error) => StepOutcome::Failed(error.to_string()),
         }
     }

@@ -96,6 +96,7 @@ pub(crate) async fn call<K: SagaKind, T: DeserializeOwned>(
             CallError::Unreachable { .. }
             | CallError::NotServing { .. }
             | CallError::PlacedDifferently { .. }
+            | CallError::Interrupted { .. }
             | CallError::TimedOut { .. } => SagaError::Unavailable(error.to_string()),
             other => SagaError::Store(other.to_string()),
         })?;

@@ -42,6 +42,10 @@ pub(crate) struct RunnerState<K: SagaKind> {
     steps: Vec<Step>,
     /// Seeds the jitter of this saga's retries.
     seed: u64,
+    /// Whether an attempt at the current action may have reached its target. Only an action
+    /// no attempt of which did can be compensated without a fence. Not stored: a resumed saga
+    /// that had failed attempts assumes they may have.
+    maybe_applied: bool,
 }
 
 impl<K: SagaKind> Actor for Runner<K> {
@@ -61,6 +65,7 @@ impl<K: SagaKind> Actor for Runner<K> {
         let steps = args.kind.steps(&saga.input);
         myself.cast(RunnerMsg::Advance)?;
         Ok(RunnerState {
+            maybe_applied: saga.attempts > 0,
             seed: crate::store::fingerprint(args.id.as_bytes()),
             id: args.id,
             kind: args.kind,
@@ -98,6 +103,12 @@ async fn record<K: SagaKind>(
     state: &mut RunnerState<K>,
     event: SagaEvent<K::Input>,
 ) -> Result<(), ActorProcessingErr> {
+    if matches!(
+        event,
+        SagaEvent::StepDone { .. } | SagaEvent::Compensating { .. }
+    ) {
+        state.maybe_applied = false;
+    }
     state.saga = state
         .log
         .append(&state.id, &state.saga, event, &state.steps)
@@ -146,7 +157,7 @@ async fn attempt<K: SagaKind>(state: &RunnerState<K>, step: usize, call: Call<'_
     let target = state.steps[step].target;
     let breakers = &state.settings.breakers;
     if !breakers.with(target, |breaker| breaker.allow()) {
-        return StepOutcome::Failed(format!("the circuit breaker for {target} is open"));
+        return StepOutcome::Unavailable(format!("the circuit breaker for {target} is open"));
     }
     let (input, kind, timeout) = (&state.saga.input, &state.kind, state.settings.step_timeout);
     let outcome = match call {
@@ -160,7 +171,10 @@ async fn attempt<K: SagaKind>(state: &RunnerState<K>, step: usize, call: Call<'_
         }
     }
     .unwrap_or_else(|_| StepOutcome::Failed(no_answer(timeout)));
-    let worked = !matches!(outcome, StepOutcome::Failed(_));
+    let worked = !matches!(
+        outcome,
+        StepOutcome::Failed(_) | StepOutcome::Unavailable(_)
+    );
     breakers.with(target, |breaker| breaker.record(worked));
     outcome
 }
@@ -180,7 +194,11 @@ async fn run_step<K: SagaKind>(
         return schedule(myself, Next::Now);
     };
     let stuck = state.saga.stuck_at.is_some();
-    let next = match attempt(state, step, Call::Act).await {
+    let outcome = attempt(state, step, Call::Act).await;
+    if !matches!(outcome, StepOutcome::Unavailable(_)) {
+        state.maybe_applied = true;
+    }
+    let next = match outcome {
         StepOutcome::Done => {
             record(state, SagaEvent::StepDone { step }).await?;
             Next::Now
@@ -190,7 +208,7 @@ async fn run_step<K: SagaKind>(
         }
         // Past the point of no return a refusal cannot be compensated: someone must look.
         StepOutcome::Refused(error) => give_up_stuck(state, step, stuck, error).await?,
-        StepOutcome::Failed(error) => {
+        StepOutcome::Failed(error) | StepOutcome::Unavailable(error) => {
             let attempt = state.saga.attempts + 1;
             metrics::counter!(SAGA_STEP_RETRIES, "kind" => K::KIND).increment(1);
             let policy = state.settings.actions;
@@ -205,6 +223,10 @@ async fn run_step<K: SagaKind>(
                 Next::After(wait)
             } else if current.kind == StepKind::Retriable {
                 give_up_stuck(state, step, stuck, error).await?
+            } else if !state.maybe_applied {
+                // No attempt reached the target: nothing to settle.
+                let reason = format!("{}: {error}", current.name);
+                compensate_from(state, step, reason).await?
             } else {
                 settle_in_doubt(state, step, attempt, error).await?
             }
@@ -293,7 +315,7 @@ async fn compensate_step<K: SagaKind>(
             let error = format!("the compensation was refused: {why}");
             give_up_stuck(state, step, stuck, error).await?
         }
-        StepOutcome::Failed(error) => {
+        StepOutcome::Failed(error) | StepOutcome::Unavailable(error) => {
             let attempt = state.saga.attempts + 1;
             metrics::counter!(SAGA_STEP_RETRIES, "kind" => K::KIND).increment(1);
             let policy = state.settings.compensations;

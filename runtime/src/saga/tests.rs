@@ -320,6 +320,44 @@ async fn a_step_that_never_answers_is_retried_with_backoff_then_fenced_then_comp
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_step_whose_target_was_never_reached_compensates_without_a_fence() {
+    let down = || StepOutcome::Unavailable("node-3 is down".into());
+    let kind = Scripted::new(&[Compensable, Compensable, Pivot]).then(
+        1,
+        "act",
+        (0..5).map(|_| down()).collect(),
+    );
+    let first = harness(kind).await;
+    let state = first.run("never-sent").await;
+    assert_eq!(state.phase, Phase::Compensated);
+    assert_eq!(state.reason.as_deref(), Some("s1: node-3 is down"));
+    assert!(
+        !first.calls().contains(&("fence", 1)),
+        "nothing was sent, so nothing is settled: {:?}",
+        first.calls()
+    );
+    // One attempt that may have arrived (a timeout) among them is enough to need the fence.
+    let kind = Scripted::new(&[Compensable, Compensable, Pivot]).then(
+        1,
+        "act",
+        vec![
+            down(),
+            StepOutcome::Failed(HANG.into()),
+            down(),
+            down(),
+            down(),
+        ],
+    );
+    let second = harness(kind).await;
+    second.run("maybe-sent").await;
+    assert!(
+        second.calls().contains(&("fence", 1)),
+        "{:?}",
+        second.calls()
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_step_in_doubt_that_was_applied_goes_on_instead_of_compensating() {
     let hang = || StepOutcome::Failed(HANG.into());
     let kind = Scripted::new(&[Compensable, Compensable, Pivot])

@@ -178,6 +178,12 @@ pub fn command_problem<E: DomainError>(noun: &str, id: &str, error: CommandError
         )
         .with_retry_after(retry_after_ms.div_ceil(1000).max(1))
         .with_cause(format!("{noun} {id}: {what}")),
+        CommandError::Interrupted { .. } => Problem::new(
+            ProblemCode::Unavailable,
+            format!("the {noun}'s node stopped answering mid-command; retry with the same Idempotency-Key"),
+        )
+        .with_retry_after(1)
+        .with_cause(format!("{noun} {id}: {error}")),
         CommandError::Crashed { .. } => Problem::new(
             ProblemCode::Unavailable,
             format!(

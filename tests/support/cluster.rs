@@ -1,0 +1,281 @@
+//! Multi-process clusters for tests: the shipped `config/local-cluster/node-N.toml` files, each
+//! node in its own process with its own data directory, on free ports (given through the
+//! `PLAYHOUSE_*` overrides a deployment would use). Every process is killed when the cluster is
+//! dropped, also when a test fails.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use playhouse_runtime::config::Member;
+use playhouse_runtime::placement::Placement;
+
+use super::{Node, NodeOptions, client, token};
+
+/// The services every node of the local cluster hosts.
+pub const SERVICES: &[&str] = &[
+    "accounts",
+    "catalog",
+    "customers",
+    "inventory",
+    "orders",
+    "payments",
+    "notifications",
+];
+
+/// How a test cluster differs from the shipped local cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Extra `PLAYHOUSE_*` variables for every node.
+    pub env: Vec<(String, String)>,
+    pub log_level: &'static str,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        Self {
+            // A shorter heartbeat timeout than the shipped 1.5 s, so that "seen down within 2 s"
+            // holds with room to spare on a loaded test machine.
+            env: vec![
+                (
+                    "PLAYHOUSE_CLUSTER__HEARTBEAT_INTERVAL_MS".into(),
+                    "200".into(),
+                ),
+                (
+                    "PLAYHOUSE_CLUSTER__HEARTBEAT_TIMEOUT_MS".into(),
+                    "1000".into(),
+                ),
+            ],
+            log_level: "info",
+        }
+    }
+}
+
+/// A running cluster of `config/local-cluster` nodes.
+pub struct TestCluster {
+    pub nodes: Vec<Node>,
+    /// Each node's cluster port.
+    pub ports: Vec<u16>,
+    pub placement: Placement,
+    pub dir: tempfile::TempDir,
+}
+
+/// A port nothing listens on now (the OS's choice for a socket bound to port 0).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The TOML array of the members, on `ports`.
+pub fn members_toml(ports: &[u16]) -> String {
+    let services = SERVICES
+        .iter()
+        .map(|s| format!("\"{s}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let members = ports
+        .iter()
+        .enumerate()
+        .map(|(n, port)| {
+            format!(
+                "{{ name = \"node-{}\", address = \"127.0.0.1:{port}\", services = [{services}] }}",
+                n + 1
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("[{members}]")
+}
+
+/// The shipped config of node `n` (1-based).
+pub fn shipped_config(n: usize) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("config/local-cluster")
+        .join(format!("node-{n}.toml"))
+}
+
+impl TestCluster {
+    /// Starts three nodes and waits until each sees the other two up.
+    pub async fn start(options: &ClusterOptions) -> TestCluster {
+        let cluster = Self::start_unjoined(3, options);
+        cluster.wait_all_up(Duration::from_secs(20)).await;
+        cluster
+    }
+
+    /// Starts `size` nodes without waiting for them to see each other.
+    pub fn start_unjoined(size: usize, options: &ClusterOptions) -> TestCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let members: Vec<Member> = ports
+            .iter()
+            .enumerate()
+            .map(|(n, port)| Member {
+                name: format!("node-{}", n + 1),
+                address: format!("127.0.0.1:{port}").parse().unwrap(),
+                edge: None,
+                services: SERVICES.iter().map(|s| (*s).to_owned()).collect(),
+            })
+            .collect();
+        let placement = Placement::of(64, &members);
+        let nodes = (1..=size)
+            .map(|n| {
+                let env = node_env(&dir, n, &ports, options);
+                Node::launch(
+                    shipped_config(n),
+                    env,
+                    dir.path().join(format!("node-{n}.log")),
+                    &NodeOptions {
+                        log_level: options.log_level,
+                        ..NodeOptions::default()
+                    },
+                )
+            })
+            .collect();
+        TestCluster {
+            nodes,
+            ports,
+            placement,
+            dir,
+        }
+    }
+
+    /// Node `n`, 0-based.
+    pub fn node(&self, n: usize) -> &Node {
+        &self.nodes[n]
+    }
+
+    /// The index of the node owning the aggregate whose stream is `stream`, in `service`.
+    pub fn owner_of(&self, service: &str, stream: &str) -> usize {
+        let owner = self.placement.owner_of(service, stream).unwrap();
+        owner.trim_start_matches("node-").parse::<usize>().unwrap() - 1
+    }
+
+    /// `GET /admin/cluster` on node `n`.
+    pub async fn view(&self, n: usize) -> serde_json::Value {
+        client()
+            .get(self.node(n).url("/admin/cluster"))
+            .bearer_auth(token("ops", &["admin"]))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// The status node `n` gives `peer` (0-based), or `None` if it does not answer.
+    pub async fn status_seen(&self, n: usize, peer: usize) -> Option<String> {
+        let response = client()
+            .get(self.node(n).url("/admin/cluster"))
+            .bearer_auth(token("ops", &["admin"]))
+            .timeout(Duration::from_millis(500))
+            .send()
+            .await
+            .ok()?;
+        let view: serde_json::Value = response.json().await.ok()?;
+        let name = format!("node-{}", peer + 1);
+        view["members"]
+            .as_array()?
+            .iter()
+            .find(|member| member["name"] == name.as_str())
+            .map(|member| member["status"].as_str().unwrap_or("").to_owned())
+    }
+
+    /// Waits until every running node sees every other running node up.
+    pub async fn wait_all_up(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut all_up = true;
+            for n in 0..self.nodes.len() {
+                for peer in 0..self.nodes.len() {
+                    if n != peer
+                        && self.nodes[n].is_running()
+                        && self.nodes[peer].is_running()
+                        && self.status_seen(n, peer).await.as_deref() != Some("up")
+                    {
+                        all_up = false;
+                    }
+                }
+            }
+            if all_up {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not come up within {timeout:?}: {:?}",
+                self.logs_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until node `n` sees `peer` with `status`; returns how long that took, or panics
+    /// after `timeout`.
+    pub async fn wait_status(
+        &self,
+        n: usize,
+        peer: usize,
+        status: &str,
+        timeout: Duration,
+    ) -> Duration {
+        let started = Instant::now();
+        loop {
+            if self.status_seen(n, peer).await.as_deref() == Some(status) {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "node-{} did not see node-{} {status} within {timeout:?}: {:?}",
+                n + 1,
+                peer + 1,
+                self.logs_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The last lines of every node's log, for failure messages.
+    pub fn logs_tail(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|node| {
+                let text = node.log_text();
+                let lines: Vec<&str> = text.lines().collect();
+                lines[lines.len().saturating_sub(15)..].join("\n")
+            })
+            .collect()
+    }
+
+    /// Node `n`'s data directory.
+    pub fn data_dir(&self, n: usize) -> PathBuf {
+        self.dir.path().join(format!("node-{}", n + 1))
+    }
+}
+
+/// The environment node `n` (1-based) starts with: its data directory, a free edge port, its
+/// cluster port, and the members on their ports.
+pub fn node_env(
+    dir: &tempfile::TempDir,
+    n: usize,
+    ports: &[u16],
+    options: &ClusterOptions,
+) -> Vec<(String, String)> {
+    let mut env = vec![
+        (
+            "PLAYHOUSE_DATA_DIR".to_owned(),
+            dir.path().join(format!("node-{n}")).display().to_string(),
+        ),
+        ("PLAYHOUSE_EDGE__LISTEN".into(), "127.0.0.1:0".into()),
+        (
+            "PLAYHOUSE_CLUSTER__LISTEN".into(),
+            format!("127.0.0.1:{}", ports[n - 1]),
+        ),
+        ("PLAYHOUSE_CLUSTER__MEMBERS".into(), members_toml(ports)),
+        // The shipped files' dev_key is what signs; the tests' tokens use TEST_KEY.
+        ("PLAYHOUSE_JWT_KEY".into(), super::TEST_KEY.into()),
+    ];
+    env.extend(options.env.iter().cloned());
+    env
+}
