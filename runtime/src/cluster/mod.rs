@@ -59,7 +59,7 @@ pub enum Route {
 
 /// Whether a node serves its own partitions.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Serving {
+enum ServingState {
     /// Just started: waiting for a peer to say how far it saw this node's log, so that a node
     /// restarted on an emptied disk never serves (or writes) a moment before it is told.
     Checking {
@@ -101,7 +101,7 @@ struct Inner {
     gateways: DashMap<String, ActorRef<GatewayMsg>>,
     /// Whether this node serves its partitions: not before a peer has confirmed its store is
     /// not behind what the peer saw, and never again once one said it is.
-    serving: RwLock<Serving>,
+    serving: RwLock<ServingState>,
     seen: Mutex<SeenLogEnds>,
     /// One breaker per peer: calls that keep failing stop reaching it for a while.
     breakers: Breakers,
@@ -128,7 +128,7 @@ impl Cluster {
                 handlers: DashMap::new(),
                 members: RwLock::new(members),
                 gateways: DashMap::new(),
-                serving: RwLock::new(Serving::Checking {
+                serving: RwLock::new(ServingState::Checking {
                     since: std::time::Instant::now(),
                 }),
                 seen: Mutex::new(SeenLogEnds::load(data_dir)),
@@ -310,9 +310,9 @@ impl Cluster {
     /// Whether this node serves its partitions, and why not.
     pub fn serving(&self) -> Result<(), String> {
         let grace_over = match &*self.read_serving() {
-            Serving::Serving => return Ok(()),
-            Serving::Stopped(reason) => return Err(reason.clone()),
-            Serving::Checking { since } => since.elapsed() >= CHECK_GRACE,
+            ServingState::Serving => return Ok(()),
+            ServingState::Stopped(reason) => return Err(reason.clone()),
+            ServingState::Checking { since } => since.elapsed() >= CHECK_GRACE,
         };
         if grace_over {
             self.confirm_serving("no peer answered within the start-up check");
@@ -327,22 +327,22 @@ impl Cluster {
     /// A peer found this node's store complete (or none could be asked in time): serve.
     fn confirm_serving(&self, how: &str) {
         let mut serving = self.write_serving();
-        if matches!(*serving, Serving::Checking { .. }) {
+        if matches!(*serving, ServingState::Checking { .. }) {
             tracing::info!(node = %self.inner.node, how, "serving this node's partitions");
-            *serving = Serving::Serving;
+            *serving = ServingState::Serving;
         }
     }
 
     /// Stops serving this node's partitions, for good (until a restart), saying why.
     fn stop_serving(&self, reason: String) {
         let mut serving = self.write_serving();
-        if !matches!(*serving, Serving::Stopped(_)) {
+        if !matches!(*serving, ServingState::Stopped(_)) {
             tracing::error!(node = %self.inner.node, %reason, "this node stops serving its partitions");
-            *serving = Serving::Stopped(reason);
+            *serving = ServingState::Stopped(reason);
         }
     }
 
-    fn write_serving(&self) -> std::sync::RwLockWriteGuard<'_, Serving> {
+    fn write_serving(&self) -> std::sync::RwLockWriteGuard<'_, ServingState> {
         self.inner
             .serving
             .write()
@@ -356,7 +356,7 @@ impl Cluster {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn read_serving(&self) -> std::sync::RwLockReadGuard<'_, Serving> {
+    fn read_serving(&self) -> std::sync::RwLockReadGuard<'_, ServingState> {
         self.inner
             .serving
             .read()
