@@ -348,3 +348,234 @@ async fn a_node_refuses_to_start_on_another_nodes_data() {
     // Its own node still starts on it.
     node.restart();
 }
+
+#[tokio::test]
+async fn a_node_restarted_on_an_emptied_data_directory_does_not_serve() {
+    let mut cluster = TestCluster::start(&ClusterOptions::default()).await;
+    let accounts = accounts_on_every_node(&cluster, 0, 1).await;
+    let (on_two, _) = accounts.iter().find(|(_, owner)| *owner == 1).unwrap();
+    // The peers have heard node 2's log end (heartbeats carry it) before its disk is lost.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    cluster.nodes[1].kill9();
+    std::fs::remove_dir_all(cluster.data_dir(1)).unwrap();
+    cluster.nodes[1].restart();
+    cluster.wait_all_up(Duration::from_secs(20)).await;
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let view = loop {
+        let view = cluster.view(1).await;
+        if view["serving"] == false {
+            break view;
+        }
+        assert!(Instant::now() < deadline, "still serving: {view}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let reason = view["not_serving_reason"].as_str().unwrap();
+    assert!(reason.contains("log"), "{reason}");
+    // Its accounts are not served empty, through its own edge or another's.
+    let writer = token("alice", &["writer"]);
+    for via in [0, 1] {
+        let response = get_as(
+            cluster.node(via),
+            &format!("/api/v1/accounts/{on_two}"),
+            &writer,
+        )
+        .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "through node-{}",
+            via + 1
+        );
+    }
+    // Nor written: a new account it would own is refused too, and its health says why.
+    let health = support::client()
+        .get(cluster.node(1).url("/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let health: serde_json::Value = health.json().await.unwrap();
+    assert!(health.to_string().contains("log"), "{health}");
+    assert!(
+        cluster
+            .node(1)
+            .log_text()
+            .contains("this node stops serving its partitions"),
+        "{:?}",
+        cluster.logs_tail()
+    );
+}
+
+/// Products (one owned by each node), stock and a customer with credit, made through node 0.
+struct Shop {
+    products: Vec<(String, usize)>,
+    customer: String,
+}
+
+async fn shop(cluster: &TestCluster, stock: u64) -> Shop {
+    let mut products = Vec::new();
+    for n in 0..60 {
+        let id = support::create_product(cluster.node(0), "shop", &format!("SKU-{n}"), 100).await;
+        let owner = cluster.owner_of("inventory", &format!("inventory-{id}"));
+        if products.iter().all(|(_, o)| *o != owner) {
+            support::receive_stock(cluster.node(0), "shop", &id, stock).await;
+            products.push((id, owner));
+        }
+        if products.len() == cluster.nodes.len() {
+            products.sort_by_key(|(_, owner)| *owner);
+            let customer = support::register_customer(cluster.node(0), "ada", 1_000_000).await;
+            return Shop { products, customer };
+        }
+    }
+    panic!("60 products did not spread over the nodes: {products:?}");
+}
+
+/// Where an order's pieces live: its order and saga, its payment.
+#[derive(Debug)]
+struct OrderOwners {
+    order: usize,
+    saga: usize,
+    payment: usize,
+}
+
+fn owners_of_order(cluster: &TestCluster, id: &str) -> OrderOwners {
+    let payment = playhouse_actors::payments::payment_id_for(id);
+    OrderOwners {
+        order: cluster.owner_of("orders", &format!("order-{id}")),
+        saga: cluster.owner_of("orders", &format!("order_saga-{id}")),
+        payment: cluster.owner_of("payments", &format!("payment-{payment}")),
+    }
+}
+
+/// Places a one-line order through node `via`: its id, or the status when not accepted.
+async fn place_order(
+    cluster: &TestCluster,
+    via: usize,
+    customer: &str,
+    product: &str,
+) -> Result<String, StatusCode> {
+    let body = json!({"customer_id": customer, "lines": [{"product_id": product, "quantity": 1}]});
+    let response = post_as(
+        cluster.node(via),
+        "/api/v1/orders",
+        &token("ada", &["writer"]),
+        body,
+    )
+    .await;
+    if response.status() != StatusCode::ACCEPTED {
+        return Err(response.status());
+    }
+    let placed: serde_json::Value = response.json().await.unwrap();
+    Ok(placed["order_id"].as_str().unwrap().to_owned())
+}
+
+async fn available(cluster: &TestCluster, via: usize, product: &str) -> u64 {
+    let stock = json_of(
+        get_as(
+            cluster.node(via),
+            &format!("/api/v1/inventory/{product}"),
+            &token("ada", &["reader"]),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    stock["available"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn an_order_spread_over_three_nodes_is_confirmed_and_one_whose_payment_owner_is_down_is_cancelled()
+ {
+    let mut cluster = TestCluster::start(&ClusterOptions::default()).await;
+    let shop = shop(&cluster, 1_000).await;
+    let ada = token("ada", &["writer"]);
+
+    // Stock, payment and order on three different nodes: placed through node 1's edge.
+    let mut spread = None;
+    for attempt in 0..200 {
+        let (product, stock_owner) = &shop.products[attempt % 3];
+        let id = place_order(&cluster, 0, &shop.customer, product)
+            .await
+            .unwrap();
+        let owners = owners_of_order(&cluster, &id);
+        let order = support::settled(cluster.node(0), &format!("/api/v1/orders/{id}"), &ada).await;
+        assert_eq!(order["status"], "confirmed", "{owners:?}: {order}");
+        let mut nodes = [*stock_owner, owners.order, owners.payment];
+        nodes.sort_unstable();
+        if nodes == [0, 1, 2] {
+            spread = Some((id, owners, *stock_owner));
+            break;
+        }
+    }
+    let (id, owners, stock_owner) = spread.expect("no order spread over three nodes in 200");
+    println!("order {id}: stock on node-{}, {owners:?}", stock_owner + 1);
+    let payment = playhouse_actors::payments::payment_id_for(&id);
+    for via in 0..3 {
+        let payment = json_of(
+            get_as(
+                cluster.node(via),
+                &format!("/api/v1/payments/{payment}"),
+                &ada,
+            )
+            .await,
+            StatusCode::OK,
+        )
+        .await;
+        assert_eq!(payment["status"], "authorized", "{payment}");
+    }
+
+    // Node 3 dies. An order it would pay for runs out of the step's retries and is cancelled,
+    // with its stock given back; one whose order lives there is refused at once.
+    cluster.nodes[2].kill9();
+    cluster
+        .wait_status(0, 2, "down", Duration::from_secs(5))
+        .await;
+    let customer = if cluster.owner_of("customers", &format!("customer-{}", shop.customer)) == 2 {
+        let mut other = None;
+        for _ in 0..60 {
+            let id = support::register_customer(cluster.node(0), "ada", 1_000_000).await;
+            if cluster.owner_of("customers", &format!("customer-{id}")) != 2 {
+                other = Some(id);
+                break;
+            }
+        }
+        other.expect("no customer off node-3 in 60")
+    } else {
+        shop.customer.clone()
+    };
+    let (product, _) = &shop.products[0];
+    let mut refused_at_once = 0;
+    for _ in 0..200 {
+        let before = available(&cluster, 0, product).await;
+        match place_order(&cluster, 0, &customer, product).await {
+            Err(status) => {
+                assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+                refused_at_once += 1;
+            }
+            Ok(id) => {
+                let owners = owners_of_order(&cluster, &id);
+                assert!(owners.order != 2 && owners.saga != 2, "{owners:?}");
+                let path = format!("/api/v1/orders/{id}");
+                let order = support::settled(cluster.node(1), &path, &ada).await;
+                if owners.payment != 2 {
+                    assert_eq!(order["status"], "confirmed", "{order}");
+                    continue;
+                }
+                assert_eq!(order["status"], "cancelled", "{order}");
+                let reason = order["reason"].as_str().unwrap();
+                assert!(reason.contains("payment"), "{reason}");
+                println!(
+                    "order {id} cancelled: {reason} ({refused_at_once} refused at once before it)"
+                );
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while available(&cluster, 1, product).await != before {
+                    assert!(Instant::now() < deadline, "stock not released");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                return;
+            }
+        }
+    }
+    panic!("no order with its payment on node-3 in 200");
+}

@@ -50,6 +50,10 @@ impl Default for ClusterOptions {
     }
 }
 
+/// One test cluster at a time per test binary: three debug nodes per test, times the tests
+/// the harness runs at once, would starve a 2-core machine until heartbeats time out.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A running cluster of `config/local-cluster` nodes.
 pub struct TestCluster {
     pub nodes: Vec<Node>,
@@ -57,6 +61,8 @@ pub struct TestCluster {
     pub ports: Vec<u16>,
     pub placement: Placement,
     pub dir: tempfile::TempDir,
+    /// Held until the nodes are gone (fields drop in order: `nodes` first).
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
 
 /// A port nothing listens on now (the OS's choice for a socket bound to port 0).
@@ -106,6 +112,10 @@ impl TestCluster {
 
     /// Starts `size` nodes without waiting for them to see each other.
     pub fn start_unjoined(size: usize, options: &ClusterOptions) -> TestCluster {
+        // A test that failed while holding the turn poisons it; the next may still go.
+        let turn = ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let dir = tempfile::tempdir().unwrap();
         let ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
         let members: Vec<Member> = ports
@@ -138,6 +148,7 @@ impl TestCluster {
             ports,
             placement,
             dir,
+            _turn: turn,
         }
     }
 

@@ -477,8 +477,10 @@ pub async fn json_of(
     response: reqwest::Response,
     status: reqwest::StatusCode,
 ) -> serde_json::Value {
-    assert_eq!(response.status(), status, "{:?}", response.headers());
-    response.json().await.unwrap()
+    let actual = response.status();
+    let text = response.text().await.unwrap();
+    assert_eq!(actual, status, "{text}");
+    serde_json::from_str(&text).unwrap_or_else(|error| panic!("{error}: {text}"))
 }
 
 /// The `X-Playhouse-Position` of a command's answer.
