@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::json;
 use support::cluster::{ClusterOptions, TestCluster};
+use support::netns::{self, CutOff};
 use support::{Node, NodeOptions, get_as, json_of, post_as, token};
 
 /// Opens accounts through node `via`'s edge until every node owns at least `per_node`; returns
@@ -44,6 +45,57 @@ async fn accounts_on_every_node(
         }
     }
     panic!("200 accounts did not spread over the nodes: {opened:?}");
+}
+
+/// How long after `since` node `via`'s edge first answers account `id` with 503 and
+/// `Retry-After` (polling every 10 ms); panics after 5 s.
+async fn first_503(cluster: &TestCluster, via: usize, id: &str, since: Instant) -> Duration {
+    let writer = token("alice", &["writer"]);
+    loop {
+        let response = get_as(
+            cluster.node(via),
+            &format!("/api/v1/accounts/{id}"),
+            &writer,
+        )
+        .await;
+        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+            assert!(response.headers().contains_key("retry-after"));
+            return since.elapsed();
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(5),
+            "no 503 from node-{} within 5 s",
+            via + 1
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until node `n` sees `peer` down; asserts that came within 2 s of `since`.
+async fn seen_down_within_2_s(cluster: &TestCluster, n: usize, peer: usize, since: Instant) {
+    cluster
+        .wait_status(n, peer, "down", Duration::from_secs(5))
+        .await;
+    let after = since.elapsed();
+    println!("node-{} saw node-{} down after {after:?}", n + 1, peer + 1);
+    assert!(after < Duration::from_secs(2), "{after:?}");
+}
+
+/// Credits 1 to account `id` through node `via`, expecting 200.
+async fn credit_works(cluster: &TestCluster, via: usize, id: &str) {
+    let response = post_as(
+        cluster.node(via),
+        &format!("/api/v1/accounts/{id}/credit"),
+        &token("alice", &["writer"]),
+        json!({"amount": 1}),
+    )
+    .await;
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "{id} via node-{}",
+        via + 1
+    );
 }
 
 /// Each node's log end, as `/admin/projections` says.
@@ -130,23 +182,7 @@ async fn a_killed_owner_answers_503_at_once_and_serves_its_data_intact_when_back
         .filter(|(_, owner)| *owner == 1)
         .map(|(id, _)| id)
         .collect();
-    let first_503 = loop {
-        let response = get_as(
-            cluster.node(0),
-            &format!("/api/v1/accounts/{}", on_two[0]),
-            &writer,
-        )
-        .await;
-        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
-            assert!(response.headers().contains_key("retry-after"));
-            break killed.elapsed();
-        }
-        assert!(
-            killed.elapsed() < Duration::from_secs(5),
-            "no 503 within 5 s"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let first_503 = first_503(&cluster, 0, on_two[0], killed).await;
     println!("first 503 for a dead owner's account after {first_503:?}");
     assert!(first_503 < Duration::from_secs(2), "{first_503:?}");
     // Answered at once, not after a timeout, and the rest keep serving.
@@ -578,4 +614,63 @@ async fn an_order_spread_over_three_nodes_is_confirmed_and_one_whose_payment_own
         }
     }
     panic!("no order with its payment on node-3 in 200");
+}
+
+#[tokio::test]
+async fn a_paused_node_is_seen_down_within_2_s_and_rejoins_when_continued() {
+    let cluster = TestCluster::start(&ClusterOptions::default()).await;
+    let accounts = accounts_on_every_node(&cluster, 0, 1).await;
+    let on_three = &accounts.iter().find(|(_, owner)| *owner == 2).unwrap().0;
+    // SIGSTOP: its sockets stay open and its kernel still acknowledges TCP, so only the
+    // heartbeats can tell.
+    cluster.node(2).pause();
+    let paused = Instant::now();
+    for n in [0, 1] {
+        seen_down_within_2_s(&cluster, n, 2, paused).await;
+    }
+    let first = first_503(&cluster, 0, on_three, paused).await;
+    println!("first 503 for a paused owner's account after {first:?}");
+    assert!(first < Duration::from_secs(2), "{first:?}");
+
+    cluster.node(2).resume();
+    cluster.wait_all_up(Duration::from_secs(10)).await;
+    credit_works(&cluster, 0, on_three).await;
+}
+
+#[test]
+fn a_cut_off_node_is_seen_down_within_2_s_both_ways_and_rejoins_when_healed() {
+    if !netns::inside() {
+        return netns::rerun_inside(
+            "a_cut_off_node_is_seen_down_within_2_s_both_ways_and_rejoins_when_healed",
+        );
+    }
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let cluster = TestCluster::start(&ClusterOptions::default()).await;
+        let accounts = accounts_on_every_node(&cluster, 0, 1).await;
+        let owned_by = |n: usize| &accounts.iter().find(|(_, owner)| *owner == n).unwrap().0;
+        let cut = CutOff::port(cluster.ports[2]);
+        let cut_at = Instant::now();
+        // Both sides see the other down: node 3 loses both peers, they lose node 3 only.
+        for (n, peer) in [(0, 2), (1, 2), (2, 0), (2, 1)] {
+            seen_down_within_2_s(&cluster, n, peer, cut_at).await;
+        }
+        assert_eq!(cluster.status_seen(0, 1).await.as_deref(), Some("up"));
+        // Each side answers 503 for what the other owns, and serves its own.
+        let first = first_503(&cluster, 0, owned_by(2), cut_at).await;
+        println!("first 503 for a cut-off owner's account after {first:?}");
+        assert!(first < Duration::from_secs(2), "{first:?}");
+        first_503(&cluster, 2, owned_by(0), cut_at).await;
+        credit_works(&cluster, 2, owned_by(2)).await;
+        credit_works(&cluster, 1, owned_by(0)).await;
+
+        cut.heal();
+        let healed = Instant::now();
+        cluster.wait_all_up(Duration::from_secs(15)).await;
+        println!(
+            "all up again {:?} after the rules were removed",
+            healed.elapsed()
+        );
+        credit_works(&cluster, 0, owned_by(2)).await;
+        credit_works(&cluster, 2, owned_by(0)).await;
+    });
 }

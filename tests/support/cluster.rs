@@ -54,6 +54,14 @@ impl Default for ClusterOptions {
 /// the harness runs at once, would starve a 2-core machine until heartbeats time out.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Waits for this binary's turn to run a cluster; the turn lasts while the guard lives.
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    // A test that failed while holding the turn poisons it; the next may still go.
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A running cluster of `config/local-cluster` nodes.
 pub struct TestCluster {
     pub nodes: Vec<Node>,
@@ -112,10 +120,7 @@ impl TestCluster {
 
     /// Starts `size` nodes without waiting for them to see each other.
     pub fn start_unjoined(size: usize, options: &ClusterOptions) -> TestCluster {
-        // A test that failed while holding the turn poisons it; the next may still go.
-        let turn = ONE_AT_A_TIME
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let turn = one_at_a_time();
         let dir = tempfile::tempdir().unwrap();
         let ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
         let members: Vec<Member> = ports
