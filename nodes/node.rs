@@ -127,6 +127,7 @@ async fn serve(config: NodeConfig) -> anyhow::Result<ExitCode> {
     .await
     .context("starting the services")?;
     if let Some(cluster) = &cluster {
+        cluster.serve_read_models(&bus);
         cluster.start().await.map_err(anyhow::Error::msg)?;
         tracing::info!(
             node,

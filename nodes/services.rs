@@ -45,6 +45,36 @@ pub fn check(config: &NodeConfig) -> anyhow::Result<()> {
                 .join(", ")
         );
     }
+    check_read_models_see_their_events(config)
+}
+
+/// In a cluster, a service whose projections read other services' events must run on every
+/// member hosting those services: a projection sees only its own node's log, so a member
+/// without it would leave its events out of every list.
+fn check_read_models_see_their_events(config: &NodeConfig) -> anyhow::Result<()> {
+    let members = &config.cluster.members;
+    for reader in SERVICES {
+        let hosted_somewhere = members
+            .iter()
+            .any(|member| member.services.iter().any(|s| s == reader.name));
+        if !hosted_somewhere {
+            continue;
+        }
+        for (index, member) in members.iter().enumerate() {
+            let hosts = |name: &str| member.services.iter().any(|s| s == name);
+            if let Some(source) = reader.reads_events_of.iter().find(|source| hosts(source))
+                && !hosts(reader.name)
+            {
+                bail!(
+                    "{}: cluster.members[{index}] ({}) hosts {source} but not {reader}, whose read models read {source}'s events; a read model sees only its own node's log, so add \"{reader}\" to its services (it must run beside {})",
+                    config.source.display(),
+                    member.name,
+                    reader.reads_events_of.join(" and "),
+                    reader = reader.name,
+                );
+            }
+        }
+    }
     Ok(())
 }
 

@@ -445,14 +445,18 @@ async fn a_node_restarted_on_an_emptied_data_directory_does_not_serve() {
 
 /// Products (one owned by each node), stock and a customer with credit, made through node 0.
 struct Shop {
+    /// One stocked product per node, with its inventory's owner, in owner order.
     products: Vec<(String, usize)>,
+    /// Every product made on the way.
+    created: Vec<String>,
     customer: String,
 }
 
 async fn shop(cluster: &TestCluster, stock: u64) -> Shop {
-    let mut products = Vec::new();
+    let (mut products, mut created) = (Vec::new(), Vec::new());
     for n in 0..60 {
         let id = support::create_product(cluster.node(0), "shop", &format!("SKU-{n}"), 100).await;
+        created.push(id.clone());
         let owner = cluster.owner_of("inventory", &format!("inventory-{id}"));
         if products.iter().all(|(_, o)| *o != owner) {
             support::receive_stock(cluster.node(0), "shop", &id, stock).await;
@@ -461,7 +465,11 @@ async fn shop(cluster: &TestCluster, stock: u64) -> Shop {
         if products.len() == cluster.nodes.len() {
             products.sort_by_key(|(_, owner)| *owner);
             let customer = support::register_customer(cluster.node(0), "ada", 1_000_000).await;
-            return Shop { products, customer };
+            return Shop {
+                products,
+                created,
+                customer,
+            };
         }
     }
     panic!("60 products did not spread over the nodes: {products:?}");
@@ -673,4 +681,171 @@ fn a_cut_off_node_is_seen_down_within_2_s_both_ways_and_rejoins_when_healed() {
         credit_works(&cluster, 0, owned_by(2)).await;
         credit_works(&cluster, 2, owned_by(0)).await;
     });
+}
+
+/// Every item of a list, paged through node `via` with `limit` per page; also the members any
+/// page said were missing.
+async fn list_all(
+    cluster: &TestCluster,
+    via: usize,
+    path: &str,
+    limit: usize,
+) -> (Vec<serde_json::Value>, Vec<String>) {
+    let reader = token("ada", &["reader"]);
+    let (mut items, mut missing) = (Vec::new(), Vec::new());
+    let mut cursor: Option<String> = None;
+    let separator = if path.contains('?') { '&' } else { '?' };
+    for _ in 0..1000 {
+        let mut url = format!("{path}{separator}limit={limit}");
+        if let Some(cursor) = &cursor {
+            url.push_str(&format!("&cursor={cursor}"));
+        }
+        let page = json_of(
+            get_as(cluster.node(via), &url, &reader).await,
+            StatusCode::OK,
+        )
+        .await;
+        let got = page["items"].as_array().unwrap();
+        assert!(got.len() <= limit, "{page}");
+        items.extend(got.iter().cloned());
+        for member in page["missing_members"].as_array().into_iter().flatten() {
+            missing.push(member.as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => {
+                missing.sort();
+                missing.dedup();
+                return (items, missing);
+            }
+        }
+    }
+    panic!("{path}: more than 1000 pages");
+}
+
+#[tokio::test]
+async fn lists_gather_every_members_part_and_say_which_are_missing() {
+    let mut cluster = TestCluster::start(&ClusterOptions::default()).await;
+    let shop = shop(&cluster, 100).await;
+    let mut products: Vec<(String, usize)> = shop
+        .created
+        .iter()
+        .map(|id| {
+            let owner = cluster.owner_of("catalog", &format!("product-{id}"));
+            (id.clone(), owner)
+        })
+        .collect();
+    products.sort();
+    let ids = |items: &[serde_json::Value], field: &str| -> Vec<String> {
+        items
+            .iter()
+            .map(|item| item[field].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    // The catalog through every edge, two at a time: every product once, in id order.
+    let all_ids: Vec<String> = products.iter().map(|(id, _)| id.clone()).collect();
+    for via in 0..3 {
+        let (items, missing) = list_all(&cluster, via, "/api/v1/products", 2).await;
+        assert_eq!(ids(&items, "id"), all_ids, "through node-{}", via + 1);
+        assert!(missing.is_empty());
+    }
+
+    // A customer's orders live with their owners; the list through any edge has them all,
+    // and with min_position it has the one just placed (read your writes, across nodes).
+    let mut placed = Vec::new();
+    for n in 0..6 {
+        let (product, _) = &shop.products[n % 3];
+        let body = json!({"customer_id": shop.customer, "lines": [{"product_id": product, "quantity": 1}]});
+        let response = post_as(
+            cluster.node(n % 3),
+            "/api/v1/orders",
+            &token("ada", &["writer"]),
+            body,
+        )
+        .await;
+        let position = support::position_of(&response);
+        let order = json_of(response, StatusCode::ACCEPTED).await;
+        let id = order["order_id"].as_str().unwrap().to_owned();
+        placed.push(id.clone());
+        let path = format!(
+            "/api/v1/orders?customer_id={}&min_position={position}&limit=100",
+            shop.customer
+        );
+        let page = json_of(
+            get_as(cluster.node((n + 1) % 3), &path, &token("ada", &["reader"])).await,
+            StatusCode::OK,
+        )
+        .await;
+        assert!(
+            ids(page["items"].as_array().unwrap(), "order_id").contains(&id),
+            "order {id} (owned by node-{}) missing from {page}",
+            cluster.owner_of("orders", &format!("order-{id}")) + 1
+        );
+    }
+    let owners: std::collections::BTreeSet<usize> = placed
+        .iter()
+        .map(|id| cluster.owner_of("orders", &format!("order-{id}")))
+        .collect();
+    println!("6 orders owned by nodes {owners:?}");
+    placed.sort();
+    let path = format!("/api/v1/orders?customer_id={}", shop.customer);
+    let (items, _) = list_all(&cluster, 2, &path, 4).await;
+    assert_eq!(ids(&items, "order_id"), placed);
+    let path = format!("/api/v1/notifications?customer_id={}", shop.customer);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (items, _) = list_all(&cluster, 1, &path, 5).await;
+        let told: std::collections::BTreeSet<String> = items
+            .iter()
+            .filter(|n| n["kind"] == "order-placed")
+            .map(|n| n["order_id"].as_str().unwrap().to_owned())
+            .collect();
+        if told.len() == placed.len() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "notifications: {items:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Node 3 down: the list is what the others hold, and says node-3's part is missing.
+    cluster.nodes[2].kill9();
+    cluster
+        .wait_status(0, 2, "down", Duration::from_secs(5))
+        .await;
+    let (items, missing) = list_all(&cluster, 0, "/api/v1/products", 2).await;
+    products.retain(|(_, owner)| *owner != 2);
+    let expected: Vec<String> = products.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(ids(&items, "id"), expected);
+    assert_eq!(missing, ["node-3"]);
+}
+
+#[test]
+fn a_member_hosting_orders_without_notifications_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = [support::cluster::free_port(), support::cluster::free_port()];
+    let members = format!(
+        "[{{ name = \"node-1\", address = \"127.0.0.1:{}\", services = {} }}, \
+         {{ name = \"node-2\", address = \"127.0.0.1:{}\", services = [\"orders\"] }}]",
+        ports[0],
+        services_toml(),
+        ports[1]
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_playhouse"))
+        .args(["node", "--config"])
+        .arg(support::cluster::shipped_config(1))
+        .env("PLAYHOUSE_DATA_DIR", dir.path().join("data"))
+        .env("PLAYHOUSE_CLUSTER__MEMBERS", members)
+        .env(
+            "PLAYHOUSE_CLUSTER__LISTEN",
+            format!("127.0.0.1:{}", ports[0]),
+        )
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("(node-2) hosts orders but not notifications"),
+        "{stderr}"
+    );
 }

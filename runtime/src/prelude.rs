@@ -9,7 +9,7 @@ pub use crate::edge::kit::problems::{
     CommandProblems, CreateProblems, QueryProblems, ReadProblems,
 };
 pub use crate::edge::kit::{
-    ApiQuery, CommandAnswer, CommandContext, IdempotencyKeyHeader, Page, caught_up,
+    ApiQuery, CommandAnswer, CommandContext, IdempotencyKeyHeader, Listed, Page, ReadModels,
     command_problem, history_routes, not_found, saga_problem, visible,
 };
 pub use crate::edge::{ApiJson, PathId, Principal, Problem, ProblemCode, Reader, Routes, Writer};

@@ -25,6 +25,10 @@ use crate::supervision::{Backoff, ChildSpec, Intensity, Strategy, Supervisor, Su
 pub struct ServiceDef {
     pub name: &'static str,
     pub start: fn(&ServiceContext) -> Service,
+    /// Services whose events its projections read besides its own. A projection sees only its
+    /// own node's log, so in a cluster every member hosting one of these must host this
+    /// service too (node start checks it).
+    pub reads_events_of: &'static [&'static str],
 }
 
 /// A started service: the children of its supervision group, its HTTP routes, and its
@@ -192,6 +196,12 @@ impl ServiceContext {
 
     pub fn store(&self) -> &EventStore {
         &self.store
+    }
+
+    /// `service`'s read models, as its routes query them (gathered from every member hosting
+    /// it, in a cluster).
+    pub fn read_models(&self, service: &'static str) -> crate::edge::kit::ReadModels {
+        crate::edge::kit::ReadModels::new(self.bus.clone(), self.cluster.clone(), service)
     }
 
     /// The node's event bus: subscriptions and projections.

@@ -27,6 +27,7 @@ pub const SERVICE: &str = "accounts";
 pub const DEF: ServiceDef = ServiceDef {
     name: SERVICE,
     start,
+    reads_events_of: &[],
 };
 
 fn start(context: &ServiceContext) -> Service {

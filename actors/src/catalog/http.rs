@@ -1,7 +1,6 @@
 //! The catalog routes: create a product, read one, list them.
 
 use axum::extract::State;
-use playhouse_runtime::bus::read_page;
 use playhouse_runtime::prelude::*;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -18,16 +17,16 @@ const NOUN: &str = "product";
 #[derive(Clone)]
 struct Catalog {
     products: Aggregates<Product>,
-    bus: Bus,
+    read_models: ReadModels,
 }
 
-pub fn routes(products: Aggregates<Product>, bus: Bus) -> Routes {
+pub fn routes(products: Aggregates<Product>, read_models: ReadModels) -> Routes {
     OpenApiRouter::new()
         .routes(routes!(create_product, list_products))
         .routes(routes!(get_product))
         .with_state(Catalog {
             products: products.clone(),
-            bus,
+            read_models,
         })
         .merge(history_routes(
             "/api/v1/products",
@@ -61,6 +60,10 @@ pub struct ProductPage {
     pub items: Vec<ProductView>,
     /// Pass as `cursor` for the next page; absent on the last one.
     pub next_cursor: Option<String>,
+    /// Cluster members whose part of the list is missing (down or not serving): the page is
+    /// incomplete while this is present.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing_members: Vec<String>,
 }
 
 fn view(id: String, state: ProductState) -> Result<ProductView, Problem> {
@@ -129,13 +132,10 @@ async fn list_products(
     _: Reader,
     ApiQuery(page): ApiQuery<Page>,
 ) -> Result<ApiJson<ProductPage>, Problem> {
-    let limit = page.size()?;
-    caught_up(&catalog.bus, PRODUCTS, page.min_position).await?;
-    let snapshot = catalog
-        .bus
-        .read_models()
-        .map_err(|e| Problem::internal(&e))?;
-    let (items, next_cursor) = read_page(&snapshot, PRODUCTS, b"", page.cursor.as_deref(), limit)
-        .map_err(|e| Problem::internal(&e))?;
-    Ok(ApiJson(ProductPage { items, next_cursor }))
+    let listed = catalog.read_models.list(PRODUCTS, b"", &page).await?;
+    Ok(ApiJson(ProductPage {
+        items: listed.items,
+        next_cursor: listed.next_cursor,
+        missing_members: listed.missing_members,
+    }))
 }

@@ -27,11 +27,15 @@ pub const SERVICE: &str = "catalog";
 pub const DEF: ServiceDef = ServiceDef {
     name: SERVICE,
     start,
+    reads_events_of: &[],
 };
 
 fn start(context: &ServiceContext) -> Service {
     Service::new(SERVICE)
         .host::<Product>(context)
         .projection(context, Arc::new(ProductsList))
-        .routes(http::routes(context.aggregates(), context.bus().clone()))
+        .routes(http::routes(
+            context.aggregates(),
+            context.read_models(SERVICE),
+        ))
 }

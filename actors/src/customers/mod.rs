@@ -21,6 +21,7 @@ pub const SERVICE: &str = "customers";
 pub const DEF: ServiceDef = ServiceDef {
     name: SERVICE,
     start,
+    reads_events_of: &[],
 };
 
 fn start(context: &ServiceContext) -> Service {

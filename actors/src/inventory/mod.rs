@@ -24,6 +24,7 @@ pub const SERVICE: &str = "inventory";
 pub const DEF: ServiceDef = ServiceDef {
     name: SERVICE,
     start,
+    reads_events_of: &[],
 };
 
 fn start(context: &ServiceContext) -> Service {

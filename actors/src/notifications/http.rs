@@ -1,7 +1,7 @@
 //! The notifications route: a customer's notifications, a page at a time.
 
 use axum::extract::State;
-use playhouse_runtime::bus::{key, read_page};
+use playhouse_runtime::bus::key;
 use playhouse_runtime::prelude::*;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -14,13 +14,16 @@ use crate::customers::Customer;
 #[derive(Clone)]
 struct Notifications {
     customers: Aggregates<Customer>,
-    bus: Bus,
+    read_models: ReadModels,
 }
 
-pub fn routes(customers: Aggregates<Customer>, bus: Bus) -> Routes {
+pub fn routes(customers: Aggregates<Customer>, read_models: ReadModels) -> Routes {
     OpenApiRouter::new()
         .routes(routes!(list_notifications))
-        .with_state(Notifications { customers, bus })
+        .with_state(Notifications {
+            customers,
+            read_models,
+        })
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -36,6 +39,10 @@ pub struct NotificationPage {
     pub items: Vec<Notification>,
     /// Pass as `cursor` for the next page; absent on the last one.
     pub next_cursor: Option<String>,
+    /// Cluster members whose part of the list is missing (down or not serving): the page is
+    /// incomplete while this is present.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing_members: Vec<String>,
 }
 
 /// What a customer has been told about its orders and payments, oldest first.
@@ -48,7 +55,7 @@ async fn list_notifications(
     ApiQuery(customer): ApiQuery<CustomerQuery>,
     ApiQuery(page): ApiQuery<Page>,
 ) -> Result<ApiJson<NotificationPage>, Problem> {
-    let limit = page.size()?;
+    page.size()?; // a malformed page is 400 before anything is read
     let customer_id = customer.customer_id.to_string();
     visible(
         &notifications.customers,
@@ -58,18 +65,13 @@ async fn list_notifications(
         false,
     )
     .await?;
-    caught_up(&notifications.bus, NOTIFICATIONS, page.min_position).await?;
-    let snapshot = notifications
-        .bus
-        .read_models()
-        .map_err(|e| Problem::internal(&e))?;
-    let (items, next_cursor) = read_page(
-        &snapshot,
-        NOTIFICATIONS,
-        &key(&[&customer_id]),
-        page.cursor.as_deref(),
-        limit,
-    )
-    .map_err(|e| Problem::internal(&e))?;
-    Ok(ApiJson(NotificationPage { items, next_cursor }))
+    let listed = notifications
+        .read_models
+        .list(NOTIFICATIONS, &key(&[&customer_id]), &page)
+        .await?;
+    Ok(ApiJson(NotificationPage {
+        items: listed.items,
+        next_cursor: listed.next_cursor,
+        missing_members: listed.missing_members,
+    }))
 }

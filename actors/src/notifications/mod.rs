@@ -23,6 +23,7 @@ pub const SERVICE: &str = "notifications";
 pub const DEF: ServiceDef = ServiceDef {
     name: SERVICE,
     start,
+    reads_events_of: &["orders", "payments"],
 };
 
 fn start(context: &ServiceContext) -> Service {
@@ -30,6 +31,6 @@ fn start(context: &ServiceContext) -> Service {
         .projection(context, Arc::new(NotificationsByCustomer))
         .routes(http::routes(
             context.aggregates::<Customer>(),
-            context.bus().clone(),
+            context.read_models(SERVICE),
         ))
 }

@@ -1,5 +1,5 @@
 //! Notifications by customer: what a customer is told about its orders and payments, one entry
-//! per event, in log order.
+//! per event, oldest first.
 
 use playhouse_runtime::bus::{self, key};
 use playhouse_runtime::prelude::*;
@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use crate::orders::{Order, OrderEvent};
 use crate::payments::{Payment, PaymentEvent};
 
-/// The projection's name, and its main table's: customer/position -> [`Notification`].
+/// The projection's name, and its main table's: customer/time/order/kind -> [`Notification`].
 pub const NOTIFICATIONS: &str = "notifications";
 /// order -> customer, for order events that do not name the customer.
 const ORDER_CUSTOMER: &str = "notifications_order_customer";
@@ -20,7 +20,8 @@ const PAYMENT_OF: &str = "notifications_payment_of";
 /// One thing a customer is told.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Notification {
-    /// The log position of the event it tells of: notifications are in this order.
+    /// The log position of the event it tells of, in the log of the node owning its aggregate.
+    /// Notifications are listed by time (`at`).
     pub position: u64,
     /// When that event happened, RFC 3339.
     pub at: String,
@@ -51,9 +52,15 @@ impl NotificationsByCustomer {
             order_id: order_id.to_owned(),
             message,
         };
-        // Zero-padded, so that a customer's entries sort by position.
-        let position = format!("{:020}", event.position);
-        tables.put(NOTIFICATIONS, key(&[customer_id, &position]), &notification)
+        // Time first (zero-padded, so that a customer's entries sort by it), then what makes
+        // the key unique across the cluster: an order is told each kind of news once, and
+        // log positions are per node, so two members may both have a position 42.
+        let at = format!("{:020}", event.recorded_at_micros);
+        tables.put(
+            NOTIFICATIONS,
+            key(&[customer_id, &at, order_id, kind]),
+            &notification,
+        )
     }
 
     fn customer_of_order(tables: &Tables<'_>, order_id: &str) -> Result<String, ProjectionError> {

@@ -2,7 +2,7 @@
 //! customer's orders.
 
 use axum::extract::State;
-use playhouse_runtime::bus::{key, read_page};
+use playhouse_runtime::bus::key;
 use playhouse_runtime::prelude::*;
 use playhouse_runtime::saga;
 use serde::{Deserialize, Serialize};
@@ -30,7 +30,7 @@ struct Orders {
     customers: Aggregates<Customer>,
     products: Aggregates<Product>,
     sagas: Sagas<OrderSaga>,
-    bus: Bus,
+    read_models: ReadModels,
 }
 
 pub fn routes(
@@ -38,7 +38,7 @@ pub fn routes(
     customers: Aggregates<Customer>,
     products: Aggregates<Product>,
     sagas: Sagas<OrderSaga>,
-    bus: Bus,
+    read_models: ReadModels,
 ) -> Routes {
     OpenApiRouter::new()
         .routes(routes!(place_order, list_orders))
@@ -49,7 +49,7 @@ pub fn routes(
             customers,
             products,
             sagas,
-            bus,
+            read_models,
         })
         .merge(history_routes("/api/v1/orders", NOUN, "orders", orders))
 }
@@ -279,6 +279,10 @@ pub struct OrderPage {
     pub items: Vec<OrderSummary>,
     /// Pass as `cursor` for the next page; absent on the last one.
     pub next_cursor: Option<String>,
+    /// Cluster members whose part of the list is missing (down or not serving): the page is
+    /// incomplete while this is present.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing_members: Vec<String>,
 }
 
 /// A customer's orders, a page at a time (from the orders-by-customer read model).
@@ -291,7 +295,7 @@ async fn list_orders(
     ApiQuery(customer): ApiQuery<CustomerQuery>,
     ApiQuery(page): ApiQuery<Page>,
 ) -> Result<ApiJson<OrderPage>, Problem> {
-    let limit = page.size()?;
+    page.size()?; // a malformed page is 400 before anything is read
     let customer_id = customer.customer_id.to_string();
     visible(
         &orders.customers,
@@ -301,18 +305,13 @@ async fn list_orders(
         false,
     )
     .await?;
-    caught_up(&orders.bus, ORDERS_BY_CUSTOMER, page.min_position).await?;
-    let snapshot = orders
-        .bus
-        .read_models()
-        .map_err(|e| Problem::internal(&e))?;
-    let (items, next_cursor) = read_page(
-        &snapshot,
-        ORDERS_BY_CUSTOMER,
-        &key(&[&customer_id]),
-        page.cursor.as_deref(),
-        limit,
-    )
-    .map_err(|e| Problem::internal(&e))?;
-    Ok(ApiJson(OrderPage { items, next_cursor }))
+    let listed = orders
+        .read_models
+        .list(ORDERS_BY_CUSTOMER, &key(&[&customer_id]), &page)
+        .await?;
+    Ok(ApiJson(OrderPage {
+        items: listed.items,
+        next_cursor: listed.next_cursor,
+        missing_members: listed.missing_members,
+    }))
 }

@@ -31,6 +31,7 @@ pub const SERVICE: &str = "orders";
 pub const DEF: ServiceDef = ServiceDef {
     name: SERVICE,
     start,
+    reads_events_of: &[],
 };
 
 fn start(context: &ServiceContext) -> Service {
@@ -49,6 +50,6 @@ fn start(context: &ServiceContext) -> Service {
             context.aggregates::<Customer>(),
             context.aggregates::<Product>(),
             sagas,
-            context.bus().clone(),
+            context.read_models(SERVICE),
         ))
 }

@@ -16,7 +16,8 @@ mod runner;
 mod tests;
 
 pub use projection::{
-    Delivered, Projection, ProjectionError, Tables, check_projections, decode, key, read_page,
+    Delivered, Projection, ProjectionError, Tables, check_projections, decode, decode_entries, key,
+    read_page, scan_page,
 };
 pub use runner::rebuild_offline;
 

@@ -64,7 +64,7 @@ pub enum ProjectionError {
     },
     #[error("read-model value in {table} cannot be decoded: {source}")]
     Value {
-        table: &'static str,
+        table: String,
         #[source]
         source: codec::CodecError,
     },
@@ -148,7 +148,10 @@ impl<'a> Tables<'a> {
         };
         bytes
             .map(|bytes| {
-                codec::decode(&bytes).map_err(|source| ProjectionError::Value { table, source })
+                codec::decode(&bytes).map_err(|source| ProjectionError::Value {
+                    table: table.to_owned(),
+                    source,
+                })
             })
             .transpose()
     }
@@ -159,8 +162,10 @@ impl<'a> Tables<'a> {
         key: Vec<u8>,
         value: &T,
     ) -> Result<(), ProjectionError> {
-        let value =
-            codec::encode(value).map_err(|source| ProjectionError::Value { table, source })?;
+        let value = codec::encode(value).map_err(|source| ProjectionError::Value {
+            table: table.to_owned(),
+            source,
+        })?;
         self.pending
             .insert((table, key.clone()), Some(value.clone()));
         self.changes.push(TableChange::Put { table, key, value });
@@ -199,27 +204,56 @@ pub fn read_page<T: DeserializeOwned>(
     cursor: Option<&str>,
     limit: usize,
 ) -> Result<(Vec<T>, Option<String>), ProjectionError> {
+    let mut entries = scan_page(snapshot, table, prefix, cursor, limit + 1)?;
+    let more = entries.len() > limit;
+    entries.truncate(limit);
+    let next = match entries.last() {
+        Some((last, _)) if more => Some(last.clone()),
+        _ => None,
+    };
+    let items = decode_entries(table, &entries)?;
+    Ok((items, next))
+}
+
+/// Up to `limit` raw entries of a read-model table after `cursor` under `prefix`: each item's
+/// cursor (its key after `prefix`) and its encoded value. What a cluster member answers for
+/// its part of a list, merged by cursor with the other members' parts.
+pub fn scan_page(
+    snapshot: &ReadModelSnapshot,
+    table: &str,
+    prefix: &[u8],
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<Vec<(String, Vec<u8>)>, ProjectionError> {
     let after = cursor.map(|cursor| {
         let mut after = prefix.to_vec();
         after.extend_from_slice(&key(&[cursor]));
         after
     });
-    let mut entries = snapshot.scan(table, prefix, after.as_deref(), limit + 1)?;
-    let more = entries.len() > limit;
-    entries.truncate(limit);
-    let next = match entries.last() {
-        Some((last, _)) if more => Some(
-            String::from_utf8_lossy(&last[prefix.len()..])
+    let entries = snapshot.scan(table, prefix, after.as_deref(), limit)?;
+    Ok(entries
+        .into_iter()
+        .map(|(key, value)| {
+            let cursor = String::from_utf8_lossy(&key[prefix.len()..])
                 .trim_end_matches('/')
-                .to_owned(),
-        ),
-        _ => None,
-    };
-    let items = entries
+                .to_owned();
+            (cursor, value)
+        })
+        .collect())
+}
+
+/// Decodes the values of entries [`scan_page`] read from `table`.
+pub fn decode_entries<T: DeserializeOwned>(
+    table: &str,
+    entries: &[(String, Vec<u8>)],
+) -> Result<Vec<T>, ProjectionError> {
+    entries
         .iter()
         .map(|(_, value)| {
-            codec::decode(value).map_err(|source| ProjectionError::Value { table, source })
+            codec::decode(value).map_err(|source| ProjectionError::Value {
+                table: table.to_owned(),
+                source,
+            })
         })
-        .collect::<Result<Vec<T>, _>>()?;
-    Ok((items, next))
+        .collect()
 }

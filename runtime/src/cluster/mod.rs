@@ -17,6 +17,7 @@
 mod gateway;
 pub mod identity;
 mod membership;
+pub mod read_models;
 mod seen;
 mod tls;
 mod transport;
@@ -216,8 +217,9 @@ impl Cluster {
         }
     }
 
-    /// The members hosting `service` that are up (this node included, when it serves).
-    pub fn hosts_of(&self, service: &str) -> (Vec<String>, Vec<String>) {
+    /// The members hosting `service` that are up (this node included, when it serves), and
+    /// those that are not, with why.
+    pub fn hosts_of(&self, service: &str) -> (Vec<String>, Vec<(String, String)>) {
         let (mut up, mut down) = (Vec::new(), Vec::new());
         for member in &self.inner.config.members {
             if !member.services.iter().any(|s| s == service) {
@@ -225,7 +227,7 @@ impl Cluster {
             }
             match self.route_to(&member.name) {
                 Route::Local | Route::Remote(_) => up.push(member.name.clone()),
-                Route::Unavailable { .. } => down.push(member.name.clone()),
+                Route::Unavailable { reason, .. } => down.push((member.name.clone(), reason)),
             }
         }
         (up, down)

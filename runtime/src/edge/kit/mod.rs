@@ -10,7 +10,8 @@
 //!   not found);
 //! - [`problems`]: the problem responses of each kind of route, declared once for OpenAPI;
 //! - [`history_routes`]: `GET {base}/{id}/events` for any aggregate;
-//! - [`ApiQuery`], [`Page`] and [`caught_up`]: read-model queries, with `min_position` waits.
+//! - [`ApiQuery`], [`Page`] and [`ReadModels`]: read-model lists, with `min_position` waits,
+//!   gathered from every member in a cluster.
 
 mod command;
 mod history;
@@ -22,7 +23,7 @@ pub use command::{
     visible,
 };
 pub use history::{EventHistoryView, EventView, history_routes};
-pub use query::{ApiQuery, MAX_PAGE, Page, caught_up};
+pub use query::{ApiQuery, Listed, MAX_PAGE, Page, ReadModels};
 
 /// The `Idempotency-Key` header parameter, for a command route's OpenAPI `params(...)`.
 #[derive(Debug, utoipa::IntoParams)]

@@ -1,5 +1,6 @@
 //! Read-model queries at the edge: the query string (page size, cursor, `min_position`), and
-//! waiting, bounded, for a projection to pass `min_position` (read your writes).
+//! [`ReadModels`], which reads a page of a list once its projection has passed `min_position`
+//! (read your writes): from this node, or in a cluster gathered from every member.
 
 use std::time::Duration;
 
@@ -8,11 +9,13 @@ use axum::http::request::Parts;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::bus::Bus;
+use crate::bus::{Bus, decode_entries, read_page};
+use crate::cluster::Cluster;
+use crate::cluster::read_models::{MemberPage, PageRequest, gather};
 use crate::edge::problem::{Problem, ProblemCode};
 
 /// How long a query waits for its projection to reach `min_position` before answering 503.
-const POSITION_WAIT: Duration = Duration::from_secs(2);
+const POSITION_WAIT: Duration = crate::cluster::read_models::POSITION_WAIT;
 
 /// Most items a page holds, and how many when the query does not say.
 pub const MAX_PAGE: usize = 100;
@@ -86,22 +89,164 @@ impl Page {
     }
 }
 
-/// Waits until `projection` has applied the log up to `min_position` (when given); answers
-/// 503 with `Retry-After` if it does not within two seconds.
-pub async fn caught_up(
+/// A page of a list read from a read model.
+#[derive(Debug, Clone)]
+pub struct Listed<T> {
+    pub items: Vec<T>,
+    /// The cursor of the next page; `None` on the last one.
+    pub next_cursor: Option<String>,
+    /// Cluster members whose part of the list is missing from this page (down or not
+    /// serving); empty when the page is complete.
+    pub missing_members: Vec<String>,
+}
+
+/// A service's read models, as its routes query them.
+#[derive(Debug, Clone)]
+pub struct ReadModels {
+    bus: Bus,
+    cluster: Option<Cluster>,
+    /// The service whose members hold parts of its lists.
+    service: &'static str,
+}
+
+impl ReadModels {
+    pub fn new(bus: Bus, cluster: Option<Cluster>, service: &'static str) -> Self {
+        Self {
+            bus,
+            cluster,
+            service,
+        }
+    }
+
+    /// A page of `projection`'s list under `prefix` (the projection's table is named like it).
+    /// On a node alone it is read here. In a cluster each member's log holds only its own
+    /// partitions' events, so each member hosting the service reads its part and the parts
+    /// are merged by cursor; a member that is down is listed in `missing_members`, and 503
+    /// only if no member could answer.
+    pub async fn list<T: DeserializeOwned>(
+        &self,
+        projection: &'static str,
+        prefix: &[u8],
+        page: &Page,
+    ) -> Result<Listed<T>, Problem> {
+        let limit = page.size()?;
+        let Some(cluster) = &self.cluster else {
+            caught_up(&self.bus, projection, page.min_position).await?;
+            let snapshot = self.bus.read_models().map_err(|e| Problem::internal(&e))?;
+            let (items, next_cursor) =
+                read_page(&snapshot, projection, prefix, page.cursor.as_deref(), limit)
+                    .map_err(|e| Problem::internal(&e))?;
+            return Ok(Listed {
+                items,
+                next_cursor,
+                missing_members: Vec::new(),
+            });
+        };
+        checked_position(page.min_position)?;
+        let request = PageRequest {
+            projection: projection.to_owned(),
+            prefix: prefix.to_vec(),
+            cursor: page.cursor.clone(),
+            // One more than a page: whether there is a next page.
+            limit: limit as u32 + 1,
+            min_position: page.min_position,
+        };
+        let gathered = gather(cluster, &self.bus, self.service, request).await;
+        if let Some((member, MemberPage::Behind { applied, wanted })) = gathered.behind.first() {
+            return Err(behind_problem(projection, Some(member), *applied, *wanted));
+        }
+        if gathered.answered == 0 {
+            let why: Vec<String> = gathered
+                .missing
+                .iter()
+                .map(|(member, reason)| format!("{member}: {reason}"))
+                .collect();
+            return Err(Problem::new(
+                ProblemCode::Unavailable,
+                format!(
+                    "no member hosting {} can answer now ({})",
+                    self.service,
+                    why.join("; ")
+                ),
+            )
+            .with_retry_after(1));
+        }
+        if let Some(position) = page.min_position
+            && gathered.missing.is_empty()
+            && position >= gathered.furthest_log_end
+        {
+            return Err(Problem::new(
+                ProblemCode::Conflict,
+                format!(
+                    "min_position {position} is beyond the log of every member, the longest of which ends before {}",
+                    gathered.furthest_log_end
+                ),
+            )
+            .with_field("min_position"));
+        }
+        let mut entries = gathered.entries;
+        let more = entries.len() > limit;
+        entries.truncate(limit);
+        let next_cursor = match entries.last() {
+            Some((cursor, _)) if more => Some(cursor.clone()),
+            _ => None,
+        };
+        let items = decode_entries(projection, &entries).map_err(|e| Problem::internal(&e))?;
+        if !gathered.missing.is_empty() {
+            tracing::debug!(projection, missing = ?gathered.missing, "a list without some members' parts");
+        }
+        Ok(Listed {
+            items,
+            next_cursor,
+            missing_members: gathered
+                .missing
+                .into_iter()
+                .map(|(member, _)| member)
+                .collect(),
+        })
+    }
+}
+
+fn checked_position(min_position: Option<u64>) -> Result<(), Problem> {
+    match min_position {
+        Some(position) if position > i64::MAX as u64 => Err(Problem::invalid_field(
+            "min_position",
+            format!("min_position is at most {}", i64::MAX),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn behind_problem(
+    projection: &str,
+    node: Option<&str>,
+    applied: Option<u64>,
+    wanted: u64,
+) -> Problem {
+    let on = node
+        .map(|node| format!(" on node {node}"))
+        .unwrap_or_default();
+    Problem::new(
+        ProblemCode::Unavailable,
+        format!(
+            "the {projection} read model{on} has not reached position {wanted} yet (it is at {}); retry shortly",
+            applied.map_or_else(|| "the start".to_owned(), |p| p.to_string())
+        ),
+    )
+    .with_retry_after(1)
+}
+
+/// Waits until `projection` has applied this node's log up to `min_position` (when given);
+/// answers 503 with `Retry-After` if it does not within two seconds.
+async fn caught_up(
     bus: &Bus,
     projection: &'static str,
     min_position: Option<u64>,
 ) -> Result<(), Problem> {
+    checked_position(min_position)?;
     let Some(position) = min_position else {
         return Ok(());
     };
-    if position > i64::MAX as u64 {
-        return Err(Problem::invalid_field(
-            "min_position",
-            format!("min_position is at most {}", i64::MAX),
-        ));
-    }
     // A position the log has not reached names no command that was answered: waiting for it
     // would only time out. 409: the request is valid, the log's state cannot satisfy it.
     let end = *bus.store().watch_log_end().borrow();
@@ -114,16 +259,5 @@ pub async fn caught_up(
     }
     bus.wait_for(projection, position, POSITION_WAIT)
         .await
-        .map_err(|behind| {
-            Problem::new(
-                ProblemCode::Unavailable,
-                format!(
-                    "the {projection} read model has not reached position {position} yet (it is at {}); retry shortly",
-                    behind
-                        .applied
-                        .map_or_else(|| "the start".to_owned(), |p| p.to_string())
-                ),
-            )
-            .with_retry_after(1)
-        })
+        .map_err(|behind| behind_problem(projection, None, behind.applied, position))
 }
