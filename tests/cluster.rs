@@ -849,3 +849,156 @@ fn a_member_hosting_orders_without_notifications_is_refused_at_start() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn one_trace_id_runs_through_the_logs_of_both_nodes_of_a_call() {
+    let options = ClusterOptions {
+        log_level: "info,playhouse_runtime::edge::observe=debug,playhouse_runtime::cluster::gateway=debug",
+        ..ClusterOptions::default()
+    };
+    let cluster = TestCluster::start(&options).await;
+    let accounts = accounts_on_every_node(&cluster, 0, 1).await;
+    let on_two = &accounts.iter().find(|(_, owner)| *owner == 1).unwrap().0;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let response = support::client()
+        .post(
+            cluster
+                .node(0)
+                .url(&format!("/api/v1/accounts/{on_two}/credit")),
+        )
+        .bearer_auth(token("alice", &["writer"]))
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .json(&json!({"amount": 3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (edge, owner) = (cluster.node(0).log_text(), cluster.node(1).log_text());
+        let served = owner.lines().any(|line| {
+            line.contains("served a call from another node") && line.contains(trace_id)
+        });
+        if edge.contains(trace_id) && served {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "trace id {trace_id} not in both logs: {:?}",
+            cluster.logs_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A CA, and certificates it signs for node names (both server and client use: links are
+/// mutual TLS), written as PEM files under `dir`.
+struct TestCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    ca_pem: String,
+}
+
+impl TestCa {
+    fn new(name: &str) -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let ca_pem = params.self_signed(&key).unwrap().pem();
+        TestCa {
+            issuer: rcgen::Issuer::new(params, key),
+            ca_pem,
+        }
+    }
+
+    /// Writes `node`'s certificate, key and this CA under `dir`; the TLS variables for them.
+    fn node_files(&self, dir: &std::path::Path, node: &str) -> Vec<(String, String)> {
+        let mut params = rcgen::CertificateParams::new(vec![node.to_owned()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, node);
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let write = |name: String, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            path.display().to_string()
+        };
+        vec![
+            (
+                "PLAYHOUSE_CLUSTER__TLS__CERT".into(),
+                write(format!("{node}.crt"), &cert.pem()),
+            ),
+            (
+                "PLAYHOUSE_CLUSTER__TLS__KEY".into(),
+                write(format!("{node}.key"), &key.serialize_pem()),
+            ),
+            (
+                "PLAYHOUSE_CLUSTER__TLS__CA".into(),
+                write(format!("ca-of-{node}.crt"), &self.ca_pem),
+            ),
+        ]
+    }
+}
+
+#[tokio::test]
+async fn members_linked_by_mutual_tls_work_together_and_a_certificate_from_another_ca_never_joins()
+{
+    let certs = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("playhouse test CA");
+    let options = ClusterOptions {
+        node_env: (1..=3)
+            .map(|n| ca.node_files(certs.path(), &format!("node-{n}")))
+            .collect(),
+        ..ClusterOptions::default()
+    };
+    let cluster = TestCluster::start(&options).await;
+    let accounts = accounts_on_every_node(&cluster, 0, 1).await;
+    for (id, owner) in &accounts {
+        credit_works(&cluster, (owner + 1) % 3, id).await;
+    }
+    assert!(
+        cluster.node(0).log_text().contains("tls=true"),
+        "the start-up log should say links use TLS: {:?}",
+        cluster.logs_tail()
+    );
+
+    // Same cookie, same name, a certificate from another CA: the handshake fails both ways.
+    let stranger_dir = tempfile::tempdir().unwrap();
+    let stranger_ca = TestCa::new("someone else's CA");
+    let mut ports = cluster.ports.clone();
+    ports[0] = support::cluster::free_port();
+    let mut env = support::cluster::node_env(&cluster.dir, 1, &ports, &ClusterOptions::default());
+    env.retain(|(name, _)| name != "PLAYHOUSE_DATA_DIR");
+    env.push((
+        "PLAYHOUSE_DATA_DIR".into(),
+        stranger_dir.path().join("data").display().to_string(),
+    ));
+    env.extend(stranger_ca.node_files(stranger_dir.path(), "node-1"));
+    let stranger = Node::launch(
+        support::cluster::shipped_config(1),
+        env,
+        stranger_dir.path().join("stranger.log"),
+        &NodeOptions::default(),
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let view = json_of(
+        get_as(&stranger, "/admin/cluster", &token("ops", &["admin"])).await,
+        StatusCode::OK,
+    )
+    .await;
+    for member in view["members"].as_array().unwrap() {
+        assert_ne!(member["status"], "up", "{view}");
+    }
+    cluster.wait_all_up(Duration::from_secs(5)).await;
+}

@@ -27,6 +27,8 @@ pub const SERVICES: &[&str] = &[
 pub struct ClusterOptions {
     /// Extra `PLAYHOUSE_*` variables for every node.
     pub env: Vec<(String, String)>,
+    /// Extra variables for one node: `node_env[n]` for node `n` (0-based), when present.
+    pub node_env: Vec<Vec<(String, String)>>,
     pub log_level: &'static str,
 }
 
@@ -45,6 +47,7 @@ impl Default for ClusterOptions {
                     "1000".into(),
                 ),
             ],
+            node_env: Vec::new(),
             log_level: "info",
         }
     }
@@ -293,5 +296,6 @@ pub fn node_env(
         ("PLAYHOUSE_JWT_KEY".into(), super::TEST_KEY.into()),
     ];
     env.extend(options.env.iter().cloned());
+    env.extend(options.node_env.get(n - 1).into_iter().flatten().cloned());
     env
 }

@@ -129,14 +129,101 @@ async fn serve(cluster: &Cluster, bytes: &[u8]) -> Response {
         trace_id = request.trace_id.as_deref().unwrap_or(""),
     );
     let work = handler.handle(request.operation);
-    let answered = match request.trace_id {
-        Some(trace_id) => crate::trace::traced(Arc::from(trace_id), work.instrument(span)).await,
+    let answered = match &request.trace_id {
+        Some(trace_id) => {
+            crate::trace::traced(Arc::from(trace_id.as_str()), work.instrument(span)).await
+        }
         None => work.instrument(span).await,
     };
+    let elapsed = started.elapsed();
     metrics::histogram!(crate::metrics::CLUSTER_SERVED_SECONDS, "target" => request.target.clone())
-        .record(started.elapsed().as_secs_f64());
+        .record(elapsed.as_secs_f64());
+    // The caller's trace id, so that one request reads across both nodes' logs.
+    tracing::debug!(
+        from = %request.from,
+        target = %request.target,
+        trace_id = request.trace_id.as_deref().unwrap_or(""),
+        ok = answered.is_ok(),
+        elapsed_ms = elapsed.as_secs_f64() * 1e3,
+        "served a call from another node"
+    );
     answered.map_err(|reason| CallError::Handler {
         target: request.target,
         reason,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use ractor::rpc::CallResult;
+
+    use super::*;
+    use crate::cluster::wire::CallError;
+    use crate::config::{ClusterConfig, Member};
+    use crate::store::{EventStore, StoreOptions};
+
+    async fn lone_cluster(dir: &std::path::Path) -> Cluster {
+        let store = EventStore::open(dir.join("events.redb"), StoreOptions::default())
+            .await
+            .unwrap();
+        let member = |name: &str, port: u16| Member {
+            name: name.into(),
+            address: format!("127.0.0.1:{port}").parse().unwrap(),
+            edge: None,
+            services: vec!["accounts".into()],
+        };
+        let config = ClusterConfig {
+            listen: "127.0.0.1:1".parse().unwrap(),
+            cookie: None,
+            cookie_source: "none".into(),
+            members: vec![member("gateway-test-a", 1), member("gateway-test-b", 2)],
+            heartbeat_interval: Duration::from_millis(250),
+            heartbeat_timeout: Duration::from_millis(1500),
+            partitions: 8,
+            call_timeout: Duration::from_secs(1),
+            max_frame_bytes: 1 << 20,
+            tls: None,
+        };
+        Cluster::new("gateway-test-a", &config, store, dir)
+    }
+
+    #[tokio::test]
+    async fn a_call_that_does_not_decode_is_answered_with_an_error_not_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = lone_cluster(dir.path()).await;
+        let (gateway, _) = Actor::spawn(None, Gateway, cluster).await.unwrap();
+        for garbage in [vec![], vec![0xff; 64], b"not a request".to_vec()] {
+            let answered = gateway
+                .call(
+                    |reply| GatewayMsg::Call(garbage.clone(), reply),
+                    Some(Duration::from_secs(2)),
+                )
+                .await
+                .unwrap();
+            let CallResult::Success(bytes) = answered else {
+                panic!("no answer to {garbage:?}: {answered:?}");
+            };
+            let response: Response = codec::decode(&bytes).unwrap();
+            assert!(
+                matches!(response, Err(CallError::Undecodable(_))),
+                "{response:?}"
+            );
+        }
+        // A heartbeat that does not decode is answered with this node's own.
+        let answered = gateway
+            .call(
+                |reply| GatewayMsg::Heartbeat(vec![1, 2, 3], reply),
+                Some(Duration::from_secs(2)),
+            )
+            .await
+            .unwrap();
+        let CallResult::Success(bytes) = answered else {
+            panic!("no answer to a bad heartbeat");
+        };
+        let heartbeat: Heartbeat = codec::decode(&bytes).unwrap();
+        assert_eq!(heartbeat.from, "gateway-test-a");
+        gateway.stop(None);
+    }
 }
