@@ -8,50 +8,18 @@
 //!
 //! `cargo bench --bench edge [-- --seconds N --connections N]`
 
+mod support;
+
+use support::{Process, free_port, memory_mib, script, wait_for, wrk};
+
 use std::collections::HashMap;
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Accounts the load runs over (`--accounts N`): each is a live actor in the node.
 const DEFAULT_ACCOUNTS: usize = 1000;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Kills the child when the benchmark ends, however it ends.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for(url: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if std::process::Command::new("curl")
-            .args(["-fs", "-o", "/dev/null", url])
-            .status()
-            .is_ok_and(|s| s.success())
-        {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{url} did not answer within 30 s");
-}
-
-/// The bare axum server: the same path shape and JSON as the account route, from a map.
 fn bare_server(port: u16, accounts: usize) {
     use axum::extract::{Path, State};
     let accounts: Arc<HashMap<String, serde_json::Value>> = Arc::new(
@@ -151,106 +119,6 @@ fn read_model_lag(
         }
         lags
     })
-}
-
-struct WrkFigures {
-    requests_per_second: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    non_2xx: u64,
-}
-
-fn parse_latency(text: &str) -> f64 {
-    let (number, unit) = text.split_at(
-        text.find(|c: char| c.is_ascii_alphabetic())
-            .unwrap_or(text.len()),
-    );
-    let value: f64 = number.parse().unwrap_or(f64::NAN);
-    match unit {
-        "us" => value / 1000.0,
-        "ms" => value,
-        "s" => value * 1000.0,
-        _ => f64::NAN,
-    }
-}
-
-fn wrk(url: &str, script: &Path, seconds: u64, connections: u32) -> WrkFigures {
-    let output = Command::new("wrk")
-        .args([
-            "-t2",
-            &format!("-c{connections}"),
-            &format!("-d{seconds}s"),
-            "--latency",
-            "-s",
-        ])
-        .arg(script)
-        .arg(url)
-        .output()
-        .expect("wrk is missing: run scripts/setup.sh (apt-get install wrk)");
-    let text = String::from_utf8_lossy(&output.stdout);
-    let find = |prefix: &str| {
-        text.lines()
-            .map(str::trim)
-            .find(|line| line.starts_with(prefix))
-            .and_then(|line| line.split_whitespace().nth(1))
-            .unwrap_or("nan")
-            .to_owned()
-    };
-    let non_2xx = text
-        .lines()
-        .find(|line| line.contains("Non-2xx or 3xx responses"))
-        .and_then(|line| line.rsplit(':').next())
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0);
-    WrkFigures {
-        requests_per_second: find("Requests/sec:").parse().unwrap_or(f64::NAN),
-        p50_ms: parse_latency(&find("50%")),
-        p99_ms: parse_latency(&find("99%")),
-        non_2xx,
-    }
-}
-
-/// A wrk script sending `method` to a random one of `paths`.
-fn script(
-    dir: &Path,
-    name: &str,
-    method: &str,
-    paths: &[String],
-    headers: &[(&str, &str)],
-    body: Option<&str>,
-) -> std::path::PathBuf {
-    let list = paths
-        .iter()
-        .map(|p| format!("{p:?}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let headers = headers
-        .iter()
-        .map(|(k, v)| format!("[{k:?}]={v:?}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let body = body.map_or("nil".to_owned(), |b| format!("{b:?}"));
-    let text = format!(
-        "local paths = {{{list}}}\nlocal headers = {{{headers}}}\nlocal body = {body}\n\
-         request = function()\n  return wrk.format({method:?}, paths[math.random(#paths)], headers, body)\nend\n"
-    );
-    let path = dir.join(format!("{name}.lua"));
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-/// A memory figure of `pid` from /proc, in MiB: `VmRSS:` now, `VmHWM:` the peak.
-fn memory_mib(pid: u32, field: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kib| kib.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
 fn main() {

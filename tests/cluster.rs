@@ -633,12 +633,24 @@ async fn a_paused_node_is_seen_down_within_2_s_and_rejoins_when_continued() {
     // heartbeats can tell.
     cluster.node(2).pause();
     let paused = Instant::now();
+    // A request already on its way to the paused owner is answered when it is seen down,
+    // not at the 5 s call timeout.
+    let in_flight = tokio::spawn(
+        support::client()
+            .get(cluster.node(0).url(&format!("/api/v1/accounts/{on_three}")))
+            .bearer_auth(token("alice", &["writer"]))
+            .send(),
+    );
     for n in [0, 1] {
         seen_down_within_2_s(&cluster, n, 2, paused).await;
     }
     let first = first_503(&cluster, 0, on_three, paused).await;
     println!("first 503 for a paused owner's account after {first:?}");
     assert!(first < Duration::from_secs(2), "{first:?}");
+    let answered = in_flight.await.unwrap().unwrap();
+    println!("the request in flight was answered after {:?}", paused.elapsed());
+    assert_eq!(answered.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(paused.elapsed() < Duration::from_millis(2500), "{:?}", paused.elapsed());
 
     cluster.node(2).resume();
     cluster.wait_all_up(Duration::from_secs(10)).await;

@@ -154,6 +154,9 @@ impl Cluster {
         view.status = status;
         view.reason = reason;
         if changed {
+            if status != MemberStatus::Up {
+                self.departure(peer).notify_waiters();
+            }
             match status {
                 MemberStatus::Up => {
                     tracing::info!(node = %self.node(), peer, "cluster member up")

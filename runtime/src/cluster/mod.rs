@@ -71,6 +71,21 @@ enum ServingState {
     Stopped(String),
 }
 
+/// The handler every node has that answers what it is sent: a call through the whole path
+/// (envelope, link, gateway, handler task) that does no work, for link checks and benchmarks.
+pub const ECHO: &str = "echo";
+
+struct Echo;
+
+impl Handler for Echo {
+    fn handle(
+        &self,
+        operation: Vec<u8>,
+    ) -> futures::future::BoxFuture<'static, Result<Vec<u8>, String>> {
+        Box::pin(std::future::ready(Ok(operation)))
+    }
+}
+
 /// A node with no peer to check with serves after this long (a whole cluster starting cold
 /// has no memory to lose).
 const CHECK_GRACE: Duration = Duration::from_secs(3);
@@ -96,6 +111,8 @@ struct Inner {
     config: ClusterConfig,
     store: EventStore,
     handlers: DashMap<String, Arc<dyn Handler>>,
+    /// Per peer: notified when it is seen down, so that calls in flight to it end at once.
+    departures: DashMap<String, Arc<tokio::sync::Notify>>,
     /// Each peer's status, written by the membership actor, read on every routed call.
     members: RwLock<BTreeMap<String, MemberView>>,
     /// Each peer's gateway, found in its process group once the link is up.
@@ -119,6 +136,8 @@ impl Cluster {
             .filter(|member| member.name != node)
             .map(|member| (member.name.clone(), MemberView::joining(member, &placement)))
             .collect();
+        let handlers: DashMap<String, Arc<dyn Handler>> = DashMap::new();
+        handlers.insert(ECHO.to_owned(), Arc::new(Echo));
         Self {
             inner: Arc::new(Inner {
                 node: node.to_owned(),
@@ -126,7 +145,8 @@ impl Cluster {
                 placement,
                 config: config.clone(),
                 store,
-                handlers: DashMap::new(),
+                handlers,
+                departures: DashMap::new(),
                 members: RwLock::new(members),
                 gateways: DashMap::new(),
                 serving: RwLock::new(ServingState::Checking {
@@ -268,9 +288,15 @@ impl Cluster {
         };
         let bytes = codec::encode(&request).map_err(|e| CallError::Undecodable(e.to_string()))?;
         let timeout = self.config().call_timeout;
-        let answered = gateway
-            .call(|reply| GatewayMsg::Call(bytes, reply), Some(timeout))
-            .await;
+        // Registered before the call is sent, so that a "down" in between is not missed.
+        let went_down = self.departure(member);
+        let went_down = went_down.notified();
+        let answered = tokio::select! {
+            answered = gateway.call(|reply| GatewayMsg::Call(bytes, reply), Some(timeout)) => answered,
+            // Seen down with the call in flight: answer now, not at the call timeout. It may
+            // have been applied, as with a link that closes.
+            () = went_down => Ok(CallResult::SenderError),
+        };
         let outcome = match answered {
             Ok(CallResult::Success(bytes)) => codec::decode::<Response>(&bytes)
                 .map_err(|e| CallError::Undecodable(format!("the answer from {member}: {e}")))
@@ -302,6 +328,16 @@ impl Cluster {
             .breakers
             .with(member, |breaker| breaker.record(worked));
         outcome
+    }
+
+    /// What calls in flight to `member` wait on besides their answer: it is notified when
+    /// the member is seen down.
+    fn departure(&self, member: &str) -> Arc<tokio::sync::Notify> {
+        self.inner
+            .departures
+            .entry(member.to_owned())
+            .or_default()
+            .clone()
     }
 
     /// Every peer as this node sees it.
