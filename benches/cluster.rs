@@ -12,7 +12,7 @@
 //! It re-runs itself inside `unshare -rn` (its own network namespace, loopback only), where
 //! iptables rules can cut a node's links without touching the machine's network.
 //!
-//! `cargo bench --bench cluster [-- --seconds N --tries N --soak-seconds N]`
+//! `cargo bench --bench cluster [-- --seconds N --tries N --soak-seconds N --only-calls]`
 
 mod support;
 
@@ -35,6 +35,8 @@ const INSIDE: &str = "BENCH_IN_OWN_NETWORK_NAMESPACE";
 const MESSAGE_BYTES: usize = 64;
 
 struct Settings {
+    /// Run only part 1 (remote calls), as for profiling it.
+    only_calls: bool,
     seconds: u64,
     tries: usize,
     soak_seconds: u64,
@@ -639,6 +641,7 @@ fn rerun_in_own_network_namespace() -> bool {
 fn main() {
     let mut args = std::env::args().skip(1);
     let mut settings = Settings {
+        only_calls: false,
         seconds: 5,
         tries: 10,
         soak_seconds: 120,
@@ -653,6 +656,7 @@ fn main() {
             "--seconds" => settings.seconds = number(),
             "--tries" => settings.tries = number() as usize,
             "--soak-seconds" => settings.soak_seconds = number(),
+            "--only-calls" => settings.only_calls = true,
             _ => {}
         }
     }
@@ -696,6 +700,9 @@ async fn run(settings: Settings, can_cut: bool) {
         );
     }
 
+    if settings.only_calls {
+        return;
+    }
     let mut three = Three::start(dir.path());
     three.all_up(Duration::from_secs(30)).await;
     let accounts = three.open_accounts(300).await;

@@ -648,9 +648,16 @@ async fn a_paused_node_is_seen_down_within_2_s_and_rejoins_when_continued() {
     println!("first 503 for a paused owner's account after {first:?}");
     assert!(first < Duration::from_secs(2), "{first:?}");
     let answered = in_flight.await.unwrap().unwrap();
-    println!("the request in flight was answered after {:?}", paused.elapsed());
+    println!(
+        "the request in flight was answered after {:?}",
+        paused.elapsed()
+    );
     assert_eq!(answered.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert!(paused.elapsed() < Duration::from_millis(2500), "{:?}", paused.elapsed());
+    assert!(
+        paused.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        paused.elapsed()
+    );
 
     cluster.node(2).resume();
     cluster.wait_all_up(Duration::from_secs(10)).await;
