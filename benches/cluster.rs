@@ -417,7 +417,7 @@ impl Three {
                 .zip(&ports)
                 .map(|(name, port)| Member {
                     name: (*name).to_owned(),
-                    address: format!("127.0.0.1:{port}").parse().unwrap(),
+                    address: format!("127.0.0.1:{port}"),
                     edge: None,
                     services: vec!["accounts".into()],
                 })

@@ -244,6 +244,9 @@ async fn serve(config: NodeConfig) -> anyhow::Result<ExitCode> {
     {
         tracing::warn!(node, %error, "services did not stop in time");
     }
+    if let Some(cluster) = &cluster {
+        cluster.remember_peers();
+    }
     match store.close().await {
         Ok(()) => tracing::info!(node, "store closed; goodbye"),
         Err(error) => {

@@ -339,6 +339,40 @@ async fn a_wrong_cookie_or_another_member_list_never_joins() {
         assert!(Instant::now() < deadline, "not refused within 10 s: {view}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // It never serves: no peer shares its member list, so none can confirm its store, and
+    // the partitions it believes it owns are the real owners' to write.
+    let writer = token("alice", &["writer"]);
+    for _ in 0..8 {
+        let response = post_as(
+            &placed_differently,
+            "/api/v1/accounts",
+            &writer,
+            json!({"owner": "alice", "initial_balance": 1}),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let view = json_of(
+        get_as(
+            &placed_differently,
+            "/admin/cluster",
+            &token("ops", &["admin"]),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(view["serving"], false, "{view}");
+    // Still not after a while (an earlier version served after a 3 s grace).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let response = post_as(
+        &placed_differently,
+        "/api/v1/accounts",
+        &writer,
+        json!({"owner": "alice", "initial_balance": 1}),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     // The members do not list it, and their own links never dropped.
     let seen_by_one = cluster.view(0).await;
     assert_eq!(
@@ -389,17 +423,35 @@ async fn a_node_refuses_to_start_on_another_nodes_data() {
 async fn a_node_restarted_on_an_emptied_data_directory_does_not_serve() {
     let mut cluster = TestCluster::start(&ClusterOptions::default()).await;
     let accounts = accounts_on_every_node(&cluster, 0, 1).await;
-    let (on_two, _) = accounts.iter().find(|(_, owner)| *owner == 1).unwrap();
-    // The peers have heard node 2's log end (heartbeats carry it) before its disk is lost.
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    cluster.nodes[1].kill9();
-    std::fs::remove_dir_all(cluster.data_dir(1)).unwrap();
-    cluster.nodes[1].restart();
+    let (on_three, _) = accounts.iter().find(|(_, owner)| *owner == 2).unwrap();
+    // The peers have heard node 3's log end (heartbeats carry it) before its disk is lost.
+    let owned = accounts.iter().filter(|(_, owner)| *owner == 2).count() as u64;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while cluster.view(0).await["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "node-3")
+        .and_then(|m| m["log_end"].as_u64())
+        != Some(owned)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "node-1 never heard node-3's log end"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Node 3 dials no one (its name sorts last): after 6 s down, the others redial it only
+    // every few seconds, and it must not serve while it waits for them.
+    cluster.nodes[2].kill9();
+    std::fs::remove_dir_all(cluster.data_dir(2)).unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    cluster.nodes[2].restart();
     cluster.wait_all_up(Duration::from_secs(20)).await;
 
     let deadline = Instant::now() + Duration::from_secs(10);
     let view = loop {
-        let view = cluster.view(1).await;
+        let view = cluster.view(2).await;
         if view["serving"] == false {
             break view;
         }
@@ -410,10 +462,10 @@ async fn a_node_restarted_on_an_emptied_data_directory_does_not_serve() {
     assert!(reason.contains("log"), "{reason}");
     // Its accounts are not served empty, through its own edge or another's.
     let writer = token("alice", &["writer"]);
-    for via in [0, 1] {
+    for via in [0, 2] {
         let response = get_as(
             cluster.node(via),
-            &format!("/api/v1/accounts/{on_two}"),
+            &format!("/api/v1/accounts/{on_three}"),
             &writer,
         )
         .await;
@@ -426,7 +478,7 @@ async fn a_node_restarted_on_an_emptied_data_directory_does_not_serve() {
     }
     // Nor written: a new account it would own is refused too, and its health says why.
     let health = support::client()
-        .get(cluster.node(1).url("/health"))
+        .get(cluster.node(2).url("/health"))
         .send()
         .await
         .unwrap();
@@ -435,7 +487,7 @@ async fn a_node_restarted_on_an_emptied_data_directory_does_not_serve() {
     assert!(health.to_string().contains("log"), "{health}");
     assert!(
         cluster
-            .node(1)
+            .node(2)
             .log_text()
             .contains("this node stops serving its partitions"),
         "{:?}",
@@ -837,6 +889,15 @@ async fn lists_gather_every_members_part_and_say_which_are_missing() {
     let expected: Vec<String> = products.iter().map(|(id, _)| id.clone()).collect();
     assert_eq!(ids(&items, "id"), expected);
     assert_eq!(missing, ["node-3"]);
+    // Read-your-writes cannot be promised without node 3's part: 503, not a page without it.
+    let response = get_as(
+        cluster.node(0),
+        "/api/v1/products?min_position=0",
+        &token("ada", &["reader"]),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key("retry-after"));
 }
 
 #[test]

@@ -111,7 +111,7 @@ mod tests {
             .enumerate()
             .map(|(n, (name, services))| Member {
                 name: (*name).to_owned(),
-                address: format!("127.0.0.1:{}", 4600 + n).parse().unwrap(),
+                address: format!("127.0.0.1:{}", 4600 + n),
                 edge: None,
                 services: services.iter().map(|s| (*s).to_owned()).collect(),
             })

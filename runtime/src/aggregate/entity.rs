@@ -98,7 +98,7 @@ impl<A: Aggregate> Actor for Entity<A> {
                 state.last_active = Instant::now();
                 let result = execute::<A>(state, envelope).await;
                 let needs_reload = result.as_ref().is_err_and(Failure::leaves_state_unknown);
-                let result = result.map_err(Failure::into_command_error);
+                let result = result.map_err(|failure| failure.into_command_error(&state.stream));
                 record_outcome::<A>(&result);
                 let _ = reply.send(result);
                 if needs_reload {
@@ -158,9 +158,17 @@ impl<E> Failure<E> {
         )
     }
 
-    fn into_command_error(self) -> CommandError<E> {
+    /// What the caller is told. A write whose fate is unknown (the writer stopped, storage or
+    /// its task failed mid-append) is `Crashed`: it may have been applied, so a saga fences it
+    /// rather than compensating as if it never happened. (`Unavailable` means not applied.)
+    fn into_command_error(self, stream: &str) -> CommandError<E> {
         match self {
             Failure::Refused(error) => CommandError::Refused(error),
+            Failure::Store(
+                StoreError::WriterStopped | StoreError::Storage(_) | StoreError::TaskFailed { .. },
+            ) => CommandError::Crashed {
+                stream: stream.to_owned(),
+            },
             Failure::Store(error) => CommandError::from_store(error),
         }
     }

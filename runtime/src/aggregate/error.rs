@@ -73,8 +73,9 @@ pub enum CommandError<E> {
     /// The command id was used before for another command. Nothing was written.
     #[error("command id {command_id} was already used for a different command")]
     CommandIdReused { command_id: String },
-    /// The aggregate cannot be reached now (its host is restarting, the store is failing, the
-    /// owner node is down), so the command was not applied: retry later with its command id.
+    /// The aggregate cannot be reached now (its host is restarting, the store cannot be read,
+    /// the owner node is down or not serving), so the command was not applied: retry later
+    /// with its command id. (A write whose fate is unknown is `Crashed` or `Interrupted`.)
     #[error("{what} is unavailable; retry in {retry_after_ms} ms")]
     Unavailable { what: String, retry_after_ms: u64 },
     /// The call reached the aggregate's owner node, then its link closed before the answer

@@ -99,7 +99,10 @@ impl<A: Aggregate> Aggregates<A> {
             }),
         };
         if let Some(cluster) = cluster {
-            cluster.register(A::KIND, AggregateHandler::shared(handle.clone()));
+            cluster.register(
+                remote::target::<A>(),
+                AggregateHandler::shared(handle.clone()),
+            );
         }
         handle
     }
@@ -133,7 +136,11 @@ impl<A: Aggregate> Aggregates<A> {
         let bytes = codec::encode(&operation).map_err(|e| CommandError::Internal {
             message: format!("an operation on {stream} cannot be encoded: {e}"),
         })?;
-        remote::answer::<A, T>(&stream, owner, cluster.call(owner, A::KIND, bytes).await)
+        remote::answer::<A, T>(
+            &stream,
+            owner,
+            cluster.call(owner, &remote::target::<A>(), bytes).await,
+        )
     }
 
     fn host_args(&self, settings: &EntitySettings, intensity: Intensity) -> HostArgs<A> {

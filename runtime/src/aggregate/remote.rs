@@ -14,6 +14,11 @@ use crate::cluster::wire::CallError;
 use crate::cluster::{Handler, RETRY_AFTER_MS};
 use crate::codec;
 
+/// The gateway target of aggregate kind `A`'s operations.
+pub(crate) fn target<A: Aggregate>() -> String {
+    format!("aggregate:{}", A::KIND)
+}
+
 /// One operation on an aggregate, as sent to its owner.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(bound(serialize = "", deserialize = ""))]

@@ -170,7 +170,7 @@ mod tests {
             .unwrap();
         let member = |name: &str, port: u16| Member {
             name: name.into(),
-            address: format!("127.0.0.1:{port}").parse().unwrap(),
+            address: format!("127.0.0.1:{port}"),
             edge: None,
             services: vec!["accounts".into()],
         };

@@ -20,7 +20,7 @@ use ractor_cluster::node::NodeServerSessionInformation;
 use ractor_cluster::{NodeEventSubscription, NodeServerMessage};
 use serde::Serialize;
 
-use super::gateway::{GatewayMsg, group};
+use super::gateway::GatewayMsg;
 use super::wire::Heartbeat;
 use super::{Cluster, transport};
 use crate::codec;
@@ -230,7 +230,8 @@ pub(crate) enum MembershipMsg {
     Dial(String),
     Dialed {
         peer: String,
-        result: Result<(), String>,
+        /// The socket address dialled, or why the link could not be opened.
+        result: Result<std::net::SocketAddr, String>,
     },
 }
 
@@ -291,7 +292,10 @@ impl NodeEventSubscription for Subscription {
 
 /// What this node knows of its link to one peer.
 struct Link {
-    address: std::net::SocketAddr,
+    /// As configured: `host:port`.
+    address: String,
+    /// What `address` resolved to when last dialled.
+    resolved: Option<std::net::SocketAddr>,
     /// This node dials the peer (its name sorts first).
     dialer: bool,
     /// A heartbeat to it is out.
@@ -348,7 +352,8 @@ impl Actor for Membership {
             .peers()
             .map(|member| {
                 let link = Link {
-                    address: member.address,
+                    address: member.address.clone(),
+                    resolved: None,
                     dialer: me < member.name,
                     probing: false,
                     sessions: HashSet::new(),
@@ -424,7 +429,7 @@ fn tick(myself: &ActorRef<MembershipMsg>, state: &mut MembershipState) {
         if link.probing {
             continue;
         }
-        let Some(gateway) = gateway_of(&cluster, peer) else {
+        let Some(gateway) = cluster.gateway_of(peer) else {
             continue;
         };
         link.probing = true;
@@ -432,25 +437,16 @@ fn tick(myself: &ActorRef<MembershipMsg>, state: &mut MembershipState) {
     }
     if state.last_flush.elapsed() >= SEEN_FLUSH_EVERY {
         state.last_flush = Instant::now();
-        let cluster = cluster.clone();
-        tokio::task::spawn_blocking(move || cluster.seen().flush());
+        if let Some(pending) = cluster.seen().changes() {
+            let cluster = cluster.clone();
+            tokio::task::spawn_blocking(move || {
+                if let Err(error) = pending.write() {
+                    tracing::warn!(%error, "cannot record the peers' log ends; retrying");
+                    cluster.seen().unwritten();
+                }
+            });
+        }
     }
-}
-
-/// `peer`'s gateway: the one known, or the one its process group now holds.
-fn gateway_of(cluster: &Cluster, peer: &str) -> Option<ActorRef<GatewayMsg>> {
-    if let Some(gateway) = cluster.inner.gateways.get(peer) {
-        return Some(gateway.clone());
-    }
-    let found: ActorRef<GatewayMsg> = ractor::pg::get_members(&group(peer))
-        .into_iter()
-        .find(|cell| !cell.get_id().is_local())?
-        .into();
-    cluster
-        .inner
-        .gateways
-        .insert(peer.to_owned(), found.clone());
-    Some(found)
 }
 
 /// Sends one heartbeat to `peer` and reports how it went.
@@ -548,9 +544,9 @@ fn session(myself: &ActorRef<MembershipMsg>, state: &mut MembershipState, event:
                 Some(peer) => (peer, true),
                 // Closed before authenticating: find the peer by the address dialled.
                 None => match state.links.iter().find(|(_, link)| {
-                    opened_from
-                        .as_deref()
-                        .is_some_and(|from| from == link.address.to_string())
+                    opened_from.as_deref().is_some_and(|from| {
+                        from == link.address || link.resolved.is_some_and(|r| r.to_string() == from)
+                    })
                 }) {
                     Some((peer, _)) => (peer.clone(), false),
                     None => {
@@ -613,11 +609,11 @@ fn dial(myself: &ActorRef<MembershipMsg>, state: &mut MembershipState, peer: &st
     }
     link.dial_pending = true;
     link.dialled_at = Some(Instant::now());
-    let (server, address, myself) = (state.server.clone(), link.address, myself.clone());
+    let (server, address, myself) = (state.server.clone(), link.address.clone(), myself.clone());
     let tls = state.cluster.config().tls.clone();
     let peer = peer.to_owned();
     tokio::spawn(async move {
-        let result = transport::dial(&server, address, &peer, tls.as_ref()).await;
+        let result = transport::dial(&server, &address, &peer, tls.as_ref()).await;
         let _ = myself.cast(MembershipMsg::Dialed { peer, result });
     });
 }
@@ -626,13 +622,16 @@ fn dialed(
     myself: &ActorRef<MembershipMsg>,
     state: &mut MembershipState,
     peer: &str,
-    result: Result<(), String>,
+    result: Result<std::net::SocketAddr, String>,
 ) {
     let cluster = state.cluster.clone();
     let Some(link) = state.links.get_mut(peer) else {
         return;
     };
     link.dial_pending = false;
+    if let Ok(resolved) = result {
+        link.resolved = Some(resolved);
+    }
     if let Err(reason) = result {
         link.dial_failures += 1;
         if link.dial_failures == 1 || link.dial_failures.is_multiple_of(20) {

@@ -9,7 +9,10 @@
 //!   link, so ractor_cluster alone would not notice), member up/down, and the safety checks:
 //!   a peer placed differently is refused, and a node whose peers saw more of its log than its
 //!   store holds stops serving its partitions;
-//! - [`identity`]: which node and cluster a data directory belongs to.
+//! - [`identity`]: which node and cluster a data directory belongs to;
+//! - [`read_models`]: a member's part of a list, and gathering the parts;
+//! - `wire`: the call envelope and its errors; `seen`: how far each peer's log was seen;
+//!   `tls`: mutual TLS for links.
 //!
 //! Ownership is static ([`crate::placement`]): when an owner is down its partitions are
 //! unavailable (a call fails at once) and nothing is written for them anywhere else.
@@ -61,11 +64,11 @@ pub enum Route {
 /// Whether a node serves its own partitions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum ServingState {
-    /// Just started: waiting for a peer to say how far it saw this node's log, so that a node
-    /// restarted on an emptied disk never serves (or writes) a moment before it is told.
-    Checking {
-        since: std::time::Instant,
-    },
+    /// Just started: waiting for a peer placed the same way to say how far it saw this node's
+    /// log, so that a node restarted on an emptied disk never serves (or writes) a moment
+    /// before it is told, and a node whose member list no peer shares never serves at all.
+    /// No grace period: a node alone of its cluster waits for a peer, however long.
+    Checking,
     Serving,
     /// A peer saw more of this node's log than its store holds.
     Stopped(String),
@@ -85,10 +88,6 @@ impl Handler for Echo {
         Box::pin(std::future::ready(Ok(operation)))
     }
 }
-
-/// A node with no peer to check with serves after this long (a whole cluster starting cold
-/// has no memory to lose).
-const CHECK_GRACE: Duration = Duration::from_secs(3);
 
 /// A node's view of its cluster, and its calls to other members. Cheap to clone.
 #[derive(Clone)]
@@ -149,9 +148,7 @@ impl Cluster {
                 departures: DashMap::new(),
                 members: RwLock::new(members),
                 gateways: DashMap::new(),
-                serving: RwLock::new(ServingState::Checking {
-                    since: std::time::Instant::now(),
-                }),
+                serving: RwLock::new(ServingState::Checking),
                 seen: Mutex::new(SeenLogEnds::load(data_dir)),
                 breakers: Breakers::new(BreakerSettings {
                     failure_threshold: 5,
@@ -195,7 +192,16 @@ impl Cluster {
     /// Registers the handler other nodes reach as `target` (an aggregate or saga kind, a read
     /// model).
     pub fn register(&self, target: impl Into<String>, handler: Arc<dyn Handler>) {
-        self.inner.handlers.insert(target.into(), handler);
+        let target = target.into();
+        if self
+            .inner
+            .handlers
+            .insert(target.clone(), handler)
+            .is_some()
+        {
+            // Two handles of one kind, or a kind named like another target: a build bug.
+            tracing::warn!(node = %self.inner.node, %target, "a cluster handler was registered twice; the last one answers");
+        }
     }
 
     /// Where the aggregate whose stream is `stream`, in `service`, is served.
@@ -265,6 +271,10 @@ impl Cluster {
             node: member.to_owned(),
             reason,
         };
+        // Registered before the member's status is read, so that a "down" from then on ends
+        // the wait (a Notified hears notify_waiters from its creation).
+        let departure = self.departure(member);
+        let went_down = departure.notified();
         if let Route::Unavailable { reason, .. } = self.route_to(member) {
             return Err(unreachable(reason));
         }
@@ -274,10 +284,7 @@ impl Cluster {
             )));
         }
         let gateway = self
-            .inner
-            .gateways
-            .get(member)
-            .map(|gateway| gateway.clone())
+            .gateway_of(member)
             .ok_or_else(|| unreachable("its link is not up yet".into()))?;
         let request = Request {
             from: self.inner.node.clone(),
@@ -288,9 +295,6 @@ impl Cluster {
         };
         let bytes = codec::encode(&request).map_err(|e| CallError::Undecodable(e.to_string()))?;
         let timeout = self.config().call_timeout;
-        // Registered before the call is sent, so that a "down" in between is not missed.
-        let went_down = self.departure(member);
-        let went_down = went_down.notified();
         let answered = tokio::select! {
             answered = gateway.call(|reply| GatewayMsg::Call(bytes, reply), Some(timeout)) => answered,
             // Seen down with the call in flight: answer now, not at the call timeout. It may
@@ -307,12 +311,12 @@ impl Cluster {
             }),
             // The message never left: the remote actor behind this gateway is gone.
             Err(_) => {
-                self.inner.gateways.remove(member);
+                self.forget_gateway(member, &gateway);
                 Err(unreachable("its link closed".into()))
             }
             // Sent, and the link closed before the answer: the next heartbeat finds the new one.
             Ok(CallResult::SenderError) => {
-                self.inner.gateways.remove(member);
+                self.forget_gateway(member, &gateway);
                 Err(CallError::Interrupted {
                     node: member.to_owned(),
                 })
@@ -328,6 +332,32 @@ impl Cluster {
             .breakers
             .with(member, |breaker| breaker.record(worked));
         outcome
+    }
+
+    /// Writes down how far each peer's log was seen (otherwise done every 2 s), for a
+    /// graceful stop.
+    pub fn remember_peers(&self) {
+        self.seen().flush();
+    }
+
+    /// `peer`'s gateway: the one known, or the one its process group now holds (a new link's).
+    pub(crate) fn gateway_of(&self, peer: &str) -> Option<ActorRef<GatewayMsg>> {
+        if let Some(gateway) = self.inner.gateways.get(peer) {
+            return Some(gateway.clone());
+        }
+        let found: ActorRef<GatewayMsg> = ractor::pg::get_members(&gateway::group(peer))
+            .into_iter()
+            .find(|cell| !cell.get_id().is_local())?
+            .into();
+        self.inner.gateways.insert(peer.to_owned(), found.clone());
+        Some(found)
+    }
+
+    /// Forgets `gateway` as `peer`'s, unless another (a new link's) has replaced it already.
+    fn forget_gateway(&self, peer: &str, gateway: &ActorRef<GatewayMsg>) {
+        self.inner
+            .gateways
+            .remove_if(peer, |_, known| known.get_id() == gateway.get_id());
     }
 
     /// What calls in flight to `member` wait on besides their answer: it is notified when
@@ -347,25 +377,20 @@ impl Cluster {
 
     /// Whether this node serves its partitions, and why not.
     pub fn serving(&self) -> Result<(), String> {
-        let grace_over = match &*self.read_serving() {
-            ServingState::Serving => return Ok(()),
-            ServingState::Stopped(reason) => return Err(reason.clone()),
-            ServingState::Checking { since } => since.elapsed() >= CHECK_GRACE,
-        };
-        if grace_over {
-            self.confirm_serving("no peer answered within the start-up check");
-            return Ok(());
+        match &*self.read_serving() {
+            ServingState::Serving => Ok(()),
+            ServingState::Stopped(reason) => Err(reason.clone()),
+            ServingState::Checking => Err(
+                "this node is waiting for a peer with the same member list to confirm that its store is complete"
+                    .into(),
+            ),
         }
-        Err(
-            "this node has just started and is checking with its peers that its store is complete"
-                .into(),
-        )
     }
 
-    /// A peer found this node's store complete (or none could be asked in time): serve.
+    /// A peer placed the same way found this node's store complete: serve.
     fn confirm_serving(&self, how: &str) {
         let mut serving = self.write_serving();
-        if matches!(*serving, ServingState::Checking { .. }) {
+        if *serving == ServingState::Checking {
             tracing::info!(node = %self.inner.node, how, "serving this node's partitions");
             *serving = ServingState::Serving;
         }

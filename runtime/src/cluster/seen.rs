@@ -57,27 +57,51 @@ impl SeenLogEnds {
         }
     }
 
-    /// Writes the file if something changed (whole, through a temporary file and a rename).
+    /// Writes the file if something changed.
     pub(crate) fn flush(&mut self) {
+        if let Some(pending) = self.changes()
+            && let Err(error) = pending.write()
+        {
+            tracing::warn!(%error, "cannot record the peers' log ends; retrying");
+            self.unwritten();
+        }
+    }
+
+    /// What to write, if something changed since it was last taken. Taken under the lock and
+    /// written outside it, so that a slow disk never holds up heartbeats (which read this).
+    pub(crate) fn changes(&mut self) -> Option<PendingWrite> {
         if !self.dirty {
-            return;
+            return None;
         }
-        let seen = SeenFile {
-            log_ends: self.log_ends.clone(),
-        };
-        let written = toml::to_string(&seen)
-            .map_err(|e| e.to_string())
-            .and_then(|text| {
-                let temporary = self.file.with_extension("toml.tmp");
-                std::fs::write(&temporary, text).map_err(|e| e.to_string())?;
-                std::fs::rename(&temporary, &self.file).map_err(|e| e.to_string())
-            });
-        match written {
-            Ok(()) => self.dirty = false,
-            Err(error) => {
-                tracing::warn!(file = %self.file.display(), %error, "cannot record the peers' log ends; retrying")
-            }
-        }
+        self.dirty = false;
+        Some(PendingWrite {
+            file: self.file.clone(),
+            seen: SeenFile {
+                log_ends: self.log_ends.clone(),
+            },
+        })
+    }
+
+    /// A write taken by [`SeenLogEnds::changes`] failed: try again next time.
+    pub(crate) fn unwritten(&mut self) {
+        self.dirty = true;
+    }
+}
+
+/// The file's next contents.
+#[derive(Debug)]
+pub(crate) struct PendingWrite {
+    file: PathBuf,
+    seen: SeenFile,
+}
+
+impl PendingWrite {
+    /// Writes the whole file, through a temporary file and a rename.
+    pub(crate) fn write(&self) -> Result<(), String> {
+        let text = toml::to_string(&self.seen).map_err(|e| e.to_string())?;
+        let temporary = self.file.with_extension("toml.tmp");
+        std::fs::write(&temporary, text).map_err(|e| format!("{}: {e}", temporary.display()))?;
+        std::fs::rename(&temporary, &self.file).map_err(|e| format!("{}: {e}", self.file.display()))
     }
 }
 

@@ -44,9 +44,32 @@ pub(crate) async fn start(
     Ok(server)
 }
 
-/// Opens a link to `peer` at `address` (over TLS, checking that its certificate names `peer`,
-/// when configured); the cookie handshake then runs on its own.
+/// Opens a link to `peer` at `address` (`host:port`, resolved now: a name may point elsewhere
+/// after a restart), over TLS checking that its certificate names `peer` when configured; the
+/// cookie handshake then runs on its own. Answers the socket address dialled.
 pub(crate) async fn dial(
+    server: &ActorRef<NodeServerMessage>,
+    address: &str,
+    peer: &str,
+    tls: Option<&TlsConfig>,
+) -> Result<SocketAddr, String> {
+    let resolved: Vec<SocketAddr> = tokio::net::lookup_host(address)
+        .await
+        .map_err(|e| format!("cannot resolve {address}: {e}"))?
+        .collect();
+    // A name may resolve to several addresses (localhost: ::1 and 127.0.0.1): the first that
+    // takes the connection wins.
+    let mut last_error = format!("{address} resolves to no address");
+    for candidate in resolved {
+        match connect(server, candidate, peer, tls).await {
+            Ok(()) => return Ok(candidate),
+            Err(error) => last_error = error,
+        }
+    }
+    Err(last_error)
+}
+
+async fn connect(
     server: &ActorRef<NodeServerMessage>,
     address: SocketAddr,
     peer: &str,

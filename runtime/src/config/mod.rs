@@ -172,8 +172,11 @@ pub struct TlsConfig {
 #[derive(Debug, Clone)]
 pub struct Member {
     pub name: String,
-    pub address: SocketAddr,
-    pub edge: Option<SocketAddr>,
+    /// Its cluster address, `host:port`: an IP address, or a DNS name resolved each time the
+    /// member is dialled (container and Kubernetes names; a restarted pod's new IP is found).
+    pub address: String,
+    /// Its edge, `host:port`, for clients and tools (not used by the cluster itself).
+    pub edge: Option<String>,
     pub services: Vec<String>,
 }
 
@@ -579,6 +582,40 @@ fn cluster_cookie(
 /// when TLS is off.
 const MIN_COOKIE_BYTES: usize = 16;
 
+/// Checks a `host:port` address: a port from 1 to 65535 after the last `:`, and a host that is
+/// an IP address (IPv6 in brackets) or a DNS name.
+fn host_port(
+    key: &str,
+    value: &str,
+    invalid: &impl Fn(&str, String) -> ConfigError,
+) -> Result<String, ConfigError> {
+    let wrong = || {
+        invalid(
+            key,
+            format!("`{value}` is not an address like 10.0.0.1:4600 or node-1.playhouse:4600"),
+        )
+    };
+    if value.parse::<SocketAddr>().is_ok() {
+        return Ok(value.to_owned());
+    }
+    let (host, port) = value.rsplit_once(':').ok_or_else(wrong)?;
+    let port_ok = port.parse::<u16>().is_ok_and(|port| port > 0);
+    let name_ok = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if port_ok && name_ok {
+        Ok(value.to_owned())
+    } else {
+        Err(wrong())
+    }
+}
+
 fn validate_cluster(
     path: &Path,
     file: &ConfigFile,
@@ -598,11 +635,11 @@ fn validate_cluster(
         }
         members.push(Member {
             name: member.name.clone(),
-            address: address(&key("address"), &member.address)?,
+            address: host_port(&key("address"), &member.address, invalid)?,
             edge: member
                 .edge
                 .as_deref()
-                .map(|edge| address(&key("edge"), edge))
+                .map(|edge| host_port(&key("edge"), edge, invalid))
                 .transpose()?,
             services: member.services.clone(),
         });
@@ -656,6 +693,15 @@ fn validate_cluster(
         return Err(invalid(
             "cluster.heartbeat_timeout_ms",
             "must be longer than cluster.heartbeat_interval_ms".into(),
+        ));
+    }
+    if members.len() > 1 && section.call_timeout_ms >= file.edge.request_timeout_ms {
+        return Err(invalid(
+            "cluster.call_timeout_ms",
+            format!(
+                "must be shorter than edge.request_timeout_ms ({} ms): a request served on another node must get its answer, or its error, before the edge gives up on it",
+                file.edge.request_timeout_ms
+            ),
         ));
     }
     let base = path.parent().unwrap_or(Path::new("."));

@@ -266,3 +266,39 @@ fn this_nodes_member_entry_must_list_its_services_and_tls_files_must_exist() {
     assert_eq!(key, "cluster.tls.cert");
     assert!(message.contains("no-such.pem"), "{message}");
 }
+
+#[test]
+fn member_addresses_may_be_ip_addresses_or_dns_names_with_a_port() {
+    let with_peer = |address: &str| {
+        two_nodes("dev_cookie = \"a-development-cookie\"").replace("127.0.0.1:4602", address)
+    };
+    for good in [
+        "10.0.0.2:4600",
+        "[::1]:4600",
+        "node-2.playhouse.default.svc:4600",
+        "node-2:4600",
+    ] {
+        let config = parse(&with_peer(good), &[]).unwrap();
+        assert_eq!(config.cluster.members[1].address, good);
+    }
+    for bad in [
+        "node-2",
+        "node-2:0",
+        "node-2:99999",
+        "node_2:4600",
+        "-node:4600",
+        ":4600",
+    ] {
+        let (key, message) = invalid_key(parse(&with_peer(bad), &[]));
+        assert_eq!(key, "cluster.members[1].address", "{bad}");
+        assert!(message.contains(bad), "{message}");
+    }
+}
+
+#[test]
+fn a_call_to_another_node_must_time_out_before_the_edge_does() {
+    let text = two_nodes("dev_cookie = \"a-development-cookie\"\ncall_timeout_ms = 20000");
+    let (key, message) = invalid_key(parse(&text, &[]));
+    assert_eq!(key, "cluster.call_timeout_ms");
+    assert!(message.contains("edge.request_timeout_ms"), "{message}");
+}

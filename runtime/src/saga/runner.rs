@@ -27,6 +27,8 @@ impl<K> Runner<K> {
 }
 
 pub(crate) struct RunnerArgs<K: SagaKind> {
+    /// Started just now (nothing of it can have been sent), not resumed or restarted.
+    pub fresh: bool,
     pub id: String,
     pub kind: Arc<K>,
     pub log: SagaLog<K>,
@@ -43,8 +45,9 @@ pub(crate) struct RunnerState<K: SagaKind> {
     /// Seeds the jitter of this saga's retries.
     seed: u64,
     /// Whether an attempt at the current action may have reached its target. Only an action
-    /// no attempt of which did can be compensated without a fence. Not stored: a resumed saga
-    /// that had failed attempts assumes they may have.
+    /// no attempt of which did can be compensated without a fence. Not stored, and attempts
+    /// are recorded only when they fail: a resumed or restarted saga assumes its current
+    /// action may have been sent (its first attempt may have gone out just before a crash).
     maybe_applied: bool,
 }
 
@@ -65,7 +68,7 @@ impl<K: SagaKind> Actor for Runner<K> {
         let steps = args.kind.steps(&saga.input);
         myself.cast(RunnerMsg::Advance)?;
         Ok(RunnerState {
-            maybe_applied: saga.attempts > 0,
+            maybe_applied: !args.fresh || saga.attempts > 0,
             seed: crate::store::fingerprint(args.id.as_bytes()),
             id: args.id,
             kind: args.kind,

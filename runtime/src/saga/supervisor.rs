@@ -128,6 +128,7 @@ impl<K: SagaKind> Sagas<K> {
         correlation_id: &str,
     ) -> Result<SagaState<K::Input>, SagaError> {
         let steps = self.kind.steps(&input);
+        let mut fresh = false;
         let saga = match self
             .log
             .start(id, input.clone(), subject, &steps, correlation_id)
@@ -135,6 +136,7 @@ impl<K: SagaKind> Sagas<K> {
         {
             Ok(saga) => {
                 metrics::counter!(SAGAS, "kind" => K::KIND, "outcome" => "started").increment(1);
+                fresh = true;
                 saga
             }
             Err(StoreError::Conflict { .. }) => {
@@ -151,7 +153,10 @@ impl<K: SagaKind> Sagas<K> {
         // Started now or before: make sure it runs (a finished one stops at once).
         if let Some(supervisor) = ractor::registry::where_is(self.supervisor_name.clone()) {
             let supervisor: ActorRef<SupervisorMsg> = supervisor.into();
-            let _ = supervisor.cast(SupervisorMsg::Run(id.to_owned()));
+            let _ = supervisor.cast(SupervisorMsg::Run {
+                id: id.to_owned(),
+                fresh,
+            });
         }
         Ok(saga)
     }
@@ -185,8 +190,9 @@ impl<K: SagaKind> Sagas<K> {
 }
 
 pub(crate) enum SupervisorMsg {
-    /// Run saga `id` unless it is running.
-    Run(String),
+    /// Run saga `id` unless it is running. `fresh`: its `Started` event was written just now
+    /// by this start, so no step of it can have been sent yet.
+    Run { id: String, fresh: bool },
     /// Run every open saga.
     Resume,
 }
@@ -233,7 +239,7 @@ impl<K: SagaKind> Actor for SagaSupervisor<K> {
         state: &mut SupervisorState<K>,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            SupervisorMsg::Run(id) => run(&myself, state, id).await,
+            SupervisorMsg::Run { id, fresh } => run(&myself, state, id, fresh).await,
             SupervisorMsg::Resume => {
                 let log = state.sagas.log.clone();
                 let open = tokio::task::spawn_blocking(move || log.open()).await??;
@@ -241,7 +247,7 @@ impl<K: SagaKind> Actor for SagaSupervisor<K> {
                     tracing::info!(kind = K::KIND, sagas = open.len(), "resuming open sagas");
                 }
                 for id in open {
-                    run(&myself, state, id).await;
+                    run(&myself, state, id, false).await;
                 }
             }
         }
@@ -268,7 +274,10 @@ impl<K: SagaKind> Actor for SagaSupervisor<K> {
             // A store that failed, a bug: the saga is still open in its stream; run it again
             // after a pause, from what the stream says.
             tracing::warn!(kind = K::KIND, saga = %id, %error, "saga runner failed; restarting it");
-            myself.send_after(RESTART_DELAY, move || SupervisorMsg::Run(id));
+            myself.send_after(RESTART_DELAY, move || SupervisorMsg::Run {
+                id,
+                fresh: false,
+            });
         }
         Ok(())
     }
@@ -278,11 +287,13 @@ async fn run<K: SagaKind>(
     myself: &ActorRef<SupervisorMsg>,
     state: &mut SupervisorState<K>,
     id: String,
+    fresh: bool,
 ) {
     if state.running.contains_key(&id) {
         return;
     }
     let args = RunnerArgs {
+        fresh,
         id: id.clone(),
         kind: state.sagas.kind.clone(),
         log: state.sagas.log.clone(),
@@ -296,7 +307,10 @@ async fn run<K: SagaKind>(
         }
         Err(error) => {
             tracing::error!(kind = K::KIND, saga = %id, %error, "saga runner did not start; retrying");
-            myself.send_after(RESTART_DELAY, move || SupervisorMsg::Run(id));
+            myself.send_after(RESTART_DELAY, move || SupervisorMsg::Run {
+                id,
+                fresh: false,
+            });
         }
     }
 }

@@ -536,3 +536,33 @@ async fn a_saga_resumes_where_it_was_when_its_supervisor_died() {
     );
     supervisor.stop_and_wait(None, None).await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_resumed_saga_fences_its_current_step_even_if_no_attempt_was_recorded() {
+    // The first attempt at step 1 is out (it hangs) when the node goes down: nothing records
+    // it. Resumed, the target is unreachable every time: the step may have been applied by
+    // that first attempt, so it is fenced, not compensated blindly.
+    let down = || StepOutcome::Unavailable("node-3 is down".into());
+    let mut outcomes = vec![StepOutcome::Failed(HANG.into())];
+    outcomes.extend((0..5).map(|_| down()));
+    let kind = Scripted::new(&[Compensable, Compensable, Pivot]).then(1, "act", outcomes);
+    let harness = harness(kind).await;
+    harness
+        .sagas
+        .start("resumed", 7, "tester", "test")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    harness.supervisor.stop_and_wait(None, None).await.unwrap();
+    let state = harness.sagas.get("resumed").await.unwrap().unwrap();
+    assert_eq!(state.phase, Phase::Running { step: 1 });
+    assert_eq!(state.attempts, 0, "the attempt in flight was not recorded");
+    let supervisor = supervise(&harness.sagas).await;
+    harness.settled("resumed").await;
+    assert!(
+        harness.calls().contains(&("fence", 1)),
+        "{:?}",
+        harness.calls()
+    );
+    supervisor.stop_and_wait(None, None).await.unwrap();
+}

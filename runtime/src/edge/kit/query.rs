@@ -122,7 +122,8 @@ impl ReadModels {
     /// On a node alone it is read here. In a cluster each member's log holds only its own
     /// partitions' events, so each member hosting the service reads its part and the parts
     /// are merged by cursor; a member that is down is listed in `missing_members`, and 503
-    /// only if no member could answer.
+    /// only if no member could answer, or if `min_position` is given (the write it names may
+    /// be in the missing part).
     pub async fn list<T: DeserializeOwned>(
         &self,
         projection: &'static str,
@@ -171,8 +172,19 @@ impl ReadModels {
             )
             .with_retry_after(1));
         }
+        if page.min_position.is_some() && !gathered.missing.is_empty() {
+            // The write asked for may be in a missing member's part: no page can show it.
+            let missing: Vec<&str> = gathered.missing.iter().map(|(m, _)| m.as_str()).collect();
+            return Err(Problem::new(
+                ProblemCode::Unavailable,
+                format!(
+                    "min_position asks for a write that may be on {}, which cannot answer now; retry shortly",
+                    missing.join(", ")
+                ),
+            )
+            .with_retry_after(1));
+        }
         if let Some(position) = page.min_position
-            && gathered.missing.is_empty()
             && position >= gathered.furthest_log_end
         {
             return Err(Problem::new(
