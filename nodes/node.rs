@@ -103,6 +103,12 @@ async fn serve(config: NodeConfig) -> anyhow::Result<ExitCode> {
 
     let store = open_store(&config).await?;
 
+    if playhouse_runtime::store::FORGETS_COMMAND_IDS {
+        tracing::error!(
+            node,
+            "this build forgets command ids (feature chaos-forget-command-ids): retried commands apply again; for checker experiments only"
+        );
+    }
     // With peers, the cluster is made first, so that the services' handles route through it
     // and register what other nodes may call; its links start once the services run.
     let cluster = config

@@ -143,6 +143,11 @@ pub struct Snapshot {
     pub state: Vec<u8>,
 }
 
+/// Whether this build forgets command ids (cargo feature `chaos-forget-command-ids`): a
+/// retried command is applied again. It breaks the at-most-once guarantee on purpose, so that
+/// the bank test's checker can be seen failing; never in a real build.
+pub const FORGETS_COMMAND_IDS: bool = cfg!(feature = "chaos-forget-command-ids");
+
 /// Options for [`EventStore::open`].
 #[derive(Debug, Clone, Default)]
 pub struct StoreOptions {
@@ -411,6 +416,9 @@ impl EventStore {
         &self,
         command_id: &str,
     ) -> Result<Option<ProcessedCommand>, StoreError> {
+        if FORGETS_COMMAND_IDS {
+            return Ok(None);
+        }
         let txn = self.db.begin_read().map_err(StoreError::storage)?;
         let commands = txn
             .open_table(PROCESSED_COMMANDS)

@@ -524,6 +524,7 @@ fn append(
         }));
     }
     if let Some(command_id) = &request.command_id
+        && !super::FORGETS_COMMAND_IDS
         && let Some(previous) = tables
             .commands
             .get(command_id.as_str())

@@ -1,6 +1,7 @@
 //! The transfers routes: start a transfer (202), and see how it went.
 
 use axum::extract::State;
+use playhouse_runtime::edge::IdempotencyKey;
 use playhouse_runtime::prelude::*;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -16,6 +17,15 @@ const TRANSFER_ID_NAMESPACE: uuid::Uuid =
     uuid::Uuid::from_u128(0x3b8e_5d21_c7f4_49a0_8e16_4a9d_2c5b_7f03);
 
 const NOUN: &str = "transfer";
+
+/// The id of the transfer that `subject` starts with `Idempotency-Key: key`: a client that lost
+/// the answer can look the transfer up (`GET /api/v1/transfers/{id}`) instead of guessing.
+pub fn transfer_id_for(subject: &str, key: &str) -> String {
+    let command_id = IdempotencyKey(Some(key.to_owned()))
+        .command_id(subject)
+        .unwrap_or_default();
+    uuid::Uuid::new_v5(&TRANSFER_ID_NAMESPACE, command_id.as_bytes()).to_string()
+}
 
 #[derive(Clone)]
 struct Transfers {

@@ -4,6 +4,8 @@
 
 pub mod http;
 
+pub use http::transfer_id_for;
+
 use playhouse_runtime::prelude::*;
 use serde::{Deserialize, Serialize};
 
