@@ -489,17 +489,23 @@ async fn check(cluster: &TestCluster, accounts: &[String], history: &[Entry]) ->
                 {
                     problems.push(format!("{entry:?}: id {} is not {id}", body["id"]));
                 }
-                let step = |account: usize, step: usize, phase: &str| {
-                    caused_by(
+                // The events a step caused; each must move exactly the transfer's amount the
+                // step's way (a debit, the credit, the credit back).
+                let step = |account: usize, step: usize, phase: &str, kind: &str| {
+                    let caused = caused_by(
                         &events[account],
                         &format!("saga:transfer:{id}:{step}:{phase}"),
-                    )
-                    .len()
+                    );
+                    let exact = caused.iter().all(|event| {
+                        event["type"].as_str().is_some_and(|t| t.contains(kind))
+                            && event["data"]["amount"].as_i64() == Some(*amount)
+                    });
+                    if exact { caused.len() } else { usize::MAX }
                 };
                 let (debit, credit, undo) = (
-                    step(*from, 0, "act"),
-                    step(*to, 1, "act"),
-                    step(*from, 0, "undo"),
+                    step(*from, 0, "act", "Debited"),
+                    step(*to, 1, "act", "Credited"),
+                    step(*from, 0, "undo", "Credited"),
                 );
                 let answer = client()
                     .get(cluster.node(0).url(&format!("/api/v1/transfers/{id}")))
