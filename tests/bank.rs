@@ -88,6 +88,12 @@ struct Entry {
 }
 
 type History = Arc<Mutex<Vec<Entry>>>;
+/// Each node's edge address, as of its last start.
+type Edges = Arc<std::sync::RwLock<Vec<String>>>;
+
+fn edge(edges: &Edges, n: usize) -> String {
+    edges.read().unwrap()[n].clone()
+}
 
 #[test]
 fn money_is_conserved_through_kills_pauses_and_partitions() {
@@ -123,8 +129,12 @@ async fn bank() {
         ("PLAYHOUSE_RATE_LIMIT__BURST".into(), "1000000".into()),
     ]);
     let mut cluster = TestCluster::start(&options).await;
+    cluster.wait_settled(Duration::from_secs(30)).await;
     let accounts = open_accounts(&cluster).await;
-    let edges: Vec<String> = cluster.nodes.iter().map(|n| n.url("")).collect();
+    // Shared with the nemesis: a restarted node's edge is on a new port.
+    let edges: Edges = Arc::new(std::sync::RwLock::new(
+        cluster.nodes.iter().map(|n| n.url("")).collect(),
+    ));
 
     let history: History = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -146,18 +156,19 @@ async fn bank() {
         })
         .collect();
 
-    let faults = nemesis(&mut cluster, seed, Duration::from_secs(seconds)).await;
+    let faults = nemesis(&mut cluster, &edges, seed, Duration::from_secs(seconds)).await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     for client in clients {
         client.await.unwrap();
     }
-    cluster.wait_all_up(Duration::from_secs(30)).await;
+    cluster.wait_settled(Duration::from_secs(30)).await;
     let history = history.lock().unwrap().clone();
-    let report = check(&cluster, &accounts, &history).await;
-    println!(
-        "bank test: {} s, faults {faults}; {report}",
+    let summary = format!(
+        "BANK_SEED={seed}, {} s, faults {faults}",
         started.elapsed().as_secs()
     );
+    let report = check(&cluster, &accounts, &history, &summary).await;
+    println!("bank test: {summary}; {report}");
 }
 
 /// Opens the accounts through node 1's edge until each node owns a third of them.
@@ -198,7 +209,7 @@ async fn open_accounts(cluster: &TestCluster) -> Vec<String> {
 
 async fn run_client(
     seed: u64,
-    edges: Vec<String>,
+    edges: Edges,
     accounts: Vec<String>,
     history: History,
     stop: Arc<std::sync::atomic::AtomicBool>,
@@ -212,7 +223,7 @@ async fn run_client(
     let mut n = 0;
     while !stop.load(std::sync::atomic::Ordering::SeqCst) {
         n += 1;
-        let via = rng.below(edges.len());
+        let via = rng.below(3);
         let key = format!("c{seed:x}-{n}");
         let op = match rng.below(10) {
             0..=4 => {
@@ -234,7 +245,7 @@ async fn run_client(
                 account: rng.below(accounts.len()),
             },
         };
-        let outcome = send(&http, &edges[via], &accounts, &op, &writer, &reader).await;
+        let outcome = send(&http, &edge(&edges, via), &accounts, &op, &writer, &reader).await;
         // A client that lost an answer, or just is not sure, sends the same credit again with
         // its key: it must not be applied twice.
         if matches!(op, Op::Credit { .. }) && rng.below(3) == 0 {
@@ -243,8 +254,16 @@ async fn run_client(
                 via,
                 outcome,
             });
-            let again = rng.below(edges.len());
-            let outcome = send(&http, &edges[again], &accounts, &op, &writer, &reader).await;
+            let again = rng.below(3);
+            let outcome = send(
+                &http,
+                &edge(&edges, again),
+                &accounts,
+                &op,
+                &writer,
+                &reader,
+            )
+            .await;
             history.lock().unwrap().push(Entry {
                 op,
                 via: again,
@@ -321,7 +340,12 @@ enum Fault {
 
 /// Injects one round of faults in a seeded order (and more rounds until `at_least` has
 /// passed), healing each and waiting for the cluster before the next. Returns a summary.
-async fn nemesis(cluster: &mut TestCluster, seed: u64, at_least: Duration) -> String {
+async fn nemesis(
+    cluster: &mut TestCluster,
+    edges: &Edges,
+    seed: u64,
+    at_least: Duration,
+) -> String {
     let mut rng = Rng(seed);
     let started = Instant::now();
     let mut counts = BTreeMap::new();
@@ -343,10 +367,19 @@ async fn nemesis(cluster: &mut TestCluster, seed: u64, at_least: Duration) -> St
                     cluster.nodes[node].kill9();
                     tokio::time::sleep(hold).await;
                     cluster.nodes[node].restart();
+                    edges.write().unwrap()[node] = cluster.nodes[node].url("");
                 }
                 Fault::Cut => {
-                    let cut = CutOff::port(cluster.ports[node]);
-                    tokio::time::sleep(hold + Duration::from_secs(1)).await;
+                    // Node 3: the one that dials no one, so that dropping its port cuts every
+                    // link it has (the others' links from their ephemeral ports would not be).
+                    let cut = CutOff::port(cluster.ports[2]);
+                    // It must really be cut off: both peers see it down before it heals.
+                    for peer in [0, 1] {
+                        cluster
+                            .wait_status(peer, 2, "down", Duration::from_secs(10))
+                            .await;
+                    }
+                    tokio::time::sleep(hold).await;
                     cut.heal();
                 }
                 Fault::Pause => {
@@ -358,11 +391,28 @@ async fn nemesis(cluster: &mut TestCluster, seed: u64, at_least: Duration) -> St
             *counts
                 .entry(format!("{fault:?}").to_lowercase())
                 .or_insert(0) += 1;
-            cluster.wait_all_up(Duration::from_secs(30)).await;
+            cluster.wait_settled(Duration::from_secs(30)).await;
             tokio::time::sleep(rng.millis(200, 800)).await;
         }
     }
     format!("{counts:?} in {} s", started.elapsed().as_secs())
+}
+
+/// GET `url` as `token`: the status and JSON body, retrying 5xx answers for up to 10 s (a
+/// node just back may still be confirming its store).
+async fn settled_get(url: &str, token: &str) -> (StatusCode, Value) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = client().get(url).bearer_auth(token).send().await;
+        if let Ok(response) = answer {
+            let status = response.status();
+            if !status.is_server_error() || Instant::now() > deadline {
+                return (status, response.json().await.unwrap_or(Value::Null));
+            }
+        }
+        assert!(Instant::now() < deadline, "GET {url}: no answer in 10 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// An account's events, every page.
@@ -371,17 +421,11 @@ async fn history_of(cluster: &TestCluster, id: &str) -> Vec<Value> {
     let mut events = Vec::new();
     let mut from = 1;
     loop {
-        let page: Value = client()
-            .get(cluster.node(0).url(&format!(
-                "/api/v1/accounts/{id}/events?from_version={from}&limit=1000"
-            )))
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let url = cluster.node(0).url(&format!(
+            "/api/v1/accounts/{id}/events?from_version={from}&limit=1000"
+        ));
+        let (status, page) = settled_get(&url, &admin).await;
+        assert_eq!(status, StatusCode::OK, "{url}: {page}");
         events.extend(page["events"].as_array().unwrap().iter().cloned());
         match page["next_from_version"].as_u64() {
             Some(next) => from = next,
@@ -397,26 +441,27 @@ async fn sagas_settled(cluster: &TestCluster) {
     'again: loop {
         for n in 0..3 {
             for status in ["running", "compensating", "stuck"] {
-                let page: Value = client()
-                    .get(cluster.node(n).url(&format!(
-                        "/admin/sagas?kind=transfer&status={status}&limit=5"
-                    )))
-                    .bearer_auth(&admin)
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                let items = page["items"].as_array().unwrap();
-                if !items.is_empty() {
-                    assert!(
-                        Instant::now() < deadline,
-                        "sagas still {status} on node-{} after 60 s: {page}",
-                        n + 1
-                    );
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue 'again;
+                // Every page: a page may be empty with a cursor (it scans a bounded stretch).
+                let mut cursor = String::new();
+                loop {
+                    let url = cluster.node(n).url(&format!(
+                        "/admin/sagas?kind=transfer&status={status}&limit=5{cursor}"
+                    ));
+                    let (code, page) = settled_get(&url, &admin).await;
+                    assert_eq!(code, StatusCode::OK, "{url}: {page}");
+                    if !page["items"].as_array().unwrap().is_empty() {
+                        assert!(
+                            Instant::now() < deadline,
+                            "sagas still {status} on node-{} after 60 s: {page}",
+                            n + 1
+                        );
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue 'again;
+                    }
+                    match page["next_cursor"].as_str() {
+                        Some(next) => cursor = format!("&cursor={next}"),
+                        None => break,
+                    }
                 }
             }
         }
@@ -432,7 +477,12 @@ fn caused_by<'a>(events: &'a [Value], command_id: &str) -> Vec<&'a Value> {
         .collect()
 }
 
-async fn check(cluster: &TestCluster, accounts: &[String], history: &[Entry]) -> String {
+async fn check(
+    cluster: &TestCluster,
+    accounts: &[String],
+    history: &[Entry],
+    summary: &str,
+) -> String {
     sagas_settled(cluster).await;
     let mut problems = Vec::new();
     let mut events = Vec::new();
@@ -440,15 +490,11 @@ async fn check(cluster: &TestCluster, accounts: &[String], history: &[Entry]) ->
     let admin = token("auditor", &["admin"]);
     for id in accounts {
         events.push(history_of(cluster, id).await);
-        let account: Value = client()
-            .get(cluster.node(0).url(&format!("/api/v1/accounts/{id}")))
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (_, account) = settled_get(
+            &cluster.node(0).url(&format!("/api/v1/accounts/{id}")),
+            &admin,
+        )
+        .await;
         balances.push(account["balance"].as_i64().unwrap());
     }
     let mut deposited = INITIAL_BALANCE * accounts.len() as i64;
@@ -507,14 +553,11 @@ async fn check(cluster: &TestCluster, accounts: &[String], history: &[Entry]) ->
                     step(*to, 1, "act", "Credited"),
                     step(*from, 0, "undo", "Credited"),
                 );
-                let answer = client()
-                    .get(cluster.node(0).url(&format!("/api/v1/transfers/{id}")))
-                    .bearer_auth(&admin)
-                    .send()
-                    .await
-                    .unwrap();
-                let code = answer.status();
-                let view: Value = answer.json().await.unwrap_or(Value::Null);
+                let (code, view) = settled_get(
+                    &cluster.node(0).url(&format!("/api/v1/transfers/{id}")),
+                    &admin,
+                )
+                .await;
                 let status = match code {
                     StatusCode::OK => view["status"].as_str().unwrap_or("?"),
                     StatusCode::NOT_FOUND => "absent",
@@ -582,10 +625,21 @@ async fn check(cluster: &TestCluster, accounts: &[String], history: &[Entry]) ->
             "the balances sum to {total}, but {deposited} was deposited"
         ));
     }
+    // A run in which almost nothing got through would check almost nothing.
+    let ok = |kind: &str| counts.get(&format!("{kind} ok")).copied().unwrap_or(0);
+    for kind in ["transfer", "credit", "read"] {
+        if ok(kind) < 20 {
+            problems.push(format!(
+                "only {} {kind}s succeeded: too few to check anything",
+                ok(kind)
+            ));
+        }
+    }
     assert!(
         problems.is_empty(),
-        "the bank lost its invariants ({} problems):\n{}",
+        "the bank lost its invariants ({} problems; {summary}; {} operations {counts:?}):\n{}",
         problems.len(),
+        history.len(),
         problems
             .iter()
             .take(40)

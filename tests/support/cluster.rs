@@ -232,6 +232,27 @@ impl TestCluster {
         }
     }
 
+    /// Waits until every running node sees the others up and serves its own partitions (a
+    /// restarted node serves only once a peer has confirmed its store).
+    pub async fn wait_settled(&self, timeout: Duration) {
+        let started = Instant::now();
+        self.wait_all_up(timeout).await;
+        for n in 0..self.nodes.len() {
+            if !self.nodes[n].is_running() {
+                continue;
+            }
+            while self.view(n).await["serving"] != true {
+                assert!(
+                    started.elapsed() < timeout,
+                    "node-{} not serving within {timeout:?}: {:?}",
+                    n + 1,
+                    self.logs_tail()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
     /// Waits until node `n` sees `peer` with `status`; returns how long that took, or panics
     /// after `timeout`.
     pub async fn wait_status(

@@ -21,7 +21,14 @@ pub fn rerun_inside(name: &str) {
     // The re-run starts its own cluster: it takes this binary's turn.
     let _turn = super::cluster::one_at_a_time();
     let output = Command::new("unshare")
-        .args(["-rn", "sh", "-c", "ip link set lo up && exec \"$0\" \"$@\""])
+        // --kill-child: if this test is killed, the re-run and its nodes go with it.
+        .args([
+            "-rn",
+            "--kill-child",
+            "sh",
+            "-c",
+            "ip link set lo up && exec \"$0\" \"$@\"",
+        ])
         .arg(&binary)
         .args([name, "--exact", "--nocapture", "--test-threads=1"])
         .env(INSIDE, "1")
@@ -55,8 +62,10 @@ pub struct CutOff {
 }
 
 impl CutOff {
-    /// Drops TCP to and from `port` on loopback: every link of the process listening there
-    /// goes silent, the way a pulled cable looks to both ends (no reset, no FIN).
+    /// Drops TCP to and from `port` on loopback: every connection to the process listening
+    /// there goes silent, the way a pulled cable looks to both ends (no reset, no FIN). Links
+    /// that process dialled itself (from an ephemeral port) are not cut: to cut a node off
+    /// entirely, cut the member whose name sorts last, which dials no one.
     pub fn port(port: u16) -> CutOff {
         assert!(
             inside(),
