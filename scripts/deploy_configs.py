@@ -76,9 +76,16 @@ def compose(binary, secrets):
     for key, path in [("auth.key_file", shipped["auth"]["key_file"]), ("cluster.cookie_file", shipped["cluster"]["cookie_file"])]:
         if os.path.basename(path) not in spec["secrets"] or os.path.dirname(path) != "/run/secrets":
             fail(f"{key} {path} is not one of the compose secrets {sorted(spec['secrets'])}")
+    listen_port = shipped["cluster"]["listen"].rsplit(":", 1)[1]
     for name, service in spec["services"].items():
         env = {**service.get("environment", {}), **secrets}
-        check(binary, config, env, name, f"docker-compose.yml service {name}")
+        printed = check(binary, config, env, name, f"docker-compose.yml service {name}")
+        # Each member is reached at its service's name, on the port nodes listen on.
+        for member in printed["cluster"]["members"]:
+            if member["address"] != f"{member['name']}:{listen_port}":
+                fail(f"member {member['name']} is at {member['address']}, not {member['name']}:{listen_port}")
+            if member["name"] not in spec["services"]:
+                fail(f"member {member['name']} is not a compose service")
         stop = seconds(service.get("stop_grace_period", "10s"))
         if stop * 1000 <= grace_ms:
             fail(f"service {name}: stop_grace_period {stop} s is not longer than the shutdown grace {grace_ms} ms")
@@ -122,9 +129,11 @@ def kubernetes(binary, secrets, directory):
     if mounts["data"] != printed["data_dir"]:
         fail(f"the volume is mounted at {mounts['data']}, the data dir is {printed['data_dir']}")
     service = statefulset["spec"]["serviceName"]
+    listen_port = printed["cluster"]["listen"].rsplit(":", 1)[1]
     for member in printed["cluster"]["members"]:
-        if f".{service}:" not in member["address"]:
-            fail(f"member {member['name']} is not reached through the headless Service {service}")
+        expected = f"{member['name']}.{service}:{listen_port}"
+        if member["address"] != expected:
+            fail(f"member {member['name']} is at {member['address']}, not {expected} (its pod's name in the headless Service)")
 
 
 def main():
