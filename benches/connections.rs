@@ -8,41 +8,14 @@
 //!
 //! `cargo bench --bench connections [-- --steps 1000,2000,4000,8000]`
 
+mod support;
+
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Kills the node when the benchmark ends, however it ends.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn rss_mib(pid: u32, field: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kib| kib.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kib| kib / 1024.0)
-}
+use support::{Process, free_port, memory_mib};
 
 /// A new client's `GET /health/live`: its status line and how long the answer took.
 fn new_client(address: &str) -> (String, Duration) {
@@ -130,7 +103,7 @@ fn main() {
         .unwrap_or("");
     println!("connections benchmark: release node, default config (single.toml)");
     println!("node: {}", limits.trim());
-    let idle_rss = rss_mib(pid, "VmRSS:");
+    let idle_rss = memory_mib(pid, "VmRSS:");
     println!("RSS idle: {idle_rss:.1} MiB");
     println!(
         "{:>8} {:>10} {:>14} {:>12} {:>10}",
@@ -156,15 +129,15 @@ fn main() {
             closed,
             took.as_secs_f64() * 1e3,
             status.trim_start_matches("HTTP/1.1 "),
-            rss_mib(pid, "VmRSS:")
+            memory_mib(pid, "VmRSS:")
         );
     }
-    let peak = rss_mib(pid, "VmHWM:");
+    let peak = memory_mib(pid, "VmHWM:");
     drop(held);
     std::thread::sleep(Duration::from_secs(2));
     println!(
         "RSS after closing them all: {:.1} MiB (peak {peak:.1} MiB, idle {idle_rss:.1} MiB)",
-        rss_mib(pid, "VmRSS:")
+        memory_mib(pid, "VmRSS:")
     );
 
     // A request head that never ends, one more header line every second.
@@ -189,7 +162,7 @@ fn main() {
     );
 
     // Oversized tokens: refused before they are decoded or remembered.
-    let before = rss_mib(pid, "VmRSS:");
+    let before = memory_mib(pid, "VmRSS:");
     let token = "a".repeat(100 * 1024);
     let mut statuses = std::collections::BTreeMap::<String, usize>::new();
     for _ in 0..500 {
@@ -214,6 +187,6 @@ fn main() {
     // (default burst 200) is spent.
     println!(
         "500 requests with 100 KB tokens: statuses {statuses:?}; RSS {before:.1} MiB before, {:.1} MiB after",
-        rss_mib(pid, "VmRSS:")
+        memory_mib(pid, "VmRSS:")
     );
 }

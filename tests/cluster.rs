@@ -233,11 +233,9 @@ async fn a_killed_owner_answers_503_at_once_and_serves_its_data_intact_when_back
     }
 }
 
-#[tokio::test]
-async fn a_wrong_cookie_or_another_member_list_never_joins() {
-    let cluster = TestCluster::start(&ClusterOptions::default()).await;
-    // A fourth process claiming to be node-1 (which dials the others) with another cookie, on
-    // its own port and data: its links are refused at the handshake.
+/// The environment of a second "node-1" (the member that dials the others) on its own port
+/// and data directory, kept in the returned directory.
+fn another_node_one(cluster: &TestCluster) -> (tempfile::TempDir, Vec<(String, String)>) {
     let dir = tempfile::tempdir().unwrap();
     let mut ports = cluster.ports.clone();
     ports[0] = support::cluster::free_port();
@@ -247,25 +245,40 @@ async fn a_wrong_cookie_or_another_member_list_never_joins() {
         "PLAYHOUSE_DATA_DIR".into(),
         dir.path().join("data").display().to_string(),
     ));
-    env.push((
-        "PLAYHOUSE_CLUSTER_COOKIE".into(),
-        "not-the-cluster-cookie-at-all".into(),
-    ));
-    let impostor = Node::launch(
+    (dir, env)
+}
+
+/// Starts a node that must not join: after 2 s it sees no member up.
+async fn launch_outsider(env: Vec<(String, String)>, log: std::path::PathBuf) -> Node {
+    let outsider = Node::launch(
         support::cluster::shipped_config(1),
         env,
-        dir.path().join("impostor.log"),
+        log,
         &NodeOptions::default(),
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let view = json_of(
-        get_as(&impostor, "/admin/cluster", &token("ops", &["admin"])).await,
+        get_as(&outsider, "/admin/cluster", &token("ops", &["admin"])).await,
         StatusCode::OK,
     )
     .await;
     for member in view["members"].as_array().unwrap() {
         assert_ne!(member["status"], "up", "{view}");
     }
+    outsider
+}
+
+#[tokio::test]
+async fn a_wrong_cookie_or_another_member_list_never_joins() {
+    let cluster = TestCluster::start(&ClusterOptions::default()).await;
+    // A fourth process claiming to be node-1 (which dials the others) with another cookie, on
+    // its own port and data: its links are refused at the handshake.
+    let (dir, mut env) = another_node_one(&cluster);
+    env.push((
+        "PLAYHOUSE_CLUSTER_COOKIE".into(),
+        "not-the-cluster-cookie-at-all".into(),
+    ));
+    let impostor = launch_outsider(env, dir.path().join("impostor.log")).await;
     let log = impostor.log_text();
     assert!(log.contains("same cluster cookie"), "{log}");
     // The real members are unaffected.
@@ -1054,31 +1067,9 @@ async fn members_linked_by_mutual_tls_work_together_and_a_certificate_from_anoth
     );
 
     // Same cookie, same name, a certificate from another CA: the handshake fails both ways.
-    let stranger_dir = tempfile::tempdir().unwrap();
     let stranger_ca = TestCa::new("someone else's CA");
-    let mut ports = cluster.ports.clone();
-    ports[0] = support::cluster::free_port();
-    let mut env = support::cluster::node_env(&cluster.dir, 1, &ports, &ClusterOptions::default());
-    env.retain(|(name, _)| name != "PLAYHOUSE_DATA_DIR");
-    env.push((
-        "PLAYHOUSE_DATA_DIR".into(),
-        stranger_dir.path().join("data").display().to_string(),
-    ));
+    let (stranger_dir, mut env) = another_node_one(&cluster);
     env.extend(stranger_ca.node_files(stranger_dir.path(), "node-1"));
-    let stranger = Node::launch(
-        support::cluster::shipped_config(1),
-        env,
-        stranger_dir.path().join("stranger.log"),
-        &NodeOptions::default(),
-    );
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let view = json_of(
-        get_as(&stranger, "/admin/cluster", &token("ops", &["admin"])).await,
-        StatusCode::OK,
-    )
-    .await;
-    for member in view["members"].as_array().unwrap() {
-        assert_ne!(member["status"], "up", "{view}");
-    }
+    launch_outsider(env, stranger_dir.path().join("stranger.log")).await;
     cluster.wait_all_up(Duration::from_secs(5)).await;
 }
