@@ -363,6 +363,10 @@ impl Cluster {
     /// What calls in flight to `member` wait on besides their answer: it is notified when
     /// the member is seen down.
     fn departure(&self, member: &str) -> Arc<tokio::sync::Notify> {
+        // Read first: every call takes this, and `entry` would lock the shard for writing.
+        if let Some(notify) = self.inner.departures.get(member) {
+            return notify.clone();
+        }
         self.inner
             .departures
             .entry(member.to_owned())
