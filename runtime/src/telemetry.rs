@@ -7,6 +7,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, TelemetryConfig};
+use crate::ops::{NodeRecorder, Series};
 
 /// Installs the global log subscriber. `RUST_LOG`, when set, replaces the configured level.
 /// Logs go to stderr, so that commands printing results (like `playhouse token`) keep stdout clean.
@@ -39,14 +40,18 @@ const SIZE_BUCKETS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
 ];
 
-/// Installs the Prometheus recorder and starts its upkeep task on the current runtime.
-pub fn install_metrics() -> Result<PrometheusHandle, String> {
-    let handle = PrometheusBuilder::new()
+/// Installs the node's metrics recorder (Prometheus, with the operations page's series teed
+/// off) and starts the Prometheus upkeep task on the current runtime.
+pub fn install_metrics() -> Result<(PrometheusHandle, Series), String> {
+    let prometheus = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
         .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_events".into()), SIZE_BUCKETS))
         .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_operations".into()), SIZE_BUCKETS))
         .map_err(|e| e.to_string())?
-        .install_recorder()
+        .build_recorder();
+    let handle = prometheus.handle();
+    let series = Series::default();
+    metrics::set_global_recorder(NodeRecorder::new(prometheus, series.clone()))
         .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
     crate::metrics::describe();
     let upkeep = handle.clone();
@@ -57,5 +62,5 @@ pub fn install_metrics() -> Result<PrometheusHandle, String> {
             upkeep.run_upkeep();
         }
     });
-    Ok(handle)
+    Ok((handle, series))
 }

@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod netns;
+pub mod webdriver;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -96,10 +96,11 @@ impl<A: Aggregate> Actor for Entity<A> {
         match message {
             EntityMsg::Execute { envelope, reply } => {
                 state.last_active = Instant::now();
+                let started = std::time::Instant::now();
                 let result = execute::<A>(state, envelope).await;
                 let needs_reload = result.as_ref().is_err_and(Failure::leaves_state_unknown);
                 let result = result.map_err(|failure| failure.into_command_error(&state.stream));
-                record_outcome::<A>(&result);
+                record_outcome::<A>(&result, started.elapsed());
                 let _ = reply.send(result);
                 if needs_reload {
                     // The write may or may not have landed (the writer may have died after
@@ -425,7 +426,7 @@ pub(crate) fn decode_event<A: Aggregate>(
     })
 }
 
-fn record_outcome<A: Aggregate>(result: &CommandReply<A>) {
+fn record_outcome<A: Aggregate>(result: &CommandReply<A>, took: std::time::Duration) {
     let outcome = match result {
         Ok(outcome) if outcome.deduplicated => "duplicate",
         Ok(_) => "ok",
@@ -435,4 +436,6 @@ fn record_outcome<A: Aggregate>(result: &CommandReply<A>) {
     };
     ::metrics::counter!(metrics::COMMANDS, "aggregate" => A::KIND, "outcome" => outcome)
         .increment(1);
+    ::metrics::histogram!(metrics::COMMAND_SECONDS, "aggregate" => A::KIND)
+        .record(took.as_secs_f64());
 }

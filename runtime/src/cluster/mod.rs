@@ -173,6 +173,25 @@ impl Cluster {
         &self.inner.node
     }
 
+    /// Every member's name (this node's too), in the config's order.
+    pub fn member_names(&self) -> Vec<String> {
+        self.inner
+            .config
+            .members
+            .iter()
+            .map(|member| member.name.clone())
+            .collect()
+    }
+
+    /// What the config says of `member`.
+    pub fn member(&self, name: &str) -> Option<&Member> {
+        self.inner
+            .config
+            .members
+            .iter()
+            .find(|member| member.name == name)
+    }
+
     pub fn placement(&self) -> &Placement {
         &self.inner.placement
     }

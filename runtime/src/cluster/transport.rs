@@ -78,14 +78,24 @@ async fn connect(
     match tls {
         None => ractor_cluster::client_connect(server, address)
             .await
-            .map_err(|e| e.to_string()),
+            .map_err(|e| connect_error(address, e)),
         Some(config) => {
             let connector = tls::load(config)?.connector;
             let name = ServerName::try_from(peer.to_owned())
                 .map_err(|e| format!("`{peer}` cannot be checked against a certificate: {e}"))?;
             ractor_cluster::client_connect_enc(server, address, connector, name)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| connect_error(address, e))
         }
+    }
+}
+
+/// A failed dial in words (ractor_cluster's own text is its Debug form).
+fn connect_error(address: SocketAddr, error: ractor_cluster::ClientConnectErr) -> String {
+    use ractor_cluster::ClientConnectErr;
+    match error {
+        ClientConnectErr::Socket(error) => format!("connecting to {address}: {error}"),
+        ClientConnectErr::Encryption(error) => format!("TLS with {address}: {error}"),
+        ClientConnectErr::Messaging(_) => "this node's cluster transport has stopped".to_owned(),
     }
 }

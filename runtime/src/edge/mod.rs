@@ -17,6 +17,7 @@ pub mod problem;
 pub mod rate_limit;
 pub mod request_ids;
 pub mod server;
+pub mod ui;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,7 +57,7 @@ pub struct EdgeSettings {
 }
 
 /// Puts the services' `api` routes behind the guard, adds the public routes (health, metrics,
-/// OpenAPI) and the layers every request goes through. Returns the app and its OpenAPI document.
+/// OpenAPI, the operations page) and the layers every request goes through. Returns the app and its OpenAPI document.
 pub fn assemble(
     settings: &EdgeSettings,
     api: OpenApiRouter,
@@ -78,6 +79,7 @@ pub fn assemble(
     let (router, mut openapi) = OpenApiRouter::with_openapi(base_document())
         .merge(health_routes)
         .merge(metrics_routes)
+        .merge(ui::page_routes())
         .merge(guarded)
         .split_for_parts();
     openapi.info.version = env!("CARGO_PKG_VERSION").to_owned();

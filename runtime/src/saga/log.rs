@@ -14,6 +14,10 @@ use super::{SagaKind, Step};
 pub const SAGAS_TABLE: &str = "sagas";
 /// kind/id -> (), for the sagas not finished: what a node resumes when it starts.
 pub const SAGAS_OPEN_TABLE: &str = "sagas_open";
+/// kind/status -> how many sagas of the kind finished so (a counter, see
+/// [`TableChange::Add`]), for `completed` and `compensated`: what the operations page shows
+/// without reading every saga.
+pub const SAGA_COUNTS_TABLE: &str = "saga_counts";
 
 pub(crate) struct SagaLog<K: SagaKind> {
     store: EventStore,
@@ -82,7 +86,7 @@ impl<K: SagaKind> SagaLog<K> {
         };
         let mut state = SagaState::fold([&started]).expect("the first event is Started");
         state.correlation_id = correlation_id.to_owned();
-        self.write(id, 0, started, state, steps).await
+        self.write(id, 0, started, state, steps, false).await
     }
 
     /// Writes `event` after `state`, with the saga's summary, and returns the state after it.
@@ -96,9 +100,13 @@ impl<K: SagaKind> SagaLog<K> {
     ) -> Result<SagaState<K::Input>, StoreError> {
         let mut after = state.clone();
         after.apply(&event);
-        self.write(id, state.version, event, after, steps).await
+        let finishes = !state.phase.is_finished() && after.phase.is_finished();
+        self.write(id, state.version, event, after, steps, finishes)
+            .await
     }
 
+    /// Writes `event` with the saga's summary and its entry in the open sagas; the event that
+    /// `finishes` the saga also counts it, by its final status. All in one transaction.
     async fn write(
         &self,
         id: &str,
@@ -106,6 +114,7 @@ impl<K: SagaKind> SagaLog<K> {
         event: SagaEvent<K::Input>,
         after: SagaState<K::Input>,
         steps: &[Step],
+        finishes: bool,
     ) -> Result<SagaState<K::Input>, StoreError> {
         let stream = Self::stream(id);
         let payload = codec::encode(&event).map_err(|source| StoreError::Encode {
@@ -134,6 +143,13 @@ impl<K: SagaKind> SagaLog<K> {
                 value: Vec::new(),
             }
         });
+        if finishes {
+            table_changes.push(TableChange::Add {
+                table: SAGA_COUNTS_TABLE,
+                key: key(&[K::KIND, after.status().as_str()]),
+                delta: 1,
+            });
+        }
         self.store
             .append(AppendRequest {
                 stream,

@@ -24,6 +24,7 @@
 //! retried slowly.
 
 mod breaker;
+mod counts;
 mod log;
 mod record;
 mod remote;
@@ -35,7 +36,8 @@ mod supervisor;
 mod tests;
 
 pub use breaker::{BreakerSettings, Breakers, CircuitBreaker, CircuitState};
-pub use log::{SAGAS_OPEN_TABLE, SAGAS_TABLE};
+pub use counts::{SagaCounts, SagaKindCounts, saga_counts};
+pub use log::{SAGA_COUNTS_TABLE, SAGAS_OPEN_TABLE, SAGAS_TABLE};
 pub use record::{Phase, SagaEvent, SagaState, SagaStatus, SagaSummary};
 pub use retry::{RetryPolicy, noise};
 pub use supervisor::Sagas;

@@ -266,6 +266,15 @@ async fn all_steps_done_completes() {
     )
     .unwrap();
     assert_eq!(summary.status, "completed");
+    let counts = crate::saga::saga_counts(&harness.store).unwrap();
+    assert_eq!(
+        counts.kinds,
+        [crate::saga::SagaKindCounts {
+            kind: "scripted".into(),
+            completed: 1,
+            ..Default::default()
+        }]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -502,9 +511,20 @@ async fn a_compensation_that_keeps_failing_is_retried_then_stuck_and_retried_slo
             .len(),
         1
     );
+    // The page's counts show it stuck, with its error, and not yet compensated.
+    let counts = crate::saga::saga_counts(&harness.store).unwrap();
+    assert_eq!((counts.kinds[0].stuck, counts.kinds[0].compensated), (1, 0));
+    assert_eq!(counts.latest_stuck.len(), 1);
+    assert_eq!(
+        counts.latest_stuck[0].last_error.as_deref(),
+        Some("target down")
+    );
     tokio::time::sleep(Duration::from_secs(31)).await;
     let state = harness.settled("stuck").await;
     assert_eq!(state.phase, Phase::Compensated);
+    let counts = crate::saga::saga_counts(&harness.store).unwrap();
+    assert_eq!((counts.kinds[0].stuck, counts.kinds[0].compensated), (0, 1));
+    assert!(counts.latest_stuck.is_empty());
 }
 
 #[tokio::test(start_paused = true)]

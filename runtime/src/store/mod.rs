@@ -21,7 +21,7 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use tokio::sync::{mpsc, oneshot};
 
 pub use error::StoreError;
-pub use read_model::{ReadModelSnapshot, TableChange};
+pub use read_model::{ReadModelSnapshot, TableChange, decode_counter};
 pub use tables::ProcessedCommand;
 pub use writer::GroupCommitOptions;
 

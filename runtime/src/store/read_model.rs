@@ -22,6 +22,28 @@ pub enum TableChange {
         table: &'static str,
         key: Vec<u8>,
     },
+    /// Adds `delta` to the counter under `key`: an `i64`, little-endian (absent reads as 0).
+    /// Applied by the writer inside the transaction, so concurrent additions never race.
+    Add {
+        table: &'static str,
+        key: Vec<u8>,
+        delta: i64,
+    },
+}
+
+impl TableChange {
+    pub fn table(&self) -> &'static str {
+        match self {
+            TableChange::Put { table, .. }
+            | TableChange::Delete { table, .. }
+            | TableChange::Add { table, .. } => table,
+        }
+    }
+}
+
+/// A counter's value as [`TableChange::Add`] stores it; `None` for bytes that are not one.
+pub fn decode_counter(value: &[u8]) -> Option<i64> {
+    Some(i64::from_le_bytes(value.try_into().ok()?))
 }
 
 pub(crate) fn table_name(table: &str) -> String {

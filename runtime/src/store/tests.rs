@@ -514,6 +514,40 @@ async fn table_changes_commit_with_their_append_or_not_at_all() {
 }
 
 #[tokio::test]
+async fn counters_add_up_across_concurrent_appends_and_skip_refused_ones() {
+    let (_dir, store) = temp_store().await;
+    let add = |delta: i64| TableChange::Add {
+        table: "test_counts",
+        key: b"done".to_vec(),
+        delta,
+    };
+    // Many appends in flight at once land in shared group commits: each adds its own one.
+    let appends = (0..50u64).map(|n| {
+        let store = store.clone();
+        let mut request = append_request(&format!("c-{n}"), 0, &["Done"]);
+        request.table_changes = vec![add(1)];
+        async move { store.append(request).await.unwrap() }
+    });
+    futures::future::join_all(appends).await;
+    let mut refused = append_request("c-0", 0, &["Again"]);
+    refused.table_changes = vec![add(100)];
+    assert!(matches!(
+        store.append(refused).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    let mut back = append_request("c-0", 1, &["Undone"]);
+    back.table_changes = vec![add(-2)];
+    store.append(back).await.unwrap();
+    let stored = store
+        .read_models()
+        .unwrap()
+        .get("test_counts", b"done")
+        .unwrap()
+        .unwrap();
+    assert_eq!(crate::store::decode_counter(&stored), Some(48));
+}
+
+#[tokio::test]
 async fn the_log_end_has_passed_an_append_when_its_caller_is_answered() {
     // A client reads with `min_position` = its command's position right after the answer; the
     // log's end must already be past it.

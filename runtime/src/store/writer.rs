@@ -482,7 +482,7 @@ fn apply_changes(txn: &redb::WriteTransaction, changes: &[TableChange]) -> Resul
     // Each table opened once per batch of changes, however many changes it takes.
     let mut open: HashMap<&str, Table<'_, &'static [u8], &'static [u8]>> = HashMap::new();
     for change in changes {
-        let (TableChange::Put { table, .. } | TableChange::Delete { table, .. }) = change;
+        let table = change.table();
         if !open.contains_key(table) {
             let name = read_model::table_name(table);
             let opened = txn
@@ -490,7 +490,7 @@ fn apply_changes(txn: &redb::WriteTransaction, changes: &[TableChange]) -> Resul
                 .map_err(StoreError::storage)?;
             open.insert(table, opened);
         }
-        let opened = open.get_mut(table).expect("opened above");
+        let opened = open.get_mut(&table).expect("opened above");
         match change {
             TableChange::Put { key, value, .. } => {
                 opened
@@ -499,6 +499,17 @@ fn apply_changes(txn: &redb::WriteTransaction, changes: &[TableChange]) -> Resul
             }
             TableChange::Delete { key, .. } => {
                 opened.remove(key.as_slice()).map_err(StoreError::storage)?;
+            }
+            TableChange::Add { key, delta, .. } => {
+                let current = opened
+                    .get(key.as_slice())
+                    .map_err(StoreError::storage)?
+                    .and_then(|value| read_model::decode_counter(value.value()))
+                    .unwrap_or(0);
+                let sum = current.saturating_add(*delta).to_le_bytes();
+                opened
+                    .insert(key.as_slice(), sum.as_slice())
+                    .map_err(StoreError::storage)?;
             }
         }
     }

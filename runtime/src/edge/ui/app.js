@@ -1,0 +1,383 @@
+// The operations page's script: asks for an admin token once (kept in this tab's
+// sessionStorage), polls /admin/overview every 2 s while the tab is visible, and draws what it
+// answers. Text from the server only ever goes in as text (textContent), never as markup.
+"use strict";
+
+const TOKEN_KEY = "playhouse.admin-token";
+const POLL_MS = 2000;
+// A poll that takes longer than this is given up (a node paused mid-answer).
+const POLL_TIMEOUT_MS = 8000;
+const HISTORY_MS = 5 * 60 * 1000;
+const SVG = "http://www.w3.org/2000/svg";
+const PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2", "#edc948",
+  "#9c755f", "#e15759", "#bab0ac", "#ff9da7"];
+
+// Chart points per node, oldest first, and the newest point seen of each.
+const history = new Map();
+let timer = null;
+let inFlight = false;
+
+const $ = (id) => document.getElementById(id);
+
+// Shows a JavaScript error on the page itself: an operator should know the view is stale.
+window.addEventListener("error", (event) => {
+  const banner = $("page-error");
+  banner.textContent = "This page hit an error and may be out of date: " + event.message;
+  banner.hidden = false;
+});
+
+function el(tag, attributes, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes || {})) {
+    if (value !== undefined && value !== null) node.setAttribute(name, value);
+  }
+  for (const child of children) {
+    if (child === null || child === undefined) continue;
+    node.append(child instanceof Node ? child : String(child));
+  }
+  return node;
+}
+
+function svg(tag, attributes) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attributes || {})) node.setAttribute(name, value);
+  return node;
+}
+
+function fill(tbody, rows) {
+  tbody.replaceChildren(...rows);
+}
+
+function fixed(value, digits) {
+  if (value === null || value === undefined || Number.isNaN(value)) return "–";
+  return Number(value).toFixed(digits);
+}
+
+function rate(value) {
+  if (value === null || value === undefined) return "–";
+  return value >= 100 ? value.toFixed(0) : value.toFixed(1);
+}
+
+function duration(ms) {
+  if (ms === null || ms === undefined) return "–";
+  if (ms < 1000) return ms + " ms ago";
+  return (ms / 1000).toFixed(1) + " s ago";
+}
+
+function uptime(seconds) {
+  if (seconds < 120) return seconds + " s";
+  if (seconds < 7200) return Math.floor(seconds / 60) + " min";
+  return (seconds / 3600).toFixed(1) + " h";
+}
+
+function token() {
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+
+function showLogin(message) {
+  $("dashboard").hidden = true;
+  $("forget").hidden = true;
+  $("login").hidden = false;
+  $("login-error").hidden = !message;
+  $("login-error").textContent = message || "";
+  $("freshness").textContent = "not connected";
+  $("token").focus();
+}
+
+function forget(message) {
+  sessionStorage.removeItem(TOKEN_KEY);
+  history.clear();
+  if (timer !== null) clearTimeout(timer);
+  timer = null;
+  showLogin(message);
+}
+
+function problem(message) {
+  const banner = $("problem");
+  banner.hidden = !message;
+  banner.textContent = message || "";
+}
+
+function schedule(delay) {
+  if (timer !== null) clearTimeout(timer);
+  timer = document.hidden || !token() ? null : setTimeout(poll, delay);
+}
+
+// The oldest "newest point" among nodes that report: asking from there loses no node's points.
+function since() {
+  let oldest = null;
+  for (const points of history.values()) {
+    const last = points.length ? points[points.length - 1].at_ms : 0;
+    oldest = oldest === null ? last : Math.min(oldest, last);
+  }
+  return oldest || 0;
+}
+
+async function poll() {
+  timer = null;
+  if (inFlight || !token()) return;
+  inFlight = true;
+  const abort = new AbortController();
+  const giveUp = setTimeout(() => abort.abort(), POLL_TIMEOUT_MS);
+  try {
+    const response = await fetch("/admin/overview?since=" + since(), {
+      headers: { Authorization: "Bearer " + token() },
+      signal: abort.signal,
+      cache: "no-store",
+    });
+    if (response.status === 401 || response.status === 403) {
+      const body = await response.json().catch(() => ({}));
+      forget("The node refused this token: " + (body.detail || response.status));
+      return;
+    }
+    if (!response.ok) {
+      const body = await response.json().catch(() => ({}));
+      const retry = Number(response.headers.get("Retry-After")) || 0;
+      problem("The node answered " + response.status + ": " + (body.detail || response.statusText));
+      schedule(Math.max(POLL_MS, retry * 1000));
+      return;
+    }
+    render(await response.json());
+    problem(null);
+    schedule(POLL_MS);
+  } catch (error) {
+    problem("Cannot reach the node (" + (error.name === "AbortError" ? "no answer in "
+      + POLL_TIMEOUT_MS / 1000 + " s" : error.message) + "); retrying.");
+    schedule(POLL_MS);
+  } finally {
+    clearTimeout(giveUp);
+    inFlight = false;
+  }
+}
+
+function render(overview) {
+  $("login").hidden = true;
+  $("dashboard").hidden = false;
+  $("forget").hidden = false;
+  const colors = new Map(overview.members.map((m, i) => [m.name, PALETTE[i % PALETTE.length]]));
+  const at = new Date(overview.at_ms);
+  const freshness = $("freshness");
+  freshness.textContent = "from " + overview.node + " at " + at.toLocaleTimeString();
+  freshness.dataset.at = String(overview.at_ms);
+  for (const report of overview.nodes) {
+    if (report.stats) remember(report.node, report.stats.history, overview.at_ms);
+  }
+  renderMembers(overview, colors);
+  renderPartitions(overview, colors);
+  renderCharts(overview, colors);
+  renderNodes(overview);
+  renderSagas(overview);
+  renderProjections(overview);
+}
+
+function remember(node, points, now) {
+  const kept = history.get(node) || [];
+  const last = kept.length ? kept[kept.length - 1].at_ms : 0;
+  for (const point of points) if (point.at_ms > last) kept.push(point);
+  while (kept.length && kept[0].at_ms < now - HISTORY_MS) kept.shift();
+  history.set(node, kept);
+}
+
+function swatch(color) {
+  const mark = el("span", { class: "swatch" });
+  mark.style.background = color;
+  return mark;
+}
+
+function renderMembers(overview, colors) {
+  fill($("members").tBodies[0], overview.members.map((member) => {
+    const owned = Object.entries(member.partitions).map(([s, n]) => s + " " + n).join(", ");
+    const status = el("span", { class: "status " + member.status, title: member.reason || "" },
+      member.status.replace("_", " "));
+    return el("tr", { "data-member": member.name, "data-status": member.status },
+      el("td", {}, swatch(colors.get(member.name)), member.name,
+        member.this_node ? el("span", { class: "muted" }, " (this node)") : null),
+      el("td", {}, status, member.reason ? el("div", { class: "muted" }, member.reason) : null),
+      el("td", {}, member.this_node ? "–" : duration(member.last_heartbeat_ms_ago)),
+      el("td", { class: "num" }, member.rtt_us === null ? "–" : (member.rtt_us / 1000).toFixed(2) + " ms"),
+      el("td", {}, owned || (overview.partitions.length ? "none" : "all (single node)")),
+      el("td", {}, member.services.join(", ")));
+  }));
+}
+
+function renderPartitions(overview, colors) {
+  const rows = overview.partitions.map((service) => {
+    const count = service.owners.length;
+    const picture = svg("svg", { viewBox: "0 0 " + count * 10 + " 10", preserveAspectRatio: "none",
+      role: "img", "aria-label": service.service + " partitions by owner" });
+    service.owners.forEach((owner, partition) => {
+      const member = owner === null ? null : overview.members[owner];
+      const up = member && member.status === "up";
+      const cell = svg("rect", { x: partition * 10 + 0.5, y: 0.5, width: 9, height: 9,
+        fill: member ? colors.get(member.name) : "#ccc", "fill-opacity": up ? 1 : 0.25 });
+      const title = svg("title");
+      title.textContent = service.service + " partition " + partition + ": "
+        + (member ? member.name + " (" + member.status.replace("_", " ") + ")" : "no owner");
+      cell.append(title);
+      picture.append(cell);
+      if (!up) {
+        picture.append(svg("line", { x1: partition * 10 + 1, y1: 1, x2: partition * 10 + 9, y2: 9,
+          stroke: "#c62828", "stroke-width": 1.2 }));
+      }
+    });
+    return el("div", { class: "partition-row", "data-service": service.service },
+      el("span", { class: "service" }, service.service), picture);
+  });
+  $("partitions").replaceChildren(...(rows.length ? rows
+    : [el("p", { class: "muted" }, "A node alone owns every partition of its services.")]));
+}
+
+// Draws one line per node (and a dashed one when `dashed` picks a second value).
+function chart(target, overview, colors, solid, dashed) {
+  const now = overview.at_ms;
+  // The span shown: what is kept (up to 5 minutes), but at least a minute.
+  let oldest = now;
+  let top = 0;
+  for (const points of history.values()) {
+    if (points.length) oldest = Math.min(oldest, points[0].at_ms);
+    for (const point of points) {
+      top = Math.max(top, solid(point) || 0, dashed ? dashed(point) || 0 : 0);
+    }
+  }
+  const span = Math.min(HISTORY_MS, Math.max(60 * 1000, now - oldest));
+  const start = now - span;
+  top = top > 0 ? top * 1.15 : 1;
+  const width = 300;
+  const height = 100;
+  const picture = svg("svg", { viewBox: "0 0 " + width + " " + height, preserveAspectRatio: "none" });
+  const line = (points, pick, color, dash) => {
+    const coordinates = [];
+    for (const point of points) {
+      const value = pick(point);
+      if (value === null || value === undefined) continue;
+      const x = ((point.at_ms - start) / span) * width;
+      const y = height - (value / top) * height;
+      coordinates.push(x.toFixed(1) + "," + y.toFixed(1));
+    }
+    if (coordinates.length < 2) return;
+    picture.append(svg("polyline", { points: coordinates.join(" "), fill: "none", stroke: color,
+      "stroke-width": 1.5, "vector-effect": "non-scaling-stroke",
+      "stroke-dasharray": dash ? "4 3" : "none" }));
+  };
+  for (const [node, points] of history) {
+    const color = colors.get(node) || "#888";
+    line(points, solid, color, false);
+    if (dashed) line(points, dashed, color, true);
+  }
+  const scale = el("span", { class: "scale" }, "max " + (top / 1.15).toFixed(top > 10 ? 0 : 2)
+    + " · last " + Math.round(span / 60000) + " min");
+  $(target).replaceChildren(picture, scale);
+}
+
+function renderCharts(overview, colors) {
+  chart("chart-requests", overview, colors, (p) => p.requests_per_s);
+  chart("chart-errors", overview, colors, (p) => p.server_errors_per_s, (p) => p.client_errors_per_s);
+  chart("chart-latency", overview, colors, (p) => p.p99_ms, (p) => p.p50_ms);
+  $("legend").replaceChildren(...overview.members.map((m) =>
+    el("span", {}, swatch(colors.get(m.name)), m.name)));
+}
+
+function renderNodes(overview) {
+  const cards = overview.nodes.map((report) => {
+    if (!report.stats) {
+      return el("div", { class: "card missing", "data-node": report.node },
+        el("h3", {}, report.node), el("p", {}, "No report: " + (report.error || "unknown")));
+    }
+    const stats = report.stats;
+    const live = stats.live;
+    const store = live ? live.store : null;
+    const aggregates = live ? live.aggregates : [];
+    const rows = aggregates.map((kind) => el("tr", {},
+      el("td", {}, kind.kind),
+      el("td", { class: "num" }, kind.live),
+      el("td", { class: "num" }, rate(kind.commands_per_s)),
+      el("td", {}, Object.entries(kind.outcomes).filter(([, v]) => v > 0)
+        .map(([outcome, v]) => outcome + " " + rate(v)).join(", ") || "–"),
+      el("td", { class: "num" }, fixed(kind.p50_ms, 2)),
+      el("td", { class: "num" }, fixed(kind.p99_ms, 2))));
+    return el("div", { class: "card", "data-node": report.node },
+      el("h3", {}, report.node, el("span", { class: "muted" },
+        " · up " + uptime(stats.uptime_s) + " · log end " + stats.log_end
+        + (live ? " · " + rate(live.http.requests_per_s) + " req/s" : ""))),
+      el("div", { class: "store" }, store
+        ? "store: " + rate(store.commits_per_s) + " commits/s, batches of "
+          + fixed(store.operations_per_commit, 1) + " writes (" + fixed(store.events_per_commit, 1)
+          + " events), fsync p50 " + fixed(store.fsync_p50_ms, 2) + " ms, p99 "
+          + fixed(store.fsync_p99_ms, 2) + " ms"
+        : "store: warming up"),
+      el("table", {},
+        el("thead", {}, el("tr", {}, el("th", {}, "Aggregate"), el("th", { class: "num" }, "Live"),
+          el("th", { class: "num" }, "Cmd/s"), el("th", {}, "Outcomes/s"),
+          el("th", { class: "num" }, "p50 ms"), el("th", { class: "num" }, "p99 ms"))),
+        el("tbody", {}, ...(rows.length ? rows
+          : [el("tr", {}, el("td", { colspan: 6, class: "muted" }, "no aggregates in memory"))]))));
+  });
+  $("node-cards").replaceChildren(...cards);
+}
+
+const SAGA_STATUSES = ["running", "compensating", "stuck", "completed", "compensated"];
+
+function renderSagas(overview) {
+  const totals = new Map();
+  const stuck = [];
+  for (const report of overview.nodes) {
+    if (!report.stats) continue;
+    for (const kind of report.stats.sagas.kinds) {
+      const sum = totals.get(kind.kind) || Object.fromEntries(SAGA_STATUSES.map((s) => [s, 0]));
+      for (const status of SAGA_STATUSES) sum[status] += kind[status];
+      totals.set(kind.kind, sum);
+    }
+    for (const saga of report.stats.sagas.latest_stuck) stuck.push([report.node, saga]);
+  }
+  const missing = overview.nodes.filter((r) => !r.stats).map((r) => r.node);
+  const rows = [...totals].map(([kind, sum]) => el("tr", { "data-kind": kind },
+    el("td", {}, kind),
+    ...SAGA_STATUSES.map((status) =>
+      el("td", { class: "num", "data-status": status }, sum[status]))));
+  if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: 6, class: "muted" }, "no sagas yet")));
+  if (missing.length) {
+    rows.push(el("tr", {}, el("td", { colspan: 6, class: "muted" },
+      "not counted: " + missing.join(", ") + " (no report)")));
+  }
+  fill($("saga-counts").tBodies[0], rows);
+  stuck.sort((a, b) => (a[1].updated_at < b[1].updated_at ? 1 : -1));
+  const stuckRows = stuck.slice(0, 10).map(([node, saga]) => el("tr", {},
+    el("td", {}, node), el("td", {}, saga.kind), el("td", {}, el("code", {}, saga.id)),
+    el("td", {}, saga.step || "–"), el("td", { class: "num" }, saga.attempts),
+    el("td", {}, saga.last_error || "–"), el("td", {}, saga.updated_at)));
+  fill($("stuck").tBodies[0], stuckRows.length ? stuckRows
+    : [el("tr", {}, el("td", { colspan: 7, class: "muted" }, "none stuck"))]);
+}
+
+function renderProjections(overview) {
+  const rows = [];
+  for (const report of overview.nodes) {
+    if (!report.stats) continue;
+    for (const projection of report.stats.projections) {
+      rows.push(el("tr", {}, el("td", {}, report.node), el("td", {}, projection.name),
+        el("td", { class: "num" }, projection.applied === null ? "–" : projection.applied),
+        el("td", { class: "num" }, projection.lag)));
+    }
+  }
+  fill($("projection-lag").tBodies[0], rows.length ? rows
+    : [el("tr", {}, el("td", { colspan: 4, class: "muted" }, "no read models on these nodes"))]);
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("login").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const value = $("token").value.trim().replace(/^Bearer\s+/i, "");
+    if (!value) return;
+    sessionStorage.setItem(TOKEN_KEY, value);
+    $("token").value = "";
+    $("login-error").hidden = true;
+    poll();
+  });
+  $("forget").addEventListener("click", () => forget(null));
+  // A hidden tab stops polling (nothing to look at, nothing to pay); it catches up on return.
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden && timer === null && !inFlight) poll();
+  });
+  if (token()) poll();
+  else showLogin(null);
+});

@@ -1,0 +1,108 @@
+//! The operations view behind `/ui`: what each node reports about itself (traffic, commands,
+//! store, sagas, projections, and their recent history), and the cluster-wide overview the
+//! page polls, gathered from every member that is up.
+//!
+//! - `histogram.rs`: log-bucketed atomic histograms, for percentiles over a window;
+//! - `series.rs`: the node's metrics recorder, which tees the series the page needs off the
+//!   Prometheus recorder;
+//! - `sampler.rs`: rates and percentiles from those series, every 2 s, kept for 5 minutes;
+//! - `gather.rs`: a member's report served to, and gathered by, the other members;
+//! - `overview.rs`: the overview the page shows (members, partitions, reports).
+
+mod gather;
+mod histogram;
+mod overview;
+mod sampler;
+mod series;
+
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+pub use gather::{NodeReport, gather};
+pub use histogram::{Buckets, LogHistogram};
+pub use overview::{MemberOverview, Overview, OverviewSource, ServicePartitions};
+pub use sampler::{AggregateStats, Live, SAMPLE_EVERY, Sample, Sampler, StoreStats};
+pub use series::{NodeRecorder, Series, TRACKED};
+
+use crate::bus::Bus;
+use crate::saga::{SagaCounts, saga_counts};
+
+/// A projection's progress, as the page shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ProjectionLag {
+    pub name: String,
+    /// The last log position it applied (absent before the first).
+    pub applied: Option<u64>,
+    /// Events in this node's log it has not applied yet.
+    pub lag: u64,
+}
+
+/// What one node reports about itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NodeStats {
+    pub node: String,
+    pub uptime_s: u64,
+    /// The position the next event in this node's log will get.
+    pub log_end: u64,
+    /// The last 10 s; absent until the sampler has two readings (2 s after start).
+    pub live: Option<Live>,
+    /// Chart points newer than the `since` asked for, oldest first.
+    pub history: Vec<Sample>,
+    pub sagas: SagaCounts,
+    pub projections: Vec<ProjectionLag>,
+}
+
+/// The source of this node's report. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Ops {
+    node: String,
+    started: Instant,
+    sampler: Sampler,
+    bus: Bus,
+}
+
+impl Ops {
+    /// Starts sampling `series` (see [`Sampler::spawn`]) on the current runtime.
+    pub fn start(node: &str, series: Series, bus: Bus) -> Self {
+        let sampler = Sampler::new(series);
+        sampler.spawn();
+        Self {
+            node: node.to_owned(),
+            started: Instant::now(),
+            sampler,
+            bus,
+        }
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// This node's report, with the chart points that ended after `since_ms` (Unix ms).
+    pub fn report(&self, since_ms: u64) -> Result<NodeStats, String> {
+        let log_end = *self.bus.store().watch_log_end().borrow();
+        let projections = self
+            .bus
+            .projections()
+            .into_iter()
+            .map(|(name, applied)| ProjectionLag {
+                name: name.to_owned(),
+                applied,
+                lag: log_end.saturating_sub(applied.map_or(0, |p| p + 1)),
+            })
+            .collect();
+        let sagas: SagaCounts = saga_counts(self.bus.store())
+            .map_err(|error| format!("the saga tables could not be read: {error}"))?;
+        Ok(NodeStats {
+            node: self.node.clone(),
+            uptime_s: self.started.elapsed().as_secs(),
+            log_end,
+            live: self.sampler.live(),
+            history: self.sampler.samples_since(since_ms),
+            sagas,
+            projections,
+        })
+    }
+}
