@@ -1,15 +1,14 @@
 //! A real browser for tests: Debian's `chromedriver` on a free port driving headless
 //! `chromium` (both installed by scripts/setup.sh), through the few W3C WebDriver commands the
 //! tests need. The driver runs in its own process group, which is killed with the browser in it
-//! when the `Browser` is dropped, also when a test fails.
+//! when the `Browser` is dropped, also when a test fails. The operations page's benchmark
+//! (benches/ui.rs) uses it too, so it stands alone.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-
-use super::cluster::free_port;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -40,7 +39,10 @@ impl Browser {
             Path::new(CHROMEDRIVER).exists() && Path::new(CHROMIUM).exists(),
             "the browser tests need Debian's chromium and chromium-driver: run scripts/setup.sh"
         );
-        let port = free_port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
         let driver = {
             use std::os::unix::process::CommandExt;
             Command::new(CHROMEDRIVER)
