@@ -2,7 +2,8 @@
 //! three-node cluster: it asks for a token and refuses a non-admin one, lists the three members
 //! up, shows an order's saga in its counts, shows a node killed with SIGKILL down within 5 s,
 //! loads nothing from elsewhere and logs no error. It leaves a screenshot in
-//! `target/ui/operations-page.png`.
+//! `target/ui/operations-page.png`. On one node: the page's headers, and what its data route
+//! reports after real commands and a transfer.
 
 mod support;
 
@@ -13,7 +14,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::cluster::{ClusterOptions, TestCluster};
 use support::webdriver::Browser;
-use support::{json_of, post_as, token};
+use support::{Node, NodeOptions, assert_problem, get_as, json_of, post_as, token};
 
 const MEMBERS_UP: &str = "
     const rows = [...document.querySelectorAll('#members tr[data-member]')];
@@ -181,4 +182,136 @@ async fn the_operations_page_shows_the_cluster_live_in_a_real_browser() {
         })
         .collect();
     assert!(severe.is_empty(), "console errors: {severe:?}");
+}
+
+#[tokio::test]
+async fn the_page_is_public_and_strict_and_its_data_needs_an_admin() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &NodeOptions::default());
+    let client = support::client();
+    for (path, content_type) in [
+        ("/ui", "text/html"),
+        ("/ui/app.js", "text/javascript"),
+        ("/ui/app.css", "text/css"),
+        ("/ui/icon.svg", "image/svg+xml"),
+    ] {
+        let response = client.get(node.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default()
+        };
+        assert!(header("content-type").starts_with(content_type), "{path}");
+        let policy = header("content-security-policy");
+        assert!(
+            policy.contains("default-src 'none'") && policy.contains("script-src 'self'"),
+            "{path}: {policy}"
+        );
+        assert!(!policy.contains("unsafe"), "{path}: {policy}");
+        assert_eq!(header("x-content-type-options"), "nosniff");
+    }
+
+    let overview = "/admin/overview";
+    let anonymous = client.get(node.url(overview)).send().await.unwrap();
+    assert_problem(anonymous, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    let reader = get_as(&node, overview, &token("ada", &["reader"])).await;
+    assert_problem(reader, StatusCode::FORBIDDEN, "forbidden").await;
+    let admin = token("operator", &["admin"]);
+    let negative = get_as(&node, "/admin/overview?since=-1", &admin).await;
+    assert_problem(negative, StatusCode::UNPROCESSABLE_ENTITY, "invalid-field").await;
+    let words = get_as(&node, "/admin/overview?since=yesterday", &admin).await;
+    assert_problem(words, StatusCode::BAD_REQUEST, "bad-request").await;
+
+    // Real work: two accounts, credits, a transfer, a refused debit.
+    let ada = token("ada", &["writer"]);
+    let from = support::open_account_as(&node, "ada", "ada", 1_000).await;
+    let to = support::open_account_as(&node, "ada", "ada", 0).await;
+    for _ in 0..5 {
+        let credit = post_as(
+            &node,
+            &format!("/api/v1/accounts/{from}/credit"),
+            &ada,
+            json!({"amount": 1}),
+        )
+        .await;
+        assert_eq!(credit.status(), StatusCode::OK);
+    }
+    let refused = post_as(
+        &node,
+        &format!("/api/v1/accounts/{to}/debit"),
+        &ada,
+        json!({"amount": 1}),
+    )
+    .await;
+    assert_eq!(refused.status(), StatusCode::CONFLICT);
+    let transfer = json_of(
+        post_as(
+            &node,
+            "/api/v1/transfers",
+            &ada,
+            json!({"from": from, "to": to, "amount": 300}),
+        )
+        .await,
+        StatusCode::ACCEPTED,
+    )
+    .await;
+    let id = transfer["id"].as_str().unwrap();
+    let settled = support::settled(&node, &format!("/api/v1/transfers/{id}"), &ada).await;
+    assert_eq!(settled["status"], "completed", "{settled}");
+
+    // Within a sampling period or two the report shows them.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (stats, account) = loop {
+        let body = json_of(get_as(&node, overview, &admin).await, StatusCode::OK).await;
+        let stats = body["nodes"][0]["stats"].clone();
+        let account = stats["live"]["aggregates"]
+            .as_array()
+            .and_then(|kinds| kinds.iter().find(|k| k["kind"] == "account").cloned());
+        let transfers_completed = stats["sagas"]["kinds"]
+            .as_array()
+            .and_then(|kinds| kinds.iter().find(|k| k["kind"] == "transfer"))
+            .map(|k| k["completed"].clone());
+        if let Some(account) = account
+            && transfers_completed == Some(json!(1))
+            && account["outcomes"]["rejected"].as_f64().unwrap_or(0.0) > 0.0
+        {
+            assert_eq!(body["members"][0]["this_node"], true);
+            assert_eq!(body["partitions"], json!([]), "a node alone has no grid");
+            break (stats, account);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the report did not show the work in 10 s: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(account["live"], 2, "{account}");
+    assert!(account["p99_ms"].as_f64().unwrap() > 0.0, "{account}");
+    let store = &stats["live"]["store"];
+    assert!(store["commits_per_s"].as_f64().unwrap() > 0.0, "{store}");
+    assert!(store["fsync_p50_ms"].as_f64().unwrap() > 0.0, "{store}");
+    let http = &stats["live"]["http"];
+    assert!(
+        http["client_errors_per_s"].as_f64().unwrap() > 0.0,
+        "the 409: {http}"
+    );
+    assert!(
+        stats["projections"].as_array().unwrap().len() >= 3,
+        "{stats}"
+    );
+    // Chart points come once: none again after the newest one seen.
+    let newest = stats["history"].as_array().unwrap().last().unwrap()["at_ms"]
+        .as_u64()
+        .unwrap();
+    let again = json_of(
+        get_as(&node, &format!("{overview}?since={newest}"), &admin).await,
+        StatusCode::OK,
+    )
+    .await;
+    for point in again["nodes"][0]["stats"]["history"].as_array().unwrap() {
+        assert!(point["at_ms"].as_u64().unwrap() > newest);
+    }
 }

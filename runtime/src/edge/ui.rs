@@ -17,6 +17,7 @@ use super::admin::AdminProblems;
 use super::auth::Admin;
 use super::json::ApiJson;
 use super::kit::ApiQuery;
+use super::problem::Problem;
 use crate::ops::{Overview, OverviewSource};
 
 const PAGE: &str = include_str!("ui/index.html");
@@ -94,7 +95,7 @@ pub struct OverviewQuery {
     /// Only chart points of periods that ended after this time (Unix milliseconds): what the
     /// page has not seen yet. Absent or 0: every point kept (5 minutes).
     #[param(minimum = 0)]
-    pub since: Option<u64>,
+    pub since: Option<i64>,
 }
 
 /// The cluster as this node sees it (members, partition owners) and every member's figures:
@@ -106,6 +107,8 @@ async fn overview(
     State(source): State<OverviewSource>,
     _: Admin,
     ApiQuery(query): ApiQuery<OverviewQuery>,
-) -> ApiJson<Overview> {
-    ApiJson(source.overview(query.since.unwrap_or(0)).await)
+) -> Result<ApiJson<Overview>, Problem> {
+    let since = u64::try_from(query.since.unwrap_or(0))
+        .map_err(|_| Problem::invalid_field("since", "a time in Unix milliseconds: 0 or more"))?;
+    Ok(ApiJson(source.overview(since).await))
 }
