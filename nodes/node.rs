@@ -117,8 +117,8 @@ async fn serve(config: NodeConfig) -> anyhow::Result<ExitCode> {
         .has_peers()
         .then(|| Cluster::new(node, &config.cluster, store.clone(), &config.data_dir));
     let bus = Bus::new(store.clone());
-    let ops = Ops::start(node, series, bus.clone());
     let hosted = crate::services::host(&config, &store, &bus, cluster.clone())?;
+    let ops = Ops::start(node, series, bus.clone(), hosted.services_of_kinds.clone());
     let root = Supervisor::start(
         SupervisorSpec {
             name: format!("node-{node}"),

@@ -1,6 +1,7 @@
 //! Which of this build's services a node hosts, started from the one list of services
 //! (`playhouse_actors::SERVICES`): their supervision groups, routes and projections.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::bail;
@@ -83,6 +84,8 @@ pub struct Hosted {
     pub groups: Vec<ChildSpec>,
     pub routes: Routes,
     pub projections: Vec<Arc<dyn Projection>>,
+    /// Aggregate kind -> the service hosting it.
+    pub services_of_kinds: BTreeMap<String, String>,
 }
 
 /// Starts (as specs: nothing runs until the supervisor starts them) the services `config`
@@ -103,6 +106,7 @@ pub fn host(
         groups: Vec::new(),
         routes: Routes::new(),
         projections: Vec::new(),
+        services_of_kinds: BTreeMap::new(),
     };
     for definition in SERVICES
         .iter()
@@ -112,6 +116,11 @@ pub fn host(
         hosted.groups.push(service.group());
         hosted.routes = hosted.routes.merge(service.routes);
         hosted.projections.extend(service.projections);
+        for kind in service.aggregate_kinds {
+            hosted
+                .services_of_kinds
+                .insert(kind.to_owned(), service.name.to_owned());
+        }
     }
     playhouse_runtime::bus::check_projections(&hosted.projections)
         .map_err(|error| anyhow::anyhow!("the services' projections clash: {error}"))?;

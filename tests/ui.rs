@@ -289,6 +289,7 @@ async fn the_page_is_public_and_strict_and_its_data_needs_an_admin() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(account["live"], 2, "{account}");
+    assert_eq!(account["service"], "accounts", "{account}");
     assert!(account["p99_ms"].as_f64().unwrap() > 0.0, "{account}");
     let store = &stats["live"]["store"];
     assert!(store["commits_per_s"].as_f64().unwrap() > 0.0, "{store}");

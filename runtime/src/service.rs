@@ -38,6 +38,8 @@ pub struct Service {
     pub children: Vec<ChildSpec>,
     pub routes: Routes,
     pub projections: Vec<Arc<dyn Projection>>,
+    /// The aggregate kinds it hosts (`A::KIND`), for naming them by service.
+    pub aggregate_kinds: Vec<&'static str>,
 }
 
 impl std::fmt::Debug for Service {
@@ -65,12 +67,14 @@ impl Service {
             children: Vec::new(),
             routes: Routes::new(),
             projections: Vec::new(),
+            aggregate_kinds: Vec::new(),
         }
     }
 
     /// Adds the host of aggregate kind `A` (serving `context.aggregates::<A>()`).
     pub fn host<A: Aggregate>(mut self, context: &ServiceContext) -> Self {
         self.children.push(context.host::<A>());
+        self.aggregate_kinds.push(A::KIND);
         self
     }
 

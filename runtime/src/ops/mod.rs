@@ -15,6 +15,8 @@ mod overview;
 mod sampler;
 mod series;
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -61,11 +63,19 @@ pub struct Ops {
     started: Instant,
     sampler: Sampler,
     bus: Bus,
+    /// Aggregate kind -> the service hosting it.
+    services_of_kinds: Arc<BTreeMap<String, String>>,
 }
 
 impl Ops {
     /// Starts sampling `series` (see [`Sampler::spawn`]) on the current runtime.
-    pub fn start(node: &str, series: Series, bus: Bus) -> Self {
+    /// `services_of_kinds` names the service of each aggregate kind the node hosts.
+    pub fn start(
+        node: &str,
+        series: Series,
+        bus: Bus,
+        services_of_kinds: BTreeMap<String, String>,
+    ) -> Self {
         let sampler = Sampler::new(series);
         sampler.spawn();
         Self {
@@ -73,6 +83,7 @@ impl Ops {
             started: Instant::now(),
             sampler,
             bus,
+            services_of_kinds: Arc::new(services_of_kinds),
         }
     }
 
@@ -95,11 +106,15 @@ impl Ops {
             .collect();
         let sagas: SagaCounts = saga_counts(self.bus.store())
             .map_err(|error| format!("the saga tables could not be read: {error}"))?;
+        let mut live = self.sampler.live();
+        for kind in live.iter_mut().flat_map(|live| live.aggregates.iter_mut()) {
+            kind.service = self.services_of_kinds.get(&kind.kind).cloned();
+        }
         Ok(NodeStats {
             node: self.node.clone(),
             uptime_s: self.started.elapsed().as_secs(),
             log_end,
-            live: self.sampler.live(),
+            live,
             history: self.sampler.samples_since(since_ms),
             sagas,
             projections,

@@ -129,6 +129,8 @@ pub struct Sample {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AggregateStats {
     pub kind: String,
+    /// The service hosting the kind (absent for a kind no service of this node declares).
+    pub service: Option<String>,
     /// Entity actors in memory now.
     pub live: u64,
     pub commands_per_s: f64,
@@ -225,6 +227,7 @@ fn live(earlier: &Reading, later: &Reading) -> Live {
             let latency = now.latency.since(&before.latency);
             AggregateStats {
                 kind: kind.clone(),
+                service: None,
                 live: now.live.max(0.0) as u64,
                 commands_per_s: outcomes.values().sum(),
                 outcomes,

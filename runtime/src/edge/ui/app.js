@@ -288,7 +288,7 @@ function renderNodes(overview) {
     const store = live ? live.store : null;
     const aggregates = live ? live.aggregates : [];
     const rows = aggregates.map((kind) => el("tr", {},
-      el("td", {}, kind.kind),
+      el("td", {}, kind.service ? kind.service + " · " : "", kind.kind),
       el("td", { class: "num" }, kind.live),
       el("td", { class: "num" }, rate(kind.commands_per_s)),
       el("td", {}, Object.entries(kind.outcomes).filter(([, v]) => v > 0)
@@ -306,7 +306,7 @@ function renderNodes(overview) {
           + fixed(store.fsync_p99_ms, 2) + " ms"
         : "store: warming up"),
       el("table", {},
-        el("thead", {}, el("tr", {}, el("th", {}, "Aggregate"), el("th", { class: "num" }, "Live"),
+        el("thead", {}, el("tr", {}, el("th", {}, "Service · aggregate"), el("th", { class: "num" }, "Live"),
           el("th", { class: "num" }, "Cmd/s"), el("th", {}, "Outcomes/s"),
           el("th", { class: "num" }, "p50 ms"), el("th", { class: "num" }, "p99 ms"))),
         el("tbody", {}, ...(rows.length ? rows
