@@ -241,7 +241,9 @@ function chart(target, overview, colors, solid, dashed) {
   }
   const span = Math.min(HISTORY_MS, Math.max(60 * 1000, now - oldest));
   const start = now - span;
-  top = top > 0 ? top * 1.15 : 1;
+  // Headroom above the highest point, where the scale label sits.
+  const HEADROOM = 1.3;
+  top = top > 0 ? top * HEADROOM : 1;
   const width = 300;
   const height = 100;
   const picture = svg("svg", { viewBox: "0 0 " + width + " " + height, preserveAspectRatio: "none" });
@@ -264,7 +266,7 @@ function chart(target, overview, colors, solid, dashed) {
     line(points, solid, color, false);
     if (dashed) line(points, dashed, color, true);
   }
-  const scale = el("span", { class: "scale" }, "max " + (top / 1.15).toFixed(top > 10 ? 0 : 2)
+  const scale = el("span", { class: "scale" }, "max " + (top / HEADROOM).toFixed(top > 10 ? 0 : 2)
     + " · last " + Math.round(span / 60000) + " min");
   $(target).replaceChildren(picture, scale);
 }
@@ -299,12 +301,12 @@ function renderNodes(overview) {
       el("h3", {}, report.node, el("span", { class: "muted" },
         " · up " + uptime(stats.uptime_s) + " · log end " + stats.log_end
         + (live ? " · " + rate(live.http.requests_per_s) + " req/s" : ""))),
-      el("div", { class: "store" }, store
-        ? "store: " + rate(store.commits_per_s) + " commits/s, batches of "
+      el("div", { class: "store" }, !store ? "store: warming up"
+        : store.commits_per_s === 0 ? "store: no commits in the last " + fixed(live.window_s, 0) + " s"
+        : "store: " + rate(store.commits_per_s) + " commits/s, batches of "
           + fixed(store.operations_per_commit, 1) + " writes (" + fixed(store.events_per_commit, 1)
           + " events), fsync p50 " + fixed(store.fsync_p50_ms, 2) + " ms, p99 "
-          + fixed(store.fsync_p99_ms, 2) + " ms"
-        : "store: warming up"),
+          + fixed(store.fsync_p99_ms, 2) + " ms"),
       el("table", {},
         el("thead", {}, el("tr", {}, el("th", {}, "Service · aggregate"), el("th", { class: "num" }, "Live"),
           el("th", { class: "num" }, "Cmd/s"), el("th", {}, "Outcomes/s"),
