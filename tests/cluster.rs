@@ -506,6 +506,37 @@ async fn a_node_restarted_on_an_emptied_data_directory_does_not_serve() {
         "{:?}",
         cluster.logs_tail()
     );
+    // The operations page, opened on another node, shows it not serving, and why: heartbeats
+    // say it is up, its own report (which it sends while not serving) says the rest.
+    let overview = json_of(
+        get_as(
+            cluster.node(0),
+            "/admin/overview",
+            &token("ops", &["admin"]),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let member = overview["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "node-3")
+        .unwrap();
+    assert_eq!(member["status"], "not_serving", "{member}");
+    assert!(
+        member["reason"].as_str().unwrap().contains("log"),
+        "{member}"
+    );
+    let report = &overview["nodes"][2];
+    assert_eq!(report["node"], "node-3");
+    assert!(
+        report["stats"]["not_serving_reason"]
+            .as_str()
+            .is_some_and(|reason| reason.contains("log")),
+        "{report}"
+    );
 }
 
 /// Products (one owned by each node), stock and a customer with credit, made through node 0.

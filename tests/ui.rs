@@ -26,6 +26,20 @@ const ORDER_SAGAS_COMPLETED: &str = "
         '#saga-counts tr[data-kind=\"order_saga\"] td[data-status=\"completed\"]');
     return cell ? Number(cell.textContent) : 0;";
 
+/// The `since` of the page's latest poll.
+async fn last_since(browser: &Browser) -> u64 {
+    browser
+        .script(
+            "const asked = performance.getEntriesByType('resource')
+                .filter((e) => e.name.includes('/admin/overview?since='));
+             return Number(new URL(asked[asked.length - 1].name).searchParams.get('since'));",
+            Vec::new(),
+        )
+        .await
+        .as_u64()
+        .unwrap()
+}
+
 async fn place_confirmed_order(cluster: &TestCluster) -> String {
     let node = cluster.node(0);
     let product = support::create_product(node, "shop", "UI-1", 250).await;
@@ -145,6 +159,43 @@ async fn the_operations_page_shows_the_cluster_live_in_a_real_browser() {
             Duration::from_secs(5),
         )
         .await;
+    // The page asks only for chart points it lacks: a node gone quiet does not hold that back
+    // (the answers would grow to the whole history).
+    let since_at_kill = last_since(&browser).await;
+    let moved_on = browser
+        .wait_for(
+            "polls asking for newer points after node-3 went down",
+            &format!(
+                "const asked = performance.getEntriesByType('resource')
+                    .filter((e) => e.name.includes('/admin/overview?since='))
+                    .map((e) => Number(new URL(e.name).searchParams.get('since')));
+                 const last = asked[asked.length - 1];
+                 return last > {since_at_kill} + 2000 ? last : null;"
+            ),
+            Duration::from_secs(10),
+        )
+        .await;
+    println!("since: {since_at_kill} at the kill, {moved_on} later");
+
+    // The node serving the page paused: the view says it is out of date, then recovers.
+    cluster.nodes[0].pause();
+    let stale = browser
+        .wait_for(
+            "the view flagged stale",
+            "return document.getElementById('dashboard').classList.contains('stale')
+                ? document.getElementById('freshness').textContent : null;",
+            Duration::from_secs(15),
+        )
+        .await;
+    cluster.nodes[0].resume();
+    assert!(stale.as_str().unwrap().contains("out of date"), "{stale}");
+    browser
+        .wait_for(
+            "the view fresh again",
+            "return !document.getElementById('dashboard').classList.contains('stale');",
+            Duration::from_secs(15),
+        )
+        .await;
 
     let screenshot = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ui/operations-page.png");
     browser.fit_window_to_page().await;
@@ -212,6 +263,22 @@ async fn the_page_is_public_and_strict_and_its_data_needs_an_admin() {
         );
         assert!(!policy.contains("unsafe"), "{path}: {policy}");
         assert_eq!(header("x-content-type-options"), "nosniff");
+        // Revalidated, not downloaded again, while unchanged.
+        let tag = header("etag");
+        let again = client
+            .get(node.url(path))
+            .header("if-none-match", &tag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), StatusCode::NOT_MODIFIED, "{path} {tag}");
+        let other = client
+            .get(node.url(path))
+            .header("if-none-match", "\"0000000000000000\"")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(other.status(), StatusCode::OK, "{path}");
     }
 
     let overview = "/admin/overview";
@@ -265,7 +332,9 @@ async fn the_page_is_public_and_strict_and_its_data_needs_an_admin() {
     // Within a sampling period or two the report shows them.
     let deadline = Instant::now() + Duration::from_secs(10);
     let (stats, account) = loop {
-        let body = json_of(get_as(&node, overview, &admin).await, StatusCode::OK).await;
+        let answer = get_as(&node, overview, &admin).await;
+        assert_eq!(answer.headers()["cache-control"], "no-store");
+        let body = json_of(answer, StatusCode::OK).await;
         let stats = body["nodes"][0]["stats"].clone();
         let account = stats["live"]["aggregates"]
             .as_array()

@@ -21,6 +21,12 @@ pub trait Handler: Send + Sync + 'static {
     /// Runs `operation` and answers its encoded result; `Err` says why it could not run at
     /// all (an operation that does not decode).
     fn handle(&self, operation: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, String>>;
+
+    /// Whether it runs only while this node serves its partitions (true: it reads or writes
+    /// them). A handler that reports on the node itself answers also when it does not serve.
+    fn needs_serving(&self) -> bool {
+        true
+    }
 }
 
 /// The process group of `node`'s gateway.
@@ -109,9 +115,6 @@ async fn serve(cluster: &Cluster, bytes: &[u8]) -> Response {
             ours: cluster.inner.fingerprint,
         });
     }
-    if let Err(reason) = cluster.serving() {
-        return Err(CallError::NotServing { node, reason });
-    }
     let handler = cluster
         .inner
         .handlers
@@ -121,6 +124,11 @@ async fn serve(cluster: &Cluster, bytes: &[u8]) -> Response {
             node: node.clone(),
             target: request.target.clone(),
         })?;
+    if handler.needs_serving()
+        && let Err(reason) = cluster.serving()
+    {
+        return Err(CallError::NotServing { node, reason });
+    }
     let started = Instant::now();
     let span = tracing::debug_span!(
         "remote_call",

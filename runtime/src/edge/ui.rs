@@ -6,8 +6,8 @@
 //! no inline script, no other origin, no framing.
 
 use axum::extract::State;
-use axum::http::{HeaderValue, header};
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -20,10 +20,34 @@ use super::kit::ApiQuery;
 use super::problem::Problem;
 use crate::ops::{Overview, OverviewSource};
 
-const PAGE: &str = include_str!("ui/index.html");
-const SCRIPT: &str = include_str!("ui/app.js");
-const STYLE: &str = include_str!("ui/app.css");
-const ICON: &str = include_str!("ui/icon.svg");
+/// A file of the page, with its entity tag (a hash of its bytes, computed at compile time):
+/// browsers revalidate with `If-None-Match` and get a bodiless 304 while it is unchanged.
+struct Asset {
+    content_type: &'static str,
+    body: &'static str,
+    tag: u64,
+}
+
+impl Asset {
+    const fn new(content_type: &'static str, body: &'static str) -> Self {
+        // FNV-1a, as a const fn.
+        let (bytes, mut tag, mut at) = (body.as_bytes(), 0xcbf2_9ce4_8422_2325_u64, 0);
+        while at < bytes.len() {
+            tag = (tag ^ bytes[at] as u64).wrapping_mul(0x0100_0000_01b3);
+            at += 1;
+        }
+        Self {
+            content_type,
+            body,
+            tag,
+        }
+    }
+}
+
+const PAGE: Asset = Asset::new("text/html; charset=utf-8", include_str!("ui/index.html"));
+const SCRIPT: Asset = Asset::new("text/javascript; charset=utf-8", include_str!("ui/app.js"));
+const STYLE: Asset = Asset::new("text/css; charset=utf-8", include_str!("ui/app.css"));
+const ICON: Asset = Asset::new("image/svg+xml", include_str!("ui/icon.svg"));
 
 /// Only this node's own script, style and JSON; nothing inline, nothing framed.
 const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
@@ -46,10 +70,23 @@ pub fn admin_routes(source: OverviewSource) -> Routes {
         .with_state(source)
 }
 
-fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
+fn serve(asset: &Asset, request: &HeaderMap) -> Response {
+    let tag = format!("\"{:016x}\"", asset.tag);
+    let unchanged = request
+        .get(header::IF_NONE_MATCH)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|tags| tags.split(',').any(|t| t.trim() == tag || t.trim() == "*"));
+    let tag = HeaderValue::from_str(&tag).expect("a hex entity tag is a header value");
+    if unchanged {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response();
+    }
     (
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(asset.content_type),
+            ),
+            (header::ETAG, tag),
             (
                 header::CONTENT_SECURITY_POLICY,
                 HeaderValue::from_static(POLICY),
@@ -66,27 +103,28 @@ fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
             // script.
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
         ],
-        body,
+        asset.body,
     )
+        .into_response()
 }
 
 /// The live operations page (HTML; its data comes from `/admin/overview` with an admin token).
 #[utoipa::path(get, path = "/ui", tag = "health",
     responses((status = 200, description = "The operations page", body = String, content_type = "text/html")))]
-async fn page() -> impl IntoResponse {
-    asset("text/html; charset=utf-8", PAGE)
+async fn page(request: HeaderMap) -> Response {
+    serve(&PAGE, &request)
 }
 
-async fn script() -> impl IntoResponse {
-    asset("text/javascript; charset=utf-8", SCRIPT)
+async fn script(request: HeaderMap) -> Response {
+    serve(&SCRIPT, &request)
 }
 
-async fn style() -> impl IntoResponse {
-    asset("text/css; charset=utf-8", STYLE)
+async fn style(request: HeaderMap) -> Response {
+    serve(&STYLE, &request)
 }
 
-async fn icon() -> impl IntoResponse {
-    asset("image/svg+xml", ICON)
+async fn icon(request: HeaderMap) -> Response {
+    serve(&ICON, &request)
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -107,8 +145,19 @@ async fn overview(
     State(source): State<OverviewSource>,
     _: Admin,
     ApiQuery(query): ApiQuery<OverviewQuery>,
-) -> Result<ApiJson<Overview>, Problem> {
+) -> Result<impl IntoResponse, Problem> {
     let since = u64::try_from(query.since.unwrap_or(0))
         .map_err(|_| Problem::invalid_field("since", "a time in Unix milliseconds: 0 or more"))?;
-    Ok(ApiJson(source.overview(since).await))
+    let overview = source.overview(since).await;
+    // Live figures about the whole cluster: no cache keeps them.
+    Ok((
+        [
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+        ],
+        ApiJson(overview),
+    ))
 }

@@ -45,30 +45,53 @@ impl NodeReport {
     }
 }
 
-struct ReportHandler(Ops);
+struct ReportHandler {
+    ops: Ops,
+    cluster: Cluster,
+}
 
 impl Handler for ReportHandler {
     fn handle(&self, operation: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, String>> {
-        let ops = self.0.clone();
+        let (ops, cluster) = (self.ops.clone(), self.cluster.clone());
         Box::pin(async move {
             let request: ReportRequest =
                 codec::decode(&operation).map_err(|e| format!("a report request: {e}"))?;
-            codec::encode(&ops.report(request.since_ms)).map_err(|e| e.to_string())
+            codec::encode(&own_report(&ops, Some(&cluster), request.since_ms))
+                .map_err(|e| e.to_string())
         })
+    }
+
+    /// A node that does not serve still reports: the page is where an operator sees why.
+    fn needs_serving(&self) -> bool {
+        false
     }
 }
 
 impl Cluster {
     /// Serves this node's report to the other members.
     pub fn serve_ops(&self, ops: &Ops) {
-        self.register(TARGET, Arc::new(ReportHandler(ops.clone())));
+        let handler = ReportHandler {
+            ops: ops.clone(),
+            cluster: self.clone(),
+        };
+        self.register(TARGET, Arc::new(handler));
     }
+}
+
+/// This node's report, with whether it serves its partitions.
+fn own_report(ops: &Ops, cluster: Option<&Cluster>, since_ms: u64) -> Result<NodeStats, String> {
+    let mut stats = ops.report(since_ms)?;
+    stats.not_serving_reason = cluster.and_then(|cluster| cluster.serving().err());
+    Ok(stats)
 }
 
 /// Every member's report (this node's alone without a cluster), by member name.
 pub async fn gather(cluster: Option<&Cluster>, ops: &Ops, since_ms: u64) -> Vec<NodeReport> {
     let Some(cluster) = cluster else {
-        return vec![NodeReport::of(ops.node().to_owned(), ops.report(since_ms))];
+        return vec![NodeReport::of(
+            ops.node().to_owned(),
+            own_report(ops, None, since_ms),
+        )];
     };
     let request = match codec::encode(&ReportRequest { since_ms }) {
         Ok(request) => request,
@@ -84,10 +107,8 @@ pub async fn gather(cluster: Option<&Cluster>, ops: &Ops, since_ms: u64) -> Vec<
     let asks = names.into_iter().map(|member| {
         let request = request.clone();
         async move {
-            // This node reports even while it does not serve its partitions: the page is
-            // where an operator sees why.
             let answer = if member == cluster.node() {
-                ops.report(since_ms)
+                own_report(ops, Some(cluster), since_ms)
             } else {
                 match cluster.route_to(&member) {
                     Route::Remote(_) => match cluster.call(&member, TARGET, request).await {
@@ -96,7 +117,7 @@ pub async fn gather(cluster: Option<&Cluster>, ops: &Ops, since_ms: u64) -> Vec<
                         Err(error) => Err(error.to_string()),
                     },
                     Route::Unavailable { reason, .. } => Err(reason),
-                    Route::Local => ops.report(since_ms),
+                    Route::Local => own_report(ops, Some(cluster), since_ms),
                 }
             };
             NodeReport::of(member, answer)

@@ -54,6 +54,8 @@ pub struct NodeStats {
     pub history: Vec<Sample>,
     pub sagas: SagaCounts,
     pub projections: Vec<ProjectionLag>,
+    /// Why this node does not serve its partitions (absent while it does).
+    pub not_serving_reason: Option<String>,
 }
 
 /// The source of this node's report. Cheap to clone.
@@ -118,6 +120,7 @@ impl Ops {
             history: self.sampler.samples_since(since_ms),
             sagas,
             projections,
+            not_serving_reason: None,
         })
     }
 }

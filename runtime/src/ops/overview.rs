@@ -96,7 +96,21 @@ impl OverviewSource {
 
     /// The overview now, with chart points newer than `since_ms`.
     pub async fn overview(&self, since_ms: u64) -> Overview {
-        let members = self.members();
+        // Reports first, the members' status after: a member seen down while its report was
+        // asked for is shown down, not up beside a missing report.
+        let mut nodes = gather(self.cluster.as_ref(), &self.ops, since_ms).await;
+        let mut members = self.members();
+        for member in &mut members {
+            let not_serving = nodes
+                .iter()
+                .find(|report| report.node == member.name)
+                .and_then(|report| report.stats.as_ref()?.not_serving_reason.clone());
+            // Heartbeats say a member is up, not whether it serves; its own report does.
+            if let Some(reason) = not_serving {
+                member.status = "not_serving".into();
+                member.reason = Some(reason);
+            }
+        }
         let index: BTreeMap<&str, u16> = members
             .iter()
             .enumerate()
@@ -113,7 +127,6 @@ impl OverviewSource {
                     .collect(),
             })
             .collect();
-        let mut nodes = gather(self.cluster.as_ref(), &self.ops, since_ms).await;
         nodes.sort_by_key(|report| index.get(report.node.as_str()).copied());
         Overview {
             node: self.ops.node().to_owned(),

@@ -12,10 +12,14 @@ const SVG = "http://www.w3.org/2000/svg";
 const PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2", "#edc948",
   "#9c755f", "#e15759", "#bab0ac", "#ff9da7"];
 
-// Chart points per node, oldest first, and the newest point seen of each.
+// Chart points per node, oldest first; the nodes that sent a report in the last answer.
 const history = new Map();
+let reporting = new Set();
 let timer = null;
 let inFlight = false;
+// When the last answer came, by this browser's clock: the view is flagged stale after that.
+let lastAnswer = 0;
+const STALE_AFTER_MS = 3 * POLL_MS;
 
 const $ = (id) => document.getElementById(id);
 
@@ -87,6 +91,10 @@ function showLogin(message) {
 function forget(message) {
   sessionStorage.removeItem(TOKEN_KEY);
   history.clear();
+  reporting = new Set();
+  lastAnswer = 0;
+  $("dashboard").classList.remove("stale");
+  $("freshness").classList.remove("error-text");
   if (timer !== null) clearTimeout(timer);
   timer = null;
   showLogin(message);
@@ -104,13 +112,28 @@ function schedule(delay) {
 }
 
 // The oldest "newest point" among nodes that report: asking from there loses no node's points.
+// A node without a report (down) does not hold it back, or every answer would grow.
 function since() {
   let oldest = null;
-  for (const points of history.values()) {
+  for (const [node, points] of history) {
+    if (!reporting.has(node)) continue;
     const last = points.length ? points[points.length - 1].at_ms : 0;
     oldest = oldest === null ? last : Math.min(oldest, last);
   }
   return oldest || 0;
+}
+
+// Says how old the view is, and greys it out once no answer came for a while.
+function freshness() {
+  if (!lastAnswer) return;
+  const age = Date.now() - lastAnswer;
+  const stale = age > STALE_AFTER_MS;
+  $("dashboard").classList.toggle("stale", stale);
+  const text = $("freshness");
+  text.classList.toggle("error-text", stale);
+  text.textContent = text.dataset.source + (stale
+    ? " · no answer for " + Math.round(age / 1000) + " s: this view is out of date"
+    : "");
 }
 
 async function poll() {
@@ -156,11 +179,13 @@ function render(overview) {
   $("forget").hidden = false;
   const colors = new Map(overview.members.map((m, i) => [m.name, PALETTE[i % PALETTE.length]]));
   const at = new Date(overview.at_ms);
-  const freshness = $("freshness");
-  freshness.textContent = "from " + overview.node + " at " + at.toLocaleTimeString();
-  freshness.dataset.at = String(overview.at_ms);
+  lastAnswer = Date.now();
+  $("freshness").dataset.source = "from " + overview.node + " at " + at.toLocaleTimeString();
+  $("freshness").dataset.at = String(overview.at_ms);
+  freshness();
+  reporting = new Set(overview.nodes.filter((r) => r.stats).map((r) => r.node));
   for (const report of overview.nodes) {
-    if (report.stats) remember(report.node, report.stats.history, overview.at_ms);
+    remember(report.node, report.stats ? report.stats.history : [], overview.at_ms);
   }
   renderMembers(overview, colors);
   renderPartitions(overview, colors);
@@ -332,6 +357,8 @@ function renderSagas(overview) {
     for (const saga of report.stats.sagas.latest_stuck) stuck.push([report.node, saga]);
   }
   const missing = overview.nodes.filter((r) => !r.stats).map((r) => r.node);
+  const truncated = overview.nodes.filter((r) => r.stats && r.stats.sagas.open_truncated)
+    .map((r) => r.node);
   const rows = [...totals].map(([kind, sum]) => el("tr", { "data-kind": kind },
     el("td", {}, kind),
     ...SAGA_STATUSES.map((status) =>
@@ -340,6 +367,11 @@ function renderSagas(overview) {
   if (missing.length) {
     rows.push(el("tr", {}, el("td", { colspan: 6, class: "muted" },
       "not counted: " + missing.join(", ") + " (no report)")));
+  }
+  if (truncated.length) {
+    rows.push(el("tr", {}, el("td", { colspan: 6, class: "error-text" },
+      "more open sagas than were read on " + truncated.join(", ")
+      + ": running, compensating and stuck are at least these")));
   }
   fill($("saga-counts").tBodies[0], rows);
   stuck.sort((a, b) => (a[1].updated_at < b[1].updated_at ? 1 : -1));
@@ -380,6 +412,7 @@ document.addEventListener("DOMContentLoaded", () => {
   document.addEventListener("visibilitychange", () => {
     if (!document.hidden && timer === null && !inFlight) poll();
   });
+  setInterval(freshness, 1000);
   if (token()) poll();
   else showLogin(null);
 });
