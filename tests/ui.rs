@@ -177,6 +177,11 @@ async fn the_operations_page_shows_the_cluster_live_in_a_real_browser() {
         .await;
     println!("since: {since_at_kill} at the kill, {moved_on} later");
 
+    let screenshot = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ui/operations-page.png");
+    browser.fit_window_to_page().await;
+    browser.screenshot(&screenshot).await;
+    println!("screenshot: {}", screenshot.display());
+
     // The node serving the page paused: the view says it is out of date, then recovers.
     cluster.nodes[0].pause();
     let stale = browser
@@ -196,11 +201,6 @@ async fn the_operations_page_shows_the_cluster_live_in_a_real_browser() {
             Duration::from_secs(15),
         )
         .await;
-
-    let screenshot = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ui/operations-page.png");
-    browser.fit_window_to_page().await;
-    browser.screenshot(&screenshot).await;
-    println!("screenshot: {}", screenshot.display());
 
     // Everything came from the node, and nothing went wrong in the page.
     let resources = browser

@@ -304,6 +304,13 @@ function renderCharts(overview, colors) {
     el("span", {}, swatch(colors.get(m.name)), m.name)));
 }
 
+// A service's name, with the aggregate kind only when it does not go without saying
+// ("accounts", not "accounts · account").
+function serviceOf(kind) {
+  if (!kind.service) return kind.kind;
+  return kind.service.startsWith(kind.kind) ? kind.service : kind.service + " · " + kind.kind;
+}
+
 function renderNodes(overview) {
   const cards = overview.nodes.map((report) => {
     if (!report.stats) {
@@ -315,7 +322,7 @@ function renderNodes(overview) {
     const store = live ? live.store : null;
     const aggregates = live ? live.aggregates : [];
     const rows = aggregates.map((kind) => el("tr", {},
-      el("td", {}, kind.service ? kind.service + " · " : "", kind.kind),
+      el("td", { title: "aggregate kind " + kind.kind }, serviceOf(kind)),
       el("td", { class: "num" }, kind.live),
       el("td", { class: "num" }, rate(kind.commands_per_s)),
       el("td", {}, Object.entries(kind.outcomes).filter(([, v]) => v > 0)
@@ -333,7 +340,7 @@ function renderNodes(overview) {
           + " events), fsync p50 " + fixed(store.fsync_p50_ms, 2) + " ms, p99 "
           + fixed(store.fsync_p99_ms, 2) + " ms"),
       el("table", {},
-        el("thead", {}, el("tr", {}, el("th", {}, "Service · aggregate"), el("th", { class: "num" }, "Live"),
+        el("thead", {}, el("tr", {}, el("th", {}, "Service"), el("th", { class: "num" }, "Live"),
           el("th", { class: "num" }, "Cmd/s"), el("th", {}, "Outcomes/s"),
           el("th", { class: "num" }, "p50 ms"), el("th", { class: "num" }, "p99 ms"))),
         el("tbody", {}, ...(rows.length ? rows
