@@ -286,6 +286,32 @@ impl Cluster {
         target: &str,
         operation: Vec<u8>,
     ) -> Result<Vec<u8>, CallError> {
+        self.call_with(member, target, operation, self.config().call_timeout, true)
+            .await
+    }
+
+    /// A call that the member's breaker neither stops nor counts, waiting at most `timeout`:
+    /// for reports about the member (the operations page), which must not open or close the
+    /// breaker that commands and sagas rely on.
+    pub async fn call_uncounted(
+        &self,
+        member: &str,
+        target: &str,
+        operation: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, CallError> {
+        self.call_with(member, target, operation, timeout, false)
+            .await
+    }
+
+    async fn call_with(
+        &self,
+        member: &str,
+        target: &str,
+        operation: Vec<u8>,
+        timeout: Duration,
+        counted: bool,
+    ) -> Result<Vec<u8>, CallError> {
         let unreachable = |reason: String| CallError::Unreachable {
             node: member.to_owned(),
             reason,
@@ -297,7 +323,7 @@ impl Cluster {
         if let Route::Unavailable { reason, .. } = self.route_to(member) {
             return Err(unreachable(reason));
         }
-        if !self.inner.breakers.with(member, |breaker| breaker.allow()) {
+        if counted && !self.inner.breakers.with(member, |breaker| breaker.allow()) {
             return Err(unreachable(format!(
                 "calls to node {member} keep failing; retrying shortly"
             )));
@@ -313,7 +339,6 @@ impl Cluster {
             operation,
         };
         let bytes = codec::encode(&request).map_err(|e| CallError::Undecodable(e.to_string()))?;
-        let timeout = self.config().call_timeout;
         let answered = tokio::select! {
             answered = gateway.call(|reply| GatewayMsg::Call(bytes, reply), Some(timeout)) => answered,
             // Seen down with the call in flight: answer now, not at the call timeout. It may
@@ -347,9 +372,11 @@ impl Cluster {
                 | CallError::Unreachable { .. }
                 | CallError::Interrupted { .. })
         );
-        self.inner
-            .breakers
-            .with(member, |breaker| breaker.record(worked));
+        if counted {
+            self.inner
+                .breakers
+                .with(member, |breaker| breaker.record(worked));
+        }
         outcome
     }
 

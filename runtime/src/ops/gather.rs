@@ -3,6 +3,7 @@
 //! is not up is not called: its report is missing, with why, and the page shows it down.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -14,6 +15,9 @@ use crate::codec;
 
 /// The target other members call for this node's report.
 const TARGET: &str = "ops";
+/// How long a member's report is waited for: the page polls every 2 s, and a member too slow
+/// to answer is shown without its report rather than holding up the others'.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct ReportRequest {
@@ -56,7 +60,7 @@ impl Handler for ReportHandler {
         Box::pin(async move {
             let request: ReportRequest =
                 codec::decode(&operation).map_err(|e| format!("a report request: {e}"))?;
-            codec::encode(&own_report(&ops, Some(&cluster), request.since_ms))
+            codec::encode(&own_report(&ops, Some(&cluster), request.since_ms).await)
                 .map_err(|e| e.to_string())
         })
     }
@@ -79,8 +83,12 @@ impl Cluster {
 }
 
 /// This node's report, with whether it serves its partitions.
-fn own_report(ops: &Ops, cluster: Option<&Cluster>, since_ms: u64) -> Result<NodeStats, String> {
-    let mut stats = ops.report(since_ms)?;
+async fn own_report(
+    ops: &Ops,
+    cluster: Option<&Cluster>,
+    since_ms: u64,
+) -> Result<NodeStats, String> {
+    let mut stats = ops.report(since_ms).await?;
     stats.not_serving_reason = cluster.and_then(|cluster| cluster.serving().err());
     Ok(stats)
 }
@@ -90,7 +98,7 @@ pub async fn gather(cluster: Option<&Cluster>, ops: &Ops, since_ms: u64) -> Vec<
     let Some(cluster) = cluster else {
         return vec![NodeReport::of(
             ops.node().to_owned(),
-            own_report(ops, None, since_ms),
+            own_report(ops, None, since_ms).await,
         )];
     };
     let request = match codec::encode(&ReportRequest { since_ms }) {
@@ -107,18 +115,25 @@ pub async fn gather(cluster: Option<&Cluster>, ops: &Ops, since_ms: u64) -> Vec<
     let asks = names.into_iter().map(|member| {
         let request = request.clone();
         async move {
-            let answer = if member == cluster.node() {
-                own_report(ops, Some(cluster), since_ms)
-            } else {
-                match cluster.route_to(&member) {
-                    Route::Remote(_) => match cluster.call(&member, TARGET, request).await {
+            let answer = match cluster.route_to(&member) {
+                _ if member == cluster.node() => own_report(ops, Some(cluster), since_ms).await,
+                Route::Remote(_) => {
+                    match cluster
+                        .call_uncounted(&member, TARGET, request, REPORT_TIMEOUT)
+                        .await
+                    {
                         Ok(bytes) => codec::decode::<Result<NodeStats, String>>(&bytes)
-                            .unwrap_or_else(|e| Err(format!("an undecodable report: {e}"))),
+                            .unwrap_or_else(|e| {
+                                Err(format!(
+                                    "its report does not decode ({e}): is it running another \
+                                     version of playhouse? Members must run the same one"
+                                ))
+                            }),
                         Err(error) => Err(error.to_string()),
-                    },
-                    Route::Unavailable { reason, .. } => Err(reason),
-                    Route::Local => own_report(ops, Some(cluster), since_ms),
+                    }
                 }
+                Route::Unavailable { reason, .. } => Err(reason),
+                Route::Local => own_report(ops, Some(cluster), since_ms).await,
             };
             NodeReport::of(member, answer)
         }

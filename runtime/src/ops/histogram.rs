@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Buckets per power of two.
 const PER_OCTAVE: f64 = 4.0;
-/// Enough buckets for values up to 2^41.75 scaled units (about 3.9e12: 45 days in µs).
+/// Enough buckets for values up to 2^41.75 scaled units (about 3.7e12: 43 days in µs).
 const BUCKETS: usize = 168;
 /// Values are recorded scaled by this, so that seconds resolve to microseconds. Counts (batch
 /// sizes) are scaled the same way; only their resolution near 1 matters less.
@@ -37,6 +37,8 @@ impl LogHistogram {
     pub fn record(&self, value: f64) {
         self.counts[bucket_of(value)].fetch_add(1, Ordering::Relaxed);
         if value.is_finite() && value > 0.0 {
+            // The sum wraps (atomics do) rather than panic; only differences between two
+            // readings are used, which a wrap between them does not disturb.
             self.scaled_sum
                 .fetch_add((value * SCALE).round() as u64, Ordering::Relaxed);
         }
@@ -98,7 +100,7 @@ impl Buckets {
                     count.saturating_sub(earlier.counts.get(index).copied().unwrap_or(0))
                 })
                 .collect(),
-            scaled_sum: self.scaled_sum.saturating_sub(earlier.scaled_sum),
+            scaled_sum: self.scaled_sum.wrapping_sub(earlier.scaled_sum),
         }
     }
 
@@ -108,13 +110,15 @@ impl Buckets {
             self.counts.resize(other.counts.len(), 0);
         }
         for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
-            *mine += theirs;
+            *mine = mine.saturating_add(*theirs);
         }
-        self.scaled_sum += other.scaled_sum;
+        self.scaled_sum = self.scaled_sum.wrapping_add(other.scaled_sum);
     }
 
     pub fn count(&self) -> u64 {
-        self.counts.iter().sum()
+        self.counts
+            .iter()
+            .fold(0, |sum, count| sum.saturating_add(*count))
     }
 
     /// The mean of the recorded values; `None` when nothing was recorded.
@@ -196,6 +200,19 @@ mod tests {
         assert_eq!(read.count(), 6);
         assert_eq!(read.quantile(0.5), Some(0.0));
         assert!(read.quantile(1.0).unwrap() > 1e6);
+    }
+
+    #[test]
+    fn a_sum_that_wraps_still_gives_the_window_its_mean() {
+        let histogram = LogHistogram::default();
+        histogram
+            .scaled_sum
+            .store(u64::MAX - 1_000_000, Ordering::Relaxed);
+        let before = histogram.read();
+        histogram.record(3.0);
+        histogram.record(5.0);
+        let window = histogram.read().since(&before);
+        assert_eq!(window.mean(), Some(4.0));
     }
 
     #[test]

@@ -94,7 +94,7 @@ impl Ops {
     }
 
     /// This node's report, with the chart points that ended after `since_ms` (Unix ms).
-    pub fn report(&self, since_ms: u64) -> Result<NodeStats, String> {
+    pub async fn report(&self, since_ms: u64) -> Result<NodeStats, String> {
         let log_end = *self.bus.store().watch_log_end().borrow();
         let projections = self
             .bus
@@ -106,8 +106,17 @@ impl Ops {
                 lag: log_end.saturating_sub(applied.map_or(0, |p| p + 1)),
             })
             .collect();
-        let sagas: SagaCounts = saga_counts(self.bus.store())
-            .map_err(|error| format!("the saga tables could not be read: {error}"))?;
+        // Up to thousands of reads from the store's file: off the async workers.
+        let store = self.bus.store().clone();
+        let sagas: SagaCounts = tokio::task::spawn_blocking(move || saga_counts(&store))
+            .await
+            .map_err(|error| format!("reading the saga counts stopped: {error}"))?
+            .map_err(|error| {
+                format!(
+                    "the saga tables could not be read ({error}); the node's log says more, \
+                     and /admin/sagas reads the same tables"
+                )
+            })?;
         let mut live = self.sampler.live();
         for kind in live.iter_mut().flat_map(|live| live.aggregates.iter_mut()) {
             kind.service = self.services_of_kinds.get(&kind.kind).cloned();

@@ -105,8 +105,11 @@ impl OverviewSource {
                 .iter()
                 .find(|report| report.node == member.name)
                 .and_then(|report| report.stats.as_ref()?.not_serving_reason.clone());
-            // Heartbeats say a member is up, not whether it serves; its own report does.
-            if let Some(reason) = not_serving {
+            // Heartbeats say a member is up, not whether it serves; its own report does. A
+            // member seen down since its report came keeps "down".
+            if member.status == "up"
+                && let Some(reason) = not_serving
+            {
                 member.status = "not_serving".into();
                 member.reason = Some(reason);
             }

@@ -23,7 +23,11 @@ pub const WINDOW_READINGS: usize = 6;
 /// The cumulative counts at one moment.
 #[derive(Debug, Clone, Default)]
 struct Reading {
+    /// When, as a label: Unix milliseconds, never going back.
     at_ms: u64,
+    /// When, for rates: milliseconds since the sampler started, by the monotonic clock (the
+    /// wall clock may be stepped).
+    monotonic_ms: u64,
     requests: u64,
     client_errors: u64,
     server_errors: u64,
@@ -50,13 +54,24 @@ fn label<'a>(labels: &'a Labels, name: &str) -> &'a str {
         .map_or("", |(_, value)| value.as_str())
 }
 
+/// Requests for the operations page itself (its files, its polls): left out of the traffic it
+/// shows, which would otherwise be the page watching itself on a quiet node.
+fn is_the_pages_own(labels: &Labels) -> bool {
+    let route = label(labels, "route");
+    route == "/admin/overview" || route == "/ui" || route.starts_with("/ui/")
+}
+
 impl Reading {
-    fn take(series: &Series, at_ms: u64) -> Self {
+    fn take(series: &Series, at_ms: u64, monotonic_ms: u64) -> Self {
         let mut reading = Reading {
             at_ms,
+            monotonic_ms,
             ..Reading::default()
         };
         for (labels, count) in series.counters(names::HTTP_REQUESTS) {
+            if is_the_pages_own(&labels) {
+                continue;
+            }
             reading.requests += count;
             match label(&labels, "status").as_bytes().first() {
                 Some(b'4') => reading.client_errors += count,
@@ -64,8 +79,10 @@ impl Reading {
                 _ => {}
             }
         }
-        for (_, buckets) in series.histograms(names::HTTP_DURATION) {
-            reading.latency.add(&buckets);
+        for (labels, buckets) in series.histograms(names::HTTP_DURATION) {
+            if !is_the_pages_own(&labels) {
+                reading.latency.add(&buckets);
+            }
         }
         for (labels, count) in series.counters(names::COMMANDS) {
             let kind = reading
@@ -177,8 +194,13 @@ fn millis(seconds: Option<f64>) -> Option<f64> {
     seconds.map(|s| s * 1000.0)
 }
 
+/// Seconds between two readings, by the monotonic clock.
+fn seconds_between(earlier: &Reading, later: &Reading) -> f64 {
+    later.monotonic_ms.saturating_sub(earlier.monotonic_ms) as f64 / 1000.0
+}
+
 fn sample(earlier: &Reading, later: &Reading) -> Sample {
-    let seconds = later.at_ms.saturating_sub(earlier.at_ms) as f64 / 1000.0;
+    let seconds = seconds_between(earlier, later);
     let latency = later.latency.since(&earlier.latency);
     let commands = |reading: &Reading| -> u64 {
         reading
@@ -206,7 +228,7 @@ fn sample(earlier: &Reading, later: &Reading) -> Sample {
 }
 
 fn live(earlier: &Reading, later: &Reading) -> Live {
-    let seconds = later.at_ms.saturating_sub(earlier.at_ms) as f64 / 1000.0;
+    let seconds = seconds_between(earlier, later);
     let empty = AggregateReading::default();
     let aggregates = later
         .aggregates
@@ -261,6 +283,7 @@ struct History {
 #[derive(Debug, Clone)]
 pub struct Sampler {
     series: Series,
+    started: std::time::Instant,
     history: Arc<Mutex<History>>,
 }
 
@@ -268,6 +291,7 @@ impl Sampler {
     pub fn new(series: Series) -> Self {
         Self {
             series,
+            started: std::time::Instant::now(),
             history: Arc::default(),
         }
     }
@@ -281,15 +305,27 @@ impl Sampler {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                sampler.tick(crate::time::unix_millis());
+                sampler.tick();
             }
         });
     }
 
-    /// Reads the series as of `at_ms` (Unix milliseconds).
-    pub fn tick(&self, at_ms: u64) {
-        let reading = Reading::take(&self.series, at_ms);
-        let mut history = self.history.lock().expect("sampler lock");
+    /// Reads the series now.
+    pub fn tick(&self) {
+        let monotonic_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.tick_at(crate::time::unix_millis(), monotonic_ms);
+    }
+
+    /// Reads the series as of `wall_ms` (Unix milliseconds) and `monotonic_ms`.
+    fn tick_at(&self, wall_ms: u64, monotonic_ms: u64) {
+        let mut history = self.lock();
+        // Labels never go back, also when the wall clock is stepped back: the page keeps only
+        // points newer than the last it has.
+        let at_ms = history
+            .readings
+            .back()
+            .map_or(wall_ms, |previous| wall_ms.max(previous.at_ms + 1));
+        let reading = Reading::take(&self.series, at_ms, monotonic_ms);
         if let Some(previous) = history.readings.back() {
             let sample = sample(previous, &reading);
             if history.samples.len() == HISTORY_SAMPLES {
@@ -303,16 +339,28 @@ impl Sampler {
         history.readings.push_back(reading);
     }
 
-    /// The live figures: from the oldest reading kept to the newest.
+    /// The live figures: from the oldest reading kept to the newest; `None` until there are
+    /// two readings.
     pub fn live(&self) -> Option<Live> {
-        let history = self.history.lock().expect("sampler lock");
+        let history = self.lock();
+        if history.readings.len() < 2 {
+            return None;
+        }
         let (first, last) = (history.readings.front()?, history.readings.back()?);
         Some(live(first, last))
     }
 
+    /// The history, also after a panic elsewhere while it was locked (each change to it is
+    /// whole before the next statement).
+    fn lock(&self) -> std::sync::MutexGuard<'_, History> {
+        self.history
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// The chart samples of periods that ended after `since_ms`.
     pub fn samples_since(&self, since_ms: u64) -> Vec<Sample> {
-        let history = self.history.lock().expect("sampler lock");
+        let history = self.lock();
         history
             .samples
             .iter()
@@ -346,13 +394,18 @@ mod tests {
         let (recorder, sampler) = recorder();
         metrics::with_local_recorder(&recorder, || {
             request("200", 0.001);
-            sampler.tick(1_000);
+            sampler.tick_at(1_000, 1_000);
             for _ in 0..18 {
                 request("200", 0.002);
             }
             request("404", 0.002);
             request("503", 0.100);
-            sampler.tick(3_000);
+            // The page's own polls are not traffic it shows.
+            metrics::counter!(names::HTTP_REQUESTS, "route" => "/admin/overview", "method" => "GET", "status" => "200")
+                .increment(50);
+            metrics::histogram!(names::HTTP_DURATION, "route" => "/admin/overview", "method" => "GET")
+                .record(9.0);
+            sampler.tick_at(3_000, 3_000);
         });
         let samples = sampler.samples_since(0);
         assert_eq!(samples.len(), 1, "the first reading only starts the count");
@@ -372,7 +425,7 @@ mod tests {
     fn live_figures_span_the_window_and_split_by_aggregate_kind() {
         let (recorder, sampler) = recorder();
         metrics::with_local_recorder(&recorder, || {
-            sampler.tick(0);
+            sampler.tick_at(0, 0);
             for _ in 0..20 {
                 metrics::counter!(names::COMMANDS, "aggregate" => "account", "outcome" => "ok")
                     .increment(1);
@@ -387,8 +440,8 @@ mod tests {
             metrics::histogram!(names::STORE_BATCH_OPS).record(2.0);
             metrics::counter!(names::STORE_COMMITS).increment(2);
             metrics::histogram!(names::STORE_COMMIT_SECONDS).record(0.004);
-            sampler.tick(2_000);
-            sampler.tick(4_000);
+            sampler.tick_at(2_000, 2_000);
+            sampler.tick_at(4_000, 4_000);
         });
         let live = sampler.live().unwrap();
         assert_eq!(live.window_s, 4.0);
@@ -408,10 +461,27 @@ mod tests {
     }
 
     #[test]
+    fn rates_follow_the_monotonic_clock_and_labels_never_go_back() {
+        let (recorder, sampler) = recorder();
+        metrics::with_local_recorder(&recorder, || {
+            sampler.tick_at(7_200_000, 0);
+            assert_eq!(sampler.live(), None, "one reading is no window");
+            request("200", 0.001);
+            request("200", 0.001);
+            // The wall clock was stepped back an hour; two seconds passed.
+            sampler.tick_at(7_200_000 - 3_600_000, 2_000);
+        });
+        let samples = sampler.samples_since(0);
+        assert_eq!(samples[0].requests_per_s, 1.0);
+        assert_eq!(samples[0].at_ms, 7_200_001, "after the last label");
+        assert_eq!(sampler.live().unwrap().window_s, 2.0);
+    }
+
+    #[test]
     fn history_and_window_are_bounded() {
         let sampler = Sampler::new(Series::default());
         for tick in 0..(HISTORY_SAMPLES as u64 + 10) {
-            sampler.tick(tick * 2_000);
+            sampler.tick_at(tick * 2_000, tick * 2_000);
         }
         assert_eq!(sampler.samples_since(0).len(), HISTORY_SAMPLES);
         let live = sampler.live().unwrap();

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 
 use metrics::{Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName};
 use metrics::{Metadata, Recorder, SharedString, Unit};
@@ -55,14 +55,20 @@ fn labels_of(key: &Key) -> Labels {
 /// Finds or makes the atomic of `key` in `map`: a read lock on the hot path (the series
 /// exists), the write lock once per series.
 fn entry<T: Default>(map: &RwLock<HashMap<Key, Arc<T>>>, key: &Key) -> Arc<T> {
-    if let Some(found) = map.read().expect("series lock").get(key) {
+    if let Some(found) = read(map).get(key) {
         return found.clone();
     }
     map.write()
-        .expect("series lock")
+        .unwrap_or_else(PoisonError::into_inner)
         .entry(key.clone())
         .or_default()
         .clone()
+}
+
+/// The map, also after a panic elsewhere while it was locked: it is only ever inserted into,
+/// so it is whole, and this runs inside every metric call of the process, which must not fail.
+fn read<T>(map: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    map.read().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Series {
@@ -72,7 +78,7 @@ impl Series {
 
     /// Every counter named `name`: its labels and its count.
     pub fn counters(&self, name: &str) -> Vec<(Labels, u64)> {
-        let counters = self.inner.counters.read().expect("series lock");
+        let counters = read(&self.inner.counters);
         counters
             .iter()
             .filter(|(key, _)| key.name() == name)
@@ -82,7 +88,7 @@ impl Series {
 
     /// Every gauge named `name`: its labels and its value.
     pub fn gauges(&self, name: &str) -> Vec<(Labels, f64)> {
-        let gauges = self.inner.gauges.read().expect("series lock");
+        let gauges = read(&self.inner.gauges);
         gauges
             .iter()
             .filter(|(key, _)| key.name() == name)
@@ -97,7 +103,7 @@ impl Series {
 
     /// Every histogram named `name`: its labels and a reading of its buckets.
     pub fn histograms(&self, name: &str) -> Vec<(Labels, Buckets)> {
-        let histograms = self.inner.histograms.read().expect("series lock");
+        let histograms = read(&self.inner.histograms);
         histograms
             .iter()
             .filter(|(key, _)| key.name() == name)

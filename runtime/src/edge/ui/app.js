@@ -5,7 +5,8 @@
 
 const TOKEN_KEY = "playhouse.admin-token";
 const POLL_MS = 2000;
-// A poll that takes longer than this is given up (a node paused mid-answer).
+// A poll that takes longer than this is given up (a node paused mid-answer). Members' reports
+// are waited for 2 s at most, so a node that is working answers well within it.
 const POLL_TIMEOUT_MS = 8000;
 const HISTORY_MS = 5 * 60 * 1000;
 const SVG = "http://www.w3.org/2000/svg";
@@ -16,7 +17,9 @@ const PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2", "#edc948
 const history = new Map();
 let reporting = new Set();
 let timer = null;
-let inFlight = false;
+let inFlight = null;
+// Bumped by "Forget token": an answer to a poll sent before it is dropped, not drawn.
+let generation = 0;
 // When the last answer came, by this browser's clock: the view is flagged stale after that.
 let lastAnswer = 0;
 const STALE_AFTER_MS = 3 * POLL_MS;
@@ -89,6 +92,9 @@ function showLogin(message) {
 }
 
 function forget(message) {
+  generation += 1;
+  if (inFlight) inFlight.abort();
+  problem(null);
   sessionStorage.removeItem(TOKEN_KEY);
   history.clear();
   reporting = new Set();
@@ -139,8 +145,9 @@ function freshness() {
 async function poll() {
   timer = null;
   if (inFlight || !token()) return;
-  inFlight = true;
   const abort = new AbortController();
+  const mine = generation;
+  inFlight = abort;
   const giveUp = setTimeout(() => abort.abort(), POLL_TIMEOUT_MS);
   try {
     const response = await fetch("/admin/overview?since=" + since(), {
@@ -148,28 +155,34 @@ async function poll() {
       signal: abort.signal,
       cache: "no-store",
     });
+    const body = await response.json().catch(() => ({}));
+    if (mine !== generation) return;
     if (response.status === 401 || response.status === 403) {
-      const body = await response.json().catch(() => ({}));
       forget("The node refused this token: " + (body.detail || response.status));
       return;
     }
     if (!response.ok) {
-      const body = await response.json().catch(() => ({}));
       const retry = Number(response.headers.get("Retry-After")) || 0;
       problem("The node answered " + response.status + ": " + (body.detail || response.statusText));
       schedule(Math.max(POLL_MS, retry * 1000));
       return;
     }
-    render(await response.json());
+    if (!Array.isArray(body.members)) {
+      problem("The node's answer is not an overview this page can read: reload the page.");
+      schedule(POLL_MS);
+      return;
+    }
+    render(body);
     problem(null);
     schedule(POLL_MS);
   } catch (error) {
+    if (mine !== generation) return;
     problem("Cannot reach the node (" + (error.name === "AbortError" ? "no answer in "
       + POLL_TIMEOUT_MS / 1000 + " s" : error.message) + "); retrying.");
     schedule(POLL_MS);
   } finally {
     clearTimeout(giveUp);
-    inFlight = false;
+    if (inFlight === abort) inFlight = null;
   }
 }
 
