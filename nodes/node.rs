@@ -103,6 +103,17 @@ async fn serve(config: NodeConfig) -> anyhow::Result<ExitCode> {
     );
 
     let store = open_store(&config).await?;
+    // Before any saga runs: a store from before the finished-saga counters gets them filled.
+    if let Some(counted) = playhouse_runtime::saga::fill_saga_counts(&store)
+        .await
+        .context("counting the finished sagas in the store")?
+    {
+        tracing::info!(
+            node,
+            counted,
+            "finished sagas counted for the operations page"
+        );
+    }
 
     if playhouse_runtime::store::FORGETS_COMMAND_IDS {
         tracing::error!(

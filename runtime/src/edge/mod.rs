@@ -57,7 +57,8 @@ pub struct EdgeSettings {
 }
 
 /// Puts the services' `api` routes behind the guard, adds the public routes (health, metrics,
-/// OpenAPI, the operations page) and the layers every request goes through. Returns the app and its OpenAPI document.
+/// OpenAPI, the operations page) and the layers every request goes through. Returns the app
+/// and its OpenAPI document.
 pub fn assemble(
     settings: &EdgeSettings,
     api: OpenApiRouter,

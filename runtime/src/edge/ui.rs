@@ -109,8 +109,9 @@ fn serve(asset: &Asset, request: &HeaderMap) -> Response {
 }
 
 /// The live operations page (HTML; its data comes from `/admin/overview` with an admin token).
-#[utoipa::path(get, path = "/ui", tag = "health",
-    responses((status = 200, description = "The operations page", body = String, content_type = "text/html")))]
+#[utoipa::path(get, path = "/ui", tag = "ui",
+    responses((status = 200, description = "The operations page", body = String,
+        content_type = "text/html")))]
 async fn page(request: HeaderMap) -> Response {
     serve(&PAGE, &request)
 }

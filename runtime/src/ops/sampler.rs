@@ -382,11 +382,17 @@ mod tests {
         (recorder, Sampler::new(series))
     }
 
-    fn request(status: &'static str, seconds: f64) {
-        metrics::counter!(names::HTTP_REQUESTS, "route" => "/x", "method" => "GET", "status" => status)
-            .increment(1);
-        metrics::histogram!(names::HTTP_DURATION, "route" => "/x", "method" => "GET")
+    fn request_to(route: &'static str, status: &'static str, seconds: f64) {
+        let method = "GET";
+        metrics::counter!(names::HTTP_REQUESTS,
+            "route" => route, "method" => method, "status" => status)
+        .increment(1);
+        metrics::histogram!(names::HTTP_DURATION, "route" => route, "method" => method)
             .record(seconds);
+    }
+
+    fn request(status: &'static str, seconds: f64) {
+        request_to("/x", status, seconds);
     }
 
     #[test]
@@ -401,10 +407,10 @@ mod tests {
             request("404", 0.002);
             request("503", 0.100);
             // The page's own polls are not traffic it shows.
-            metrics::counter!(names::HTTP_REQUESTS, "route" => "/admin/overview", "method" => "GET", "status" => "200")
-                .increment(50);
-            metrics::histogram!(names::HTTP_DURATION, "route" => "/admin/overview", "method" => "GET")
-                .record(9.0);
+            for _ in 0..50 {
+                request_to("/admin/overview", "200", 9.0);
+            }
+            request_to("/ui/app.js", "200", 9.0);
             sampler.tick_at(3_000, 3_000);
         });
         let samples = sampler.samples_since(0);

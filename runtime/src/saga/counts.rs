@@ -10,8 +10,12 @@ use utoipa::ToSchema;
 
 use super::log::{SAGA_COUNTS_TABLE, SAGAS_OPEN_TABLE, SAGAS_TABLE};
 use super::record::SagaSummary;
+use crate::bus::key;
 use crate::codec;
-use crate::store::{EventStore, StoreError, decode_counter};
+use crate::store::{EventStore, StoreError, TableChange, decode_counter};
+
+/// The checkpoint that marks a store's finished-saga counters as filled from its saga table.
+const COUNTS_FILLED: &str = "saga-counts-filled";
 
 /// Open sagas read at most, so that a pile-up of stuck sagas keeps the page cheap.
 const MAX_OPEN_READ: usize = 10_000;
@@ -47,6 +51,50 @@ fn split_key(key: &[u8]) -> (String, String) {
         Some((kind, rest)) => (kind.to_owned(), rest.to_owned()),
         None => (text.to_owned(), String::new()),
     }
+}
+
+/// Fills the finished-saga counters from the saga table, once per store: a store written
+/// before the counters existed holds sagas that finished without being counted. Run when the
+/// node starts, before any saga runs (a saga finishing during the count would be missed).
+/// Answers how many finished sagas it counted, or `None` when the store was filled before.
+pub async fn fill_saga_counts(store: &EventStore) -> Result<Option<u64>, StoreError> {
+    if store.checkpoint(COUNTS_FILLED)?.is_some() {
+        return Ok(None);
+    }
+    let snapshot = store.read_models()?;
+    let mut finished: BTreeMap<(String, String), i64> = BTreeMap::new();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = snapshot.scan(SAGAS_TABLE, b"", after.as_deref(), 1024)?;
+        let Some((last, _)) = page.last() else {
+            break;
+        };
+        after = Some(last.clone());
+        for (key, value) in &page {
+            let summary: SagaSummary =
+                codec::decode(value).map_err(|source| StoreError::Corrupt {
+                    stream: split_key(key).1,
+                    version: 0,
+                    source,
+                })?;
+            if matches!(summary.status.as_str(), "completed" | "compensated") {
+                *finished.entry((summary.kind, summary.status)).or_default() += 1;
+            }
+        }
+    }
+    let total = finished.values().sum::<i64>().max(0) as u64;
+    let changes = finished
+        .into_iter()
+        .map(|((kind, status), count)| TableChange::Put {
+            table: SAGA_COUNTS_TABLE,
+            key: key(&[&kind, &status]),
+            value: count.to_le_bytes().to_vec(),
+        })
+        .collect();
+    store
+        .commit_projection(COUNTS_FILLED, store.log_end(), changes)
+        .await?;
+    Ok(Some(total))
 }
 
 /// Reads the counts from `store`'s saga tables.

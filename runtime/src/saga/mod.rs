@@ -36,7 +36,7 @@ mod supervisor;
 mod tests;
 
 pub use breaker::{BreakerSettings, Breakers, CircuitBreaker, CircuitState};
-pub use counts::{SagaCounts, SagaKindCounts, saga_counts};
+pub use counts::{SagaCounts, SagaKindCounts, fill_saga_counts, saga_counts};
 pub use log::{SAGA_COUNTS_TABLE, SAGAS_OPEN_TABLE, SAGAS_TABLE};
 pub use record::{Phase, SagaEvent, SagaState, SagaStatus, SagaSummary};
 pub use retry::{RetryPolicy, noise};

@@ -266,14 +266,42 @@ async fn all_steps_done_completes() {
     )
     .unwrap();
     assert_eq!(summary.status, "completed");
+    let completed_one = [crate::saga::SagaKindCounts {
+        kind: "scripted".into(),
+        completed: 1,
+        ..Default::default()
+    }];
     let counts = crate::saga::saga_counts(&harness.store).unwrap();
+    assert_eq!(counts.kinds, completed_one);
+
+    // A store from before the counters: the saga finished, uncounted. Filling counts it, once.
+    harness
+        .store
+        .commit_projection(
+            "test-forget-counts",
+            0,
+            vec![crate::store::TableChange::Delete {
+                table: crate::saga::SAGA_COUNTS_TABLE,
+                key: crate::bus::key(&["scripted", "completed"]),
+            }],
+        )
+        .await
+        .unwrap();
+    assert!(
+        crate::saga::saga_counts(&harness.store)
+            .unwrap()
+            .kinds
+            .is_empty()
+    );
+    let filled = crate::saga::fill_saga_counts(&harness.store).await.unwrap();
+    assert_eq!(filled, Some(1));
     assert_eq!(
-        counts.kinds,
-        [crate::saga::SagaKindCounts {
-            kind: "scripted".into(),
-            completed: 1,
-            ..Default::default()
-        }]
+        crate::saga::saga_counts(&harness.store).unwrap().kinds,
+        completed_one
+    );
+    assert_eq!(
+        crate::saga::fill_saga_counts(&harness.store).await.unwrap(),
+        None
     );
 }
 
