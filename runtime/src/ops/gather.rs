@@ -93,6 +93,20 @@ async fn own_report(
     Ok(stats)
 }
 
+/// `member`'s report, asked for without feeding its breaker.
+async fn ask(cluster: &Cluster, member: &str, request: Vec<u8>) -> Result<NodeStats, String> {
+    let bytes = cluster
+        .call_uncounted(member, TARGET, request, REPORT_TIMEOUT)
+        .await
+        .map_err(|error| error.to_string())?;
+    codec::decode::<Result<NodeStats, String>>(&bytes).unwrap_or_else(|error| {
+        Err(format!(
+            "its report does not decode ({error}): is it running another version of \
+             playhouse? Members must run the same one"
+        ))
+    })
+}
+
 /// Every member's report (this node's alone without a cluster), by member name.
 pub async fn gather(cluster: Option<&Cluster>, ops: &Ops, since_ms: u64) -> Vec<NodeReport> {
     let Some(cluster) = cluster else {
@@ -115,25 +129,13 @@ pub async fn gather(cluster: Option<&Cluster>, ops: &Ops, since_ms: u64) -> Vec<
     let asks = names.into_iter().map(|member| {
         let request = request.clone();
         async move {
-            let answer = match cluster.route_to(&member) {
-                _ if member == cluster.node() => own_report(ops, Some(cluster), since_ms).await,
-                Route::Remote(_) => {
-                    match cluster
-                        .call_uncounted(&member, TARGET, request, REPORT_TIMEOUT)
-                        .await
-                    {
-                        Ok(bytes) => codec::decode::<Result<NodeStats, String>>(&bytes)
-                            .unwrap_or_else(|e| {
-                                Err(format!(
-                                    "its report does not decode ({e}): is it running another \
-                                     version of playhouse? Members must run the same one"
-                                ))
-                            }),
-                        Err(error) => Err(error.to_string()),
-                    }
-                }
-                Route::Unavailable { reason, .. } => Err(reason),
-                Route::Local => own_report(ops, Some(cluster), since_ms).await,
+            let answer = if member == cluster.node() {
+                // Also while this node does not serve (`route_to` would call it unavailable).
+                own_report(ops, Some(cluster), since_ms).await
+            } else if let Route::Unavailable { reason, .. } = cluster.route_to(&member) {
+                Err(reason)
+            } else {
+                ask(cluster, &member, request).await
             };
             NodeReport::of(member, answer)
         }
