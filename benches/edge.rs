@@ -10,10 +10,10 @@
 
 mod support;
 
-use support::{Process, free_port, memory_mib, script, wait_for, wrk};
+use support::{BenchNode, Process, free_port, memory_mib, open_accounts, script, wait_for, wrk};
 
 use std::collections::HashMap;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -155,27 +155,8 @@ fn main() {
         return bare_server(port, accounts);
     }
     let dir = tempfile::tempdir().unwrap();
-    let node_port = free_port();
-    let config = dir.path().join("node.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "environment = \"development\"\nnode_name = \"bench\"\ndata_dir = \"{}\"\nservices = [\"accounts\", \"catalog\", \"customers\", \"inventory\", \"orders\", \"payments\", \"notifications\"]\n\
-             [edge]\nlisten = \"127.0.0.1:{node_port}\"\n\
-             [auth]\nissuer = \"playhouse\"\naudience = \"playhouse-api\"\nkey_env = \"PLAYHOUSE_BENCH_UNSET\"\ndev_key = \"bench-key-0123456789abcdef\"\n\
-             [rate_limit]\nrequests_per_second = 10000000\nburst = 10000000\n",
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
-    let node = Process(
-        Command::new(env!("CARGO_BIN_EXE_playhouse"))
-            .args(["node", "--config"])
-            .arg(&config)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let node = BenchNode::start(dir.path());
+    let base = node.base.clone();
     let bare_port = free_port();
     let _bare = Process(
         Command::new(std::env::current_exe().unwrap())
@@ -188,44 +169,17 @@ fn main() {
             .spawn()
             .unwrap(),
     );
-    let base = format!("http://127.0.0.1:{node_port}");
-    wait_for(&format!("{base}/health/live"));
     wait_for(&format!(
         "http://127.0.0.1:{bare_port}/bare/00000000-0000-7000-8000-000000000000"
     ));
-    let token = String::from_utf8(
-        Command::new(env!("CARGO_BIN_EXE_playhouse"))
-            .args(["token", "--sub", "bench", "--role", "writer", "--config"])
-            .arg(&config)
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap()
-    .trim()
-    .to_owned();
+    let token = node.token("writer");
 
-    let idle_rss = memory_mib(node.0.id(), "VmRSS:");
+    let idle_rss = memory_mib(node.pid(), "VmRSS:");
     // Open the accounts the load runs against.
-    let ids: Vec<String> = tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let client = reqwest::Client::new();
-        let mut ids = Vec::new();
-        for _ in 0..accounts {
-            let body: serde_json::Value = client
-                .post(format!("{base}/api/v1/accounts"))
-                .bearer_auth(&token)
-                .json(&serde_json::json!({"owner": "bench", "initial_balance": 100}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            ids.push(body["id"].as_str().unwrap().to_owned());
-        }
-        ids
-    });
-    let opened_rss = memory_mib(node.0.id(), "VmRSS:");
+    let ids = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(open_accounts(&base, &token, accounts, 100));
+    let opened_rss = memory_mib(node.pid(), "VmRSS:");
     let auth = format!("Bearer {token}");
     let headers = [
         ("Authorization", auth.as_str()),
@@ -305,6 +259,6 @@ fn main() {
     }
     println!(
         "node RSS: {idle_rss:.1} MiB idle, {opened_rss:.1} MiB with {accounts} live accounts, peak (VmHWM) {:.1} MiB",
-        memory_mib(node.0.id(), "VmHWM:")
+        memory_mib(node.pid(), "VmHWM:")
     );
 }

@@ -12,12 +12,11 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Process, free_port};
+use support::BenchNode;
 
 struct Setup {
     base: String,
@@ -199,47 +198,10 @@ fn main() {
         }
     }
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = dir.path().join("node.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "environment = \"development\"\nnode_name = \"bench\"\ndata_dir = \"{}\"\n\
-             services = [\"accounts\", \"catalog\", \"customers\", \"inventory\", \"orders\", \"payments\", \"notifications\"]\n\
-             [edge]\nlisten = \"127.0.0.1:{port}\"\n\
-             [auth]\nissuer = \"playhouse\"\naudience = \"playhouse-api\"\nkey_env = \"PLAYHOUSE_BENCH_UNSET\"\ndev_key = \"bench-key-0123456789abcdef\"\n\
-             [rate_limit]\nrequests_per_second = 10000000\nburst = 10000000\n",
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
-    let _node = Process(
-        Command::new(env!("CARGO_BIN_EXE_playhouse"))
-            .args(["node", "--config"])
-            .arg(&config)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    let token = String::from_utf8(
-        Command::new(env!("CARGO_BIN_EXE_playhouse"))
-            .args(["token", "--sub", "bench", "--role", "writer", "--config"])
-            .arg(&config)
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap()
-    .trim()
-    .to_owned();
+    let node = BenchNode::start(dir.path());
+    let (base, token) = (node.base.clone(), node.token("writer"));
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while reqwest::get(format!("{base}/health/live")).await.is_err() {
-            assert!(Instant::now() < deadline, "the node did not answer");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
         let setup = Arc::new(prepare(base, token, clients).await);
         println!("saga benchmark: {clients} concurrent clients, {seconds} s per phase, release node, default config");
         println!("{:<28} {:>10} {:>9} {:>9} {:>8}", "phase", "per s", "p50 ms", "p99 ms", "other");

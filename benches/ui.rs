@@ -12,7 +12,7 @@ mod support;
 #[path = "../tests/support/webdriver.rs"]
 mod webdriver;
 
-use support::{Process, free_port, script, wait_for};
+use support::{BenchNode, Process, open_accounts, script};
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -95,54 +95,15 @@ async fn main() {
         }
     }
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = dir.path().join("node.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "environment = \"development\"\nnode_name = \"bench\"\ndata_dir = \"{}\"\nservices = [\"accounts\", \"catalog\", \"customers\", \"inventory\", \"orders\", \"payments\", \"notifications\"]\n\
-             [edge]\nlisten = \"127.0.0.1:{port}\"\n\
-             [auth]\nissuer = \"playhouse\"\naudience = \"playhouse-api\"\nkey_env = \"PLAYHOUSE_BENCH_UNSET\"\ndev_key = \"bench-key-0123456789abcdef\"\n\
-             [rate_limit]\nrequests_per_second = 10000000\nburst = 10000000\n",
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
-    let node = Process(
-        Command::new(env!("CARGO_BIN_EXE_playhouse"))
-            .args(["node", "--config"])
-            .arg(&config)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let pid = node.0.id();
-    let base = format!("http://127.0.0.1:{port}");
-    wait_for(&format!("{base}/health/live"));
-    let token = |role: &str| {
-        let output = Command::new(env!("CARGO_BIN_EXE_playhouse"))
-            .args(["token", "--sub", "bench", "--role", role, "--config"])
-            .arg(&config)
-            .output()
-            .unwrap();
-        String::from_utf8(output.stdout).unwrap().trim().to_owned()
-    };
-    let (writer, admin) = (token("writer"), token("admin"));
+    let node = BenchNode::start(dir.path());
+    let (pid, base) = (node.pid(), node.base.clone());
+    let (writer, admin) = (node.token("writer"), node.token("admin"));
     let client = reqwest::Client::new();
-    let mut paths = Vec::new();
-    for _ in 0..ACCOUNTS {
-        let body: serde_json::Value = client
-            .post(format!("{base}/api/v1/accounts"))
-            .bearer_auth(&writer)
-            .json(&serde_json::json!({"owner": "bench", "initial_balance": 100}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        paths.push(format!("/api/v1/accounts/{}", body["id"].as_str().unwrap()));
-    }
+    let paths: Vec<String> = open_accounts(&base, &writer, ACCOUNTS, 100)
+        .await
+        .iter()
+        .map(|id| format!("/api/v1/accounts/{id}"))
+        .collect();
     let auth = format!("Bearer {writer}");
     let get = script(
         dir.path(),

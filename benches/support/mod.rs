@@ -1,5 +1,6 @@
 //! Helpers the benchmarks share: free ports, child processes that die with the benchmark,
-//! waiting for a node, and wrk runs with their figures.
+//! waiting for a node, a bench node on the default services with its tokens and accounts, and
+//! wrk runs with their figures.
 
 #![allow(dead_code)] // each benchmark uses its own part
 
@@ -140,4 +141,82 @@ pub fn memory_mib(pid: u32, field: &str) -> f64 {
                 .and_then(|kib| kib.parse::<f64>().ok())
         })
         .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+/// A release node with every service and its rate limit out of the way, on a free port, with
+/// its config and data in `dir`; killed when dropped.
+pub struct BenchNode {
+    pub process: Process,
+    /// `http://127.0.0.1:{port}`.
+    pub base: String,
+    pub config: std::path::PathBuf,
+}
+
+impl BenchNode {
+    /// Starts it and waits until it answers.
+    pub fn start(dir: &Path) -> BenchNode {
+        let port = free_port();
+        let config = dir.join("node.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "environment = \"development\"\nnode_name = \"bench\"\ndata_dir = \"{}\"\n\
+                 services = [\"accounts\", \"catalog\", \"customers\", \"inventory\", \"orders\", \"payments\", \"notifications\"]\n\
+                 [edge]\nlisten = \"127.0.0.1:{port}\"\n\
+                 [auth]\nissuer = \"playhouse\"\naudience = \"playhouse-api\"\nkey_env = \"PLAYHOUSE_BENCH_UNSET\"\ndev_key = \"bench-key-0123456789abcdef\"\n\
+                 [rate_limit]\nrequests_per_second = 10000000\nburst = 10000000\n",
+                dir.join("data").display()
+            ),
+        )
+        .unwrap();
+        let process = Process(
+            Command::new(env!("CARGO_BIN_EXE_playhouse"))
+                .args(["node", "--config"])
+                .arg(&config)
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let base = format!("http://127.0.0.1:{port}");
+        wait_for(&format!("{base}/health/live"));
+        BenchNode {
+            process,
+            base,
+            config,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.0.id()
+    }
+
+    /// A token for subject `bench` with `role`, signed with the node's key.
+    pub fn token(&self, role: &str) -> String {
+        let output = Command::new(env!("CARGO_BIN_EXE_playhouse"))
+            .args(["token", "--sub", "bench", "--role", role, "--config"])
+            .arg(&self.config)
+            .output()
+            .unwrap();
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    }
+}
+
+/// Opens `count` accounts of `balance` as `token`'s subject; their ids.
+pub async fn open_accounts(base: &str, token: &str, count: usize, balance: i64) -> Vec<String> {
+    let client = reqwest::Client::new();
+    let mut ids = Vec::with_capacity(count);
+    for _ in 0..count {
+        let body: serde_json::Value = client
+            .post(format!("{base}/api/v1/accounts"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({"owner": "bench", "initial_balance": balance}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids.push(body["id"].as_str().unwrap().to_owned());
+    }
+    ids
 }
