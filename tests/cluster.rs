@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::json;
-use support::cluster::{ClusterOptions, TestCluster};
+use support::cluster::{ClusterOptions, TestCluster, admin_view};
 use support::netns::{self, CutOff};
 use support::{Node, NodeOptions, get_as, json_of, post_as, token};
 
@@ -257,11 +257,7 @@ async fn launch_outsider(env: Vec<(String, String)>, log: std::path::PathBuf) ->
         &NodeOptions::default(),
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let view = json_of(
-        get_as(&outsider, "/admin/cluster", &token("ops", &["admin"])).await,
-        StatusCode::OK,
-    )
-    .await;
+    let view = admin_view(&outsider).await;
     for member in view["members"].as_array().unwrap() {
         assert_ne!(member["status"], "up", "{view}");
     }
@@ -325,16 +321,7 @@ async fn a_wrong_cookie_or_another_member_list_never_joins() {
     );
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let view = json_of(
-            get_as(
-                &placed_differently,
-                "/admin/cluster",
-                &token("ops", &["admin"]),
-            )
-            .await,
-            StatusCode::OK,
-        )
-        .await;
+        let view = admin_view(&placed_differently).await;
         let members = view["members"].as_array().unwrap();
         if members.iter().all(|member| member["status"] == "refused") {
             assert!(
@@ -365,16 +352,7 @@ async fn a_wrong_cookie_or_another_member_list_never_joins() {
         .await;
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
-    let view = json_of(
-        get_as(
-            &placed_differently,
-            "/admin/cluster",
-            &token("ops", &["admin"]),
-        )
-        .await,
-        StatusCode::OK,
-    )
-    .await;
+    let view = admin_view(&placed_differently).await;
     assert_eq!(view["serving"], false, "{view}");
     // Still not after a while (an earlier version served after a 3 s grace).
     tokio::time::sleep(Duration::from_secs(4)).await;

@@ -76,6 +76,12 @@ pub struct TestCluster {
     _turn: std::sync::MutexGuard<'static, ()>,
 }
 
+/// `GET /admin/cluster` on `node` (a node outside a `TestCluster`), as an admin: 200.
+pub async fn admin_view(node: &Node) -> serde_json::Value {
+    let answer = super::get_as(node, "/admin/cluster", &token("ops", &["admin"])).await;
+    super::json_of(answer, reqwest::StatusCode::OK).await
+}
+
 /// A port nothing listens on now (the OS's choice for a socket bound to port 0).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
