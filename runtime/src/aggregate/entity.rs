@@ -35,6 +35,46 @@ pub(crate) struct EntityArgs<A: Aggregate> {
     pub view: StateView<A>,
     /// The host incarnation this entity belongs to, stamped on what it publishes.
     pub generation: u64,
+    pub metrics: CommandMetrics,
+}
+
+/// The metric series of one aggregate kind's commands, registered once by its host: a
+/// `counter!` with labels looks its series up in the recorder on every call, which the command
+/// path should not pay twice per command.
+#[derive(Clone)]
+pub(crate) struct CommandMetrics {
+    ok: ::metrics::Counter,
+    duplicate: ::metrics::Counter,
+    rejected: ::metrics::Counter,
+    conflict: ::metrics::Counter,
+    error: ::metrics::Counter,
+    seconds: ::metrics::Histogram,
+}
+
+impl CommandMetrics {
+    pub(crate) fn of(kind: &'static str) -> Self {
+        let outcome = |outcome: &'static str| ::metrics::counter!(metrics::COMMANDS, "aggregate" => kind, "outcome" => outcome);
+        Self {
+            ok: outcome("ok"),
+            duplicate: outcome("duplicate"),
+            rejected: outcome("rejected"),
+            conflict: outcome("conflict"),
+            error: outcome("error"),
+            seconds: ::metrics::histogram!(metrics::COMMAND_SECONDS, "aggregate" => kind),
+        }
+    }
+
+    fn record<A: Aggregate>(&self, result: &CommandReply<A>, took: std::time::Duration) {
+        let outcome = match result {
+            Ok(outcome) if outcome.deduplicated => &self.duplicate,
+            Ok(_) => &self.ok,
+            Err(CommandError::Refused(_)) => &self.rejected,
+            Err(CommandError::Conflict { .. }) => &self.conflict,
+            Err(_) => &self.error,
+        };
+        outcome.increment(1);
+        self.seconds.record(took.as_secs_f64());
+    }
 }
 
 pub(crate) struct EntityState<A: Aggregate> {
@@ -45,6 +85,7 @@ pub(crate) struct EntityState<A: Aggregate> {
     host: ActorRef<HostMsg<A>>,
     view: StateView<A>,
     generation: u64,
+    metrics: CommandMetrics,
     current: Versioned<A::State>,
     snapshot_version: u64,
     last_active: Instant,
@@ -81,6 +122,7 @@ impl<A: Aggregate> Actor for Entity<A> {
             host: args.host,
             view: args.view,
             generation: args.generation,
+            metrics: args.metrics,
             current,
             snapshot_version,
             last_active: Instant::now(),
@@ -100,7 +142,7 @@ impl<A: Aggregate> Actor for Entity<A> {
                 let result = execute::<A>(state, envelope).await;
                 let needs_reload = result.as_ref().is_err_and(Failure::leaves_state_unknown);
                 let result = result.map_err(|failure| failure.into_command_error(&state.stream));
-                record_outcome::<A>(&result, started.elapsed());
+                state.metrics.record(&result, started.elapsed());
                 let _ = reply.send(result);
                 if needs_reload {
                     // The write may or may not have landed (the writer may have died after
@@ -424,18 +466,4 @@ pub(crate) fn decode_event<A: Aggregate>(
         version,
         source,
     })
-}
-
-fn record_outcome<A: Aggregate>(result: &CommandReply<A>, took: std::time::Duration) {
-    let outcome = match result {
-        Ok(outcome) if outcome.deduplicated => "duplicate",
-        Ok(_) => "ok",
-        Err(CommandError::Refused(_)) => "rejected",
-        Err(CommandError::Conflict { .. }) => "conflict",
-        Err(_) => "error",
-    };
-    ::metrics::counter!(metrics::COMMANDS, "aggregate" => A::KIND, "outcome" => outcome)
-        .increment(1);
-    ::metrics::histogram!(metrics::COMMAND_SECONDS, "aggregate" => A::KIND)
-        .record(took.as_secs_f64());
 }

@@ -11,7 +11,7 @@ use std::marker::PhantomData;
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SpawnErr, SupervisionEvent};
 
-use super::entity::{Entity, EntityArgs};
+use super::entity::{CommandMetrics, Entity, EntityArgs};
 use super::messages::{EntityMsg, HostMsg};
 use super::view::StateView;
 use super::{Aggregate, CommandError, EntitySettings, stream_name};
@@ -74,6 +74,8 @@ pub(crate) struct HostState<A: Aggregate> {
     ids: HashMap<ActorId, String>,
     window: RestartWindow,
     stats: HostStats,
+    /// Handed to every entity it starts.
+    command_metrics: CommandMetrics,
 }
 
 impl<A: Aggregate> fmt::Debug for HostState<A> {
@@ -105,6 +107,7 @@ impl<A: Aggregate> Actor for AggregateHost<A> {
             ids: HashMap::new(),
             window,
             stats: HostStats::default(),
+            command_metrics: CommandMetrics::of(A::KIND),
         })
     }
 
@@ -235,6 +238,7 @@ async fn spawn_entity<A: Aggregate>(
         host: myself.clone(),
         view: state.args.view.clone(),
         generation: state.generation,
+        metrics: state.command_metrics.clone(),
     };
     match Entity::<A>::spawn_linked(None, Entity::new(), args, myself.get_cell()).await {
         Ok((entity, _)) => {
