@@ -102,6 +102,22 @@ async fn serve(config: NodeConfig) -> anyhow::Result<ExitCode> {
         "starting node"
     );
 
+    let file_limit = match playhouse_runtime::net::raise_file_limit() {
+        Ok(limit) => limit,
+        Err(error) => {
+            tracing::warn!(node, %error, "cannot raise the open-file limit; keeping it");
+            None
+        }
+    };
+    // The cluster port's share is taken out first, so that neither port can run the other out
+    // of file descriptors.
+    let files = playhouse_runtime::net::share_files(
+        file_limit,
+        config.edge.max_connections,
+        config.cluster.file_budget(),
+    )
+    .map_err(anyhow::Error::msg)?;
+
     let store = open_store(&config).await?;
     // Before any saga runs: a store from before the finished-saga counters gets them filled.
     if let Some(counted) = playhouse_runtime::saga::fill_saga_counts(&store)
@@ -195,19 +211,13 @@ async fn serve(config: NodeConfig) -> anyhow::Result<ExitCode> {
         metrics,
     );
 
-    let file_limit = match server::raise_file_limit() {
-        Ok(limit) => limit,
-        Err(error) => {
-            tracing::warn!(node, %error, "cannot raise the open-file limit; keeping it");
-            None
-        }
-    };
-    let max_connections = server::effective_connection_cap(config.edge.max_connections, file_limit);
+    let max_connections = files.edge_connections;
     tracing::info!(
         node,
         max_connections,
         configured = config.edge.max_connections,
         open_file_limit = file_limit,
+        cluster_files = files.cluster_files,
         header_read_timeout_ms = config.edge.header_read_timeout.as_millis() as u64,
         keep_alive_timeout_ms = config.edge.keep_alive_timeout.as_millis() as u64,
         "edge connection limits"

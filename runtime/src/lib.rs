@@ -8,6 +8,7 @@ pub mod codec;
 pub mod config;
 pub mod edge;
 pub mod metrics;
+pub mod net;
 pub mod ops;
 pub mod placement;
 pub mod prelude;

@@ -26,6 +26,9 @@ pub const CLUSTER_SERVED_SECONDS: &str = "playhouse_cluster_served_seconds";
 pub const CLUSTER_MEMBERS_UP: &str = "playhouse_cluster_members_up";
 pub const CLUSTER_MEMBER_TRANSITIONS: &str = "playhouse_cluster_member_transitions_total";
 pub const CLUSTER_HEARTBEAT_RTT: &str = "playhouse_cluster_heartbeat_rtt_seconds";
+pub const CLUSTER_HANDSHAKES: &str = "playhouse_cluster_handshakes_total";
+pub const CLUSTER_CONNECTIONS: &str = "playhouse_cluster_connections";
+pub const CLUSTER_ACCEPT_ERRORS: &str = "playhouse_cluster_accept_errors_total";
 
 /// Registers the descriptions of every runtime metric with the installed recorder.
 pub fn describe() {
@@ -92,6 +95,18 @@ pub fn describe() {
         CLUSTER_HEARTBEAT_RTT,
         metrics::Unit::Seconds,
         "Heartbeat round trips, by peer"
+    );
+    metrics::describe_counter!(
+        CLUSTER_HANDSHAKES,
+        "Connections to the cluster port, by outcome: linked (proved the cookie), or closed before it: refused, evicted, timed_out, tls_failed, rejected, lost"
+    );
+    metrics::describe_gauge!(
+        CLUSTER_CONNECTIONS,
+        "Connections the cluster port holds, by state: handshaking or linked"
+    );
+    metrics::describe_counter!(
+        CLUSTER_ACCEPT_ERRORS,
+        "Accepts on the cluster port that failed for want of resources (file descriptors, memory)"
     );
     metrics::describe_gauge!(
         PROJECTION_LAG,

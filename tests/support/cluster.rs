@@ -30,6 +30,8 @@ pub struct ClusterOptions {
     /// Extra variables for one node: `node_env[n]` for node `n` (0-based), when present.
     pub node_env: Vec<Vec<(String, String)>>,
     pub log_level: &'static str,
+    /// Start every node with this open-file limit, as `ulimit -n` would.
+    pub file_limit: Option<u32>,
 }
 
 impl Default for ClusterOptions {
@@ -49,6 +51,7 @@ impl Default for ClusterOptions {
             ],
             node_env: Vec::new(),
             log_level: "info",
+            file_limit: None,
         }
     }
 }
@@ -154,6 +157,7 @@ impl TestCluster {
                     dir.path().join(format!("node-{n}.log")),
                     &NodeOptions {
                         log_level: options.log_level,
+                        file_limit: options.file_limit,
                         ..NodeOptions::default()
                     },
                 )
@@ -299,6 +303,28 @@ impl TestCluster {
     /// Node `n`'s data directory.
     pub fn data_dir(&self, n: usize) -> PathBuf {
         self.dir.path().join(format!("node-{}", n + 1))
+    }
+}
+
+impl Drop for TestCluster {
+    /// A failing test's nodes say what they were doing: the end of each log goes to stderr
+    /// (the harness shows it with the failure) before the nodes and their files are gone.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for (n, node) in self.nodes.iter_mut().enumerate() {
+                let text = node.log_text();
+                let lines: Vec<&str> = text.lines().collect();
+                eprintln!(
+                    "--- node-{} ({}) log, last lines ---\n{}",
+                    n + 1,
+                    match node.exited() {
+                        Some(status) => format!("exited: {status}"),
+                        None => "running".to_owned(),
+                    },
+                    lines[lines.len().saturating_sub(60)..].join("\n")
+                );
+            }
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod netns;
+pub mod tls;
 pub mod webdriver;
 
 use std::io::Read;
@@ -246,6 +247,16 @@ disk_unhealthy_below_mib = {unhealthy_mib}
         let child = self.child.as_ref().expect("node is running");
         let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
         rustix::process::kill_process(pid, signal).unwrap();
+    }
+
+    /// How the process ended, if it has (without waiting).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("node is running").id()
     }
 
     /// Whether the process is running (started and not reaped).

@@ -192,6 +192,9 @@ mod tests {
             partitions: 8,
             call_timeout: Duration::from_secs(1),
             max_frame_bytes: 1 << 20,
+            handshake_timeout: Duration::from_secs(5),
+            max_connections: 64,
+            max_handshakes: 16,
             tls: None,
         };
         Cluster::new("gateway-test-a", &config, store, dir)

@@ -18,11 +18,13 @@ use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use ractor_cluster::node::NodeServerSessionInformation;
 use ractor_cluster::{NodeEventSubscription, NodeServerMessage};
+
+use super::transport::Transport;
 use serde::Serialize;
 
+use super::Cluster;
 use super::gateway::GatewayMsg;
 use super::wire::Heartbeat;
-use super::{Cluster, transport};
 use crate::codec;
 use crate::config::Member;
 use crate::metrics::{CLUSTER_HEARTBEAT_RTT, CLUSTER_MEMBER_TRANSITIONS, CLUSTER_MEMBERS_UP};
@@ -313,7 +315,7 @@ pub(crate) struct Membership;
 
 pub(crate) struct MembershipState {
     cluster: Cluster,
-    server: ActorRef<NodeServerMessage>,
+    transport: Transport,
     links: HashMap<String, Link>,
     /// Sessions ractor_cluster opened, by node id, with the peer address they came from.
     opened: HashMap<u64, String>,
@@ -322,12 +324,9 @@ pub(crate) struct MembershipState {
 
 /// Starts the membership actor: it subscribes to the transport's session events, dials the
 /// peers this node dials, and sends heartbeats.
-pub(crate) async fn start(
-    cluster: Cluster,
-    server: ActorRef<NodeServerMessage>,
-) -> Result<(), String> {
+pub(crate) async fn start(cluster: Cluster, transport: Transport) -> Result<(), String> {
     let name = format!("membership-{}", cluster.node());
-    Actor::spawn(Some(name), Membership, (cluster, server))
+    Actor::spawn(Some(name), Membership, (cluster, transport))
         .await
         .map(|_| ())
         .map_err(|e| format!("the membership actor did not start: {e}"))
@@ -336,17 +335,19 @@ pub(crate) async fn start(
 impl Actor for Membership {
     type Msg = MembershipMsg;
     type State = MembershipState;
-    type Arguments = (Cluster, ActorRef<NodeServerMessage>);
+    type Arguments = (Cluster, Transport);
 
     async fn pre_start(
         &self,
         myself: ActorRef<MembershipMsg>,
-        (cluster, server): (Cluster, ActorRef<NodeServerMessage>),
+        (cluster, transport): (Cluster, Transport),
     ) -> Result<MembershipState, ActorProcessingErr> {
-        server.cast(NodeServerMessage::SubscribeToEvents {
-            id: "playhouse-membership".into(),
-            subscription: Box::new(Subscription(myself.clone())),
-        })?;
+        transport
+            .server()
+            .cast(NodeServerMessage::SubscribeToEvents {
+                id: "playhouse-membership".into(),
+                subscription: Box::new(Subscription(myself.clone())),
+            })?;
         let me = cluster.node().to_owned();
         let links: HashMap<String, Link> = cluster
             .peers()
@@ -373,7 +374,7 @@ impl Actor for Membership {
         myself.send_interval(cluster.config().heartbeat_interval, || MembershipMsg::Tick);
         Ok(MembershipState {
             cluster,
-            server,
+            transport,
             links,
             opened: HashMap::new(),
             last_flush: Instant::now(),
@@ -609,11 +610,14 @@ fn dial(myself: &ActorRef<MembershipMsg>, state: &mut MembershipState, peer: &st
     }
     link.dial_pending = true;
     link.dialled_at = Some(Instant::now());
-    let (server, address, myself) = (state.server.clone(), link.address.clone(), myself.clone());
-    let tls = state.cluster.config().tls.clone();
+    let (transport, address, myself) = (
+        state.transport.clone(),
+        link.address.clone(),
+        myself.clone(),
+    );
     let peer = peer.to_owned();
     tokio::spawn(async move {
-        let result = transport::dial(&server, &address, &peer, tls.as_ref()).await;
+        let result = transport.dial(&address, &peer).await;
         let _ = myself.cast(MembershipMsg::Dialed { peer, result });
     });
 }

@@ -1,8 +1,11 @@
 //! The cluster: the members a node knows from its config, whether each is up, which one owns an
 //! aggregate, and calls to handlers on other nodes.
 //!
-//! - [`transport`]: ractor_cluster's `NodeServer` on the configured address (mutual TLS when
-//!   configured), and the links to the other members, redialled with backoff and jitter;
+//! - [`transport`]: ractor_cluster's `NodeServer` for the sessions between members, and
+//!   dialling them (TCP or mutual TLS, then the link handshake);
+//! - [`port`]: the cluster port, where a connection gets nothing until it proves the cookie
+//!   ([`handshake`]: deadline, caps, eviction, closed on the first wrong byte); [`link`]: a
+//!   connection that did, as ractor_cluster takes it;
 //! - [`gateway`]: the one actor per node that other nodes call (a process group per node), and
 //!   the [`Handler`]s it dispatches to;
 //! - [`membership`]: heartbeats with a timeout (a stopped or cut-off peer never closes its TCP
@@ -18,8 +21,11 @@
 //! unavailable (a call fails at once) and nothing is written for them anywhere else.
 
 mod gateway;
+mod handshake;
 pub mod identity;
+mod link;
 mod membership;
+mod port;
 pub mod read_models;
 mod seen;
 mod tls;
@@ -162,11 +168,11 @@ impl Cluster {
     /// peers and sends heartbeats). Fails if the cluster address cannot be bound or the TLS
     /// files cannot be used.
     pub async fn start(&self) -> Result<(), String> {
-        let server = transport::start(&self.inner.node, &self.inner.config).await?;
+        let transport = transport::start(&self.inner.node, &self.inner.config).await?;
         gateway::start(self.clone())
             .await
             .map_err(|e| format!("the cluster gateway did not start: {e}"))?;
-        membership::start(self.clone(), server).await
+        membership::start(self.clone(), transport).await
     }
 
     pub fn node(&self) -> &str {

@@ -207,6 +207,15 @@ pub struct ClusterSection {
     pub call_timeout_ms: u64,
     /// Largest frame accepted from another node, in bytes; a peer sending more is disconnected.
     pub max_frame_bytes: u64,
+    /// A connection to the cluster port must finish its TLS and cookie handshakes within this,
+    /// or it is closed.
+    pub handshake_timeout_ms: u64,
+    /// Connections the cluster port holds at most, linked or still in their handshake: its
+    /// share of the open-file limit.
+    pub max_connections: u32,
+    /// Of those, connections still in their handshake (not yet proved the cookie) at most; at
+    /// the cap, the one that has shown the least, oldest first, is closed to make room.
+    pub max_handshakes: u32,
     /// Mutual TLS for the links between nodes; plain TCP when absent.
     pub tls: Option<TlsSection>,
 }
@@ -224,6 +233,9 @@ impl Default for ClusterSection {
             partitions: 64,
             call_timeout_ms: 5_000,
             max_frame_bytes: 4 * 1024 * 1024,
+            handshake_timeout_ms: 5_000,
+            max_connections: 128,
+            max_handshakes: 32,
             tls: None,
         }
     }

@@ -151,6 +151,11 @@ pub struct ClusterConfig {
     pub partitions: u32,
     pub call_timeout: Duration,
     pub max_frame_bytes: u64,
+    /// See [`file::ClusterSection`]: the deadline of a connection's handshakes on the cluster
+    /// port, and that port's caps.
+    pub handshake_timeout: Duration,
+    pub max_connections: u32,
+    pub max_handshakes: u32,
     pub tls: Option<TlsConfig>,
 }
 
@@ -158,6 +163,15 @@ impl ClusterConfig {
     /// Whether this node has peers: more than one member is configured.
     pub fn has_peers(&self) -> bool {
         self.members.len() > 1
+    }
+
+    /// The open files the cluster takes at most: the cluster port's listener and connections,
+    /// and a link dialled to each peer. None for a node alone (it opens no port).
+    pub fn file_budget(&self) -> u64 {
+        if !self.has_peers() {
+            return 0;
+        }
+        1 + u64::from(self.max_connections) + self.members.len() as u64 - 1
     }
 }
 
@@ -704,6 +718,20 @@ fn validate_cluster(
             ),
         ));
     }
+    let max_handshakes = positive("cluster.max_handshakes", section.max_handshakes, invalid)?;
+    let max_connections = positive("cluster.max_connections", section.max_connections, invalid)?;
+    // Room for a link from every peer besides the handshakes, so that strangers filling the
+    // handshakes never crowd a member out.
+    let needed = u64::from(max_handshakes) + members.len() as u64;
+    if u64::from(max_connections) < needed {
+        return Err(invalid(
+            "cluster.max_connections",
+            format!(
+                "must be at least cluster.max_handshakes ({max_handshakes}) plus the {} members, {needed}; got {max_connections}",
+                members.len()
+            ),
+        ));
+    }
     let base = path.parent().unwrap_or(Path::new("."));
     let tls = match &section.tls {
         None => None,
@@ -744,6 +772,13 @@ fn validate_cluster(
             invalid,
         )?),
         max_frame_bytes: positive("cluster.max_frame_bytes", section.max_frame_bytes, invalid)?,
+        handshake_timeout: Duration::from_millis(positive(
+            "cluster.handshake_timeout_ms",
+            section.handshake_timeout_ms,
+            invalid,
+        )?),
+        max_connections,
+        max_handshakes,
         tls,
     })
 }

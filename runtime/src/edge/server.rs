@@ -28,10 +28,6 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tower::Service;
 
-/// File descriptors kept out of the connection cap for everything else a node opens: store
-/// files, cluster links, logs, the blocking pool's files.
-const RESERVED_FILES: u64 = 128;
-
 /// Largest request head hyper buffers. Tokens are capped far below this (see `auth`); a head
 /// larger than this gets 431 from hyper. It bounds what one slow client can make us hold.
 const MAX_HEAD_BYTES: usize = 128 * 1024;
@@ -39,7 +35,8 @@ const MAX_HEAD_BYTES: usize = 128 * 1024;
 /// How the server treats connections.
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
-    /// Most connections open at once (see [`effective_connection_cap`]).
+    /// Most connections open at once (fitted to the open-file limit by
+    /// [`crate::net::share_files`]).
     pub max_connections: usize,
     /// A request head must arrive within this long of the server starting to wait for it.
     /// Hyper's timer also runs while a keep-alive connection waits for its next request, so
@@ -56,44 +53,7 @@ const LISTEN_BACKLOG: u32 = 4096;
 
 /// Listens on `address` with a deep accept queue.
 pub fn bind(address: SocketAddr) -> io::Result<TcpListener> {
-    let socket = if address.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(address)?;
-    socket.listen(LISTEN_BACKLOG)
-}
-
-/// Raises the soft open-file limit to the hard one, so that the connection cap can be as high
-/// as the system allows. Returns the soft limit now in force (`None`: unlimited).
-pub fn raise_file_limit() -> io::Result<Option<u64>> {
-    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
-    let limit = getrlimit(Resource::Nofile);
-    if limit.current != limit.maximum {
-        setrlimit(
-            Resource::Nofile,
-            Rlimit {
-                current: limit.maximum,
-                maximum: limit.maximum,
-            },
-        )?;
-    }
-    Ok(getrlimit(Resource::Nofile).current)
-}
-
-/// The connection cap the server enforces: the configured one, lowered to fit the open-file
-/// limit with [`RESERVED_FILES`] to spare, so that accepting never fails for lack of files.
-pub fn effective_connection_cap(configured: usize, file_limit: Option<u64>) -> usize {
-    match file_limit {
-        Some(files) => {
-            let room = files.saturating_sub(RESERVED_FILES).max(16);
-            configured.min(usize::try_from(room).unwrap_or(usize::MAX))
-        }
-        None => configured,
-    }
-    .max(1)
+    crate::net::bind(address, LISTEN_BACKLOG)
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, lets every
@@ -124,7 +84,7 @@ pub async fn serve(
         };
         let (stream, remote) = match accepted {
             Ok(accepted) => accepted,
-            Err(error) if is_out_of_files(&error) => {
+            Err(error) if crate::net::is_out_of_resources(&error) => {
                 // Something else holds the files the cap assumed free: close a batch of idle
                 // connections (unless a batch is still closing), then try again soon.
                 let closed = if registry.evictions_in_flight() == 0 {
@@ -280,14 +240,6 @@ async fn run_connection(
     registry.remove(connection.id);
 }
 
-fn is_out_of_files(error: &io::Error) -> bool {
-    matches!(
-        error.raw_os_error(),
-        Some(code) if code == rustix::io::Errno::MFILE.raw_os_error()
-            || code == rustix::io::Errno::NFILE.raw_os_error()
-    )
-}
-
 /// Warns about running out of file descriptors at most once every 10 s, with a count.
 #[derive(Default)]
 struct RateLimitedWarning {
@@ -309,7 +261,7 @@ impl RateLimitedWarning {
             %error,
             closed_idle,
             suppressed = self.suppressed,
-            "out of file descriptors while accepting; closing idle connections (raise the open-file limit or lower edge.max_connections)"
+            "out of file descriptors (or kernel memory) while accepting; closing idle connections (raise the open-file limit or lower edge.max_connections)"
         );
         self.last = Some(now);
         self.suppressed = 0;
@@ -626,15 +578,6 @@ impl AsyncWrite for TrackedIo {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_cap_fits_the_file_limit() {
-        assert_eq!(effective_connection_cap(4096, None), 4096);
-        assert_eq!(effective_connection_cap(4096, Some(1024)), 1024 - 128);
-        assert_eq!(effective_connection_cap(100, Some(1024)), 100);
-        // Even an absurdly low limit leaves a few connections.
-        assert_eq!(effective_connection_cap(4096, Some(64)), 16);
-    }
 
     #[tokio::test]
     async fn aborting_the_server_closes_its_connections() {
