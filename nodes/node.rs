@@ -162,7 +162,7 @@ async fn serve(config: NodeConfig) -> anyhow::Result<ExitCode> {
     .await
     .context("starting the services")?;
     if let Some(cluster) = &cluster {
-        cluster.serve_read_models(&bus);
+        playhouse_runtime::bus::gather::serve(cluster, &bus);
         cluster.serve_ops(&ops);
         cluster.start().await.map_err(anyhow::Error::msg)?;
         tracing::info!(

@@ -12,6 +12,7 @@ pub mod net;
 pub mod ops;
 pub mod placement;
 pub mod prelude;
+pub mod resilience;
 pub mod saga;
 pub mod service;
 pub mod store;

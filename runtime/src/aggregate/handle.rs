@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::rpc::CallResult;
-use ractor::{Actor, ActorCell, ActorRef, SpawnErr};
+use ractor::{Actor, ActorCell, SpawnErr};
 
 use serde::de::DeserializeOwned;
 
@@ -21,21 +21,24 @@ use super::{
 use crate::cluster::{Cluster, Route};
 use crate::codec;
 use crate::store::{EventStore, StoreError};
-use crate::supervision::{ChildSpec, Intensity, Restart};
+use crate::supervision::{ChildSpec, Current, Intensity, Restart};
 
 /// Sends commands and queries to the aggregates of kind `A`, each addressed by aggregate id.
 ///
 /// Every operation is async and goes through this handle, which sends it where the aggregate
 /// lives: to this node's host, or, in a cluster, to the owner node of the aggregate's partition
 /// (and fails at once, "unavailable", when that owner is down). No service knows which. It
-/// finds the local host by its registered name on every call, so it stays valid when a
-/// supervisor restarts the host. Cheap to clone.
+/// holds the host's [`Current`] incarnation, which the host's spec updates on every restart,
+/// so it stays valid when a supervisor restarts the host. Cheap to clone.
 pub struct Aggregates<A: Aggregate> {
     inner: Arc<Inner<A>>,
 }
 
 struct Inner<A: Aggregate> {
+    /// The host's name, for supervision logs and metrics.
     host_name: String,
+    /// The host's running incarnation.
+    host: Current<HostMsg<A>>,
     /// For reads that need no actor: existence checks and event history.
     store: EventStore,
     /// Live entities' states, shared with every incarnation of the host.
@@ -92,6 +95,7 @@ impl<A: Aggregate> Aggregates<A> {
         let handle = Self {
             inner: Arc::new(Inner {
                 host_name: host_name.into(),
+                host: Current::default(),
                 store,
                 view: StateView::default(),
                 timeout,
@@ -256,23 +260,24 @@ impl<A: Aggregate> Aggregates<A> {
         supervisor: Option<ActorCell>,
     ) -> Result<(), SpawnErr> {
         let args = self.host_args(&settings, intensity);
-        let name = Some(self.inner.host_name.clone());
-        match supervisor {
+        let (host, _) = match supervisor {
             Some(parent) => {
-                AggregateHost::<A>::spawn_linked(name, AggregateHost::default(), args, parent)
+                AggregateHost::<A>::spawn_linked(None, AggregateHost::default(), args, parent)
                     .await?
             }
-            None => AggregateHost::<A>::spawn(name, AggregateHost::default(), args).await?,
+            None => AggregateHost::<A>::spawn(None, AggregateHost::default(), args).await?,
         };
+        self.inner.host.set(host);
         Ok(())
     }
 
-    /// A supervisor child spec that (re)starts this handle's host under its name.
+    /// A supervisor child spec that (re)starts this handle's host.
     pub fn child_spec(&self, settings: EntitySettings, intensity: Intensity) -> ChildSpec {
         let handle = self.clone();
-        ChildSpec::named_actor(
+        ChildSpec::published(
             self.inner.host_name.clone(),
             Restart::Permanent,
+            self.inner.host.clone(),
             move || {
                 (
                     AggregateHost::<A>::default(),
@@ -416,9 +421,7 @@ impl<A: Aggregate> Aggregates<A> {
             what: format!("the {} host", A::KIND),
             retry_after_ms: 1_000,
         };
-        let host: ActorRef<HostMsg<A>> = ractor::registry::where_is(self.inner.host_name.clone())
-            .ok_or_else(unavailable)?
-            .into();
+        let host = self.inner.host.get().ok_or_else(unavailable)?;
         let timeout = self.inner.timeout;
         match host.call(message, Some(timeout)).await {
             Ok(CallResult::Success(answer)) => Ok(answer),

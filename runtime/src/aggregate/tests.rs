@@ -1,7 +1,6 @@
 //! Aggregate actor tests on paused time with a temp store: commands, idempotency, passivation,
 //! snapshots, crash recovery, corrupt streams, and the host under a supervisor.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -66,11 +65,9 @@ impl Aggregate for Counter {
     }
 }
 
-/// Host names are process-global in ractor's registry: every test gets its own.
-fn unique_host() -> String {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    format!("counter-host-{}", NEXT.fetch_add(1, Ordering::Relaxed))
-}
+/// The counter host's name, as supervision logs show it (two hosts in one process may share
+/// it: handles find their host through the host's `Current`, not by name).
+const HOST: &str = "counter-host";
 
 fn settings() -> EntitySettings {
     EntitySettings {
@@ -85,7 +82,8 @@ async fn start(settings: EntitySettings) -> (tempfile::TempDir, EventStore, Aggr
     let store = EventStore::open(dir.path().join("events.redb"), StoreOptions::default())
         .await
         .unwrap();
-    let counters = Aggregates::<Counter>::new(unique_host(), store.clone(), settings.call_timeout);
+    let counters =
+        Aggregates::<Counter>::new(HOST.to_owned(), store.clone(), settings.call_timeout);
     counters
         .spawn(settings, Intensity::default(), None)
         .await
@@ -341,7 +339,7 @@ async fn a_corrupt_stream_is_reported_with_stream_and_version_without_a_restart_
         counters.execute("a", add(n)).await.unwrap();
     }
     crate::store::tests::corrupt_event(&store, "counter-a", 2, &[99, 1, 2]);
-    let fresh = Aggregates::<Counter>::new(unique_host(), store, Duration::from_secs(5));
+    let fresh = Aggregates::<Counter>::new(HOST.to_owned(), store, Duration::from_secs(5));
     fresh
         .spawn(settings(), Intensity::default(), None)
         .await
@@ -373,7 +371,7 @@ async fn a_host_that_exceeds_its_intensity_is_restarted_by_its_supervisor() {
     let store = EventStore::open(dir.path().join("events.redb"), StoreOptions::default())
         .await
         .unwrap();
-    let host = unique_host();
+    let host = HOST.to_owned();
     let intensity = Intensity {
         max_restarts: 1,
         within: Duration::from_secs(60),

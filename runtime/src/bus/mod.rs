@@ -7,8 +7,10 @@
 //! committed), and since changes and checkpoint commit together, nothing is counted twice.
 //!
 //! Reads are eventually consistent; a query can wait, bounded, for a projection to pass a
-//! command's position ([`Bus::wait_for`]) to read its own write.
+//! command's position ([`Bus::wait_for`]) to read its own write. In a cluster, a list is
+//! gathered from every member's read models ([`gather`]).
 
+pub mod gather;
 mod projection;
 mod runner;
 
@@ -29,7 +31,7 @@ use ractor::rpc::CallResult;
 use tokio::sync::watch;
 
 use crate::store::EventStore;
-use crate::supervision::{ChildSpec, Restart};
+use crate::supervision::{ChildSpec, Current, Restart};
 use runner::{Runner, RunnerArgs, RunnerMsg};
 
 /// A projection has not reached the position a query asked for.
@@ -49,6 +51,8 @@ type Progress = HashMap<&'static str, watch::Sender<Option<u64>>>;
 pub struct Bus {
     store: EventStore,
     progress: Arc<Mutex<Progress>>,
+    /// Each projection's runner, by projection name.
+    runners: Arc<Mutex<HashMap<&'static str, Current<RunnerMsg>>>>,
 }
 
 impl std::fmt::Debug for Bus {
@@ -62,6 +66,7 @@ impl Bus {
         Self {
             store,
             progress: Arc::default(),
+            runners: Arc::default(),
         }
     }
 
@@ -77,9 +82,15 @@ impl Bus {
     /// A supervisor child that runs `projection` (restarted, from its checkpoint, if it fails).
     pub fn runner(&self, projection: Arc<dyn Projection>) -> ChildSpec {
         let (store, progress) = (self.store.clone(), self.progress(projection.name()));
-        ChildSpec::named_actor(
-            runner_name(projection.name()),
+        let current = Current::default();
+        self.runners
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(projection.name(), current.clone());
+        ChildSpec::published(
+            format!("projection-{}", projection.name()),
             Restart::Permanent,
+            current,
             move || {
                 (
                     Runner,
@@ -124,9 +135,13 @@ impl Bus {
 
     /// Empties `projection`'s tables and has its runner apply the log again from position 0.
     pub async fn rebuild(&self, projection: &str) -> Result<(), String> {
-        let runner = ractor::registry::where_is(runner_name(projection))
+        let runner = self
+            .runners
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(projection)
+            .and_then(Current::get)
             .ok_or_else(|| format!("no projection named `{projection}` runs on this node"))?;
-        let runner: ractor::ActorRef<RunnerMsg> = runner.into();
         match runner
             .call(RunnerMsg::Rebuild, Some(Duration::from_secs(10)))
             .await
@@ -159,8 +174,4 @@ impl Bus {
     pub fn read_models(&self) -> Result<crate::store::ReadModelSnapshot, ProjectionError> {
         Ok(self.store.read_models()?)
     }
-}
-
-fn runner_name(projection: &str) -> String {
-    format!("projection-{projection}")
 }

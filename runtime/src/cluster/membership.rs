@@ -29,7 +29,7 @@ use crate::codec;
 use crate::config::Member;
 use crate::metrics::{CLUSTER_HEARTBEAT_RTT, CLUSTER_MEMBER_TRANSITIONS, CLUSTER_MEMBERS_UP};
 use crate::placement::Placement;
-use crate::saga::RetryPolicy;
+use crate::resilience::RetryPolicy;
 
 /// A peer's status, as this node sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -591,7 +591,7 @@ fn schedule_dial(myself: &ActorRef<MembershipMsg>, peer: &str, link: &mut Link) 
     link.dial_pending = true;
     let wait = REDIAL.delay(
         link.dial_failures.max(1),
-        crate::saga::noise(
+        crate::resilience::noise(
             crate::store::fingerprint(peer.as_bytes()),
             link.dial_failures,
         ),

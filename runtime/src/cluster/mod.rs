@@ -13,7 +13,6 @@
 //!   a peer placed differently is refused, and a node whose peers saw more of its log than its
 //!   store holds stops serving its partitions;
 //! - [`identity`]: which node and cluster a data directory belongs to;
-//! - [`read_models`]: a member's part of a list, and gathering the parts;
 //! - `wire`: the call envelope and its errors; `seen`: how far each peer's log was seen;
 //!   `tls`: mutual TLS for links.
 //!
@@ -26,7 +25,6 @@ pub mod identity;
 mod link;
 mod membership;
 mod port;
-pub mod read_models;
 mod seen;
 mod tls;
 mod transport;
@@ -47,7 +45,7 @@ use ractor::rpc::CallResult;
 use crate::codec;
 use crate::config::{ClusterConfig, Member};
 use crate::placement::Placement;
-use crate::saga::{BreakerSettings, Breakers};
+use crate::resilience::{BreakerSettings, Breakers};
 use crate::store::EventStore;
 use gateway::GatewayMsg;
 use seen::SeenLogEnds;

@@ -23,23 +23,21 @@
 //! saga is `stuck`, with its reason, counted in metrics and listed by `/admin/sagas`, and
 //! retried slowly.
 
-mod breaker;
 mod counts;
 mod log;
 mod record;
 mod remote;
-mod retry;
 mod runner;
 mod supervisor;
 
 #[cfg(test)]
 mod tests;
 
-pub use breaker::{BreakerSettings, Breakers, CircuitBreaker, CircuitState};
+pub use crate::resilience::{BreakerSettings, Breakers, CircuitBreaker, CircuitState};
+pub use crate::resilience::{RetryPolicy, noise};
 pub use counts::{SagaCounts, SagaKindCounts, fill_saga_counts, saga_counts};
 pub use log::{SAGA_COUNTS_TABLE, SAGAS_OPEN_TABLE, SAGAS_TABLE};
 pub use record::{Phase, SagaEvent, SagaState, SagaStatus, SagaSummary};
-pub use retry::{RetryPolicy, noise};
 pub use supervisor::Sagas;
 
 use std::fmt::Debug;

@@ -8,9 +8,9 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use super::log::SagaLog;
 use super::record::{Phase, SagaEvent, SagaState};
-use super::retry::{RetryPolicy, noise};
 use super::{Fence, SagaKind, SagaSettings, Step, StepContext, StepKind, StepOutcome, command_id};
 use crate::metrics::{SAGA_STEP_RETRIES, SAGAS};
+use crate::resilience::{RetryPolicy, noise};
 
 pub(crate) enum RunnerMsg {
     Advance,

@@ -16,7 +16,7 @@ use super::{SagaError, SagaKind, SagaSettings, Step};
 use crate::cluster::Cluster;
 use crate::metrics::{SAGAS, SAGAS_RUNNING};
 use crate::store::{EventStore, StoreError};
-use crate::supervision::{ChildSpec, Restart};
+use crate::supervision::{ChildSpec, Current, Restart};
 
 /// How long a crashed saga waits before its runner is started again.
 const RESTART_DELAY: Duration = Duration::from_secs(1);
@@ -26,7 +26,8 @@ const RESCAN_EVERY: Duration = Duration::from_secs(5);
 
 /// The sagas of kind `K`: start them, read them. Cheap to clone.
 pub struct Sagas<K: SagaKind> {
-    supervisor_name: String,
+    /// The kind's supervisor, as it runs now.
+    supervisor: Current<SupervisorMsg>,
     kind: Arc<K>,
     log: SagaLog<K>,
     settings: Arc<SagaSettings>,
@@ -37,7 +38,7 @@ pub struct Sagas<K: SagaKind> {
 impl<K: SagaKind> Clone for Sagas<K> {
     fn clone(&self) -> Self {
         Self {
-            supervisor_name: self.supervisor_name.clone(),
+            supervisor: self.supervisor.clone(),
             kind: self.kind.clone(),
             log: self.log.clone(),
             settings: self.settings.clone(),
@@ -53,20 +54,11 @@ impl<K: SagaKind> std::fmt::Debug for Sagas<K> {
 }
 
 impl<K: SagaKind> Sagas<K> {
-    /// The sagas of `kind` in `store`, under a supervisor registered as `saga-{KIND}`.
+    /// The sagas of `kind` in `store`, under a supervisor of their own (see
+    /// [`Sagas::child_spec`]).
     pub fn new(kind: K, store: EventStore, settings: SagaSettings) -> Self {
-        Self::named(format!("saga-{}", K::KIND), kind, store, settings)
-    }
-
-    /// Like [`Sagas::new`], under another registered name (tests run several in one process).
-    pub fn named(
-        name: impl Into<String>,
-        kind: K,
-        store: EventStore,
-        settings: SagaSettings,
-    ) -> Self {
         Self {
-            supervisor_name: name.into(),
+            supervisor: Current::default(),
             kind: Arc::new(kind),
             log: SagaLog::new(store),
             settings: Arc::new(settings),
@@ -88,9 +80,10 @@ impl<K: SagaKind> Sagas<K> {
     /// The supervisor's child spec: it resumes the open sagas when it starts.
     pub fn child_spec(&self) -> ChildSpec {
         let sagas = self.clone();
-        ChildSpec::named_actor(
-            self.supervisor_name.clone(),
+        ChildSpec::published(
+            format!("saga-{}", K::KIND),
             Restart::Permanent,
+            self.supervisor.clone(),
             move || (SagaSupervisor::<K>::new(), sagas.clone()),
         )
     }
@@ -151,8 +144,7 @@ impl<K: SagaKind> Sagas<K> {
             Err(error) => return Err(SagaError::Store(error.to_string())),
         };
         // Started now or before: make sure it runs (a finished one stops at once).
-        if let Some(supervisor) = ractor::registry::where_is(self.supervisor_name.clone()) {
-            let supervisor: ActorRef<SupervisorMsg> = supervisor.into();
+        if let Some(supervisor) = self.supervisor.get() {
             let _ = supervisor.cast(SupervisorMsg::Run {
                 id: id.to_owned(),
                 fresh,

@@ -3,7 +3,6 @@
 //! compensations, circuit breakers, resuming after the supervisor dies.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -150,15 +149,10 @@ struct Harness {
     supervisor: ractor::ActorRef<crate::supervision::SupervisorMsg>,
 }
 
-fn unique(name: &str) -> String {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    format!("{name}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
-}
-
 async fn supervise(sagas: &Sagas<Scripted>) -> ractor::ActorRef<crate::supervision::SupervisorMsg> {
     Supervisor::start(
         SupervisorSpec {
-            name: unique("saga-test-root"),
+            name: "saga-test-root".into(),
             strategy: Strategy::OneForOne,
             intensity: Intensity::default(),
             backoff: Backoff::default(),
@@ -181,7 +175,7 @@ async fn harness_with(kind: Scripted, settings: SagaSettings) -> Harness {
             .await
             .unwrap();
     let calls = kind.calls.clone();
-    let sagas = Sagas::named(unique("saga-scripted"), kind, store.clone(), settings);
+    let sagas = Sagas::new(kind, store.clone(), settings);
     let supervisor = supervise(&sagas).await;
     Harness {
         _dir: dir,

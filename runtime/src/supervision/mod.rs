@@ -6,12 +6,14 @@
 //! child specs. When restarts come faster than its [`Intensity`] allows, the supervisor fails
 //! itself, which hands the problem to its own parent: failures escalate up the tree.
 
+mod current;
 mod policy;
 mod supervisor;
 
 #[cfg(test)]
 mod tests;
 
+pub use current::Current;
 pub use policy::{Backoff, Intensity, Restart, RestartWindow, Strategy};
 pub use supervisor::{
     ChildSpec, ChildStatus, Supervisor, SupervisorMsg, SupervisorSpec, children_of,

@@ -10,6 +10,7 @@ use ractor::{
     Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr, SupervisionEvent,
 };
 
+use super::current::Current;
 use super::policy::{Backoff, Intensity, Restart, RestartWindow, Strategy};
 use crate::metrics;
 
@@ -58,30 +59,33 @@ impl ChildSpec {
         T: Actor,
         F: Fn() -> (T, T::Arguments) + Send + Sync + 'static,
     {
-        Self::spawning(id.into(), None, restart, make)
+        Self::new(id, restart, move |supervisor| {
+            let (handler, args) = make();
+            async move {
+                let (actor, _) = T::spawn_linked(None, handler, args, supervisor).await?;
+                Ok(actor.get_cell())
+            }
+        })
     }
 
-    /// Like [`ChildSpec::actor`], registered in ractor's (process-global) registry under `id`,
-    /// so that callers can find the current incarnation by name after a restart.
-    pub fn named_actor<T, F>(id: impl Into<String>, restart: Restart, make: F) -> Self
-    where
-        T: Actor,
-        F: Fn() -> (T, T::Arguments) + Send + Sync + 'static,
-    {
-        let id = id.into();
-        Self::spawning(id.clone(), Some(id), restart, make)
-    }
-
-    fn spawning<T, F>(id: String, name: Option<String>, restart: Restart, make: F) -> Self
+    /// Like [`ChildSpec::actor`], publishing every incarnation into `current`, so that the
+    /// handles holding it reach the actor after a restart.
+    pub fn published<T, F>(
+        id: impl Into<String>,
+        restart: Restart,
+        current: Current<T::Msg>,
+        make: F,
+    ) -> Self
     where
         T: Actor,
         F: Fn() -> (T, T::Arguments) + Send + Sync + 'static,
     {
         Self::new(id, restart, move |supervisor| {
             let (handler, args) = make();
-            let name = name.clone();
+            let current = current.clone();
             async move {
-                let (actor, _) = T::spawn_linked(name, handler, args, supervisor).await?;
+                let (actor, _) = T::spawn_linked(None, handler, args, supervisor).await?;
+                current.set(actor.clone());
                 Ok(actor.get_cell())
             }
         })
@@ -159,10 +163,10 @@ impl Supervisor {
         spec: SupervisorSpec,
         parent: Option<ActorCell>,
     ) -> Result<ActorRef<SupervisorMsg>, SpawnErr> {
-        let name = Some(spec.name.clone());
+        // Unnamed: ractor's registry is process-global, and several nodes may share a process.
         let (actor, _) = match parent {
-            Some(parent) => Supervisor::spawn_linked(name, Supervisor, spec, parent).await?,
-            None => Supervisor::spawn(name, Supervisor, spec).await?,
+            Some(parent) => Supervisor::spawn_linked(None, Supervisor, spec, parent).await?,
+            None => Supervisor::spawn(None, Supervisor, spec).await?,
         };
         Ok(actor)
     }

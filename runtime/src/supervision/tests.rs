@@ -51,7 +51,7 @@ fn probe(id: &'static str, restart: Restart, started: &Started) -> ChildSpec {
     ChildSpec::actor(id, restart, move || (Probe, (id, started.clone())))
 }
 
-/// A supervisor of three probes. Names are process-global in ractor's registry: each test uses its own.
+/// A supervisor of three probes.
 fn spec(name: &str, strategy: Strategy, started: &Started) -> SupervisorSpec {
     SupervisorSpec {
         name: name.to_owned(),

@@ -9,13 +9,13 @@ use axum::http::request::Parts;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use crate::bus::gather::{MemberPage, PageRequest, gather};
 use crate::bus::{Bus, decode_entries, read_page};
 use crate::cluster::Cluster;
-use crate::cluster::read_models::{MemberPage, PageRequest, gather};
 use crate::edge::problem::{Problem, ProblemCode};
 
 /// How long a query waits for its projection to reach `min_position` before answering 503.
-const POSITION_WAIT: Duration = crate::cluster::read_models::POSITION_WAIT;
+const POSITION_WAIT: Duration = crate::bus::gather::POSITION_WAIT;
 
 /// Most items a page holds, and how many when the query does not say.
 pub const MAX_PAGE: usize = 100;

@@ -13,8 +13,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use super::{Cluster, Handler};
-use crate::bus::{Bus, scan_page};
+use super::{Bus, scan_page};
+use crate::cluster::{Cluster, Handler};
 use crate::codec;
 
 /// The target other members call for their part of a list.
@@ -149,7 +149,7 @@ pub async fn gather(cluster: &Cluster, bus: &Bus, service: &str, request: PageRe
 }
 
 /// Answers other members' [`PageRequest`]s from this node's read models.
-pub(crate) struct ReadModelHandler(pub Bus);
+struct ReadModelHandler(Bus);
 
 impl Handler for ReadModelHandler {
     fn handle(&self, operation: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, String>> {
@@ -162,9 +162,7 @@ impl Handler for ReadModelHandler {
     }
 }
 
-impl Cluster {
-    /// Serves this node's part of read-model lists to the other members.
-    pub fn serve_read_models(&self, bus: &Bus) {
-        self.register(TARGET, Arc::new(ReadModelHandler(bus.clone())));
-    }
+/// Serves this node's part of read-model lists to the other members of `cluster`.
+pub fn serve(cluster: &Cluster, bus: &Bus) {
+    cluster.register(TARGET, Arc::new(ReadModelHandler(bus.clone())));
 }
