@@ -194,7 +194,8 @@ async fn remote_calls(dir: &Path, settings: &Settings) -> LinkFigures {
     let store = EventStore::open(data.join("events.redb"), StoreOptions::default())
         .await
         .unwrap();
-    let cluster = Cluster::new("node-1", &config.cluster, store, &data);
+    let transport = playhouse_runtime::cluster::transport::tcp("node-1", &config.cluster);
+    let cluster = Cluster::new("node-1", &config.cluster, store, &data, transport);
     cluster.start().await.unwrap();
     let payload = vec![7u8; MESSAGE_BYTES];
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -139,10 +139,15 @@ async fn serve(config: NodeConfig) -> anyhow::Result<ExitCode> {
     }
     // With peers, the cluster is made first, so that the services' handles route through it
     // and register what other nodes may call; its links start once the services run.
-    let cluster = config
-        .cluster
-        .has_peers()
-        .then(|| Cluster::new(node, &config.cluster, store.clone(), &config.data_dir));
+    let cluster = config.cluster.has_peers().then(|| {
+        Cluster::new(
+            node,
+            &config.cluster,
+            store.clone(),
+            &config.data_dir,
+            playhouse_runtime::cluster::transport::tcp(node, &config.cluster),
+        )
+    });
     let bus = Bus::new(store.clone());
     let hosted = crate::services::host(&config, &store, &bus, cluster.clone())?;
     let ops = Ops::start(node, series, bus.clone(), hosted.services_of_kinds.clone());

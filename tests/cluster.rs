@@ -969,7 +969,7 @@ fn a_member_hosting_orders_without_notifications_is_refused_at_start() {
 #[tokio::test]
 async fn one_trace_id_runs_through_the_logs_of_both_nodes_of_a_call() {
     let options = ClusterOptions {
-        log_level: "info,playhouse_runtime::edge::observe=debug,playhouse_runtime::cluster::gateway=debug",
+        log_level: "info,playhouse_runtime::edge::observe=debug,playhouse_runtime::cluster::inbound=debug",
         ..ClusterOptions::default()
     };
     let cluster = TestCluster::start(&options).await;

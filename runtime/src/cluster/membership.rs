@@ -1,29 +1,29 @@
 //! Membership: the links to the other members and whether each is up.
 //!
-//! ractor_cluster notices a dead peer only when its TCP link errors: a SIGSTOPped node or a
-//! dropped link stays "connected" for minutes. So every member sends each peer a heartbeat
-//! every `heartbeat_interval` (a call to its gateway) and counts a peer down when none has been
-//! answered for `heartbeat_timeout`, or at once when the link closes. A heartbeat also carries
+//! A transport notices a dead peer only when its link errors: a SIGSTOPped node or a dropped
+//! link stays "connected" for minutes. So every member sends each peer a heartbeat every
+//! `heartbeat_interval` and counts a peer down when none has been answered for
+//! `heartbeat_timeout`, or at once when the link closes. A heartbeat also carries
 //! the safety checks: the placement fingerprint (a peer placed differently is refused, never
 //! up) and log ends (a node whose peers saw more of its log than it holds stops serving).
 //!
 //! Links: of two members, the one whose name sorts first dials the other, and redials with
 //! exponential backoff and jitter while the link is down; the other waits for it. One link per
-//! pair, so ractor_cluster never has two sessions to elect between.
+//! pair, so a transport never has two to choose between. Which peer is up is the
+//! [`Detector`]'s call; this actor feeds it and sends what it needs.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
 
-use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use ractor_cluster::node::NodeServerSessionInformation;
-use ractor_cluster::{NodeEventSubscription, NodeServerMessage};
-
-use super::transport::Transport;
 use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use super::Cluster;
-use super::gateway::GatewayMsg;
+use super::detector::{Change, Detector};
+use super::transport::{Channel, LinkEvent, Transport};
 use super::wire::Heartbeat;
 use crate::codec;
 use crate::config::Member;
@@ -196,14 +196,23 @@ impl Cluster {
             .record(rtt.as_secs_f64());
     }
 
-    fn last_heartbeat(&self, peer: &str) -> Option<Instant> {
-        self.read_members()
-            .get(peer)
-            .and_then(|view| view.last_heartbeat)
+    /// Applies the detector's `change`.
+    fn apply(&self, change: Change) {
+        self.set_status(&change.peer, change.status, change.reason);
     }
 
-    fn status(&self, peer: &str) -> Option<MemberStatus> {
-        self.read_members().get(peer).map(|view| view.status)
+    /// Says why `peer` is not up, without changing its status.
+    fn explain(&self, peer: &str, reason: String) {
+        let mut members = self
+            .inner
+            .members
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(view) = members.get_mut(peer)
+            && view.status != MemberStatus::Up
+        {
+            view.reason = Some(reason);
+        }
     }
 }
 
@@ -216,8 +225,8 @@ const REDIAL: RetryPolicy = RetryPolicy {
     jitter: 0.25,
 };
 
-/// A dialled link that has not become ready in this long is dialled again.
-const DIAL_READY_TIMEOUT: Duration = Duration::from_secs(5);
+/// A dialled link that has not come up in this long is dialled again.
+const DIAL_UP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How often the peers' log ends are written down, at most.
 const SEEN_FLUSH_EVERY: Duration = Duration::from_secs(2);
@@ -228,83 +237,25 @@ pub(crate) enum MembershipMsg {
         peer: String,
         outcome: Result<(Heartbeat, Duration), String>,
     },
-    Session(SessionEvent),
+    Link(LinkEvent),
     Dial(String),
     Dialed {
         peer: String,
-        /// The socket address dialled, or why the link could not be opened.
-        result: Result<std::net::SocketAddr, String>,
+        result: Result<(), String>,
     },
 }
 
 impl ractor::Message for MembershipMsg {}
 
-pub(crate) struct SessionEvent {
-    kind: SessionEventKind,
-    node_id: u64,
-    peer: Option<String>,
-    peer_addr: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SessionEventKind {
-    Opened,
-    Authenticated,
-    Ready,
-    Closed,
-}
-
-/// Forwards ractor_cluster's session events to the membership actor.
-struct Subscription(ActorRef<MembershipMsg>);
-
-impl Subscription {
-    fn forward(&self, kind: SessionEventKind, session: NodeServerSessionInformation) {
-        let _ = self.0.cast(MembershipMsg::Session(SessionEvent {
-            kind,
-            node_id: session.node_id,
-            // ractor_cluster names a node `{name}@{host}`.
-            peer: session
-                .peer_name
-                .map(|name| match name.name.split_once('@') {
-                    Some((node, _)) => node.to_owned(),
-                    None => name.name,
-                }),
-            peer_addr: session.peer_addr,
-        }));
-    }
-}
-
-impl NodeEventSubscription for Subscription {
-    fn node_session_opened(&self, session: NodeServerSessionInformation) {
-        self.forward(SessionEventKind::Opened, session);
-    }
-
-    fn node_session_disconnected(&self, session: NodeServerSessionInformation) {
-        self.forward(SessionEventKind::Closed, session);
-    }
-
-    fn node_session_authenticated(&self, session: NodeServerSessionInformation) {
-        self.forward(SessionEventKind::Authenticated, session);
-    }
-
-    fn node_session_ready(&self, session: NodeServerSessionInformation) {
-        self.forward(SessionEventKind::Ready, session);
-    }
-}
-
 /// What this node knows of its link to one peer.
 struct Link {
     /// As configured: `host:port`.
     address: String,
-    /// What `address` resolved to when last dialled.
-    resolved: Option<std::net::SocketAddr>,
     /// This node dials the peer (its name sorts first).
     dialer: bool,
     /// A heartbeat to it is out.
     probing: bool,
-    /// Sessions with it that authenticated, by ractor_cluster's node id.
-    sessions: HashSet<u64>,
-    ready: bool,
+    up: bool,
     /// Failed dials in a row (for the backoff), and whether a dial is scheduled or under way.
     dial_failures: u32,
     dial_pending: bool,
@@ -315,50 +266,53 @@ pub(crate) struct Membership;
 
 pub(crate) struct MembershipState {
     cluster: Cluster,
-    transport: Transport,
+    transport: Arc<dyn Transport>,
     links: HashMap<String, Link>,
-    /// Sessions ractor_cluster opened, by node id, with the peer address they came from.
-    opened: HashMap<u64, String>,
+    detector: Detector,
     last_flush: Instant,
 }
 
-/// Starts the membership actor: it subscribes to the transport's session events, dials the
+/// Starts the membership actor: it takes the transport's link news from `events`, dials the
 /// peers this node dials, and sends heartbeats.
-pub(crate) async fn start(cluster: Cluster, transport: Transport) -> Result<(), String> {
-    let name = format!("membership-{}", cluster.node());
-    Actor::spawn(Some(name), Membership, (cluster, transport))
+pub(crate) async fn start(
+    cluster: Cluster,
+    transport: Arc<dyn Transport>,
+    events: mpsc::UnboundedReceiver<LinkEvent>,
+) -> Result<ActorRef<MembershipMsg>, String> {
+    let (membership, _) = Actor::spawn(None, Membership, (cluster, transport))
         .await
-        .map(|_| ())
-        .map_err(|e| format!("the membership actor did not start: {e}"))
+        .map_err(|e| format!("the membership actor did not start: {e}"))?;
+    let forward = membership.clone();
+    tokio::spawn(async move {
+        let mut events = events;
+        while let Some(event) = events.recv().await {
+            if forward.cast(MembershipMsg::Link(event)).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(membership)
 }
 
 impl Actor for Membership {
     type Msg = MembershipMsg;
     type State = MembershipState;
-    type Arguments = (Cluster, Transport);
+    type Arguments = (Cluster, Arc<dyn Transport>);
 
     async fn pre_start(
         &self,
         myself: ActorRef<MembershipMsg>,
-        (cluster, transport): (Cluster, Transport),
+        (cluster, transport): (Cluster, Arc<dyn Transport>),
     ) -> Result<MembershipState, ActorProcessingErr> {
-        transport
-            .server()
-            .cast(NodeServerMessage::SubscribeToEvents {
-                id: "playhouse-membership".into(),
-                subscription: Box::new(Subscription(myself.clone())),
-            })?;
         let me = cluster.node().to_owned();
         let links: HashMap<String, Link> = cluster
             .peers()
             .map(|member| {
                 let link = Link {
                     address: member.address.clone(),
-                    resolved: None,
                     dialer: me < member.name,
                     probing: false,
-                    sessions: HashSet::new(),
-                    ready: false,
+                    up: false,
                     dial_failures: 0,
                     dial_pending: false,
                     dialled_at: None,
@@ -371,12 +325,13 @@ impl Actor for Membership {
                 myself.cast(MembershipMsg::Dial(peer.clone()))?;
             }
         }
+        let detector = Detector::new(links.keys().cloned(), cluster.config().heartbeat_timeout);
         myself.send_interval(cluster.config().heartbeat_interval, || MembershipMsg::Tick);
         Ok(MembershipState {
             cluster,
             transport,
             links,
-            opened: HashMap::new(),
+            detector,
             last_flush: Instant::now(),
         })
     }
@@ -390,7 +345,7 @@ impl Actor for Membership {
         match message {
             MembershipMsg::Tick => tick(&myself, state),
             MembershipMsg::Probed { peer, outcome } => probed(state, &peer, outcome),
-            MembershipMsg::Session(event) => session(&myself, state, event),
+            MembershipMsg::Link(event) => link_event(&myself, state, event),
             MembershipMsg::Dial(peer) => dial(&myself, state, &peer),
             MembershipMsg::Dialed { peer, result } => dialed(&myself, state, &peer, result),
         }
@@ -398,46 +353,41 @@ impl Actor for Membership {
     }
 }
 
-/// Every heartbeat interval: count silent peers down, send heartbeats, write the log ends.
+/// Every heartbeat interval: count silent peers down, redial links that never came up, send
+/// heartbeats, write the log ends.
 fn tick(myself: &ActorRef<MembershipMsg>, state: &mut MembershipState) {
     let cluster = state.cluster.clone();
+    let now = Instant::now();
+    for change in state.detector.tick(now) {
+        cluster.apply(change);
+    }
     let timeout = cluster.config().heartbeat_timeout;
     for (peer, link) in &mut state.links {
-        let silent = cluster
-            .last_heartbeat(peer)
-            .is_none_or(|at| at.elapsed() > timeout);
-        if silent && cluster.status(peer) == Some(MemberStatus::Up) {
-            cluster.set_status(
-                peer,
-                MemberStatus::Down,
-                Some(format!(
-                    "no heartbeat answer for {} ms",
-                    timeout.as_millis()
-                )),
-            );
-        }
         if link.dialer
-            && !link.ready
+            && !link.up
             && !link.dial_pending
             && link
                 .dialled_at
-                .is_some_and(|at| at.elapsed() > DIAL_READY_TIMEOUT)
+                .is_some_and(|at| now.saturating_duration_since(at) > DIAL_UP_TIMEOUT)
         {
-            // Connected but never ready (the peer stopped mid-handshake): dial again.
+            // Dialled but never up (the peer stopped mid-handshake): dial again.
             link.dialled_at = None;
             let _ = myself.cast(MembershipMsg::Dial(peer.clone()));
         }
-        if link.probing {
+        if link.probing || !link.up {
             continue;
         }
-        let Some(gateway) = cluster.gateway_of(peer) else {
-            continue;
-        };
         link.probing = true;
-        probe(myself.clone(), &cluster, peer.clone(), gateway, timeout);
+        probe(
+            myself.clone(),
+            &cluster,
+            &state.transport,
+            peer.clone(),
+            timeout,
+        );
     }
-    if state.last_flush.elapsed() >= SEEN_FLUSH_EVERY {
-        state.last_flush = Instant::now();
+    if now.saturating_duration_since(state.last_flush) >= SEEN_FLUSH_EVERY {
+        state.last_flush = now;
         if let Some(pending) = cluster.seen().changes() {
             let cluster = cluster.clone();
             tokio::task::spawn_blocking(move || {
@@ -454,27 +404,24 @@ fn tick(myself: &ActorRef<MembershipMsg>, state: &mut MembershipState) {
 fn probe(
     myself: ActorRef<MembershipMsg>,
     cluster: &Cluster,
+    transport: &Arc<dyn Transport>,
     peer: String,
-    gateway: ActorRef<GatewayMsg>,
     timeout: Duration,
 ) {
     let heartbeat = cluster.heartbeat_for(Some(&peer));
+    let transport = transport.clone();
     tokio::spawn(async move {
         let started = Instant::now();
         let outcome = match codec::encode(&heartbeat) {
             Err(error) => Err(error.to_string()),
-            Ok(bytes) => match gateway
-                .call(|reply| GatewayMsg::Heartbeat(bytes, reply), Some(timeout))
+            Ok(bytes) => match transport
+                .call(&peer, Channel::Heartbeat, bytes, timeout)
                 .await
             {
-                Ok(CallResult::Success(answer)) => codec::decode::<Heartbeat>(&answer)
+                Ok(answer) => codec::decode::<Heartbeat>(&answer)
                     .map(|answer| (answer, started.elapsed()))
                     .map_err(|e| format!("its heartbeat answer does not decode: {e}")),
-                Ok(CallResult::Timeout) => Err(format!(
-                    "no heartbeat answer within {} ms",
-                    timeout.as_millis()
-                )),
-                Ok(CallResult::SenderError) | Err(_) => Err("its link closed".into()),
+                Err(failure) => Err(failure.to_string()),
             },
         };
         let _ = myself.cast(MembershipMsg::Probed { peer, outcome });
@@ -486,95 +433,48 @@ fn probed(state: &mut MembershipState, peer: &str, outcome: Result<(Heartbeat, D
         link.probing = false;
     }
     let cluster = &state.cluster;
-    match outcome {
-        Ok((answer, _)) if answer.placement != cluster.inner.fingerprint => {
-            cluster.set_status(
-                peer,
-                MemberStatus::Refused,
-                Some(format!(
-                    "placed differently: its members, their services or the partition count differ from this node's config (placement {:016x}, ours {:016x}); two configs would make two owners of one aggregate",
-                    answer.placement, cluster.inner.fingerprint
-                )),
-            );
-        }
+    let change = match outcome {
+        Ok((answer, _)) if answer.placement != cluster.inner.fingerprint => state.detector.refused(
+            peer,
+            format!(
+                "placed differently: its members, their services or the partition count differ from this node's config (placement {:016x}, ours {:016x}); two configs would make two owners of one aggregate",
+                answer.placement, cluster.inner.fingerprint
+            ),
+        ),
         Ok((answer, rtt)) => {
             cluster.seen().saw(peer, answer.log_end);
             cluster.check_memory(peer, answer.seen_of_you);
             cluster.record_heartbeat(peer, rtt, answer.log_end);
-            cluster.set_status(peer, MemberStatus::Up, None);
+            state.detector.answered(peer, Instant::now())
         }
-        Err(reason) => {
-            if reason == "its link closed" {
-                cluster.inner.gateways.remove(peer);
-            }
-            if cluster.status(peer) == Some(MemberStatus::Up) {
-                cluster.set_status(peer, MemberStatus::Down, Some(reason));
-            }
-        }
+        Err(reason) => state.detector.failed(peer, reason),
+    };
+    if let Some(change) = change {
+        cluster.apply(change);
     }
 }
 
-fn session(myself: &ActorRef<MembershipMsg>, state: &mut MembershipState, event: SessionEvent) {
+fn link_event(myself: &ActorRef<MembershipMsg>, state: &mut MembershipState, event: LinkEvent) {
     let cluster = state.cluster.clone();
-    match event.kind {
-        SessionEventKind::Opened => {
-            state.opened.insert(event.node_id, event.peer_addr);
-        }
-        SessionEventKind::Authenticated | SessionEventKind::Ready => {
-            let Some(peer) = event.peer else {
-                return;
-            };
-            if !state.links.contains_key(&peer) {
+    match event {
+        LinkEvent::Up { peer } => {
+            let Some(link) = state.links.get_mut(&peer) else {
                 tracing::warn!(node = %cluster.node(), stranger = %peer, "a node that is not a member linked up; it is never called");
                 return;
-            }
-            let link = state.links.get_mut(&peer).expect("checked above");
-            link.sessions.insert(event.node_id);
-            if event.kind == SessionEventKind::Ready {
-                link.ready = true;
-                link.dial_failures = 0;
+            };
+            if !link.up {
                 tracing::info!(node = %cluster.node(), %peer, "cluster link ready");
             }
+            link.up = true;
+            link.dial_failures = 0;
         }
-        SessionEventKind::Closed => {
-            let opened_from = state.opened.remove(&event.node_id);
-            let known = state.links.iter_mut().find_map(|(peer, link)| {
-                link.sessions.remove(&event.node_id).then(|| peer.clone())
-            });
-            let (peer, authenticated) = match known {
-                Some(peer) => (peer, true),
-                // Closed before authenticating: find the peer by the address dialled.
-                None => match state.links.iter().find(|(_, link)| {
-                    opened_from.as_deref().is_some_and(|from| {
-                        from == link.address || link.resolved.is_some_and(|r| r.to_string() == from)
-                    })
-                }) {
-                    Some((peer, _)) => (peer.clone(), false),
-                    None => {
-                        tracing::warn!(node = %cluster.node(), from = opened_from.as_deref().unwrap_or("?"), "a cluster link closed before authenticating (wrong cookie, or not a playhouse node?)");
-                        return;
-                    }
-                },
-            };
-            let link = state.links.get_mut(&peer).expect("found above");
-            if !link.sessions.is_empty() {
+        LinkEvent::Down { peer, reason } => {
+            let Some(link) = state.links.get_mut(&peer) else {
                 return;
-            }
-            link.ready = false;
-            cluster.inner.gateways.remove(&peer);
-            let reason = if authenticated {
-                format!("the link to node {peer} closed")
-            } else {
-                format!(
-                    "the link to node {peer} closed before authenticating: do both nodes have the same cluster cookie (and TLS CA)?"
-                )
             };
-            if authenticated || cluster.status(&peer) == Some(MemberStatus::Up) {
-                cluster.set_status(&peer, MemberStatus::Down, Some(reason));
-            } else {
-                tracing::warn!(node = %cluster.node(), %peer, "{reason}");
-                let status = cluster.status(&peer).unwrap_or(MemberStatus::Joining);
-                cluster.set_status(&peer, status, Some(reason));
+            link.up = false;
+            if let Some(change) = state.detector.link_closed(&peer, reason) {
+                cluster.apply(change);
             }
             if link.dialer {
                 link.dial_failures += 1;
@@ -605,19 +505,15 @@ fn dial(myself: &ActorRef<MembershipMsg>, state: &mut MembershipState, peer: &st
         return;
     };
     link.dial_pending = false;
-    if link.ready {
+    if link.up {
         return;
     }
     link.dial_pending = true;
     link.dialled_at = Some(Instant::now());
-    let (transport, address, myself) = (
-        state.transport.clone(),
-        link.address.clone(),
-        myself.clone(),
-    );
-    let peer = peer.to_owned();
+    let dialling = state.transport.dial(peer, &link.address);
+    let (myself, peer) = (myself.clone(), peer.to_owned());
     tokio::spawn(async move {
-        let result = transport.dial(&address, &peer).await;
+        let result = dialling.await;
         let _ = myself.cast(MembershipMsg::Dialed { peer, result });
     });
 }
@@ -626,30 +522,19 @@ fn dialed(
     myself: &ActorRef<MembershipMsg>,
     state: &mut MembershipState,
     peer: &str,
-    result: Result<std::net::SocketAddr, String>,
+    result: Result<(), String>,
 ) {
     let cluster = state.cluster.clone();
     let Some(link) = state.links.get_mut(peer) else {
         return;
     };
     link.dial_pending = false;
-    if let Ok(resolved) = result {
-        link.resolved = Some(resolved);
-    }
     if let Err(reason) = result {
         link.dial_failures += 1;
         if link.dial_failures == 1 || link.dial_failures.is_multiple_of(20) {
             tracing::warn!(node = %cluster.node(), %peer, failures = link.dial_failures, %reason, "cannot reach cluster member; retrying");
         }
-        if cluster.status(peer) != Some(MemberStatus::Up) {
-            let status = cluster.status(peer).unwrap_or(MemberStatus::Joining);
-            let status = if status == MemberStatus::Joining {
-                MemberStatus::Joining
-            } else {
-                MemberStatus::Down
-            };
-            cluster.set_status(peer, status, Some(format!("cannot reach it: {reason}")));
-        }
+        cluster.explain(peer, format!("cannot reach it: {reason}"));
         schedule_dial(myself, peer, link);
     }
 }

@@ -1,37 +1,32 @@
 //! The cluster: the members a node knows from its config, whether each is up, which one owns an
 //! aggregate, and calls to handlers on other nodes.
 //!
-//! - [`transport`]: ractor_cluster's `NodeServer` for the sessions between members, and
-//!   dialling them (TCP or mutual TLS, then the link handshake);
-//! - [`port`]: the cluster port, where a connection gets nothing until it proves the cookie
-//!   ([`handshake`]: deadline, caps, eviction, closed on the first wrong byte); [`link`]: a
-//!   connection that did, as ractor_cluster takes it;
-//! - [`gateway`]: the one actor per node that other nodes call (a process group per node), and
-//!   the [`Handler`]s it dispatches to;
-//! - [`membership`]: heartbeats with a timeout (a stopped or cut-off peer never closes its TCP
-//!   link, so ractor_cluster alone would not notice), member up/down, and the safety checks:
-//!   a peer placed differently is refused, and a node whose peers saw more of its log than its
-//!   store holds stops serving its partitions;
+//! - [`transport`]: the seam between the cluster and what carries its messages: ractor_cluster
+//!   links over TCP or mutual TLS behind the hardened cluster port, or an in-memory network
+//!   for tests;
+//! - `inbound`: what other nodes' messages run here: the registered [`Handler`]s, and heartbeat
+//!   answers;
+//! - `membership`: dialling the peers, heartbeats, and the safety checks: a peer placed
+//!   differently is refused, and a node whose peers saw more of its log than its store holds
+//!   stops serving its partitions; `detector`: which peers are up (a pure state machine on
+//!   tokio's clock: a stopped or cut-off peer never closes its link, so only silence shows it);
 //! - [`identity`]: which node and cluster a data directory belongs to;
-//! - `wire`: the call envelope and its errors; `seen`: how far each peer's log was seen;
-//!   `tls`: mutual TLS for links.
+//! - [`wire`]: the call envelope and its errors; `seen`: how far each peer's log was seen.
 //!
 //! Ownership is static ([`crate::placement`]): when an owner is down its partitions are
 //! unavailable (a call fails at once) and nothing is written for them anywhere else.
 
-mod gateway;
-mod handshake;
+mod detector;
 pub mod identity;
-mod link;
+mod inbound;
 mod membership;
-mod port;
 mod seen;
-mod tls;
-mod transport;
+pub mod transport;
 pub mod wire;
 
-pub use gateway::Handler;
+pub use inbound::Handler;
 pub use membership::{MemberStatus, MemberView};
+pub use transport::{CallFailure, Channel, Inbound, LinkEvent, Transport};
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -40,14 +35,14 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use ractor::ActorRef;
-use ractor::rpc::CallResult;
 
 use crate::codec;
 use crate::config::{ClusterConfig, Member};
 use crate::placement::Placement;
 use crate::resilience::{BreakerSettings, Breakers};
 use crate::store::EventStore;
-use gateway::GatewayMsg;
+use inbound::ClusterInbound;
+use membership::MembershipMsg;
 use seen::SeenLogEnds;
 use wire::{CallError, Request, Response};
 
@@ -118,8 +113,10 @@ struct Inner {
     departures: DashMap<String, Arc<tokio::sync::Notify>>,
     /// Each peer's status, written by the membership actor, read on every routed call.
     members: RwLock<BTreeMap<String, MemberView>>,
-    /// Each peer's gateway, found in its process group once the link is up.
-    gateways: DashMap<String, ActorRef<GatewayMsg>>,
+    /// How this node reaches the others.
+    transport: Arc<dyn Transport>,
+    /// The membership actor, once started.
+    membership: Mutex<Option<ActorRef<MembershipMsg>>>,
     /// Whether this node serves its partitions: not before a peer has confirmed its store is
     /// not behind what the peer saw, and never again once one said it is.
     serving: RwLock<ServingState>,
@@ -129,9 +126,15 @@ struct Inner {
 }
 
 impl Cluster {
-    /// The cluster of `config` as node `node` sees it, with nothing started yet: every peer
-    /// is down until its heartbeats say otherwise.
-    pub fn new(node: &str, config: &ClusterConfig, store: EventStore, data_dir: &Path) -> Self {
+    /// The cluster of `config` as node `node` sees it, reached through `transport`, with
+    /// nothing started yet: every peer is joining until its heartbeats say otherwise.
+    pub fn new(
+        node: &str,
+        config: &ClusterConfig,
+        store: EventStore,
+        data_dir: &Path,
+        transport: Arc<dyn Transport>,
+    ) -> Self {
         let placement = Placement::new(config);
         let members = config
             .members
@@ -151,7 +154,8 @@ impl Cluster {
                 handlers,
                 departures: DashMap::new(),
                 members: RwLock::new(members),
-                gateways: DashMap::new(),
+                transport,
+                membership: Mutex::new(None),
                 serving: RwLock::new(ServingState::Checking),
                 seen: Mutex::new(SeenLogEnds::load(data_dir)),
                 breakers: Breakers::new(BreakerSettings {
@@ -162,15 +166,37 @@ impl Cluster {
         }
     }
 
-    /// Starts the transport, this node's gateway and the membership actor (which dials the
-    /// peers and sends heartbeats). Fails if the cluster address cannot be bound or the TLS
-    /// files cannot be used.
+    /// Starts the transport (answering other nodes with this node's handlers) and the
+    /// membership actor (which dials the peers and sends heartbeats). Fails if the transport
+    /// cannot start: the cluster address cannot be bound, the TLS files cannot be used.
     pub async fn start(&self) -> Result<(), String> {
-        let transport = transport::start(&self.inner.node, &self.inner.config).await?;
-        gateway::start(self.clone())
-            .await
-            .map_err(|e| format!("the cluster gateway did not start: {e}"))?;
-        membership::start(self.clone(), transport).await
+        let (events, queue) = tokio::sync::mpsc::unbounded_channel();
+        self.inner
+            .transport
+            .start(Arc::new(ClusterInbound(self.clone())), events)
+            .await?;
+        let membership =
+            membership::start(self.clone(), self.inner.transport.clone(), queue).await?;
+        *self
+            .inner
+            .membership
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(membership);
+        Ok(())
+    }
+
+    /// Stops the membership actor and the transport: no more calls in or out.
+    pub fn stop(&self) {
+        if let Some(membership) = self
+            .inner
+            .membership
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
+            membership.kill();
+        }
+        self.inner.transport.stop();
     }
 
     pub fn node(&self) -> &str {
@@ -332,9 +358,6 @@ impl Cluster {
                 "calls to node {member} keep failing; retrying shortly"
             )));
         }
-        let gateway = self
-            .gateway_of(member)
-            .ok_or_else(|| unreachable("its link is not up yet".into()))?;
         let request = Request {
             from: self.inner.node.clone(),
             placement: self.inner.fingerprint,
@@ -344,31 +367,23 @@ impl Cluster {
         };
         let bytes = codec::encode(&request).map_err(|e| CallError::Undecodable(e.to_string()))?;
         let answered = tokio::select! {
-            answered = gateway.call(|reply| GatewayMsg::Call(bytes, reply), Some(timeout)) => answered,
+            answered = self.inner.transport.call(member, Channel::Call, bytes, timeout) => answered,
             // Seen down with the call in flight: answer now, not at the call timeout. It may
             // have been applied, as with a link that closes.
-            () = went_down => Ok(CallResult::SenderError),
+            () = went_down => Err(CallFailure::Closed),
         };
         let outcome = match answered {
-            Ok(CallResult::Success(bytes)) => codec::decode::<Response>(&bytes)
+            Ok(bytes) => codec::decode::<Response>(&bytes)
                 .map_err(|e| CallError::Undecodable(format!("the answer from {member}: {e}")))
                 .and_then(|response| response),
-            Ok(CallResult::Timeout) => Err(CallError::TimedOut {
+            Err(CallFailure::TimedOut(after)) => Err(CallError::TimedOut {
                 node: member.to_owned(),
-                after_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                after_ms: u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
             }),
-            // The message never left: the remote actor behind this gateway is gone.
-            Err(_) => {
-                self.forget_gateway(member, &gateway);
-                Err(unreachable("its link closed".into()))
-            }
-            // Sent, and the link closed before the answer: the next heartbeat finds the new one.
-            Ok(CallResult::SenderError) => {
-                self.forget_gateway(member, &gateway);
-                Err(CallError::Interrupted {
-                    node: member.to_owned(),
-                })
-            }
+            Err(CallFailure::NotLinked) => Err(unreachable("its link is not up".into())),
+            Err(CallFailure::Closed) => Err(CallError::Interrupted {
+                node: member.to_owned(),
+            }),
         };
         let worked = !matches!(
             outcome,
@@ -388,26 +403,6 @@ impl Cluster {
     /// graceful stop.
     pub fn remember_peers(&self) {
         self.seen().flush();
-    }
-
-    /// `peer`'s gateway: the one known, or the one its process group now holds (a new link's).
-    pub(crate) fn gateway_of(&self, peer: &str) -> Option<ActorRef<GatewayMsg>> {
-        if let Some(gateway) = self.inner.gateways.get(peer) {
-            return Some(gateway.clone());
-        }
-        let found: ActorRef<GatewayMsg> = ractor::pg::get_members(&gateway::group(peer))
-            .into_iter()
-            .find(|cell| !cell.get_id().is_local())?
-            .into();
-        self.inner.gateways.insert(peer.to_owned(), found.clone());
-        Some(found)
-    }
-
-    /// Forgets `gateway` as `peer`'s, unless another (a new link's) has replaced it already.
-    fn forget_gateway(&self, peer: &str, gateway: &ActorRef<GatewayMsg>) {
-        self.inner
-            .gateways
-            .remove_if(peer, |_, known| known.get_id() == gateway.get_id());
     }
 
     /// What calls in flight to `member` wait on besides their answer: it is notified when

@@ -1,18 +1,16 @@
-//! The gateway: the one actor of a node that other nodes call. It sits in the process group
-//! `playhouse.gateway.{node}`, which ractor_cluster mirrors to every linked node, so a peer
-//! finds it by the node's name. A call is decoded here, checked (the caller's placement, this
-//! node still serving) and run by the registered [`Handler`] in its own task, so one slow call
-//! never holds up the others; whatever goes wrong is answered, never dropped.
+//! What other nodes' messages run on this node, whatever transport brought them: a call is
+//! decoded here, checked (the caller's placement, this node still serving) and run by the
+//! registered [`Handler`]; a heartbeat is answered with this node's. Whatever goes wrong is
+//! answered, never dropped.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use futures::future::BoxFuture;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use ractor_cluster::RactorClusterMessage;
 use tracing::Instrument;
 
 use super::Cluster;
+use super::transport::{Channel, Inbound};
 use super::wire::{CallError, Heartbeat, Request, Response};
 use crate::codec;
 
@@ -29,77 +27,36 @@ pub trait Handler: Send + Sync + 'static {
     }
 }
 
-/// The process group of `node`'s gateway.
-pub(crate) fn group(node: &str) -> String {
-    format!("playhouse.gateway.{node}")
-}
+/// What this node answers to other nodes: calls to its [`Handler`]s, and heartbeats.
+pub(crate) struct ClusterInbound(pub Cluster);
 
-/// The gateway's messages: both carry encoded [`Request`]s or [`Heartbeat`]s, so that the
-/// actor-level decoding (ractor's, which drops what it cannot decode) never fails on content.
-#[derive(RactorClusterMessage)]
-pub enum GatewayMsg {
-    #[rpc]
-    Call(Vec<u8>, RpcReplyPort<Vec<u8>>),
-    #[rpc]
-    Heartbeat(Vec<u8>, RpcReplyPort<Vec<u8>>),
-}
-
-struct Gateway;
-
-/// Starts this node's gateway and puts it in its process group.
-pub(crate) async fn start(cluster: Cluster) -> Result<(), ractor::SpawnErr> {
-    let node = cluster.node().to_owned();
-    let (gateway, _) = Actor::spawn(Some(format!("gateway-{node}")), Gateway, cluster).await?;
-    ractor::pg::join(group(&node), vec![gateway.get_cell()]);
-    Ok(())
-}
-
-impl Actor for Gateway {
-    type Msg = GatewayMsg;
-    type State = Cluster;
-    type Arguments = Cluster;
-
-    async fn pre_start(
-        &self,
-        _: ActorRef<GatewayMsg>,
-        cluster: Cluster,
-    ) -> Result<Cluster, ActorProcessingErr> {
-        Ok(cluster)
-    }
-
-    async fn handle(
-        &self,
-        _: ActorRef<GatewayMsg>,
-        message: GatewayMsg,
-        cluster: &mut Cluster,
-    ) -> Result<(), ActorProcessingErr> {
-        match message {
-            GatewayMsg::Call(bytes, reply) => {
-                let cluster = cluster.clone();
-                tokio::spawn(async move {
-                    let response = serve(&cluster, &bytes).await;
-                    let encoded = codec::encode(&response).unwrap_or_else(|error| {
-                        let failed: Response = Err(CallError::Handler {
-                            target: String::new(),
-                            reason: format!("the answer could not be encoded: {error}"),
-                        });
-                        codec::encode(&failed).unwrap_or_default()
+impl Inbound for ClusterInbound {
+    fn receive(&self, channel: Channel, message: Vec<u8>) -> BoxFuture<'static, Vec<u8>> {
+        let cluster = self.0.clone();
+        match channel {
+            Channel::Call => Box::pin(async move {
+                let response = serve(&cluster, &message).await;
+                codec::encode(&response).unwrap_or_else(|error| {
+                    let failed: Response = Err(CallError::Handler {
+                        target: String::new(),
+                        reason: format!("the answer could not be encoded: {error}"),
                     });
-                    let _ = reply.send(encoded);
-                });
-            }
-            GatewayMsg::Heartbeat(bytes, reply) => {
-                let answer = match codec::decode::<Heartbeat>(&bytes) {
+                    codec::encode(&failed).unwrap_or_default()
+                })
+            }),
+            Channel::Heartbeat => {
+                let answer = match codec::decode::<Heartbeat>(&message) {
                     Ok(heartbeat) => cluster.heard(&heartbeat),
                     Err(error) => {
                         tracing::warn!(%error, "a heartbeat that does not decode; answering ours");
                         cluster.heartbeat_for(None)
                     }
                 };
-                let _ = reply.send(codec::encode(&answer).unwrap_or_default());
+                Box::pin(std::future::ready(
+                    codec::encode(&answer).unwrap_or_default(),
+                ))
             }
         }
-        Ok(())
     }
 }
 
@@ -165,9 +122,8 @@ async fn serve(cluster: &Cluster, bytes: &[u8]) -> Response {
 mod tests {
     use std::time::Duration;
 
-    use ractor::rpc::CallResult;
-
     use super::*;
+    use crate::cluster::transport::memory::MemoryNetwork;
     use crate::cluster::wire::CallError;
     use crate::config::{ClusterConfig, Member};
     use crate::store::{EventStore, StoreOptions};
@@ -186,7 +142,7 @@ mod tests {
             listen: "127.0.0.1:1".parse().unwrap(),
             cookie: None,
             cookie_source: "none".into(),
-            members: vec![member("gateway-test-a", 1), member("gateway-test-b", 2)],
+            members: vec![member("inbound-test-a", 1), member("inbound-test-b", 2)],
             heartbeat_interval: Duration::from_millis(250),
             heartbeat_timeout: Duration::from_millis(1500),
             partitions: 8,
@@ -197,25 +153,16 @@ mod tests {
             max_handshakes: 16,
             tls: None,
         };
-        Cluster::new("gateway-test-a", &config, store, dir)
+        let transport = MemoryNetwork::new(0).transport("inbound-test-a");
+        Cluster::new("inbound-test-a", &config, store, dir, transport)
     }
 
     #[tokio::test]
     async fn a_call_that_does_not_decode_is_answered_with_an_error_not_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let cluster = lone_cluster(dir.path()).await;
-        let (gateway, _) = Actor::spawn(None, Gateway, cluster).await.unwrap();
+        let inbound = ClusterInbound(lone_cluster(dir.path()).await);
         for garbage in [vec![], vec![0xff; 64], b"not a request".to_vec()] {
-            let answered = gateway
-                .call(
-                    |reply| GatewayMsg::Call(garbage.clone(), reply),
-                    Some(Duration::from_secs(2)),
-                )
-                .await
-                .unwrap();
-            let CallResult::Success(bytes) = answered else {
-                panic!("no answer to {garbage:?}: {answered:?}");
-            };
+            let bytes = inbound.receive(Channel::Call, garbage).await;
             let response: Response = codec::decode(&bytes).unwrap();
             assert!(
                 matches!(response, Err(CallError::Undecodable(_))),
@@ -223,18 +170,8 @@ mod tests {
             );
         }
         // A heartbeat that does not decode is answered with this node's own.
-        let answered = gateway
-            .call(
-                |reply| GatewayMsg::Heartbeat(vec![1, 2, 3], reply),
-                Some(Duration::from_secs(2)),
-            )
-            .await
-            .unwrap();
-        let CallResult::Success(bytes) = answered else {
-            panic!("no answer to a bad heartbeat");
-        };
+        let bytes = inbound.receive(Channel::Heartbeat, vec![1, 2, 3]).await;
         let heartbeat: Heartbeat = codec::decode(&bytes).unwrap();
-        assert_eq!(heartbeat.from, "gateway-test-a");
-        gateway.stop(None);
+        assert_eq!(heartbeat.from, "inbound-test-a");
     }
 }

@@ -6,8 +6,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+use super::handshake::SERVER_HELLO_LEN;
 use super::*;
-use crate::cluster::handshake::SERVER_HELLO_LEN;
 
 const COOKIE: &str = "a-cluster-cookie-for-port-tests";
 
