@@ -1,13 +1,15 @@
-//! Command-line interface: `node`, `token`, `config check`, `projections rebuild` and `probe`.
+//! Command-line interface: `node`, `token`, `config check`, `projections rebuild` and `probe`,
+//! each a call into `playhouse_runtime` (`node::run_process` for a node).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
+use playhouse_actors::SERVICES;
 use playhouse_runtime::config::NodeConfig;
-use playhouse_runtime::edge::{JwtAuth, Role};
+use playhouse_runtime::edge::JwtAuth;
+use playhouse_runtime::node;
 
 /// The default config, compiled in so that `playhouse` runs from any directory.
 const EMBEDDED_DEFAULT: &str = include_str!("../config/single.toml");
@@ -47,16 +49,12 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// Work with config files.
-    Config {
-        #[command(subcommand)]
-        command: ConfigCommand,
-    },
+    /// Validate a config file and print it as the node would run it, secrets redacted.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Work with read models (projections).
-    Projections {
-        #[command(subcommand)]
-        command: ProjectionsCommand,
-    },
+    #[command(subcommand)]
+    Projections(ProjectionsCommand),
     /// GET a node's health route and exit 0 if it answers 200: a container health check that
     /// needs no curl in the image.
     Probe {
@@ -91,8 +89,9 @@ enum ConfigCommand {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command.unwrap_or(Command::Node { config: None }) {
         Command::Node { config } => {
-            let config = load(config.as_deref())?;
-            crate::node::run(config)
+            let ran = runtime()?.block_on(node::run_process(load(config.as_deref())?, SERVICES));
+            ran.map_err(anyhow::Error::msg)?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Token {
             sub,
@@ -100,49 +99,37 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ttl,
             config,
         } => {
-            let config = load(config.as_deref())?;
-            let roles = roles
-                .iter()
-                .map(|name| {
-                    Role::parse(name).with_context(|| {
-                        format!("--role `{name}`: expected reader, writer or admin")
-                    })
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            let ttl: Duration = humantime::parse_duration(&ttl).with_context(|| {
-                format!("--ttl `{ttl}`: expected a duration like 30m, 1h or 7d")
-            })?;
-            if let Err(problem) = playhouse_runtime::edge::check_subject(&sub) {
-                bail!("--sub `{sub}`: {problem}");
-            }
-            println!("{}", JwtAuth::new(&config.auth).issue(&sub, &roles, ttl));
+            let auth = JwtAuth::new(&load(config.as_deref())?.auth);
+            println!(
+                "{}",
+                auth.issue_typed(&sub, &roles, &ttl)
+                    .map_err(anyhow::Error::msg)?
+            );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Projections {
-            command: ProjectionsCommand::Rebuild { name, config },
-        } => {
-            let config = load(config.as_deref())?;
-            crate::services::check(&config)?;
-            crate::node::rebuild_projection(config, &name)
+        Command::Projections(ProjectionsCommand::Rebuild { name, config }) => {
+            let (config, started) = (load(config.as_deref())?, std::time::Instant::now());
+            let rebuilt = node::rebuild_projection(&config, SERVICES, &name);
+            let events = runtime()?.block_on(rebuilt).map_err(anyhow::Error::msg)?;
+            let seconds = started.elapsed().as_secs_f64();
+            println!("{name}: rebuilt from {events} log events in {seconds:.1} s");
+            Ok(ExitCode::SUCCESS)
         }
-        Command::Probe { address, path } => match probe(&address, &path) {
-            Ok(200) => Ok(ExitCode::SUCCESS),
-            Ok(status) => {
-                eprintln!("playhouse probe: {address}{path} answered {status}");
-                Ok(ExitCode::FAILURE)
+        Command::Probe { address, path } => {
+            match node::probe::get_status(&address, &path) {
+                Ok(200) => return Ok(ExitCode::SUCCESS),
+                Ok(status) => eprintln!("playhouse probe: {address}{path} answered {status}"),
+                Err(error) => eprintln!("playhouse probe: {address}{path}: {error}"),
             }
-            Err(error) => {
-                eprintln!("playhouse probe: {address}{path}: {error}");
-                Ok(ExitCode::FAILURE)
-            }
-        },
-        Command::Config {
-            command: ConfigCommand::Check { file },
-        } => {
+            Ok(ExitCode::FAILURE)
+        }
+        Command::Config(ConfigCommand::Check { file }) => {
             let config = load(Some(&file))?;
-            crate::services::check(&config)?;
-            println!("# {}: valid", file.display());
-            println!("# auth key: from {}", config.auth.key_source);
+            println!(
+                "# {}: valid\n# auth key: from {}",
+                file.display(),
+                config.auth.key_source
+            );
             print!(
                 "{}",
                 toml::to_string_pretty(&config.file).context("printing the config")?
@@ -152,29 +139,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// One HTTP/1.0 GET within 3 s; the answer's status code.
-fn probe(address: &str, path: &str) -> std::io::Result<u16> {
-    use std::io::{Read, Write};
-    use std::net::ToSocketAddrs;
-    let timeout = Duration::from_secs(3);
-    let target = address
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| std::io::Error::other("the address resolves to nothing"))?;
-    let mut stream = std::net::TcpStream::connect_timeout(&target, timeout)?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n")?;
-    let mut head = [0u8; 64];
-    let read = stream.read(&mut head)?;
-    let line = String::from_utf8_lossy(&head[..read]);
-    line.split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {line:?}")))
-}
-
-/// Loads `path`, or the embedded default.
+/// Loads `path`, or the embedded default, and checks its services against this build's.
 fn load(path: Option<&Path>) -> anyhow::Result<NodeConfig> {
     let config = match path {
         Some(path) => NodeConfig::load(path)?,
@@ -184,5 +149,13 @@ fn load(path: Option<&Path>) -> anyhow::Result<NodeConfig> {
             std::env::vars().collect(),
         )?,
     };
+    node::check(&config, SERVICES).map_err(anyhow::Error::msg)?;
     Ok(config)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build();
+    runtime.context("starting the async runtime")
 }

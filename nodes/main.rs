@@ -2,9 +2,6 @@
 //! issuer or the config checker. With no arguments it runs a single development node.
 
 mod cli;
-mod node;
-mod services;
-mod shutdown;
 
 use std::process::ExitCode;
 

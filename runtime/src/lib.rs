@@ -9,6 +9,7 @@ pub mod config;
 pub mod edge;
 pub mod metrics;
 pub mod net;
+pub mod node;
 pub mod ops;
 pub mod placement;
 pub mod prelude;

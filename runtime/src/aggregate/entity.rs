@@ -106,10 +106,11 @@ impl<A: Aggregate> Actor for Entity<A> {
         // caller instead of restarting into the same error again.
         // Replaying a long stream is blocking I/O: keep it off the async workers.
         let (store, loading) = (args.store.clone(), stream.clone());
-        let (current, snapshot_version) =
-            tokio::task::spawn_blocking(move || load::<A>(&store, &loading))
-                .await
-                .map_err(|e| format!("loading {stream} panicked: {e}"))??;
+        let (current, snapshot_version) = args
+            .store
+            .blocking("loading an aggregate", move || load::<A>(&store, &loading))
+            .await
+            .map_err(|e| format!("loading {stream}: {e}"))??;
         if let Some(timeout) = args.settings.idle_timeout {
             myself.send_after(timeout, || EntityMsg::CheckIdle);
         }

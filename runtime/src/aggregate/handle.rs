@@ -217,16 +217,14 @@ impl<A: Aggregate> Aggregates<A> {
         to_version: u64,
     ) -> Result<Vec<HistoryEntry<A::Event>>, CommandError<A::Error>> {
         let (store, stream) = (self.inner.store.clone(), stream_name::<A>(id));
-        tokio::task::spawn_blocking(move || {
-            Self::read_history(&store, &stream, from_version, to_version)
-        })
-        .await
-        .map_err(|_| {
-            CommandError::from_store(StoreError::TaskFailed {
-                what: "reading a history",
+        self.inner
+            .store
+            .blocking("reading a history", move || {
+                Self::read_history(&store, &stream, from_version, to_version)
             })
-        })?
-        .map_err(CommandError::from_store)
+            .await
+            .map_err(CommandError::from_store)?
+            .map_err(CommandError::from_store)
     }
 
     fn read_history(

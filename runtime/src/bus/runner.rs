@@ -124,7 +124,7 @@ pub(crate) async fn apply_batch(
     next: u64,
 ) -> Result<Option<u64>, ProjectionError> {
     let (store, projection) = (args.store.clone(), args.projection.clone());
-    let applied = tokio::task::spawn_blocking(move || {
+    let applied = args.store.blocking("applying a projection batch", move || {
         let events = store.read_all_from(next, BATCH)?;
         let Some(last) = events.last().map(|event| event.position) else {
             return Ok::<_, ProjectionError>(None);

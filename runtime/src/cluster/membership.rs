@@ -389,12 +389,15 @@ fn tick(myself: &ActorRef<MembershipMsg>, state: &mut MembershipState) {
     if now.saturating_duration_since(state.last_flush) >= SEEN_FLUSH_EVERY {
         state.last_flush = now;
         if let Some(pending) = cluster.seen().changes() {
-            let cluster = cluster.clone();
-            tokio::task::spawn_blocking(move || {
-                if let Err(error) = pending.write() {
-                    tracing::warn!(%error, "cannot record the peers' log ends; retrying");
-                    cluster.seen().unwritten();
-                }
+            let (writer, store) = (cluster.clone(), cluster.inner.store.clone());
+            tokio::spawn(async move {
+                let written = store.blocking("recording the peers' log ends", move || {
+                    if let Err(error) = pending.write() {
+                        tracing::warn!(%error, "cannot record the peers' log ends; retrying");
+                        writer.seen().unwritten();
+                    }
+                });
+                let _ = written.await;
             });
         }
     }

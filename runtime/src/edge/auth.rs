@@ -265,6 +265,27 @@ impl JwtAuth {
         Ok(principal)
     }
 
+    /// Issues a token from words a person typed (`playhouse token`): the subject, role names
+    /// and a duration like `30m`, `1h` or `7d`. The error names the argument at fault.
+    pub fn issue_typed(
+        &self,
+        subject: &str,
+        roles: &[String],
+        ttl: &str,
+    ) -> Result<String, String> {
+        let roles = roles
+            .iter()
+            .map(|name| {
+                Role::parse(name)
+                    .ok_or_else(|| format!("--role `{name}`: expected reader, writer or admin"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let ttl = humantime::parse_duration(ttl)
+            .map_err(|_| format!("--ttl `{ttl}`: expected a duration like 30m, 1h or 7d"))?;
+        check_subject(subject).map_err(|problem| format!("--sub `{subject}`: {problem}"))?;
+        Ok(self.issue(subject, &roles, ttl))
+    }
+
     /// Issues a token for `subject` with `roles`, valid for `ttl`.
     pub fn issue(&self, subject: &str, roles: &[Role], ttl: Duration) -> String {
         let now = unix_now();

@@ -31,7 +31,7 @@ impl Guard {
     }
 
     /// Periodically forgets idle callers; runs until the runtime stops.
-    pub fn spawn_housekeeping(&self) {
+    pub fn spawn_housekeeping(&self) -> tokio::task::JoinHandle<()> {
         let limiter = self.limiter.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -39,7 +39,7 @@ impl Guard {
                 tick.tick().await;
                 limiter.forget_idle();
             }
-        });
+        })
     }
 }
 

@@ -70,16 +70,15 @@ pub struct Ops {
 }
 
 impl Ops {
-    /// Starts sampling `series` (see [`Sampler::spawn`]) on the current runtime.
+    /// The report of node `node`, sampling `series` (start it with [`Ops::spawn_sampler`]).
     /// `services_of_kinds` names the service of each aggregate kind the node hosts.
-    pub fn start(
+    pub fn new(
         node: &str,
         series: Series,
         bus: Bus,
         services_of_kinds: BTreeMap<String, String>,
     ) -> Self {
         let sampler = Sampler::new(series);
-        sampler.spawn();
         Self {
             node: node.to_owned(),
             started: Instant::now(),
@@ -87,6 +86,11 @@ impl Ops {
             bus,
             services_of_kinds: Arc::new(services_of_kinds),
         }
+    }
+
+    /// Samples the series every 2 s on the current runtime, until the task is aborted.
+    pub fn spawn_sampler(&self) -> tokio::task::JoinHandle<()> {
+        self.sampler.spawn()
     }
 
     pub fn node(&self) -> &str {
@@ -108,7 +112,10 @@ impl Ops {
             .collect();
         // Up to thousands of reads from the store's file: off the async workers.
         let store = self.bus.store().clone();
-        let sagas: SagaCounts = tokio::task::spawn_blocking(move || saga_counts(&store))
+        let sagas: SagaCounts = self
+            .bus
+            .store()
+            .blocking("counting sagas", move || saga_counts(&store))
             .await
             .map_err(|error| format!("reading the saga counts stopped: {error}"))?
             .map_err(|error| {

@@ -298,7 +298,7 @@ impl Sampler {
 
     /// Takes a first reading now and one every [`SAMPLE_EVERY`] on a task of the current
     /// runtime, for as long as the runtime runs.
-    pub fn spawn(&self) {
+    pub fn spawn(&self) -> tokio::task::JoinHandle<()> {
         let sampler = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(SAMPLE_EVERY);
@@ -307,7 +307,7 @@ impl Sampler {
                 tick.tick().await;
                 sampler.tick();
             }
-        });
+        })
     }
 
     /// Reads the series now.

@@ -34,6 +34,11 @@ impl<K: SagaKind> Clone for SagaLog<K> {
 }
 
 impl<K: SagaKind> SagaLog<K> {
+    /// The store the sagas live in.
+    pub(crate) fn store(&self) -> &EventStore {
+        &self.store
+    }
+
     pub(crate) fn new(store: EventStore) -> Self {
         Self {
             store,

@@ -62,7 +62,10 @@ impl<K: SagaKind> Actor for Runner<K> {
         args: RunnerArgs<K>,
     ) -> Result<RunnerState<K>, ActorProcessingErr> {
         let (log, id) = (args.log.clone(), args.id.clone());
-        let saga = tokio::task::spawn_blocking(move || log.load(&id))
+        let saga = args
+            .log
+            .store()
+            .blocking("loading a saga", move || log.load(&id))
             .await??
             .ok_or_else(|| format!("saga {}-{} has no stream", K::KIND, args.id))?;
         let steps = args.kind.steps(&saga.input);

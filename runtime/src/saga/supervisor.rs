@@ -169,7 +169,9 @@ impl<K: SagaKind> Sagas<K> {
         id: &str,
     ) -> Result<Option<SagaState<K::Input>>, SagaError> {
         let (log, id) = (self.log.clone(), id.to_owned());
-        tokio::task::spawn_blocking(move || log.load(&id))
+        self.log
+            .store()
+            .blocking("reading a saga", move || log.load(&id))
             .await
             .map_err(|error| SagaError::Store(error.to_string()))?
             .map_err(|error| SagaError::Store(error.to_string()))
@@ -234,7 +236,8 @@ impl<K: SagaKind> Actor for SagaSupervisor<K> {
             SupervisorMsg::Run { id, fresh } => run(&myself, state, id, fresh).await,
             SupervisorMsg::Resume => {
                 let log = state.sagas.log.clone();
-                let open = tokio::task::spawn_blocking(move || log.open()).await??;
+                let store = log.store().clone();
+                let open = store.blocking("listing open sagas", move || log.open()).await??;
                 if !open.is_empty() {
                     tracing::info!(kind = K::KIND, sagas = open.len(), "resuming open sagas");
                 }

@@ -54,16 +54,17 @@ impl StreamIndex {
     /// Opens (or creates) the index file. Derived data: a damaged file is replaced by an empty
     /// one, which [`StreamIndex::new`] then fills from the log.
     pub(crate) fn open_file(
+        disk: &super::Disk,
         path: &Path,
         cache_size: Option<usize>,
     ) -> Result<Arc<Database>, StoreError> {
-        match Self::create(path, cache_size) {
+        match Self::create(disk, path, cache_size) {
             Ok(db) => Ok(Arc::new(db)),
-            Err(StoreError::Storage(error)) if path.exists() => {
+            Err(StoreError::Storage(error)) if disk.exists(path) => {
                 tracing::warn!(path = %path.display(), %error, "stream index unusable; rebuilding it from the log");
-                std::fs::remove_file(path)
+                disk.remove(path)
                     .map_err(|e| StoreError::storage(redb::StorageError::from(e)))?;
-                Ok(Arc::new(Self::create(path, cache_size)?))
+                Ok(Arc::new(Self::create(disk, path, cache_size)?))
             }
             Err(other) => Err(other),
         }
@@ -79,12 +80,16 @@ impl StreamIndex {
         Ok(index)
     }
 
-    fn create(path: &Path, cache_size: Option<usize>) -> Result<Database, StoreError> {
+    fn create(
+        disk: &super::Disk,
+        path: &Path,
+        cache_size: Option<usize>,
+    ) -> Result<Database, StoreError> {
         let mut builder = Database::builder();
         if let Some(bytes) = cache_size {
             builder.set_cache_size(bytes);
         }
-        let db = builder.create(path).map_err(StoreError::storage)?;
+        let db = disk.create(&builder, path).map_err(StoreError::storage)?;
         let txn = db.begin_write().map_err(StoreError::storage)?;
         txn.open_table(STREAM_INDEX).map_err(StoreError::storage)?;
         txn.open_table(INDEX_META).map_err(StoreError::storage)?;

@@ -5,6 +5,7 @@
 //! [`writer`]); an `Ok` answer means the write is durable. Reads open their own redb read
 //! transaction and never wait for the writer: they see the last committed state.
 
+mod disk;
 mod error;
 mod index;
 mod read_model;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use redb::{Database, ReadableDatabase, ReadableTable};
 use tokio::sync::{mpsc, oneshot};
 
+pub use disk::{Disk, SimulatedDisk};
 pub use error::StoreError;
 pub use read_model::{ReadModelSnapshot, TableChange, decode_counter};
 pub use tables::ProcessedCommand;
@@ -155,6 +157,8 @@ pub struct StoreOptions {
     /// redb page cache of the log file, in bytes (the index file gets a quarter of it);
     /// `None` keeps redb's default.
     pub cache_size_bytes: Option<usize>,
+    /// Where the files live: the filesystem, or a simulated disk.
+    pub disk: Disk,
 }
 
 /// A handle to the store. Cheap to clone; the writer stops when the last handle is dropped.
@@ -167,6 +171,7 @@ pub struct EventStore {
     writes: mpsc::Sender<WriteOp>,
     /// The log's end (the next position), as of the last durable commit.
     log_end: tokio::sync::watch::Receiver<u64>,
+    disk: Disk,
 }
 
 impl EventStore {
@@ -176,18 +181,22 @@ impl EventStore {
     pub async fn open(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self, StoreError> {
         let path = path.as_ref().to_owned();
         let cache = options.cache_size_bytes;
-        let (db, index, state) = tokio::task::spawn_blocking(move || {
-            let db = Arc::new(open_database(&path, cache)?);
-            // The index's entries are small: a quarter of the log's cache serves it.
-            let index_cache = cache.map(|bytes| (bytes / 4).max(1024 * 1024));
-            let index = StreamIndex::open_file(&index::index_path(&path), index_cache)?;
-            let state = WriterState::recover(&db, index.clone())?;
-            Ok::<_, StoreError>((db, index, state))
-        })
-        .await
-        .map_err(|_| StoreError::TaskFailed {
-            what: "opening the store",
-        })??;
+        let disk = options.disk.clone();
+        let opening = disk.clone();
+        let (db, index, state) = disk
+            .run(move || {
+                let db = Arc::new(open_database(&opening, &path, cache)?);
+                // The index's entries are small: a quarter of the log's cache serves it.
+                let index_cache = cache.map(|bytes| (bytes / 4).max(1024 * 1024));
+                let index =
+                    StreamIndex::open_file(&opening, &index::index_path(&path), index_cache)?;
+                let state = WriterState::recover(&db, index.clone())?;
+                Ok::<_, StoreError>((db, index, state))
+            })
+            .await
+            .map_err(|_| StoreError::TaskFailed {
+                what: "opening the store",
+            })??;
         let (writes, queue) = mpsc::channel(options.group_commit.queue_capacity.max(1));
         let (log_end_sender, log_end) = tokio::sync::watch::channel(state.next_position());
         tokio::spawn(writer::run(
@@ -197,12 +206,14 @@ impl EventStore {
             queue,
             options.group_commit,
             log_end_sender,
+            disk.clone(),
         ));
         Ok(Self {
             db,
             index,
             writes,
             log_end,
+            disk,
         })
     }
 
@@ -271,6 +282,20 @@ impl EventStore {
             Err(StoreError::WriterStopped) => Ok(()),
             other => other,
         }
+    }
+
+    /// Runs `work` (reads of this store, or other IO of the node) off the async workers: on
+    /// the blocking pool, or inline on a simulated disk. `what` names it in the error if it
+    /// panics.
+    pub async fn blocking<T, F>(&self, what: &'static str, work: F) -> Result<T, StoreError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.disk.run(work).await.map_err(|panic| {
+            tracing::error!(what, panic, "store work panicked");
+            StoreError::TaskFailed { what }
+        })
     }
 
     async fn submit<T>(
@@ -487,16 +512,16 @@ pub struct LayoutStats {
 }
 
 /// Opens the file, creates the tables on first use, checks the layout, finds the log's end.
-fn open_database(path: &Path, cache_size: Option<usize>) -> Result<Database, StoreError> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| StoreError::storage(redb::StorageError::from(e)))?;
-    }
+fn open_database(
+    disk: &Disk,
+    path: &Path,
+    cache_size: Option<usize>,
+) -> Result<Database, StoreError> {
     let mut builder = Database::builder();
     if let Some(bytes) = cache_size {
         builder.set_cache_size(bytes);
     }
-    let db = builder.create(path).map_err(StoreError::storage)?;
+    let db = disk.create(&builder, path).map_err(StoreError::storage)?;
     let txn = db.begin_write().map_err(StoreError::storage)?;
     {
         let mut meta = txn.open_table(META).map_err(StoreError::storage)?;

@@ -144,6 +144,7 @@ pub(crate) async fn run(
     mut queue: mpsc::Receiver<WriteOp>,
     options: GroupCommitOptions,
     log_end: tokio::sync::watch::Sender<u64>,
+    disk: super::Disk,
 ) {
     let mut close_reply = None;
     while let Some(first) = queue.recv().await {
@@ -153,7 +154,7 @@ pub(crate) async fn run(
             break;
         }
         let (db_for_batch, log_end_for_batch) = (db.clone(), log_end.clone());
-        let committed = tokio::task::spawn_blocking(move || {
+        let committed = disk.run(move || {
             commit(&db_for_batch, batch, &mut state, &log_end_for_batch);
             state
         });
@@ -164,8 +165,7 @@ pub(crate) async fn run(
                 // WriterStopped. What the writer knew is rebuilt from the files.
                 tracing::error!(error = %panic, "store commit panicked; batch dropped");
                 let (db, index_db) = (db.clone(), index_db.clone());
-                match tokio::task::spawn_blocking(move || WriterState::recover(&db, index_db)).await
-                {
+                match disk.run(move || WriterState::recover(&db, index_db)).await {
                     Ok(Ok(state)) => state,
                     Ok(Err(error)) => {
                         tracing::error!(%error, "store writer cannot recover; stopping it");
@@ -182,7 +182,7 @@ pub(crate) async fn run(
     }
     // Later writes find the queue closed and get WriterStopped.
     queue.close();
-    let finished = tokio::task::spawn_blocking(move || {
+    let finished = disk.run(move || {
         let end = state.next_position;
         state.index.apply(&state.unindexed, end, true)
     });

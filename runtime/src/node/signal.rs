@@ -1,7 +1,7 @@
 //! Waiting for SIGTERM or Ctrl-C.
 
-/// Resolves on the first SIGTERM or SIGINT (Ctrl-C).
-pub async fn signal() -> &'static str {
+/// Resolves on the first SIGTERM or SIGINT (Ctrl-C), naming it.
+pub async fn shutdown() -> &'static str {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;

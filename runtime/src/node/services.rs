@@ -1,24 +1,23 @@
-//! Which of this build's services a node hosts, started from the one list of services
-//! (`playhouse_actors::SERVICES`): their supervision groups, routes and projections.
+//! Which of a build's services a node hosts, checked against its config and started from the
+//! build's one list of services: their supervision groups, routes and projections.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use anyhow::bail;
-use playhouse_actors::SERVICES;
-use playhouse_runtime::aggregate::EntitySettings;
-use playhouse_runtime::bus::{Bus, Projection};
-use playhouse_runtime::cluster::Cluster;
-use playhouse_runtime::config::NodeConfig;
-use playhouse_runtime::edge::Routes;
-use playhouse_runtime::service::ServiceContext;
-use playhouse_runtime::store::EventStore;
-use playhouse_runtime::supervision::ChildSpec;
+use crate::aggregate::EntitySettings;
+use crate::bus::{Bus, Projection};
+use crate::cluster::Cluster;
+use crate::config::NodeConfig;
+use crate::edge::Routes;
+use crate::service::{ServiceContext, ServiceDef};
+use crate::store::EventStore;
+use crate::supervision::ChildSpec;
 
-/// Refuses a config that names a service this build does not have (for this node or any
-/// member), naming the file and the key.
-pub fn check(config: &NodeConfig) -> anyhow::Result<()> {
-    let known = |name: &String| SERVICES.iter().any(|service| service.name == name.as_str());
+/// Refuses a config that names a service not among `services` (for this node or any member),
+/// or that leaves a read model without the events it reads; the error names the file and the
+/// key.
+pub fn check(config: &NodeConfig, services: &[ServiceDef]) -> Result<(), String> {
+    let known = |name: &String| services.iter().any(|service| service.name == name.as_str());
     let members = config
         .cluster
         .members
@@ -36,25 +35,28 @@ pub fn check(config: &NodeConfig) -> anyhow::Result<()> {
         .map(|name| ("services".to_owned(), name))
         .chain(members);
     if let Some((key, unknown)) = listed.into_iter().find(|(_, name)| !known(name)) {
-        bail!(
+        return Err(format!(
             "{}: {key}: `{unknown}` is not a service of this build (known: {})",
             config.source.display(),
-            SERVICES
+            services
                 .iter()
                 .map(|service| service.name)
                 .collect::<Vec<_>>()
                 .join(", ")
-        );
+        ));
     }
-    check_read_models_see_their_events(config)
+    check_read_models_see_their_events(config, services)
 }
 
 /// In a cluster, a service whose projections read other services' events must run on every
 /// member hosting those services: a projection sees only its own node's log, so a member
 /// without it would leave its events out of every list.
-fn check_read_models_see_their_events(config: &NodeConfig) -> anyhow::Result<()> {
+fn check_read_models_see_their_events(
+    config: &NodeConfig,
+    services: &[ServiceDef],
+) -> Result<(), String> {
     let members = &config.cluster.members;
-    for reader in SERVICES {
+    for reader in services {
         let hosted_somewhere = members
             .iter()
             .any(|member| member.services.iter().any(|s| s == reader.name));
@@ -66,13 +68,13 @@ fn check_read_models_see_their_events(config: &NodeConfig) -> anyhow::Result<()>
             if let Some(source) = reader.reads_events_of.iter().find(|source| hosts(source))
                 && !hosts(reader.name)
             {
-                bail!(
+                return Err(format!(
                     "{}: cluster.members[{index}] ({}) hosts {source} but not {reader}, whose read models read {source}'s events; a read model sees only its own node's log, so add \"{reader}\" to its services (it must run beside {})",
                     config.source.display(),
                     member.name,
                     reader.reads_events_of.join(" and "),
                     reader = reader.name,
-                );
+                ));
             }
         }
     }
@@ -88,14 +90,25 @@ pub struct Hosted {
     pub services_of_kinds: BTreeMap<String, String>,
 }
 
-/// Starts (as specs: nothing runs until the supervisor starts them) the services `config`
-/// lists. Fails if their projections cannot run side by side (a bug in a service).
+impl std::fmt::Debug for Hosted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hosted")
+            .field("groups", &self.groups)
+            .field("services_of_kinds", &self.services_of_kinds)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Makes (as specs: nothing runs until a supervisor starts them) the services of `services`
+/// that `config` lists. Fails if their projections cannot run side by side (a bug in a
+/// service).
 pub fn host(
     config: &NodeConfig,
+    services: &[ServiceDef],
     store: &EventStore,
     bus: &Bus,
     cluster: Option<Cluster>,
-) -> anyhow::Result<Hosted> {
+) -> Result<Hosted, String> {
     let settings = EntitySettings {
         snapshot_every: config.store.snapshot_every,
         idle_timeout: config.store.idle_timeout,
@@ -108,7 +121,7 @@ pub fn host(
         projections: Vec::new(),
         services_of_kinds: BTreeMap::new(),
     };
-    for definition in SERVICES
+    for definition in services
         .iter()
         .filter(|service| config.services.iter().any(|name| name == service.name))
     {
@@ -122,7 +135,7 @@ pub fn host(
                 .insert(kind.to_owned(), service.name.to_owned());
         }
     }
-    playhouse_runtime::bus::check_projections(&hosted.projections)
-        .map_err(|error| anyhow::anyhow!("the services' projections clash: {error}"))?;
+    crate::bus::check_projections(&hosted.projections)
+        .map_err(|error| format!("the services' projections clash: {error}"))?;
     Ok(hosted)
 }

@@ -1,0 +1,66 @@
+//! A node's data directory: whose it is (checked before anything is opened), the store's files
+//! in it, and rebuilding a read model offline.
+
+use crate::bus::Bus;
+use crate::config::NodeConfig;
+use crate::service::ServiceDef;
+use crate::store::{EventStore, GroupCommitOptions, StoreOptions};
+
+/// The store's log file in a data directory (its index goes beside it).
+pub const STORE_FILE: &str = "events.redb";
+
+/// Checks that the data directory is this node's (claiming it if new), then opens its store
+/// with the config's settings over `options` (which may name a simulated disk).
+pub async fn open_store(config: &NodeConfig, options: StoreOptions) -> Result<EventStore, String> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| format!("data_dir: cannot create {}: {e}", config.data_dir.display()))?;
+    let placement = crate::placement::Placement::new(&config.cluster);
+    crate::cluster::identity::claim(&config.data_dir, &config.node_name, placement.fingerprint())
+        .map_err(|e| format!("{e:#}"))?;
+    let path = config.data_dir.join(STORE_FILE);
+    EventStore::open(
+        &path,
+        StoreOptions {
+            group_commit: GroupCommitOptions {
+                max_batch_events: config.store.max_batch_events,
+                max_linger: config.store.max_linger,
+                ..options.group_commit
+            },
+            cache_size_bytes: Some(config.store.cache_bytes),
+            ..options
+        },
+    )
+    .await
+    .map_err(|e| format!("opening the store {}: {e}", path.display()))
+}
+
+/// On a stopped node's store: empties projection `name` and applies the whole log to it
+/// again. Answers how many log events it read.
+pub async fn rebuild_projection(
+    config: &NodeConfig,
+    services: &[ServiceDef],
+    name: &str,
+) -> Result<u64, String> {
+    let store = open_store(config, StoreOptions::default()).await.map_err(|e| {
+        format!(
+            "{e} (is the node still running? Stop it first, or use POST /admin/projections/{{name}}/rebuild)"
+        )
+    })?;
+    let bus = Bus::new(store.clone());
+    let hosted = super::host(config, services, &store, &bus, None)?;
+    let Some(projection) = hosted.projections.iter().find(|p| p.name() == name) else {
+        let known: Vec<&str> = hosted.projections.iter().map(|p| p.name()).collect();
+        return Err(format!(
+            "no projection named `{name}` in this node's services (known: {})",
+            known.join(", ")
+        ));
+    };
+    let events = crate::bus::rebuild_offline(&store, projection.clone())
+        .await
+        .map_err(|e| format!("rebuilding {name}: {e}"))?;
+    store
+        .close()
+        .await
+        .map_err(|e| format!("closing the store: {e}"))?;
+    Ok(events)
+}

@@ -1,0 +1,366 @@
+//! Where the store keeps its files: the filesystem, or a simulated disk for tests that loses
+//! what was not synced when its node crashes.
+//!
+//! The simulated disk is the storage layer under redb ([`redb::StorageBackend`]) that a
+//! simulation needs to catch a write acknowledged before it was durable: every write lands in
+//! the file's unsynced pages; `sync_data` (redb calls it when a durable commit ends) makes
+//! them part of what survives; [`SimulatedDisk::crash`] throws every unsynced page away and
+//! fences the handles opened before, so that whatever a crashed node left running cannot
+//! write after the crash. On a simulated disk the store also does its work inline rather than
+//! on the blocking pool: memory is fast, and one thread keeps a simulation's order the same
+//! from run to run.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use redb::{Builder, Database, DatabaseError};
+
+/// The storage under a store.
+#[derive(Clone, Debug, Default)]
+pub enum Disk {
+    /// Files in the filesystem, at the paths the store is given; IO on the blocking pool.
+    #[default]
+    Files,
+    /// A simulated disk; IO inline.
+    Simulated(SimulatedDisk),
+}
+
+impl Disk {
+    /// Creates (or opens) the database at `path` with `builder`'s settings.
+    pub(crate) fn create(&self, builder: &Builder, path: &Path) -> Result<Database, DatabaseError> {
+        match self {
+            Disk::Files => {
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| DatabaseError::Storage(redb::StorageError::from(e)))?;
+                }
+                builder.create(path)
+            }
+            Disk::Simulated(disk) => builder.create_with_backend(disk.open(path)),
+        }
+    }
+
+    pub(crate) fn exists(&self, path: &Path) -> bool {
+        match self {
+            Disk::Files => path.exists(),
+            Disk::Simulated(disk) => disk.lock().files.contains_key(path),
+        }
+    }
+
+    pub(crate) fn remove(&self, path: &Path) -> std::io::Result<()> {
+        match self {
+            Disk::Files => std::fs::remove_file(path),
+            Disk::Simulated(disk) => {
+                disk.lock().files.remove(path);
+                Ok(())
+            }
+        }
+    }
+
+    /// Runs `work`, which reads or writes the disk: on the blocking pool for files, inline on
+    /// a simulated disk. `Err` if it panicked.
+    pub(crate) async fn run<T, F>(&self, work: F) -> Result<T, String>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        match self {
+            Disk::Files => tokio::task::spawn_blocking(work)
+                .await
+                .map_err(|error| error.to_string()),
+            Disk::Simulated(_) => {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).map_err(|panic| {
+                    panic
+                        .downcast_ref::<&str>()
+                        .map(|text| (*text).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a panic".to_owned())
+                })
+            }
+        }
+    }
+}
+
+/// Bytes a simulated file tracks unsynced writes in.
+const PAGE: u64 = 4096;
+
+/// A simulated disk: files in memory that keep only what was synced across a crash. Cheap to
+/// clone; clones are the same disk.
+#[derive(Clone, Default)]
+pub struct SimulatedDisk {
+    state: Arc<Mutex<DiskState>>,
+}
+
+impl std::fmt::Debug for SimulatedDisk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.lock();
+        f.debug_struct("SimulatedDisk")
+            .field("files", &state.files.keys().collect::<Vec<_>>())
+            .field("crashes", &state.generation)
+            .finish()
+    }
+}
+
+#[derive(Default)]
+struct DiskState {
+    /// Bumped by every crash: handles opened before it are fenced.
+    generation: u64,
+    files: BTreeMap<PathBuf, SimFile>,
+}
+
+/// One file: what a crash keeps, and what was written since the last sync.
+#[derive(Default)]
+struct SimFile {
+    durable: Vec<u8>,
+    /// How much of `durable` the file still shows: a file shrunk since the last sync reads
+    /// zeros where it grows back, not its old bytes.
+    shown: u64,
+    /// Whole pages written since the last sync, by page number.
+    unsynced: BTreeMap<u64, Vec<u8>>,
+    /// The file's length now (the durable one is `durable.len()`).
+    len: u64,
+}
+
+impl SimulatedDisk {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, DiskState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A backend for the file at `path`, created empty if missing.
+    fn open(&self, path: &Path) -> SimBackend {
+        let mut state = self.lock();
+        state.files.entry(path.to_owned()).or_default();
+        SimBackend {
+            disk: self.clone(),
+            path: path.to_owned(),
+            generation: state.generation,
+        }
+    }
+
+    /// The machine died: every file goes back to what was last synced, and everything opened
+    /// before now is fenced (its reads and writes fail).
+    pub fn crash(&self) {
+        let mut state = self.lock();
+        state.generation += 1;
+        for file in state.files.values_mut() {
+            file.unsynced.clear();
+            file.len = file.durable.len() as u64;
+            file.shown = file.len;
+        }
+    }
+
+    /// The disk is lost: no file survives, and everything opened before is fenced.
+    pub fn wipe(&self) {
+        let mut state = self.lock();
+        state.generation += 1;
+        state.files.clear();
+    }
+
+    /// How many bytes each file holds now (synced or not), by path.
+    pub fn sizes(&self) -> BTreeMap<PathBuf, u64> {
+        self.lock()
+            .files
+            .iter()
+            .map(|(path, file)| (path.clone(), file.len))
+            .collect()
+    }
+}
+
+impl SimFile {
+    /// The durable byte at `at`, as the file shows it.
+    fn durable_at(&self, at: u64) -> u8 {
+        if at < self.shown {
+            self.durable.get(at as usize).copied().unwrap_or(0)
+        } else {
+            0
+        }
+    }
+
+    /// The bytes of page `number` as they are now.
+    fn page(&self, number: u64) -> Vec<u8> {
+        if let Some(page) = self.unsynced.get(&number) {
+            return page.clone();
+        }
+        (0..PAGE)
+            .map(|within| self.durable_at(number * PAGE + within))
+            .collect()
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) {
+        let mut done = 0;
+        while done < out.len() {
+            let at = offset + done as u64;
+            let (number, within) = (at / PAGE, (at % PAGE) as usize);
+            let take = (PAGE as usize - within).min(out.len() - done);
+            match self.unsynced.get(&number) {
+                Some(page) => out[done..done + take].copy_from_slice(&page[within..within + take]),
+                None => {
+                    for (i, byte) in out[done..done + take].iter_mut().enumerate() {
+                        *byte = self.durable_at(at + i as u64);
+                    }
+                }
+            }
+            done += take;
+        }
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        let mut done = 0;
+        while done < data.len() {
+            let at = offset + done as u64;
+            let (number, within) = (at / PAGE, (at % PAGE) as usize);
+            let take = (PAGE as usize - within).min(data.len() - done);
+            let mut page = self.page(number);
+            page[within..within + take].copy_from_slice(&data[done..done + take]);
+            self.unsynced.insert(number, page);
+            done += take;
+        }
+        self.len = self.len.max(offset + data.len() as u64);
+    }
+
+    fn set_len(&mut self, len: u64) {
+        if len < self.len {
+            // Bytes past the new end read as zeros if the file grows again.
+            let last = len / PAGE;
+            self.unsynced.retain(|number, _| *number <= last);
+            if let Some(page) = self.unsynced.get_mut(&last) {
+                page[(len % PAGE) as usize..].fill(0);
+            }
+            self.shown = self.shown.min(len);
+        }
+        self.len = len;
+    }
+
+    fn sync(&mut self) {
+        let len = self.len as usize;
+        self.durable.truncate(self.shown as usize);
+        self.durable.resize(len, 0);
+        self.shown = self.len;
+        for (number, page) in std::mem::take(&mut self.unsynced) {
+            let start = (number * PAGE) as usize;
+            if start >= len {
+                continue;
+            }
+            let end = (start + PAGE as usize).min(len);
+            self.durable[start..end].copy_from_slice(&page[..end - start]);
+        }
+    }
+}
+
+/// redb's view of one simulated file, as of the disk's generation when it was opened.
+#[derive(Debug)]
+struct SimBackend {
+    disk: SimulatedDisk,
+    path: PathBuf,
+    generation: u64,
+}
+
+impl SimBackend {
+    fn with<T>(&self, work: impl FnOnce(&mut SimFile) -> T) -> std::io::Result<T> {
+        let mut state = self.disk.lock();
+        if state.generation != self.generation {
+            return Err(std::io::Error::other(
+                "the simulated disk crashed since this file was opened",
+            ));
+        }
+        let file = state
+            .files
+            .get_mut(&self.path)
+            .ok_or_else(|| std::io::Error::other("the simulated file is gone"))?;
+        Ok(work(file))
+    }
+}
+
+impl redb::StorageBackend for SimBackend {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        self.with(|file| file.len)
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+        self.with(|file| {
+            if offset + out.len() as u64 > file.len {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "read past the end of a simulated file",
+                ));
+            }
+            file.read(offset, out);
+            Ok(())
+        })?
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        self.with(|file| file.set_len(len))
+    }
+
+    fn sync_data(&self) -> Result<(), std::io::Error> {
+        self.with(SimFile::sync)
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        self.with(|file| file.write(offset, data))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use redb::StorageBackend;
+
+    use super::*;
+
+    fn contents(backend: &SimBackend) -> Vec<u8> {
+        let mut out = vec![0; backend.len().unwrap() as usize];
+        backend.read(0, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn a_crash_keeps_what_was_synced_and_loses_the_rest() {
+        let disk = SimulatedDisk::new();
+        let file = disk.open(Path::new("f"));
+        file.write(0, b"synced").unwrap();
+        file.write(PAGE * 2 - 3, b"across pages").unwrap();
+        file.sync_data().unwrap();
+        file.write(0, b"SYNCED").unwrap();
+        file.write(PAGE * 5, b"unsynced tail").unwrap();
+        assert_eq!(&contents(&file)[..6], b"SYNCED");
+        disk.crash();
+        assert!(file.len().is_err(), "a handle from before the crash is fenced");
+        assert!(file.write(0, b"late").is_err());
+        let reopened = disk.open(Path::new("f"));
+        let kept = contents(&reopened);
+        assert_eq!(kept.len() as u64, PAGE * 2 - 3 + 12);
+        assert_eq!(&kept[..6], b"synced");
+        assert_eq!(&kept[(PAGE * 2 - 3) as usize..], b"across pages");
+    }
+
+    #[test]
+    fn shrinking_a_file_zeroes_what_it_grows_back_into() {
+        let disk = SimulatedDisk::new();
+        let file = disk.open(Path::new("f"));
+        file.write(0, &[7; 100]).unwrap();
+        file.sync_data().unwrap();
+        file.set_len(10).unwrap();
+        file.set_len(100).unwrap();
+        let now = contents(&file);
+        assert_eq!(&now[..10], &[7; 10]);
+        assert!(now[10..].iter().all(|byte| *byte == 0));
+        file.sync_data().unwrap();
+        disk.crash();
+        assert_eq!(contents(&disk.open(Path::new("f")))[50], 0);
+    }
+
+    #[test]
+    fn a_wiped_disk_has_no_files() {
+        let disk = SimulatedDisk::new();
+        disk.open(Path::new("f")).write(0, b"x").unwrap();
+        disk.wipe();
+        assert!(!Disk::Simulated(disk.clone()).exists(Path::new("f")));
+        assert!(disk.sizes().is_empty());
+    }
+}
