@@ -9,7 +9,7 @@
 
 mod support;
 #[allow(dead_code)] // the benchmark drives the page; the tests use the rest
-#[path = "../tests/support/webdriver.rs"]
+#[path = "../tests/it/support/webdriver.rs"]
 mod webdriver;
 
 use support::{BenchNode, Process, open_accounts, script};

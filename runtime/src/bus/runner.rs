@@ -124,20 +124,22 @@ pub(crate) async fn apply_batch(
     next: u64,
 ) -> Result<Option<u64>, ProjectionError> {
     let (store, projection) = (args.store.clone(), args.projection.clone());
-    let applied = args.store.blocking("applying a projection batch", move || {
-        let events = store.read_all_from(next, BATCH)?;
-        let Some(last) = events.last().map(|event| event.position) else {
-            return Ok::<_, ProjectionError>(None);
-        };
-        let snapshot = store.read_models()?;
-        let mut tables = Tables::new(&snapshot);
-        for event in &events {
-            projection.apply(event, &mut tables)?;
-        }
-        Ok(Some((last, tables.into_changes(), events.len())))
-    })
-    .await
-    .map_err(|error| ProjectionError::Other(format!("projection task failed: {error}")))??;
+    let applied = args
+        .store
+        .blocking("applying a projection batch", move || {
+            let events = store.read_all_from(next, BATCH)?;
+            let Some(last) = events.last().map(|event| event.position) else {
+                return Ok::<_, ProjectionError>(None);
+            };
+            let snapshot = store.read_models()?;
+            let mut tables = Tables::new(&snapshot);
+            for event in &events {
+                projection.apply(event, &mut tables)?;
+            }
+            Ok(Some((last, tables.into_changes(), events.len())))
+        })
+        .await
+        .map_err(|error| ProjectionError::Other(format!("projection task failed: {error}")))??;
     let Some((last, changes, count)) = applied else {
         return Ok(None);
     };

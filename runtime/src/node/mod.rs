@@ -312,7 +312,7 @@ impl Node {
             .local_addr()
             .map_err(|e| format!("edge.listen: {e}"))?;
         // With `edge.listen` on port 0 this line is the only place the port shows; the test
-        // harness (tests/support) reads it, so keep its wording.
+        // harness (tests/it/support) reads it, so keep its wording.
         tracing::info!(node, %address, "HTTP edge listening on http://{address}");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(server::serve(

@@ -237,7 +237,9 @@ impl<K: SagaKind> Actor for SagaSupervisor<K> {
             SupervisorMsg::Resume => {
                 let log = state.sagas.log.clone();
                 let store = log.store().clone();
-                let open = store.blocking("listing open sagas", move || log.open()).await??;
+                let open = store
+                    .blocking("listing open sagas", move || log.open())
+                    .await??;
                 if !open.is_empty() {
                     tracing::info!(kind = K::KIND, sagas = open.len(), "resuming open sagas");
                 }

@@ -69,15 +69,14 @@ impl Disk {
             Disk::Files => tokio::task::spawn_blocking(work)
                 .await
                 .map_err(|error| error.to_string()),
-            Disk::Simulated(_) => {
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).map_err(|panic| {
+            Disk::Simulated(_) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
+                .map_err(|panic| {
                     panic
                         .downcast_ref::<&str>()
                         .map(|text| (*text).to_owned())
                         .or_else(|| panic.downcast_ref::<String>().cloned())
                         .unwrap_or_else(|| "a panic".to_owned())
-                })
-            }
+                }),
         }
     }
 }
@@ -330,7 +329,10 @@ mod tests {
         file.write(PAGE * 5, b"unsynced tail").unwrap();
         assert_eq!(&contents(&file)[..6], b"SYNCED");
         disk.crash();
-        assert!(file.len().is_err(), "a handle from before the crash is fenced");
+        assert!(
+            file.len().is_err(),
+            "a handle from before the crash is fenced"
+        );
         assert!(file.write(0, b"late").is_err());
         let reopened = disk.open(Path::new("f"));
         let kept = contents(&reopened);

@@ -2,13 +2,11 @@
 //! credit puts the money back; the accounts' histories show each move once, under the saga's
 //! command ids; ownership; `/admin/sagas`.
 
-mod support;
-
-use reqwest::StatusCode;
-use serde_json::{Value, json};
-use support::{
+use crate::support::{
     Node, NodeOptions, assert_problem, get_as, json_of, open_account_as, post_as, settled, token,
 };
+use reqwest::StatusCode;
+use serde_json::{Value, json};
 
 async fn balance(node: &Node, id: &str) -> i64 {
     let account = get_as(

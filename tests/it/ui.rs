@@ -5,16 +5,15 @@
 //! `target/ui/operations-page.png`. On one node: the page's headers, and what its data route
 //! reports after real commands and a transfer.
 
-mod support;
-
+use crate::support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::support::cluster::{ClusterOptions, TestCluster};
+use crate::support::webdriver::Browser;
+use crate::support::{Node, NodeOptions, assert_problem, get_as, json_of, post_as, token};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::cluster::{ClusterOptions, TestCluster};
-use support::webdriver::Browser;
-use support::{Node, NodeOptions, assert_problem, get_as, json_of, post_as, token};
 
 const MEMBERS_UP: &str = "
     const rows = [...document.querySelectorAll('#members tr[data-member]')];

@@ -1,13 +1,11 @@
 //! Notifications end to end: a customer is told of its orders, in order, and only it.
 
-mod support;
-
-use reqwest::StatusCode;
-use serde_json::{Value, json};
-use support::{
+use crate::support::{
     Node, NodeOptions, assert_problem, create_product, get_as, json_of, position_of, post_as,
     register_customer, settled, token,
 };
+use reqwest::StatusCode;
+use serde_json::{Value, json};
 
 #[tokio::test]
 async fn a_customer_is_told_of_its_orders_and_nobody_else_is() {

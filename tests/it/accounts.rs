@@ -1,11 +1,9 @@
 //! The accounts service end to end over HTTP against the real binary: opening, credits and
 //! debits, bad input, idempotency, ownership, and durability across restarts and `kill -9`.
 
-mod support;
-
+use crate::support::{Node, NodeOptions, assert_problem, client, get_json, open_account_as, token};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{Node, NodeOptions, assert_problem, client, get_json, open_account_as, token};
 
 fn writer() -> String {
     token("alice", &["writer"])

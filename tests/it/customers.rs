@@ -1,12 +1,10 @@
 //! Customers end to end: registration, validation, and ownership.
 
-mod support;
-
-use reqwest::StatusCode;
-use serde_json::json;
-use support::{
+use crate::support::{
     Node, NodeOptions, assert_problem, get_as, json_of, post_as, register_customer, token,
 };
+use reqwest::StatusCode;
+use serde_json::json;
 
 #[tokio::test]
 async fn a_customer_is_registered_and_seen_only_by_its_subject_and_admins() {

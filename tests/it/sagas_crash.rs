@@ -4,18 +4,17 @@
 //! once, money is conserved and no balance went negative, and each completed transfer moved its
 //! amount exactly once.
 
-mod support;
-
+use crate::support;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use reqwest::StatusCode;
-use serde_json::{Value, json};
-use support::{
+use crate::support::{
     Node, NodeOptions, create_product, open_account_as, receive_stock, register_customer, token,
 };
+use reqwest::StatusCode;
+use serde_json::{Value, json};
 
 const PRODUCTS: usize = 4;
 const STOCK_EACH: u64 = 40;

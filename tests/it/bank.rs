@@ -9,18 +9,17 @@
 //! faults); `BANK_SEED=N` repeats a schedule (the seed is printed). Not `PLAYHOUSE_*`: nodes
 //! refuse overrides that name no config key.
 
-mod support;
-
+use crate::support;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::cluster::{ClusterOptions, TestCluster};
+use crate::support::netns::{self, CutOff};
+use crate::support::{client, token};
 use playhouse_actors::accounts::transfers::transfer_id_for;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::cluster::{ClusterOptions, TestCluster};
-use support::netns::{self, CutOff};
-use support::{client, token};
 
 const SUBJECT: &str = "bank";
 const ACCOUNTS: usize = 9;
@@ -98,7 +97,7 @@ fn edge(edges: &Edges, n: usize) -> String {
 #[test]
 fn money_is_conserved_through_kills_pauses_and_partitions() {
     if !netns::inside() {
-        return netns::rerun_inside("money_is_conserved_through_kills_pauses_and_partitions");
+        return netns::rerun_inside("bank::money_is_conserved_through_kills_pauses_and_partitions");
     }
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

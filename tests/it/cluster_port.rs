@@ -2,17 +2,16 @@
 //! part-sent frames, idle connections past the port's file budget, and a flood of garbage
 //! frames. Each test prints the node's memory, open files and log size before and after.
 
-mod support;
-
+use crate::support;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use crate::support::cluster::{ClusterOptions, TestCluster};
+use crate::support::tls::TestCa;
+use crate::support::{Node, post_as, token};
 use reqwest::StatusCode;
 use serde_json::json;
-use support::cluster::{ClusterOptions, TestCluster};
-use support::tls::TestCa;
-use support::{Node, post_as, token};
 
 /// What a node holds, read from /proc and its log.
 #[derive(Debug, Clone, Copy)]

@@ -1,18 +1,16 @@
 //! The HTTP edge end to end against the real binary: health, auth, rate limits, problem bodies,
 //! strict JSON, request ids in logs, connection limits and timeouts, metrics and OpenAPI.
 
-mod support;
-
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use reqwest::StatusCode;
-use serde_json::{Value, json};
-use support::{
+use crate::support::{
     AUDIENCE, Node, NodeOptions, TEST_KEY, assert_problem, client, get_json, is_closed_by_server,
     now, open_account_as, raw_exchange, read_for, token, token_with,
 };
+use reqwest::StatusCode;
+use serde_json::{Value, json};
 
 #[tokio::test]
 async fn health_is_healthy() {

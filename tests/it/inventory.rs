@@ -1,10 +1,10 @@
 //! Inventory end to end: the product's owner receives stock, every reader sees it.
 
-mod support;
-
+use crate::support::{
+    Node, NodeOptions, assert_problem, create_product, get_as, json_of, post_as, token,
+};
 use reqwest::StatusCode;
 use serde_json::json;
-use support::{Node, NodeOptions, assert_problem, create_product, get_as, json_of, post_as, token};
 
 #[tokio::test]
 async fn the_products_owner_receives_stock_and_every_reader_sees_it() {

@@ -2,13 +2,12 @@
 //! rebuild from position zero, by the admin route on a running node and by the CLI on a
 //! stopped one.
 
-mod support;
-
+use crate::support;
 use std::process::Command;
 
+use crate::support::{Node, NodeOptions, get_as, json_of, post_as, register_customer, token};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{Node, NodeOptions, get_as, json_of, post_as, register_customer, token};
 
 /// Every page of a list, waiting first until every saga has settled and the read models have
 /// applied the whole log.

@@ -1,9 +1,7 @@
 //! Payments end to end: the read route (payments are made by the order saga).
 
-mod support;
-
+use crate::support::{Node, NodeOptions, assert_problem, client, get_as, token};
 use reqwest::StatusCode;
-use support::{Node, NodeOptions, assert_problem, client, get_as, token};
 
 #[tokio::test]
 async fn an_unknown_payment_is_not_found_and_the_route_needs_a_token() {

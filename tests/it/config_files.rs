@@ -70,7 +70,7 @@ fn every_file_in_config_parses_and_validates() {
 
 #[test]
 fn a_misspelt_key_fails_naming_the_key_and_the_file() {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/misspelt_key.toml");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/fixtures/misspelt_key.toml");
     let error = NodeConfig::load_with_env(&fixture, Vec::new())
         .unwrap_err()
         .to_string();

@@ -2,17 +2,16 @@
 //! command to its owner, see a dead owner at once and serve its data when it returns, and
 //! refuse what would make two owners of one aggregate.
 
-mod support;
-
+use crate::support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::support::cluster::{ClusterOptions, TestCluster, admin_view};
+use crate::support::netns::{self, CutOff};
+use crate::support::tls::TestCa;
+use crate::support::{Node, NodeOptions, get_as, json_of, post_as, token};
 use reqwest::StatusCode;
 use serde_json::json;
-use support::cluster::{ClusterOptions, TestCluster, admin_view};
-use support::netns::{self, CutOff};
-use support::tls::TestCa;
-use support::{Node, NodeOptions, get_as, json_of, post_as, token};
 
 /// Opens accounts through node `via`'s edge until every node owns at least `per_node`; returns
 /// `(id, owner index)` for each.
@@ -756,7 +755,7 @@ async fn a_paused_node_is_seen_down_within_2_s_and_rejoins_when_continued() {
 fn a_cut_off_node_is_seen_down_within_2_s_both_ways_and_rejoins_when_healed() {
     if !netns::inside() {
         return netns::rerun_inside(
-            "a_cut_off_node_is_seen_down_within_2_s_both_ways_and_rejoins_when_healed",
+            "cluster::a_cut_off_node_is_seen_down_within_2_s_both_ways_and_rejoins_when_healed",
         );
     }
     tokio::runtime::Runtime::new().unwrap().block_on(async {

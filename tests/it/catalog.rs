@@ -1,14 +1,12 @@
 //! The catalog end to end: products (public to readers), unique SKUs, the products list with
 //! pages and read-your-writes.
 
-mod support;
-
-use reqwest::StatusCode;
-use serde_json::{Value, json};
-use support::{
+use crate::support::{
     Node, NodeOptions, assert_problem, client, create_product, get_as, json_of, position_of,
     post_as, token,
 };
+use reqwest::StatusCode;
+use serde_json::{Value, json};
 
 #[tokio::test]
 async fn a_product_is_created_read_by_anyone_and_listed() {

@@ -2,14 +2,12 @@
 //! confirmed, or cancelled with the reason (out of stock, payment declined) and everything it
 //! held given back; listing a customer's orders with read-your-writes; ownership.
 
-mod support;
-
-use reqwest::StatusCode;
-use serde_json::{Value, json};
-use support::{
+use crate::support::{
     Node, NodeOptions, assert_problem, create_product, get_as, json_of, position_of, post_as,
     receive_stock, register_customer, settled, token,
 };
+use reqwest::StatusCode;
+use serde_json::{Value, json};
 
 /// Places an order of `lines` (product, quantity) for `customer` as `ada`; its path.
 async fn place(node: &Node, customer: &str, lines: &[(&str, u32)]) -> (String, u64) {

@@ -1,0 +1,22 @@
+//! The integration tests, in one binary (one link, not one per file): the real `playhouse`
+//! binary end to end (HTTP, services, clusters of real processes with kill -9, SIGSTOP and
+//! iptables cut-offs, TLS, the browser), and the simulation of a whole cluster in this process.
+
+mod support;
+
+mod accounts;
+mod bank;
+mod catalog;
+mod cluster;
+mod cluster_port;
+mod config_files;
+mod customers;
+mod edge;
+mod inventory;
+mod notifications;
+mod orders;
+mod payments;
+mod projections;
+mod sagas_crash;
+mod transfers;
+mod ui;
