@@ -9,11 +9,11 @@
 //! faults); `BANK_SEED=N` repeats a schedule (the seed is printed). Not `PLAYHOUSE_*`: nodes
 //! refuse overrides that name no config key.
 
-use crate::support;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support;
 use crate::support::cluster::{ClusterOptions, TestCluster};
 use crate::support::netns::{self, CutOff};
 use crate::support::{client, token};

@@ -2,10 +2,10 @@
 //! command to its owner, see a dead owner at once and serve its data when it returns, and
 //! refuse what would make two owners of one aggregate.
 
-use crate::support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::support;
 use crate::support::cluster::{ClusterOptions, TestCluster, admin_view};
 use crate::support::netns::{self, CutOff};
 use crate::support::tls::TestCa;

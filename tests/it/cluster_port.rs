@@ -2,11 +2,11 @@
 //! part-sent frames, idle connections past the port's file budget, and a flood of garbage
 //! frames. Each test prints the node's memory, open files and log size before and after.
 
-use crate::support;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use crate::support;
 use crate::support::cluster::{ClusterOptions, TestCluster};
 use crate::support::tls::TestCa;
 use crate::support::{Node, post_as, token};

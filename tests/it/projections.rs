@@ -2,9 +2,9 @@
 //! rebuild from position zero, by the admin route on a running node and by the CLI on a
 //! stopped one.
 
-use crate::support;
 use std::process::Command;
 
+use crate::support;
 use crate::support::{Node, NodeOptions, get_as, json_of, post_as, register_customer, token};
 use reqwest::StatusCode;
 use serde_json::{Value, json};

@@ -4,12 +4,12 @@
 //! once, money is conserved and no balance went negative, and each completed transfer moved its
 //! amount exactly once.
 
-use crate::support;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::support;
 use crate::support::{
     Node, NodeOptions, create_product, open_account_as, receive_stock, register_customer, token,
 };

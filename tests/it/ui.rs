@@ -5,10 +5,10 @@
 //! `target/ui/operations-page.png`. On one node: the page's headers, and what its data route
 //! reports after real commands and a transfer.
 
-use crate::support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::support;
 use crate::support::cluster::{ClusterOptions, TestCluster};
 use crate::support::webdriver::Browser;
 use crate::support::{Node, NodeOptions, assert_problem, get_as, json_of, post_as, token};
