@@ -27,8 +27,6 @@ use playhouse_runtime::store::{EventStore, StoreOptions};
 use support::{Process, free_port, script, wait_for, wrk};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const SERVICES: &str =
-    r#"["accounts", "catalog", "customers", "inventory", "orders", "payments", "notifications"]"#;
 /// Set when the benchmark runs inside its own network namespace.
 const INSIDE: &str = "BENCH_IN_OWN_NETWORK_NAMESPACE";
 /// Bytes of each echoed message, in both the remote calls and the raw TCP echo.
@@ -51,9 +49,7 @@ fn members_toml(names: &[&str], ports: &[u16]) -> String {
         .iter()
         .zip(ports)
         .map(|(name, port)| {
-            format!(
-                "{{ name = \"{name}\", address = \"127.0.0.1:{port}\", services = {SERVICES} }}"
-            )
+            format!("{{ name = \"{name}\", address = \"127.0.0.1:{port}\" }}")
         })
         .collect();
     format!("[{}]", members.join(", "))

@@ -149,8 +149,7 @@ fn load(path: Option<&Path>) -> anyhow::Result<NodeConfig> {
             std::env::vars().collect(),
         )?,
     };
-    node::check(&config, SERVICES).map_err(anyhow::Error::msg)?;
-    Ok(config)
+    node::prepare(config, SERVICES).map_err(anyhow::Error::msg)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -16,7 +16,6 @@ cat > "$work/node.toml" <<TOML
 environment = "development"
 node_name = "schemathesis"
 data_dir = "$work/data"
-services = ["accounts", "catalog", "customers", "inventory", "orders", "payments", "notifications"]
 
 [edge]
 listen = "127.0.0.1:$port"

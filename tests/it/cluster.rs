@@ -287,10 +287,7 @@ async fn a_wrong_cookie_or_another_member_list_never_joins() {
     let own_port = support::cluster::free_port();
     let members = support::cluster::members_toml(&cluster.ports).replacen(
         "[",
-        &format!(
-            "[{{ name = \"node-0\", address = \"127.0.0.1:{own_port}\", services = {} }}, ",
-            services_toml()
-        ),
+        &format!("[{{ name = \"node-0\", address = \"127.0.0.1:{own_port}\" }}, "),
         1,
     );
     let mut env =
@@ -372,14 +369,6 @@ async fn a_wrong_cookie_or_another_member_list_never_joins() {
         "{seen_by_one}"
     );
     cluster.wait_all_up(Duration::from_secs(5)).await;
-}
-
-fn services_toml() -> String {
-    let quoted: Vec<String> = support::cluster::SERVICES
-        .iter()
-        .map(|s| format!("\"{s}\""))
-        .collect();
-    format!("[{}]", quoted.join(", "))
 }
 
 #[tokio::test]
@@ -940,11 +929,9 @@ fn a_member_hosting_orders_without_notifications_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let ports = [support::cluster::free_port(), support::cluster::free_port()];
     let members = format!(
-        "[{{ name = \"node-1\", address = \"127.0.0.1:{}\", services = {} }}, \
+        "[{{ name = \"node-1\", address = \"127.0.0.1:{}\" }}, \
          {{ name = \"node-2\", address = \"127.0.0.1:{}\", services = [\"orders\"] }}]",
-        ports[0],
-        services_toml(),
-        ports[1]
+        ports[0], ports[1]
     );
     let output = Command::new(env!("CARGO_BIN_EXE_playhouse"))
         .args(["node", "--config"])

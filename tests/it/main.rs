@@ -18,5 +18,6 @@ mod orders;
 mod payments;
 mod projections;
 mod sagas_crash;
+mod sim;
 mod transfers;
 mod ui;

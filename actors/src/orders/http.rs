@@ -24,6 +24,15 @@ const ORDER_ID_NAMESPACE: uuid::Uuid =
 
 const NOUN: &str = "order";
 
+/// The id of the order that `subject` places with `Idempotency-Key: key`: a client that lost
+/// the answer can look the order up (`GET /api/v1/orders/{id}`) instead of guessing.
+pub fn order_id_for(subject: &str, key: &str) -> String {
+    let command_id = playhouse_runtime::edge::IdempotencyKey(Some(key.to_owned()))
+        .command_id(subject)
+        .unwrap_or_default();
+    uuid::Uuid::new_v5(&ORDER_ID_NAMESPACE, command_id.as_bytes()).to_string()
+}
+
 #[derive(Clone)]
 struct Orders {
     orders: Aggregates<Order>,

@@ -76,7 +76,7 @@ impl OrderSaga {
             ..
         } = order.state
         {
-            return StepOutcome::Refused(CANCELLED.into());
+            return self.cancelled_before_authorizing(input, &step).await;
         }
         let customer = match self.customers.get(&input.customer_id).await {
             Ok(customer) => customer,
@@ -110,6 +110,28 @@ impl OrderSaga {
             Err(error) => {
                 StepOutcome::of::<(), _>(Err(error), |e| format!("payment declined: {e}"))
             }
+        }
+    }
+
+    /// The order was cancelled: the step is refused, unless an earlier attempt of it, whose
+    /// answer was lost, authorized the payment already. Its command id is fenced first, so that
+    /// the answer is final (a late authorization is refused): a step that may still apply is
+    /// never taken for refused, or the payment would never be refunded.
+    async fn cancelled_before_authorizing(
+        &self,
+        input: &OrderSagaInput,
+        step: &StepContext,
+    ) -> StepOutcome {
+        let payment = payment_id_for(&input.order_id);
+        let settled = match self.payments.fence(&payment, &step.command_id).await {
+            Ok(Fenced::Applied) => self.authorized(input).await,
+            other => Fence::of(other, |e: PaymentError| format!("payment declined: {e}")),
+        };
+        match settled {
+            Fence::NeverApplied => StepOutcome::Refused(CANCELLED.into()),
+            Fence::Applied => StepOutcome::Done,
+            Fence::Refused(reason) => StepOutcome::Refused(reason),
+            Fence::Failed(error) => StepOutcome::Failed(error),
         }
     }
 
@@ -153,6 +175,8 @@ impl SagaKind for OrderSaga {
     const KIND: &'static str = "order_saga";
     const SERVICE: &'static str = super::SERVICE;
     type Input = OrderSagaInput;
+    // The route places the order itself (see `OrderSaga::place`).
+    const STARTER_SENDS_FIRST_STEP: bool = true;
 
     fn steps(&self, input: &OrderSagaInput) -> Vec<Step> {
         let line = |verb: &str, l: &OrderLine| format!("{verb} {} x {}", l.quantity, l.product_id);

@@ -18,7 +18,9 @@ pub struct ConfigFile {
     pub node_name: String,
     #[serde(default = "defaults::data_dir")]
     pub data_dir: PathBuf,
-    /// The domain services this node hosts.
+    /// The domain services this node hosts; absent or empty: every service of the build (or,
+    /// in a cluster, those its member entry lists).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<String>,
     #[serde(default)]
     pub edge: EdgeSection,
@@ -264,6 +266,8 @@ pub struct MemberSection {
     /// The member's HTTP edge address, for forwarding.
     #[serde(default)]
     pub edge: Option<String>,
+    /// The services it hosts; absent or empty: every service of the build.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<String>,
 }
 

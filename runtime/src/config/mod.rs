@@ -77,6 +77,8 @@ pub struct NodeConfig {
     pub environment: Environment,
     pub node_name: String,
     pub data_dir: PathBuf,
+    /// The services this node hosts; empty until resolved against the build's (every one of
+    /// them) by `runtime::node::prepare`.
     pub services: Vec<String>,
     pub edge: EdgeConfig,
     pub auth: AuthConfig,
@@ -191,6 +193,7 @@ pub struct Member {
     pub address: String,
     /// Its edge, `host:port`, for clients and tools (not used by the cluster itself).
     pub edge: Option<String>,
+    /// The services it hosts; empty until resolved (every service of the build).
     pub services: Vec<String>,
 }
 
@@ -344,12 +347,6 @@ fn validate(
                 "`{}` must be non-empty letters, digits, `-`, `_` or `.`",
                 file.node_name
             ),
-        ));
-    }
-    if file.services.is_empty() {
-        return Err(invalid(
-            "services",
-            "list at least one service this node hosts".into(),
         ));
     }
     let mut seen = std::collections::HashSet::new();
@@ -669,7 +666,8 @@ fn validate_cluster(
         let mut configured = file.services.clone();
         mine.sort();
         configured.sort();
-        if mine != configured {
+        // Either may be left out (every service, or the other's list); both given, they agree.
+        if !mine.is_empty() && !configured.is_empty() && mine != configured {
             return Err(invalid(
                 "cluster.members",
                 format!(

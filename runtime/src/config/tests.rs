@@ -101,7 +101,6 @@ fn a_bad_override_names_the_variable() {
 fn invalid_values_name_their_key() {
     let cases = [
         (MINIMAL.replace("node-1", "node 1"), "node_name"),
-        (MINIMAL.replace(r#"["accounts"]"#, "[]"), "services"),
         (
             MINIMAL.replace(r#"["accounts"]"#, r#"["accounts", "accounts"]"#),
             "services",

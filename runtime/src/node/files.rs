@@ -41,6 +41,7 @@ pub async fn rebuild_projection(
     services: &[ServiceDef],
     name: &str,
 ) -> Result<u64, String> {
+    let config = &super::prepare(config.clone(), services)?;
     let store = open_store(config, StoreOptions::default()).await.map_err(|e| {
         format!(
             "{e} (is the node still running? Stop it first, or use POST /admin/projections/{{name}}/rebuild)"

@@ -19,7 +19,7 @@ mod services;
 pub mod signal;
 
 pub use files::{open_store, rebuild_projection};
-pub use services::{Hosted, check, host};
+pub use services::{Hosted, check, host, prepare};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -160,7 +160,7 @@ impl Node {
             listen,
             store: store_options,
         } = launch;
-        check(&config, services)?;
+        let config = prepare(config, services)?;
         let node = config.node_name.clone();
         let files = if listen {
             Some(share_files(&config)?)

@@ -13,6 +13,31 @@ use crate::service::{ServiceContext, ServiceDef};
 use crate::store::EventStore;
 use crate::supervision::ChildSpec;
 
+/// `config` made ready to run with the build's `services`: a list left out means every one of
+/// them (a node's own list, when left out, is its member entry's in a cluster), then checked
+/// (see [`check`]).
+pub fn prepare(mut config: NodeConfig, services: &[ServiceDef]) -> Result<NodeConfig, String> {
+    let every: Vec<String> = services.iter().map(|s| s.name.to_owned()).collect();
+    if config.services.is_empty() {
+        let entry = config
+            .cluster
+            .members
+            .iter()
+            .find(|member| member.name == config.node_name);
+        config.services = match entry {
+            Some(member) if !member.services.is_empty() => member.services.clone(),
+            _ => every.clone(),
+        };
+    }
+    for member in &mut config.cluster.members {
+        if member.services.is_empty() {
+            member.services = every.clone();
+        }
+    }
+    check(&config, services)?;
+    Ok(config)
+}
+
 /// Refuses a config that names a service not among `services` (for this node or any member),
 /// or that leaves a read model without the events it reads; the error names the file and the
 /// key.
@@ -138,4 +163,53 @@ pub fn host(
     crate::bus::check_projections(&hosted.projections)
         .map_err(|error| format!("the services' projections clash: {error}"))?;
     Ok(hosted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::{Service, ServiceContext};
+
+    fn nothing(_: &ServiceContext) -> Service {
+        Service::new("unused")
+    }
+
+    const BUILD: &[ServiceDef] = &[
+        ServiceDef {
+            name: "ledger",
+            start: nothing,
+            reads_events_of: &[],
+        },
+        ServiceDef {
+            name: "mail",
+            start: nothing,
+            reads_events_of: &[],
+        },
+    ];
+
+    fn config(text: &str) -> NodeConfig {
+        let text = format!(
+            "environment = \"development\"\nnode_name = \"a\"\n{text}\n[auth]\nissuer = \"i\"\naudience = \"a\"\ndev_key = \"a-development-key-of-some-length\"\n"
+        );
+        NodeConfig::parse(std::path::Path::new("t.toml"), &text, Vec::new()).unwrap()
+    }
+
+    #[test]
+    fn a_list_left_out_means_every_service_of_the_build() {
+        let alone = prepare(config(""), BUILD).unwrap();
+        assert_eq!(alone.services, ["ledger", "mail"]);
+        let cluster = "[cluster]\ndev_cookie = \"a-cluster-cookie-of-length\"\nmembers = [\n{ name = \"a\", address = \"a:1\" },\n{ name = \"b\", address = \"b:1\", services = [\"mail\"] }]\n";
+        let clustered = prepare(config(cluster), BUILD).unwrap();
+        assert_eq!(clustered.services, ["ledger", "mail"]);
+        assert_eq!(clustered.cluster.members[0].services, ["ledger", "mail"]);
+        assert_eq!(clustered.cluster.members[1].services, ["mail"]);
+    }
+
+    #[test]
+    fn a_node_left_out_hosts_what_its_member_entry_lists_and_an_unknown_name_is_refused() {
+        let cluster = "[cluster]\ndev_cookie = \"a-cluster-cookie-of-length\"\nmembers = [\n{ name = \"a\", address = \"a:1\", services = [\"mail\"] },\n{ name = \"b\", address = \"b:1\" }]\n";
+        assert_eq!(prepare(config(cluster), BUILD).unwrap().services, ["mail"]);
+        let error = prepare(config("services = [\"ledger\", \"post\"]"), BUILD).unwrap_err();
+        assert!(error.contains("`post` is not a service of this build"), "{error}");
+    }
 }

@@ -164,6 +164,11 @@ pub trait SagaKind: Send + Sync + 'static {
     const SERVICE: &'static str;
     /// What one saga works on (an order, a transfer), stored in its `Started` event.
     type Input: Clone + Debug + PartialEq + Serialize + DeserializeOwned + Send + Sync + 'static;
+    /// Whoever starts a saga of this kind sends its first step's command too, with the step's
+    /// command id (so that what it created exists when it answers): the saga then never takes
+    /// that step for unsent, and settles it by fencing when its own attempts find the target
+    /// unavailable.
+    const STARTER_SENDS_FIRST_STEP: bool = false;
 
     /// The steps for `input`, in order. The same input always gives the same steps.
     fn steps(&self, input: &Self::Input) -> Vec<Step>;

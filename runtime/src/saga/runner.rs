@@ -71,7 +71,7 @@ impl<K: SagaKind> Actor for Runner<K> {
         let steps = args.kind.steps(&saga.input);
         myself.cast(RunnerMsg::Advance)?;
         Ok(RunnerState {
-            maybe_applied: !args.fresh || saga.attempts > 0,
+            maybe_applied: !args.fresh || saga.attempts > 0 || K::STARTER_SENDS_FIRST_STEP,
             seed: crate::store::fingerprint(args.id.as_bytes()),
             id: args.id,
             kind: args.kind,

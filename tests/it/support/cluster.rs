@@ -11,16 +11,13 @@ use playhouse_runtime::placement::Placement;
 
 use super::{Node, NodeOptions, client, token};
 
-/// The services every node of the local cluster hosts.
-pub const SERVICES: &[&str] = &[
-    "accounts",
-    "catalog",
-    "customers",
-    "inventory",
-    "orders",
-    "payments",
-    "notifications",
-];
+/// The services every node hosts (a member that lists none hosts every one of the build's).
+pub fn services() -> Vec<String> {
+    playhouse_actors::SERVICES
+        .iter()
+        .map(|service| service.name.to_owned())
+        .collect()
+}
 
 /// How a test cluster differs from the shipped local cluster.
 #[derive(Debug, Clone)]
@@ -96,11 +93,6 @@ pub fn free_port() -> u16 {
 
 /// The TOML array of the members, on `ports`.
 pub fn members_toml(ports: &[u16]) -> String {
-    let services = SERVICES
-        .iter()
-        .map(|s| format!("\"{s}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
     let members = ports
         .iter()
         .enumerate()
@@ -108,7 +100,7 @@ pub fn members_toml(ports: &[u16]) -> String {
             // Node 3 by name: member addresses are resolved when dialled.
             let host = if n == 2 { "localhost" } else { "127.0.0.1" };
             format!(
-                "{{ name = \"node-{}\", address = \"{host}:{port}\", services = [{services}] }}",
+                "{{ name = \"node-{}\", address = \"{host}:{port}\" }}",
                 n + 1
             )
         })
@@ -144,7 +136,7 @@ impl TestCluster {
                 name: format!("node-{}", n + 1),
                 address: format!("127.0.0.1:{port}"),
                 edge: None,
-                services: SERVICES.iter().map(|s| (*s).to_owned()).collect(),
+                services: services(),
             })
             .collect();
         let placement = Placement::of(64, &members);

@@ -2,7 +2,11 @@
 
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
+pub mod api;
 pub mod cluster;
+pub mod ledger;
+pub mod shop;
+pub mod sim;
 pub mod netns;
 pub mod tls;
 pub mod webdriver;
@@ -75,7 +79,6 @@ impl Node {
 environment = "development"
 node_name = "test-node"
 data_dir = "{data}"
-services = ["accounts", "catalog", "customers", "inventory", "orders", "payments", "notifications"]
 
 [edge]
 # Port 0: the node binds a free port and logs it; choosing one here could race other tests.

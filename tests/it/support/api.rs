@@ -1,0 +1,172 @@
+//! The HTTP API as workloads and checkers see it, whatever carries the requests: real nodes'
+//! edges over TCP ([`Http`]), or simulated nodes' apps in this process (`support::sim`). A
+//! workload written against [`Api`] runs against both.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+/// One request.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub method: Method,
+    pub path: String,
+    pub token: String,
+    pub body: Option<Value>,
+    /// Sent as `Idempotency-Key`.
+    pub key: Option<String>,
+    /// Sent as `X-Request-Id` (and the trace id), so that a seeded run names everything the
+    /// same way every time.
+    pub request_id: Option<String>,
+}
+
+impl Call {
+    pub fn get(path: impl Into<String>, token: &str) -> Self {
+        Self {
+            method: Method::GET,
+            path: path.into(),
+            token: token.to_owned(),
+            body: None,
+            key: None,
+            request_id: None,
+        }
+    }
+
+    pub fn post(path: impl Into<String>, token: &str, body: Value) -> Self {
+        Self {
+            method: Method::POST,
+            body: Some(body),
+            ..Self::get(path, token)
+        }
+    }
+
+    pub fn with_key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    pub fn with_request_id(mut self, id: impl Into<String>) -> Self {
+        self.request_id = Some(id.into());
+        self
+    }
+}
+
+/// What came back: a status and body, or why nothing did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    Status(StatusCode, Value),
+    /// No answer: refused, reset, timed out.
+    Nothing(String),
+}
+
+/// What an operation's answer says about it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Ok(Value),
+    /// A definite refusal (4xx): not applied.
+    Failed(String),
+    /// No answer, or one that does not say (5xx): applied once or not at all.
+    Unknown(String),
+}
+
+impl Answer {
+    pub fn outcome(self) -> Outcome {
+        match self {
+            Answer::Nothing(error) => Outcome::Unknown(error),
+            Answer::Status(status, body) if status.is_success() => Outcome::Ok(body),
+            Answer::Status(status, body) if status.is_client_error() => {
+                Outcome::Failed(format!("{status}: {body}"))
+            }
+            Answer::Status(status, body) => Outcome::Unknown(format!("{status}: {body}")),
+        }
+    }
+}
+
+/// A cluster's nodes, reached by index.
+pub trait Api: Send + Sync {
+    fn nodes(&self) -> usize;
+
+    /// Sends `call` to node `node`'s edge.
+    fn send(&self, node: usize, call: Call) -> BoxFuture<'_, Answer>;
+
+    /// Sleeps `wait` on the clock the cluster runs on.
+    fn sleep(&self, wait: Duration) -> BoxFuture<'static, ()> {
+        Box::pin(tokio::time::sleep(wait))
+    }
+}
+
+/// GETs `path` through node `node`, retrying answers that do not say (5xx, nothing) for up to
+/// `patience`; the last answer.
+pub async fn settled_get(
+    api: &dyn Api,
+    node: usize,
+    path: &str,
+    token: &str,
+    patience: Duration,
+) -> (StatusCode, Value) {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        match api.send(node, Call::get(path, token)).await {
+            Answer::Status(status, body)
+                if !status.is_server_error() || tokio::time::Instant::now() > deadline =>
+            {
+                return (status, body);
+            }
+            answer => assert!(
+                tokio::time::Instant::now() < deadline,
+                "GET {path} through node {node}: no answer in {patience:?}: {answer:?}"
+            ),
+        }
+        api.sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Real nodes' edges over HTTP, each at the base URL it last started on.
+pub struct Http {
+    pub edges: Arc<RwLock<Vec<String>>>,
+    client: reqwest::Client,
+}
+
+impl Http {
+    pub fn new(edges: Arc<RwLock<Vec<String>>>, timeout: Duration) -> Self {
+        Self {
+            edges,
+            client: reqwest::Client::builder().timeout(timeout).build().unwrap(),
+        }
+    }
+}
+
+impl Api for Http {
+    fn nodes(&self) -> usize {
+        self.edges.read().unwrap().len()
+    }
+
+    fn send(&self, node: usize, call: Call) -> BoxFuture<'_, Answer> {
+        let base = self.edges.read().unwrap()[node].clone();
+        let mut request = self
+            .client
+            .request(call.method, format!("{base}{}", call.path))
+            .bearer_auth(&call.token);
+        if let Some(key) = &call.key {
+            request = request.header("Idempotency-Key", key);
+        }
+        if let Some(id) = &call.request_id {
+            request = request.header("X-Request-Id", id);
+        }
+        if let Some(body) = &call.body {
+            request = request.json(body);
+        }
+        Box::pin(async move {
+            match request.send().await {
+                Err(error) => Answer::Nothing(error.to_string()),
+                Ok(response) => {
+                    let status = response.status();
+                    Answer::Status(status, response.json().await.unwrap_or(Value::Null))
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,332 @@
+//! A whole cluster in this process, for the simulation: three nodes of the real build
+//! (`runtime::node`, every service) on the in-memory network, each with a simulated disk that
+//! loses what was not synced when its node crashes, all on tokio's paused clock. Requests go
+//! to a node's app in process ([`SimApi`]), as they would to its edge.
+//!
+//! Faults: a crash drops the node at once (nothing graceful) and crashes its disk; a restart
+//! starts it again on what the disk kept. A pause holds the node's messages and its clients'
+//! requests (its own timers go on, unlike under SIGSTOP: a pause here is a full, silent
+//! partition of the node). Cuts, partitions, delays and drops are the network's.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use futures::future::BoxFuture;
+use playhouse_runtime::cluster::transport::memory::MemoryNetwork;
+use playhouse_runtime::config::{Member, NodeConfig};
+use playhouse_runtime::node::{Launch, Node, Telemetry};
+use playhouse_runtime::placement::Placement;
+use playhouse_runtime::store::{Disk, SimulatedDisk, StoreOptions};
+use reqwest::StatusCode;
+use serde_json::Value;
+use tower::ServiceExt;
+
+use super::api::{Answer, Api, Call};
+use super::{TEST_KEY, token};
+
+pub const NODES: usize = 3;
+/// Few partitions keep a simulated cluster small and fast.
+pub const PARTITIONS: u32 = 4;
+/// How long a client waits for an answer.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(3);
+
+struct SimNode {
+    config: NodeConfig,
+    disk: SimulatedDisk,
+    node: Option<Node>,
+}
+
+/// The simulated cluster.
+pub struct SimCluster {
+    pub network: MemoryNetwork,
+    nodes: Vec<SimNode>,
+    pub placement: Placement,
+    /// What the clients reach: each node's app while it runs, and whether it is paused.
+    reach: Arc<RwLock<Vec<Reach>>>,
+    _dir: tempfile::TempDir,
+}
+
+#[derive(Clone, Default)]
+struct Reach {
+    app: Option<Router>,
+    paused: bool,
+}
+
+fn name(n: usize) -> String {
+    format!("node-{}", n + 1)
+}
+
+impl SimCluster {
+    /// Starts three nodes on a network seeded with `seed`, and waits until each serves.
+    pub async fn start(seed: u64) -> SimCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let members: Vec<Member> = (0..NODES)
+            .map(|n| Member {
+                name: name(n),
+                address: format!("{}:4600", name(n)),
+                edge: None,
+                services: Vec::new(),
+            })
+            .collect();
+        let members_toml = members
+            .iter()
+            .map(|m| format!("{{ name = \"{}\", address = \"{}\" }}", m.name, m.address))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let nodes: Vec<SimNode> = (0..NODES)
+            .map(|n| SimNode {
+                config: config(&dir, n, &members_toml),
+                disk: SimulatedDisk::new(),
+                node: None,
+            })
+            .collect();
+        // Placement as the nodes compute it, with the lists left out resolved.
+        let resolved =
+            playhouse_runtime::node::prepare(nodes[0].config.clone(), playhouse_actors::SERVICES)
+                .unwrap();
+        let placement = Placement::new(&resolved.cluster);
+        let mut cluster = SimCluster {
+            network: MemoryNetwork::new(seed),
+            nodes,
+            placement,
+            reach: Arc::new(RwLock::new(vec![Reach::default(); NODES])),
+            _dir: dir,
+        };
+        cluster
+            .network
+            .set_delay(Duration::from_micros(100), Duration::from_millis(2));
+        for n in 0..NODES {
+            cluster.restart(n).await;
+        }
+        cluster.wait_settled(Duration::from_secs(30)).await.unwrap();
+        cluster
+    }
+
+    /// Node `n`'s index of the owner of `stream` in `service`.
+    pub fn owner_of(&self, service: &str, stream: &str) -> usize {
+        let owner = self.placement.owner_of(service, stream).unwrap();
+        (0..NODES).find(|n| name(*n) == owner).unwrap()
+    }
+
+    pub fn api(&self) -> SimApi {
+        SimApi {
+            reach: self.reach.clone(),
+        }
+    }
+
+    pub fn is_running(&self, n: usize) -> bool {
+        self.nodes[n].node.is_some()
+    }
+
+    /// Crashes node `n`: everything dropped at once, its disk back to what it had synced.
+    pub fn crash(&mut self, n: usize) {
+        self.reach.write().unwrap()[n].app = None;
+        if let Some(node) = self.nodes[n].node.take() {
+            node.crash();
+        }
+        self.nodes[n].disk.crash();
+    }
+
+    /// Starts node `n` (again) on its disk.
+    pub async fn restart(&mut self, n: usize) {
+        assert!(self.nodes[n].node.is_none(), "node {n} is running");
+        let slot = &mut self.nodes[n];
+        let node = Node::start(Launch {
+            config: slot.config.clone(),
+            services: playhouse_actors::SERVICES,
+            transport: Some(self.network.transport(&name(n))),
+            telemetry: Telemetry::detached(),
+            listen: false,
+            store: StoreOptions {
+                disk: Disk::Simulated(slot.disk.clone()),
+                ..StoreOptions::default()
+            },
+        })
+        .await
+        .unwrap_or_else(|error| panic!("node {n} did not start: {error}"));
+        self.reach.write().unwrap()[n].app = Some(node.edge());
+        slot.node = Some(node);
+    }
+
+    /// Holds node `n`'s messages and requests until [`SimCluster::resume`].
+    pub fn pause(&self, n: usize) {
+        self.network.pause(&name(n));
+        self.reach.write().unwrap()[n].paused = true;
+    }
+
+    pub fn resume(&self, n: usize) {
+        self.network.resume(&name(n));
+        self.reach.write().unwrap()[n].paused = false;
+    }
+
+    pub fn name(&self, n: usize) -> String {
+        name(n)
+    }
+
+    /// Waits until every running node sees the other running ones up and serves; says who
+    /// is not when `patience` runs out.
+    pub async fn wait_settled(&self, patience: Duration) -> Result<(), String> {
+        let api = self.api();
+        let admin = token("ops", &["admin"]);
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let mut unsettled = Vec::new();
+            for n in (0..NODES).filter(|n| self.is_running(*n)) {
+                match api.send(n, Call::get("/admin/cluster", &admin)).await {
+                    Answer::Status(StatusCode::OK, view) => {
+                        let up = view["members"].as_array().is_some_and(|members| {
+                            members.iter().all(|member| {
+                                member["status"] == "up"
+                                    || !self.is_running(
+                                        (0..NODES).find(|m| name(*m) == member["name"]).unwrap(),
+                                    )
+                            })
+                        });
+                        if view["serving"] != true || !up {
+                            unsettled.push(format!("node {n}: {view}"));
+                        }
+                    }
+                    other => unsettled.push(format!("node {n}: {other:?}")),
+                }
+            }
+            if unsettled.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(unsettled.join("; "));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops every node at once (a crash: the test is over), so that nothing outlives it.
+    pub fn tear_down(&mut self) {
+        for n in 0..NODES {
+            self.crash(n);
+        }
+    }
+}
+
+/// Node `n`'s config: every service (a member lists none: all of them), the test key, no rate
+/// limit to speak of, a small cluster.
+fn config(dir: &tempfile::TempDir, n: usize, members: &str) -> NodeConfig {
+    let data = dir.path().join(name(n));
+    let text = format!(
+        r#"
+environment = "development"
+node_name = "{name}"
+data_dir = "{data}"
+
+[edge]
+listen = "127.0.0.1:0"
+request_timeout_ms = 8000
+
+[auth]
+issuer = "playhouse"
+audience = "playhouse-api"
+key_env = "PLAYHOUSE_SIM_UNSET_KEY_VARIABLE"
+dev_key = "{TEST_KEY}"
+
+[rate_limit]
+requests_per_second = 1000000
+burst = 1000000
+
+[health]
+disk_degraded_below_percent = 0.1
+disk_unhealthy_below_percent = 0.05
+disk_unhealthy_below_mib = 0
+
+[cluster]
+listen = "127.0.0.1:{port}"
+cookie_env = "PLAYHOUSE_SIM_UNSET_COOKIE_VARIABLE"
+dev_cookie = "a-simulated-cluster-cookie"
+partitions = {PARTITIONS}
+heartbeat_interval_ms = 200
+heartbeat_timeout_ms = 1000
+call_timeout_ms = 2000
+members = [{members}]
+"#,
+        name = name(n),
+        data = data.display(),
+        port = 4601 + n,
+    );
+    NodeConfig::parse(
+        &dir.path().join(format!("{}.toml", name(n))),
+        &text,
+        Vec::new(),
+    )
+    .unwrap_or_else(|error| panic!("the simulated node's config: {error:#}"))
+}
+
+/// Requests to the simulated nodes' apps, in process.
+#[derive(Clone)]
+pub struct SimApi {
+    reach: Arc<RwLock<Vec<Reach>>>,
+}
+
+impl Api for SimApi {
+    fn nodes(&self) -> usize {
+        NODES
+    }
+
+    fn send(&self, node: usize, call: Call) -> BoxFuture<'_, Answer> {
+        Box::pin(async move {
+            let deadline = tokio::time::Instant::now() + CLIENT_TIMEOUT;
+            // A paused node answers nothing: wait, as a client would, until it resumes or the
+            // client gives up.
+            while self.reach.read().unwrap()[node].paused {
+                if tokio::time::Instant::now() >= deadline {
+                    return Answer::Nothing("timed out (node paused)".into());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let Some(app) = self.reach.read().unwrap()[node].app.clone() else {
+                return Answer::Nothing("connection refused (node down)".into());
+            };
+            let request = request(&call);
+            match tokio::time::timeout_at(deadline, app.oneshot(request)).await {
+                Err(_) => Answer::Nothing("timed out".into()),
+                Ok(Err(never)) => match never {},
+                Ok(Ok(response)) => {
+                    let status = response.status();
+                    let bytes = axum::body::to_bytes(response.into_body(), 1 << 22)
+                        .await
+                        .unwrap_or_default();
+                    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                    Answer::Status(
+                        StatusCode::from_u16(status.as_u16()).unwrap(),
+                        body,
+                    )
+                }
+            }
+        })
+    }
+}
+
+fn request(call: &Call) -> axum::http::Request<axum::body::Body> {
+    let method = axum::http::Method::from_bytes(call.method.as_str().as_bytes()).unwrap();
+    let mut request = axum::http::Request::builder()
+        .method(method)
+        .uri(&call.path)
+        .header("authorization", format!("Bearer {}", call.token));
+    if let Some(key) = &call.key {
+        request = request.header("idempotency-key", key);
+    }
+    if let Some(id) = &call.request_id {
+        // Both the request id and the trace id come from the client, so that nothing the node
+        // names depends on a random draw.
+        let trace = format!("{:032x}", playhouse_runtime::store::fingerprint(id.as_bytes()));
+        request = request
+            .header("x-request-id", id)
+            .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"));
+    }
+    let body = match &call.body {
+        Some(body) => {
+            request = request.header("content-type", "application/json");
+            axum::body::Body::from(body.to_string())
+        }
+        None => axum::body::Body::empty(),
+    };
+    request.body(body).unwrap()
+}
