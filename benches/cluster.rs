@@ -48,9 +48,7 @@ fn members_toml(names: &[&str], ports: &[u16]) -> String {
     let members: Vec<String> = names
         .iter()
         .zip(ports)
-        .map(|(name, port)| {
-            format!("{{ name = \"{name}\", address = \"127.0.0.1:{port}\" }}")
-        })
+        .map(|(name, port)| format!("{{ name = \"{name}\", address = \"127.0.0.1:{port}\" }}"))
         .collect();
     format!("[{}]", members.join(", "))
 }

@@ -90,7 +90,7 @@ async fn bank() {
                 (api.clone(), accounts.clone(), history.clone(), stop.clone());
             tokio::spawn(async move {
                 let seed = seed ^ ((c as u64 + 1) * 0x1000);
-                ledger::run_client(api.as_ref(), seed, &accounts, &history, &stop).await;
+                ledger::run_client(api.as_ref(), seed, &accounts, &history, &stop, (1, 20)).await;
             })
         })
         .collect();
@@ -112,7 +112,13 @@ async fn bank() {
         "the bank lost its invariants ({} problems; {summary}; {}):\n{}",
         checked.problems.len(),
         checked.summary,
-        checked.problems.iter().take(40).cloned().collect::<Vec<_>>().join("\n")
+        checked
+            .problems
+            .iter()
+            .take(40)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     println!("bank test: {summary}; {}", checked.summary);
 }

@@ -6,8 +6,8 @@
 //! Every run prints its seed; `SIM_SEED=N` repeats one, `SIM_SEEDS=N` runs N seeds from one
 //! (50 by default). A failure prints its seed, its faults and what the checker found.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::BTreeMap;
+use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,11 +18,15 @@ use crate::support::ledger::{self, Rng};
 use crate::support::shop;
 use crate::support::sim::{NODES, SimCluster};
 
-/// How long the nemesis and the clients run, in virtual time.
-const WORKLOAD: Duration = Duration::from_secs(20);
-const BANK_CLIENTS: usize = 3;
-const SHOP_CLIENTS: usize = 2;
-const STOCK: u64 = 40;
+/// How long the nemesis and the clients run, in virtual time: each seed's budget. With the
+/// clients' pauses, a few hundred operations and about ten faults a seed, so that fifty seeds
+/// take a minute or so.
+const WORKLOAD: Duration = Duration::from_secs(10);
+const BANK_CLIENTS: usize = 2;
+const SHOP_CLIENTS: usize = 1;
+/// Milliseconds a client waits between two operations, at least and at most.
+const THINK: (u64, u64) = (40, 160);
+const STOCK: u64 = 30;
 
 /// What one seed did and what the checkers found.
 #[derive(Debug)]
@@ -36,7 +40,11 @@ struct Run {
 }
 
 /// A nemesis of seeded faults, one at a time, each healed before the next.
-async fn nemesis(cluster: &mut SimCluster, rng: &mut Rng, until: tokio::time::Instant) -> Vec<String> {
+async fn nemesis(
+    cluster: &mut SimCluster,
+    rng: &mut Rng,
+    until: tokio::time::Instant,
+) -> Vec<String> {
     let mut faults = Vec::new();
     while tokio::time::Instant::now() < until {
         tokio::time::sleep(rng.millis(300, 1_500)).await;
@@ -51,7 +59,9 @@ async fn nemesis(cluster: &mut SimCluster, rng: &mut Rng, until: tokio::time::In
                 format!("crash node {a} for {hold:?}")
             }
             2 => {
-                cluster.network.partition(&cluster.name(a), &cluster.name(b));
+                cluster
+                    .network
+                    .partition(&cluster.name(a), &cluster.name(b));
                 tokio::time::sleep(hold).await;
                 cluster.network.heal();
                 format!("partition {a} | {b} for {hold:?}")
@@ -78,7 +88,10 @@ async fn nemesis(cluster: &mut SimCluster, rng: &mut Rng, until: tokio::time::In
                     .network
                     .set_delay(Duration::from_micros(100), Duration::from_millis(2));
                 cluster.network.set_drop_rate(0.0);
-                format!("delays up to {slowest:?}, {:.0}% dropped, for {hold:?}", drops * 100.0)
+                format!(
+                    "delays up to {slowest:?}, {:.0}% dropped, for {hold:?}",
+                    drops * 100.0
+                )
             }
         };
         faults.push(fault);
@@ -86,18 +99,32 @@ async fn nemesis(cluster: &mut SimCluster, rng: &mut Rng, until: tokio::time::In
     faults
 }
 
-/// One seed, start to finish, on a runtime of its own with a paused clock.
-fn run(seed: u64) -> Run {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap()
-        .block_on(simulate(seed))
+/// How the simulated machines behave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Disks {
+    Honest,
+    /// The planted fault: syncs acknowledged before the data is durable.
+    SyncLate,
 }
 
-async fn simulate(seed: u64) -> Run {
-    let mut cluster = SimCluster::start(seed).await;
+/// One seed, start to finish, on a runtime of its own with a paused clock: one thread, so
+/// that tasks run in an order only the seed decides.
+fn run(seed: u64) -> Run {
+    run_on(seed, Disks::Honest)
+}
+
+fn run_on(seed: u64, disks: Disks) -> Run {
+    let mut runtime = tokio::runtime::Builder::new_current_thread();
+    runtime.enable_all().start_paused(true);
+    // `select!` picks among ready branches at random; only an unstable tokio lets the seed
+    // decide (RUSTFLAGS="--cfg tokio_unstable", see README "The simulation").
+    #[cfg(tokio_unstable)]
+    runtime.rng_seed(tokio::runtime::RngSeed::from_bytes(&seed.to_le_bytes()));
+    runtime.build().unwrap().block_on(simulate(seed, disks))
+}
+
+async fn simulate(seed: u64, disks: Disks) -> Run {
+    let mut cluster = SimCluster::start(seed, disks == Disks::SyncLate).await;
     let api = Arc::new(cluster.api());
     let mut opened = 0;
     let mut ids = || {
@@ -118,30 +145,45 @@ async fn simulate(seed: u64) -> Run {
     let stop = Arc::new(AtomicBool::new(false));
     let mut clients = Vec::new();
     for c in 0..BANK_CLIENTS {
-        let (api, accounts, history, stop) =
-            (api.clone(), accounts.clone(), bank_history.clone(), stop.clone());
+        let (api, accounts, history, stop) = (
+            api.clone(),
+            accounts.clone(),
+            bank_history.clone(),
+            stop.clone(),
+        );
         clients.push(tokio::spawn(async move {
             let seed = seed ^ ((c as u64 + 1) * 0x1000);
-            ledger::run_client(api.as_ref(), seed, &accounts, &history, &stop).await;
+            ledger::run_client(api.as_ref(), seed, &accounts, &history, &stop, THINK).await;
         }));
     }
     for c in 0..SHOP_CLIENTS {
-        let (api, goods, history, stop) =
-            (api.clone(), goods.clone(), shop_history.clone(), stop.clone());
+        let (api, goods, history, stop) = (
+            api.clone(),
+            goods.clone(),
+            shop_history.clone(),
+            stop.clone(),
+        );
         clients.push(tokio::spawn(async move {
             let seed = seed ^ ((c as u64 + 1) * 0x10_0000);
-            shop::run_client(api.as_ref(), seed, &goods, &history, &stop).await;
+            shop::run_client(api.as_ref(), seed, &goods, &history, &stop, THINK).await;
         }));
     }
     let mut rng = Rng(seed);
-    let faults = nemesis(&mut cluster, &mut rng, tokio::time::Instant::now() + WORKLOAD).await;
+    let faults = nemesis(
+        &mut cluster,
+        &mut rng,
+        tokio::time::Instant::now() + WORKLOAD,
+    )
+    .await;
     stop.store(true, Ordering::SeqCst);
     for client in clients {
         client.await.unwrap();
     }
     let mut problems = Vec::new();
     if let Err(unsettled) = cluster.wait_settled(Duration::from_secs(30)).await {
-        problems.push(format!("the cluster did not settle after the faults: {unsettled}"));
+        problems.push(format!(
+            "the cluster did not settle after the faults: {unsettled}"
+        ));
     }
     let bank_history = bank_history.lock().unwrap().clone();
     let shop_history = shop_history.lock().unwrap().clone();
@@ -220,18 +262,63 @@ fn the_bank_and_the_shop_keep_their_invariants_under_seeded_faults() {
     );
 }
 
+/// Runs a seed twice and compares the two histories' digests: the same seed must give the
+/// same run. `SIM_TWICE=N` does it for N seeds and prints how many matched.
 #[test]
 fn one_seed_run_twice_gives_the_same_history() {
-    let seed = seeds()[0];
-    let (first, second) = (run(seed), run(seed));
+    let count = std::env::var("SIM_TWICE")
+        .ok()
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(1);
+    let first_seed = seeds()[0];
+    let mut differing = Vec::new();
+    for seed in first_seed..first_seed + count {
+        let (first, second) = (run(seed), run(seed));
+        println!(
+            "SIM_SEED={seed}: digests {:016x} and {:016x}",
+            first.digest, second.digest
+        );
+        assert_eq!(first.faults, second.faults, "the nemesis is seeded");
+        if first.digest != second.digest {
+            differing.push(format!(
+                "SIM_SEED={seed}: {} / {}",
+                first.summary, second.summary
+            ));
+        }
+    }
     println!(
-        "SIM_SEED={seed}: digests {:016x} and {:016x}",
-        first.digest, second.digest
+        "determinism: {} of {count} seeds gave the same history twice",
+        count as usize - differing.len()
     );
-    assert_eq!(first.faults, second.faults, "the nemesis is seeded");
-    assert_eq!(
-        first.digest, second.digest,
-        "SIM_SEED={seed} gave two histories: {} / {}",
-        first.summary, second.summary
+    assert!(
+        differing.is_empty(),
+        "seeds whose two runs differ:\n{}",
+        differing.join("\n")
     );
+}
+
+/// The simulation can catch a write acknowledged before it was durable: with disks that
+/// acknowledge each sync before the data is down (a planted fault), a crash loses the last
+/// acknowledged commit, and the checkers (or the nodes' own lost-data check, which then
+/// refuses to serve) say so within a few seeds.
+#[test]
+fn a_disk_that_acknowledges_syncs_before_they_are_durable_is_caught() {
+    for seed in 1..=10 {
+        let run = run_on(seed, Disks::SyncLate);
+        if !run.problems.is_empty() {
+            println!(
+                "late syncs caught at SIM_SEED={seed} (seed {seed} of 10), faults {:?}: {}",
+                run.faults,
+                run.problems
+                    .iter()
+                    .take(5)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+            return;
+        }
+        println!("SIM_SEED={seed}: late syncs not caught; {}", run.summary);
+    }
+    panic!("ten seeds on disks that acknowledge syncs late, and the checkers found nothing");
 }

@@ -16,8 +16,6 @@ use crate::text::Name;
 const ACCOUNT_ID_NAMESPACE: uuid::Uuid =
     uuid::Uuid::from_u128(0x6c1f_3f0e_8d2a_4b8e_9a51_2d7c_0e4b_a11c);
 
-const NOUN: &str = "account";
-
 /// The accounts routes, to be put behind the edge's guard.
 pub fn routes(accounts: Aggregates<Account>) -> Routes {
     OpenApiRouter::new()
@@ -28,8 +26,8 @@ pub fn routes(accounts: Aggregates<Account>) -> Routes {
         .with_state(accounts.clone())
         .merge(history_routes(
             "/api/v1/accounts",
-            NOUN,
-            "accounts",
+            Account::NOUN,
+            Account::SERVICE,
             accounts,
         ))
 }
@@ -73,7 +71,7 @@ impl AccountView {
                 balance,
                 version: current.version,
             }),
-            AccountState::Unopened => Err(not_found(NOUN, &id)),
+            AccountState::Unopened => Err(not_found(Account::NOUN, &id)),
         }
     }
 }
@@ -101,13 +99,10 @@ async fn open_account(
         initial_balance: body.initial_balance,
         subject: context.subject(),
     };
-    let outcome = accounts
-        .execute(&id, context.envelope(command))
+    let base = "/api/v1/accounts";
+    context
+        .create(&accounts, id, base, command, AccountView::of)
         .await
-        .map_err(|error| command_problem(NOUN, &id, error))?;
-    let location = format!("/api/v1/accounts/{id}");
-    let account = AccountView::of(id, outcome.state)?;
-    Ok(CommandAnswer::created(location, account, outcome.position))
 }
 
 /// The account's owner, balance and version.
@@ -123,7 +118,7 @@ async fn get_account(
     PathId(id): PathId,
 ) -> Result<ApiJson<AccountView>, Problem> {
     let id = id.to_string();
-    let current = visible(&accounts, &principal, NOUN, &id, false).await?;
+    let current = accounts.visible_to(&principal, &id, false).await?;
     AccountView::of(id, current).map(ApiJson)
 }
 
@@ -178,11 +173,8 @@ async fn move_money(
     let id = id.to_string();
     // Unknown ids and others' accounts are refused here, so that probing them starts no
     // actor. The owner never changes once open, so the check holds for the command below.
-    visible(accounts, &context.principal, NOUN, &id, true).await?;
-    let outcome = accounts
-        .execute(&id, context.envelope(command))
-        .await
-        .map_err(|error| command_problem(NOUN, &id, error))?;
+    accounts.visible_to(&context.principal, &id, true).await?;
+    let outcome = accounts.command(&id, context.envelope(command)).await?;
     let account = AccountView::of(id, outcome.state)?;
     Ok(CommandAnswer::ok(account, outcome.position))
 }

@@ -2,7 +2,7 @@
 
 use axum::extract::State;
 use playhouse_runtime::prelude::*;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -11,8 +11,6 @@ use super::read_model::{PRODUCTS, ProductView};
 use super::{Product, ProductCommand, ProductState, product_id_for};
 use crate::money::minor_units;
 use crate::text::Name;
-
-const NOUN: &str = "product";
 
 #[derive(Clone)]
 struct Catalog {
@@ -30,8 +28,8 @@ pub fn routes(products: Aggregates<Product>, read_models: ReadModels) -> Routes 
         })
         .merge(history_routes(
             "/api/v1/products",
-            NOUN,
-            "catalog",
+            Product::NOUN,
+            Product::SERVICE,
             products,
         ))
 }
@@ -54,18 +52,6 @@ pub struct CreateProductRequest {
     pub price: i64,
 }
 
-/// A page of products.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ProductPage {
-    pub items: Vec<ProductView>,
-    /// Pass as `cursor` for the next page; absent on the last one.
-    pub next_cursor: Option<String>,
-    /// Cluster members whose part of the list is missing (down or not serving): the page is
-    /// incomplete while this is present.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub missing_members: Vec<String>,
-}
-
 fn view(id: String, state: ProductState) -> Result<ProductView, Problem> {
     match state {
         ProductState::Listed {
@@ -76,7 +62,7 @@ fn view(id: String, state: ProductState) -> Result<ProductView, Problem> {
             sku,
             price,
         }),
-        ProductState::Absent => Err(not_found(NOUN, &id)),
+        ProductState::Absent => Err(not_found(Product::NOUN, &id)),
     }
 }
 
@@ -98,14 +84,11 @@ async fn create_product(
         price: body.price,
         subject: context.subject(),
     };
-    let outcome = catalog
-        .products
-        .execute(&id, context.envelope(command))
+    let created = |id, current: Versioned<ProductState>| view(id, current.state);
+    let base = "/api/v1/products";
+    context
+        .create(&catalog.products, id, base, command, created)
         .await
-        .map_err(|error| command_problem(NOUN, &id, error))?;
-    let location = format!("/api/v1/products/{id}");
-    let product = view(id, outcome.state.state)?;
-    Ok(CommandAnswer::created(location, product, outcome.position))
 }
 
 /// One product (any reader may read the catalog).
@@ -119,23 +102,19 @@ async fn get_product(
     PathId(id): PathId,
 ) -> Result<ApiJson<ProductView>, Problem> {
     let id = id.to_string();
-    let current = visible(&catalog.products, &principal, NOUN, &id, false).await?;
+    let current = catalog.products.visible_to(&principal, &id, false).await?;
     view(id, current.state).map(ApiJson)
 }
 
 /// The catalog, a page at a time, in id order (from the products read model).
 #[utoipa::path(get, path = "/api/v1/products", tag = "catalog",
     security(("bearer" = [])), params(Page),
-    responses((status = 200, description = "A page of products", body = ProductPage), QueryProblems))]
+    responses((status = 200, description = "A page of products", body = Listed<ProductView>), QueryProblems))]
 async fn list_products(
     State(catalog): State<Catalog>,
     _: Reader,
     ApiQuery(page): ApiQuery<Page>,
-) -> Result<ApiJson<ProductPage>, Problem> {
+) -> Result<ApiJson<Listed<ProductView>>, Problem> {
     let listed = catalog.read_models.list(PRODUCTS, b"", &page).await?;
-    Ok(ApiJson(ProductPage {
-        items: listed.items,
-        next_cursor: listed.next_cursor,
-        missing_members: listed.missing_members,
-    }))
+    Ok(ApiJson(listed))
 }

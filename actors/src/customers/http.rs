@@ -15,8 +15,6 @@ use crate::text::Name;
 const CUSTOMER_ID_NAMESPACE: uuid::Uuid =
     uuid::Uuid::from_u128(0x7d3e_1c55_2a90_4f61_b3c8_0e6d_91a4_57f2);
 
-const NOUN: &str = "customer";
-
 pub fn routes(customers: Aggregates<Customer>) -> Routes {
     OpenApiRouter::new()
         .routes(routes!(register_customer))
@@ -24,8 +22,8 @@ pub fn routes(customers: Aggregates<Customer>) -> Routes {
         .with_state(customers.clone())
         .merge(history_routes(
             "/api/v1/customers",
-            NOUN,
-            "customers",
+            Customer::NOUN,
+            Customer::SERVICE,
             customers,
         ))
 }
@@ -69,7 +67,7 @@ fn view(id: String, state: CustomerState) -> Result<CustomerView, Problem> {
             email,
             credit_limit,
         }),
-        CustomerState::Unregistered => Err(not_found(NOUN, &id)),
+        CustomerState::Unregistered => Err(not_found(Customer::NOUN, &id)),
     }
 }
 
@@ -90,13 +88,9 @@ async fn register_customer(
         credit_limit: body.credit_limit,
         subject: context.subject(),
     };
-    let outcome = customers
-        .execute(&id, context.envelope(command))
-        .await
-        .map_err(|error| command_problem(NOUN, &id, error))?;
-    let location = format!("/api/v1/customers/{id}");
-    let customer = view(id, outcome.state.state)?;
-    Ok(CommandAnswer::created(location, customer, outcome.position))
+    let created = |id, current: Versioned<CustomerState>| view(id, current.state);
+    let base = "/api/v1/customers";
+    context.create(&customers, id, base, command, created).await
 }
 
 /// A customer.
@@ -110,6 +104,6 @@ async fn get_customer(
     PathId(id): PathId,
 ) -> Result<ApiJson<CustomerView>, Problem> {
     let id = id.to_string();
-    let current = visible(&customers, &principal, NOUN, &id, false).await?;
+    let current = customers.visible_to(&principal, &id, false).await?;
     view(id, current.state).map(ApiJson)
 }

@@ -51,6 +51,8 @@ fn quantity_ok(quantity: u64) -> Result<(), StockError> {
 impl Aggregate for Stock {
     const KIND: &'static str = "inventory";
     const SERVICE: &'static str = super::SERVICE;
+    /// A stock record is addressed by its product's id.
+    const NOUN: &'static str = "product";
     /// Every reader may see what is in stock; only the product's owner receives goods.
     const ACCESS: Access = Access::PublicRead;
     type State = StockState;

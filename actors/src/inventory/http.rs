@@ -11,8 +11,6 @@ use super::aggregate::MAX_QUANTITY;
 use super::{Stock, StockCommand, StockState};
 use crate::catalog::Product;
 
-const NOUN: &str = "product";
-
 #[derive(Clone)]
 struct Inventory {
     stock: Aggregates<Stock>,
@@ -30,7 +28,7 @@ pub fn routes(stock: Aggregates<Stock>, products: Aggregates<Product>) -> Routes
         .merge(history_routes(
             "/api/v1/inventory",
             "stock record",
-            "inventory",
+            Stock::SERVICE,
             stock,
         ))
 }
@@ -86,16 +84,12 @@ async fn receive_stock(
         ));
     }
     let product_id = product_id.to_string();
-    let product = visible(
-        &inventory.products,
-        &context.principal,
-        NOUN,
-        &product_id,
-        true,
-    )
-    .await?;
+    let product = inventory
+        .products
+        .visible_to(&context.principal, &product_id, true)
+        .await?;
     let owner = Product::owner(&product.state)
-        .ok_or_else(|| not_found(NOUN, &product_id))?
+        .ok_or_else(|| not_found(Product::NOUN, &product_id))?
         .to_owned();
     let command = StockCommand::Receive {
         quantity: body.quantity,
@@ -103,9 +97,8 @@ async fn receive_stock(
     };
     let outcome = inventory
         .stock
-        .execute(&product_id, context.envelope(command))
-        .await
-        .map_err(|error| command_problem(NOUN, &product_id, error))?;
+        .command(&product_id, context.envelope(command))
+        .await?;
     let stock = view(product_id, &outcome.state.state);
     Ok(CommandAnswer::ok(stock, outcome.position))
 }
@@ -122,11 +115,10 @@ async fn get_stock(
 ) -> Result<ApiJson<StockView>, Problem> {
     let product_id = product_id.to_string();
     // A product that exists has stock (perhaps none yet); another id is not found.
-    visible(&inventory.products, &principal, NOUN, &product_id, false).await?;
-    let current = inventory
-        .stock
-        .get(&product_id)
-        .await
-        .map_err(|error| command_problem(NOUN, &product_id, error))?;
+    inventory
+        .products
+        .visible_to(&principal, &product_id, false)
+        .await?;
+    let current = inventory.stock.current(&product_id).await?;
     Ok(ApiJson(view(product_id, &current.state)))
 }

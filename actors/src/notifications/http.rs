@@ -3,8 +3,8 @@
 use axum::extract::State;
 use playhouse_runtime::bus::key;
 use playhouse_runtime::prelude::*;
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde::Deserialize;
+use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -33,45 +33,25 @@ pub struct CustomerQuery {
     pub customer_id: uuid::Uuid,
 }
 
-/// A page of notifications, oldest first.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct NotificationPage {
-    pub items: Vec<Notification>,
-    /// Pass as `cursor` for the next page; absent on the last one.
-    pub next_cursor: Option<String>,
-    /// Cluster members whose part of the list is missing (down or not serving): the page is
-    /// incomplete while this is present.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub missing_members: Vec<String>,
-}
-
 /// What a customer has been told about its orders and payments, oldest first.
 #[utoipa::path(get, path = "/api/v1/notifications", tag = "notifications",
     security(("bearer" = [])), params(CustomerQuery, Page),
-    responses((status = 200, description = "A page of the customer's notifications", body = NotificationPage), QueryProblems))]
+    responses((status = 200, description = "A page of the customer's notifications", body = Listed<Notification>), QueryProblems))]
 async fn list_notifications(
     State(notifications): State<Notifications>,
     Reader(principal): Reader,
     ApiQuery(customer): ApiQuery<CustomerQuery>,
     ApiQuery(page): ApiQuery<Page>,
-) -> Result<ApiJson<NotificationPage>, Problem> {
+) -> Result<ApiJson<Listed<Notification>>, Problem> {
     page.size()?; // a malformed page is 400 before anything is read
     let customer_id = customer.customer_id.to_string();
-    visible(
-        &notifications.customers,
-        &principal,
-        "customer",
-        &customer_id,
-        false,
-    )
-    .await?;
+    notifications
+        .customers
+        .visible_to(&principal, &customer_id, false)
+        .await?;
     let listed = notifications
         .read_models
         .list(NOTIFICATIONS, &key(&[&customer_id]), &page)
         .await?;
-    Ok(ApiJson(NotificationPage {
-        items: listed.items,
-        next_cursor: listed.next_cursor,
-        missing_members: listed.missing_members,
-    }))
+    Ok(ApiJson(listed))
 }

@@ -23,7 +23,7 @@ pub const SERVICE: &str = "notifications";
 pub const DEF: ServiceDef = ServiceDef {
     name: SERVICE,
     start,
-    reads_events_of: &["orders", "payments"],
+    reads_events_of: &[crate::orders::SERVICE, crate::payments::SERVICE],
 };
 
 fn start(context: &ServiceContext) -> Service {

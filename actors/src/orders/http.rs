@@ -22,8 +22,6 @@ use crate::payments::payment_id_for;
 const ORDER_ID_NAMESPACE: uuid::Uuid =
     uuid::Uuid::from_u128(0x0e8c_44d1_6b2f_4a37_9d05_c2f1_5e7a_b983);
 
-const NOUN: &str = "order";
-
 /// The id of the order that `subject` places with `Idempotency-Key: key`: a client that lost
 /// the answer can look the order up (`GET /api/v1/orders/{id}`) instead of guessing.
 pub fn order_id_for(subject: &str, key: &str) -> String {
@@ -60,7 +58,12 @@ pub fn routes(
             sagas,
             read_models,
         })
-        .merge(history_routes("/api/v1/orders", NOUN, "orders", orders))
+        .merge(history_routes(
+            "/api/v1/orders",
+            Order::NOUN,
+            Order::SERVICE,
+            orders,
+        ))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -121,7 +124,7 @@ fn view(id: String, state: OrderState) -> Result<OrderView, Problem> {
             status: status.as_str().to_owned(),
             reason,
         }),
-        OrderState::Unplaced => Err(not_found(NOUN, &id)),
+        OrderState::Unplaced => Err(not_found(Order::NOUN, &id)),
     }
 }
 
@@ -147,7 +150,9 @@ async fn priced_lines(
             same.quantity = same.quantity.saturating_add(line.quantity);
             continue;
         }
-        let product = visible(&orders.products, principal, "product", &product_id, false)
+        let product = orders
+            .products
+            .visible_to(principal, &product_id, false)
             .await
             .map_err(|_| {
                 Problem::invalid_field(
@@ -179,21 +184,21 @@ async fn place_order(
     ApiJson(body): ApiJson<PlaceOrderRequest>,
 ) -> Result<CommandAnswer<PlacedView>, Problem> {
     let customer_id = body.customer_id.to_string();
-    let customer = visible(
-        &orders.customers,
-        &context.principal,
-        "customer",
-        &customer_id,
-        true,
-    )
-    .await?;
+    let customer = orders
+        .customers
+        .visible_to(&context.principal, &customer_id, true)
+        .await?;
     let subject = Customer::owner(&customer.state)
-        .ok_or_else(|| not_found("customer", &customer_id))?
+        .ok_or_else(|| not_found(Customer::NOUN, &customer_id))?
         .to_owned();
     let lines = priced_lines(&orders, &context.principal, body.lines).await?;
     let id = context.new_resource_id(ORDER_ID_NAMESPACE).to_string();
     let total = total_of(&lines).map_err(|refusal| {
-        command_problem(NOUN, &id, CommandError::<OrderError>::Refused(refusal))
+        command_problem(
+            Order::NOUN,
+            &id,
+            CommandError::<OrderError>::Refused(refusal),
+        )
     })?;
     let input = OrderSagaInput {
         order_id: id.clone(),
@@ -214,17 +219,13 @@ async fn place_order(
             &context.ids.request_id,
         )
         .await
-        .map_err(|error| saga_problem(NOUN, error))?;
+        .map_err(|error| saga_problem(Order::NOUN, error))?;
     let place = StepContext {
         command_id: saga::command_id(OrderSaga::KIND, &id, 0, "act"),
         correlation_id: saga.correlation_id,
     }
     .envelope(OrderSaga::place(&input));
-    let outcome = orders
-        .orders
-        .execute(&id, place)
-        .await
-        .map_err(|error| command_problem(NOUN, &id, error))?;
+    let outcome = orders.orders.command(&id, place).await?;
     let placed = PlacedView {
         status: view(id.clone(), outcome.state.state)?.status,
         order_id: id.clone(),
@@ -247,7 +248,7 @@ async fn get_order(
     PathId(id): PathId,
 ) -> Result<ApiJson<OrderView>, Problem> {
     let id = id.to_string();
-    let current = visible(&orders.orders, &principal, NOUN, &id, false).await?;
+    let current = orders.orders.visible_to(&principal, &id, false).await?;
     view(id, current.state).map(ApiJson)
 }
 
@@ -262,15 +263,17 @@ async fn cancel_order(
     PathId(id): PathId,
 ) -> Result<CommandAnswer<OrderView>, Problem> {
     let id = id.to_string();
-    visible(&orders.orders, &context.principal, NOUN, &id, true).await?;
+    orders
+        .orders
+        .visible_to(&context.principal, &id, true)
+        .await?;
     let command = OrderCommand::Cancel {
         reason: "cancelled by the customer".into(),
     };
     let outcome = orders
         .orders
-        .execute(&id, context.envelope(command))
-        .await
-        .map_err(|error| command_problem(NOUN, &id, error))?;
+        .command(&id, context.envelope(command))
+        .await?;
     let order = view(id, outcome.state.state)?;
     Ok(CommandAnswer::ok(order, outcome.position))
 }
@@ -282,45 +285,25 @@ pub struct CustomerQuery {
     pub customer_id: uuid::Uuid,
 }
 
-/// A page of orders.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct OrderPage {
-    pub items: Vec<OrderSummary>,
-    /// Pass as `cursor` for the next page; absent on the last one.
-    pub next_cursor: Option<String>,
-    /// Cluster members whose part of the list is missing (down or not serving): the page is
-    /// incomplete while this is present.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub missing_members: Vec<String>,
-}
-
 /// A customer's orders, a page at a time (from the orders-by-customer read model).
 #[utoipa::path(get, path = "/api/v1/orders", tag = "orders",
     security(("bearer" = [])), params(CustomerQuery, Page),
-    responses((status = 200, description = "A page of the customer's orders", body = OrderPage), QueryProblems))]
+    responses((status = 200, description = "A page of the customer's orders", body = Listed<OrderSummary>), QueryProblems))]
 async fn list_orders(
     State(orders): State<Orders>,
     Reader(principal): Reader,
     ApiQuery(customer): ApiQuery<CustomerQuery>,
     ApiQuery(page): ApiQuery<Page>,
-) -> Result<ApiJson<OrderPage>, Problem> {
+) -> Result<ApiJson<Listed<OrderSummary>>, Problem> {
     page.size()?; // a malformed page is 400 before anything is read
     let customer_id = customer.customer_id.to_string();
-    visible(
-        &orders.customers,
-        &principal,
-        "customer",
-        &customer_id,
-        false,
-    )
-    .await?;
+    orders
+        .customers
+        .visible_to(&principal, &customer_id, false)
+        .await?;
     let listed = orders
         .read_models
         .list(ORDERS_BY_CUSTOMER, &key(&[&customer_id]), &page)
         .await?;
-    Ok(ApiJson(OrderPage {
-        items: listed.items,
-        next_cursor: listed.next_cursor,
-        missing_members: listed.missing_members,
-    }))
+    Ok(ApiJson(listed))
 }

@@ -14,8 +14,8 @@ mod saga;
 #[cfg(test)]
 mod tests;
 
-pub use http::order_id_for;
 pub use aggregate::{MAX_LINE_QUANTITY, MAX_LINES, Order, OrderState, OrderStatus, total_of};
+pub use http::order_id_for;
 pub use messages::{OrderCommand, OrderError, OrderEvent, OrderLine};
 pub use read_model::{ORDERS_BY_CUSTOMER, OrderSummary, OrdersByCustomer};
 pub use saga::{OrderSaga, OrderSagaInput};

@@ -182,27 +182,27 @@ impl SagaKind for OrderSaga {
         let line = |verb: &str, l: &OrderLine| format!("{verb} {} x {}", l.quantity, l.product_id);
         let mut steps = vec![Step {
             name: "place the order".into(),
-            target: "orders",
+            target: Order::SERVICE,
             kind: StepKind::Compensable,
         }];
         steps.extend(input.lines.iter().map(|l| Step {
             name: line("reserve", l),
-            target: "inventory",
+            target: Stock::SERVICE,
             kind: StepKind::Compensable,
         }));
         steps.push(Step {
             name: "authorize the payment".into(),
-            target: "payments",
+            target: Payment::SERVICE,
             kind: StepKind::Compensable,
         });
         steps.push(Step {
             name: "confirm the order".into(),
-            target: "orders",
+            target: Order::SERVICE,
             kind: StepKind::Pivot,
         });
         steps.extend(input.lines.iter().map(|l| Step {
             name: line("commit", l),
-            target: "inventory",
+            target: Stock::SERVICE,
             kind: StepKind::Retriable,
         }));
         steps

@@ -10,16 +10,14 @@ use utoipa_axum::routes;
 
 use super::{Payment, PaymentState};
 
-const NOUN: &str = "payment";
-
 pub fn routes(payments: Aggregates<Payment>) -> Routes {
     OpenApiRouter::new()
         .routes(routes!(get_payment))
         .with_state(payments.clone())
         .merge(history_routes(
             "/api/v1/payments",
-            NOUN,
-            "payments",
+            Payment::NOUN,
+            Payment::SERVICE,
             payments,
         ))
 }
@@ -48,7 +46,7 @@ async fn get_payment(
     PathId(id): PathId,
 ) -> Result<ApiJson<PaymentView>, Problem> {
     let id = id.to_string();
-    let current = visible(&payments, &principal, NOUN, &id, false).await?;
+    let current = payments.visible_to(&principal, &id, false).await?;
     match current.state {
         PaymentState::Decided {
             order_id,
@@ -65,6 +63,6 @@ async fn get_payment(
             status: status.as_str().to_owned(),
             reason,
         })),
-        PaymentState::None => Err(not_found(NOUN, &id)),
+        PaymentState::None => Err(not_found(Payment::NOUN, &id)),
     }
 }

@@ -49,6 +49,8 @@ pub trait Aggregate: fmt::Debug + Clone + Send + Sync + 'static {
     /// The service that hosts this kind: placement puts its aggregates on the members hosting
     /// that service.
     const SERVICE: &'static str;
+    /// What one of them is called in messages to clients ("no account with id ...").
+    const NOUN: &'static str = Self::KIND;
     /// Version of the event and state encoding; snapshots of another version are ignored.
     const SCHEMA_VERSION: u16 = 1;
 

@@ -12,7 +12,7 @@
 //! pair, so a transport never has two to choose between. Which peer is up is the
 //! [`Detector`]'s call; this actor feeds it and sends what it needs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -267,7 +267,7 @@ pub(crate) struct Membership;
 pub(crate) struct MembershipState {
     cluster: Cluster,
     transport: Arc<dyn Transport>,
-    links: HashMap<String, Link>,
+    links: BTreeMap<String, Link>,
     detector: Detector,
     last_flush: Instant,
 }
@@ -305,7 +305,7 @@ impl Actor for Membership {
         (cluster, transport): (Cluster, Arc<dyn Transport>),
     ) -> Result<MembershipState, ActorProcessingErr> {
         let me = cluster.node().to_owned();
-        let links: HashMap<String, Link> = cluster
+        let links: BTreeMap<String, Link> = cluster
             .peers()
             .map(|member| {
                 let link = Link {

@@ -210,6 +210,9 @@ mod tests {
         let cluster = "[cluster]\ndev_cookie = \"a-cluster-cookie-of-length\"\nmembers = [\n{ name = \"a\", address = \"a:1\", services = [\"mail\"] },\n{ name = \"b\", address = \"b:1\" }]\n";
         assert_eq!(prepare(config(cluster), BUILD).unwrap().services, ["mail"]);
         let error = prepare(config("services = [\"ledger\", \"post\"]"), BUILD).unwrap_err();
-        assert!(error.contains("`post` is not a service of this build"), "{error}");
+        assert!(
+            error.contains("`post` is not a service of this build"),
+            "{error}"
+        );
     }
 }

@@ -10,9 +10,10 @@
 //! on the blocking pool: memory is fast, and one thread keeps a simulation's order the same
 //! from run to run.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use redb::{Builder, Database, DatabaseError};
 
@@ -106,10 +107,12 @@ struct DiskState {
     /// Bumped by every crash: handles opened before it are fenced.
     generation: u64,
     files: BTreeMap<PathBuf, SimFile>,
+    /// A planted fault: a sync makes durable only what was synced this long before.
+    syncs_late: Option<Duration>,
 }
 
 /// One file: what a crash keeps, and what was written since the last sync.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct SimFile {
     durable: Vec<u8>,
     /// How much of `durable` the file still shows: a file shrunk since the last sync reads
@@ -119,6 +122,9 @@ struct SimFile {
     unsynced: BTreeMap<u64, Vec<u8>>,
     /// The file's length now (the durable one is `durable.len()`).
     len: u64,
+    /// Under the late-sync fault: the file as of each recent sync, made durable once old
+    /// enough.
+    held: VecDeque<(tokio::time::Instant, SimFile)>,
 }
 
 impl SimulatedDisk {
@@ -148,9 +154,18 @@ impl SimulatedDisk {
         state.generation += 1;
         for file in state.files.values_mut() {
             file.unsynced.clear();
+            file.held.clear();
             file.len = file.durable.len() as u64;
             file.shown = file.len;
         }
+    }
+
+    /// A planted fault, to show that a simulation catches it: from now on every sync answers
+    /// at once but makes durable only what was synced `lag` before (on tokio's clock), as a
+    /// disk whose cache acknowledges flushes and writes them back later would. A crash then
+    /// loses what was acknowledged in the last `lag`.
+    pub fn acknowledge_syncs_late(&self, lag: Duration) {
+        self.lock().syncs_late = Some(lag);
     }
 
     /// The disk is lost: no file survives, and everything opened before is fenced.
@@ -171,13 +186,15 @@ impl SimulatedDisk {
 }
 
 impl SimFile {
-    /// The durable byte at `at`, as the file shows it.
-    fn durable_at(&self, at: u64) -> u8 {
-        if at < self.shown {
-            self.durable.get(at as usize).copied().unwrap_or(0)
-        } else {
-            0
-        }
+    /// Copies the durable bytes from `at` into `out`, as the file shows them (zeros past what
+    /// it shows).
+    fn durable_into(&self, at: u64, out: &mut [u8]) {
+        let visible = (self.shown as usize).min(self.durable.len());
+        let start = (at as usize).min(visible);
+        let end = (at as usize + out.len()).min(visible);
+        let copied = end - start;
+        out[..copied].copy_from_slice(&self.durable[start..end]);
+        out[copied..].fill(0);
     }
 
     /// The bytes of page `number` as they are now.
@@ -185,9 +202,9 @@ impl SimFile {
         if let Some(page) = self.unsynced.get(&number) {
             return page.clone();
         }
-        (0..PAGE)
-            .map(|within| self.durable_at(number * PAGE + within))
-            .collect()
+        let mut page = vec![0; PAGE as usize];
+        self.durable_into(number * PAGE, &mut page);
+        page
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) {
@@ -198,11 +215,7 @@ impl SimFile {
             let take = (PAGE as usize - within).min(out.len() - done);
             match self.unsynced.get(&number) {
                 Some(page) => out[done..done + take].copy_from_slice(&page[within..within + take]),
-                None => {
-                    for (i, byte) in out[done..done + take].iter_mut().enumerate() {
-                        *byte = self.durable_at(at + i as u64);
-                    }
-                }
+                None => self.durable_into(at, &mut out[done..done + take]),
             }
             done += take;
         }
@@ -233,6 +246,35 @@ impl SimFile {
             self.shown = self.shown.min(len);
         }
         self.len = len;
+    }
+
+    /// The late-sync fault's sync: this sync's view of the file is held; the latest held view
+    /// at least `lag` old becomes durable, and what was written since stays unsynced.
+    fn sync_late(&mut self, lag: Duration) {
+        let now = tokio::time::Instant::now();
+        let mut view = self.clone();
+        view.held.clear();
+        self.held.push_back((now, view));
+        let mut ready = None;
+        while let Some((at, _)) = self.held.front()
+            && now.saturating_duration_since(*at) >= lag
+        {
+            ready = self.held.pop_front().map(|(_, view)| view);
+        }
+        if let Some(mut ready) = ready {
+            ready.sync();
+            let current = self.all_pages();
+            self.durable = ready.durable;
+            self.shown = self.durable.len() as u64;
+            self.unsynced = current;
+        }
+    }
+
+    /// Every page of the file as it is now, as unsynced pages.
+    fn all_pages(&self) -> BTreeMap<u64, Vec<u8>> {
+        (0..self.len.div_ceil(PAGE))
+            .map(|number| (number, self.page(number)))
+            .collect()
     }
 
     fn sync(&mut self) {
@@ -298,7 +340,11 @@ impl redb::StorageBackend for SimBackend {
     }
 
     fn sync_data(&self) -> Result<(), std::io::Error> {
-        self.with(SimFile::sync)
+        let late = self.disk.lock().syncs_late;
+        self.with(|file| match late {
+            Some(lag) => file.sync_late(lag),
+            None => file.sync(),
+        })
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
@@ -355,6 +401,24 @@ mod tests {
         file.sync_data().unwrap();
         disk.crash();
         assert_eq!(contents(&disk.open(Path::new("f")))[50], 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_disk_that_syncs_late_loses_what_was_synced_in_the_last_lag() {
+        let disk = SimulatedDisk::new();
+        disk.acknowledge_syncs_late(Duration::from_millis(100));
+        let file = disk.open(Path::new("f"));
+        file.write(0, b"first").unwrap();
+        file.sync_data().unwrap();
+        tokio::time::advance(Duration::from_millis(150)).await;
+        file.write(0, b"second").unwrap();
+        file.sync_data().unwrap();
+        tokio::time::advance(Duration::from_millis(50)).await;
+        file.write(0, b"third!").unwrap();
+        file.sync_data().unwrap();
+        assert_eq!(&contents(&file)[..6], b"third!");
+        disk.crash();
+        assert_eq!(&contents(&disk.open(Path::new("f")))[..5], b"first");
     }
 
     #[test]

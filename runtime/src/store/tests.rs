@@ -566,3 +566,42 @@ async fn the_log_end_has_passed_an_append_when_its_caller_is_answered() {
         );
     }
 }
+
+async fn simulated_store(disk: &SimulatedDisk) -> EventStore {
+    let options = StoreOptions {
+        disk: Disk::Simulated(disk.clone()),
+        ..StoreOptions::default()
+    };
+    EventStore::open("/simulated/events.redb", options)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn on_a_simulated_disk_an_acknowledged_append_survives_a_crash() {
+    let disk = SimulatedDisk::new();
+    let store = simulated_store(&disk).await;
+    store.append(append_request("s", 0, &["A"])).await.unwrap();
+    store.append(append_request("s", 1, &["B"])).await.unwrap();
+    // No close: the machine dies with the store open.
+    disk.crash();
+    drop(store);
+    let reopened = simulated_store(&disk).await;
+    assert_eq!(reopened.read_stream("s").unwrap().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_disk_that_acknowledges_syncs_late_loses_an_acknowledged_append_in_a_crash() {
+    let disk = SimulatedDisk::new();
+    disk.acknowledge_syncs_late(std::time::Duration::from_secs(1));
+    let store = simulated_store(&disk).await;
+    store.append(append_request("s", 0, &["A"])).await.unwrap();
+    store.append(append_request("s", 1, &["B"])).await.unwrap();
+    disk.crash();
+    drop(store);
+    let reopened = simulated_store(&disk).await;
+    assert!(
+        reopened.read_stream("s").unwrap().len() < 2,
+        "the fault planted in the disk lost nothing"
+    );
+}

@@ -98,8 +98,9 @@ pub trait Api: Send + Sync {
     }
 }
 
-/// GETs `path` through node `node`, retrying answers that do not say (5xx, nothing) for up to
-/// `patience`; the last answer.
+/// GETs `path` through node `node` (then the others in turn, when one does not answer),
+/// retrying answers that do not say (5xx, nothing) for up to `patience`; the last answer (503
+/// with the reason when nothing answered at all).
 pub async fn settled_get(
     api: &dyn Api,
     node: usize,
@@ -108,18 +109,17 @@ pub async fn settled_get(
     patience: Duration,
 ) -> (StatusCode, Value) {
     let deadline = tokio::time::Instant::now() + patience;
+    let mut via = node;
     loop {
-        match api.send(node, Call::get(path, token)).await {
-            Answer::Status(status, body)
-                if !status.is_server_error() || tokio::time::Instant::now() > deadline =>
-            {
-                return (status, body);
-            }
-            answer => assert!(
-                tokio::time::Instant::now() < deadline,
-                "GET {path} through node {node}: no answer in {patience:?}: {answer:?}"
-            ),
+        let last = match api.send(via, Call::get(path, token)).await {
+            Answer::Status(status, body) if !status.is_server_error() => return (status, body),
+            Answer::Status(status, body) => (status, body),
+            Answer::Nothing(why) => (StatusCode::SERVICE_UNAVAILABLE, Value::String(why)),
+        };
+        if tokio::time::Instant::now() > deadline {
+            return last;
         }
+        via = (via + 1) % api.nodes();
         api.sleep(Duration::from_millis(100)).await;
     }
 }

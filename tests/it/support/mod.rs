@@ -5,9 +5,9 @@
 pub mod api;
 pub mod cluster;
 pub mod ledger;
+pub mod netns;
 pub mod shop;
 pub mod sim;
-pub mod netns;
 pub mod tls;
 pub mod webdriver;
 

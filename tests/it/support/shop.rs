@@ -66,7 +66,10 @@ async fn must(api: &dyn Api, call: Call) -> Value {
         }
         api.sleep(Duration::from_millis(100)).await;
     }
-    panic!("setup request {} {} never succeeded", call.method, call.path);
+    panic!(
+        "setup request {} {} never succeeded",
+        call.method, call.path
+    );
 }
 
 /// Makes the products, their stock and the customers.
@@ -78,8 +81,13 @@ pub async fn open(api: &dyn Api, stock: u64) -> Shop {
         customers: Vec::new(),
     };
     for n in 0..PRODUCTS {
-        let body = json!({"name": format!("Product {n}"), "sku": format!("SIM-{n}"), "price": PRICE});
-        let product = must(api, Call::post("/api/v1/products", &writer, body).with_key(format!("product-{n}"))).await;
+        let body =
+            json!({"name": format!("Product {n}"), "sku": format!("SIM-{n}"), "price": PRICE});
+        let product = must(
+            api,
+            Call::post("/api/v1/products", &writer, body).with_key(format!("product-{n}")),
+        )
+        .await;
         let id = product["id"].as_str().unwrap().to_owned();
         let receive = Call::post(
             format!("/api/v1/inventory/{id}/receive"),
@@ -92,14 +100,27 @@ pub async fn open(api: &dyn Api, stock: u64) -> Shop {
     }
     for (n, credit_limit) in [1_000_000, 4 * PRICE].into_iter().enumerate() {
         let body = json!({"name": format!("Customer {n}"), "email": format!("c{n}@example.com"), "credit_limit": credit_limit});
-        let customer = must(api, Call::post("/api/v1/customers", &writer, body).with_key(format!("customer-{n}"))).await;
-        shop.customers.push(customer["id"].as_str().unwrap().to_owned());
+        let customer = must(
+            api,
+            Call::post("/api/v1/customers", &writer, body).with_key(format!("customer-{n}")),
+        )
+        .await;
+        shop.customers
+            .push(customer["id"].as_str().unwrap().to_owned());
     }
     shop
 }
 
-/// One client: until `stop`, places orders and cancels some of the ones it placed.
-pub async fn run_client(api: &dyn Api, seed: u64, shop: &Shop, history: &History, stop: &AtomicBool) {
+/// One client: until `stop`, places orders and cancels some of the ones it placed, waiting
+/// between `think.0` and `think.1` ms after each.
+pub async fn run_client(
+    api: &dyn Api,
+    seed: u64,
+    shop: &Shop,
+    history: &History,
+    stop: &AtomicBool,
+    think: (u64, u64),
+) {
     let mut rng = Rng(seed);
     let writer = token(SUBJECT, &["writer"]);
     let mut placed: Vec<String> = Vec::new();
@@ -111,7 +132,13 @@ pub async fn run_client(api: &dyn Api, seed: u64, shop: &Shop, history: &History
         let (op, call) = if !placed.is_empty() && rng.below(5) == 0 {
             let order = placed[rng.below(placed.len())].clone();
             let call = Call::post(format!("/api/v1/orders/{order}/cancel"), &writer, json!({}));
-            (Op::Cancel { key: key.clone(), order }, call)
+            (
+                Op::Cancel {
+                    key: key.clone(),
+                    order,
+                },
+                call,
+            )
         } else {
             let customer = rng.below(shop.customers.len());
             let lines: Vec<(usize, u32)> = (0..1 + rng.below(2))
@@ -125,16 +152,25 @@ pub async fn run_client(api: &dyn Api, seed: u64, shop: &Shop, history: &History
             });
             placed.push(order_id_for(SUBJECT, &key));
             let call = Call::post("/api/v1/orders", &writer, body);
-            (Op::Place { key: key.clone(), customer, lines }, call)
+            (
+                Op::Place {
+                    key: key.clone(),
+                    customer,
+                    lines,
+                },
+                call,
+            )
         };
-        let call = call.with_key(&key).with_request_id(format!("q{seed:x}-{n}"));
+        let call = call
+            .with_key(&key)
+            .with_request_id(format!("q{seed:x}-{n}"));
         let outcome = api.send(via, call).await.outcome();
         let unavailable = matches!(outcome, Outcome::Unknown(_));
         history.lock().unwrap().push(Entry { op, via, outcome });
         api.sleep(if unavailable {
             Duration::from_millis(50)
         } else {
-            rng.millis(5, 40)
+            rng.millis(think.0, think.1)
         })
         .await;
     }
@@ -142,14 +178,12 @@ pub async fn run_client(api: &dyn Api, seed: u64, shop: &Shop, history: &History
 
 /// How many events of `events` are of a type containing `kind`.
 fn events_of(events: &Value, kind: &str) -> usize {
-    events["events"]
-        .as_array()
-        .map_or(0, |events| {
-            events
-                .iter()
-                .filter(|event| event["type"].as_str().is_some_and(|t| t.contains(kind)))
-                .count()
-        })
+    events["events"].as_array().map_or(0, |events| {
+        events
+            .iter()
+            .filter(|event| event["type"].as_str().is_some_and(|t| t.contains(kind)))
+            .count()
+    })
 }
 
 /// For a failure report: the order saga `id` as some node's `/admin/sagas` lists it, and the
@@ -157,7 +191,13 @@ fn events_of(events: &Value, kind: &str) -> usize {
 async fn explain(api: &dyn Api, id: &str, admin: &str) -> String {
     let mut saga = Value::Null;
     'nodes: for node in 0..api.nodes() {
-        for status in ["running", "compensating", "stuck", "completed", "compensated"] {
+        for status in [
+            "running",
+            "compensating",
+            "stuck",
+            "completed",
+            "compensated",
+        ] {
             let mut cursor = String::new();
             loop {
                 let kind = <OrderSaga as SagaKind>::KIND;
@@ -221,7 +261,10 @@ pub async fn check(api: &dyn Api, shop: &Shop, history: &[Entry], least_ok: usiz
             }
             Op::Cancel { .. } => "cancel",
         };
-        *checked.counts.entry(format!("{kind} {verdict}")).or_insert(0) += 1;
+        *checked
+            .counts
+            .entry(format!("{kind} {verdict}"))
+            .or_insert(0) += 1;
     }
     let problems = &mut checked.problems;
     let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
@@ -240,9 +283,9 @@ pub async fn check(api: &dyn Api, shop: &Shop, history: &[Entry], least_ok: usiz
         };
         *statuses.entry(status.clone()).or_insert(0) += 1;
         match (&entry.outcome, status.as_str()) {
-            (Outcome::Ok(_), "absent") => {
-                problems.push(format!("order {id} ({key}) was acknowledged, and is missing"))
-            }
+            (Outcome::Ok(_), "absent") => problems.push(format!(
+                "order {id} ({key}) was acknowledged, and is missing"
+            )),
             (Outcome::Failed(_), status) if status != "absent" => problems.push(format!(
                 "order {id} ({key}) was refused ({:?}), and exists: {status}",
                 entry.outcome
@@ -263,7 +306,11 @@ pub async fn check(api: &dyn Api, shop: &Shop, history: &[Entry], least_ok: usiz
                     StatusCode::OK => view["status"].as_str().map(str::to_owned),
                     _ => None,
                 };
-                (status, events_of(&events, "Authorized"), events_of(&events, "Refunded"))
+                (
+                    status,
+                    events_of(&events, "Authorized"),
+                    events_of(&events, "Refunded"),
+                )
             }
         };
         match status.as_str() {
@@ -277,13 +324,11 @@ pub async fn check(api: &dyn Api, shop: &Shop, history: &[Entry], least_ok: usiz
                     committed[*product] += u64::from(*quantity);
                 }
             }
-            "cancelled" => {
-                if paid.as_deref() == Some("authorized") || authorizations > 1 {
-                    problems.push(format!(
-                        "cancelled order {id} ({key}) is still paid: {paid:?}, {authorizations} authorizations; {}",
-                        explain(api, id, &admin).await
-                    ));
-                }
+            "cancelled" if paid.as_deref() == Some("authorized") || authorizations > 1 => {
+                problems.push(format!(
+                    "cancelled order {id} ({key}) is still paid: {paid:?}, {authorizations} authorizations; {}",
+                    explain(api, id, &admin).await
+                ));
             }
             _ => {}
         }
@@ -291,10 +336,14 @@ pub async fn check(api: &dyn Api, shop: &Shop, history: &[Entry], least_ok: usiz
     for (n, product) in shop.products.iter().enumerate() {
         let (code, stock) = get(format!("/api/v1/inventory/{product}")).await;
         let number = |field: &str| stock[field].as_u64();
-        match (code, number("available"), number("reserved"), number("committed")) {
+        match (
+            code,
+            number("available"),
+            number("reserved"),
+            number("committed"),
+        ) {
             (StatusCode::OK, Some(available), Some(reserved), Some(held)) => {
-                if reserved != 0 || available + held != shop.received[n] || held != committed[n]
-                {
+                if reserved != 0 || available + held != shop.received[n] || held != committed[n] {
                     problems.push(format!(
                         "product {n}: {available} available, {reserved} reserved, {held} committed of {} received; confirmed orders hold {}",
                         shop.received[n], committed[n]

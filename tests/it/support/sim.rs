@@ -59,7 +59,8 @@ fn name(n: usize) -> String {
 
 impl SimCluster {
     /// Starts three nodes on a network seeded with `seed`, and waits until each serves.
-    pub async fn start(seed: u64) -> SimCluster {
+    /// `late_syncs` plants a fault in every disk ([`SimulatedDisk::acknowledge_syncs_late`]).
+    pub async fn start(seed: u64, late_syncs: bool) -> SimCluster {
         let dir = tempfile::tempdir().unwrap();
         let members: Vec<Member> = (0..NODES)
             .map(|n| Member {
@@ -75,10 +76,16 @@ impl SimCluster {
             .collect::<Vec<_>>()
             .join(", ");
         let nodes: Vec<SimNode> = (0..NODES)
-            .map(|n| SimNode {
-                config: config(&dir, n, &members_toml),
-                disk: SimulatedDisk::new(),
-                node: None,
+            .map(|n| {
+                let disk = SimulatedDisk::new();
+                if late_syncs {
+                    disk.acknowledge_syncs_late(Duration::from_millis(500));
+                }
+                SimNode {
+                    config: config(&dir, n, &members_toml),
+                    disk,
+                    node: None,
+                }
             })
             .collect();
         // Placement as the nodes compute it, with the lists left out resolved.
@@ -284,24 +291,23 @@ impl Api for SimApi {
             let Some(app) = self.reach.read().unwrap()[node].app.clone() else {
                 return Answer::Nothing("connection refused (node down)".into());
             };
-            let request = request(&call);
-            match tokio::time::timeout_at(deadline, app.oneshot(request)).await {
+            match tokio::time::timeout_at(deadline, in_process(app, &call)).await {
                 Err(_) => Answer::Nothing("timed out".into()),
-                Ok(Err(never)) => match never {},
-                Ok(Ok(response)) => {
-                    let status = response.status();
-                    let bytes = axum::body::to_bytes(response.into_body(), 1 << 22)
-                        .await
-                        .unwrap_or_default();
-                    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                    Answer::Status(
-                        StatusCode::from_u16(status.as_u16()).unwrap(),
-                        body,
-                    )
-                }
+                Ok(answer) => answer,
             }
         })
     }
+}
+
+/// Sends `call` to `app`, a node's HTTP app, in this process: what its edge would answer.
+pub async fn in_process(app: Router, call: &Call) -> Answer {
+    let Ok(response) = app.oneshot(request(call)).await;
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 22)
+        .await
+        .unwrap_or_default();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Answer::Status(StatusCode::from_u16(status.as_u16()).unwrap(), body)
 }
 
 fn request(call: &Call) -> axum::http::Request<axum::body::Body> {
@@ -316,7 +322,10 @@ fn request(call: &Call) -> axum::http::Request<axum::body::Body> {
     if let Some(id) = &call.request_id {
         // Both the request id and the trace id come from the client, so that nothing the node
         // names depends on a random draw.
-        let trace = format!("{:032x}", playhouse_runtime::store::fingerprint(id.as_bytes()));
+        let trace = format!(
+            "{:032x}",
+            playhouse_runtime::store::fingerprint(id.as_bytes())
+        );
         request = request
             .header("x-request-id", id)
             .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"));

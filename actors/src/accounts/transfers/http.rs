@@ -98,14 +98,10 @@ async fn start_transfer(
     // A transfer to the same account is allowed: its debit and credit cancel out.
     in_range("amount", body.amount, 1, MAX_AMOUNT)?;
     let from = body.from.to_string();
-    visible(
-        &transfers.accounts,
-        &context.principal,
-        "account",
-        &from,
-        true,
-    )
-    .await?;
+    transfers
+        .accounts
+        .visible_to(&context.principal, &from, true)
+        .await?;
     let id = context.new_resource_id(TRANSFER_ID_NAMESPACE).to_string();
     let input = TransferInput {
         from,

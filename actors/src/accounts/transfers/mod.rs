@@ -53,12 +53,12 @@ impl SagaKind for TransferSaga {
         vec![
             Step {
                 name: format!("debit {}", input.from),
-                target: "accounts",
+                target: Account::SERVICE,
                 kind: StepKind::Compensable,
             },
             Step {
                 name: format!("credit {}", input.to),
-                target: "accounts",
+                target: Account::SERVICE,
                 kind: StepKind::Pivot,
             },
         ]

@@ -7,7 +7,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::aggregate::{
-    Access, Aggregate, Aggregates, CommandEnvelope, CommandError, DomainError, Versioned,
+    Access, Aggregate, Aggregates, CommandEnvelope, CommandError, CommandOutcome, DomainError,
+    Versioned,
 };
 use crate::edge::auth::{Principal, Writer};
 use crate::edge::idempotency::IdempotencyKey;
@@ -77,6 +78,22 @@ impl CommandContext {
             Some(command_id) => uuid::Uuid::new_v5(&namespace, command_id.as_bytes()),
             None => uuid::Uuid::now_v7(),
         }
+    }
+
+    /// The create skeleton: `command` creates aggregate `id`; the answer is 201 with
+    /// `Location: {base}/{id}` and `view` of what it created (or its problem).
+    pub async fn create<A: Aggregate, V: Serialize>(
+        &self,
+        aggregates: &Aggregates<A>,
+        id: String,
+        base: &str,
+        command: A::Command,
+        view: impl FnOnce(String, Versioned<A::State>) -> Result<V, Problem>,
+    ) -> Result<CommandAnswer<V>, Problem> {
+        let outcome = aggregates.command(&id, self.envelope(command)).await?;
+        let location = format!("{base}/{id}");
+        let body = view(id, outcome.state)?;
+        Ok(CommandAnswer::created(location, body, outcome.position))
     }
 
     /// The caller's subject, to record as a new resource's owner.
@@ -244,5 +261,59 @@ pub async fn visible<A: Aggregate>(
         Ok(current)
     } else {
         Err(not_found(noun, id))
+    }
+}
+
+/// An aggregate kind as routes use it: every failure already the problem the client sees,
+/// with the kind's [`Aggregate::NOUN`] in its words, so that a route writes `?`.
+pub trait Routed<A: Aggregate> {
+    /// Runs `envelope` on aggregate `id`: what it did, or the problem to answer.
+    fn command(
+        &self,
+        id: &str,
+        envelope: CommandEnvelope<A::Command>,
+    ) -> impl Future<Output = Result<CommandOutcome<A>, Problem>> + Send;
+
+    /// Aggregate `id`'s state, whoever owns it (its default state, version 0, if it has no
+    /// events).
+    fn current(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Versioned<A::State>, Problem>> + Send;
+
+    /// Aggregate `id` as `principal` may see it, for reading (`write: false`) or acting on it
+    /// (see [`visible`]).
+    fn visible_to(
+        &self,
+        principal: &Principal,
+        id: &str,
+        write: bool,
+    ) -> impl Future<Output = Result<Versioned<A::State>, Problem>> + Send;
+}
+
+impl<A: Aggregate> Routed<A> for Aggregates<A> {
+    async fn command(
+        &self,
+        id: &str,
+        envelope: CommandEnvelope<A::Command>,
+    ) -> Result<CommandOutcome<A>, Problem> {
+        self.execute(id, envelope)
+            .await
+            .map_err(|error| command_problem(A::NOUN, id, error))
+    }
+
+    async fn current(&self, id: &str) -> Result<Versioned<A::State>, Problem> {
+        self.get(id)
+            .await
+            .map_err(|error| command_problem(A::NOUN, id, error))
+    }
+
+    async fn visible_to(
+        &self,
+        principal: &Principal,
+        id: &str,
+        write: bool,
+    ) -> Result<Versioned<A::State>, Problem> {
+        visible(self, principal, A::NOUN, id, write).await
     }
 }

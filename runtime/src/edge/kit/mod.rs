@@ -7,7 +7,8 @@
 //! - [`command_problem`]: any [`CommandError`] as the problem the client sees, and
 //!   [`saga_problem`] any [`SagaError`](crate::saga::SagaError);
 //! - [`visible`]: an aggregate as a principal may see it (ownership: someone else's resource is
-//!   not found);
+//!   not found); [`Routed`]: the same, and commands, on an `Aggregates<A>` handle, with every
+//!   failure already a problem (so routes write `?`);
 //! - [`problems`]: the problem responses of each kind of route, declared once for OpenAPI;
 //! - [`history_routes`]: `GET {base}/{id}/events` for any aggregate;
 //! - [`ApiQuery`], [`Page`] and [`ReadModels`]: read-model lists, with `min_position` waits,
@@ -19,8 +20,8 @@ pub mod problems;
 mod query;
 
 pub use command::{
-    CommandAnswer, CommandContext, POSITION_HEADER, command_problem, not_found, saga_problem,
-    visible,
+    CommandAnswer, CommandContext, POSITION_HEADER, Routed, command_problem, not_found,
+    saga_problem, visible,
 };
 pub use history::{EventHistoryView, EventView, history_routes};
 pub use query::{ApiQuery, Listed, MAX_PAGE, Page, ReadModels};

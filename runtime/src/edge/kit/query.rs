@@ -89,14 +89,15 @@ impl Page {
     }
 }
 
-/// A page of a list read from a read model.
-#[derive(Debug, Clone)]
+/// A page of a list read from a read model, as routes answer it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Listed<T> {
     pub items: Vec<T>,
-    /// The cursor of the next page; `None` on the last one.
+    /// Pass as `cursor` for the next page; absent on the last one.
     pub next_cursor: Option<String>,
-    /// Cluster members whose part of the list is missing from this page (down or not
-    /// serving); empty when the page is complete.
+    /// Cluster members whose part of the list is missing (down or not serving): the page is
+    /// incomplete while this is present.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub missing_members: Vec<String>,
 }
 
