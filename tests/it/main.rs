@@ -9,6 +9,7 @@ mod bank;
 mod catalog;
 mod cluster;
 mod cluster_port;
+mod cluster_sim;
 mod config_files;
 mod customers;
 mod edge;

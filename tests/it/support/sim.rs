@@ -135,6 +135,14 @@ impl SimCluster {
         self.nodes[n].disk.crash();
     }
 
+    /// Crashes node `n` and loses its disk: the store's files and the rest of its data
+    /// directory (its identity, what it heard of its peers), as a replaced machine would.
+    pub fn crash_and_wipe(&mut self, n: usize) {
+        self.crash(n);
+        self.nodes[n].disk.wipe();
+        let _ = std::fs::remove_dir_all(&self.nodes[n].config.data_dir);
+    }
+
     /// Starts node `n` (again) on its disk.
     pub async fn restart(&mut self, n: usize) {
         assert!(self.nodes[n].node.is_none(), "node {n} is running");
