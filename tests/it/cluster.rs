@@ -304,7 +304,9 @@ async fn a_wrong_cookie_or_another_member_list_never_joins() {
 async fn a_node_refuses_to_start_on_another_nodes_data() {
     let dir = tempfile::tempdir().unwrap();
     let mut node = Node::start(dir.path(), &NodeOptions::default());
-    assert!(node.terminate().success());
+    // SIGTERM at once: the node may still be finishing its start, and must stop cleanly.
+    let stopped = node.terminate();
+    assert!(stopped.success(), "{stopped:?}\n{}", node.log_text());
     // The same data dir under another node name.
     let config = std::fs::read_to_string(node.config_path()).unwrap();
     let renamed = dir.path().join("renamed.toml");

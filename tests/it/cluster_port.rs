@@ -182,7 +182,7 @@ async fn part_sent_frames_pin_no_memory_and_are_closed_by_the_handshake_deadline
     let mut hellos: Vec<TcpStream> = (0..24)
         .map(|_| {
             let mut stream = TcpStream::connect(&target).unwrap();
-            stream.write_all(b"PLAYHOUSE-LINK/1").unwrap();
+            stream.write_all(b"PLAYHOUSE-LINK/2").unwrap();
             stream.write_all(&[7; 40]).unwrap();
             stream
         })

@@ -151,6 +151,7 @@ mod tests {
             handshake_timeout: Duration::from_secs(5),
             max_connections: 64,
             max_handshakes: 16,
+            max_clock_skew: Duration::from_secs(30),
             tls: None,
         };
         let transport = MemoryNetwork::new(0).transport("inbound-test-a");

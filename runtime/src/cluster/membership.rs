@@ -228,6 +228,9 @@ const REDIAL: RetryPolicy = RetryPolicy {
 /// A dialled link that has not come up in this long is dialled again.
 const DIAL_UP_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A member that cannot be reached is warned about at most this often (with the count).
+const DIAL_WARN_EVERY: Duration = Duration::from_secs(10);
+
 /// How often the peers' log ends are written down, at most.
 const SEEN_FLUSH_EVERY: Duration = Duration::from_secs(2);
 
@@ -260,6 +263,8 @@ struct Link {
     dial_failures: u32,
     dial_pending: bool,
     dialled_at: Option<Instant>,
+    /// When a failed dial was last logged: at most one warning per [`DIAL_WARN_EVERY`].
+    warned_at: Option<Instant>,
 }
 
 pub(crate) struct Membership;
@@ -316,6 +321,7 @@ impl Actor for Membership {
                     dial_failures: 0,
                     dial_pending: false,
                     dialled_at: None,
+                    warned_at: None,
                 };
                 (member.name.clone(), link)
             })
@@ -466,10 +472,11 @@ fn link_event(myself: &ActorRef<MembershipMsg>, state: &mut MembershipState, eve
                 return;
             };
             if !link.up {
-                tracing::info!(node = %cluster.node(), %peer, "cluster link ready");
+                tracing::info!(node = %cluster.node(), %peer, failed_dials = link.dial_failures, "cluster link ready");
             }
             link.up = true;
             link.dial_failures = 0;
+            link.warned_at = None;
         }
         LinkEvent::Down { peer, reason } => {
             let Some(link) = state.links.get_mut(&peer) else {
@@ -534,7 +541,14 @@ fn dialed(
     link.dial_pending = false;
     if let Err(reason) = result {
         link.dial_failures += 1;
-        if link.dial_failures == 1 || link.dial_failures.is_multiple_of(20) {
+        // Time-based, not every n-th failure: the backoff makes failures rarer the longer they
+        // last, and a person reading the log wants the latest reason at a steady pace.
+        let now = Instant::now();
+        if link
+            .warned_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= DIAL_WARN_EVERY)
+        {
+            link.warned_at = Some(now);
             tracing::warn!(node = %cluster.node(), %peer, failures = link.dial_failures, %reason, "cannot reach cluster member; retrying");
         }
         cluster.explain(peer, format!("cannot reach it: {reason}"));

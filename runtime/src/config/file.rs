@@ -216,8 +216,11 @@ pub struct ClusterSection {
     /// share of the open-file limit.
     pub max_connections: u32,
     /// Of those, connections still in their handshake (not yet proved the cookie) at most; at
-    /// the cap, the one that has shown the least, oldest first, is closed to make room.
+    /// the cap, the oldest of the address holding the most is closed to make room.
     pub max_handshakes: u32,
+    /// How far apart two members' clocks may be: a member's link hello carries its time, and
+    /// one further from the acceptor's clock is refused (it could be a recording).
+    pub max_clock_skew_ms: u64,
     /// Mutual TLS for the links between nodes; plain TCP when absent.
     pub tls: Option<TlsSection>,
 }
@@ -238,6 +241,7 @@ impl Default for ClusterSection {
             handshake_timeout_ms: 5_000,
             max_connections: 128,
             max_handshakes: 32,
+            max_clock_skew_ms: 30_000,
             tls: None,
         }
     }

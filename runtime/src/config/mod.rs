@@ -158,6 +158,7 @@ pub struct ClusterConfig {
     pub handshake_timeout: Duration,
     pub max_connections: u32,
     pub max_handshakes: u32,
+    pub max_clock_skew: Duration,
     pub tls: Option<TlsConfig>,
 }
 
@@ -777,6 +778,11 @@ fn validate_cluster(
         )?),
         max_connections,
         max_handshakes,
+        max_clock_skew: Duration::from_millis(positive(
+            "cluster.max_clock_skew_ms",
+            section.max_clock_skew_ms,
+            invalid,
+        )?),
         tls,
     })
 }

@@ -110,6 +110,7 @@ pub async fn run_process(
     services: &'static [ServiceDef],
 ) -> Result<(), String> {
     crate::telemetry::init_logging(&config.telemetry)?;
+    let shutdown = signal::Shutdown::listen();
     let node = Node::start(Launch {
         config,
         services,
@@ -119,7 +120,7 @@ pub async fn run_process(
         store: crate::store::StoreOptions::default(),
     })
     .await?;
-    node.run_until_shutdown().await
+    node.run_until_shutdown(shutdown).await
 }
 
 /// A running node.
@@ -376,12 +377,16 @@ impl Node {
         }
     }
 
-    /// Runs until SIGTERM or Ctrl-C (then stops gracefully), or until the node fails on its own
-    /// (then stops what is left). `Ok` after a clean stop on a signal.
-    pub async fn run_until_shutdown(mut self) -> Result<(), String> {
+    /// Runs until `shutdown` hears SIGTERM or Ctrl-C (then stops gracefully; one that came while
+    /// the node was starting counts), or until the node fails on its own (then stops what is
+    /// left). `Ok` after a clean stop on a signal.
+    pub async fn run_until_shutdown(
+        mut self,
+        mut shutdown: signal::Shutdown,
+    ) -> Result<(), String> {
         let name = self.name.clone();
         let failure = tokio::select! {
-            signal = signal::shutdown() => {
+            signal = shutdown.recv() => {
                 tracing::info!(node = name, signal, "shutting down: no new connections, finishing in-flight requests");
                 None
             }

@@ -236,9 +236,20 @@ disk_unhealthy_below_mib = {unhealthy_mib}
         }
     }
 
-    /// SIGSTOP: the process stays, its sockets stay open, and it answers nothing.
+    /// SIGSTOP: the process stays, its sockets stay open, and it answers nothing. Returns
+    /// once every thread is stopped: `kill` only marks the signal pending, and a thread on
+    /// another (possibly descheduled) CPU can run on for a while, answering what it holds.
     pub fn pause(&self) {
         self.signal(rustix::process::Signal::STOP);
+        let tasks = format!("/proc/{}/task", self.pid());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !every_thread_stopped(&tasks) {
+            assert!(
+                Instant::now() < deadline,
+                "node not stopped 5 s after SIGSTOP"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// SIGCONT after [`Node::pause`].
@@ -565,4 +576,19 @@ pub async fn receive_stock(node: &Node, subject: &str, product: &str, quantity: 
     )
     .await;
     assert_eq!(response.status(), reqwest::StatusCode::OK);
+}
+
+/// Whether every thread under `/proc/<pid>/task` is in state `T` (stopped by a signal).
+fn every_thread_stopped(tasks: &str) -> bool {
+    let Ok(entries) = std::fs::read_dir(tasks) else {
+        return false;
+    };
+    entries.flatten().all(|task| {
+        std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+            // The state follows the command name, which is in parentheses and may hold spaces.
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                == Some("T")
+        })
+    })
 }

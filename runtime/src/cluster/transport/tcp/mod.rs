@@ -35,7 +35,7 @@ use super::{CallFailure, Channel, Inbound, LinkEvent, Transport};
 use crate::config::ClusterConfig;
 use dial::Dialler;
 use gateway::GatewayMsg;
-use handshake::LinkKey;
+use handshake::{Acceptor, LinkKey};
 use port::PortLimits;
 
 /// ractor_cluster links between the members of `config`, as node `node`.
@@ -81,7 +81,8 @@ impl TcpTransport {
         let tls = config.tls.as_ref().map(tls::load).transpose()?;
         let server =
             server::start(&self.node, config.listen, cookie, config.max_frame_bytes).await?;
-        let listener = server::bind_port(config.listen).await?;
+        let listener = port::bind(config.listen)
+            .map_err(|e| format!("cluster.listen: cannot listen on {}: {e}", config.listen))?;
         let deliver_to = server.clone();
         let port = port::serve(
             listener,
@@ -91,7 +92,7 @@ impl TcpTransport {
                 handshake_timeout: config.handshake_timeout,
             },
             tls.as_ref().map(|tls| tls.acceptor.clone()),
-            key.clone(),
+            Acceptor::new(key.clone(), config.max_clock_skew),
             Box::new(move |stream| {
                 let _ = deliver_to.cast(NodeServerMessage::ConnectionOpenedExternal {
                     stream,

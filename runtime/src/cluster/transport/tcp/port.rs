@@ -1,19 +1,25 @@
 //! The cluster port: accepts connections from other members, gives each its TLS and link
-//! handshakes in a task of its own under one deadline, and hands ractor_cluster only the ones
-//! that proved the cluster cookie.
+//! handshakes under one deadline, and hands ractor_cluster only the ones that proved the
+//! cluster cookie.
 //!
-//! A peer that has not shown the cookie gets nothing to hold: it cannot block the accept loop
-//! (each handshake runs in its own task), pin memory (it may send
-//! [`handshake::CLIENT_HELLO_LEN`] bytes, judged as they arrive), keep a file descriptor past
-//! the deadline, or take more than `max_handshakes` of them: at that cap the handshake that has
-//! shown the least, oldest first, is closed for the newcomer, so a flood of silent sockets
-//! cannot lock a member out for longer than the member's own handshake takes. All connections
-//! together stay within `max_connections`, the port's share of the open-file limit
-//! ([`crate::net::share_files`]). What was closed, and why, is counted in metrics and summed
-//! up in at most one warning every [`WARN_EVERY`].
+//! A member proves the cookie in the first bytes it sends ([`handshake`]), and over plain TCP
+//! those bytes are usually there by the time its connection is accepted: the accept loop reads
+//! and judges them on the spot, and a member that proved the cookie takes a linked slot at
+//! once, so a flood of strangers can delay it only by the connections queued ahead of it.
+//! Any other connection waits for its hello (or TLS) in a task of its own, and gets nothing to
+//! hold: it cannot block the accept loop, pin memory (it may send [`handshake::HELLO_LEN`]
+//! bytes, judged as they arrive), keep a file descriptor past the deadline, or take more than
+//! `max_handshakes` of them: at that cap one handshake is closed for the newcomer, a stalled
+//! part of a hello before silence (a member writes its hello whole), the address holding the
+//! most before others, the oldest first, and a TLS peer that showed a cluster certificate last:
+//! so one source flooding the port evicts its own connections. A handshake told to close looks
+//! at its socket once more, and links if a whole, right hello came meanwhile. All connections together stay within
+//! `max_connections`, the port's share of the open-file limit ([`crate::net::share_files`]).
+//! What was closed, and why, is counted in metrics and summed up in at most one warning every
+//! [`WARN_EVERY`].
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -24,7 +30,7 @@ use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use super::handshake::{self, HandshakeError, LinkKey};
+use super::handshake::{self, Acceptor, Answer, HandshakeError, HelloReader};
 use super::link::{Established, LinkStream};
 use crate::metrics::{CLUSTER_ACCEPT_ERRORS, CLUSTER_CONNECTIONS, CLUSTER_HANDSHAKES};
 
@@ -100,7 +106,7 @@ pub(crate) type Deliver = Box<dyn Fn(Box<dyn ClusterBidiStream>) + Send + Sync>;
 struct Port {
     limits: PortLimits,
     tls: Option<TlsAcceptor>,
-    key: LinkKey,
+    acceptor: Acceptor,
     deliver: Deliver,
     slots: Arc<Slots>,
     report: Report,
@@ -113,13 +119,13 @@ pub(crate) fn serve(
     listener: TcpListener,
     limits: PortLimits,
     tls: Option<TlsAcceptor>,
-    key: LinkKey,
+    acceptor: Acceptor,
     deliver: Deliver,
 ) -> tokio::task::JoinHandle<()> {
     let port = Arc::new(Port {
         limits,
         tls,
-        key,
+        acceptor,
         deliver,
         slots: Arc::default(),
         report: Report::default(),
@@ -162,9 +168,45 @@ async fn accept_loop(listener: TcpListener, port: Arc<Port>) {
                 continue;
             }
         };
-        match port.make_room().await {
+        let mut reader = HelloReader::new();
+        if port.tls.is_none() {
+            match port.first_look(&stream, &mut reader) {
+                FirstLook::Waiting => {}
+                FirstLook::Proved(answer) => {
+                    match Slots::add_linked(&port.slots, &port.limits, peer.ip()) {
+                        Some(slot) => {
+                            handshakes.spawn(link_at_once(
+                                port.clone(),
+                                stream,
+                                peer,
+                                slot,
+                                answer,
+                            ));
+                        }
+                        None => port.report.closed(
+                            Outcome::Refused,
+                            peer,
+                            "every connection slot holds a linked member",
+                        ),
+                    }
+                    continue;
+                }
+                FirstLook::Closed(outcome, reason) => {
+                    port.report.closed(outcome, peer, &reason);
+                    continue;
+                }
+            }
+        }
+        match port.make_room(peer.ip(), Standing::of(&reader)).await {
             Some((slot, eviction)) => {
-                handshakes.spawn(handshake(port.clone(), stream, peer, slot, eviction));
+                handshakes.spawn(handshake(
+                    port.clone(),
+                    stream,
+                    peer,
+                    reader,
+                    slot,
+                    eviction,
+                ));
             }
             None => {
                 drop(stream);
@@ -178,16 +220,93 @@ async fn accept_loop(listener: TcpListener, port: Arc<Port>) {
     }
 }
 
+/// What the bytes a new connection had sent by the time it was accepted say.
+enum FirstLook {
+    /// Not a whole hello yet (the reader holds what came): it waits in a handshake slot.
+    Waiting,
+    /// A whole hello with a right proof, and the answer to it.
+    Proved(Answer),
+    /// Closed on the spot: a wrong byte, a wrong proof, or gone already.
+    Closed(Outcome, String),
+}
+
+/// Sends a member judged on arrival its answer, then hands its link over (or closes it, when
+/// the answer refuses it).
+async fn link_at_once(
+    port: Arc<Port>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    slot: Slot,
+    answer: Answer,
+) {
+    let _ = stream.set_nodelay(true);
+    let sent = tokio::time::timeout(
+        port.limits.handshake_timeout,
+        handshake::send(&mut stream, &answer),
+    )
+    .await;
+    match sent {
+        Ok(Ok(())) => port.linked(Established::Plain(stream), peer, slot),
+        Ok(Err(error)) => port
+            .report
+            .closed(outcome_of(&error), peer, &error.to_string()),
+        Err(_) => port.report.closed(
+            Outcome::TimedOut,
+            peer,
+            "its answer could not be sent within the deadline",
+        ),
+    }
+}
+
 impl Port {
-    /// A slot for a new connection: free, or made free by closing the handshake that has
-    /// shown the least (oldest first) and waiting until it has gone. `None` when every slot
-    /// is held by a linked member.
-    async fn make_room(&self) -> Option<(Slot, oneshot::Receiver<()>)> {
+    /// Judges what `stream` has sent so far, without waiting for more.
+    fn first_look(&self, stream: &TcpStream, reader: &mut HelloReader) -> FirstLook {
+        loop {
+            let read = match stream.try_read(reader.unfilled()) {
+                Ok(read) => read,
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                    return FirstLook::Waiting;
+                }
+                Err(error) => {
+                    return FirstLook::Closed(
+                        Outcome::Lost,
+                        format!("connection lost during the link handshake: {error}"),
+                    );
+                }
+            };
+            let judged = match reader.advance(read) {
+                Ok(None) => continue,
+                Ok(Some(hello)) => self.acceptor.judge(&hello, handshake::unix_millis()),
+                Err(error) => Err(error),
+            };
+            return match judged {
+                Ok(answer) => FirstLook::Proved(answer),
+                Err(error) => FirstLook::Closed(outcome_of(&error), error.to_string()),
+            };
+        }
+    }
+
+    /// A connection proved the cookie: count it and hand it to ractor_cluster.
+    fn linked(&self, link: Established, peer: SocketAddr, slot: Slot) {
+        slot.linked();
+        metrics::counter!(CLUSTER_HANDSHAKES, "outcome" => Outcome::Linked.as_str()).increment(1);
+        tracing::debug!(%peer, "cluster port: a connection proved the cookie");
+        (self.deliver)(Box::new(LinkStream::new(link, peer.to_string(), slot)));
+    }
+
+    /// A slot for a new connection from `peer`: free, or made free by closing a handshake
+    /// (see [`Entries::evict_one`]) and waiting until it has gone. `None` when every slot is
+    /// held by a linked member.
+    async fn make_room(
+        &self,
+        peer: IpAddr,
+        standing: Standing,
+    ) -> Option<(Slot, oneshot::Receiver<()>)> {
         loop {
             let room = self.slots.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
-            match Slots::admit(&self.slots, &self.limits) {
+            match Slots::admit(&self.slots, &self.limits, peer, standing) {
                 Admission::Admitted(slot, eviction) => return Some((slot, eviction)),
                 Admission::Full => return None,
                 Admission::Evicting => {}
@@ -198,9 +317,20 @@ impl Port {
                 .await
                 .is_err()
             {
-                return Some(Slots::add(&self.slots));
+                return Some(Slots::add(&self.slots, peer, standing));
             }
         }
+    }
+}
+
+/// How a failed link handshake is counted.
+fn outcome_of(error: &HandshakeError) -> Outcome {
+    match error {
+        HandshakeError::Closed(_) => Outcome::Lost,
+        HandshakeError::NotALink(_)
+        | HandshakeError::OtherVersion(_)
+        | HandshakeError::WrongCookie
+        | HandshakeError::Refused(_) => Outcome::Rejected,
     }
 }
 
@@ -210,77 +340,127 @@ async fn handshake(
     port: Arc<Port>,
     stream: TcpStream,
     peer: SocketAddr,
+    reader: HelloReader,
     slot: Slot,
     eviction: oneshot::Receiver<()>,
 ) {
     let _ = stream.set_nodelay(true);
-    let outcome = tokio::select! {
-        result = tokio::time::timeout(
-            port.limits.handshake_timeout,
-            establish(&port, stream, &slot.progress),
-        ) => match result {
-            Ok(result) => result,
-            Err(_) => Err((Outcome::TimedOut, format!(
+    let deadline = Instant::now() + port.limits.handshake_timeout;
+    let timed_out = || {
+        (
+            Outcome::TimedOut,
+            format!(
                 "no handshake within {} ms (cluster.handshake_timeout_ms)",
                 port.limits.handshake_timeout.as_millis()
-            ))),
+            ),
+        )
+    };
+    let outcome = match &port.tls {
+        None => plain_handshake(&port, stream, reader, deadline, eviction, &slot.standing)
+            .await
+            .map_err(|closed| closed.unwrap_or_else(timed_out)),
+        Some(tls) => tokio::select! {
+            result = tokio::time::timeout_at(
+                deadline,
+                tls_handshake(&port, tls, stream, reader, &slot.standing),
+            ) => result.unwrap_or_else(|_| Err(timed_out())),
+            _ = eviction => Err(evicted()),
         },
-        _ = eviction => Err((Outcome::Evicted, "closed to make room for a newer connection".to_owned())),
     };
     match outcome {
-        Ok(link) => {
-            slot.linked();
-            metrics::counter!(CLUSTER_HANDSHAKES, "outcome" => Outcome::Linked.as_str())
-                .increment(1);
-            tracing::debug!(%peer, "cluster port: a connection proved the cookie");
-            (port.deliver)(Box::new(LinkStream::new(link, peer.to_string(), slot)));
-        }
+        Ok(link) => port.linked(link, peer, slot),
         Err((outcome, reason)) => port.report.closed(outcome, peer, &reason),
     }
 }
 
-async fn establish(
+fn evicted() -> (Outcome, String) {
+    (
+        Outcome::Evicted,
+        "closed to make room for a newer connection".to_owned(),
+    )
+}
+
+/// The link handshake over plain TCP: the hello judged as its bytes arrive, then the answer.
+/// Told to make room, it looks once more before closing: a member's hello that arrived in the
+/// meantime still links (its task may not have run since), so only connections that have not
+/// proved the cookie are ever evicted. `Err(None)` at the deadline.
+async fn plain_handshake(
     port: &Port,
-    stream: TcpStream,
-    progress: &AtomicU8,
-) -> Result<Established, (Outcome, String)> {
-    let on_progress = || progress.store(PROGRESS_HELLO, Ordering::Relaxed);
-    let rejected = |error: HandshakeError| {
-        let outcome = match error {
-            HandshakeError::Closed(_) => Outcome::Lost,
-            HandshakeError::NotALink(_) | HandshakeError::WrongCookie => Outcome::Rejected,
+    mut stream: TcpStream,
+    mut reader: HelloReader,
+    deadline: Instant,
+    mut eviction: oneshot::Receiver<()>,
+    standing: &AtomicU8,
+) -> Result<Established, Option<(Outcome, String)>> {
+    let answer = loop {
+        let evicted_now = tokio::select! {
+            readable = stream.readable() => {
+                readable.map_err(|e| Some((Outcome::Lost, format!("connection lost during the link handshake: {e}"))))?;
+                false
+            }
+            _ = &mut eviction => true,
+            () = tokio::time::sleep_until(deadline) => return Err(None),
         };
-        (outcome, error.to_string())
+        match port.first_look(&stream, &mut reader) {
+            FirstLook::Proved(answer) => break answer,
+            FirstLook::Closed(outcome, reason) => return Err(Some((outcome, reason))),
+            FirstLook::Waiting if evicted_now => return Err(Some(evicted())),
+            FirstLook::Waiting => standing.store(Standing::of(&reader) as u8, Ordering::Relaxed),
+        }
     };
-    match &port.tls {
-        None => {
-            let mut stream = stream;
-            progress.store(PROGRESS_CONNECTED, Ordering::Relaxed);
-            handshake::accept(&mut stream, &port.key, on_progress)
-                .await
-                .map_err(rejected)?;
-            Ok(Established::Plain(stream))
-        }
-        Some(acceptor) => {
-            let mut stream = acceptor
-                .accept(stream)
-                .await
-                .map_err(|e| (Outcome::TlsFailed, format!("TLS handshake failed: {e}")))?;
-            progress.store(PROGRESS_CONNECTED, Ordering::Relaxed);
-            handshake::accept(&mut stream, &port.key, on_progress)
-                .await
-                .map_err(rejected)?;
-            Ok(Established::AcceptedTls(Box::new(stream)))
-        }
+    match tokio::time::timeout_at(deadline, handshake::send(&mut stream, &answer)).await {
+        Ok(Ok(())) => Ok(Established::Plain(stream)),
+        Ok(Err(error)) => Err(Some((outcome_of(&error), error.to_string()))),
+        Err(_) => Err(None),
     }
 }
 
-/// How far a connection in its handshake got: the lower, the sooner it is closed for room.
-const PROGRESS_NONE: u8 = 0;
-/// TLS done (or none configured).
-const PROGRESS_CONNECTED: u8 = 1;
-/// Its link hello started right.
-const PROGRESS_HELLO: u8 = 2;
+/// TLS, then the link handshake inside it.
+async fn tls_handshake(
+    port: &Port,
+    tls: &TlsAcceptor,
+    stream: TcpStream,
+    reader: HelloReader,
+    standing: &AtomicU8,
+) -> Result<Established, (Outcome, String)> {
+    let mut stream = tls
+        .accept(stream)
+        .await
+        .map_err(|e| (Outcome::TlsFailed, format!("TLS handshake failed: {e}")))?;
+    // It showed a certificate the cluster's CA signed: a member, nearly certainly.
+    standing.store(Standing::Certified as u8, Ordering::Relaxed);
+    port.acceptor
+        .accept(&mut stream, reader)
+        .await
+        .map_err(|error| (outcome_of(&error), error.to_string()))?;
+    Ok(Established::AcceptedTls(Box::new(stream)))
+}
+
+/// How far a connection in its handshake has got: when room is needed, the lowest goes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Standing {
+    /// It sent part of a hello and stopped. A member writes its hello whole, in one segment,
+    /// so this is a stranger holding a slot.
+    Stalled = 0,
+    /// Nothing judged yet: a member whose hello is still on its way looks like this.
+    Silent = 1,
+    /// Its TLS handshake showed a certificate of the cluster's CA: a member, nearly certainly.
+    Certified = 2,
+    /// It proved the cookie (never evicted; listed for completeness).
+    Linked = 3,
+}
+
+impl Standing {
+    /// The standing of a plain-TCP connection whose hello so far is in `reader`.
+    fn of(reader: &HelloReader) -> Standing {
+        if reader.received() == 0 {
+            Standing::Silent
+        } else {
+            Standing::Stalled
+        }
+    }
+}
 
 /// The port's connections, counted against its caps.
 #[derive(Default)]
@@ -300,8 +480,11 @@ struct Entries {
 
 struct Entry {
     accepted: Instant,
+    /// Its address: when room is needed, the address holding the most handshakes loses one.
+    peer: IpAddr,
     linked: bool,
-    progress: Arc<AtomicU8>,
+    /// How far its handshake got ([`Standing`]), shared with its task.
+    standing: Arc<AtomicU8>,
     /// Closes the connection while in its handshake; taken once it is asked to.
     evict: Option<oneshot::Sender<()>>,
 }
@@ -319,34 +502,58 @@ impl Slots {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn admit(slots: &Arc<Slots>, limits: &PortLimits) -> Admission {
+    /// Admits a connection from `peer` into a handshake slot, or tells the handshake to close
+    /// that must make room for it.
+    fn admit(
+        slots: &Arc<Slots>,
+        limits: &PortLimits,
+        peer: IpAddr,
+        standing: Standing,
+    ) -> Admission {
         let mut entries = slots.lock();
         let full = entries.by_id.len() >= limits.max_connections
             || entries.handshaking >= limits.max_handshakes;
         if !full {
             drop(entries);
-            let (slot, eviction) = Slots::add(slots);
+            let (slot, eviction) = Slots::add(slots, peer, standing);
             return Admission::Admitted(slot, eviction);
         }
-        let victim = entries
-            .by_id
-            .values_mut()
-            .filter(|entry| entry.evict.is_some())
-            .min_by_key(|entry| (entry.progress.load(Ordering::Relaxed), entry.accepted));
-        match victim.and_then(|entry| entry.evict.take()) {
-            Some(evict) => {
-                let _ = evict.send(());
-                Admission::Evicting
-            }
-            // Every handshake is already closing: wait for one to go.
-            None if entries.handshaking > 0 => Admission::Evicting,
-            None => Admission::Full,
+        // When every handshake is already closing, wait for one to go.
+        if entries.evict_one() || entries.handshaking > 0 {
+            Admission::Evicting
+        } else {
+            Admission::Full
         }
     }
 
-    fn add(slots: &Arc<Slots>) -> (Slot, oneshot::Receiver<()>) {
+    fn add(slots: &Arc<Slots>, peer: IpAddr, standing: Standing) -> (Slot, oneshot::Receiver<()>) {
         let (evict, eviction) = oneshot::channel();
-        let progress = Arc::new(AtomicU8::new(PROGRESS_NONE));
+        let slot = Slots::insert(slots, peer, standing, Some(evict));
+        (slot, eviction)
+    }
+
+    /// A linked slot for a connection that proved the cookie on arrival. It never waits: at
+    /// the connection cap a handshake is told to close and the cap is passed until it has
+    /// gone. `None` only when linked members hold every slot.
+    fn add_linked(slots: &Arc<Slots>, limits: &PortLimits, peer: IpAddr) -> Option<Slot> {
+        {
+            let mut entries = slots.lock();
+            if entries.by_id.len() >= limits.max_connections && !entries.evict_one() {
+                return None;
+            }
+        }
+        Some(Slots::insert(slots, peer, Standing::Linked, None))
+    }
+
+    /// Counts a connection in: in its handshake when it can be evicted, linked otherwise.
+    fn insert(
+        slots: &Arc<Slots>,
+        peer: IpAddr,
+        standing: Standing,
+        evict: Option<oneshot::Sender<()>>,
+    ) -> Slot {
+        let standing = Arc::new(AtomicU8::new(standing as u8));
+        let linked = evict.is_none();
         let mut entries = slots.lock();
         let id = entries.next_id;
         entries.next_id += 1;
@@ -354,23 +561,55 @@ impl Slots {
             id,
             Entry {
                 accepted: Instant::now(),
-                linked: false,
-                progress: progress.clone(),
-                evict: Some(evict),
+                peer,
+                linked,
+                standing: standing.clone(),
+                evict,
             },
         );
-        entries.handshaking += 1;
+        if !linked {
+            entries.handshaking += 1;
+        }
         entries.publish();
-        let slot = Slot {
+        Slot {
             slots: slots.clone(),
             id,
-            progress,
-        };
-        (slot, eviction)
+            standing,
+        }
     }
 }
 
 impl Entries {
+    /// Tells one handshake to close: the lowest [`Standing`] first (a stalled part of a hello,
+    /// then silence, then a cluster certificate), then the address holding the most
+    /// handshakes, then the oldest. So one source flooding the port evicts its own, and a
+    /// member, dialling from elsewhere or sending its hello whole, keeps its slot. False when
+    /// every handshake is already closing (or there is none).
+    fn evict_one(&mut self) -> bool {
+        let mut held: HashMap<IpAddr, usize> = HashMap::new();
+        for entry in self.by_id.values().filter(|entry| entry.evict.is_some()) {
+            *held.entry(entry.peer).or_default() += 1;
+        }
+        let victim = self
+            .by_id
+            .values_mut()
+            .filter(|entry| entry.evict.is_some())
+            .min_by_key(|entry| {
+                (
+                    entry.standing.load(Ordering::Relaxed),
+                    std::cmp::Reverse(held[&entry.peer]),
+                    entry.accepted,
+                )
+            });
+        match victim.and_then(|entry| entry.evict.take()) {
+            Some(evict) => {
+                let _ = evict.send(());
+                true
+            }
+            None => false,
+        }
+    }
+
     fn publish(&self) {
         metrics::gauge!(CLUSTER_CONNECTIONS, "state" => "handshaking").set(self.handshaking as f64);
         metrics::gauge!(CLUSTER_CONNECTIONS, "state" => "linked")
@@ -383,7 +622,7 @@ impl Entries {
 struct Slot {
     slots: Arc<Slots>,
     id: u64,
-    progress: Arc<AtomicU8>,
+    standing: Arc<AtomicU8>,
 }
 
 impl Slot {
