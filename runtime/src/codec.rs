@@ -65,6 +65,20 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     Ok(value)
 }
 
+/// Decodes one variant of an enum written by [`encode`] as its position among the enum's
+/// variants and its fields, read as `T` (a struct with the variant's fields in the same order,
+/// or `()` for a unit variant). For reading an event in a shape the enum no longer has.
+pub fn decode_variant<T: DeserializeOwned>(bytes: &[u8]) -> Result<(u32, T), CodecError> {
+    // An enum is written as its variant's index (a u32, varint) followed by its fields, which
+    // is exactly how the pair (u32, fields) is written.
+    decode::<(u32, T)>(bytes)
+}
+
+/// Encodes `fields` as variant `index` of an enum, as [`encode`] would write that variant.
+pub fn encode_variant<T: Serialize>(index: u32, fields: &T) -> Result<Vec<u8>, CodecError> {
+    encode(&(index, fields))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,6 +90,37 @@ mod tests {
         name: String,
         amount: i64,
         tags: Vec<String>,
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    enum Shapes {
+        Empty,
+        Pair { left: String, right: i64 },
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct PairFields {
+        left: String,
+        right: i64,
+    }
+
+    #[test]
+    fn a_variant_reads_as_its_index_and_fields_and_writes_back_the_same_bytes() {
+        let pair = Shapes::Pair {
+            left: "l".into(),
+            right: -3,
+        };
+        let bytes = encode(&pair).unwrap();
+        let (index, fields) = decode_variant::<PairFields>(&bytes).unwrap();
+        assert_eq!(index, 1);
+        assert_eq!(fields.left, "l");
+        assert_eq!(encode_variant(index, &fields).unwrap(), bytes);
+        let empty = encode(&Shapes::Empty).unwrap();
+        assert_eq!(decode_variant::<()>(&empty).unwrap(), (0, ()));
+        assert_eq!(
+            decode::<Shapes>(&encode_variant(0, &()).unwrap()).unwrap(),
+            Shapes::Empty
+        );
     }
 
     #[test]

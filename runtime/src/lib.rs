@@ -19,7 +19,7 @@ pub mod service;
 pub mod store;
 pub mod supervision;
 pub mod telemetry;
-#[cfg(feature = "testkit")]
+#[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 pub mod text;
 pub mod time;

@@ -5,6 +5,8 @@
 //!   whole history (with the snapshot through the store's codec);
 //! - [`TempStore`] and [`start_aggregate`]: a real store in a temp dir, and an aggregate host
 //!   on it with a name no other test uses;
+//! - [`StoredEvent`], [`read_stored`] and [`fold_stored`]: events as an earlier build stored
+//!   them, read through the aggregate's upcasters, and the state they fold to;
 //! - [`eventually`]: a bounded poll, instead of a sleep.
 
 use std::fmt::Debug;
@@ -15,6 +17,7 @@ use std::time::Duration;
 use proptest::strategy::Strategy;
 use proptest::test_runner::{Config, TestRunner};
 
+use crate::aggregate::upcast::{self, ReadError};
 use crate::aggregate::{Aggregate, Aggregates, EntitySettings, replay};
 use crate::codec;
 use crate::store::{EventStore, StoreOptions};
@@ -58,6 +61,65 @@ pub fn decide_all_from<A: Aggregate>(state: A::State, commands: &[A::Command]) -
 /// The state `events` build from nothing.
 pub fn fold<A: Aggregate>(events: &[A::Event]) -> A::State {
     replay::<A>(A::State::default(), events)
+}
+
+/// An event as some build stored it: its type, that type's schema version then, and its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub event_type: String,
+    pub schema_version: u16,
+    pub payload: Vec<u8>,
+}
+
+impl StoredEvent {
+    /// The event enum's variant number `variant` (its position, from 0) with `fields` as they
+    /// were at `schema_version`: a struct with the variant's fields then, in order.
+    pub fn old<T: serde::Serialize>(
+        event_type: &str,
+        schema_version: u16,
+        variant: u32,
+        fields: &T,
+    ) -> Self {
+        Self {
+            event_type: event_type.to_owned(),
+            schema_version,
+            payload: codec::encode_variant(variant, fields).expect("test fields encode"),
+        }
+    }
+
+    /// `event` as this build stores it.
+    pub fn current<A: Aggregate>(event: &A::Event) -> Self {
+        Self {
+            event_type: A::event_type(event).to_owned(),
+            schema_version: upcast::version_of::<A>(event),
+            payload: codec::encode(event).expect("the event encodes"),
+        }
+    }
+}
+
+/// Reads `stored` as the runtime reads a stored event: through `A`'s upcasters.
+pub fn read_stored<A: Aggregate>(stored: &StoredEvent) -> Result<A::Event, ReadError> {
+    upcast::read::<A>(&stored.event_type, stored.schema_version, &stored.payload)
+}
+
+/// The state a history stored by earlier builds folds to today. Panics naming the first event
+/// that cannot be read.
+pub fn fold_stored<A: Aggregate>(stored: &[StoredEvent]) -> A::State {
+    let events: Vec<A::Event> = stored
+        .iter()
+        .enumerate()
+        .map(|(at, event)| {
+            read_stored::<A>(event).unwrap_or_else(|e| {
+                panic!(
+                    "event {at} ({} v{}) of {}: {e}",
+                    event.event_type,
+                    event.schema_version,
+                    A::KIND
+                )
+            })
+        })
+        .collect();
+    fold::<A>(&events)
 }
 
 /// Checks that for every split of the history that `commands` produce, the state after the

@@ -13,6 +13,7 @@ mod cluster_sim;
 mod config_files;
 mod customers;
 mod edge;
+mod fixture;
 mod guestbook;
 mod inventory;
 mod kit;

@@ -1,10 +1,10 @@
 //! The order aggregate (the seed's order): lines at the prices of placing time, a total, and a
 //! status that moves from pending to confirmed or cancelled, once. Pure rules, no actors.
 
-use playhouse_runtime::aggregate::Aggregate;
+use playhouse_runtime::aggregate::{Aggregate, Upcasters};
 use serde::{Deserialize, Serialize};
 
-use super::messages::{OrderCommand, OrderError, OrderEvent, OrderLine};
+use super::messages::{OrderCommand, OrderError, OrderEvent, OrderLine, PlacedLine};
 use crate::money::MAX_AMOUNT;
 use crate::text::is_plain;
 
@@ -43,8 +43,8 @@ pub enum OrderState {
     Unplaced,
     Placed {
         customer_id: String,
-        lines: Vec<OrderLine>,
-        /// Σ quantity × unit price, in minor units.
+        lines: Vec<PlacedLine>,
+        /// Σ line totals, in minor units.
         total: i64,
         status: OrderStatus,
         /// Why it was cancelled.
@@ -103,6 +103,9 @@ pub fn total_of(lines: &[OrderLine]) -> Result<i64, OrderError> {
 impl Aggregate for Order {
     const KIND: &'static str = "order";
     const SERVICE: &'static str = super::SERVICE;
+    /// 2: lines carry their totals.
+    const STATE_VERSION: u16 = 2;
+    const UPCASTERS: Upcasters = super::versions::UPCASTERS;
     type State = OrderState;
     type Command = OrderCommand;
     type Event = OrderEvent;
@@ -132,12 +135,20 @@ impl Aggregate for Order {
                     lines,
                     subject,
                 },
-            ) => Ok(vec![OrderEvent::Placed {
-                customer_id: customer_id.clone(),
-                total: total_of(lines)?,
-                lines: lines.clone(),
-                subject: subject.clone(),
-            }]),
+            ) => {
+                let total = total_of(lines)?;
+                let lines = lines
+                    .iter()
+                    .map(PlacedLine::charged)
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or(OrderError::TotalTooLarge { max: MAX_AMOUNT })?;
+                Ok(vec![OrderEvent::Placed {
+                    customer_id: customer_id.clone(),
+                    total,
+                    lines,
+                    subject: subject.clone(),
+                }])
+            }
             (OrderState::Placed { .. }, OrderCommand::Place { .. }) => {
                 Err(OrderError::AlreadyPlaced)
             }

@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 use super::aggregate::MAX_LINES;
 use super::read_model::{ORDERS_BY_CUSTOMER, OrderSummary};
 use super::saga::{OrderSaga, OrderSagaInput};
-use super::{Order, OrderCommand, OrderError, OrderLine, OrderState, total_of};
+use super::{Order, OrderCommand, OrderError, OrderLine, OrderState, PlacedLine, total_of};
 use crate::catalog::{Product, ProductState};
 use crate::customers::Customer;
 use crate::payments::payment_id_for;
@@ -97,7 +97,7 @@ pub struct OrderView {
     pub customer_id: String,
     /// The order's payment (`GET /api/v1/payments/{id}`), once the saga has asked for it.
     pub payment_id: String,
-    pub lines: Vec<OrderLine>,
+    pub lines: Vec<PlacedLine>,
     /// In minor units (cents).
     pub total: i64,
     #[schema(example = "pending")]

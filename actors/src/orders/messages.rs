@@ -12,6 +12,31 @@ pub struct OrderLine {
     pub unit_price: i64,
 }
 
+/// One line of a placed order, with what it was charged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PlacedLine {
+    pub product_id: String,
+    pub quantity: u32,
+    /// Price of one unit in minor units (cents), as the catalog had it at placing time.
+    pub unit_price: i64,
+    /// What the line was charged, in minor units: recorded when the order is placed, so that
+    /// a later pricing rule (a discount, a rounding) never changes an old order's lines. So far
+    /// quantity x unit price.
+    pub line_total: i64,
+}
+
+impl PlacedLine {
+    /// `line` charged at quantity x unit price; `None` if that overflows.
+    pub fn charged(line: &OrderLine) -> Option<PlacedLine> {
+        Some(PlacedLine {
+            product_id: line.product_id.clone(),
+            quantity: line.quantity,
+            unit_price: line.unit_price,
+            line_total: line.unit_price.checked_mul(i64::from(line.quantity))?,
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OrderCommand {
     /// `subject` is the customer's owner, to whom the order belongs.
@@ -28,9 +53,11 @@ pub enum OrderCommand {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OrderEvent {
+    /// Version 2: each line carries its `line_total` (version 1 had only the unit price; see
+    /// `versions.rs`).
     Placed {
         customer_id: String,
-        lines: Vec<OrderLine>,
+        lines: Vec<PlacedLine>,
         total: i64,
         subject: String,
     },

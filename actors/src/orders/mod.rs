@@ -10,13 +10,14 @@ pub mod http;
 mod messages;
 mod read_model;
 mod saga;
+mod versions;
 
 #[cfg(test)]
 mod tests;
 
 pub use aggregate::{MAX_LINE_QUANTITY, MAX_LINES, Order, OrderState, OrderStatus, total_of};
 pub use http::order_id_for;
-pub use messages::{OrderCommand, OrderError, OrderEvent, OrderLine};
+pub use messages::{OrderCommand, OrderError, OrderEvent, OrderLine, PlacedLine};
 pub use read_model::{ORDERS_BY_CUSTOMER, OrderSummary, OrdersByCustomer};
 pub use saga::{OrderSaga, OrderSagaInput};
 

@@ -10,6 +10,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::time::Instant;
 
 use super::messages::{CommandReply, EntityMsg, HostMsg};
+use super::upcast;
 use super::view::StateView;
 use super::{
     Aggregate, CommandEnvelope, CommandError, CommandOutcome, EntitySettings, Versioned,
@@ -17,7 +18,9 @@ use super::{
 };
 use crate::codec;
 use crate::metrics;
-use crate::store::{AppendRequest, EventMetadata, EventStore, NewEvent, Snapshot, StoreError};
+use crate::store::{
+    AppendRequest, EventMetadata, EventStore, NewEvent, RecordedEvent, Snapshot, StoreError,
+};
 
 pub(crate) struct Entity<A>(PhantomData<fn() -> A>);
 
@@ -290,7 +293,7 @@ async fn execute<A: Aggregate>(
         })?;
         encoded.push(NewEvent {
             event_type: A::event_type(event).to_owned(),
-            schema_version: A::SCHEMA_VERSION,
+            schema_version: upcast::version_of::<A>(event),
             payload,
         });
     }
@@ -373,12 +376,7 @@ fn replay_previous<A: Aggregate>(
         .and_then(|records| {
             records
                 .iter()
-                .map(|r| {
-                    Ok((
-                        r.version,
-                        decode_event::<A>(&r.stream, r.version, &r.payload)?,
-                    ))
-                })
+                .map(|r| Ok((r.version, decode_event::<A>(r)?)))
                 .collect::<Result<Vec<_>, StoreError>>()
         })
         .map_err(Failure::Store)?;
@@ -412,7 +410,7 @@ async fn maybe_snapshot<A: Aggregate>(state: &mut EntityState<A>) {
     let snapshot = match codec::encode(&state.current.state) {
         Ok(bytes) => Snapshot {
             version: state.current.version,
-            schema_version: A::SCHEMA_VERSION,
+            schema_version: A::STATE_VERSION,
             state: bytes,
         },
         Err(error) => {
@@ -438,7 +436,7 @@ pub(crate) fn load<A: Aggregate>(
     };
     if let Some(snapshot) = store.load_snapshot(stream)? {
         // A snapshot of another schema version is skipped: the events are the truth.
-        if snapshot.schema_version == A::SCHEMA_VERSION {
+        if snapshot.schema_version == A::STATE_VERSION {
             current.state =
                 codec::decode(&snapshot.state).map_err(|source| StoreError::Corrupt {
                     stream: stream.to_owned(),
@@ -450,21 +448,21 @@ pub(crate) fn load<A: Aggregate>(
     }
     let snapshot_version = current.version;
     for record in store.read_stream_from(stream, current.version + 1)? {
-        let event = decode_event::<A>(stream, record.version, &record.payload)?;
+        let event = decode_event::<A>(&record)?;
         A::apply(&mut current.state, &event);
         current.version = record.version;
     }
     Ok((current, snapshot_version))
 }
 
-pub(crate) fn decode_event<A: Aggregate>(
-    stream: &str,
-    version: u64,
-    payload: &[u8],
-) -> Result<A::Event, StoreError> {
-    codec::decode(payload).map_err(|source| StoreError::Corrupt {
-        stream: stream.to_owned(),
-        version,
-        source,
-    })
+pub(crate) fn decode_event<A: Aggregate>(record: &RecordedEvent) -> Result<A::Event, StoreError> {
+    upcast::read::<A>(&record.event_type, record.schema_version, &record.payload).map_err(
+        |source| StoreError::CorruptEvent {
+            stream: record.stream.clone(),
+            version: record.version,
+            event_type: record.event_type.clone(),
+            schema_version: record.schema_version,
+            source,
+        },
+    )
 }

@@ -157,11 +157,14 @@ impl<E> CommandError<E> {
                 }
             }
             StoreError::Corrupt { .. }
+            | StoreError::CorruptEvent { .. }
             | StoreError::CorruptLog { .. }
             | StoreError::CorruptCommand { .. }
             | StoreError::Encode { .. }
             | StoreError::EmptyAppend { .. }
-            | StoreError::IncompatibleLayout { .. } => {
+            | StoreError::NewerFormat { .. }
+            | StoreError::UnsupportedFormat { .. }
+            | StoreError::Upgrade { .. } => {
                 tracing::error!(%error, "a command failed on damaged or unencodable data");
                 CommandError::Internal {
                     message: error.to_string(),

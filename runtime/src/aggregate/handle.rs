@@ -237,7 +237,7 @@ impl<A: Aggregate> Aggregates<A> {
             .read_stream_range(stream, from_version, to_version)?
             .into_iter()
             .map(|record| {
-                let event = decode_event::<A>(stream, record.version, &record.payload)?;
+                let event = decode_event::<A>(&record)?;
                 Ok(HistoryEntry {
                     version: record.version,
                     event_type: record.event_type,

@@ -12,6 +12,7 @@ mod handle;
 mod host;
 mod messages;
 mod remote;
+pub mod upcast;
 mod view;
 
 #[cfg(test)]
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 pub use error::{CommandError, DomainError, Refusal};
 pub use handle::{Aggregates, HistoryEntry};
 pub use host::HostStats;
+pub use upcast::{Upcast, Upcaster, Upcasters};
 pub use view::StateView;
 
 /// Who may read an aggregate besides its owner and admins.
@@ -51,8 +53,12 @@ pub trait Aggregate: fmt::Debug + Clone + Send + Sync + 'static {
     const SERVICE: &'static str;
     /// What one of them is called in messages to clients ("no account with id ...").
     const NOUN: &'static str = Self::KIND;
-    /// Version of the event and state encoding; snapshots of another version are ignored.
-    const SCHEMA_VERSION: u16 = 1;
+    /// Version of the state's shape in snapshots: bump it when `State` changes shape, and
+    /// snapshots of another version are ignored (the state is rebuilt from the events).
+    const STATE_VERSION: u16 = 1;
+    /// How events stored in older shapes are read (see [`upcast`]); each event type's
+    /// current version follows from it.
+    const UPCASTERS: Upcasters = Upcasters::NONE;
 
     /// Who besides the owner may read it.
     const ACCESS: Access = Access::Owner;

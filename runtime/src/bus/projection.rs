@@ -55,12 +55,16 @@ pub fn check_projections(projections: &[std::sync::Arc<dyn Projection>]) -> Resu
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProjectionError {
-    #[error("event {position} ({stream}) cannot be decoded: {source}")]
+    #[error(
+        "event {position} ({event_type} schema version {schema_version}, {stream}) cannot be read: {source}"
+    )]
     Decode {
         position: u64,
         stream: String,
+        event_type: String,
+        schema_version: u16,
         #[source]
-        source: codec::CodecError,
+        source: crate::aggregate::upcast::ReadError,
     },
     #[error("read-model value in {table} cannot be decoded: {source}")]
     Value {
@@ -96,9 +100,16 @@ pub fn decode<A: Aggregate>(
     else {
         return Ok(None);
     };
-    let decoded = codec::decode(&event.payload).map_err(|source| ProjectionError::Decode {
+    let decoded = crate::aggregate::upcast::read::<A>(
+        &event.event_type,
+        event.schema_version,
+        &event.payload,
+    )
+    .map_err(|source| ProjectionError::Decode {
         position: event.position,
         stream: event.stream.clone(),
+        event_type: event.event_type.clone(),
+        schema_version: event.schema_version,
         source,
     })?;
     Ok(Some(Delivered {

@@ -41,6 +41,19 @@ pub enum StoreError {
         #[source]
         source: CodecError,
     },
+    /// A stored event cannot be read as its aggregate's event: damaged, of a newer build, or
+    /// of a shape no upcaster reads.
+    #[error(
+        "stored event {event_type} (schema version {schema_version}) of stream {stream} at version {version} cannot be read: {source}"
+    )]
+    CorruptEvent {
+        stream: String,
+        version: u64,
+        event_type: String,
+        schema_version: u16,
+        #[source]
+        source: crate::aggregate::upcast::ReadError,
+    },
     /// A record of the global log cannot be decoded.
     #[error("global log record at position {position} cannot be decoded: {source}")]
     CorruptLog {
@@ -65,13 +78,29 @@ pub enum StoreError {
     /// redb failed (I/O error, full disk, damaged file). The batch it happened in was not committed.
     #[error("storage failure: {0}")]
     Storage(Arc<redb::Error>),
-    /// The file was written by a build with another table layout.
-    #[error("store {path} has table layout {found}, this build reads layout {expected}")]
-    IncompatibleLayout {
+    /// The store was written by a later build, in a data format this build does not know.
+    #[error(
+        "store {path} has data format {found}, newer than format {known} that this build reads: \
+         a later build wrote it, and downgrading is not supported; run that build or a later one"
+    )]
+    NewerFormat {
         path: std::path::PathBuf,
         found: u64,
-        expected: u64,
+        known: u64,
     },
+    /// The store was written by a build too old to upgrade from.
+    #[error(
+        "store {path} has data format {found}; this build upgrades formats {oldest} and later \
+         only: open it with an intermediate build first, or start from an empty data directory"
+    )]
+    UnsupportedFormat {
+        path: std::path::PathBuf,
+        found: u64,
+        oldest: u64,
+    },
+    /// An upgrade of the data format found data it cannot carry over; nothing was changed.
+    #[error("the data format cannot be upgraded from {from}: {reason}; the store is unchanged")]
+    Upgrade { from: u64, reason: String },
     /// A blocking store task (opening the files, a long read) panicked or was cancelled.
     #[error("the store task that was {what} panicked or was cancelled")]
     TaskFailed { what: &'static str },

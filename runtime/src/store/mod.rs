@@ -7,6 +7,7 @@
 
 mod disk;
 mod error;
+mod format;
 mod index;
 mod read_model;
 mod tables;
@@ -29,10 +30,7 @@ pub use writer::GroupCommitOptions;
 
 use crate::codec;
 use index::{STREAM_INDEX, StreamIndex};
-use tables::{
-    CHECKPOINTS, LAYOUT_VERSION, LAYOUT_VERSION_KEY, LOG, LogRecord, META, PROCESSED_COMMANDS,
-    SNAPSHOTS, SnapshotRecord,
-};
+use tables::{CHECKPOINTS, LOG, LogRecord, PROCESSED_COMMANDS, SNAPSHOTS, SnapshotRecord};
 use writer::{WriteOp, WriterState};
 
 /// An event to append: its type name, schema version and encoded payload.
@@ -522,27 +520,9 @@ fn open_database(
         builder.set_cache_size(bytes);
     }
     let db = disk.create(&builder, path).map_err(StoreError::storage)?;
+    format::bring_up_to_date(&db, path)?;
     let txn = db.begin_write().map_err(StoreError::storage)?;
     {
-        let mut meta = txn.open_table(META).map_err(StoreError::storage)?;
-        let found = meta
-            .get(LAYOUT_VERSION_KEY)
-            .map_err(StoreError::storage)?
-            .map(|v| v.value());
-        match found {
-            None => {
-                meta.insert(LAYOUT_VERSION_KEY, LAYOUT_VERSION)
-                    .map_err(StoreError::storage)?;
-            }
-            Some(LAYOUT_VERSION) => {}
-            Some(other) => {
-                return Err(StoreError::IncompatibleLayout {
-                    path: path.to_owned(),
-                    found: other,
-                    expected: LAYOUT_VERSION,
-                });
-            }
-        }
         // Create every table now so that readers never meet a missing one.
         txn.open_table(SNAPSHOTS).map_err(StoreError::storage)?;
         txn.open_table(PROCESSED_COMMANDS)

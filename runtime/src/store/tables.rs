@@ -20,8 +20,8 @@ pub(crate) const PROCESSED_COMMANDS: TableDefinition<&str, &[u8]> =
 pub(crate) const CHECKPOINTS: TableDefinition<&str, u64> = TableDefinition::new("checkpoints");
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
-/// Bumped when the table layout changes incompatibly; a store written by another layout is refused.
-pub(crate) const LAYOUT_VERSION: u64 = 4;
+/// Where the data format is recorded (see [`super::format`]); named before formats had
+/// upgrades, and kept so that older builds still find it and refuse a newer format.
 pub(crate) const LAYOUT_VERSION_KEY: &str = "layout_version";
 
 /// One event as it sits in the global log.

@@ -3,7 +3,7 @@
 use super::*;
 use crate::codec::CodecError;
 
-async fn temp_store() -> (tempfile::TempDir, EventStore) {
+pub(crate) async fn temp_store() -> (tempfile::TempDir, EventStore) {
     let dir = tempfile::tempdir().unwrap();
     let store = EventStore::open(dir.path().join("events.redb"), StoreOptions::default())
         .await
@@ -19,7 +19,7 @@ fn event(name: &str) -> NewEvent {
     }
 }
 
-fn append_request(stream: &str, expected: u64, names: &[&str]) -> AppendRequest {
+pub(crate) fn append_request(stream: &str, expected: u64, names: &[&str]) -> AppendRequest {
     AppendRequest {
         stream: stream.to_owned(),
         expected_version: expected,

@@ -44,7 +44,7 @@ async fn another_cookie_is_refused_by_the_accepting_end_and_seen_by_the_dialler(
     let Err(HandshakeError::Closed(reason)) = dialled else {
         panic!("{dialled:?}");
     };
-    assert!(reason.contains("another cookie"), "{reason}");
+    assert!(reason.contains("same cluster cookie"), "{reason}");
 }
 
 #[tokio::test]
