@@ -10,7 +10,7 @@ pub use crate::edge::kit::problems::{
 };
 pub use crate::edge::kit::{
     ApiQuery, CommandAnswer, CommandContext, IdempotencyKeyHeader, Listed, Page, ReadModels,
-    Routed, command_problem, history_routes, not_found, saga_problem, visible,
+    Routed, command_problem, history_routes, not_found, read_problem, saga_problem, visible,
 };
 pub use crate::edge::{ApiJson, PathId, Principal, Problem, ProblemCode, Reader, Routes, Writer};
 pub use crate::saga::{

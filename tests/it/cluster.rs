@@ -541,6 +541,21 @@ async fn a_paused_node_is_seen_down_within_2_s_and_rejoins_when_continued() {
             .bearer_auth(token("alice", &["writer"]))
             .send(),
     );
+    // And a credit: its ownership check (a read) is what waits on the paused owner, so the
+    // command is never sent, and the answer says so: `unavailable`, not "outcome unknown".
+    let credit = || {
+        support::client()
+            .post(
+                cluster
+                    .node(0)
+                    .url(&format!("/api/v1/accounts/{on_three}/credit")),
+            )
+            .bearer_auth(token("alice", &["writer"]))
+            .header("Idempotency-Key", "credit-sent-to-a-paused-owner")
+            .json(&json!({"amount": 7}))
+            .send()
+    };
+    let credit_in_flight = tokio::spawn(credit());
     for n in [0, 1] {
         seen_down_within_2_s(&cluster, n, 2, paused).await;
     }
@@ -559,8 +574,19 @@ async fn a_paused_node_is_seen_down_within_2_s_and_rejoins_when_continued() {
         paused.elapsed()
     );
 
+    let refused = credit_in_flight.await.unwrap().unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(refused.headers().contains_key("retry-after"));
+    let problem: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(problem["type"], "urn:playhouse:problem:unavailable");
+
     cluster.node(2).resume();
     cluster.wait_all_up(Duration::from_secs(10)).await;
+    // It was not applied: resent with its key, it applies now, once.
+    let resent = credit().await.unwrap();
+    assert_eq!(resent.status(), StatusCode::OK);
+    let account: serde_json::Value = resent.json().await.unwrap();
+    assert_eq!(account["balance"], 107, "{account}");
     credit_works(&cluster, 0, on_three).await;
 }
 

@@ -61,7 +61,7 @@ async fn an_order_with_stock_and_credit_is_confirmed_at_catalog_prices() {
     assert_eq!(confirmed["total"], 3500);
     assert_eq!(
         confirmed["lines"][0],
-        json!({"product_id": tea, "quantity": 2, "unit_price": 1000})
+        json!({"product_id": tea, "quantity": 2, "unit_price": 1000, "line_total": 2000})
     );
     // Confirmed is the point of no return; committing the stock follows it.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -172,6 +172,20 @@ async fn orders_refuse_bad_lines_and_others_customers() {
             "{problem}"
         );
     }
+    // One product on two lines is merged; a sum over the limit is refused naming the lines the
+    // client sent, with the quantities it sent.
+    let body = json!({"customer_id": customer, "lines": [
+        {"product_id": tea, "quantity": 6_000},
+        {"product_id": tea, "quantity": 1},
+        {"product_id": tea, "quantity": 5_000},
+    ]});
+    let response = post_as(&node, "/api/v1/orders", &ada, body).await;
+    let problem = assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY, "invalid-field").await;
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("lines[0], lines[1], lines[2]") && detail.contains("11001 units"),
+        "{detail}"
+    );
     // Ordering for someone else's customer: that customer does not exist for mallory.
     let body = json!({"customer_id": customer, "lines": [{"product_id": tea, "quantity": 1}]});
     let mallory = post_as(

@@ -213,6 +213,7 @@ fn verdict(outcome: &Outcome) -> String {
     match outcome {
         Outcome::Ok(body) => format!("ok {body}"),
         Outcome::Failed(why) => format!("failed {why}"),
+        Outcome::NotApplied(why) => format!("unavailable {why}"),
         Outcome::Unknown(why) => format!("unknown {why}"),
     }
 }

@@ -10,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::aggregate::MAX_LINES;
+use super::aggregate::{MAX_LINE_QUANTITY, MAX_LINES};
 use super::read_model::{ORDERS_BY_CUSTOMER, OrderSummary};
 use super::saga::{OrderSaga, OrderSagaInput};
 use super::{Order, OrderCommand, OrderError, OrderLine, OrderState, PlacedLine, total_of};
@@ -144,12 +144,41 @@ async fn priced_lines(
         ));
     }
     let mut lines: Vec<OrderLine> = Vec::new();
+    // Where each merged line was first named, for refusals that name what the client sent.
+    let mut named_at: Vec<Vec<usize>> = Vec::new();
     for (at, line) in requested.into_iter().enumerate() {
+        // Each line as sent, before any merging hides it.
+        if !(1..=MAX_LINE_QUANTITY).contains(&line.quantity) {
+            return Err(Problem::invalid_field(
+                "lines",
+                format!(
+                    "lines[{at}].quantity must be 1 to {MAX_LINE_QUANTITY}, got {}",
+                    line.quantity
+                ),
+            ));
+        }
         let product_id = line.product_id.to_string();
-        if let Some(same) = lines.iter_mut().find(|l| l.product_id == product_id) {
-            same.quantity = same.quantity.saturating_add(line.quantity);
+        if let Some(same) = lines.iter().position(|l| l.product_id == product_id) {
+            named_at[same].push(at);
+            let merged = lines[same].quantity.saturating_add(line.quantity);
+            if merged > MAX_LINE_QUANTITY {
+                let places: Vec<String> = named_at[same]
+                    .iter()
+                    .map(|n| format!("lines[{n}]"))
+                    .collect();
+                return Err(Problem::invalid_field(
+                    "lines",
+                    format!(
+                        "{} all order product `{product_id}`: {merged} units together, more than \
+                         the {MAX_LINE_QUANTITY} one product may have in an order",
+                        places.join(", ")
+                    ),
+                ));
+            }
+            lines[same].quantity = merged;
             continue;
         }
+        named_at.push(vec![at]);
         let product = orders
             .products
             .visible_to(principal, &product_id, false)
@@ -225,7 +254,15 @@ async fn place_order(
         correlation_id: saga.correlation_id,
     }
     .envelope(OrderSaga::place(&input));
-    let outcome = orders.orders.command(&id, place).await?;
+    let outcome = orders.orders.execute(&id, place).await.map_err(|error| {
+        if error.is_transient() {
+            // The saga is started, durably, and places the order itself: this attempt failing
+            // does not mean nothing will happen, so "unavailable" would be a lie.
+            saga_will_place(&id, &error)
+        } else {
+            command_problem(Order::NOUN, &id, error)
+        }
+    })?;
     let placed = PlacedView {
         status: view(id.clone(), outcome.state.state)?.status,
         order_id: id.clone(),
@@ -235,6 +272,19 @@ async fn place_order(
         placed,
         outcome.position,
     ))
+}
+
+/// The answer when the order's saga is started but its first step (placing the order) could
+/// not be done or confirmed now: the saga will place it; the client learns how it stands by
+/// resending with the same Idempotency-Key.
+fn saga_will_place(id: &str, error: &CommandError<OrderError>) -> Problem {
+    Problem::new(
+        ProblemCode::OutcomeUnknown,
+        "the order is accepted and its saga will place it, but it could not be confirmed now; \
+         resend the request with the same Idempotency-Key to get its answer",
+    )
+    .with_retry_after(1)
+    .with_cause(format!("order {id}: {error}"))
 }
 
 /// An order: its lines, total, status, and why it was cancelled.

@@ -65,6 +65,9 @@ pub struct Claims {
 struct VerifiedClaims {
     sub: String,
     exp: u64,
+    /// The validation takes an array holding our issuer too; RFC 7519 makes `iss` one string
+    /// (only `aud` may be an array), so its shape is checked here.
+    iss: serde_json::Value,
     #[serde(default)]
     roles: Vec<String>,
 }
@@ -245,6 +248,11 @@ impl JwtAuth {
                     _ => "the token is malformed",
                 })
             })?;
+        if !data.claims.iss.is_string() {
+            return Err(unauthorized(
+                "the token's `iss` claim must be one string (RFC 7519, 4.1.1); only `aud` may be an array",
+            ));
+        }
         check_subject(&data.claims.sub).map_err(|detail| unauthorized(&detail))?;
         if data.header.crit.is_some() {
             return Err(unauthorized(
@@ -502,6 +510,14 @@ mod tests {
             auth.verify_header(Some(&format!("Bearer {token}")))
                 .is_err()
         );
+        // `iss` as an array, even one holding our issuer.
+        let listed = serde_json::json!({"sub": "a", "iss": ["playhouse"],
+            "aud": "playhouse-api", "exp": exp});
+        let token = encode(&Header::new(Algorithm::HS256), &listed, &key).unwrap();
+        let refused = auth
+            .verify_header(Some(&format!("Bearer {token}")))
+            .unwrap_err();
+        assert!(refused.detail.contains("`iss`"), "{}", refused.detail);
         // A critical extension we do not understand.
         let header = Header {
             crit: Some(vec!["exp".into()]),

@@ -46,6 +46,8 @@ pub async fn edge(State(layer): State<EdgeLayer>, mut request: Request, next: Ne
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     let ids = RequestIds::of(request.headers());
     let method = method_label(request.method());
+    // A request that changes nothing times out plainly; any other may have done its work.
+    let changes_nothing = request.method().is_safe();
     let span = tracing::debug_span!(
         "request",
         node = %layer.node,
@@ -88,10 +90,21 @@ pub async fn edge(State(layer): State<EdgeLayer>, mut request: Request, next: Ne
             ),
         )
         .into_response(),
-        Err(_) => Problem::new(
+        Err(_) if changes_nothing => Problem::new(
             ProblemCode::Timeout,
             format!(
-                "no answer within {} ms; a command may still complete, retry with the same Idempotency-Key",
+                "no answer within {} ms; retry",
+                layer.request_timeout.as_millis()
+            ),
+        )
+        .with_retry_after(1)
+        .with_cause("the request timeout passed while the handler was still running")
+        .into_response(),
+        Err(_) => Problem::new(
+            ProblemCode::OutcomeUnknown,
+            format!(
+                "no answer within {} ms: the command may still complete; resend it with the same \
+                 Idempotency-Key, which applies it at most once and answers what it did",
                 layer.request_timeout.as_millis()
             ),
         )

@@ -34,8 +34,14 @@ pub enum ProblemCode {
     Conflict,
     IdempotencyKeyReused,
     RateLimited,
+    /// A read (or a request that changes nothing) took too long.
     Timeout,
+    /// Not applied, and nothing was done: the service cannot take the request now.
     Unavailable,
+    /// A command may or may not have been applied (its node stopped answering, it timed out,
+    /// its aggregate crashed mid-command): resending it with the same Idempotency-Key applies
+    /// it at most once and answers what it did.
+    OutcomeUnknown,
     Internal,
 }
 
@@ -56,7 +62,9 @@ impl ProblemCode {
             // The request is valid; the resource's current state refuses it.
             ProblemCode::Conflict | ProblemCode::IdempotencyKeyReused => StatusCode::CONFLICT,
             ProblemCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            ProblemCode::Timeout | ProblemCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ProblemCode::Timeout | ProblemCode::Unavailable | ProblemCode::OutcomeUnknown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProblemCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -80,6 +88,7 @@ impl ProblemCode {
             ProblemCode::RateLimited => "rate-limited",
             ProblemCode::Timeout => "timeout",
             ProblemCode::Unavailable => "unavailable",
+            ProblemCode::OutcomeUnknown => "outcome-unknown",
             ProblemCode::Internal => "internal",
         }
     }
@@ -102,6 +111,7 @@ impl ProblemCode {
             ProblemCode::RateLimited => "Too many requests",
             ProblemCode::Timeout => "The request took too long",
             ProblemCode::Unavailable => "The service is temporarily unavailable",
+            ProblemCode::OutcomeUnknown => "The command may or may not have been applied",
             ProblemCode::Internal => "Internal error",
         }
     }

@@ -245,4 +245,8 @@ pub enum SagaError {
     Unavailable(String),
     #[error("saga {0} was started before with other input")]
     StartedDifferently(String),
+    /// Its owner got the request, then stopped answering (timed out, link lost): it may or may
+    /// not have started it. Asking again with the same id tells.
+    #[error("{0}")]
+    OutcomeUnknown(String),
 }

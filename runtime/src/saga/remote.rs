@@ -95,9 +95,10 @@ pub(crate) async fn call<K: SagaKind, T: DeserializeOwned>(
         .map_err(|error| match error {
             CallError::Unreachable { .. }
             | CallError::NotServing { .. }
-            | CallError::PlacedDifferently { .. }
-            | CallError::Interrupted { .. }
-            | CallError::TimedOut { .. } => SagaError::Unavailable(error.to_string()),
+            | CallError::PlacedDifferently { .. } => SagaError::Unavailable(error.to_string()),
+            CallError::Interrupted { .. } | CallError::TimedOut { .. } => {
+                SagaError::OutcomeUnknown(error.to_string())
+            }
             other => SagaError::Store(other.to_string()),
         })?;
     codec::decode::<Result<T, SagaError>>(&answer).map_err(|e| SagaError::Store(e.to_string()))?

@@ -68,9 +68,15 @@ pub enum Outcome {
     Ok(Value),
     /// A definite refusal (4xx): not applied.
     Failed(String),
-    /// No answer, or one that does not say (5xx): applied once or not at all.
+    /// 503 `unavailable`: the node says nothing was applied (the checkers hold it to that).
+    NotApplied(String),
+    /// No answer, or one that does not say (`outcome-unknown`, other 5xx): applied once or
+    /// not at all.
     Unknown(String),
 }
+
+/// The problem type of a 503 that says nothing was applied.
+const NOT_APPLIED: &str = "urn:playhouse:problem:unavailable";
 
 impl Answer {
     pub fn outcome(self) -> Outcome {
@@ -80,7 +86,29 @@ impl Answer {
             Answer::Status(status, body) if status.is_client_error() => {
                 Outcome::Failed(format!("{status}: {body}"))
             }
+            Answer::Status(StatusCode::SERVICE_UNAVAILABLE, body)
+                if body["type"] == NOT_APPLIED =>
+            {
+                Outcome::NotApplied(format!("503: {body}"))
+            }
             Answer::Status(status, body) => Outcome::Unknown(format!("{status}: {body}")),
+        }
+    }
+}
+
+impl Outcome {
+    /// Refused, or unavailable: either way not applied.
+    pub fn not_applied(&self) -> bool {
+        matches!(self, Outcome::Failed(_) | Outcome::NotApplied(_))
+    }
+
+    /// The verdict's name in the run's counts.
+    pub fn verdict(&self) -> &'static str {
+        match self {
+            Outcome::Ok(_) => "ok",
+            Outcome::Failed(_) => "failed",
+            Outcome::NotApplied(_) => "unavailable",
+            Outcome::Unknown(_) => "unknown",
         }
     }
 }

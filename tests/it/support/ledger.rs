@@ -174,7 +174,7 @@ pub async fn run_client(
             });
             continue;
         }
-        let unavailable = matches!(outcome, Outcome::Unknown(_));
+        let unavailable = matches!(outcome, Outcome::Unknown(_) | Outcome::NotApplied(_));
         history.lock().unwrap().push(Entry { op, via, outcome });
         api.sleep(if unavailable {
             Duration::from_millis(50)
@@ -352,11 +352,7 @@ pub async fn check(
             Op::Credit { .. } => "credit",
             Op::Transfer { .. } => "transfer",
         };
-        let verdict = match entry.outcome {
-            Outcome::Ok(_) => "ok",
-            Outcome::Failed(_) => "failed",
-            Outcome::Unknown(_) => "unknown",
-        };
+        let verdict = entry.outcome.verdict();
         *checked
             .counts
             .entry(format!("{kind} {verdict}"))
@@ -418,7 +414,7 @@ pub async fn check(
                     _ => false,
                 };
                 let known_start = matches!(entry.outcome, Outcome::Ok(_));
-                let refused = matches!(entry.outcome, Outcome::Failed(_));
+                let refused = entry.outcome.not_applied();
                 if !consistent
                     || (known_start && status == "absent")
                     || (refused && status != "absent")
@@ -440,9 +436,8 @@ pub async fn check(
         let command = format!("idem:{}:{SUBJECT}:{key}", SUBJECT.len());
         let applied = caused_by(&events[*account], &command).len();
         let any_ok = sends.iter().any(|e| matches!(e.outcome, Outcome::Ok(_)));
-        let all_failed = sends
-            .iter()
-            .all(|e| matches!(e.outcome, Outcome::Failed(_)));
+        // Refused or unavailable: a credit whose every send says so must not be applied.
+        let all_failed = sends.iter().all(|e| e.outcome.not_applied());
         let allowed = if any_ok {
             applied == 1
         } else if all_failed {

@@ -165,7 +165,7 @@ pub async fn run_client(
             .with_key(&key)
             .with_request_id(format!("q{seed:x}-{n}"));
         let outcome = api.send(via, call).await.outcome();
-        let unavailable = matches!(outcome, Outcome::Unknown(_));
+        let unavailable = matches!(outcome, Outcome::Unknown(_) | Outcome::NotApplied(_));
         history.lock().unwrap().push(Entry { op, via, outcome });
         api.sleep(if unavailable {
             Duration::from_millis(50)
@@ -249,11 +249,7 @@ pub async fn check(api: &dyn Api, shop: &Shop, history: &[Entry], least_ok: usiz
     let mut committed = vec![0u64; shop.products.len()];
     let mut orders: BTreeMap<String, (String, &Entry)> = BTreeMap::new();
     for entry in history {
-        let verdict = match entry.outcome {
-            Outcome::Ok(_) => "ok",
-            Outcome::Failed(_) => "failed",
-            Outcome::Unknown(_) => "unknown",
-        };
+        let verdict = entry.outcome.verdict();
         let kind = match &entry.op {
             Op::Place { key, .. } => {
                 orders.insert(order_id_for(SUBJECT, key), (key.clone(), entry));
@@ -286,8 +282,8 @@ pub async fn check(api: &dyn Api, shop: &Shop, history: &[Entry], least_ok: usiz
             (Outcome::Ok(_), "absent") => problems.push(format!(
                 "order {id} ({key}) was acknowledged, and is missing"
             )),
-            (Outcome::Failed(_), status) if status != "absent" => problems.push(format!(
-                "order {id} ({key}) was refused ({:?}), and exists: {status}",
+            (outcome, status) if outcome.not_applied() && status != "absent" => problems.push(format!(
+                "order {id} ({key}) was refused or said unavailable ({:?}), and exists: {status}",
                 entry.outcome
             )),
             (_, "pending" | "?") => problems.push(format!(

@@ -181,36 +181,52 @@ pub fn command_problem<E: DomainError>(noun: &str, id: &str, error: CommandError
             ProblemCode::Conflict,
             format!("the {noun} changed while this command ran; retry it"),
         ),
-        CommandError::TimedOut { .. } => Problem::new(
-            ProblemCode::Timeout,
-            format!("the {noun} did not answer in time; retry with the same Idempotency-Key"),
-        )
-        .with_retry_after(1),
         CommandError::Unavailable {
             ref what,
             retry_after_ms,
         } => Problem::new(
             ProblemCode::Unavailable,
-            format!("the {noun} cannot be reached now; retry with the same Idempotency-Key"),
+            format!(
+                "the {noun} cannot be reached now and nothing was applied; retry later (with the \
+                 same Idempotency-Key)"
+            ),
         )
         .with_retry_after(retry_after_ms.div_ceil(1000).max(1))
         .with_cause(format!("{noun} {id}: {what}")),
-        CommandError::Interrupted { .. } => Problem::new(
-            ProblemCode::Unavailable,
-            format!("the {noun}'s node stopped answering mid-command; retry with the same Idempotency-Key"),
-        )
-        .with_retry_after(1)
-        .with_cause(format!("{noun} {id}: {error}")),
-        CommandError::Crashed { .. } => Problem::new(
-            ProblemCode::Unavailable,
-            format!(
-                "the {noun} failed while handling the command; retry with the same Idempotency-Key"
-            ),
-        )
-        .with_retry_after(1)
-        .with_cause(format!("{noun} {id}: {error}")),
+        CommandError::TimedOut { .. }
+        | CommandError::Interrupted { .. }
+        | CommandError::Crashed { .. } => outcome_unknown(noun, id, &error),
         // Damaged data does not heal by retrying: a 500, logged in full.
         CommandError::Internal { .. } => Problem::internal(&format!("{noun} {id}: {error}")),
+    }
+}
+
+/// The answer for a command that may or may not have been applied.
+fn outcome_unknown(noun: &str, id: &str, error: &dyn std::fmt::Display) -> Problem {
+    Problem::new(
+        ProblemCode::OutcomeUnknown,
+        format!(
+            "the {noun} may or may not have applied this command; resend it with the same \
+             Idempotency-Key: it is applied at most once, and the answer says what it did"
+        ),
+    )
+    .with_retry_after(1)
+    .with_cause(format!("{noun} {id}: {error}"))
+}
+
+/// How a failed read is reported: a read changes nothing, so a timeout or a crash is only
+/// "not now"; other errors as for commands.
+pub fn read_problem<E: DomainError>(noun: &str, id: &str, error: CommandError<E>) -> Problem {
+    match error {
+        CommandError::TimedOut { .. }
+        | CommandError::Interrupted { .. }
+        | CommandError::Crashed { .. } => Problem::new(
+            ProblemCode::Unavailable,
+            format!("the {noun} could not be read now; retry"),
+        )
+        .with_retry_after(1)
+        .with_cause(format!("{noun} {id}: {error}")),
+        other => command_problem(noun, id, other),
     }
 }
 
@@ -228,6 +244,15 @@ fn idempotency_key_reused() -> Problem {
 pub fn saga_problem(noun: &str, error: SagaError) -> Problem {
     match error {
         SagaError::StartedDifferently(_) => idempotency_key_reused(),
+        SagaError::OutcomeUnknown(_) => Problem::new(
+            ProblemCode::OutcomeUnknown,
+            format!(
+                "the {noun} may or may not have been started; resend the request with the same \
+                 Idempotency-Key: it starts at most once, and the answer says where it stands"
+            ),
+        )
+        .with_retry_after(1)
+        .with_cause(error),
         SagaError::Store(_) | SagaError::Unavailable(_) => Problem::new(
             ProblemCode::Unavailable,
             format!(
@@ -252,7 +277,7 @@ pub async fn visible<A: Aggregate>(
     let current = aggregates
         .get(id)
         .await
-        .map_err(|error| command_problem(noun, id, error))?;
+        .map_err(|error| read_problem(noun, id, error))?;
     let allowed = match A::owner(&current.state) {
         None => false,
         Some(owner) => principal.may_access(owner) || (!write && A::ACCESS == Access::PublicRead),
@@ -305,7 +330,7 @@ impl<A: Aggregate> Routed<A> for Aggregates<A> {
     async fn current(&self, id: &str) -> Result<Versioned<A::State>, Problem> {
         self.get(id)
             .await
-            .map_err(|error| command_problem(A::NOUN, id, error))
+            .map_err(|error| read_problem(A::NOUN, id, error))
     }
 
     async fn visible_to(
@@ -315,5 +340,81 @@ impl<A: Aggregate> Routed<A> for Aggregates<A> {
         write: bool,
     ) -> Result<Versioned<A::State>, Problem> {
         visible(self, principal, A::NOUN, id, write).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::Refusal;
+
+    #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, thiserror::Error)]
+    #[error("never")]
+    struct Never;
+
+    impl DomainError for Never {
+        fn refusal(&self) -> Refusal {
+            Refusal::invalid_field("x")
+        }
+    }
+
+    fn unknown_ones() -> Vec<CommandError<Never>> {
+        vec![
+            CommandError::TimedOut {
+                stream: "account-1".into(),
+                after_ms: 5000,
+            },
+            CommandError::Interrupted {
+                stream: "account-1".into(),
+                reason: "link closed".into(),
+            },
+            CommandError::Crashed {
+                stream: "account-1".into(),
+            },
+        ]
+    }
+
+    #[test]
+    fn a_command_that_may_have_applied_is_outcome_unknown_and_says_to_resend_with_the_key() {
+        for error in unknown_ones() {
+            let problem = command_problem("account", "1", error);
+            assert_eq!(problem.slug, "outcome-unknown");
+            assert_eq!(problem.status, 503);
+            assert_eq!(problem.retry_after, Some(1));
+            assert!(
+                problem.detail.contains("same Idempotency-Key"),
+                "{}",
+                problem.detail
+            );
+        }
+    }
+
+    #[test]
+    fn a_command_never_applied_is_unavailable_and_a_read_is_never_outcome_unknown() {
+        let unavailable = CommandError::<Never>::Unavailable {
+            what: "node node-3".into(),
+            retry_after_ms: 2500,
+        };
+        let problem = command_problem("account", "1", unavailable);
+        assert_eq!(
+            (problem.slug, problem.retry_after),
+            ("unavailable", Some(3))
+        );
+        assert!(
+            problem.detail.contains("nothing was applied"),
+            "{}",
+            problem.detail
+        );
+        for error in unknown_ones() {
+            assert_eq!(read_problem("account", "1", error).slug, "unavailable");
+        }
+    }
+
+    #[test]
+    fn a_saga_start_that_may_have_happened_is_outcome_unknown() {
+        let problem = saga_problem("transfer", SagaError::OutcomeUnknown("timed out".into()));
+        assert_eq!(problem.slug, "outcome-unknown");
+        let problem = saga_problem("transfer", SagaError::Unavailable("node down".into()));
+        assert_eq!(problem.slug, "unavailable");
     }
 }

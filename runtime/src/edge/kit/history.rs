@@ -14,7 +14,7 @@ use utoipa::openapi::security::SecurityRequirement;
 use utoipa::openapi::{ComponentsBuilder, OpenApiBuilder, PathsBuilder, Ref, Required};
 use utoipa_axum::router::OpenApiRouter;
 
-use super::command::{command_problem, visible};
+use super::command::{read_problem, visible};
 use super::problems::QueryProblems;
 use super::query::ApiQuery;
 use crate::aggregate::{Aggregate, Aggregates, HistoryEntry};
@@ -194,7 +194,7 @@ async fn events<A: Aggregate>(
         .aggregates
         .history_range(&id, from, from.saturating_add(limit))
         .await
-        .map_err(|error| command_problem(route.noun, &id, error))?;
+        .map_err(|error| read_problem(route.noun, &id, error))?;
     let next_from_version = (history.len() as u64 > limit).then(|| from + limit);
     history.truncate(limit as usize);
     let events = history.into_iter().map(event_view::<A>).collect();

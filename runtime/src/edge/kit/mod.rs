@@ -4,8 +4,9 @@
 //!   and the envelope built from them;
 //! - [`CommandAnswer`]: 200, 201 + `Location` or 202, with the command's log position in
 //!   `X-Playhouse-Position` (read your writes);
-//! - [`command_problem`]: any [`CommandError`] as the problem the client sees, and
-//!   [`saga_problem`] any [`SagaError`](crate::saga::SagaError);
+//! - [`command_problem`]: any [`CommandError`] as the problem the client sees (`unavailable`
+//!   when nothing was applied, `outcome-unknown` when it may have been), [`read_problem`] the
+//!   same for a read, and [`saga_problem`] any [`SagaError`](crate::saga::SagaError);
 //! - [`visible`]: an aggregate as a principal may see it (ownership: someone else's resource is
 //!   not found); [`Routed`]: the same, and commands, on an `Aggregates<A>` handle, with every
 //!   failure already a problem (so routes write `?`);
@@ -21,7 +22,7 @@ mod query;
 
 pub use command::{
     CommandAnswer, CommandContext, POSITION_HEADER, Routed, command_problem, not_found,
-    saga_problem, visible,
+    read_problem, saga_problem, visible,
 };
 pub use history::{EventHistoryView, EventView, history_routes};
 pub use query::{ApiQuery, Listed, MAX_PAGE, Page, ReadModels};

@@ -33,7 +33,9 @@ pub enum CreateProblems {
     /// Rate limited; see Retry-After
     #[response(status = 429, content_type = "application/problem+json")]
     RateLimited(Problem),
-    /// Temporarily unavailable or too slow; retry with the same Idempotency-Key
+    /// `unavailable`: nothing was applied, retry later; `outcome-unknown`: it may or may not
+    /// have been applied, resend with the same Idempotency-Key (applied at most once). Both with
+    /// Retry-After
     #[response(status = 503, content_type = "application/problem+json")]
     Unavailable(Problem),
 }
@@ -68,7 +70,9 @@ pub enum CommandProblems {
     /// Rate limited; see Retry-After
     #[response(status = 429, content_type = "application/problem+json")]
     RateLimited(Problem),
-    /// Temporarily unavailable or too slow; retry with the same Idempotency-Key
+    /// `unavailable`: nothing was applied, retry later; `outcome-unknown`: it may or may not
+    /// have been applied, resend with the same Idempotency-Key (applied at most once). Both with
+    /// Retry-After
     #[response(status = 503, content_type = "application/problem+json")]
     Unavailable(Problem),
 }
