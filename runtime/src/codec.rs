@@ -65,6 +65,23 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     Ok(value)
 }
 
+/// Why a stored event could not be read as its aggregate's event of today (see
+/// `aggregate::upcast`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventReadError {
+    #[error(
+        "its version {found} is newer than this build reads (up to {known}): it was written by \
+         a later build, and downgrading is not supported"
+    )]
+    Newer { found: u16, known: u16 },
+    #[error("no upcaster reads its version {from}")]
+    NoStep { from: u16 },
+    #[error("the upcaster from version {from} cannot read it: {source}")]
+    Step { from: u16, source: CodecError },
+    #[error("{0}")]
+    Decode(CodecError),
+}
+
 /// Decodes one variant of an enum written by [`encode`] as its position among the enum's
 /// variants and its fields, read as `T` (a struct with the variant's fields in the same order,
 /// or `()` for a unit variant). For reading an event in a shape the enum no longer has.

@@ -54,11 +54,16 @@ pub fn install_metrics() -> Result<(PrometheusHandle, Series), String> {
     metrics::set_global_recorder(NodeRecorder::new(prometheus, series.clone()))
         .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
     crate::metrics::describe();
+    // The process's own figures (CPU seconds, resident memory, open files, threads), as every
+    // Prometheus client gives them; read from /proc every upkeep, so at most 5 s old.
+    let process = metrics_process::Collector::default();
+    process.describe();
     let upkeep = handle.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         loop {
             tick.tick().await;
+            process.collect();
             upkeep.run_upkeep();
         }
     });

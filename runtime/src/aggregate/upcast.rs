@@ -147,21 +147,9 @@ const fn same(a: &str, b: &str) -> bool {
     true
 }
 
-/// Why a stored event could not be read as its aggregate's event.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ReadError {
-    #[error(
-        "its version {found} is newer than this build reads (up to {known}): it was written by \
-         a later build, and downgrading is not supported"
-    )]
-    Newer { found: u16, known: u16 },
-    #[error("no upcaster reads its version {from}")]
-    NoStep { from: u16 },
-    #[error("the upcaster from version {from} cannot read it: {source}")]
-    Step { from: u16, source: CodecError },
-    #[error("{0}")]
-    Decode(CodecError),
-}
+/// Why a stored event could not be read (it lives with the codec, so that the store can
+/// report it without knowing aggregates).
+pub use crate::codec::EventReadError as ReadError;
 
 /// Decodes an event of `A` stored at `schema_version` of type `event_type`, upcast to the
 /// current shape.

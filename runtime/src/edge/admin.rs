@@ -41,24 +41,52 @@ pub struct ProjectionsView {
     pub projections: Vec<ProjectionView>,
 }
 
-/// Problems of the admin routes.
+/// Problems of an admin route that reads, without parameters.
 #[derive(Debug, utoipa::IntoResponses)]
 pub enum AdminProblems {
     /// Missing or invalid bearer token
     #[response(status = 401, content_type = "application/problem+json")]
     Unauthorized(Problem),
+    /// Not an admin token
+    #[response(status = 403, content_type = "application/problem+json")]
+    Forbidden(Problem),
+    /// Rate limited; see Retry-After
+    #[response(status = 429, content_type = "application/problem+json")]
+    RateLimited(Problem),
+}
+
+/// Problems of an admin route with query parameters.
+#[derive(Debug, utoipa::IntoResponses)]
+pub enum AdminQueryProblems {
     /// A query parameter is malformed
     #[response(status = 400, content_type = "application/problem+json")]
     BadRequest(Problem),
+    /// Missing or invalid bearer token
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Problem),
+    /// Not an admin token
+    #[response(status = 403, content_type = "application/problem+json")]
+    Forbidden(Problem),
+    /// A query parameter has an invalid value
+    #[response(status = 422, content_type = "application/problem+json")]
+    InvalidField(Problem),
+    /// Rate limited; see Retry-After
+    #[response(status = 429, content_type = "application/problem+json")]
+    RateLimited(Problem),
+}
+
+/// Problems of rebuilding a projection.
+#[derive(Debug, utoipa::IntoResponses)]
+pub enum RebuildProblems {
+    /// Missing or invalid bearer token
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Problem),
     /// Not an admin token
     #[response(status = 403, content_type = "application/problem+json")]
     Forbidden(Problem),
     /// No such projection on this node
     #[response(status = 404, content_type = "application/problem+json")]
     NotFound(Problem),
-    /// A query parameter has an invalid value
-    #[response(status = 422, content_type = "application/problem+json")]
-    InvalidField(Problem),
     /// Rate limited; see Retry-After
     #[response(status = 429, content_type = "application/problem+json")]
     RateLimited(Problem),
@@ -93,7 +121,7 @@ async fn list_projections(State(bus): State<Bus>, _: Admin) -> ApiJson<Projectio
 #[utoipa::path(post, path = "/admin/projections/{name}/rebuild", tag = "admin",
     security(("bearer" = [])),
     params(("name" = String, Path, description = "Projection name, e.g. products")),
-    responses((status = 202, description = "Rebuilding"), AdminProblems))]
+    responses((status = 202, description = "Rebuilding"), RebuildProblems))]
 async fn rebuild_projection(
     State(bus): State<Bus>,
     _: Admin,
@@ -126,6 +154,7 @@ pub struct SagaFilter {
     #[param(max_length = 64)]
     pub kind: Option<String>,
     /// Only this status.
+    #[param(inline)]
     pub status: Option<SagaStatus>,
 }
 
@@ -157,7 +186,7 @@ const MAX_SCANNED: usize = 10_000;
 /// time-ordered for sagas started without an Idempotency-Key), filtered by kind and status.
 #[utoipa::path(get, path = "/admin/sagas", tag = "admin",
     security(("bearer" = [])), params(SagaFilter, SagaCursor),
-    responses((status = 200, description = "A page of sagas", body = SagaPage), AdminProblems))]
+    responses((status = 200, description = "A page of sagas", body = SagaPage), AdminQueryProblems))]
 async fn list_sagas(
     State(bus): State<Bus>,
     _: Admin,

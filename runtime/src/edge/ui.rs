@@ -13,7 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::Routes;
-use super::admin::AdminProblems;
+use super::admin::AdminQueryProblems;
 use super::auth::Admin;
 use super::json::ApiJson;
 use super::kit::ApiQuery;
@@ -141,7 +141,7 @@ pub struct OverviewQuery {
 /// traffic, commands, store, sagas, projections, and their last minutes.
 #[utoipa::path(get, path = "/admin/overview", tag = "admin",
     security(("bearer" = [])), params(OverviewQuery),
-    responses((status = 200, description = "The overview", body = Overview), AdminProblems))]
+    responses((status = 200, description = "The overview", body = Overview), AdminQueryProblems))]
 async fn overview(
     State(source): State<OverviewSource>,
     _: Admin,

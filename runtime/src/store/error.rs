@@ -52,7 +52,7 @@ pub enum StoreError {
         event_type: String,
         schema_version: u16,
         #[source]
-        source: crate::aggregate::upcast::ReadError,
+        source: crate::codec::EventReadError,
     },
     /// A record of the global log cannot be decoded.
     #[error("global log record at position {position} cannot be decoded: {source}")]
