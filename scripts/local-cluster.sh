@@ -39,6 +39,7 @@ for n in 1 2 3; do
 done
 
 admin=$("$binary" token --config config/local-cluster/node-1.toml --sub ops --role admin)
+# How many members node $1 lists up, itself included (it is "up" once it serves).
 up_count() {
     curl -s -H "Authorization: Bearer $admin" "http://127.0.0.1:808$1/admin/cluster" \
         | grep -o '"status":"up"' | wc -l
@@ -51,7 +52,7 @@ for _ in $(seq 1 150); do
             tail -n 20 "data/node-$n.log" >&2
             exit 1
         fi
-        [ "$(up_count "$n")" -eq 2 ] || all=0
+        [ "$(up_count "$n")" -eq 3 ] || all=0
     done
     [ "$all" -eq 1 ] && break
     sleep 0.2

@@ -34,6 +34,12 @@ fn token(subject: &str) -> String {
 fn copy_of_the_fixture(into: &Path) -> PathBuf {
     let data = into.join("data");
     std::fs::create_dir_all(&data).unwrap();
+    for file in ["events.redb", "events.index.redb", "identity.toml"] {
+        assert!(
+            fixture().join("data").join(file).is_file(),
+            "the fixture lacks data/{file} (is it committed?)"
+        );
+    }
     for entry in std::fs::read_dir(fixture().join("data")).unwrap() {
         let entry = entry.unwrap();
         let copy = data.join(entry.file_name());

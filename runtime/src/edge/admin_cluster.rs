@@ -1,5 +1,6 @@
 //! `GET /admin/cluster` (admin role): this node, whether it serves its partitions, and every
-//! other member as it sees it (status, last heartbeat, round trip, services, partitions).
+//! member as it sees it, itself included (status, last heartbeat, round trip, services,
+//! partitions), in the shape `/admin/overview` lists them.
 
 use std::collections::BTreeMap;
 
@@ -13,7 +14,8 @@ use super::Routes;
 use super::admin::AdminProblems;
 use super::auth::Admin;
 use super::json::ApiJson;
-use crate::cluster::{Cluster, MemberView};
+use crate::cluster::Cluster;
+use crate::ops::{MemberOverview, members_of};
 
 /// What the route answers about: this node, in its cluster if it has peers.
 #[derive(Debug, Clone)]
@@ -42,11 +44,11 @@ pub struct ClusterView {
     pub services: Vec<String>,
     /// How many partitions of each service this node owns.
     pub partitions: BTreeMap<String, usize>,
-    /// The other members, as this node sees them.
-    pub members: Vec<MemberView>,
+    /// Every member, this node included (`this_node`), by name.
+    pub members: Vec<MemberOverview>,
 }
 
-/// This node and the other members: status, last heartbeat, round trip, services, partitions.
+/// This node and every member: status, last heartbeat, round trip, services, partitions.
 #[utoipa::path(get, path = "/admin/cluster", tag = "admin",
     security(("bearer" = [])),
     responses((status = 200, description = "The cluster as this node sees it", body = ClusterView), AdminProblems))]
@@ -59,7 +61,7 @@ async fn cluster_view(State(info): State<ClusterInfo>, _: Admin) -> ApiJson<Clus
             placement: None,
             services: info.services.clone(),
             partitions: BTreeMap::new(),
-            members: Vec::new(),
+            members: members_of(&info.node, &info.services, None),
         });
     };
     let serving = cluster.serving();
@@ -75,10 +77,6 @@ async fn cluster_view(State(info): State<ClusterInfo>, _: Admin) -> ApiJson<Clus
             .into_iter()
             .map(|(service, owned)| (service, owned.len()))
             .collect(),
-        members: cluster
-            .members()
-            .into_iter()
-            .map(MemberView::at_now)
-            .collect(),
+        members: members_of(&info.node, &info.services, Some(cluster)),
     })
 }

@@ -31,6 +31,40 @@ pub struct EdgeLayer {
     pub(crate) metrics: Arc<HttpMetrics>,
 }
 
+/// Longest request target (path and query) answered; a longer one is 414 with a body.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+/// Most header bytes (names, values and separators) answered; more is 431 with a body.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// 414 or 431 for a head over the edge's own limits. They sit below what hyper buffers
+/// (`server::MAX_HEAD_BYTES`), so that a client is told in problem+json; only a head past
+/// hyper's bound gets hyper's bare answer.
+fn oversized_head(request: &Request) -> Option<Problem> {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |pq| pq.as_str().len());
+    if target > MAX_URI_BYTES {
+        return Some(Problem::new(
+            ProblemCode::UriTooLong,
+            format!("the request target is {target} bytes; at most {MAX_URI_BYTES} are accepted"),
+        ));
+    }
+    let headers: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    (headers > MAX_HEADER_BYTES).then(|| {
+        Problem::new(
+            ProblemCode::HeadersTooLarge,
+            format!(
+                "the request headers are {headers} bytes; at most {MAX_HEADER_BYTES} are accepted"
+            ),
+        )
+    })
+}
+
 /// Middleware around every request, in one layer (each axum layer costs an allocation and a
 /// service clone per request): it takes or makes the request ids, opens the request span,
 /// applies the time limit, gives errors made outside handlers a problem+json body, echoes
@@ -61,7 +95,11 @@ pub async fn edge(State(layer): State<EdgeLayer>, mut request: Request, next: Ne
     request.extensions_mut().insert(ids.clone());
     let body_read = track_body(&mut request);
     let announced = request.body().size_hint().exact();
+    let oversized_head = oversized_head(&request);
     let handled = async {
+        if let Some(problem) = oversized_head {
+            return problem.into_response();
+        }
         match announced {
             // No need to read 1 GB to know it is over the limit.
             Some(length) if length > layer.body_limit_bytes as u64 => Problem::new(

@@ -24,7 +24,7 @@ use utoipa::ToSchema;
 
 pub use gather::{NodeReport, gather};
 pub use histogram::{Buckets, LogHistogram};
-pub use overview::{MemberOverview, Overview, OverviewSource, ServicePartitions};
+pub use overview::{MemberOverview, Overview, OverviewSource, ServicePartitions, members_of};
 pub use sampler::{AggregateStats, Live, SAMPLE_EVERY, Sample, Sampler, StoreStats};
 pub use series::{NodeRecorder, Series, TRACKED};
 

@@ -45,6 +45,8 @@ pub struct MemberOverview {
     pub last_heartbeat_ms_ago: Option<u64>,
     /// The last heartbeat's round trip, microseconds.
     pub rtt_us: Option<u64>,
+    /// Its log's end at the last heartbeat (a peer's; absent for this node).
+    pub log_end: Option<u64>,
     pub services: Vec<String>,
     /// How many partitions of each service it owns.
     pub partitions: BTreeMap<String, usize>,
@@ -142,59 +144,71 @@ impl OverviewSource {
     }
 
     fn members(&self) -> Vec<MemberOverview> {
-        let node = self.ops.node();
-        let Some(cluster) = &self.cluster else {
-            return vec![MemberOverview {
-                name: node.to_owned(),
-                address: None,
-                edge: None,
-                this_node: true,
-                status: "up".into(),
-                reason: None,
-                last_heartbeat_ms_ago: None,
-                rtt_us: None,
-                services: self.services.clone(),
-                partitions: BTreeMap::new(),
-            }];
-        };
-        let serving = cluster.serving();
-        let mut members: Vec<MemberOverview> = cluster
-            .members()
-            .into_iter()
-            .map(|peer| {
-                let peer = peer.at_now();
-                MemberOverview {
-                    edge: cluster.member(&peer.name).and_then(|m| m.edge.clone()),
-                    name: peer.name,
-                    address: Some(peer.address),
-                    this_node: false,
-                    status: peer.status.as_str().to_owned(),
-                    reason: peer.reason,
-                    last_heartbeat_ms_ago: peer.last_heartbeat_ms_ago,
-                    rtt_us: peer.rtt_us,
-                    services: peer.services,
-                    partitions: peer.partitions,
-                }
-            })
-            .collect();
-        members.push(MemberOverview {
+        members_of(self.ops.node(), &self.services, self.cluster.as_ref())
+    }
+}
+
+/// Every member as node `node` sees it, this node included (`this_node`), by name: what
+/// `/admin/overview` and `/admin/cluster` both list. `services` are this node's.
+pub fn members_of(
+    node: &str,
+    services: &[String],
+    cluster: Option<&Cluster>,
+) -> Vec<MemberOverview> {
+    let Some(cluster) = cluster else {
+        return vec![MemberOverview {
             name: node.to_owned(),
-            address: cluster.member(node).map(|m| m.address.clone()),
-            edge: cluster.member(node).and_then(|m| m.edge.clone()),
+            address: None,
+            edge: None,
             this_node: true,
-            status: if serving.is_ok() { "up" } else { "not_serving" }.to_owned(),
-            reason: serving.err(),
+            status: "up".into(),
+            reason: None,
             last_heartbeat_ms_ago: None,
             rtt_us: None,
-            services: self.services.clone(),
-            partitions: cluster
-                .placement()
-                .owned_by(node)
-                .into_iter()
-                .map(|(service, owned)| (service, owned.len()))
-                .collect(),
-        });
-        members.sort_by(|a, b| a.name.cmp(&b.name));
-        members
-    }
+            log_end: None,
+            services: services.to_vec(),
+            partitions: BTreeMap::new(),
+        }];
+    };
+    let serving = cluster.serving();
+    let mut members: Vec<MemberOverview> = cluster
+        .members()
+        .into_iter()
+        .map(|peer| {
+            let peer = peer.at_now();
+            MemberOverview {
+                edge: cluster.member(&peer.name).and_then(|m| m.edge.clone()),
+                name: peer.name,
+                address: Some(peer.address),
+                this_node: false,
+                status: peer.status.as_str().to_owned(),
+                reason: peer.reason,
+                last_heartbeat_ms_ago: peer.last_heartbeat_ms_ago,
+                rtt_us: peer.rtt_us,
+                log_end: peer.log_end,
+                services: peer.services,
+                partitions: peer.partitions,
+            }
+        })
+        .collect();
+    members.push(MemberOverview {
+        name: node.to_owned(),
+        address: cluster.member(node).map(|m| m.address.clone()),
+        edge: cluster.member(node).and_then(|m| m.edge.clone()),
+        this_node: true,
+        status: if serving.is_ok() { "up" } else { "not_serving" }.to_owned(),
+        reason: serving.err(),
+        last_heartbeat_ms_ago: None,
+        rtt_us: None,
+        log_end: None,
+        services: services.to_vec(),
+        partitions: cluster
+            .placement()
+            .owned_by(node)
+            .into_iter()
+            .map(|(service, owned)| (service, owned.len()))
+            .collect(),
+    });
+    members.sort_by(|a, b| a.name.cmp(&b.name));
+    members
 }

@@ -192,7 +192,8 @@ impl SimCluster {
                     Answer::Status(StatusCode::OK, view) => {
                         let up = view["members"].as_array().is_some_and(|members| {
                             members.iter().all(|member| {
-                                member["status"] == "up"
+                                member["this_node"] == true
+                                    || member["status"] == "up"
                                     || !self.is_running(
                                         (0..NODES).find(|m| name(*m) == member["name"]).unwrap(),
                                     )
