@@ -797,7 +797,7 @@ async fn a_head_over_the_edges_limits_is_told_so_in_problem_json() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(dir.path(), &NodeOptions::default());
     let long_target = format!(
-        "GET /api/v1/accounts?q={} HTTP/1.1\r\nHost: long\r\n\r\n",
+        "GET /api/v1/accounts?q={} HTTP/1.1\r\nHost: long\r\nConnection: close\r\n\r\n",
         "a".repeat(9 * 1024)
     );
     let answer = raw_exchange(
@@ -813,17 +813,26 @@ async fn a_head_over_the_edges_limits_is_told_so_in_problem_json() {
     let many_headers: String = (0..70)
         .map(|n| format!("X-Filler-{n}: {}\r\n", "b".repeat(1000)))
         .collect();
-    let heavy = format!("GET /health/live HTTP/1.1\r\nHost: heavy\r\n{many_headers}\r\n");
+    let heavy = format!(
+        "GET /health/live HTTP/1.1\r\nHost: heavy\r\nConnection: close\r\n{many_headers}\r\n"
+    );
     let answer = raw_exchange(&node.address(), heavy.as_bytes(), Duration::from_secs(5));
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
     assert!(
         answer.contains("urn:playhouse:problem:headers-too-large"),
         "{answer}"
     );
+    let many_fields: String = (0..120).map(|n| format!("X-{n}: a\r\n")).collect();
+    let crowded = format!(
+        "GET /health/live HTTP/1.1\r\nHost: crowded\r\nConnection: close\r\n{many_fields}\r\n"
+    );
+    let answer = raw_exchange(&node.address(), crowded.as_bytes(), Duration::from_secs(5));
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    assert!(answer.contains("header fields"), "{answer}");
     // The node still answers.
     let live = raw_exchange(
         &node.address(),
-        b"GET /health/live HTTP/1.1\r\nHost: after\r\n\r\n",
+        b"GET /health/live HTTP/1.1\r\nHost: after\r\nConnection: close\r\n\r\n",
         Duration::from_secs(5),
     );
     assert!(live.starts_with("HTTP/1.1 200"), "{live}");

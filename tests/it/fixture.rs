@@ -210,3 +210,55 @@ async fn the_0b92c6a_data_directory_is_upgraded_and_answers_its_manifest() {
         json!(expected["version"].as_u64().unwrap() + 2)
     );
 }
+
+/// The fixture's directory with its log emptied, or gone: the node refuses to start and says
+/// the events were lost, instead of serving an empty store.
+#[test]
+fn a_data_directory_whose_log_was_lost_is_refused() {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/single.toml");
+    for lose in ["empty", "remove", "remove both"] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = copy_of_the_fixture(dir.path());
+        match lose {
+            "empty" => std::fs::write(data.join("events.redb"), b"").unwrap(),
+            "remove" => std::fs::remove_file(data.join("events.redb")).unwrap(),
+            _ => {
+                std::fs::remove_file(data.join("events.redb")).unwrap();
+                std::fs::remove_file(data.join("events.index.redb")).unwrap();
+            }
+        }
+        let log = dir.path().join("node.log");
+        let mut node = std::process::Command::new(env!("CARGO_BIN_EXE_playhouse"))
+            .args(["node", "--config"])
+            .arg(&config)
+            .env("PLAYHOUSE_DATA_DIR", &data)
+            .env("PLAYHOUSE_EDGE__LISTEN", "127.0.0.1:0")
+            .env("PLAYHOUSE_JWT_KEY", FIXTURE_KEY)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        // A node that does not refuse would run on: it is given 20 s, then killed.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = node.try_wait().unwrap() {
+                break Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                node.kill().unwrap();
+                node.wait().unwrap();
+                break None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let stderr = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            status.is_some_and(|status| !status.success()),
+            "{lose}: it started\n{stderr}"
+        );
+        assert!(
+            stderr.contains("events were lost") || stderr.contains("the log lost events"),
+            "{lose}: {stderr}"
+        );
+    }
+}

@@ -163,6 +163,7 @@ impl<E> CommandError<E> {
             | StoreError::Encode { .. }
             | StoreError::EmptyAppend { .. }
             | StoreError::NewerFormat { .. }
+            | StoreError::LogBehindIndex { .. }
             | StoreError::UnsupportedFormat { .. }
             | StoreError::Upgrade { .. } => {
                 tracing::error!(%error, "a command failed on damaged or unencodable data");

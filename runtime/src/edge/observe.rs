@@ -35,10 +35,12 @@ pub struct EdgeLayer {
 pub const MAX_URI_BYTES: usize = 8 * 1024;
 /// Most header bytes (names, values and separators) answered; more is 431 with a body.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Most header fields answered; more is 431 with a body (hyper parses up to twice this).
+pub const MAX_HEADER_FIELDS: usize = 100;
 
-/// 414 or 431 for a head over the edge's own limits. They sit below what hyper buffers
-/// (`server::MAX_HEAD_BYTES`), so that a client is told in problem+json; only a head past
-/// hyper's bound gets hyper's bare answer.
+/// 414 or 431 for a head over the edge's own limits. They sit below hyper's (a 128 KiB head,
+/// 200 fields, a 64 KiB target), so that a client is told in problem+json; only a head past
+/// those gets hyper's bare answer.
 fn oversized_head(request: &Request) -> Option<Problem> {
     let target = request
         .uri()
@@ -48,6 +50,15 @@ fn oversized_head(request: &Request) -> Option<Problem> {
         return Some(Problem::new(
             ProblemCode::UriTooLong,
             format!("the request target is {target} bytes; at most {MAX_URI_BYTES} are accepted"),
+        ));
+    }
+    let fields = request.headers().len();
+    if fields > MAX_HEADER_FIELDS {
+        return Some(Problem::new(
+            ProblemCode::HeadersTooLarge,
+            format!(
+                "the request has {fields} header fields; at most {MAX_HEADER_FIELDS} are accepted"
+            ),
         ));
     }
     let headers: usize = request

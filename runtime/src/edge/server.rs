@@ -72,7 +72,10 @@ pub async fn serve(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)
-        .max_buf_size(MAX_HEAD_BYTES);
+        .max_buf_size(MAX_HEAD_BYTES)
+        // Past the edge's own limit (`observe::MAX_HEADER_FIELDS`), so that a client over it
+        // is told in problem+json rather than by hyper's bare 431.
+        .max_headers(super::observe::MAX_HEADER_FIELDS * 2);
     let mut shutdown = pin!(shutdown);
     let mut fd_warning = RateLimitedWarning::default();
     loop {

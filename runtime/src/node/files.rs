@@ -15,9 +15,25 @@ pub async fn open_store(config: &NodeConfig, options: StoreOptions) -> Result<Ev
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("data_dir: cannot create {}: {e}", config.data_dir.display()))?;
     let placement = crate::placement::Placement::new(&config.cluster);
+    let identity = config
+        .data_dir
+        .join(crate::cluster::identity::IDENTITY_FILE);
+    let claimed_before = identity.exists();
     crate::cluster::identity::claim(&config.data_dir, &config.node_name, placement.fingerprint())
         .map_err(|e| format!("{e:#}"))?;
     let path = config.data_dir.join(STORE_FILE);
+    // A directory that was claimed holds a store: without one, its events were lost, and
+    // starting empty would serve as if they never existed.
+    if claimed_before && !options.disk.holds_data(&path) {
+        return Err(format!(
+            "{} says this data directory holds node {}'s data, but {} is missing or empty: its \
+             events were lost or moved. Restore the data directory from a backup; to start this \
+             node afresh on purpose, empty the directory (identity.toml too)",
+            identity.display(),
+            config.node_name,
+            path.display()
+        ));
+    }
     EventStore::open(
         &path,
         StoreOptions {

@@ -49,6 +49,14 @@ impl Disk {
         }
     }
 
+    /// Whether `path` exists and holds at least one byte.
+    pub(crate) fn holds_data(&self, path: &Path) -> bool {
+        match self {
+            Disk::Files => std::fs::metadata(path).is_ok_and(|m| m.len() > 0),
+            Disk::Simulated(disk) => disk.lock().files.get(path).is_some_and(|f| f.len > 0),
+        }
+    }
+
     pub(crate) fn remove(&self, path: &Path) -> std::io::Result<()> {
         match self {
             Disk::Files => std::fs::remove_file(path),

@@ -98,6 +98,14 @@ pub enum StoreError {
         found: u64,
         oldest: u64,
     },
+    /// The log ends before what its index covers: events were lost from the log file.
+    #[error(
+        "the event log ends at position {log_end}, but its index covers positions up to \
+         {indexed_up_to}: the log lost events (its file was emptied, replaced, or restored alone \
+         from an older backup). Restore the whole data directory from one backup; to keep this \
+         log as it is, delete events.index.redb (it is rebuilt from the log)"
+    )]
+    LogBehindIndex { indexed_up_to: u64, log_end: u64 },
     /// An upgrade of the data format found data it cannot carry over; nothing was changed.
     #[error("the data format cannot be upgraded from {from}: {reason}; the store is unchanged")]
     Upgrade { from: u64, reason: String },

@@ -102,17 +102,16 @@ impl StreamIndex {
         let txn = log.begin_read().map_err(StoreError::storage)?;
         let table = txn.open_table(LOG).map_err(StoreError::storage)?;
         let log_end = super::next_position_of(&table)?;
-        let mut from = self.indexed_up_to()?;
+        let from = self.indexed_up_to()?;
         if from > log_end {
-            // The index covers positions the log does not have (a log restored from an older
-            // backup beside a newer index): it describes another log. Start it again.
-            tracing::warn!(
-                indexed_up_to = from,
+            // The log is committed (durably) before the index, so an index that covers
+            // positions the log does not have means the log lost them: emptied, replaced, or
+            // restored alone from an older backup. Rebuilding the index would erase the last
+            // sign of it; refuse, and say so.
+            return Err(StoreError::LogBehindIndex {
+                indexed_up_to: from,
                 log_end,
-                "stream index is ahead of the log; rebuilding it"
-            );
-            self.clear()?;
-            from = 0;
+            });
         }
         let mut entries = Vec::new();
         let mut end = from;
@@ -132,17 +131,6 @@ impl StreamIndex {
             tracing::info!(from, to = end, "re-indexing the log tail");
         }
         self.apply(&entries, end, true)
-    }
-
-    /// Empties the index and its recorded end.
-    fn clear(&mut self) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(StoreError::storage)?;
-        txn.delete_table(STREAM_INDEX)
-            .map_err(StoreError::storage)?;
-        txn.delete_table(INDEX_META).map_err(StoreError::storage)?;
-        txn.open_table(STREAM_INDEX).map_err(StoreError::storage)?;
-        txn.open_table(INDEX_META).map_err(StoreError::storage)?;
-        txn.commit().map_err(StoreError::storage)
     }
 
     fn indexed_up_to(&self) -> Result<u64, StoreError> {

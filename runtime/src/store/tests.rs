@@ -433,14 +433,28 @@ fn a_lost_or_damaged_index_is_rebuilt_from_the_log() {
     });
     std::fs::copy(dir.path().join("longer.index.redb"), &index_file).unwrap();
     on_own_runtime(async {
+        // The log looks as if it lost events: refused, not silently re-indexed.
+        let refused = EventStore::open(&path, StoreOptions::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                StoreError::LogBehindIndex {
+                    indexed_up_to: 10,
+                    log_end: 3
+                }
+            ),
+            "{refused}"
+        );
+    });
+    // Keeping this log on purpose: the index goes, and is rebuilt from the log.
+    std::fs::remove_file(&index_file).unwrap();
+    on_own_runtime(async {
         let store = EventStore::open(&path, StoreOptions::default())
             .await
             .unwrap();
-        assert_eq!(
-            store.stream_version("a").unwrap(),
-            2,
-            "the foreign index was rebuilt"
-        );
+        assert_eq!(store.stream_version("a").unwrap(), 2);
         assert_eq!(store.read_stream("a").unwrap().len(), 2);
     });
 
@@ -603,5 +617,38 @@ async fn a_disk_that_acknowledges_syncs_late_loses_an_acknowledged_append_in_a_c
     assert!(
         reopened.read_stream("s").unwrap().len() < 2,
         "the fault planted in the disk lost nothing"
+    );
+}
+
+/// A log file emptied (or restored alone from an older backup) beside its index: the store
+/// refuses to open, naming both ends, rather than rebuild the index and serve what is left.
+#[tokio::test]
+async fn a_log_that_lost_events_beside_its_index_is_refused() {
+    let (dir, store) = temp_store().await;
+    store
+        .append(append_request("account-1", 0, &["Opened", "Credited"]))
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    drop(store);
+    let log = dir.path().join("events.redb");
+    std::fs::remove_file(&log).unwrap();
+    let refused = EventStore::open(&log, StoreOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            StoreError::LogBehindIndex {
+                indexed_up_to: 2,
+                log_end: 0
+            }
+        ),
+        "{refused}"
+    );
+    assert!(
+        refused
+            .to_string()
+            .contains("Restore the whole data directory")
     );
 }
