@@ -164,6 +164,23 @@ async fn the_0b92c6a_data_directory_is_upgraded_and_answers_its_manifest() {
         "{log}"
     );
     answers_the_manifest(&node, &manifest).await;
+    // A node alone lists itself, with its log's end: the fixture's 54 events.
+    let admin = support::token_with(
+        FIXTURE_KEY,
+        AUDIENCE,
+        support::now() + 3600,
+        "ops",
+        &["admin"],
+    );
+    let view = json_of(
+        get_as(&node, "/admin/cluster", &admin).await,
+        StatusCode::OK,
+    )
+    .await;
+    let members = view["members"].as_array().unwrap();
+    assert_eq!(members.len(), 1, "{view}");
+    assert_eq!(members[0]["this_node"], true, "{view}");
+    assert_eq!(members[0]["log_end"], 54, "{view}");
 
     // New commands on old aggregates: a credit, and a transfer between two old accounts.
     let accounts = manifest["accounts"].as_object().unwrap();

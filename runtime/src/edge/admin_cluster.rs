@@ -16,6 +16,7 @@ use super::auth::Admin;
 use super::json::ApiJson;
 use crate::cluster::Cluster;
 use crate::ops::{MemberOverview, members_of};
+use crate::store::EventStore;
 
 /// What the route answers about: this node, in its cluster if it has peers.
 #[derive(Debug, Clone)]
@@ -23,6 +24,8 @@ pub struct ClusterInfo {
     pub node: String,
     pub services: Vec<String>,
     pub cluster: Option<Cluster>,
+    /// This node's store, for its own log end.
+    pub store: EventStore,
 }
 
 pub fn routes(info: ClusterInfo) -> Routes {
@@ -53,6 +56,7 @@ pub struct ClusterView {
     security(("bearer" = [])),
     responses((status = 200, description = "The cluster as this node sees it", body = ClusterView), AdminProblems))]
 async fn cluster_view(State(info): State<ClusterInfo>, _: Admin) -> ApiJson<ClusterView> {
+    let log_end = *info.store.watch_log_end().borrow();
     let Some(cluster) = &info.cluster else {
         return ApiJson(ClusterView {
             node: info.node.clone(),
@@ -61,7 +65,7 @@ async fn cluster_view(State(info): State<ClusterInfo>, _: Admin) -> ApiJson<Clus
             placement: None,
             services: info.services.clone(),
             partitions: BTreeMap::new(),
-            members: members_of(&info.node, &info.services, None),
+            members: members_of(&info.node, &info.services, None, log_end),
         });
     };
     let serving = cluster.serving();
@@ -77,6 +81,6 @@ async fn cluster_view(State(info): State<ClusterInfo>, _: Admin) -> ApiJson<Clus
             .into_iter()
             .map(|(service, owned)| (service, owned.len()))
             .collect(),
-        members: members_of(&info.node, &info.services, Some(cluster)),
+        members: members_of(&info.node, &info.services, Some(cluster), log_end),
     })
 }

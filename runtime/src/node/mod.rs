@@ -265,6 +265,7 @@ impl Node {
                     node: node.clone(),
                     services: config.services.clone(),
                     cluster: cluster.clone(),
+                    store: store.clone(),
                 }))
                 .merge(crate::edge::ui::admin_routes(OverviewSource::new(
                     ops,

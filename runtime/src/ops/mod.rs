@@ -70,6 +70,11 @@ pub struct Ops {
 }
 
 impl Ops {
+    /// Where this node's log ends now.
+    pub fn log_end(&self) -> u64 {
+        *self.bus.store().watch_log_end().borrow()
+    }
+
     /// The report of node `node`, sampling `series` (start it with [`Ops::spawn_sampler`]).
     /// `services_of_kinds` names the service of each aggregate kind the node hosts.
     pub fn new(

@@ -45,7 +45,7 @@ pub struct MemberOverview {
     pub last_heartbeat_ms_ago: Option<u64>,
     /// The last heartbeat's round trip, microseconds.
     pub rtt_us: Option<u64>,
-    /// Its log's end at the last heartbeat (a peer's; absent for this node).
+    /// Its log's end: a peer's at its last heartbeat, this node's now.
     pub log_end: Option<u64>,
     pub services: Vec<String>,
     /// How many partitions of each service it owns.
@@ -144,16 +144,22 @@ impl OverviewSource {
     }
 
     fn members(&self) -> Vec<MemberOverview> {
-        members_of(self.ops.node(), &self.services, self.cluster.as_ref())
+        members_of(
+            self.ops.node(),
+            &self.services,
+            self.cluster.as_ref(),
+            self.ops.log_end(),
+        )
     }
 }
 
 /// Every member as node `node` sees it, this node included (`this_node`), by name: what
-/// `/admin/overview` and `/admin/cluster` both list. `services` are this node's.
+/// `/admin/overview` and `/admin/cluster` both list. `services` and `log_end` are this node's.
 pub fn members_of(
     node: &str,
     services: &[String],
     cluster: Option<&Cluster>,
+    log_end: u64,
 ) -> Vec<MemberOverview> {
     let Some(cluster) = cluster else {
         return vec![MemberOverview {
@@ -165,7 +171,7 @@ pub fn members_of(
             reason: None,
             last_heartbeat_ms_ago: None,
             rtt_us: None,
-            log_end: None,
+            log_end: Some(log_end),
             services: services.to_vec(),
             partitions: BTreeMap::new(),
         }];
@@ -200,7 +206,7 @@ pub fn members_of(
         reason: serving.err(),
         last_heartbeat_ms_ago: None,
         rtt_us: None,
-        log_end: None,
+        log_end: Some(log_end),
         services: services.to_vec(),
         partitions: cluster
             .placement()
