@@ -20,14 +20,13 @@ fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/fixtures/store-0b92c6a")
 }
 
+/// A writer token for `subject`, signed with the fixture's key.
 fn token(subject: &str) -> String {
-    support::token_with(
-        FIXTURE_KEY,
-        AUDIENCE,
-        support::now() + 3600,
-        subject,
-        &["writer"],
-    )
+    signed(subject, &["writer"])
+}
+
+fn signed(subject: &str, roles: &[&str]) -> String {
+    support::token_with(FIXTURE_KEY, AUDIENCE, support::now() + 3600, subject, roles)
 }
 
 /// A copy of the fixture's data directory (the original stays as the earlier build left it).
@@ -165,13 +164,7 @@ async fn the_0b92c6a_data_directory_is_upgraded_and_answers_its_manifest() {
     );
     answers_the_manifest(&node, &manifest).await;
     // A node alone lists itself, with its log's end: the fixture's 54 events.
-    let admin = support::token_with(
-        FIXTURE_KEY,
-        AUDIENCE,
-        support::now() + 3600,
-        "ops",
-        &["admin"],
-    );
+    let admin = signed("ops", &["admin"]);
     let view = json_of(
         get_as(&node, "/admin/cluster", &admin).await,
         StatusCode::OK,

@@ -234,28 +234,41 @@ enum FirstLook {
 /// the answer refuses it).
 async fn link_at_once(
     port: Arc<Port>,
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     slot: Slot,
     answer: Answer,
 ) {
     let _ = stream.set_nodelay(true);
-    let sent = tokio::time::timeout(
-        port.limits.handshake_timeout,
-        handshake::send(&mut stream, &answer),
-    )
-    .await;
-    match sent {
-        Ok(Ok(())) => port.linked(Established::Plain(stream), peer, slot),
-        Ok(Err(error)) => port
-            .report
-            .closed(outcome_of(&error), peer, &error.to_string()),
-        Err(_) => port.report.closed(
-            Outcome::TimedOut,
-            peer,
-            "its answer could not be sent within the deadline",
-        ),
+    let deadline = Instant::now() + port.limits.handshake_timeout;
+    let outcome = send_answer(stream, &answer, deadline)
+        .await
+        .map_err(|closed| closed.unwrap_or_else(|| timed_out(&port.limits)));
+    port.settle(outcome, peer, slot);
+}
+
+/// Sends a plain-TCP connection the answer to its hello by `deadline`: the link when the
+/// answer links it, why not otherwise (`None`: the deadline passed).
+async fn send_answer(
+    mut stream: TcpStream,
+    answer: &Answer,
+    deadline: Instant,
+) -> Result<Established, Option<(Outcome, String)>> {
+    match tokio::time::timeout_at(deadline, handshake::send(&mut stream, answer)).await {
+        Ok(Ok(())) => Ok(Established::Plain(stream)),
+        Ok(Err(error)) => Err(Some((outcome_of(&error), error.to_string()))),
+        Err(_) => Err(None),
     }
+}
+
+fn timed_out(limits: &PortLimits) -> (Outcome, String) {
+    (
+        Outcome::TimedOut,
+        format!(
+            "no handshake within {} ms (cluster.handshake_timeout_ms)",
+            limits.handshake_timeout.as_millis()
+        ),
+    )
 }
 
 impl Port {
@@ -283,6 +296,19 @@ impl Port {
                 Ok(answer) => FirstLook::Proved(answer),
                 Err(error) => FirstLook::Closed(outcome_of(&error), error.to_string()),
             };
+        }
+    }
+
+    /// Ends a connection's handshake: linked, or closed and counted.
+    fn settle(
+        &self,
+        outcome: Result<Established, (Outcome, String)>,
+        peer: SocketAddr,
+        slot: Slot,
+    ) {
+        match outcome {
+            Ok(link) => self.linked(link, peer, slot),
+            Err((outcome, reason)) => self.report.closed(outcome, peer, &reason),
         }
     }
 
@@ -346,31 +372,19 @@ async fn handshake(
 ) {
     let _ = stream.set_nodelay(true);
     let deadline = Instant::now() + port.limits.handshake_timeout;
-    let timed_out = || {
-        (
-            Outcome::TimedOut,
-            format!(
-                "no handshake within {} ms (cluster.handshake_timeout_ms)",
-                port.limits.handshake_timeout.as_millis()
-            ),
-        )
-    };
     let outcome = match &port.tls {
         None => plain_handshake(&port, stream, reader, deadline, eviction, &slot.standing)
             .await
-            .map_err(|closed| closed.unwrap_or_else(timed_out)),
+            .map_err(|closed| closed.unwrap_or_else(|| timed_out(&port.limits))),
         Some(tls) => tokio::select! {
             result = tokio::time::timeout_at(
                 deadline,
                 tls_handshake(&port, tls, stream, reader, &slot.standing),
-            ) => result.unwrap_or_else(|_| Err(timed_out())),
+            ) => result.unwrap_or_else(|_| Err(timed_out(&port.limits))),
             _ = eviction => Err(evicted()),
         },
     };
-    match outcome {
-        Ok(link) => port.linked(link, peer, slot),
-        Err((outcome, reason)) => port.report.closed(outcome, peer, &reason),
-    }
+    port.settle(outcome, peer, slot);
 }
 
 fn evicted() -> (Outcome, String) {
@@ -386,7 +400,7 @@ fn evicted() -> (Outcome, String) {
 /// proved the cookie are ever evicted. `Err(None)` at the deadline.
 async fn plain_handshake(
     port: &Port,
-    mut stream: TcpStream,
+    stream: TcpStream,
     mut reader: HelloReader,
     deadline: Instant,
     mut eviction: oneshot::Receiver<()>,
@@ -408,11 +422,7 @@ async fn plain_handshake(
             FirstLook::Waiting => standing.store(Standing::of(&reader) as u8, Ordering::Relaxed),
         }
     };
-    match tokio::time::timeout_at(deadline, handshake::send(&mut stream, &answer)).await {
-        Ok(Ok(())) => Ok(Established::Plain(stream)),
-        Ok(Err(error)) => Err(Some((outcome_of(&error), error.to_string()))),
-        Err(_) => Err(None),
-    }
+    send_answer(stream, &answer, deadline).await
 }
 
 /// TLS, then the link handshake inside it.
