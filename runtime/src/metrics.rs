@@ -50,7 +50,10 @@ pub fn describe() {
         SUPERVISOR_RESTARTS,
         "Child restarts, by supervisor and child"
     );
-    metrics::describe_gauge!(LIVE_ACTORS, "Aggregate actors currently in memory, by kind");
+    metrics::describe_gauge!(
+        LIVE_ACTORS,
+        "Live aggregates in memory (loaded, not passivated), by kind"
+    );
     metrics::describe_counter!(HTTP_REQUESTS, "HTTP requests, by route, method and status");
     metrics::describe_histogram!(
         HTTP_DURATION,

@@ -10,6 +10,9 @@ use std::collections::BTreeMap;
 use crate::config::{ClusterConfig, Member};
 use crate::store::fingerprint;
 
+/// Partitions per service when the config does not say.
+pub const DEFAULT_PARTITIONS: u32 = 64;
+
 /// Who owns what, from the cluster config. A node with no members configured owns everything.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placement {
@@ -47,7 +50,7 @@ impl Placement {
 
     /// The partition of the aggregate whose stream is `stream` (`account-<id>`).
     pub fn partition(&self, stream: &str) -> u32 {
-        (mix(fingerprint(stream.as_bytes())) % u64::from(self.partitions.max(1))) as u32
+        partition_of(stream, self.partitions)
     }
 
     /// The member owning `partition` of `service`: of the members hosting the service, the one
@@ -100,6 +103,12 @@ impl Placement {
         let text = format!("{}|{:?}", self.partitions, self.hosts);
         fingerprint(text.as_bytes())
     }
+}
+
+/// The partition, of `partitions`, of the aggregate whose stream is `stream`: the same on every
+/// node, and the unit an aggregate's host serves it in.
+pub fn partition_of(stream: &str, partitions: u32) -> u32 {
+    (mix(fingerprint(stream.as_bytes())) % u64::from(partitions.max(1))) as u32
 }
 
 /// Spreads a hash's bits (splitmix64's finalizer): FNV-1a of keys that differ in one early

@@ -109,8 +109,8 @@ impl Service {
     }
 }
 
-/// Crashing aggregates are restarted one by one by their host; only a storm of crashes fails
-/// the host itself.
+/// A partition host that panicked is restarted on its own; only a storm of panics across a
+/// kind's partitions fails the kind's hosts' supervisor (and escalates to the service's).
 const HOST_INTENSITY: Intensity = Intensity {
     max_restarts: 100,
     within: Duration::from_secs(10),
@@ -128,6 +128,8 @@ pub struct ServiceContext {
     handles: Arc<Mutex<HashMap<TypeId, Box<dyn Any + Send + Sync>>>>,
     /// The cluster the handles route in; `None` on a node alone.
     cluster: Option<Cluster>,
+    /// Partitions per aggregate kind: one host each.
+    partitions: u32,
 }
 
 impl std::fmt::Debug for ServiceContext {
@@ -147,7 +149,15 @@ impl ServiceContext {
             breakers: Breakers::default(),
             handles: Arc::default(),
             cluster: None,
+            partitions: crate::placement::DEFAULT_PARTITIONS,
         }
+    }
+
+    /// This context with `partitions` partitions per aggregate kind (a cluster's placement
+    /// decides it there).
+    pub fn with_partitions(mut self, partitions: u32) -> Self {
+        self.partitions = partitions;
+        self
     }
 
     /// This context in `cluster`: its handles route to the owners of aggregates and sagas.
@@ -169,6 +179,7 @@ impl ServiceContext {
                     host_name::<A>(),
                     self.store.clone(),
                     self.settings.call_timeout,
+                    self.partitions,
                     self.cluster.clone(),
                 ))
             })
@@ -177,7 +188,7 @@ impl ServiceContext {
             .clone()
     }
 
-    /// The child spec of kind `A`'s host, serving the handle [`Self::aggregates`] gives.
+    /// The child spec of kind `A`'s partition hosts, serving the handle [`Self::aggregates`] gives.
     pub fn host<A: Aggregate>(&self) -> ChildSpec {
         self.aggregates::<A>()
             .child_spec(self.settings.clone(), HOST_INTENSITY)

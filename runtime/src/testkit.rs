@@ -182,7 +182,7 @@ impl TempStore {
     }
 }
 
-/// Entity settings for tests: no snapshots unless asked, no passivation.
+/// Aggregate settings for tests: no snapshots unless asked, no passivation.
 pub fn test_settings() -> EntitySettings {
     EntitySettings {
         snapshot_every: 0,

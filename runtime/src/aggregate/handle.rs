@@ -5,44 +5,42 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::rpc::CallResult;
-use ractor::{Actor, ActorCell, SpawnErr};
+use ractor::{ActorCell, SpawnErr};
 
 use serde::de::DeserializeOwned;
 
-use super::entity::decode_event;
-use super::host::{AggregateHost, HostArgs, HostStats};
-use super::messages::HostMsg;
+use super::command::decode_event;
+use super::host::HostStats;
+use super::hosts::Hosts;
+use super::messages::{HostMsg, Request};
 use super::remote::{self, AggregateHandler, Operation};
-use super::view::StateView;
 use super::{
     Aggregate, CommandEnvelope, CommandError, CommandOutcome, EntitySettings, Fenced, Versioned,
     stream_name,
 };
 use crate::cluster::{Cluster, Route};
 use crate::codec;
+use crate::placement::DEFAULT_PARTITIONS;
 use crate::store::{EventStore, StoreError};
-use crate::supervision::{ChildSpec, Current, Intensity, Restart};
+use crate::supervision::{ChildSpec, Intensity, Supervisor};
 
 /// Sends commands and queries to the aggregates of kind `A`, each addressed by aggregate id.
 ///
 /// Every operation is async and goes through this handle, which sends it where the aggregate
-/// lives: to this node's host, or, in a cluster, to the owner node of the aggregate's partition
-/// (and fails at once, "unavailable", when that owner is down). No service knows which. It
-/// holds the host's [`Current`] incarnation, which the host's spec updates on every restart,
-/// so it stays valid when a supervisor restarts the host. Cheap to clone.
+/// lives: to the host of its partition on this node, or, in a cluster, to the owner node of the
+/// aggregate's partition (and fails at once, "unavailable", when that owner is down). No
+/// service knows which. It holds every partition host's running incarnation, which the host's
+/// spec updates on every restart, so it stays valid when a supervisor restarts a host. Cheap to
+/// clone.
 pub struct Aggregates<A: Aggregate> {
     inner: Arc<Inner<A>>,
 }
 
 struct Inner<A: Aggregate> {
-    /// The host's name, for supervision logs and metrics.
-    host_name: String,
-    /// The host's running incarnation.
-    host: Current<HostMsg<A>>,
+    /// The partition hosts, and the live aggregates they share with this handle.
+    hosts: Hosts<A>,
     /// For reads that need no actor: existence checks and event history.
     store: EventStore,
-    /// Live entities' states, shared with every incarnation of the host.
-    view: StateView<A>,
     timeout: Duration,
     /// Where other nodes' aggregates are; `None` on a node alone.
     cluster: Option<Cluster>,
@@ -70,34 +68,38 @@ pub struct HistoryEntry<E> {
 impl<A: Aggregate> fmt::Debug for Aggregates<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Aggregates")
-            .field("host", &self.inner.host_name)
+            .field("hosts", &self.inner.hosts.name)
             .finish()
     }
 }
 
 impl<A: Aggregate> Aggregates<A> {
-    /// A handle to the host registered as `host_name`, whose aggregates live in `store`; calls
-    /// wait `timeout` for an answer. Start the host with [`Aggregates::spawn`] or
-    /// [`Aggregates::child_spec`] on this handle, so that both share the state view.
+    /// A handle to the hosts named `host_name` (one per partition, [`DEFAULT_PARTITIONS`]),
+    /// whose aggregates live in `store`; calls wait `timeout` for an answer. Start the hosts
+    /// with [`Aggregates::spawn`] or [`Aggregates::child_spec`] on this handle, so that both
+    /// share the live aggregates.
     pub fn new(host_name: impl Into<String>, store: EventStore, timeout: Duration) -> Self {
-        Self::placed(host_name, store, timeout, None)
+        Self::placed(host_name, store, timeout, DEFAULT_PARTITIONS, None)
     }
 
-    /// Like [`Aggregates::new`], in `cluster` when given: operations on aggregates another
-    /// member owns go to it, and this node serves the other members' operations on the ones it
-    /// owns (the handle registers itself with the cluster for that).
+    /// Like [`Aggregates::new`], with `partitions` partitions (the cluster's placement's, when
+    /// `cluster` is given: operations on aggregates another member owns go to it, and this node
+    /// serves the other members' operations on the ones it owns; the handle registers itself
+    /// with the cluster for that).
     pub fn placed(
         host_name: impl Into<String>,
         store: EventStore,
         timeout: Duration,
+        partitions: u32,
         cluster: Option<Cluster>,
     ) -> Self {
+        let partitions = cluster
+            .as_ref()
+            .map_or(partitions, |cluster| cluster.placement().partitions());
         let handle = Self {
             inner: Arc::new(Inner {
-                host_name: host_name.into(),
-                host: Current::default(),
+                hosts: Hosts::new(host_name.into(), store.clone(), partitions),
                 store,
-                view: StateView::default(),
                 timeout,
                 cluster: cluster.clone(),
             }),
@@ -109,6 +111,11 @@ impl<A: Aggregate> Aggregates<A> {
             );
         }
         handle
+    }
+
+    /// The partition aggregate `id` belongs to (the cluster's placement's partition of it).
+    pub fn partition_of(&self, id: &str) -> u32 {
+        self.inner.hosts.view().partition_of(id)
     }
 
     /// Where aggregate `id` is served: `None` here, `Some(owner)` on another member.
@@ -147,15 +154,6 @@ impl<A: Aggregate> Aggregates<A> {
         )
     }
 
-    fn host_args(&self, settings: &EntitySettings, intensity: Intensity) -> HostArgs<A> {
-        HostArgs {
-            store: self.inner.store.clone(),
-            view: self.inner.view.clone(),
-            settings: settings.clone(),
-            intensity,
-        }
-    }
-
     /// Whether aggregate `id` has any event. Answered from the state view or the store's index,
     /// without starting an actor (so that probing unknown ids costs no memory).
     pub async fn exists(&self, id: &str) -> Result<bool, CommandError<A::Error>> {
@@ -170,7 +168,7 @@ impl<A: Aggregate> Aggregates<A> {
     }
 
     pub(crate) async fn local_exists(&self, id: &str) -> Result<bool, CommandError<A::Error>> {
-        if let Some(current) = self.inner.view.get(id) {
+        if let Some(current) = self.inner.hosts.view().get(id) {
             return Ok(current.version > 0);
         }
         let version = self
@@ -250,39 +248,24 @@ impl<A: Aggregate> Aggregates<A> {
             .collect()
     }
 
-    /// Starts this handle's host (linked to `supervisor` when given).
+    /// Starts this handle's partition hosts under their supervisor (linked to `supervisor`
+    /// when given), which restarts a failed host up to `intensity` and then fails itself.
     pub async fn spawn(
         &self,
         settings: EntitySettings,
         intensity: Intensity,
         supervisor: Option<ActorCell>,
     ) -> Result<(), SpawnErr> {
-        let args = self.host_args(&settings, intensity);
-        let (host, _) = match supervisor {
-            Some(parent) => {
-                AggregateHost::<A>::spawn_linked(None, AggregateHost::default(), args, parent)
-                    .await?
-            }
-            None => AggregateHost::<A>::spawn(None, AggregateHost::default(), args).await?,
-        };
-        self.inner.host.set(host);
-        Ok(())
+        self.inner
+            .hosts
+            .start(&settings, intensity, supervisor)
+            .await
     }
 
-    /// A supervisor child spec that (re)starts this handle's host.
+    /// A supervisor child spec that (re)starts this handle's partition hosts, under a
+    /// supervisor of their own (see [`Aggregates::spawn`]).
     pub fn child_spec(&self, settings: EntitySettings, intensity: Intensity) -> ChildSpec {
-        let handle = self.clone();
-        ChildSpec::published(
-            self.inner.host_name.clone(),
-            Restart::Permanent,
-            self.inner.host.clone(),
-            move || {
-                (
-                    AggregateHost::<A>::default(),
-                    handle.host_args(&settings, intensity),
-                )
-            },
-        )
+        Supervisor::child_spec(self.inner.hosts.supervisor(&settings, intensity))
     }
 
     /// Runs a command on aggregate `id` and waits for its outcome.
@@ -309,10 +292,9 @@ impl<A: Aggregate> Aggregates<A> {
         envelope: CommandEnvelope<A::Command>,
     ) -> Result<CommandOutcome<A>, CommandError<A::Error>> {
         let id = id.to_owned();
-        self.call(&id, |reply| HostMsg::Execute {
+        self.call(&id, |reply| HostMsg::Request {
             id: id.clone(),
-            envelope,
-            reply,
+            request: Request::Execute { envelope, reply },
         })
         .await?
     }
@@ -372,8 +354,8 @@ impl<A: Aggregate> Aggregates<A> {
     }
 
     /// The current state and version of aggregate `id` (default state, version 0, if it has
-    /// no events). Served from the state view when the entity is live; an aggregate with no
-    /// events is answered without starting an actor.
+    /// no events). Served from the live aggregates' view when it is live; an aggregate with no
+    /// events is answered without loading anything.
     pub async fn get(&self, id: &str) -> Result<Versioned<A::State>, CommandError<A::Error>> {
         match self.locate(id)? {
             None => self.local_get(id).await,
@@ -388,7 +370,7 @@ impl<A: Aggregate> Aggregates<A> {
         &self,
         id: &str,
     ) -> Result<Versioned<A::State>, CommandError<A::Error>> {
-        if let Some(current) = self.inner.view.get(id) {
+        if let Some(current) = self.inner.hosts.view().get(id) {
             return Ok(current);
         }
         if !self.local_exists(id).await? {
@@ -398,16 +380,16 @@ impl<A: Aggregate> Aggregates<A> {
             });
         }
         let id = id.to_owned();
-        self.call(&id, |reply| HostMsg::Get {
+        self.call(&id, |reply| HostMsg::Request {
             id: id.clone(),
-            reply,
+            request: Request::Get { reply },
         })
         .await?
     }
 
-    /// The host's counters.
+    /// The counters of this kind's hosts.
     pub async fn stats(&self) -> Result<HostStats, CommandError<A::Error>> {
-        self.call("", HostMsg::Stats).await
+        Ok(self.inner.hosts.stats())
     }
 
     async fn call<T: Send + 'static>(
@@ -416,10 +398,10 @@ impl<A: Aggregate> Aggregates<A> {
         message: impl FnOnce(ractor::RpcReplyPort<T>) -> HostMsg<A>,
     ) -> Result<T, CommandError<A::Error>> {
         let unavailable = || CommandError::Unavailable {
-            what: format!("the {} host", A::KIND),
+            what: format!("the host of {}", stream_name::<A>(id)),
             retry_after_ms: 1_000,
         };
-        let host = self.inner.host.get().ok_or_else(unavailable)?;
+        let host = self.inner.hosts.host_of(id).ok_or_else(unavailable)?;
         let timeout = self.inner.timeout;
         match host.call(message, Some(timeout)).await {
             Ok(CallResult::Success(answer)) => Ok(answer),
@@ -427,7 +409,7 @@ impl<A: Aggregate> Aggregates<A> {
                 stream: stream_name::<A>(id),
                 after_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
             }),
-            // The reply port was dropped unanswered: the entity died holding our message.
+            // The reply port was dropped unanswered: its task or host died holding it.
             Ok(CallResult::SenderError) => Err(CommandError::Crashed {
                 stream: stream_name::<A>(id),
             }),

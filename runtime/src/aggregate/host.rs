@@ -1,113 +1,162 @@
-//! The host of one aggregate kind: routes messages to entity actors, starting them on first use,
-//! passivating idle ones without losing a message, and restarting crashed ones.
+//! The host of one partition of one aggregate kind: the actor that owns the partition's live
+//! aggregates, runs their requests and passivates the idle ones.
 //!
-//! It is the entities' supervisor (one-for-one, dynamic children, like OTP's simple_one_for_one):
-//! a crashed entity is restarted at once and reloads its state from the store; more crashes
-//! than the restart intensity allows fail the host, which escalates to its own supervisor.
+//! A live aggregate is an entry in the [`StateView`], not an actor: the host keeps a queue only
+//! for an aggregate with a request in flight, and runs that request as a task. One task at a
+//! time per aggregate, in arrival order, keeps the single writer per stream; tasks of different
+//! aggregates run side by side, so a slow or conflicting aggregate does not stall its
+//! neighbours. The host itself only routes and bookkeeps: it never awaits I/O.
+//!
+//! A panic in domain code fails the host: requests that were waiting their turn are answered
+//! "unavailable" (never applied), the tasks in flight are aborted with it (their callers hear
+//! "crashed": their outcome is unknown), and its supervisor starts a new incarnation, which
+//! begins a new generation of the partition (empty) and loads each aggregate again from the
+//! store on its next request. The partition is the unit because it is what a leader change
+//! will stop and start, and because one panicking aggregate's siblings were sharing its host.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::marker::PhantomData;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SpawnErr, SupervisionEvent};
+use futures::FutureExt;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
 
-use super::entity::{CommandMetrics, Entity, EntityArgs};
-use super::messages::{EntityMsg, HostMsg};
+use super::command::{self, CommandMetrics, TaskContext};
+use super::messages::{HostMsg, Request, TaskEnd};
 use super::view::StateView;
 use super::{Aggregate, CommandError, EntitySettings, stream_name};
-use crate::metrics;
-use crate::store::{EventStore, StoreError};
-use crate::supervision::{Intensity, RestartWindow};
+use crate::store::EventStore;
 
-/// Counters a host reports, for tests, metrics and the admin API.
+/// Counters a kind's hosts report, for tests, metrics and the admin API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct HostStats {
-    /// Entities in memory.
+    /// Aggregates in memory.
     pub live: usize,
-    /// Entities started (first use, reload after passivation, restart).
+    /// Aggregates loaded from the store (first use, after passivation, after a restart).
     pub started: u64,
-    /// Entities restarted after a crash.
+    /// Partition hosts started again (after a panic in domain code, or with all the kind's
+    /// hosts when their supervisor was restarted).
     pub restarts: u64,
     pub passivated: u64,
 }
 
-/// The host actor of aggregate kind `A`.
-pub(crate) struct AggregateHost<A>(PhantomData<fn() -> A>);
+/// The counters of one aggregate kind, shared by all its hosts and their incarnations.
+#[derive(Debug, Default)]
+pub(crate) struct KindCounters {
+    pub activations: Arc<AtomicU64>,
+    pub restarts: AtomicU64,
+    pub passivated: AtomicU64,
+}
 
-impl<A> fmt::Debug for AggregateHost<A> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("AggregateHost")
+impl KindCounters {
+    pub(crate) fn stats(&self, live: usize) -> HostStats {
+        HostStats {
+            live,
+            started: self.activations.load(Ordering::Relaxed),
+            restarts: self.restarts.load(Ordering::Relaxed),
+            passivated: self.passivated.load(Ordering::Relaxed),
+        }
     }
 }
 
-impl<A> Default for AggregateHost<A> {
+/// The host actor of one partition of aggregate kind `A`.
+pub(crate) struct PartitionHost<A>(PhantomData<fn() -> A>);
+
+impl<A> fmt::Debug for PartitionHost<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PartitionHost")
+    }
+}
+
+impl<A> Default for PartitionHost<A> {
     fn default() -> Self {
         Self(PhantomData)
     }
 }
 
-/// What a host needs to run.
+/// What a partition host needs to run.
 #[derive(Debug)]
 pub(crate) struct HostArgs<A: Aggregate> {
     pub store: EventStore,
-    /// Where entities publish their state for reads that skip the actors.
+    /// The kind's live aggregates, of which this host owns one partition.
     pub view: StateView<A>,
+    pub partition: u32,
     pub settings: EntitySettings,
-    /// Crashes of entities tolerated before the host itself fails.
-    pub intensity: Intensity,
+    pub counters: Arc<KindCounters>,
 }
 
-enum Slot<A: Aggregate> {
-    Active(ActorRef<EntityMsg<A>>),
-    /// Told to passivate; messages wait here until it has stopped, then go to a fresh entity.
-    Passivating {
-        waiting: Vec<EntityMsg<A>>,
-    },
+/// An aggregate with a request in flight: the task serving it, and what waits its turn.
+struct Running<A: Aggregate> {
+    task: AbortHandle,
+    waiting: VecDeque<Request<A>>,
 }
 
 pub(crate) struct HostState<A: Aggregate> {
-    args: HostArgs<A>,
-    /// This incarnation's generation in the state view.
-    generation: u64,
-    slots: HashMap<String, Slot<A>>,
-    /// Which aggregate id each live entity actor serves, to route supervision events.
-    ids: HashMap<ActorId, String>,
-    window: RestartWindow,
-    stats: HostStats,
-    /// Handed to every entity it starts.
-    command_metrics: CommandMetrics,
+    context: Arc<TaskContext<A>>,
+    counters: Arc<KindCounters>,
+    running: HashMap<Box<str>, Running<A>>,
 }
 
 impl<A: Aggregate> fmt::Debug for HostState<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HostState")
             .field("kind", &A::KIND)
-            .field("stats", &self.stats)
+            .field("partition", &self.context.partition)
+            .field("running", &self.running.len())
             .finish_non_exhaustive()
     }
 }
 
-impl<A: Aggregate> Actor for AggregateHost<A> {
+impl<A: Aggregate> Drop for HostState<A> {
+    /// A host that stops takes its tasks with it: a task of a gone incarnation must not go on
+    /// writing while the next one serves the same aggregates.
+    fn drop(&mut self) {
+        for running in self.running.values() {
+            running.task.abort();
+        }
+    }
+}
+
+impl<A: Aggregate> Actor for PartitionHost<A> {
     type Msg = HostMsg<A>;
     type State = HostState<A>;
     type Arguments = HostArgs<A>;
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         args: HostArgs<A>,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let window = RestartWindow::new(args.intensity);
-        // The entities of a previous incarnation were killed with it: forget what they published.
-        let generation = args.view.begin_generation();
+        // What a previous incarnation had live is not trusted: its aggregates load again.
+        let (generation, dropped) = args.view.begin_generation(args.partition);
+        let metrics = CommandMetrics::of(A::KIND);
+        if dropped > 0 {
+            metrics.live(args.view.len());
+        }
+        if generation > 1 {
+            args.counters.restarts.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(timeout) = args.settings.idle_timeout {
+            myself.send_after(sweep_period(timeout), || HostMsg::Sweep);
+        }
         Ok(HostState {
-            generation,
-            args,
-            slots: HashMap::new(),
-            ids: HashMap::new(),
-            window,
-            stats: HostStats::default(),
-            command_metrics: CommandMetrics::of(A::KIND),
+            context: Arc::new(TaskContext {
+                store: args.store,
+                settings: args.settings,
+                view: args.view,
+                partition: args.partition,
+                generation,
+                metrics,
+                activations: args.counters.activations.clone(),
+            }),
+            counters: args.counters,
+            running: HashMap::new(),
         })
     }
 
@@ -118,161 +167,157 @@ impl<A: Aggregate> Actor for AggregateHost<A> {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            HostMsg::Execute {
-                id,
-                envelope,
-                reply,
-            } => deliver(&myself, state, id, EntityMsg::Execute { envelope, reply }).await,
-            HostMsg::Get { id, reply } => {
-                deliver(&myself, state, id, EntityMsg::Get { reply }).await
-            }
-            HostMsg::Idle { id, actor } => {
-                if let Some(Slot::Active(entity)) = state.slots.get(&id)
-                    && entity.get_id() == actor
-                {
-                    let _ = entity.send_message(EntityMsg::Passivate);
-                    state.slots.insert(
-                        id,
-                        Slot::Passivating {
-                            waiting: Vec::new(),
-                        },
-                    );
+            HostMsg::Request { id, request } => dispatch(&myself, state, id, request),
+            HostMsg::Finished { id, end } => match end {
+                TaskEnd::Done => next(&myself, state, id),
+                TaskEnd::Panicked(panic) => return Err(fail(state, &id, &panic).into()),
+            },
+            HostMsg::Sweep => {
+                if let Some(timeout) = state.context.settings.idle_timeout {
+                    passivate_idle(state, timeout);
+                    myself.send_after(sweep_period(timeout), || HostMsg::Sweep);
                 }
             }
-            HostMsg::Stats(reply) => {
-                let _ = reply.send(state.stats);
-            }
-        }
-        Ok(())
-    }
-
-    async fn handle_supervisor_evt(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        event: SupervisionEvent,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        let (actor, failure) = match event {
-            SupervisionEvent::ActorFailed(cell, error) => (cell.get_id(), Some(error)),
-            SupervisionEvent::ActorTerminated(cell, _, _) => (cell.get_id(), None),
-            _ => return Ok(()),
-        };
-        let Some(id) = state.ids.remove(&actor) else {
-            return Ok(());
-        };
-        let slot = state.slots.remove(&id);
-        // Before any new entity for this id can start (below, or on a later message).
-        state.args.view.withdraw(&id);
-        update_live_gauge::<A>(state);
-        match (slot, failure) {
-            (Some(Slot::Passivating { waiting, .. }), _) => {
-                state.stats.passivated += 1;
-                // Messages that came in while it was stopping go to a fresh entity.
-                for message in waiting {
-                    deliver(&myself, state, id.clone(), message).await;
-                }
-            }
-            (Some(Slot::Active(_)), Some(error)) => {
-                let stream = stream_name::<A>(&id);
-                tracing::warn!(%stream, %error, "aggregate crashed; restarting it from the store");
-                if let Err(count) = state.window.record(tokio::time::Instant::now()) {
-                    return Err(format!(
-                        "{} host: {count} aggregate crashes within {:?}; giving up",
-                        A::KIND,
-                        state.window.intensity().within
-                    )
-                    .into());
-                }
-                state.stats.restarts += 1;
-                ::metrics::counter!(metrics::SUPERVISOR_RESTARTS,
-                    "supervisor" => A::KIND, "child" => "aggregate")
-                .increment(1);
-                // Restart now rather than on the next command, so that a crash is repaired
-                // (or a broken stream is reported) where it happened.
-                if let Err(error) = spawn_entity(&myself, state, &id).await {
-                    tracing::error!(%stream, %error, "crashed aggregate could not be restarted");
-                }
-            }
-            // Stopped by someone else, or a late event: nothing to restart.
-            (_, _) => {}
         }
         Ok(())
     }
 }
 
-/// Routes a message to the entity for `id`, starting it when it is not in memory.
-async fn deliver<A: Aggregate>(
+/// How often a host looks for idle aggregates: an aggregate is passivated between one and
+/// one and a quarter idle timeouts after its last use.
+fn sweep_period(idle_timeout: Duration) -> Duration {
+    (idle_timeout / 4).max(Duration::from_millis(10))
+}
+
+/// Serves `request` now, or after the requests already waiting for aggregate `id`.
+fn dispatch<A: Aggregate>(
     myself: &ActorRef<HostMsg<A>>,
     state: &mut HostState<A>,
     id: String,
-    message: EntityMsg<A>,
+    request: Request<A>,
 ) {
-    match state.slots.get_mut(&id) {
-        Some(Slot::Active(entity)) => {
-            if let Err(ractor::MessagingErr::SendErr(message)) = entity.send_message(message) {
-                // It died and we have not heard yet; its supervision event will restart it.
-                message.fail(CommandError::Crashed {
-                    stream: stream_name::<A>(&id),
-                });
+    if let Some(running) = state.running.get_mut(id.as_str()) {
+        running.waiting.push_back(request);
+        return;
+    }
+    // A read of a live aggregate needs no task (the handle reads the view itself; this is a
+    // read that raced its activation).
+    let request = match request {
+        Request::Get { reply } => {
+            let partition = state.context.partition;
+            match state.context.view.live(partition, &id) {
+                Some(live) => {
+                    state.context.view.touch(partition, &id);
+                    let _ = reply.send(Ok(live.current));
+                    return;
+                }
+                None => Request::Get { reply },
             }
         }
-        Some(Slot::Passivating { waiting, .. }) => waiting.push(message),
-        None => match spawn_entity(myself, state, &id).await {
-            Ok(entity) => {
-                let _ = entity.send_message(message);
-            }
-            Err(error) => message.fail(error),
-        },
-    }
-}
-
-async fn spawn_entity<A: Aggregate>(
-    myself: &ActorRef<HostMsg<A>>,
-    state: &mut HostState<A>,
-    id: &str,
-) -> Result<ActorRef<EntityMsg<A>>, CommandError<A::Error>> {
-    let args = EntityArgs {
-        id: id.to_owned(),
-        store: state.args.store.clone(),
-        settings: state.args.settings.clone(),
-        host: myself.clone(),
-        view: state.args.view.clone(),
-        generation: state.generation,
-        metrics: state.command_metrics.clone(),
+        execute => execute,
     };
-    match Entity::<A>::spawn_linked(None, Entity::new(), args, myself.get_cell()).await {
-        Ok((entity, _)) => {
-            state.ids.insert(entity.get_id(), id.to_owned());
-            state
-                .slots
-                .insert(id.to_owned(), Slot::Active(entity.clone()));
-            state.stats.started += 1;
-            update_live_gauge::<A>(state);
-            Ok(entity)
+    let id: Box<str> = id.into();
+    let task = spawn_task(myself, state, id.clone(), request);
+    state.running.insert(
+        id,
+        Running {
+            task,
+            waiting: VecDeque::new(),
+        },
+    );
+}
+
+/// Starts the next waiting request of aggregate `id`, whose task has finished.
+fn next<A: Aggregate>(myself: &ActorRef<HostMsg<A>>, state: &mut HostState<A>, id: Box<str>) {
+    let Some(running) = state.running.get_mut(&id) else {
+        return;
+    };
+    match running.waiting.pop_front() {
+        Some(request) => {
+            let task = spawn_task(myself, state, id.clone(), request);
+            if let Some(running) = state.running.get_mut(&id) {
+                running.task = task;
+            }
         }
-        Err(error) => {
-            let error = startup_error::<A>(id, error);
-            tracing::error!(stream = %stream_name::<A>(id), %error, "aggregate cannot be loaded");
-            Err(error)
+        None => {
+            state.running.remove(&id);
         }
     }
 }
 
-/// What a failed entity start means to the caller: the store error that caused it (a damaged
-/// stream is internal, a failing store unavailable), or an unavailable aggregate.
-fn startup_error<A: Aggregate>(id: &str, error: SpawnErr) -> CommandError<A::Error> {
-    if let SpawnErr::StartupFailed(cause) = &error
-        && let Some(store_error) = cause.downcast_ref::<StoreError>()
-    {
-        return CommandError::from_store(store_error.clone());
+/// Runs `request` as a task that tells the host when it is done, or that domain code panicked.
+fn spawn_task<A: Aggregate>(
+    myself: &ActorRef<HostMsg<A>>,
+    state: &HostState<A>,
+    id: Box<str>,
+    request: Request<A>,
+) -> AbortHandle {
+    let (host, context) = (myself.clone(), state.context.clone());
+    let task = tokio::spawn(async move {
+        let run = command::run(context, id.clone(), request);
+        // The task's own state (the caller's reply port among it) is dropped by the unwind, so
+        // its caller hears "crashed" at once; the host hears why from this message.
+        let end = match AssertUnwindSafe(run).catch_unwind().await {
+            Ok(()) => TaskEnd::Done,
+            Err(panic) => TaskEnd::Panicked(panic_message(panic.as_ref())),
+        };
+        let _ = host.send_message(HostMsg::Finished { id, end });
+    });
+    task.abort_handle()
+}
+
+/// Ends this incarnation after a panic in aggregate `id`'s domain code: what waits is answered
+/// "unavailable" (it never ran), and the error says what happened for the supervisor's log.
+fn fail<A: Aggregate>(state: &mut HostState<A>, id: &str, panic: &str) -> String {
+    let stream = stream_name::<A>(id);
+    let partition = state.context.partition;
+    tracing::error!(%stream, partition, %panic,
+        "domain code panicked; restarting the partition's host from the store");
+    for running in state.running.values_mut() {
+        for request in running.waiting.drain(..) {
+            request.fail(CommandError::Unavailable {
+                what: format!("{} partition {partition} (restarting)", A::KIND),
+                retry_after_ms: 100,
+            });
+        }
     }
-    CommandError::Unavailable {
-        what: format!("aggregate {} ({error})", stream_name::<A>(id)),
-        retry_after_ms: 1_000,
+    format!(
+        "{} partition {partition}: domain code panicked on {stream}: {panic}",
+        A::KIND
+    )
+}
+
+/// Removes from memory the aggregates unused for `timeout`, except those with requests in
+/// flight. They load again, from their snapshot and tail, on their next request.
+fn passivate_idle<A: Aggregate>(state: &mut HostState<A>, timeout: Duration) {
+    let Some(idle_since) = Instant::now().checked_sub(timeout) else {
+        return;
+    };
+    let context = &state.context;
+    let running = &state.running;
+    let passivated = context
+        .view
+        .passivate_idle(context.partition, idle_since, |id| running.contains_key(id));
+    if passivated > 0 {
+        tracing::debug!(
+            kind = A::KIND,
+            partition = context.partition,
+            passivated,
+            "passivated idle aggregates"
+        );
+        state
+            .counters
+            .passivated
+            .fetch_add(passivated as u64, Ordering::Relaxed);
+        context.metrics.live(context.view.len());
     }
 }
 
-fn update_live_gauge<A: Aggregate>(state: &mut HostState<A>) {
-    state.stats.live = state.slots.len();
-    ::metrics::gauge!(metrics::LIVE_ACTORS, "aggregate" => A::KIND).set(state.slots.len() as f64);
+/// A panic's message, when it has one.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
 }

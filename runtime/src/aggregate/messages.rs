@@ -1,34 +1,67 @@
-//! The messages between the [`super::Aggregates`] handle, a kind's host and its entities, in
-//! one module that both actors use (so that neither imports the other).
+//! The messages between the [`super::Aggregates`] handle, a partition's host and the command
+//! tasks it runs, in one module that all of them use (so that none imports another for them).
 
 use std::fmt;
 
-use ractor::{ActorId, RpcReplyPort};
+use ractor::RpcReplyPort;
 
-use super::host::HostStats;
 use super::{Aggregate, CommandEnvelope, CommandError, CommandOutcome, Versioned};
 
 pub(crate) type CommandReply<A> = Result<CommandOutcome<A>, CommandError<<A as Aggregate>::Error>>;
 pub(crate) type StateReply<A> =
     Result<Versioned<<A as Aggregate>::State>, CommandError<<A as Aggregate>::Error>>;
 
-/// To the host of one aggregate kind.
-pub(crate) enum HostMsg<A: Aggregate> {
+/// What a caller asks of one aggregate.
+pub(crate) enum Request<A: Aggregate> {
     Execute {
-        id: String,
         envelope: CommandEnvelope<A::Command>,
         reply: RpcReplyPort<CommandReply<A>>,
     },
     Get {
-        id: String,
         reply: RpcReplyPort<StateReply<A>>,
     },
-    /// From an entity that has been idle for its timeout.
-    Idle {
-        id: String,
-        actor: ActorId,
-    },
-    Stats(RpcReplyPort<HostStats>),
+}
+
+impl<A: Aggregate> Request<A> {
+    /// Answers the caller waiting on this request with `error`.
+    pub(crate) fn fail(self, error: CommandError<A::Error>) {
+        match self {
+            Request::Execute { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Request::Get { reply } => {
+                let _ = reply.send(Err(error));
+            }
+        }
+    }
+}
+
+impl<A: Aggregate> fmt::Debug for Request<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Request::Execute { envelope, .. } => write!(f, "Execute({:?})", envelope.command),
+            Request::Get { .. } => f.write_str("Get"),
+        }
+    }
+}
+
+/// How a command task ended.
+#[derive(Debug)]
+pub(crate) enum TaskEnd {
+    /// It answered its caller; the aggregate's entry (or its absence) is up to date.
+    Done,
+    /// Domain code panicked; the message is the panic's.
+    Panicked(String),
+}
+
+/// To the host of one partition of one aggregate kind.
+pub(crate) enum HostMsg<A: Aggregate> {
+    /// A request for aggregate `id`.
+    Request { id: String, request: Request<A> },
+    /// From the command task of aggregate `id`: it has finished.
+    Finished { id: Box<str>, end: TaskEnd },
+    /// Timer: passivate the aggregates idle for the idle timeout.
+    Sweep,
 }
 
 impl<A: Aggregate> ractor::Message for HostMsg<A> {}
@@ -36,55 +69,9 @@ impl<A: Aggregate> ractor::Message for HostMsg<A> {}
 impl<A: Aggregate> fmt::Debug for HostMsg<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            HostMsg::Execute { id, envelope, .. } => {
-                write!(f, "Execute({id}, {:?})", envelope.command)
-            }
-            HostMsg::Get { id, .. } => write!(f, "Get({id})"),
-            HostMsg::Idle { id, .. } => write!(f, "Idle({id})"),
-            HostMsg::Stats(_) => f.write_str("Stats"),
-        }
-    }
-}
-
-/// To one entity, from its host.
-pub(crate) enum EntityMsg<A: Aggregate> {
-    Execute {
-        envelope: CommandEnvelope<A::Command>,
-        reply: RpcReplyPort<CommandReply<A>>,
-    },
-    Get {
-        reply: RpcReplyPort<StateReply<A>>,
-    },
-    /// Timer tick: passivate if nothing happened for the idle timeout.
-    CheckIdle,
-    /// From the host, always the last message it sends: stop now.
-    Passivate,
-}
-
-impl<A: Aggregate> ractor::Message for EntityMsg<A> {}
-
-impl<A: Aggregate> fmt::Debug for EntityMsg<A> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            EntityMsg::Execute { envelope, .. } => write!(f, "Execute({:?})", envelope.command),
-            EntityMsg::Get { .. } => f.write_str("Get"),
-            EntityMsg::CheckIdle => f.write_str("CheckIdle"),
-            EntityMsg::Passivate => f.write_str("Passivate"),
-        }
-    }
-}
-
-impl<A: Aggregate> EntityMsg<A> {
-    /// Answers the caller waiting on this message (if any) with `error`.
-    pub(crate) fn fail(self, error: CommandError<A::Error>) {
-        match self {
-            EntityMsg::Execute { reply, .. } => {
-                let _ = reply.send(Err(error));
-            }
-            EntityMsg::Get { reply } => {
-                let _ = reply.send(Err(error));
-            }
-            EntityMsg::CheckIdle | EntityMsg::Passivate => {}
+            HostMsg::Request { id, request } => write!(f, "Request({id}, {request:?})"),
+            HostMsg::Finished { id, end } => write!(f, "Finished({id}, {end:?})"),
+            HostMsg::Sweep => f.write_str("Sweep"),
         }
     }
 }

@@ -1,15 +1,17 @@
 //! Event-sourced aggregates: the pure domain trait, and the actors that run it.
 //!
 //! A domain service implements [`Aggregate`] (pure `decide` and `apply`, no I/O). The runtime
-//! runs each aggregate instance as an entity actor (one command at a time: the single writer of
-//! its stream) under a per-kind host actor that starts entities on first use, passivates idle
-//! ones and restarts crashed ones, which then reload their state from the store. Callers use the
-//! [`Aggregates`] handle.
+//! hosts a kind's aggregates partition by partition: a partition host actor keeps its live
+//! aggregates' states, loads one on first use (snapshot + tail), runs one command at a time per
+//! aggregate (the single writer of its stream) while different aggregates proceed side by side,
+//! passivates idle ones, and is restarted from the store when domain code panics. Callers use
+//! the [`Aggregates`] handle.
 
-mod entity;
+mod command;
 mod error;
 mod handle;
 mod host;
+mod hosts;
 mod messages;
 mod remote;
 pub mod upcast;
@@ -164,12 +166,13 @@ pub enum Fenced<E> {
     NeverApplied,
 }
 
-/// Per-kind tuning of entity actors.
+/// Per-kind tuning of live aggregates.
 #[derive(Debug, Clone)]
 pub struct EntitySettings {
     /// Save a snapshot when this many events were applied since the last one; 0 = never.
     pub snapshot_every: u64,
-    /// Stop an entity after this long without a message; it reloads on its next command.
+    /// Passivate a live aggregate after this long without a request; it loads again on its
+    /// next one.
     pub idle_timeout: Option<Duration>,
     /// How long a caller waits for an answer.
     pub call_timeout: Duration,

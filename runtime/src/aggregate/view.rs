@@ -1,45 +1,58 @@
-//! [`StateView`]: the latest state of every live aggregate of a kind, readable without a
-//! message to its actor.
+//! [`StateView`]: the live aggregates of one kind, partition by partition: each one's state,
+//! readable without a message to any actor, and what its partition host keeps about it.
 //!
-//! Entities publish their state here after loading and after every durable command, before
-//! they reply, so a read that follows a write sees it. The host removes an entity's entry when
-//! the entity stops (passivation, crash), before any new entity for that id can start.
+//! This table is where a live aggregate lives: one entry (its id, state, version, the version
+//! of its last snapshot and when it was last used), no actor, no task. A partition host owns
+//! its partition's entries: it adds one when it loads an aggregate, lets the one command task
+//! running for an aggregate replace its entry, and removes entries when it passivates them.
+//! A command task publishes the new state before it replies, so a read that follows a write
+//! sees it.
 //!
-//! Entries are stamped with the host incarnation (generation) whose entity wrote them. When a
-//! host dies, ractor kills its entities without the host hearing of each one; the next host
-//! starts a new generation, which empties the view, and anything a killed entity of the old
-//! generation still publishes is ignored. So the view never serves the state of an entity that
-//! is gone. Only the entity writes its entry: the single-writer rule is untouched.
+//! Each partition carries the generation of the host incarnation that owns it. A host that
+//! starts begins a new generation, which empties its partition; a command task of a failed
+//! incarnation that publishes late carries the old generation and is ignored. So the view never
+//! serves a state that no running host stands behind.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use dashmap::DashMap;
+use tokio::time::Instant;
 
-use super::{Aggregate, Versioned};
+use super::{Aggregate, Versioned, stream_name};
+use crate::placement;
 
-/// A published state and the host generation of the entity that published it.
-type Stamped<S> = (u64, Versioned<S>);
+/// One live aggregate.
+#[derive(Debug, Clone)]
+pub(crate) struct Live<S> {
+    pub current: Versioned<S>,
+    /// The version of its latest snapshot (0 for none).
+    pub snapshot_version: u64,
+    /// When a command or a read through its host last reached it (reads from the view do not
+    /// count: they cost nothing to keep serving).
+    pub last_active: Instant,
+}
+
+/// One partition's live aggregates, and the host generation that owns them.
+struct Shelf<S> {
+    generation: u64,
+    live: HashMap<Box<str>, Live<S>>,
+}
+
+struct Shelves<A: Aggregate> {
+    shelves: Box<[RwLock<Shelf<A::State>>]>,
+    /// Entries over all partitions: read on every metrics update, so kept rather than summed.
+    count: AtomicUsize,
+}
 
 pub struct StateView<A: Aggregate> {
-    generation: Arc<AtomicU64>,
-    states: Arc<DashMap<String, Stamped<A::State>>>,
+    inner: Arc<Shelves<A>>,
 }
 
 impl<A: Aggregate> Clone for StateView<A> {
     fn clone(&self) -> Self {
         Self {
-            generation: self.generation.clone(),
-            states: self.states.clone(),
-        }
-    }
-}
-
-impl<A: Aggregate> Default for StateView<A> {
-    fn default() -> Self {
-        Self {
-            generation: Arc::new(AtomicU64::new(0)),
-            states: Arc::new(DashMap::new()),
+            inner: self.inner.clone(),
         }
     }
 }
@@ -48,56 +61,160 @@ impl<A: Aggregate> std::fmt::Debug for StateView<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StateView")
             .field("kind", &A::KIND)
-            .field("generation", &self.generation.load(Ordering::Acquire))
-            .field("entries", &self.states.len())
+            .field("partitions", &self.inner.shelves.len())
+            .field("live", &self.len())
             .finish()
     }
 }
 
 impl<A: Aggregate> StateView<A> {
-    /// The published state of aggregate `id`, if an entity of the current host has it.
-    pub fn get(&self, id: &str) -> Option<Versioned<A::State>> {
-        let current = self.generation.load(Ordering::Acquire);
-        self.states
-            .get(id)
-            .filter(|entry| entry.value().0 == current)
-            .map(|entry| entry.value().1.clone())
-    }
-
-    /// Starts a new host incarnation: forgets every entry and returns the new generation.
-    pub(crate) fn begin_generation(&self) -> u64 {
-        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        self.states.clear();
-        generation
-    }
-
-    /// Publishes `state` for `id`, written by an entity of host `generation`.
-    pub(crate) fn publish(&self, generation: u64, id: &str, state: &Versioned<A::State>) {
-        // A stale publisher may slip past this check while a new generation begins; its entry
-        // then carries the old generation, which `get` ignores.
-        if generation != self.generation.load(Ordering::Acquire) {
-            return;
+    /// An empty view of `partitions` partitions (at least one).
+    pub(crate) fn new(partitions: u32) -> Self {
+        let shelves = (0..partitions.max(1))
+            .map(|_| {
+                RwLock::new(Shelf {
+                    generation: 0,
+                    live: HashMap::new(),
+                })
+            })
+            .collect();
+        Self {
+            inner: Arc::new(Shelves {
+                shelves,
+                count: AtomicUsize::new(0),
+            }),
         }
-        match self.states.get_mut(id) {
-            Some(mut entry) => *entry = (generation, state.clone()),
+    }
+
+    pub(crate) fn partitions(&self) -> u32 {
+        self.inner.shelves.len() as u32
+    }
+
+    /// The partition aggregate `id` belongs to: the placement's partition of its stream.
+    pub(crate) fn partition_of(&self, id: &str) -> u32 {
+        placement::partition_of(&stream_name::<A>(id), self.partitions())
+    }
+
+    fn read(&self, partition: u32) -> RwLockReadGuard<'_, Shelf<A::State>> {
+        self.inner.shelves[partition as usize]
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self, partition: u32) -> RwLockWriteGuard<'_, Shelf<A::State>> {
+        self.inner.shelves[partition as usize]
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The state of aggregate `id`, if it is live.
+    pub fn get(&self, id: &str) -> Option<Versioned<A::State>> {
+        self.read(self.partition_of(id))
+            .live
+            .get(id)
+            .map(|live| live.current.clone())
+    }
+
+    /// Everything kept about aggregate `id` of `partition`, if it is live.
+    pub(crate) fn live(&self, partition: u32, id: &str) -> Option<Live<A::State>> {
+        self.read(partition).live.get(id).cloned()
+    }
+
+    /// Starts a new host incarnation for `partition`: forgets its entries and returns the new
+    /// generation and how many entries were dropped.
+    pub(crate) fn begin_generation(&self, partition: u32) -> (u64, usize) {
+        let mut shelf = self.write(partition);
+        shelf.generation += 1;
+        let dropped = shelf.live.len();
+        shelf.live = HashMap::new();
+        self.inner.count.fetch_sub(dropped, Ordering::Relaxed);
+        (shelf.generation, dropped)
+    }
+
+    /// Sets aggregate `id`'s entry, written by a task of host `generation` (ignored when that
+    /// incarnation is gone). Returns whether the entry is new.
+    pub(crate) fn publish(
+        &self,
+        partition: u32,
+        generation: u64,
+        id: &str,
+        live: Live<A::State>,
+    ) -> bool {
+        let mut shelf = self.write(partition);
+        if shelf.generation != generation {
+            return false;
+        }
+        match shelf.live.get_mut(id) {
+            Some(entry) => {
+                *entry = live;
+                false
+            }
             None => {
-                self.states
-                    .insert(id.to_owned(), (generation, state.clone()));
+                shelf.live.insert(id.into(), live);
+                self.inner.count.fetch_add(1, Ordering::Relaxed);
+                true
             }
         }
     }
 
-    pub(crate) fn withdraw(&self, id: &str) {
-        self.states.remove(id);
+    /// Records that a snapshot at `version` was saved for aggregate `id`.
+    pub(crate) fn snapshot_saved(&self, partition: u32, generation: u64, id: &str, version: u64) {
+        let mut shelf = self.write(partition);
+        if shelf.generation != generation {
+            return;
+        }
+        if let Some(live) = shelf.live.get_mut(id) {
+            live.snapshot_version = live.snapshot_version.max(version);
+        }
     }
 
-    /// Entries held, including stale ones not yet replaced.
+    /// Marks aggregate `id` as used now.
+    pub(crate) fn touch(&self, partition: u32, id: &str) {
+        if let Some(live) = self.write(partition).live.get_mut(id) {
+            live.last_active = Instant::now();
+        }
+    }
+
+    /// Removes aggregate `id`'s entry; returns whether there was one.
+    pub(crate) fn withdraw(&self, partition: u32, id: &str) -> bool {
+        let removed = self.write(partition).live.remove(id).is_some();
+        if removed {
+            self.inner.count.fetch_sub(1, Ordering::Relaxed);
+        }
+        removed
+    }
+
+    /// Removes the entries of `partition` unused since `idle_since`, except those `busy` names
+    /// (an aggregate with a command in flight); returns how many went.
+    pub(crate) fn passivate_idle(
+        &self,
+        partition: u32,
+        idle_since: Instant,
+        busy: impl Fn(&str) -> bool,
+    ) -> usize {
+        let mut shelf = self.write(partition);
+        let before = shelf.live.len();
+        shelf
+            .live
+            .retain(|id, live| live.last_active > idle_since || busy(id));
+        let removed = before - shelf.live.len();
+        if removed > 0 {
+            // Give the memory of a partition that emptied back, not just its entries.
+            if shelf.live.len() < shelf.live.capacity() / 4 {
+                shelf.live.shrink_to_fit();
+            }
+            self.inner.count.fetch_sub(removed, Ordering::Relaxed);
+        }
+        removed
+    }
+
+    /// Live aggregates over all partitions.
     pub fn len(&self) -> usize {
-        self.states.len()
+        self.inner.count.load(Ordering::Relaxed)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.states.is_empty()
+        self.len() == 0
     }
 }
 
@@ -106,40 +223,48 @@ mod tests {
     use super::*;
     use crate::aggregate::tests::Counter;
 
-    #[test]
-    fn a_new_host_generation_hides_what_the_old_entities_published() {
-        let view = StateView::<Counter>::default();
-        let first = view.begin_generation();
-        view.publish(
-            first,
-            "a",
-            &Versioned {
-                state: 5,
-                version: 1,
-            },
-        );
-        assert_eq!(view.get("a").map(|v| v.state), Some(5));
+    fn live(state: i64, version: u64) -> Live<i64> {
+        Live {
+            current: Versioned { state, version },
+            snapshot_version: 0,
+            last_active: Instant::now(),
+        }
+    }
 
-        let second = view.begin_generation();
+    #[tokio::test(start_paused = true)]
+    async fn a_new_host_generation_hides_what_the_old_tasks_published() {
+        let view = StateView::<Counter>::new(4);
+        let p = view.partition_of("a");
+        let (first, _) = view.begin_generation(p);
+        assert!(view.publish(p, first, "a", live(5, 1)));
+        assert_eq!(view.get("a").map(|v| v.state), Some(5));
+        assert_eq!(view.len(), 1);
+
+        let (second, dropped) = view.begin_generation(p);
+        assert_eq!(dropped, 1);
         assert_eq!(view.get("a"), None, "the old host's entry is gone");
-        // A killed entity of the old host publishing late changes nothing.
-        view.publish(
-            first,
-            "a",
-            &Versioned {
-                state: 6,
-                version: 2,
-            },
-        );
+        assert_eq!(view.len(), 0);
+        // A command task of the old host publishing late changes nothing.
+        assert!(!view.publish(p, first, "a", live(6, 2)));
         assert_eq!(view.get("a"), None);
-        view.publish(
-            second,
-            "a",
-            &Versioned {
-                state: 7,
-                version: 2,
-            },
-        );
+        assert!(view.publish(p, second, "a", live(7, 2)));
         assert_eq!(view.get("a").map(|v| v.state), Some(7));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn passivation_keeps_busy_and_recently_used_aggregates() {
+        let view = StateView::<Counter>::new(1);
+        let (generation, _) = view.begin_generation(0);
+        for id in ["idle", "busy", "recent"] {
+            view.publish(0, generation, id, live(1, 1));
+        }
+        tokio::time::advance(std::time::Duration::from_secs(10)).await;
+        let cutoff = Instant::now();
+        tokio::time::advance(std::time::Duration::from_secs(1)).await;
+        view.touch(0, "recent");
+        assert_eq!(view.passivate_idle(0, cutoff, |id| id == "busy"), 1);
+        assert_eq!(view.get("idle"), None);
+        assert!(view.get("busy").is_some() && view.get("recent").is_some());
+        assert_eq!(view.len(), 2);
     }
 }

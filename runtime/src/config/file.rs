@@ -235,7 +235,7 @@ impl Default for ClusterSection {
             members: Vec::new(),
             heartbeat_interval_ms: 250,
             heartbeat_timeout_ms: 1_500,
-            partitions: 64,
+            partitions: crate::placement::DEFAULT_PARTITIONS,
             call_timeout_ms: 5_000,
             max_frame_bytes: 4 * 1024 * 1024,
             handshake_timeout_ms: 5_000,

@@ -139,7 +139,9 @@ pub fn host(
         idle_timeout: config.store.idle_timeout,
         call_timeout: config.store.command_timeout,
     };
-    let context = ServiceContext::new(store.clone(), settings, bus.clone()).in_cluster(cluster);
+    let context = ServiceContext::new(store.clone(), settings, bus.clone())
+        .with_partitions(config.cluster.partitions)
+        .in_cluster(cluster);
     let mut hosted = Hosted {
         groups: Vec::new(),
         routes: Routes::new(),

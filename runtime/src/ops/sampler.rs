@@ -148,7 +148,7 @@ pub struct AggregateStats {
     pub kind: String,
     /// The service hosting the kind (absent for a kind no service of this node declares).
     pub service: Option<String>,
-    /// Entity actors in memory now.
+    /// Live aggregates in memory now.
     pub live: u64,
     pub commands_per_s: f64,
     /// Commands per second by outcome: ok, duplicate, rejected, conflict, error.

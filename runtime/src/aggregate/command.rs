@@ -1,17 +1,19 @@
-//! The entity actor: one live aggregate instance, the only writer of its stream.
+//! What runs for one request to one aggregate, as a task of its partition's host: activation
+//! (snapshot + tail) when the aggregate is not live, then the command (decide, append with the
+//! expected version, apply, publish, reply) or the read.
 //!
-//! It loads snapshot + tail on start, then handles one message at a time: decide, append with
-//! the expected version, apply, reply. It never changes its in-memory state before the store
-//! has made the events durable.
+//! The host starts one task per request, one at a time per aggregate and in arrival order, so
+//! each aggregate still has a single writer; tasks of different aggregates run side by side. A
+//! task never changes an aggregate's published state before the store has made its events
+//! durable, and publishes the new state before it replies.
 
-use std::marker::PhantomData;
+use std::sync::Arc;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::time::Instant;
 
-use super::messages::{CommandReply, EntityMsg, HostMsg};
+use super::messages::{CommandReply, Request};
 use super::upcast;
-use super::view::StateView;
+use super::view::{Live, StateView};
 use super::{
     Aggregate, CommandEnvelope, CommandError, CommandOutcome, EntitySettings, Versioned,
     stream_name,
@@ -22,28 +24,9 @@ use crate::store::{
     AppendRequest, EventMetadata, EventStore, NewEvent, RecordedEvent, Snapshot, StoreError,
 };
 
-pub(crate) struct Entity<A>(PhantomData<fn() -> A>);
-
-impl<A> Entity<A> {
-    pub(crate) fn new() -> Self {
-        Self(PhantomData)
-    }
-}
-
-pub(crate) struct EntityArgs<A: Aggregate> {
-    pub id: String,
-    pub store: EventStore,
-    pub settings: EntitySettings,
-    pub host: ActorRef<HostMsg<A>>,
-    pub view: StateView<A>,
-    /// The host incarnation this entity belongs to, stamped on what it publishes.
-    pub generation: u64,
-    pub metrics: CommandMetrics,
-}
-
-/// The metric series of one aggregate kind's commands, registered once by its host: a
-/// `counter!` with labels looks its series up in the recorder on every call, which the command
-/// path should not pay twice per command.
+/// The metric series of one aggregate kind, registered once per host: a `counter!` with labels
+/// looks its series up in the recorder on every call, which the command path should not pay
+/// twice per command.
 #[derive(Clone)]
 pub(crate) struct CommandMetrics {
     ok: ::metrics::Counter,
@@ -52,6 +35,7 @@ pub(crate) struct CommandMetrics {
     conflict: ::metrics::Counter,
     error: ::metrics::Counter,
     seconds: ::metrics::Histogram,
+    live: ::metrics::Gauge,
 }
 
 impl CommandMetrics {
@@ -64,6 +48,7 @@ impl CommandMetrics {
             conflict: outcome("conflict"),
             error: outcome("error"),
             seconds: ::metrics::histogram!(metrics::COMMAND_SECONDS, "aggregate" => kind),
+            live: ::metrics::gauge!(metrics::LIVE_ACTORS, "aggregate" => kind),
         }
     }
 
@@ -78,117 +63,138 @@ impl CommandMetrics {
         outcome.increment(1);
         self.seconds.record(took.as_secs_f64());
     }
-}
 
-pub(crate) struct EntityState<A: Aggregate> {
-    id: String,
-    stream: String,
-    store: EventStore,
-    settings: EntitySettings,
-    host: ActorRef<HostMsg<A>>,
-    view: StateView<A>,
-    generation: u64,
-    metrics: CommandMetrics,
-    current: Versioned<A::State>,
-    snapshot_version: u64,
-    last_active: Instant,
-}
-
-impl<A: Aggregate> Actor for Entity<A> {
-    type Msg = EntityMsg<A>;
-    type State = EntityState<A>;
-    type Arguments = EntityArgs<A>;
-
-    async fn pre_start(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        args: EntityArgs<A>,
-    ) -> Result<Self::State, ActorProcessingErr> {
-        let stream = stream_name::<A>(&args.id);
-        // A load error (a corrupt record) makes the spawn fail: the host reports it to the
-        // caller instead of restarting into the same error again.
-        // Replaying a long stream is blocking I/O: keep it off the async workers.
-        let (store, loading) = (args.store.clone(), stream.clone());
-        let (current, snapshot_version) = args
-            .store
-            .blocking("loading an aggregate", move || load::<A>(&store, &loading))
-            .await
-            .map_err(|e| format!("loading {stream}: {e}"))??;
-        if let Some(timeout) = args.settings.idle_timeout {
-            myself.send_after(timeout, || EntityMsg::CheckIdle);
-        }
-        args.view.publish(args.generation, &args.id, &current);
-        Ok(EntityState {
-            id: args.id,
-            stream,
-            store: args.store,
-            settings: args.settings,
-            host: args.host,
-            view: args.view,
-            generation: args.generation,
-            metrics: args.metrics,
-            current,
-            snapshot_version,
-            last_active: Instant::now(),
-        })
+    /// Sets the live-aggregates gauge to `live`.
+    pub(crate) fn live(&self, live: usize) {
+        self.live.set(live as f64);
     }
+}
 
-    async fn handle(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        message: Self::Msg,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        match message {
-            EntityMsg::Execute { envelope, reply } => {
-                state.last_active = Instant::now();
-                let started = std::time::Instant::now();
-                let result = execute::<A>(state, envelope).await;
-                let needs_reload = result.as_ref().is_err_and(Failure::leaves_state_unknown);
-                let result = result.map_err(|failure| failure.into_command_error(&state.stream));
-                state.metrics.record(&result, started.elapsed());
-                let _ = reply.send(result);
-                if needs_reload {
-                    // The write may or may not have landed (the writer may have died after
-                    // committing): the store is the truth, so read it again. If even that fails,
-                    // fail the actor and let the host restart it.
-                    let (current, snapshot_version) = load::<A>(&state.store, &state.stream)?;
-                    state.view.publish(state.generation, &state.id, &current);
-                    state.current = current;
-                    state.snapshot_version = snapshot_version;
-                } else {
-                    maybe_snapshot::<A>(state).await;
-                }
-            }
-            EntityMsg::Get { reply } => {
-                state.last_active = Instant::now();
-                let _ = reply.send(Ok(state.current.clone()));
-            }
-            EntityMsg::CheckIdle => {
-                if let Some(timeout) = state.settings.idle_timeout {
-                    let idle = state.last_active.elapsed();
-                    if idle >= timeout {
-                        // The host stops routing to us, then sends Passivate as our last message.
-                        let _ = state.host.send_message(HostMsg::Idle {
-                            id: state.id.clone(),
-                            actor: myself.get_id(),
-                        });
-                    } else {
-                        myself.send_after(timeout - idle, || EntityMsg::CheckIdle);
+/// What every task of one host incarnation shares.
+pub(crate) struct TaskContext<A: Aggregate> {
+    pub store: EventStore,
+    pub settings: EntitySettings,
+    pub view: StateView<A>,
+    pub partition: u32,
+    /// The host incarnation, stamped on what its tasks publish.
+    pub generation: u64,
+    pub metrics: CommandMetrics,
+    /// Counts activations (`HostStats::started`).
+    pub activations: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Serves `request` for aggregate `id`: loads it first if it is not live, leaves its entry in
+/// the view up to date (or gone, if it could not be read back), and answers the caller.
+pub(crate) async fn run<A: Aggregate>(
+    context: Arc<TaskContext<A>>,
+    id: Box<str>,
+    request: Request<A>,
+) {
+    let stream = stream_name::<A>(&id);
+    let live = match context.view.live(context.partition, &id) {
+        Some(live) => live,
+        None => match activate(&context, &stream).await {
+            Ok(live) => live,
+            Err(error) => return request.fail(error),
+        },
+    };
+    match request {
+        Request::Get { reply } => {
+            let current = live.current.clone();
+            keep(&context, &id, live);
+            let _ = reply.send(Ok(current));
+        }
+        Request::Execute { envelope, reply } => {
+            let mut live = live;
+            live.last_active = Instant::now();
+            let started = std::time::Instant::now();
+            let result = execute::<A>(&context.store, &stream, &mut live, envelope).await;
+            let needs_reload = result.as_ref().is_err_and(Failure::leaves_state_unknown);
+            let result = result.map_err(|failure| failure.into_command_error(&stream));
+            context.metrics.record(&result, started.elapsed());
+            if needs_reload {
+                // The write may or may not have landed (the writer may have died after
+                // committing): the store is the truth, so read it again. If even that fails,
+                // the aggregate stops being live and its next request loads it afresh.
+                match load_blocking::<A>(&context.store, &stream).await {
+                    Ok((current, snapshot_version)) => {
+                        live.current = current;
+                        live.snapshot_version = snapshot_version;
+                        keep(&context, &id, live);
+                    }
+                    Err(error) => {
+                        tracing::warn!(%stream, %error, "aggregate cannot be read back; it will be loaded again");
+                        if context.view.withdraw(context.partition, &id) {
+                            context.metrics.live(context.view.len());
+                        }
                     }
                 }
+                let _ = reply.send(result);
+                return;
             }
-            EntityMsg::Passivate => {
-                tracing::debug!(stream = %state.stream, version = state.current.version, "passivated");
-                myself.stop(Some("passivated".into()));
+            let snapshot_due = snapshot_due(&context.settings, &live);
+            let current = live.current.clone();
+            // Published before the reply: whoever reads after this command's answer sees it.
+            keep(&context, &id, live);
+            let _ = reply.send(result);
+            if snapshot_due {
+                save_snapshot::<A>(&context, &id, &stream, current).await;
             }
         }
-        Ok(())
     }
 }
 
-/// A command's failure inside the entity. Store errors keep their detail here, so that the
-/// entity can tell when a write's fate is unknown; callers get the [`CommandError`] it maps to.
+/// Publishes `live` as aggregate `id`'s entry, or removes the entry when the aggregate has no
+/// events (a probe of an unknown id keeps nothing in memory).
+fn keep<A: Aggregate>(context: &TaskContext<A>, id: &str, live: Live<A::State>) {
+    let changed = if live.current.version == 0 {
+        context.view.withdraw(context.partition, id)
+    } else {
+        context
+            .view
+            .publish(context.partition, context.generation, id, live)
+    };
+    if changed {
+        context.metrics.live(context.view.len());
+    }
+}
+
+/// Loads aggregate `stream` from the store (on the blocking pool: replaying a long stream is
+/// blocking I/O). A load error (a corrupt record) is the caller's answer; the next request
+/// tries again.
+async fn activate<A: Aggregate>(
+    context: &TaskContext<A>,
+    stream: &str,
+) -> Result<Live<A::State>, CommandError<A::Error>> {
+    let (current, snapshot_version) =
+        load_blocking::<A>(&context.store, stream)
+            .await
+            .map_err(|error| {
+                tracing::error!(%stream, %error, "aggregate cannot be loaded");
+                CommandError::from_store(error)
+            })?;
+    context
+        .activations
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok(Live {
+        current,
+        snapshot_version,
+        last_active: Instant::now(),
+    })
+}
+
+async fn load_blocking<A: Aggregate>(
+    store: &EventStore,
+    stream: &str,
+) -> Result<(Versioned<A::State>, u64), StoreError> {
+    let (reader, loading) = (store.clone(), stream.to_owned());
+    store
+        .blocking("loading an aggregate", move || load::<A>(&reader, &loading))
+        .await?
+}
+
+/// A command's failure inside its task. Store errors keep their detail here, so that the
+/// task can tell when a write's fate is unknown; callers get the [`CommandError`] it maps to.
 enum Failure<E> {
     Refused(E),
     Store(StoreError),
@@ -223,8 +229,12 @@ impl<E> Failure<E> {
 
 type Executed<A> = Result<CommandOutcome<A>, Failure<<A as Aggregate>::Error>>;
 
+/// Decides `envelope`'s command against `live`, appends what it decided and applies it to
+/// `live` once durable (or answers a command id seen before as it was answered then).
 async fn execute<A: Aggregate>(
-    state: &mut EntityState<A>,
+    store: &EventStore,
+    stream: &str,
+    live: &mut Live<A::State>,
     envelope: CommandEnvelope<A::Command>,
 ) -> Executed<A> {
     let fingerprint = match &envelope.command_id {
@@ -232,27 +242,28 @@ async fn execute<A: Aggregate>(
             .map(|bytes| crate::store::fingerprint(&bytes))
             .map_err(|source| {
                 Failure::Store(StoreError::Encode {
-                    stream: state.stream.clone(),
+                    stream: stream.to_owned(),
                     source,
                 })
             })?,
         None => 0,
     };
     if let Some(command_id) = &envelope.command_id
-        && let Some(previous) = state
-            .store
+        && let Some(previous) = store
             .processed_command(command_id)
             .map_err(Failure::Store)?
     {
-        if previous.stream != state.stream || previous.fingerprint != fingerprint {
+        if previous.stream != stream || previous.fingerprint != fingerprint {
             return Err(Failure::Store(StoreError::CommandIdReused {
                 command_id: command_id.clone(),
                 first_stream: previous.stream,
-                stream: state.stream.clone(),
+                stream: stream.to_owned(),
             }));
         }
         return replay_previous::<A>(
-            state,
+            store,
+            stream,
+            &live.current,
             &previous.rejection,
             previous.first_version,
             previous.last_version,
@@ -260,7 +271,7 @@ async fn execute<A: Aggregate>(
         );
     }
 
-    let (events, rejection) = match A::decide(&state.current.state, &envelope.command) {
+    let (events, rejection) = match A::decide(&live.current.state, &envelope.command) {
         Ok(events) => (events, None),
         // Without a command id a refusal is just answered; with one it is recorded (below), so
         // that a retry gets this same refusal even if the state has changed since.
@@ -268,7 +279,7 @@ async fn execute<A: Aggregate>(
         Err(error) => {
             let encoded = codec::encode(&error).map_err(|source| {
                 Failure::Store(StoreError::Encode {
-                    stream: state.stream.clone(),
+                    stream: stream.to_owned(),
                     source,
                 })
             })?;
@@ -278,7 +289,7 @@ async fn execute<A: Aggregate>(
     if events.is_empty() && envelope.command_id.is_none() {
         return Ok(CommandOutcome {
             events,
-            state: state.current.clone(),
+            state: live.current.clone(),
             deduplicated: false,
             position: None,
         });
@@ -287,7 +298,7 @@ async fn execute<A: Aggregate>(
     for event in &events {
         let payload = codec::encode(event).map_err(|source| {
             Failure::Store(StoreError::Encode {
-                stream: state.stream.clone(),
+                stream: stream.to_owned(),
                 source,
             })
         })?;
@@ -297,11 +308,10 @@ async fn execute<A: Aggregate>(
             payload,
         });
     }
-    let outcome = state
-        .store
+    let outcome = store
         .append(AppendRequest {
-            stream: state.stream.clone(),
-            expected_version: state.current.version,
+            stream: stream.to_owned(),
+            expected_version: live.current.version,
             events: encoded,
             metadata: EventMetadata {
                 correlation_id: envelope.correlation_id,
@@ -316,7 +326,9 @@ async fn execute<A: Aggregate>(
         .map_err(Failure::Store)?;
     if outcome.deduplicated {
         return replay_previous::<A>(
-            state,
+            store,
+            stream,
+            &live.current,
             &outcome.rejection,
             outcome.first_version,
             outcome.last_version,
@@ -327,17 +339,13 @@ async fn execute<A: Aggregate>(
         return Err(Failure::Refused(error));
     }
     for event in &events {
-        A::apply(&mut state.current.state, event);
+        A::apply(&mut live.current.state, event);
     }
-    state.current.version = outcome.last_version;
-    // Published before the reply: whoever reads after this command's answer sees it.
-    state
-        .view
-        .publish(state.generation, &state.id, &state.current);
+    live.current.version = outcome.last_version;
     Ok(CommandOutcome {
         position: last_position(outcome.first_position, events.len() as u64),
         events,
-        state: state.current.clone(),
+        state: live.current.clone(),
         deduplicated: false,
     })
 }
@@ -350,7 +358,9 @@ fn last_position(first_position: u64, count: u64) -> Option<u64> {
 /// The answer to a repeated command id: the events it produced the first time, and the state
 /// right after them (replayed from the stream when later events have moved it on).
 fn replay_previous<A: Aggregate>(
-    state: &EntityState<A>,
+    store: &EventStore,
+    stream: &str,
+    current: &Versioned<A::State>,
     rejection: &Option<Vec<u8>>,
     first_version: u64,
     last_version: u64,
@@ -359,7 +369,7 @@ fn replay_previous<A: Aggregate>(
     if let Some(encoded) = rejection {
         let error: A::Error = codec::decode(encoded).map_err(|source| {
             Failure::Store(StoreError::Corrupt {
-                stream: state.stream.clone(),
+                stream: stream.to_owned(),
                 version: last_version,
                 source,
             })
@@ -368,11 +378,10 @@ fn replay_previous<A: Aggregate>(
     }
     // When later events moved the state on, the state right after the command is replayed
     // from the start; the command's own events are the tail of that same read.
-    let moved_on = last_version != state.current.version;
+    let moved_on = last_version != current.version;
     let from = if moved_on { 1 } else { first_version };
-    let mut replayed = state
-        .store
-        .read_stream_range(&state.stream, from, last_version)
+    let mut replayed = store
+        .read_stream_range(stream, from, last_version)
         .and_then(|records| {
             records
                 .iter()
@@ -381,7 +390,7 @@ fn replay_previous<A: Aggregate>(
         })
         .map_err(Failure::Store)?;
     let at_that_time = if !moved_on {
-        state.current.clone()
+        current.clone()
     } else {
         let mut then = Versioned {
             state: A::State::default(),
@@ -402,26 +411,36 @@ fn replay_previous<A: Aggregate>(
     })
 }
 
-async fn maybe_snapshot<A: Aggregate>(state: &mut EntityState<A>) {
-    let every = state.settings.snapshot_every;
-    if every == 0 || state.current.version - state.snapshot_version < every {
-        return;
-    }
-    let snapshot = match codec::encode(&state.current.state) {
+fn snapshot_due<S>(settings: &EntitySettings, live: &Live<S>) -> bool {
+    let every = settings.snapshot_every;
+    every > 0 && live.current.version - live.snapshot_version >= every
+}
+
+/// Saves a snapshot of `current`. A failed snapshot costs only replay time on the next load.
+async fn save_snapshot<A: Aggregate>(
+    context: &TaskContext<A>,
+    id: &str,
+    stream: &str,
+    current: Versioned<A::State>,
+) {
+    let snapshot = match codec::encode(&current.state) {
         Ok(bytes) => Snapshot {
-            version: state.current.version,
+            version: current.version,
             schema_version: A::STATE_VERSION,
             state: bytes,
         },
         Err(error) => {
-            tracing::warn!(stream = %state.stream, %error, "state cannot be encoded; no snapshot");
+            tracing::warn!(%stream, %error, "state cannot be encoded; no snapshot");
             return;
         }
     };
-    // A failed snapshot costs only replay time on the next load.
-    match state.store.save_snapshot(&state.stream, snapshot).await {
-        Ok(()) => state.snapshot_version = state.current.version,
-        Err(error) => tracing::warn!(stream = %state.stream, %error, "snapshot not saved"),
+    match context.store.save_snapshot(stream, snapshot).await {
+        Ok(()) => {
+            context
+                .view
+                .snapshot_saved(context.partition, context.generation, id, current.version)
+        }
+        Err(error) => tracing::warn!(%stream, %error, "snapshot not saved"),
     }
 }
 
