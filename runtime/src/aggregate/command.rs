@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::messages::{CommandReply, Request};
+use super::messages::{CommandReply, Request, RequestQueue};
 use super::upcast;
 use super::view::{Live, StateView};
 use super::{
@@ -83,76 +83,104 @@ pub(crate) struct TaskContext<A: Aggregate> {
     pub activations: Arc<std::sync::atomic::AtomicU64>,
 }
 
-/// Serves `request` for aggregate `id`: loads it first if it is not live, leaves its entry in
-/// the view up to date (or gone, if it could not be read back), and answers the caller.
+/// Serves `first`, then every request queued behind it, for aggregate `id`: loads the aggregate
+/// first if it is not live, keeps it in hand between requests, and leaves its entry in the view
+/// up to date (or gone, if it could not be read back). Returns once the queue is empty (and so
+/// closed).
 pub(crate) async fn run<A: Aggregate>(
     context: Arc<TaskContext<A>>,
     id: Box<str>,
-    request: Request<A>,
+    first: Request<A>,
+    queue: Arc<RequestQueue<A>>,
 ) {
     let stream = stream_name::<A>(&id);
-    let live = match context.view.live(context.partition, &id) {
+    // While this task runs it is the aggregate's only user: the host neither sweeps nor
+    // touches a busy aggregate's entry, so what is in hand stays the truth.
+    let mut live = context.view.live(context.partition, &id);
+    let mut request = first;
+    loop {
+        live = serve(&context, &id, &stream, live, request).await;
+        match queue.next() {
+            Some(next) => request = next,
+            None => return,
+        }
+    }
+}
+
+/// Serves one request; returns the aggregate as it stands after it (`None` when it must be
+/// loaded again).
+async fn serve<A: Aggregate>(
+    context: &TaskContext<A>,
+    id: &str,
+    stream: &str,
+    live: Option<Live<A::State>>,
+    request: Request<A>,
+) -> Option<Live<A::State>> {
+    let mut live = match live {
         Some(live) => live,
-        None => match activate(&context, &stream).await {
+        None => match activate(context, stream).await {
             Ok(live) => live,
-            Err(error) => return request.fail(error),
+            Err(error) => {
+                request.fail(error);
+                return None;
+            }
         },
     };
+    live.last_active = Instant::now();
     match request {
         Request::Get { reply } => {
-            let current = live.current.clone();
-            keep(&context, &id, live);
-            let _ = reply.send(Ok(current));
+            keep(context, id, &live);
+            let _ = reply.send(Ok(live.current.clone()));
+            Some(live)
         }
         Request::Execute { envelope, reply } => {
-            let mut live = live;
-            live.last_active = Instant::now();
             let started = std::time::Instant::now();
-            let result = execute::<A>(&context.store, &stream, &mut live, envelope).await;
+            let result = execute::<A>(&context.store, stream, &mut live, envelope).await;
             let needs_reload = result.as_ref().is_err_and(Failure::leaves_state_unknown);
-            let result = result.map_err(|failure| failure.into_command_error(&stream));
+            let result = result.map_err(|failure| failure.into_command_error(stream));
             context.metrics.record(&result, started.elapsed());
             if needs_reload {
                 // The write may or may not have landed (the writer may have died after
                 // committing): the store is the truth, so read it again. If even that fails,
                 // the aggregate stops being live and its next request loads it afresh.
-                match load_blocking::<A>(&context.store, &stream).await {
+                let reloaded = match load_blocking::<A>(&context.store, stream).await {
                     Ok((current, snapshot_version)) => {
                         live.current = current;
                         live.snapshot_version = snapshot_version;
-                        keep(&context, &id, live);
+                        keep(context, id, &live);
+                        Some(live)
                     }
                     Err(error) => {
                         tracing::warn!(%stream, %error, "aggregate cannot be read back; it will be loaded again");
-                        if context.view.withdraw(context.partition, &id) {
+                        if context.view.withdraw(context.partition, id) {
                             context.metrics.live(context.view.len());
                         }
+                        None
                     }
-                }
+                };
                 let _ = reply.send(result);
-                return;
+                return reloaded;
             }
-            let snapshot_due = snapshot_due(&context.settings, &live);
-            let current = live.current.clone();
             // Published before the reply: whoever reads after this command's answer sees it.
-            keep(&context, &id, live);
+            keep(context, id, &live);
             let _ = reply.send(result);
-            if snapshot_due {
-                save_snapshot::<A>(&context, &id, &stream, current).await;
+            if snapshot_due(&context.settings, &live) {
+                save_snapshot::<A>(context, id, stream, &mut live).await;
             }
+            Some(live)
         }
     }
 }
 
 /// Publishes `live` as aggregate `id`'s entry, or removes the entry when the aggregate has no
 /// events (a probe of an unknown id keeps nothing in memory).
-fn keep<A: Aggregate>(context: &TaskContext<A>, id: &str, live: Live<A::State>) {
+fn keep<A: Aggregate>(context: &TaskContext<A>, id: &str, live: &Live<A::State>) {
     let changed = if live.current.version == 0 {
         context.view.withdraw(context.partition, id)
     } else {
         context
             .view
-            .publish(context.partition, context.generation, id, live)
+            .publish(context.partition, context.generation, id, live.clone())
     };
     if changed {
         context.metrics.live(context.view.len());
@@ -416,16 +444,18 @@ fn snapshot_due<S>(settings: &EntitySettings, live: &Live<S>) -> bool {
     every > 0 && live.current.version - live.snapshot_version >= every
 }
 
-/// Saves a snapshot of `current`. A failed snapshot costs only replay time on the next load.
+/// Saves a snapshot of `live`'s state. A failed snapshot costs only replay time on the next
+/// load.
 async fn save_snapshot<A: Aggregate>(
     context: &TaskContext<A>,
     id: &str,
     stream: &str,
-    current: Versioned<A::State>,
+    live: &mut Live<A::State>,
 ) {
-    let snapshot = match codec::encode(&current.state) {
+    let version = live.current.version;
+    let snapshot = match codec::encode(&live.current.state) {
         Ok(bytes) => Snapshot {
-            version: current.version,
+            version,
             schema_version: A::STATE_VERSION,
             state: bytes,
         },
@@ -436,9 +466,10 @@ async fn save_snapshot<A: Aggregate>(
     };
     match context.store.save_snapshot(stream, snapshot).await {
         Ok(()) => {
+            live.snapshot_version = version;
             context
                 .view
-                .snapshot_saved(context.partition, context.generation, id, current.version)
+                .snapshot_saved(context.partition, context.generation, id, version);
         }
         Err(error) => tracing::warn!(%stream, %error, "snapshot not saved"),
     }

@@ -1,10 +1,11 @@
 //! The host of one partition of one aggregate kind: the actor that owns the partition's live
 //! aggregates, runs their requests and passivates the idle ones.
 //!
-//! A live aggregate is an entry in the [`StateView`], not an actor: the host keeps a queue only
-//! for an aggregate with a request in flight, and runs that request as a task. One task at a
-//! time per aggregate, in arrival order, keeps the single writer per stream; tasks of different
-//! aggregates run side by side, so a slow or conflicting aggregate does not stall its
+//! A live aggregate is an entry in the [`StateView`], not an actor: the host starts a task for
+//! an aggregate when a request for it arrives and none is running, and queues the requests that
+//! arrive meanwhile for that task, which serves them in arrival order and ends when its queue
+//! is empty. One task at a time per aggregate keeps the single writer per stream; tasks of
+//! different aggregates run side by side, so a slow or conflicting aggregate does not stall its
 //! neighbours. The host itself only routes and bookkeeps: it never awaits I/O.
 //!
 //! A panic in domain code fails the host: requests that were waiting their turn are answered
@@ -14,7 +15,7 @@
 //! store on its next request. The partition is the unit because it is what a leader change
 //! will stop and start, and because one panicking aggregate's siblings were sharing its host.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
@@ -28,7 +29,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::command::{self, CommandMetrics, TaskContext};
-use super::messages::{HostMsg, Request, TaskEnd};
+use super::messages::{HostMsg, Request, RequestQueue, TaskEnd};
 use super::view::StateView;
 use super::{Aggregate, CommandError, EntitySettings, stream_name};
 use crate::store::EventStore;
@@ -91,16 +92,19 @@ pub(crate) struct HostArgs<A: Aggregate> {
     pub counters: Arc<KindCounters>,
 }
 
-/// An aggregate with a request in flight: the task serving it, and what waits its turn.
+/// An aggregate with a task running: the task, its number, and what waits its turn.
 struct Running<A: Aggregate> {
     task: AbortHandle,
-    waiting: VecDeque<Request<A>>,
+    ticket: u64,
+    queue: Arc<RequestQueue<A>>,
 }
 
 pub(crate) struct HostState<A: Aggregate> {
     context: Arc<TaskContext<A>>,
     counters: Arc<KindCounters>,
     running: HashMap<Box<str>, Running<A>>,
+    /// Tasks started by this incarnation, to tell a finished task from its successor.
+    tickets: u64,
 }
 
 impl<A: Aggregate> fmt::Debug for HostState<A> {
@@ -157,6 +161,7 @@ impl<A: Aggregate> Actor for PartitionHost<A> {
             }),
             counters: args.counters,
             running: HashMap::new(),
+            tickets: 0,
         })
     }
 
@@ -168,8 +173,14 @@ impl<A: Aggregate> Actor for PartitionHost<A> {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             HostMsg::Request { id, request } => dispatch(&myself, state, id, request),
-            HostMsg::Finished { id, end } => match end {
-                TaskEnd::Done => next(&myself, state, id),
+            HostMsg::Finished { id, ticket, end } => match end {
+                TaskEnd::Done => {
+                    // A newer task may already serve the aggregate (this one had closed its
+                    // queue); it keeps its entry.
+                    if state.running.get(&id).is_some_and(|r| r.ticket == ticket) {
+                        state.running.remove(&id);
+                    }
+                }
                 TaskEnd::Panicked(panic) => return Err(fail(state, &id, &panic).into()),
             },
             HostMsg::Sweep => {
@@ -196,10 +207,14 @@ fn dispatch<A: Aggregate>(
     id: String,
     request: Request<A>,
 ) {
-    if let Some(running) = state.running.get_mut(id.as_str()) {
-        running.waiting.push_back(request);
-        return;
-    }
+    let request = match state.running.get(id.as_str()) {
+        Some(running) => match running.queue.push(request) {
+            Ok(()) => return,
+            // Its task has served its last request and published: a new one takes over.
+            Err(request) => request,
+        },
+        None => request,
+    };
     // A read of a live aggregate needs no task (the handle reads the view itself; this is a
     // read that raced its activation).
     let request = match request {
@@ -217,51 +232,40 @@ fn dispatch<A: Aggregate>(
         execute => execute,
     };
     let id: Box<str> = id.into();
-    let task = spawn_task(myself, state, id.clone(), request);
+    let queue = Arc::new(RequestQueue::new());
+    state.tickets += 1;
+    let ticket = state.tickets;
+    let task = spawn_task(myself, state, id.clone(), ticket, request, queue.clone());
     state.running.insert(
         id,
         Running {
             task,
-            waiting: VecDeque::new(),
+            ticket,
+            queue,
         },
     );
 }
 
-/// Starts the next waiting request of aggregate `id`, whose task has finished.
-fn next<A: Aggregate>(myself: &ActorRef<HostMsg<A>>, state: &mut HostState<A>, id: Box<str>) {
-    let Some(running) = state.running.get_mut(&id) else {
-        return;
-    };
-    match running.waiting.pop_front() {
-        Some(request) => {
-            let task = spawn_task(myself, state, id.clone(), request);
-            if let Some(running) = state.running.get_mut(&id) {
-                running.task = task;
-            }
-        }
-        None => {
-            state.running.remove(&id);
-        }
-    }
-}
-
-/// Runs `request` as a task that tells the host when it is done, or that domain code panicked.
+/// Runs `request` (and those queued behind it) as a task that tells the host when it is done,
+/// or that domain code panicked.
 fn spawn_task<A: Aggregate>(
     myself: &ActorRef<HostMsg<A>>,
     state: &HostState<A>,
     id: Box<str>,
+    ticket: u64,
     request: Request<A>,
+    queue: Arc<RequestQueue<A>>,
 ) -> AbortHandle {
     let (host, context) = (myself.clone(), state.context.clone());
     let task = tokio::spawn(async move {
-        let run = command::run(context, id.clone(), request);
+        let run = command::run(context, id.clone(), request, queue);
         // The task's own state (the caller's reply port among it) is dropped by the unwind, so
         // its caller hears "crashed" at once; the host hears why from this message.
         let end = match AssertUnwindSafe(run).catch_unwind().await {
             Ok(()) => TaskEnd::Done,
             Err(panic) => TaskEnd::Panicked(panic_message(panic.as_ref())),
         };
-        let _ = host.send_message(HostMsg::Finished { id, end });
+        let _ = host.send_message(HostMsg::Finished { id, ticket, end });
     });
     task.abort_handle()
 }
@@ -273,8 +277,8 @@ fn fail<A: Aggregate>(state: &mut HostState<A>, id: &str, panic: &str) -> String
     let partition = state.context.partition;
     tracing::error!(%stream, partition, %panic,
         "domain code panicked; restarting the partition's host from the store");
-    for running in state.running.values_mut() {
-        for request in running.waiting.drain(..) {
+    for running in state.running.values() {
+        for request in running.queue.drain() {
             request.fail(CommandError::Unavailable {
                 what: format!("{} partition {partition} (restarting)", A::KIND),
                 retry_after_ms: 100,

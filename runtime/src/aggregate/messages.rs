@@ -1,7 +1,10 @@
-//! The messages between the [`super::Aggregates`] handle, a partition's host and the command
-//! tasks it runs, in one module that all of them use (so that none imports another for them).
+//! What the [`super::Aggregates`] handle, a partition's host and the command tasks it runs
+//! pass each other (messages, and the queue of an aggregate's waiting requests), in one module
+//! that all of them use (so that none imports another for them).
 
+use std::collections::VecDeque;
 use std::fmt;
+use std::sync::{Mutex, PoisonError};
 
 use ractor::RpcReplyPort;
 
@@ -45,10 +48,65 @@ impl<A: Aggregate> fmt::Debug for Request<A> {
     }
 }
 
+/// The requests waiting for an aggregate whose task is running, shared by its host (which adds
+/// to it) and the task (which takes from it until it is empty, then closes it). So a busy
+/// aggregate's requests go from one to the next without a round trip through the host.
+pub(crate) struct RequestQueue<A: Aggregate> {
+    state: Mutex<Waiting<A>>,
+}
+
+struct Waiting<A: Aggregate> {
+    requests: VecDeque<Request<A>>,
+    /// Set by the task as it takes nothing more: it no longer touches the aggregate.
+    closed: bool,
+}
+
+impl<A: Aggregate> RequestQueue<A> {
+    pub(crate) fn new() -> Self {
+        Self {
+            state: Mutex::new(Waiting {
+                requests: VecDeque::new(),
+                closed: false,
+            }),
+        }
+    }
+
+    fn waiting(&self) -> std::sync::MutexGuard<'_, Waiting<A>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `request` behind the running one; gives it back if the task has closed the
+    /// queue (then a new task must serve it).
+    pub(crate) fn push(&self, request: Request<A>) -> Result<(), Request<A>> {
+        let mut waiting = self.waiting();
+        if waiting.closed {
+            return Err(request);
+        }
+        waiting.requests.push_back(request);
+        Ok(())
+    }
+
+    /// The next request; `None` closes the queue, for good.
+    pub(crate) fn next(&self) -> Option<Request<A>> {
+        let mut waiting = self.waiting();
+        let next = waiting.requests.pop_front();
+        waiting.closed |= next.is_none();
+        next
+    }
+
+    /// Closes the queue and takes what waits in it (the host is failing).
+    pub(crate) fn drain(&self) -> Vec<Request<A>> {
+        let mut waiting = self.waiting();
+        waiting.closed = true;
+        waiting.requests.drain(..).collect()
+    }
+}
+
 /// How a command task ended.
 #[derive(Debug)]
 pub(crate) enum TaskEnd {
-    /// It answered its caller; the aggregate's entry (or its absence) is up to date.
+    /// It served every request its queue held and closed the queue; the aggregate's entry (or
+    /// its absence) is up to date.
     Done,
     /// Domain code panicked; the message is the panic's.
     Panicked(String),
@@ -58,8 +116,12 @@ pub(crate) enum TaskEnd {
 pub(crate) enum HostMsg<A: Aggregate> {
     /// A request for aggregate `id`.
     Request { id: String, request: Request<A> },
-    /// From the command task of aggregate `id`: it has finished.
-    Finished { id: Box<str>, end: TaskEnd },
+    /// From the command task of aggregate `id` (the host's `ticket`-th): it has finished.
+    Finished {
+        id: Box<str>,
+        ticket: u64,
+        end: TaskEnd,
+    },
     /// Timer: passivate the aggregates idle for the idle timeout.
     Sweep,
 }
@@ -70,7 +132,9 @@ impl<A: Aggregate> fmt::Debug for HostMsg<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             HostMsg::Request { id, request } => write!(f, "Request({id}, {request:?})"),
-            HostMsg::Finished { id, end } => write!(f, "Finished({id}, {end:?})"),
+            HostMsg::Finished { id, ticket, end } => {
+                write!(f, "Finished({id}, #{ticket}, {end:?})")
+            }
             HostMsg::Sweep => f.write_str("Sweep"),
         }
     }

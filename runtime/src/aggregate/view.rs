@@ -19,7 +19,7 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tokio::time::Instant;
 
-use super::{Aggregate, Versioned, stream_name};
+use super::{Aggregate, Versioned};
 use crate::placement;
 
 /// One live aggregate.
@@ -92,7 +92,8 @@ impl<A: Aggregate> StateView<A> {
 
     /// The partition aggregate `id` belongs to: the placement's partition of its stream.
     pub(crate) fn partition_of(&self, id: &str) -> u32 {
-        placement::partition_of(&stream_name::<A>(id), self.partitions())
+        let stream = [A::KIND.as_bytes(), b"-", id.as_bytes()];
+        placement::partition_of_parts(stream, self.partitions())
     }
 
     fn read(&self, partition: u32) -> RwLockReadGuard<'_, Shelf<A::State>> {
@@ -228,6 +229,15 @@ mod tests {
             current: Versioned { state, version },
             snapshot_version: 0,
             last_active: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn an_aggregate_is_in_its_streams_placement_partition() {
+        let view = StateView::<Counter>::new(64);
+        for id in ["a", "b", "0195a3c4-0000-7000-8000-000000000000"] {
+            let stream = crate::aggregate::stream_name::<Counter>(id);
+            assert_eq!(view.partition_of(id), placement::partition_of(&stream, 64));
         }
     }
 

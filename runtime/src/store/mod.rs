@@ -75,9 +75,17 @@ pub struct AppendRequest {
 /// A stable 64-bit fingerprint (FNV-1a) of bytes, e.g. of an encoded command. Stable across
 /// builds and platforms, unlike `std`'s hasher, because it is stored.
 pub fn fingerprint(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-    })
+    fingerprint_of([bytes])
+}
+
+/// The [`fingerprint`] of `parts` laid end to end, without putting them together first.
+pub fn fingerprint_of<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> u64 {
+    parts
+        .into_iter()
+        .flatten()
+        .fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        })
 }
 
 /// Where an append's events landed.
