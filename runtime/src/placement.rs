@@ -10,9 +10,6 @@ use std::collections::BTreeMap;
 use crate::config::{ClusterConfig, Member};
 use crate::store::{fingerprint, fingerprint_of};
 
-/// Partitions per service when the config does not say.
-pub const DEFAULT_PARTITIONS: u32 = 64;
-
 /// Who owns what, from the cluster config. A node with no members configured owns everything.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placement {

@@ -149,7 +149,7 @@ impl ServiceContext {
             breakers: Breakers::default(),
             handles: Arc::default(),
             cluster: None,
-            partitions: crate::placement::DEFAULT_PARTITIONS,
+            partitions: crate::config::DEFAULT_PARTITIONS,
         }
     }
 

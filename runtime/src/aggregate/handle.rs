@@ -20,7 +20,7 @@ use super::{
 };
 use crate::cluster::{Cluster, Route};
 use crate::codec;
-use crate::placement::DEFAULT_PARTITIONS;
+use crate::config::DEFAULT_PARTITIONS;
 use crate::store::{EventStore, StoreError};
 use crate::supervision::{ChildSpec, Intensity, Supervisor};
 

@@ -676,7 +676,7 @@ async fn a_host_that_exceeds_its_intensity_is_restarted_by_its_supervisor() {
     );
     assert_eq!(
         counters.stats().await.unwrap().restarts,
-        1 + u64::from(crate::placement::DEFAULT_PARTITIONS),
+        1 + u64::from(crate::config::DEFAULT_PARTITIONS),
         "one partition's host after the first panic, then all of them"
     );
     assert_eq!(

@@ -5,6 +5,9 @@
 
 use std::path::PathBuf;
 
+/// Partitions per aggregate kind when the config does not say (`cluster.partitions`).
+pub const DEFAULT_PARTITIONS: u32 = 64;
+
 use serde::{Deserialize, Serialize};
 
 use super::Secret;
@@ -235,7 +238,7 @@ impl Default for ClusterSection {
             members: Vec::new(),
             heartbeat_interval_ms: 250,
             heartbeat_timeout_ms: 1_500,
-            partitions: crate::placement::DEFAULT_PARTITIONS,
+            partitions: DEFAULT_PARTITIONS,
             call_timeout_ms: 5_000,
             max_frame_bytes: 4 * 1024 * 1024,
             handshake_timeout_ms: 5_000,

@@ -16,8 +16,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use file::{
-    AuthSection, ClusterSection, ConfigFile, EdgeSection, Environment, HealthSection, LogFormat,
-    MemberSection, RateLimitSection, StoreSection, TelemetrySection, TlsSection,
+    AuthSection, ClusterSection, ConfigFile, DEFAULT_PARTITIONS, EdgeSection, Environment,
+    HealthSection, LogFormat, MemberSection, RateLimitSection, StoreSection, TelemetrySection,
+    TlsSection,
 };
 pub use secret::{REDACTED, Secret};
 
