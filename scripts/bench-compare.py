@@ -78,6 +78,7 @@ def main() -> None:
     parser.add_argument("before", help="the git revision to compare this checkout with")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--only", choices=["edge", "sagas"], help="run one benchmark only")
     args = parser.parse_args()
 
     work = Path(os.environ.get("TMPDIR", tempfile.gettempdir())) / "playhouse-bench-before"
@@ -95,11 +96,13 @@ def main() -> None:
         order = ["before", "after"] if run % 2 == 0 else ["after", "before"]
         for side in order:
             figures = {}
-            for scope, accounts in (("hot", 1), ("spread", 1000)):
-                for key, value in edge(builds[side]["edge"], accounts, args.seconds).items():
-                    figures[f"edge {scope}: {key}"] = value
-            figures.update({f"sagas: {k}": v
-                            for k, v in sagas(builds[side]["sagas"], args.seconds).items()})
+            if args.only != "sagas":
+                for scope, accounts in (("hot", 1), ("spread", 1000)):
+                    for key, value in edge(builds[side]["edge"], accounts, args.seconds).items():
+                        figures[f"edge {scope}: {key}"] = value
+            if args.only != "edge":
+                figures.update({f"sagas: {k}": v
+                                for k, v in sagas(builds[side]["sagas"], args.seconds).items()})
             for key, value in figures.items():
                 results[side].setdefault(key, []).append(value)
             print(f"run {run + 1}/{args.runs} {side} done", flush=True)
