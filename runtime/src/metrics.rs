@@ -40,7 +40,10 @@ pub fn describe() {
         metrics::Unit::Seconds,
         "Time to write and fsync one group commit"
     );
-    metrics::describe_counter!(COMMANDS, "Commands handled, by aggregate kind and outcome");
+    metrics::describe_counter!(
+        COMMANDS,
+        "Commands handled, by aggregate kind and outcome: ok, duplicate (its command id seen before), rejected (refused by the domain, or a command id reused for another command), conflict, error"
+    );
     metrics::describe_histogram!(
         COMMAND_SECONDS,
         metrics::Unit::Seconds,

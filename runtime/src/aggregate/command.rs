@@ -56,7 +56,9 @@ impl CommandMetrics {
         let outcome = match result {
             Ok(outcome) if outcome.deduplicated => &self.duplicate,
             Ok(_) => &self.ok,
-            Err(CommandError::Refused(_)) => &self.rejected,
+            // A refusal, or a client that reused a command id for another command: the
+            // caller's doing, not the server's.
+            Err(CommandError::Refused(_) | CommandError::CommandIdReused { .. }) => &self.rejected,
             Err(CommandError::Conflict { .. }) => &self.conflict,
             Err(_) => &self.error,
         };
