@@ -12,6 +12,7 @@ should run on the machine meanwhile: fsync and CPU time are shared.
 """
 
 import argparse
+import json
 import os
 import re
 import statistics
@@ -31,11 +32,13 @@ def build(tree: Path, target: Path) -> dict:
         cwd=tree, env={**os.environ, "CARGO_TARGET_DIR": str(target)},
         check=True, capture_output=True, text=True).stdout
     found = {}
+    for line in out.splitlines():
+        message = json.loads(line)
+        if message.get("reason") == "compiler-artifact" and message.get("executable"):
+            found[message["target"]["name"]] = message["executable"]
     for name in ("edge", "sagas"):
-        match = re.findall(r'"name":"%s".*?"executable":"([^"]+)"' % name, out)
-        if not match:
+        if name not in found:
             sys.exit(f"no {name} benchmark executable in {tree}'s build output")
-        found[name] = match[-1]
     return found
 
 

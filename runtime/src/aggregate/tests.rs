@@ -355,34 +355,24 @@ async fn snapshot_plus_tail_loads_the_same_state() {
     assert_eq!(loaded, counters.get("a").await.unwrap());
 }
 
-/// Sends `command` to aggregate `id` until a host takes it: a host that just failed answers
-/// "unavailable" (not applied) until its supervisor has started the next one.
-async fn execute_when_served(
-    counters: &Aggregates<Counter>,
-    id: &str,
-    command: impl Fn() -> CommandEnvelope<CounterCommand>,
-) -> Result<CommandOutcome<Counter>, CommandError<CounterError>> {
+/// Tries `operation` until a host takes it: a host that just failed answers "unavailable" (not
+/// applied) until its supervisor has started the next one.
+async fn when_served<T>(
+    mut operation: impl AsyncFnMut() -> Result<T, CommandError<CounterError>>,
+) -> Result<T, CommandError<CounterError>> {
     for _ in 0..100 {
-        match counters.execute(id, command()).await {
+        match operation().await {
             Err(CommandError::Unavailable { .. }) => {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             answer => return answer,
         }
     }
-    panic!("no host took a command for {id} within a second");
+    panic!("no host took the operation within a second");
 }
 
 async fn get_when_served(counters: &Aggregates<Counter>, id: &str) -> Versioned<i64> {
-    for _ in 0..100 {
-        match counters.get(id).await {
-            Err(CommandError::Unavailable { .. }) => {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            answer => return answer.unwrap(),
-        }
-    }
-    panic!("no host served {id} within a second");
+    when_served(async || counters.get(id).await).await.unwrap()
 }
 
 /// Ids of `count` aggregates in the same partition as `id`.
@@ -652,8 +642,9 @@ async fn a_host_that_exceeds_its_intensity_is_restarted_by_its_supervisor() {
     .unwrap();
     counters.execute("a", add(4)).await.unwrap();
     for _ in 0..2 {
-        let error = execute_when_served(&counters, "a", || {
-            CommandEnvelope::new(CounterCommand::Explode)
+        let error = when_served(async || {
+            let explode = CommandEnvelope::new(CounterCommand::Explode);
+            counters.execute("a", explode).await
         })
         .await
         .unwrap_err();
