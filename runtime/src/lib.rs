@@ -13,6 +13,7 @@ pub mod node;
 pub mod ops;
 pub mod placement;
 pub mod prelude;
+pub mod replication;
 pub mod resilience;
 pub mod saga;
 pub mod service;

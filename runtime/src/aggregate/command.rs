@@ -346,6 +346,7 @@ async fn execute<A: Aggregate>(
             metadata: EventMetadata {
                 correlation_id: envelope.correlation_id,
                 causation_id: envelope.command_id.clone(),
+                recorded_at_micros: None,
             },
             command_id: envelope.command_id,
             fingerprint,

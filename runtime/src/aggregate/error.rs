@@ -160,6 +160,7 @@ impl<E> CommandError<E> {
             | StoreError::CorruptEvent { .. }
             | StoreError::CorruptLog { .. }
             | StoreError::CorruptCommand { .. }
+            | StoreError::CorruptRaftLog { .. }
             | StoreError::Encode { .. }
             | StoreError::EmptyAppend { .. }
             | StoreError::NewerFormat { .. }

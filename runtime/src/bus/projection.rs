@@ -179,13 +179,20 @@ impl<'a> Tables<'a> {
         })?;
         self.pending
             .insert((table, key.clone()), Some(value.clone()));
-        self.changes.push(TableChange::Put { table, key, value });
+        self.changes.push(TableChange::Put {
+            table: table.into(),
+            key,
+            value,
+        });
         Ok(())
     }
 
     pub fn delete(&mut self, table: &'static str, key: Vec<u8>) {
         self.pending.insert((table, key.clone()), None);
-        self.changes.push(TableChange::Delete { table, key });
+        self.changes.push(TableChange::Delete {
+            table: table.into(),
+            key,
+        });
     }
 
     pub(crate) fn into_changes(self) -> Vec<TableChange> {

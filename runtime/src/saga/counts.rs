@@ -86,7 +86,7 @@ pub async fn fill_saga_counts(store: &EventStore) -> Result<Option<u64>, StoreEr
     let changes = finished
         .into_iter()
         .map(|((kind, status), count)| TableChange::Put {
-            table: SAGA_COUNTS_TABLE,
+            table: SAGA_COUNTS_TABLE.into(),
             key: key(&[&kind, &status]),
             value: count.to_le_bytes().to_vec(),
         })

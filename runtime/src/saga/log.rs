@@ -129,7 +129,7 @@ impl<K: SagaKind> SagaLog<K> {
         let summary = summary::<K>(id, &after, steps);
         let entry = key(&[K::KIND, id]);
         let mut table_changes = vec![TableChange::Put {
-            table: SAGAS_TABLE,
+            table: SAGAS_TABLE.into(),
             key: entry.clone(),
             value: codec::encode(&summary).map_err(|source| StoreError::Encode {
                 stream: stream.clone(),
@@ -138,19 +138,19 @@ impl<K: SagaKind> SagaLog<K> {
         }];
         table_changes.push(if after.phase.is_finished() {
             TableChange::Delete {
-                table: SAGAS_OPEN_TABLE,
+                table: SAGAS_OPEN_TABLE.into(),
                 key: entry,
             }
         } else {
             TableChange::Put {
-                table: SAGAS_OPEN_TABLE,
+                table: SAGAS_OPEN_TABLE.into(),
                 key: entry,
                 value: Vec::new(),
             }
         });
         if finishes {
             table_changes.push(TableChange::Add {
-                table: SAGA_COUNTS_TABLE,
+                table: SAGA_COUNTS_TABLE.into(),
                 key: key(&[K::KIND, after.status().as_str()]),
                 delta: 1,
             });
@@ -170,6 +170,7 @@ impl<K: SagaKind> SagaLog<K> {
                 metadata: EventMetadata {
                     correlation_id: Some(after.correlation_id.clone()),
                     causation_id: None,
+                    recorded_at_micros: None,
                 },
                 table_changes,
             })

@@ -275,7 +275,7 @@ async fn all_steps_done_completes() {
             "test-forget-counts",
             0,
             vec![crate::store::TableChange::Delete {
-                table: crate::saga::SAGA_COUNTS_TABLE,
+                table: crate::saga::SAGA_COUNTS_TABLE.into(),
                 key: crate::bus::key(&["scripted", "completed"]),
             }],
         )

@@ -61,6 +61,16 @@ pub enum StoreError {
         #[source]
         source: CodecError,
     },
+    /// A record of a partition's Raft log (an entry, its vote, its snapshot) cannot be decoded.
+    #[error(
+        "the Raft log of partition {partition} holds a {what} that cannot be decoded: {source}"
+    )]
+    CorruptRaftLog {
+        partition: u32,
+        what: &'static str,
+        #[source]
+        source: CodecError,
+    },
     /// A processed-command record cannot be decoded.
     #[error("processed-command record {command_id} cannot be decoded: {source}")]
     CorruptCommand {

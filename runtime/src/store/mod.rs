@@ -20,6 +20,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable};
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 pub use disk::{Disk, SimulatedDisk};
@@ -34,27 +35,31 @@ use tables::{CHECKPOINTS, LOG, LogRecord, PROCESSED_COMMANDS, SNAPSHOTS, Snapsho
 use writer::{WriteOp, WriterState};
 
 /// An event to append: its type name, schema version and encoded payload.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewEvent {
     pub event_type: String,
     pub schema_version: u16,
     pub payload: Vec<u8>,
 }
 
-/// Correlation and causation ids stored with every event of one append.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Correlation and causation ids stored with every event of one append, and its time.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventMetadata {
     /// Ties together everything done for one outside request (an HTTP request id, a saga id).
     pub correlation_id: Option<String>,
     /// What directly caused these events (usually the command id).
     pub causation_id: Option<String>,
+    /// The events' recorded time (microseconds since the Unix epoch) when the caller stamps
+    /// it; `None` takes the writer's clock at commit. A replicated append carries its leader's
+    /// stamp, so that every replica stores the same event.
+    pub recorded_at_micros: Option<i64>,
 }
 
 /// One append: `events` go to `stream` only if the stream is at `expected_version` (0 = empty).
 ///
 /// With a `command_id`, `events` may be empty: the command is then recorded as processed with
 /// no events (a no-op, or a refusal carried in `rejection`), so that a retry gets the same answer.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AppendRequest {
     pub stream: String,
     pub expected_version: u64,
@@ -89,7 +94,7 @@ pub fn fingerprint_of<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> u64 {
 }
 
 /// Where an append's events landed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppendOutcome {
     pub first_version: u64,
     pub last_version: u64,

@@ -5,38 +5,42 @@
 //! a crash never leaves one without the other) and read through a [`ReadModelSnapshot`]: one
 //! consistent view of every table.
 
+use std::borrow::Cow;
+
 use redb::{ReadTransaction, ReadableDatabase, TableDefinition, TableError};
+use serde::{Deserialize, Serialize};
 
 use super::EventStore;
 use super::error::StoreError;
 
-/// One change to a read-model table.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One change to a read-model table. The table's name is borrowed when it is a constant of
+/// this build and owned when it was decoded (a replicated append's changes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TableChange {
     Put {
-        table: &'static str,
+        table: Cow<'static, str>,
         key: Vec<u8>,
         value: Vec<u8>,
     },
     Delete {
-        table: &'static str,
+        table: Cow<'static, str>,
         key: Vec<u8>,
     },
     /// Adds `delta` to the counter under `key`: an `i64`, little-endian (absent reads as 0).
     /// Applied by the writer inside the transaction, so concurrent additions never race.
     Add {
-        table: &'static str,
+        table: Cow<'static, str>,
         key: Vec<u8>,
         delta: i64,
     },
 }
 
 impl TableChange {
-    pub fn table(&self) -> &'static str {
+    pub fn table(&self) -> &str {
         match self {
             TableChange::Put { table, .. }
             | TableChange::Delete { table, .. }
-            | TableChange::Add { table, .. } => table,
+            | TableChange::Add { table, .. } => table.as_ref(),
         }
     }
 }

@@ -39,6 +39,8 @@ async fn appends_get_contiguous_versions_and_metadata() {
     request.metadata = EventMetadata {
         correlation_id: Some("req-7".into()),
         causation_id: Some("cmd-1".into()),
+        // A stamped time (a replicated append's leader clock) is stored as it is.
+        recorded_at_micros: Some(1_700_000_000_000_007),
     };
     let outcome = store.append(request).await.unwrap();
     assert_eq!((outcome.first_version, outcome.last_version), (1, 2));
@@ -56,7 +58,8 @@ async fn appends_get_contiguous_versions_and_metadata() {
     assert_eq!(events[0].correlation_id.as_deref(), Some("req-7"));
     assert_eq!(events[0].causation_id.as_deref(), Some("cmd-1"));
     assert_eq!(events[2].correlation_id, None);
-    assert!(events[0].recorded_at_micros > 0);
+    assert_eq!(events[0].recorded_at_micros, 1_700_000_000_000_007);
+    assert!(events[2].recorded_at_micros > events[0].recorded_at_micros);
     assert_eq!(events[2].payload, b"Debited");
     assert_eq!(store.stream_version("account-1").unwrap(), 3);
     assert_eq!(store.stream_version("account-unknown").unwrap(), 0);
@@ -503,7 +506,7 @@ async fn close_commits_what_was_queued_then_refuses_writes() {
 async fn table_changes_commit_with_their_append_or_not_at_all() {
     let (_dir, store) = temp_store().await;
     let put = |value: &[u8]| TableChange::Put {
-        table: "test_side",
+        table: "test_side".into(),
         key: b"k".to_vec(),
         value: value.to_vec(),
     };
@@ -531,7 +534,7 @@ async fn table_changes_commit_with_their_append_or_not_at_all() {
 async fn counters_add_up_across_concurrent_appends_and_skip_refused_ones() {
     let (_dir, store) = temp_store().await;
     let add = |delta: i64| TableChange::Add {
-        table: "test_counts",
+        table: "test_counts".into(),
         key: b"done".to_vec(),
         delta,
     };

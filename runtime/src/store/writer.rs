@@ -580,7 +580,7 @@ fn append(
             version: actual + 1 + offset as u64,
             event_type: event.event_type.clone(),
             schema_version: event.schema_version,
-            recorded_at_micros: now_micros,
+            recorded_at_micros: request.metadata.recorded_at_micros.unwrap_or(now_micros),
             correlation_id: request.metadata.correlation_id.clone(),
             causation_id: request.metadata.causation_id.clone(),
             payload: event.payload.clone(),

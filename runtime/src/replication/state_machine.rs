@@ -1,0 +1,264 @@
+//! A partition's state machine on one replica: committed proposals applied to the node's
+//! event store, through the same checks on every replica.
+//!
+//! Applying an append runs the store's expected-version check and processed-command lookup
+//! again, so what a command did is what applying it answered: a command retried across a
+//! leader change, or proposed twice, applies once. The applied log id (and membership) is
+//! written in the same store transaction as an append's events, so a replica that crashes
+//! re-applies exactly the entries whose effects it lost, never one twice. Other entries
+//! (blank, membership, fence) record it in a transaction of their own.
+//!
+//! Snapshots: the group's log is not purged yet, so a snapshot is the log's proposals up to
+//! the applied entry, and installing one applies them in order (an entry already applied here
+//! is refused by the same checks and changes nothing). A replica that is new or far behind is
+//! thus caught up from the log itself.
+
+use std::io;
+
+use futures::TryStreamExt;
+use openraft::EntryPayload;
+use openraft::entry::RaftEntry;
+use openraft::storage::{EntryResponder, RaftLogReader, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::type_config::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
+use serde::{Deserialize, Serialize};
+
+use super::log_store::GroupLog;
+use super::types::{Applied, PartitionId, Proposal, RaftTypes, Refusal};
+use crate::codec;
+use crate::store::{EventStore, StoreError, TableChange};
+
+type LogId = LogIdOf<RaftTypes>;
+type StoredMembership = StoredMembershipOf<RaftTypes>;
+
+/// The read-model table where each partition's applied state is kept, by partition (4 bytes,
+/// big-endian).
+pub const APPLIED_TABLE: &str = "raft_applied";
+
+/// What a replica has applied of its partition's log, stored with the effects.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct AppliedState {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+}
+
+/// A partition's snapshot: the proposals its log committed up to the snapshot's last entry,
+/// encoded, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionSnapshot {
+    pub proposals: Vec<Vec<u8>>,
+}
+
+/// A partition's state machine on this replica.
+#[derive(Debug)]
+pub struct PartitionMachine {
+    partition: PartitionId,
+    store: EventStore,
+    log: GroupLog,
+    state: AppliedState,
+}
+
+impl PartitionMachine {
+    /// The state machine of `partition` over `store`, resuming where the store says it got to.
+    pub async fn open(
+        partition: PartitionId,
+        store: EventStore,
+        log: GroupLog,
+    ) -> Result<Self, StoreError> {
+        let key = partition.to_be_bytes();
+        let state = match store.read_models()?.get(APPLIED_TABLE, &key)? {
+            Some(bytes) => codec::decode(&bytes).map_err(|source| StoreError::Corrupt {
+                stream: format!("raft applied state of partition {partition}"),
+                version: 0,
+                source,
+            })?,
+            None => AppliedState::default(),
+        };
+        Ok(Self {
+            partition,
+            store,
+            log,
+            state,
+        })
+    }
+
+    fn applied_record(&self) -> Result<TableChange, io::Error> {
+        Ok(TableChange::Put {
+            table: APPLIED_TABLE.into(),
+            key: self.partition.to_be_bytes().to_vec(),
+            value: codec::encode(&self.state).map_err(io::Error::other)?,
+        })
+    }
+
+    /// Records the applied state in a transaction of its own (for entries with no append).
+    async fn save_applied(&self) -> Result<(), io::Error> {
+        let record = self.applied_record()?;
+        let position = self.state.last_applied.as_ref().map_or(0, |id| id.index());
+        self.store
+            .commit_projection(
+                &format!("raft-applied-{}", self.partition),
+                position,
+                vec![record],
+            )
+            .await
+            .map_err(io::Error::other)
+    }
+
+    /// Applies one proposal whose entry is `log_id`; the applied state is already advanced.
+    async fn apply_proposal(&mut self, proposal: Proposal) -> Result<(Applied, bool), io::Error> {
+        let outcome = match proposal {
+            Proposal::Append(append) => {
+                let mut request = append.0;
+                request.table_changes.push(self.applied_record()?);
+                match self.store.append(request).await {
+                    Ok(outcome) => return Ok((Applied::Appended(outcome), true)),
+                    Err(error) => Err(error),
+                }
+            }
+            Proposal::Fence { stream, command_id } => self
+                .store
+                .fence_command(&stream, &command_id)
+                .await
+                .map(Applied::Fenced),
+        };
+        match outcome {
+            Ok(applied) => Ok((applied, false)),
+            Err(error) => match Refusal::of(&error) {
+                Some(refusal) => Ok((Applied::Refused(refusal), false)),
+                // The store failed: this replica cannot go on applying. Raft stops it; its
+                // log is intact, and it resumes from its last recorded entry on restart.
+                None => Err(io::Error::other(error)),
+            },
+        }
+    }
+}
+
+impl RaftStateMachine<RaftTypes> for PartitionMachine {
+    type SnapshotData = PartitionSnapshot;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        Ok((self.state.last_applied, self.state.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: futures::Stream<Item = Result<EntryResponder<RaftTypes>, io::Error>> + Unpin + Send,
+    {
+        let mut unrecorded = false;
+        while let Some((entry, responder)) = entries.try_next().await? {
+            let log_id = entry.log_id();
+            self.state.last_applied = Some(log_id);
+            let answer = match entry.payload {
+                EntryPayload::Blank => {
+                    unrecorded = true;
+                    Applied::Nothing
+                }
+                EntryPayload::Membership(membership) => {
+                    self.state.membership = StoredMembership::new(Some(log_id), membership);
+                    unrecorded = true;
+                    Applied::Nothing
+                }
+                EntryPayload::Normal(proposal) => {
+                    let (answer, recorded) = self.apply_proposal(proposal).await?;
+                    // An append records the applied state with its events; anything after
+                    // an unrecorded entry is then covered too.
+                    unrecorded = !recorded;
+                    answer
+                }
+            };
+            if let Some(responder) = responder {
+                responder.send(answer);
+            }
+        }
+        if unrecorded {
+            self.save_applied().await?;
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            log: self.log.clone(),
+            state: self.state.clone(),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMetaOf<RaftTypes>,
+        snapshot: PartitionSnapshot,
+    ) -> Result<(), io::Error> {
+        for encoded in &snapshot.proposals {
+            let proposal: Proposal = codec::decode(encoded).map_err(io::Error::other)?;
+            self.apply_proposal(proposal).await?;
+        }
+        self.state = AppliedState {
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+        };
+        self.save_applied().await?;
+        let snapshot = SnapshotOf::<RaftTypes, PartitionSnapshot> {
+            meta: meta.clone(),
+            snapshot,
+        };
+        // Kept: openraft drops the log the snapshot covers, and what this replica sends a
+        // replica behind it later starts from this snapshot.
+        self.log.save_snapshot(&snapshot).await
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<SnapshotOf<RaftTypes, PartitionSnapshot>>, io::Error> {
+        self.log.load_snapshot().await
+    }
+}
+
+/// Builds a snapshot of what was applied when it was made: the last snapshot's proposals,
+/// then the log's after it.
+#[derive(Debug)]
+pub struct SnapshotBuilder {
+    log: GroupLog,
+    state: AppliedState,
+}
+
+impl RaftSnapshotBuilder<RaftTypes> for SnapshotBuilder {
+    type SnapshotData = PartitionSnapshot;
+
+    async fn build_snapshot(
+        &mut self,
+    ) -> Result<SnapshotOf<RaftTypes, PartitionSnapshot>, io::Error> {
+        let base = self.log.load_snapshot().await?;
+        let covered = |base: &SnapshotOf<RaftTypes, PartitionSnapshot>| {
+            base.meta.last_log_id.as_ref().map(|id| id.index())
+                >= self.state.last_applied.as_ref().map(|id| id.index())
+        };
+        if let Some(base) = base.as_ref().filter(|base| covered(base)) {
+            // A snapshot installed since this builder was made already covers it.
+            return Ok(base.clone());
+        }
+        let (mut proposals, after) = match &base {
+            Some(base) => (
+                base.snapshot.proposals.clone(),
+                base.meta.last_log_id.as_ref().map(|id| id.index()),
+            ),
+            None => (Vec::new(), None),
+        };
+        if let Some(last) = &self.state.last_applied {
+            let from = after.map_or(0, |index| index + 1);
+            for entry in self.log.try_get_log_entries(from..=last.index()).await? {
+                if let EntryPayload::Normal(proposal) = entry.payload {
+                    proposals.push(codec::encode(&proposal).map_err(io::Error::other)?);
+                }
+            }
+        }
+        let snapshot = SnapshotOf::<RaftTypes, PartitionSnapshot> {
+            meta: SnapshotMetaOf::<RaftTypes> {
+                last_log_id: self.state.last_applied,
+                last_membership: self.state.membership.clone(),
+            },
+            snapshot: PartitionSnapshot { proposals },
+        };
+        self.log.save_snapshot(&snapshot).await?;
+        Ok(snapshot)
+    }
+}
