@@ -2,18 +2,25 @@
 //! on up to three members.
 //!
 //! `types` says what a group agrees on, `log_writer` and `log_store` keep every group's Raft
-//! log in one file with one group-committing writer, and `state_machine` applies committed
-//! entries to the node's event store.
+//! log in one file with one group-committing writer, `state_machine` applies committed
+//! entries to the node's event store, `network` carries Raft messages over the cluster's
+//! calls, and `groups` runs the node's groups.
 
+mod groups;
 mod log_store;
 mod log_writer;
+mod network;
 mod state_machine;
 mod types;
 
 #[cfg(test)]
+mod group_tests;
+#[cfg(test)]
 mod tests;
 
+pub use groups::{GroupError, Groups, PartitionRaft, RaftSettings};
 pub use log_store::{GroupLog, RaftLogs};
+pub use network::{GroupNetwork, GroupNetworkFactory, RAFT_TARGET};
 pub use state_machine::{APPLIED_TABLE, PartitionMachine, PartitionSnapshot, SnapshotBuilder};
 pub use types::{
     Applied, PartitionId, Proposal, ProposedAppend, RaftTypes, Refusal, Replica, ReplicaId,

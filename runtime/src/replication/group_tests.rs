@@ -1,0 +1,249 @@
+//! A partition group on three nodes over the in-memory network, on paused time: replication,
+//! a leader paused and replaced, and a command retried across the change applied once.
+
+use std::time::Duration;
+
+use openraft::type_config::async_runtime::WatchReceiver;
+
+use super::*;
+use crate::cluster::Cluster;
+use crate::cluster::transport::memory::MemoryNetwork;
+use crate::config::{ClusterConfig, Member};
+use crate::store::{
+    AppendRequest, Disk, EventMetadata, EventStore, NewEvent, SimulatedDisk, StoreOptions,
+};
+
+const NAMES: [&str; 3] = ["raft-a", "raft-b", "raft-c"];
+
+struct TestNode {
+    name: &'static str,
+    _dir: tempfile::TempDir,
+    store: EventStore,
+    groups: Groups,
+    cluster: Cluster,
+}
+
+fn config() -> ClusterConfig {
+    let member = |name: &str, port: u16| Member {
+        name: name.into(),
+        address: format!("{name}:{port}"),
+        edge: None,
+        services: vec!["accounts".into()],
+    };
+    ClusterConfig {
+        listen: "127.0.0.1:1".parse().unwrap(),
+        cookie: None,
+        cookie_source: "none".into(),
+        members: NAMES
+            .iter()
+            .enumerate()
+            .map(|(i, name)| member(name, 1 + i as u16))
+            .collect(),
+        heartbeat_interval: Duration::from_millis(100),
+        heartbeat_timeout: Duration::from_millis(1000),
+        partitions: 4,
+        call_timeout: Duration::from_secs(1),
+        max_frame_bytes: 1 << 20,
+        handshake_timeout: Duration::from_secs(5),
+        max_connections: 64,
+        max_handshakes: 16,
+        max_clock_skew: Duration::from_secs(30),
+        tls: None,
+    }
+}
+
+async fn start_node(network: &MemoryNetwork, name: &'static str, replica: ReplicaId) -> TestNode {
+    let dir = tempfile::tempdir().unwrap();
+    // A simulated disk works inline: on paused time, waiting for the blocking pool would let
+    // the clock leap ahead and expire every lease.
+    let disk = Disk::Simulated(SimulatedDisk::new());
+    let options = StoreOptions {
+        disk: disk.clone(),
+        ..StoreOptions::default()
+    };
+    let store = EventStore::open(dir.path().join("events.redb"), options)
+        .await
+        .unwrap();
+    let logs = RaftLogs::open(dir.path().join("raft.redb"), disk)
+        .await
+        .unwrap();
+    let cluster = Cluster::new(
+        name,
+        &config(),
+        store.clone(),
+        dir.path(),
+        network.transport(name),
+    );
+    let groups = Groups::new(
+        replica,
+        cluster.clone(),
+        store.clone(),
+        logs,
+        &RaftSettings::default(),
+    )
+    .unwrap();
+    cluster.start().await.unwrap();
+    TestNode {
+        name,
+        _dir: dir,
+        store,
+        groups,
+        cluster,
+    }
+}
+
+fn credit(stream: &str, expected: u64, command: &str) -> Proposal {
+    Proposal::Append(ProposedAppend(AppendRequest {
+        stream: stream.to_owned(),
+        expected_version: expected,
+        events: vec![NewEvent {
+            event_type: "Credited".to_owned(),
+            schema_version: 1,
+            payload: command.as_bytes().to_vec(),
+        }],
+        rejection: None,
+        command_id: Some(command.to_owned()),
+        fingerprint: crate::store::fingerprint(command.as_bytes()),
+        metadata: EventMetadata {
+            recorded_at_micros: Some(42),
+            ..EventMetadata::default()
+        },
+        table_changes: Vec::new(),
+    }))
+}
+
+const WAIT: Option<Duration> = Some(Duration::from_secs(30));
+
+/// The replica that leads with a majority behind it (so that it takes proposals), once one
+/// does, other than `not`.
+async fn leading(rafts: &[PartitionRaft], not: Option<usize>) -> usize {
+    for _ in 0..3000 {
+        let found = (0..rafts.len()).find(|&i| {
+            let metrics = rafts[i].metrics().borrow_watched().clone();
+            Some(i) != not
+                && metrics.state == openraft::ServerState::Leader
+                && metrics.last_quorum_acked.is_some()
+        });
+        if let Some(found) = found {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no leader with a quorum within 30 s (not {not:?})");
+}
+
+fn appended(applied: Applied) -> crate::store::AppendOutcome {
+    match applied {
+        Applied::Appended(outcome) => outcome,
+        other => panic!("expected an append's outcome, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_group_replicates_to_every_replica_and_survives_its_leader_pausing() {
+    let network = MemoryNetwork::new(18);
+    let mut nodes = Vec::new();
+    for (i, name) in NAMES.iter().enumerate() {
+        nodes.push(start_node(&network, name, 100 + i as u64).await);
+    }
+    let mut rafts = Vec::new();
+    for node in &nodes {
+        rafts.push(node.groups.open(0).await.unwrap());
+    }
+    let members: std::collections::BTreeMap<ReplicaId, Replica> = nodes
+        .iter()
+        .map(|node| {
+            (
+                node.groups.replica_id(),
+                Replica {
+                    member: node.name.to_owned(),
+                },
+            )
+        })
+        .collect();
+    rafts[0].initialize(members).await.unwrap();
+
+    let leader = leading(&rafts, None).await;
+    let written = rafts[leader]
+        .client_write(credit("account-1", 0, "cmd-1"))
+        .await
+        .unwrap();
+    let outcome = appended(written.data);
+    assert_eq!((outcome.first_version, outcome.deduplicated), (1, false));
+    for raft in &rafts {
+        raft.wait(WAIT)
+            .applied_index_at_least(Some(written.log_id.index), "applied everywhere")
+            .await
+            .unwrap();
+    }
+    for node in &nodes {
+        let events = node.store.read_stream("account-1").unwrap();
+        assert_eq!(events.len(), 1, "{} holds the event", node.name);
+        assert_eq!(
+            events[0].recorded_at_micros, 42,
+            "the leader's stamp everywhere"
+        );
+    }
+
+    // The leader stops answering (a SIGSTOP): the other two elect one of themselves.
+    network.pause(nodes[leader].name);
+    let new_leader = leading(&rafts, Some(leader)).await;
+    assert_ne!(new_leader, leader);
+
+    // The client never heard whether cmd-1 applied and sends it again, to the new leader:
+    // applying it answers what it did the first time, and writes nothing.
+    let retried = rafts[new_leader]
+        .client_write(credit("account-1", 0, "cmd-1"))
+        .await
+        .unwrap();
+    let outcome = appended(retried.data);
+    assert!(outcome.deduplicated, "{outcome:?}");
+    assert_eq!(outcome.first_version, 1);
+    let next = rafts[new_leader]
+        .client_write(credit("account-1", 1, "cmd-2"))
+        .await
+        .unwrap();
+    assert_eq!(appended(next.data).first_version, 2);
+
+    // The paused leader still believes it leads, but its lease ran out: it refuses at once
+    // rather than proposing what could never commit (or worse, answering from old state).
+    let stale = rafts[leader]
+        .client_write(credit("account-1", 1, "cmd-stale"))
+        .await;
+    assert!(
+        matches!(
+            stale,
+            Err(openraft::error::RaftError::APIError(
+                openraft::error::ClientWriteError::ForwardToLeader(_)
+            ))
+        ),
+        "{stale:?}"
+    );
+
+    // The old leader comes back, learns of the new term and catches up.
+    network.resume(nodes[leader].name);
+    rafts[leader]
+        .wait(WAIT)
+        .applied_index_at_least(Some(next.log_id.index), "the old leader caught up")
+        .await
+        .unwrap();
+    for node in &nodes {
+        let versions: Vec<u64> = node
+            .store
+            .read_stream("account-1")
+            .unwrap()
+            .iter()
+            .map(|event| event.version)
+            .collect();
+        assert_eq!(
+            versions,
+            [1, 2],
+            "{} holds both events once, and no stale one",
+            node.name
+        );
+    }
+    for node in &nodes {
+        node.groups.shutdown().await;
+        node.cluster.stop();
+    }
+}

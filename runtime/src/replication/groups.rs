@@ -1,0 +1,212 @@
+//! The partition groups a node runs: one openraft `Raft` per partition it replicates, all on
+//! the node's one Raft log file and event store, all reached through its one `raft` handler.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+
+use super::log_store::RaftLogs;
+use super::network::{GroupNetworkFactory, RAFT_TARGET, RaftHandler};
+use super::state_machine::PartitionMachine;
+use super::types::{PartitionId, RaftTypes, ReplicaId};
+use crate::cluster::Cluster;
+use crate::store::{EventStore, StoreError};
+
+/// A partition group's Raft on this node.
+pub type PartitionRaft = openraft::Raft<RaftTypes, PartitionMachine>;
+
+/// The timing every group runs with.
+#[derive(Debug, Clone)]
+pub struct RaftSettings {
+    /// How often a leader tells its followers it is alive.
+    pub heartbeat_interval: Duration,
+    /// A follower that hears no leader for a random time in this range stands for election.
+    /// The top of the range is also the leader's lease: a leader that has not heard a
+    /// majority for that long stops accepting proposals.
+    pub election_timeout: (Duration, Duration),
+}
+
+impl Default for RaftSettings {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout: (Duration::from_millis(500), Duration::from_millis(1000)),
+        }
+    }
+}
+
+impl RaftSettings {
+    fn openraft_config(&self) -> Result<openraft::Config, String> {
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let (min, max) = (
+            millis(self.election_timeout.0),
+            millis(self.election_timeout.1),
+        );
+        openraft::Config {
+            cluster_name: "playhouse".to_owned(),
+            heartbeat_interval: millis(self.heartbeat_interval),
+            election_timeout_min: min,
+            election_timeout_max: max,
+            // A candidate first asks whether it would win, so a replica cut off for a while
+            // does not depose a healthy leader with a higher term when it comes back.
+            enable_pre_vote: Some(true),
+            // A leader cut off one way keeps renewing its followers' leases with heartbeats
+            // they hear but it never hears answered; pausing them lets the majority elect.
+            // openraft requires at least the lease plus the longest election timeout.
+            quorum_loss_probe_interval: Some(2 * max),
+            // The log is not purged yet (a snapshot is built from it): never snapshot on a
+            // schedule. See the state machine.
+            snapshot_policy: openraft::SnapshotPolicy::Never,
+            install_snapshot_timeout: 30_000,
+            ..openraft::Config::default()
+        }
+        .validate()
+        .map_err(|error| format!("invalid Raft settings: {error}"))
+    }
+}
+
+/// Why a group could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupError {
+    #[error("partition {partition}'s group cannot open its storage: {source}")]
+    Storage {
+        partition: PartitionId,
+        #[source]
+        source: StoreError,
+    },
+    #[error("partition {partition}'s group cannot start: {reason}")]
+    Start {
+        partition: PartitionId,
+        reason: String,
+    },
+}
+
+/// The node's partition groups. Cheap to clone.
+#[derive(Clone)]
+pub struct Groups {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node: String,
+    replica: ReplicaId,
+    cluster: Cluster,
+    store: EventStore,
+    logs: RaftLogs,
+    config: Arc<openraft::Config>,
+    groups: DashMap<PartitionId, PartitionRaft>,
+    opening: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Groups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Groups")
+            .field("node", &self.inner.node)
+            .field("replica", &self.inner.replica)
+            .field("groups", &self.inner.groups.len())
+            .finish()
+    }
+}
+
+impl Groups {
+    /// The groups of node `cluster.node()`, whose replicas are all incarnation `replica`, and
+    /// registers the handler their messages arrive through. No group runs yet.
+    pub fn new(
+        replica: ReplicaId,
+        cluster: Cluster,
+        store: EventStore,
+        logs: RaftLogs,
+        settings: &RaftSettings,
+    ) -> Result<Self, String> {
+        let groups = Self {
+            inner: Arc::new(Inner {
+                node: cluster.node().to_owned(),
+                replica,
+                cluster: cluster.clone(),
+                store,
+                logs,
+                config: Arc::new(settings.openraft_config()?),
+                groups: DashMap::new(),
+                opening: tokio::sync::Mutex::new(()),
+            }),
+        };
+        cluster.register(RAFT_TARGET, Arc::new(RaftHandler(groups.clone())));
+        Ok(groups)
+    }
+
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.inner.node
+    }
+
+    /// This node's replica id (its incarnation) in every group.
+    pub fn replica_id(&self) -> ReplicaId {
+        self.inner.replica
+    }
+
+    /// Starts `partition`'s group on this node (its Raft recovers from the log file and the
+    /// store), or returns the one already running.
+    pub async fn open(&self, partition: PartitionId) -> Result<PartitionRaft, GroupError> {
+        // One opening at a time: two Rafts must never recover from one group's storage.
+        let _opening = self.inner.opening.lock().await;
+        if let Some(raft) = self.get(partition) {
+            return Ok(raft);
+        }
+        let storage = |source| GroupError::Storage { partition, source };
+        let log = self.inner.logs.group(partition).await.map_err(storage)?;
+        let machine = PartitionMachine::open(partition, self.inner.store.clone(), log.clone())
+            .await
+            .map_err(storage)?;
+        let network = GroupNetworkFactory::new(self.inner.cluster.clone(), partition);
+        let raft = PartitionRaft::new(
+            self.inner.replica,
+            self.inner.config.clone(),
+            network,
+            log,
+            machine,
+        )
+        .await
+        .map_err(|error| GroupError::Start {
+            partition,
+            reason: error.to_string(),
+        })?;
+        self.inner.groups.insert(partition, raft.clone());
+        Ok(raft)
+    }
+
+    /// `partition`'s group, if it runs here.
+    pub fn get(&self, partition: PartitionId) -> Option<PartitionRaft> {
+        self.inner
+            .groups
+            .get(&partition)
+            .map(|raft| raft.value().clone())
+    }
+
+    /// `partition`'s group if it runs here as replica `replica` (the one a message is for).
+    pub(crate) fn replica(
+        &self,
+        partition: PartitionId,
+        replica: ReplicaId,
+    ) -> Option<PartitionRaft> {
+        (replica == self.inner.replica)
+            .then(|| self.get(partition))
+            .flatten()
+    }
+
+    /// Stops every group (their logs and state machines stay as they are on disk).
+    pub async fn shutdown(&self) {
+        let rafts: Vec<_> = self
+            .inner
+            .groups
+            .iter()
+            .map(|raft| raft.value().clone())
+            .collect();
+        self.inner.groups.clear();
+        for raft in rafts {
+            if let Err(error) = raft.shutdown().await {
+                tracing::warn!(%error, "a partition group did not stop cleanly");
+            }
+        }
+    }
+}

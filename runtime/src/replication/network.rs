@@ -1,0 +1,318 @@
+//! Raft messages between replicas, carried by the cluster's calls to handler `raft`.
+//!
+//! Every partition group shares the node's links: a message names its partition and the
+//! replica it is for, and the receiving node hands it to that group's `Raft`. A message for a
+//! replica id the node does not run (an old incarnation, a group it does not hold) is refused,
+//! so a wiped node's new incarnation is never mistaken for its old one.
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::v2::RaftNetworkV2;
+use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use openraft::type_config::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
+use serde::{Deserialize, Serialize};
+
+use super::groups::Groups;
+use super::state_machine::PartitionSnapshot;
+use super::types::{PartitionId, RaftTypes, Replica, ReplicaId};
+use crate::cluster::wire::CallError;
+use crate::cluster::{Cluster, Handler};
+use crate::codec;
+
+/// The cluster handler every node registers for its groups' messages.
+pub const RAFT_TARGET: &str = "raft";
+
+/// A message for one replica of one group.
+#[derive(Debug, Serialize, Deserialize)]
+struct Envelope {
+    partition: PartitionId,
+    to: ReplicaId,
+    message: Message,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Message {
+    Append(AppendEntriesRequest<RaftTypes>),
+    Vote(VoteRequest<RaftTypes>),
+    PreVote(VoteRequest<RaftTypes>),
+    Snapshot {
+        vote: VoteOf<RaftTypes>,
+        meta: SnapshotMetaOf<RaftTypes>,
+        data: PartitionSnapshot,
+    },
+    TransferLeader(TransferLeaderRequest<RaftTypes>),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Answer {
+    Append(AppendEntriesResponse<RaftTypes>),
+    Vote(VoteResponse<RaftTypes>),
+    Snapshot(SnapshotResponse<RaftTypes>),
+    TransferLeader(TransferLeaderResponse<RaftTypes>),
+}
+
+/// Why a message got no answer from its replica.
+#[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
+enum Refused {
+    /// The node runs no replica `to` of the partition (another incarnation, or none).
+    #[error("node {node} runs no replica {replica} of partition {partition}")]
+    NoReplica {
+        node: String,
+        partition: PartitionId,
+        replica: ReplicaId,
+    },
+    /// The replica's Raft has stopped (shut down, or a storage failure).
+    #[error("replica {replica} of partition {partition} has stopped: {reason}")]
+    Stopped {
+        partition: PartitionId,
+        replica: ReplicaId,
+        reason: String,
+    },
+}
+
+/// Answers the `raft` messages of this node's groups.
+pub(crate) struct RaftHandler(pub Groups);
+
+impl Handler for RaftHandler {
+    fn handle(&self, operation: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, String>> {
+        let groups = self.0.clone();
+        Box::pin(async move {
+            let envelope: Envelope = codec::decode(&operation).map_err(|e| e.to_string())?;
+            let answer = deliver(&groups, envelope).await;
+            codec::encode(&answer).map_err(|e| e.to_string())
+        })
+    }
+
+    /// Raft decides for itself whom to listen to: a node that does not serve its own
+    /// partitions yet (it is checking its disk) still takes part in its groups.
+    fn needs_serving(&self) -> bool {
+        false
+    }
+}
+
+async fn deliver(groups: &Groups, envelope: Envelope) -> Result<Answer, Refused> {
+    let Envelope {
+        partition,
+        to,
+        message,
+    } = envelope;
+    let Some(raft) = groups.replica(partition, to) else {
+        return Err(Refused::NoReplica {
+            node: groups.node().to_owned(),
+            partition,
+            replica: to,
+        });
+    };
+    let stopped = |reason: String| Refused::Stopped {
+        partition,
+        replica: to,
+        reason,
+    };
+    Ok(match message {
+        Message::Append(request) => Answer::Append(
+            raft.append_entries(request)
+                .await
+                .map_err(|e| stopped(e.to_string()))?,
+        ),
+        Message::Vote(request) => Answer::Vote(
+            raft.vote(request)
+                .await
+                .map_err(|e| stopped(e.to_string()))?,
+        ),
+        Message::PreVote(request) => Answer::Vote(
+            raft.pre_vote(request)
+                .await
+                .map_err(|e| stopped(e.to_string()))?,
+        ),
+        Message::Snapshot { vote, meta, data } => {
+            let snapshot = SnapshotOf::<RaftTypes, PartitionSnapshot> {
+                meta,
+                snapshot: data,
+            };
+            Answer::Snapshot(
+                raft.install_full_snapshot(vote, snapshot)
+                    .await
+                    .map_err(|e| stopped(e.to_string()))?,
+            )
+        }
+        Message::TransferLeader(request) => Answer::TransferLeader(
+            raft.handle_transfer_leader(request)
+                .await
+                .map_err(|e| stopped(e.to_string()))?,
+        ),
+    })
+}
+
+/// Makes each group's connections to its peers (openraft's network factory).
+#[derive(Debug, Clone)]
+pub struct GroupNetworkFactory {
+    cluster: Cluster,
+    partition: PartitionId,
+}
+
+impl GroupNetworkFactory {
+    pub fn new(cluster: Cluster, partition: PartitionId) -> Self {
+        Self { cluster, partition }
+    }
+}
+
+impl RaftNetworkFactory<RaftTypes> for GroupNetworkFactory {
+    type Network = GroupNetwork;
+
+    async fn new_client(&mut self, target: ReplicaId, node: &Replica) -> Self::Network {
+        GroupNetwork {
+            cluster: self.cluster.clone(),
+            partition: self.partition,
+            target,
+            member: Arc::from(node.member.as_str()),
+        }
+    }
+}
+
+/// One group's way to one peer replica.
+#[derive(Debug, Clone)]
+pub struct GroupNetwork {
+    cluster: Cluster,
+    partition: PartitionId,
+    target: ReplicaId,
+    member: Arc<str>,
+}
+
+/// Why a message did not reach its replica, as openraft wants to hear it.
+enum Failed {
+    /// Not sent, or nobody there to take it: back off before trying again.
+    Unreachable(io::Error),
+    /// Sent, and the answer did not come back: try again.
+    Network(io::Error),
+}
+
+impl Failed {
+    fn rpc(self) -> RPCError<RaftTypes> {
+        match self {
+            Failed::Unreachable(e) => RPCError::Unreachable(Unreachable::new(&e)),
+            Failed::Network(e) => RPCError::Network(NetworkError::new(&e)),
+        }
+    }
+
+    fn streaming(self) -> StreamingError<RaftTypes> {
+        match self {
+            Failed::Unreachable(e) => StreamingError::Unreachable(Unreachable::new(&e)),
+            Failed::Network(e) => StreamingError::Network(NetworkError::new(&e)),
+        }
+    }
+}
+
+impl GroupNetwork {
+    async fn send(&self, message: Message, option: &RPCOption) -> Result<Answer, Failed> {
+        let envelope = Envelope {
+            partition: self.partition,
+            to: self.target,
+            message,
+        };
+        let bytes = codec::encode(&envelope).map_err(|e| Failed::Network(io::Error::other(e)))?;
+        // Uncounted: Raft's own retries and backoff decide about a slow peer; its misses must
+        // not open the breaker that commands to that member rely on.
+        let answered = self
+            .cluster
+            .call_uncounted(&self.member, RAFT_TARGET, bytes, option.soft_ttl())
+            .await;
+        let bytes = answered.map_err(|error| match error {
+            CallError::Unreachable { .. }
+            | CallError::NoHandler { .. }
+            | CallError::NotServing { .. }
+            | CallError::PlacedDifferently { .. } => Failed::Unreachable(io::Error::other(error)),
+            other => Failed::Network(io::Error::other(other)),
+        })?;
+        let answer: Result<Answer, Refused> =
+            codec::decode(&bytes).map_err(|e| Failed::Network(io::Error::other(e)))?;
+        answer.map_err(|refused| Failed::Unreachable(io::Error::other(refused)))
+    }
+
+    fn unexpected(answer: &Answer) -> Failed {
+        Failed::Network(io::Error::other(format!(
+            "a replica answered with the wrong kind of message: {answer:?}"
+        )))
+    }
+}
+
+impl RaftNetworkV2<RaftTypes> for GroupNetwork {
+    type SnapshotData = PartitionSnapshot;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<RaftTypes>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<RaftTypes>, RPCError<RaftTypes>> {
+        match self.send(Message::Append(rpc), &option).await {
+            Ok(Answer::Append(response)) => Ok(response),
+            Ok(other) => Err(Self::unexpected(&other).rpc()),
+            Err(failed) => Err(failed.rpc()),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<RaftTypes>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<RaftTypes>, RPCError<RaftTypes>> {
+        match self.send(Message::Vote(rpc), &option).await {
+            Ok(Answer::Vote(response)) => Ok(response),
+            Ok(other) => Err(Self::unexpected(&other).rpc()),
+            Err(failed) => Err(failed.rpc()),
+        }
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<RaftTypes>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<RaftTypes>, RPCError<RaftTypes>> {
+        match self.send(Message::PreVote(rpc), &option).await {
+            Ok(Answer::Vote(response)) => Ok(response),
+            Ok(other) => Err(Self::unexpected(&other).rpc()),
+            Err(failed) => Err(failed.rpc()),
+        }
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: VoteOf<RaftTypes>,
+        snapshot: SnapshotOf<RaftTypes, PartitionSnapshot>,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<RaftTypes>, StreamingError<RaftTypes>> {
+        let message = Message::Snapshot {
+            vote,
+            meta: snapshot.meta,
+            data: snapshot.snapshot,
+        };
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            answered = self.send(message, &option) => match answered {
+                Ok(Answer::Snapshot(response)) => Ok(response),
+                Ok(other) => Err(Self::unexpected(&other).streaming()),
+                Err(failed) => Err(failed.streaming()),
+            },
+        }
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        request: TransferLeaderRequest<RaftTypes>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<RaftTypes>, RPCError<RaftTypes>> {
+        match self.send(Message::TransferLeader(request), &option).await {
+            Ok(Answer::TransferLeader(response)) => Ok(response),
+            Ok(other) => Err(Self::unexpected(&other).rpc()),
+            Err(failed) => Err(failed.rpc()),
+        }
+    }
+}
