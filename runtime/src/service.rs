@@ -16,6 +16,7 @@ use crate::aggregate::{Aggregate, Aggregates, EntitySettings};
 use crate::bus::{Bus, Projection};
 use crate::cluster::Cluster;
 use crate::edge::Routes;
+use crate::replication::Journal;
 use crate::saga::{Breakers, SagaKind, SagaSettings, Sagas};
 use crate::store::EventStore;
 use crate::supervision::{Backoff, ChildSpec, Intensity, Strategy, Supervisor, SupervisorSpec};
@@ -130,6 +131,8 @@ pub struct ServiceContext {
     cluster: Option<Cluster>,
     /// Partitions per aggregate kind: one host each.
     partitions: u32,
+    /// Where aggregates and sagas write: the store, or their partitions' Raft groups.
+    journal: Journal,
 }
 
 impl std::fmt::Debug for ServiceContext {
@@ -143,6 +146,7 @@ impl std::fmt::Debug for ServiceContext {
 impl ServiceContext {
     pub fn new(store: EventStore, settings: EntitySettings, bus: Bus) -> Self {
         Self {
+            journal: Journal::Direct(store.clone()),
             store,
             settings,
             bus,
@@ -157,6 +161,12 @@ impl ServiceContext {
     /// decides it there).
     pub fn with_partitions(mut self, partitions: u32) -> Self {
         self.partitions = partitions;
+        self
+    }
+
+    /// This context with its aggregates and sagas writing through `journal`.
+    pub fn with_journal(mut self, journal: Journal) -> Self {
+        self.journal = journal;
         self
     }
 
@@ -178,6 +188,7 @@ impl ServiceContext {
                 Box::new(Aggregates::<A>::placed(
                     host_name::<A>(),
                     self.store.clone(),
+                    self.journal.clone(),
                     self.settings.call_timeout,
                     self.partitions,
                     self.cluster.clone(),
@@ -201,7 +212,9 @@ impl ServiceContext {
             breakers: self.breakers.clone(),
             ..SagaSettings::default()
         };
-        Sagas::new(kind, self.store.clone(), settings).in_cluster(self.cluster.clone())
+        Sagas::new(kind, self.store.clone(), settings)
+            .with_journal(self.journal.clone())
+            .in_cluster(self.cluster.clone())
     }
 
     /// The cluster this node is part of, if any.

@@ -20,6 +20,7 @@ use super::{
 };
 use crate::codec;
 use crate::metrics;
+use crate::replication::Journal;
 use crate::store::{
     AppendRequest, EventMetadata, EventStore, NewEvent, RecordedEvent, Snapshot, StoreError,
 };
@@ -75,6 +76,8 @@ impl CommandMetrics {
 /// What every task of one host incarnation shares.
 pub(crate) struct TaskContext<A: Aggregate> {
     pub store: EventStore,
+    /// Where commands write (the store, or the partition's Raft group).
+    pub journal: Journal,
     pub settings: EntitySettings,
     pub view: StateView<A>,
     pub partition: u32,
@@ -137,7 +140,7 @@ async fn serve<A: Aggregate>(
         }
         Request::Execute { envelope, reply } => {
             let started = std::time::Instant::now();
-            let result = execute::<A>(&context.store, stream, &mut live, envelope).await;
+            let result = execute::<A>(context, stream, &mut live, envelope).await;
             let needs_reload = result.as_ref().is_err_and(Failure::leaves_state_unknown);
             let result = result.map_err(|failure| failure.into_command_error(stream));
             context.metrics.record(&result, started.elapsed());
@@ -236,7 +239,10 @@ impl<E> Failure<E> {
         matches!(
             self,
             Failure::Store(
-                StoreError::Conflict { .. } | StoreError::WriterStopped | StoreError::Storage(_)
+                StoreError::Conflict { .. }
+                    | StoreError::WriterStopped
+                    | StoreError::Storage(_)
+                    | StoreError::OutcomeUnknown { .. }
             )
         )
     }
@@ -248,7 +254,10 @@ impl<E> Failure<E> {
         match self {
             Failure::Refused(error) => CommandError::Refused(error),
             Failure::Store(
-                StoreError::WriterStopped | StoreError::Storage(_) | StoreError::TaskFailed { .. },
+                StoreError::WriterStopped
+                | StoreError::Storage(_)
+                | StoreError::TaskFailed { .. }
+                | StoreError::OutcomeUnknown { .. },
             ) => CommandError::Crashed {
                 stream: stream.to_owned(),
             },
@@ -262,11 +271,12 @@ type Executed<A> = Result<CommandOutcome<A>, Failure<<A as Aggregate>::Error>>;
 /// Decides `envelope`'s command against `live`, appends what it decided and applies it to
 /// `live` once durable (or answers a command id seen before as it was answered then).
 async fn execute<A: Aggregate>(
-    store: &EventStore,
+    context: &TaskContext<A>,
     stream: &str,
     live: &mut Live<A::State>,
     envelope: CommandEnvelope<A::Command>,
 ) -> Executed<A> {
+    let store = &context.store;
     let fingerprint = match &envelope.command_id {
         Some(_) => codec::encode(&envelope.command)
             .map(|bytes| crate::store::fingerprint(&bytes))
@@ -338,7 +348,8 @@ async fn execute<A: Aggregate>(
             payload,
         });
     }
-    let outcome = store
+    let outcome = context
+        .journal
         .append(AppendRequest {
             stream: stream.to_owned(),
             expected_version: live.current.version,

@@ -142,6 +142,10 @@ impl<E> CommandError<E> {
 /// How long a caller should wait before retrying after a store failure.
 const STORE_RETRY_AFTER_MS: u64 = 1_000;
 
+/// How long a caller should wait before retrying a partition that has no leader here: about
+/// an election's time.
+const LEADER_RETRY_AFTER_MS: u64 = 500;
+
 impl<E> CommandError<E> {
     /// What a store error means to a caller. Damaged data is logged here, once, in full.
     pub(crate) fn from_store(error: StoreError) -> Self {
@@ -156,6 +160,15 @@ impl<E> CommandError<E> {
                     retry_after_ms: STORE_RETRY_AFTER_MS,
                 }
             }
+            // Refused before it was proposed: not applied, and a retry may find the leader.
+            StoreError::NotLeader { partition, .. } => CommandError::Unavailable {
+                what: format!("partition {partition} ({error})"),
+                retry_after_ms: LEADER_RETRY_AFTER_MS,
+            },
+            StoreError::OutcomeUnknown { partition, .. } => CommandError::Interrupted {
+                stream: format!("partition {partition}"),
+                reason: error.to_string(),
+            },
             StoreError::Corrupt { .. }
             | StoreError::CorruptEvent { .. }
             | StoreError::CorruptLog { .. }

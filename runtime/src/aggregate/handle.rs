@@ -21,6 +21,7 @@ use super::{
 use crate::cluster::{Cluster, Route};
 use crate::codec;
 use crate::config::DEFAULT_PARTITIONS;
+use crate::replication::Journal;
 use crate::store::{EventStore, StoreError};
 use crate::supervision::{ChildSpec, Intensity, Supervisor};
 
@@ -41,6 +42,8 @@ struct Inner<A: Aggregate> {
     hosts: Hosts<A>,
     /// For reads that need no actor: existence checks and event history.
     store: EventStore,
+    /// Where fences write (commands write through the hosts, with the same journal).
+    journal: Journal,
     timeout: Duration,
     /// Where other nodes' aggregates are; `None` on a node alone.
     cluster: Option<Cluster>,
@@ -79,16 +82,18 @@ impl<A: Aggregate> Aggregates<A> {
     /// with [`Aggregates::spawn`] or [`Aggregates::child_spec`] on this handle, so that both
     /// share the live aggregates.
     pub fn new(host_name: impl Into<String>, store: EventStore, timeout: Duration) -> Self {
-        Self::placed(host_name, store, timeout, DEFAULT_PARTITIONS, None)
+        let journal = Journal::Direct(store.clone());
+        Self::placed(host_name, store, journal, timeout, DEFAULT_PARTITIONS, None)
     }
 
     /// Like [`Aggregates::new`], with `partitions` partitions (the cluster's placement's, when
     /// `cluster` is given: operations on aggregates another member owns go to it, and this node
     /// serves the other members' operations on the ones it owns; the handle registers itself
-    /// with the cluster for that).
+    /// with the cluster for that). Commands and fences write through `journal`.
     pub fn placed(
         host_name: impl Into<String>,
         store: EventStore,
+        journal: Journal,
         timeout: Duration,
         partitions: u32,
         cluster: Option<Cluster>,
@@ -98,8 +103,9 @@ impl<A: Aggregate> Aggregates<A> {
             .map_or(partitions, |cluster| cluster.placement().partitions());
         let handle = Self {
             inner: Arc::new(Inner {
-                hosts: Hosts::new(host_name.into(), store.clone(), partitions),
+                hosts: Hosts::new(host_name.into(), store.clone(), journal.clone(), partitions),
                 store,
+                journal,
                 timeout,
                 cluster: cluster.clone(),
             }),
@@ -327,8 +333,8 @@ impl<A: Aggregate> Aggregates<A> {
         let stream = stream_name::<A>(id);
         let processed = self
             .inner
-            .store
-            .fence_command(&stream, command_id)
+            .journal
+            .fence(&stream, command_id)
             .await
             .map_err(CommandError::from_store)?;
         let Some(processed) = processed else {

@@ -32,6 +32,7 @@ use super::command::{self, CommandMetrics, TaskContext};
 use super::messages::{HostMsg, Request, RequestQueue, TaskEnd};
 use super::view::StateView;
 use super::{Aggregate, CommandError, EntitySettings, stream_name};
+use crate::replication::Journal;
 use crate::store::EventStore;
 
 /// Counters a kind's hosts report, for tests, metrics and the admin API.
@@ -85,6 +86,7 @@ impl<A> Default for PartitionHost<A> {
 #[derive(Debug)]
 pub(crate) struct HostArgs<A: Aggregate> {
     pub store: EventStore,
+    pub journal: Journal,
     /// The kind's live aggregates, of which this host owns one partition.
     pub view: StateView<A>,
     pub partition: u32,
@@ -152,6 +154,7 @@ impl<A: Aggregate> Actor for PartitionHost<A> {
         Ok(HostState {
             context: Arc::new(TaskContext {
                 store: args.store,
+                journal: args.journal,
                 settings: args.settings,
                 view: args.view,
                 partition: args.partition,

@@ -10,6 +10,7 @@ use super::host::{HostArgs, HostStats, KindCounters, PartitionHost};
 use super::messages::HostMsg;
 use super::view::StateView;
 use super::{Aggregate, EntitySettings};
+use crate::replication::Journal;
 use crate::store::EventStore;
 use crate::supervision::{
     Backoff, ChildSpec, Current, Intensity, Restart, Strategy, Supervisor, SupervisorSpec,
@@ -27,6 +28,8 @@ pub(crate) struct Hosts<A: Aggregate> {
     /// The supervisor's name; its children are `"{name}/{partition}"`.
     pub name: String,
     store: EventStore,
+    /// Where the hosts' commands write.
+    journal: Journal,
     /// The running incarnation of each partition's host, by partition.
     current: Arc<[Current<HostMsg<A>>]>,
     view: StateView<A>,
@@ -38,6 +41,7 @@ impl<A: Aggregate> Clone for Hosts<A> {
         Self {
             name: self.name.clone(),
             store: self.store.clone(),
+            journal: self.journal.clone(),
             current: self.current.clone(),
             view: self.view.clone(),
             counters: self.counters.clone(),
@@ -47,11 +51,12 @@ impl<A: Aggregate> Clone for Hosts<A> {
 
 impl<A: Aggregate> Hosts<A> {
     /// The hosts of `partitions` partitions (none running yet), named `name`.
-    pub(crate) fn new(name: String, store: EventStore, partitions: u32) -> Self {
+    pub(crate) fn new(name: String, store: EventStore, journal: Journal, partitions: u32) -> Self {
         let view = StateView::new(partitions);
         Self {
             name,
             store,
+            journal,
             current: (0..view.partitions()).map(|_| Current::default()).collect(),
             view,
             counters: Arc::default(),
@@ -88,6 +93,7 @@ impl<A: Aggregate> Hosts<A> {
                     move || {
                         let args = HostArgs {
                             store: hosts.store.clone(),
+                            journal: hosts.journal.clone(),
                             view: hosts.view.clone(),
                             partition,
                             settings: settings.clone(),

@@ -7,6 +7,7 @@
 //! calls, and `groups` runs the node's groups.
 
 mod groups;
+mod journal;
 mod log_store;
 mod log_writer;
 mod network;
@@ -19,6 +20,7 @@ mod group_tests;
 mod tests;
 
 pub use groups::{GroupError, Groups, PartitionRaft, RaftSettings};
+pub use journal::Journal;
 pub use log_store::{GroupLog, RaftLogs};
 pub use network::{GroupNetwork, GroupNetworkFactory, RAFT_TARGET};
 pub use state_machine::{APPLIED_TABLE, PartitionMachine, PartitionSnapshot, SnapshotBuilder};

@@ -5,6 +5,7 @@ use std::marker::PhantomData;
 
 use crate::bus::key;
 use crate::codec;
+use crate::replication::Journal;
 use crate::store::{AppendRequest, EventMetadata, EventStore, NewEvent, StoreError, TableChange};
 
 use super::record::{Phase, SagaEvent, SagaState, SagaSummary};
@@ -21,6 +22,8 @@ pub const SAGA_COUNTS_TABLE: &str = "saga_counts";
 
 pub(crate) struct SagaLog<K: SagaKind> {
     store: EventStore,
+    /// Where the saga's transitions are written (the store, or its partition's group).
+    journal: Journal,
     kind: PhantomData<fn() -> K>,
 }
 
@@ -28,6 +31,7 @@ impl<K: SagaKind> Clone for SagaLog<K> {
     fn clone(&self) -> Self {
         Self {
             store: self.store.clone(),
+            journal: self.journal.clone(),
             kind: PhantomData,
         }
     }
@@ -41,9 +45,15 @@ impl<K: SagaKind> SagaLog<K> {
 
     pub(crate) fn new(store: EventStore) -> Self {
         Self {
+            journal: Journal::Direct(store.clone()),
             store,
             kind: PhantomData,
         }
+    }
+
+    /// This log writing through `journal`.
+    pub(crate) fn with_journal(self, journal: Journal) -> Self {
+        Self { journal, ..self }
     }
 
     pub(crate) fn stream(id: &str) -> String {
@@ -155,7 +165,7 @@ impl<K: SagaKind> SagaLog<K> {
                 delta: 1,
             });
         }
-        self.store
+        self.journal
             .append(AppendRequest {
                 stream,
                 expected_version,

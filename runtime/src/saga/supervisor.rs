@@ -15,6 +15,7 @@ use super::runner::{Runner, RunnerArgs, RunnerMsg};
 use super::{SagaError, SagaKind, SagaSettings, Step};
 use crate::cluster::Cluster;
 use crate::metrics::{SAGAS, SAGAS_RUNNING};
+use crate::replication::Journal;
 use crate::store::{EventStore, StoreError};
 use crate::supervision::{ChildSpec, Current, Restart};
 
@@ -64,6 +65,12 @@ impl<K: SagaKind> Sagas<K> {
             settings: Arc::new(settings),
             cluster: None,
         }
+    }
+
+    /// These sagas writing their transitions through `journal`.
+    pub fn with_journal(mut self, journal: Journal) -> Self {
+        self.log = self.log.with_journal(journal);
+        self
     }
 
     /// These sagas in `cluster` (when given): each runs on the owner of its stream's partition,

@@ -122,6 +122,17 @@ pub enum StoreError {
     /// A blocking store task (opening the files, a long read) panicked or was cancelled.
     #[error("the store task that was {what} panicked or was cancelled")]
     TaskFailed { what: &'static str },
+    /// A replicated partition's write was refused before it was proposed: this node's replica
+    /// does not lead the partition (or its lease ran out). Nothing was written anywhere.
+    #[error("partition {partition} is not led here{}: nothing was written; retry shortly", leader.as_ref().map(|l| format!(" (its leader is {l})")).unwrap_or_default())]
+    NotLeader {
+        partition: u32,
+        leader: Option<String>,
+    },
+    /// A replicated partition's write was proposed, and then its fate was lost (the leader
+    /// changed, the group stopped): it may be applied or not. Retry with the same command id.
+    #[error("the write to partition {partition} may or may not have been applied: {reason}")]
+    OutcomeUnknown { partition: u32, reason: String },
     /// The writer task is gone (the store was shut down, or the writer panicked).
     #[error("the store writer has stopped; the write may or may not have been committed")]
     WriterStopped,
