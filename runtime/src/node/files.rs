@@ -3,11 +3,15 @@
 
 use crate::bus::Bus;
 use crate::config::NodeConfig;
+use crate::replication::{Groups, Journal, RaftLogs, RaftSettings};
 use crate::service::ServiceDef;
-use crate::store::{EventStore, GroupCommitOptions, StoreOptions};
+use crate::store::{Disk, EventStore, GroupCommitOptions, StoreOptions};
 
 /// The store's log file in a data directory (its index goes beside it).
 pub const STORE_FILE: &str = "events.redb";
+
+/// The Raft log file of every partition group the node runs.
+pub const RAFT_LOG_FILE: &str = "raft.redb";
 
 /// Checks that the data directory is this node's (claiming it if new), then opens its store
 /// with the config's settings over `options` (which may name a simulated disk).
@@ -50,6 +54,41 @@ pub async fn open_store(config: &NodeConfig, options: StoreOptions) -> Result<Ev
     .map_err(|e| format!("opening the store {}: {e}", path.display()))
 }
 
+/// The partition groups of a node alone, each a group of one over `store`, leading: what its
+/// aggregates and sagas write through.
+pub async fn start_groups_alone(
+    config: &NodeConfig,
+    store: &EventStore,
+    disk: Disk,
+) -> Result<(Groups, Journal), String> {
+    let path = config.data_dir.join(RAFT_LOG_FILE);
+    let logs = RaftLogs::open(&path, disk)
+        .await
+        .map_err(|e| format!("opening the Raft log {}: {e}", path.display()))?;
+    let incarnation = logs
+        .incarnation()
+        .await
+        .map_err(|e| format!("reading the Raft log {}: {e}", path.display()))?;
+    let groups = Groups::new(
+        &config.node_name,
+        incarnation,
+        None,
+        store.clone(),
+        logs,
+        &RaftSettings::default(),
+    )?;
+    let partitions = config.cluster.partitions;
+    groups
+        .start_alone(partitions)
+        .await
+        .map_err(|e| format!("starting the partition groups: {e}"))?;
+    let journal = Journal::Replicated {
+        groups: groups.clone(),
+        partitions,
+    };
+    Ok((groups, journal))
+}
+
 /// On a stopped node's store: empties projection `name` and applies the whole log to it
 /// again. Answers how many log events it read.
 pub async fn rebuild_projection(
@@ -64,7 +103,9 @@ pub async fn rebuild_projection(
         )
     })?;
     let bus = Bus::new(store.clone());
-    let hosted = super::host(config, services, &store, &bus, None)?;
+    // An offline rebuild writes no aggregate: the store serves as the journal.
+    let journal = Journal::Direct(store.clone());
+    let hosted = super::host(config, services, &store, &journal, &bus, None)?;
     let Some(projection) = hosted.projections.iter().find(|p| p.name() == name) else {
         let known: Vec<&str> = hosted.projections.iter().map(|p| p.name()).collect();
         return Err(format!(

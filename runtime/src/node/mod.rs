@@ -18,7 +18,7 @@ pub mod probe;
 mod services;
 pub mod signal;
 
-pub use files::{open_store, rebuild_projection};
+pub use files::{open_store, rebuild_projection, start_groups_alone};
 pub use services::{Hosted, check, host, prepare};
 
 use std::net::SocketAddr;
@@ -37,6 +37,7 @@ use crate::edge::admin_cluster::ClusterInfo;
 use crate::edge::server::{self, ServerSettings};
 use crate::edge::{EdgeSettings, Guard, Health, JwtAuth, Limiter};
 use crate::ops::{Ops, OverviewSource, Series};
+use crate::replication::Groups;
 use crate::service::ServiceDef;
 use crate::store::EventStore;
 use crate::supervision::{Backoff, Intensity, Strategy, Supervisor, SupervisorMsg, SupervisorSpec};
@@ -127,6 +128,8 @@ pub async fn run_process(
 pub struct Node {
     name: String,
     store: EventStore,
+    /// The partition groups this node runs (a node alone: its groups of one).
+    groups: Option<Groups>,
     cluster: Option<Cluster>,
     root: ActorRef<SupervisorMsg>,
     app: Router,
@@ -168,6 +171,7 @@ impl Node {
         } else {
             None
         };
+        let store_options_disk = store_options.disk.clone();
         let store = open_store(&config, store_options).await?;
         // Before any saga runs: a store from before the finished-saga counters gets them filled.
         if let Some(counted) = crate::saga::fill_saga_counts(&store)
@@ -199,8 +203,18 @@ impl Node {
                 transport,
             )
         });
+        // A node alone writes through its partitions' groups of one; a node with peers writes
+        // straight to its store (the partitions it owns are its own).
+        let (groups, journal) = match &cluster {
+            None => {
+                let (groups, journal) =
+                    start_groups_alone(&config, &store, store_options_disk.clone()).await?;
+                (Some(groups), journal)
+            }
+            Some(_) => (None, crate::replication::Journal::Direct(store.clone())),
+        };
         let bus = Bus::new(store.clone());
-        let hosted = host(&config, services, &store, &bus, cluster.clone())?;
+        let hosted = host(&config, services, &store, &journal, &bus, cluster.clone())?;
         let ops = Ops::new(
             &node,
             telemetry.series.clone(),
@@ -279,6 +293,7 @@ impl Node {
         let mut node_value = Node {
             name: node,
             store,
+            groups,
             cluster,
             root,
             app,
@@ -439,6 +454,9 @@ impl Node {
         for task in self.tasks.drain(..) {
             task.abort();
         }
+        if let Some(groups) = &self.groups {
+            groups.shutdown().await;
+        }
         match self.store.close().await {
             Ok(()) => {
                 tracing::info!(node, "store closed; goodbye");
@@ -464,6 +482,9 @@ impl Node {
         }
         for task in self.tasks.drain(..) {
             task.abort();
+        }
+        if let Some(groups) = self.groups.take() {
+            groups.crash();
         }
     }
 }

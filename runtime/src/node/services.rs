@@ -9,6 +9,7 @@ use crate::bus::{Bus, Projection};
 use crate::cluster::Cluster;
 use crate::config::NodeConfig;
 use crate::edge::Routes;
+use crate::replication::Journal;
 use crate::service::{ServiceContext, ServiceDef};
 use crate::store::EventStore;
 use crate::supervision::ChildSpec;
@@ -131,6 +132,7 @@ pub fn host(
     config: &NodeConfig,
     services: &[ServiceDef],
     store: &EventStore,
+    journal: &Journal,
     bus: &Bus,
     cluster: Option<Cluster>,
 ) -> Result<Hosted, String> {
@@ -141,6 +143,7 @@ pub fn host(
     };
     let context = ServiceContext::new(store.clone(), settings, bus.clone())
         .with_partitions(config.cluster.partitions)
+        .with_journal(journal.clone())
         .in_cluster(cluster);
     let mut hosted = Hosted {
         groups: Vec::new(),

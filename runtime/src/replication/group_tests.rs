@@ -75,8 +75,9 @@ async fn start_node(network: &MemoryNetwork, name: &'static str, replica: Replic
         network.transport(name),
     );
     let groups = Groups::new(
+        name,
         replica,
-        cluster.clone(),
+        Some(cluster.clone()),
         store.clone(),
         logs,
         &RaftSettings::default(),

@@ -91,7 +91,8 @@ pub struct Groups {
 struct Inner {
     node: String,
     replica: ReplicaId,
-    cluster: Cluster,
+    /// `None` on a node alone.
+    cluster: Option<Cluster>,
     store: EventStore,
     logs: RaftLogs,
     config: Arc<openraft::Config>,
@@ -110,18 +111,20 @@ impl std::fmt::Debug for Groups {
 }
 
 impl Groups {
-    /// The groups of node `cluster.node()`, whose replicas are all incarnation `replica`, and
-    /// registers the handler their messages arrive through. No group runs yet.
+    /// The groups of node `node`, whose replicas are all incarnation `replica`, and registers
+    /// with `cluster` (on a node with peers) the handler their messages arrive through. No
+    /// group runs yet.
     pub fn new(
+        node: &str,
         replica: ReplicaId,
-        cluster: Cluster,
+        cluster: Option<Cluster>,
         store: EventStore,
         logs: RaftLogs,
         settings: &RaftSettings,
     ) -> Result<Self, String> {
         let groups = Self {
             inner: Arc::new(Inner {
-                node: cluster.node().to_owned(),
+                node: node.to_owned(),
                 replica,
                 cluster: cluster.clone(),
                 store,
@@ -131,7 +134,9 @@ impl Groups {
                 opening: tokio::sync::Mutex::new(()),
             }),
         };
-        cluster.register(RAFT_TARGET, Arc::new(RaftHandler(groups.clone())));
+        if let Some(cluster) = cluster {
+            cluster.register(RAFT_TARGET, Arc::new(RaftHandler(groups.clone())));
+        }
         Ok(groups)
     }
 
@@ -175,6 +180,50 @@ impl Groups {
         Ok(raft)
     }
 
+    /// Starts the groups of `partitions` partitions on a node alone: each a group of one,
+    /// this replica its only voter (set up the first time), leading at once. Returns once each
+    /// leads, so the node takes writes from its first request on.
+    pub async fn start_alone(&self, partitions: u32) -> Result<(), GroupError> {
+        let me = std::collections::BTreeMap::from([(
+            self.inner.replica,
+            super::types::Replica {
+                member: self.inner.node.clone(),
+            },
+        )]);
+        for partition in 0..partitions {
+            let raft = self.open(partition).await?;
+            let failed = |reason: String| GroupError::Start { partition, reason };
+            if !raft
+                .is_initialized()
+                .await
+                .map_err(|e| failed(e.to_string()))?
+            {
+                raft.initialize(me.clone())
+                    .await
+                    .map_err(|e| failed(e.to_string()))?;
+            }
+            // A lone voter need not wait out an election timeout to win its own vote (after
+            // a clean restart it leads already).
+            if !raft.is_leader() {
+                raft.trigger()
+                    .elect(false)
+                    .await
+                    .map_err(|e| failed(e.to_string()))?;
+            }
+        }
+        for partition in 0..partitions {
+            let raft = self.get(partition).expect("opened above");
+            raft.wait(Some(Duration::from_secs(30)))
+                .state(openraft::ServerState::Leader, "a group of one leads")
+                .await
+                .map_err(|e| GroupError::Start {
+                    partition,
+                    reason: format!("it did not come to lead itself: {e}"),
+                })?;
+        }
+        Ok(())
+    }
+
     /// `partition`'s group, if it runs here.
     pub fn get(&self, partition: PartitionId) -> Option<PartitionRaft> {
         self.inner
@@ -194,6 +243,24 @@ impl Groups {
             .flatten()
     }
 
+    /// Stops every group at once, as `kill -9` would: nothing more is written by them (their
+    /// shutdowns run on, in the background).
+    pub fn crash(&self) {
+        let rafts: Vec<_> = self
+            .inner
+            .groups
+            .iter()
+            .map(|raft| raft.value().clone())
+            .collect();
+        self.inner.groups.clear();
+        self.inner.logs.stop_writing();
+        for raft in rafts {
+            tokio::spawn(async move {
+                let _ = raft.shutdown().await;
+            });
+        }
+    }
+
     /// Stops every group (their logs and state machines stay as they are on disk).
     pub async fn shutdown(&self) {
         let rafts: Vec<_> = self
@@ -208,5 +275,6 @@ impl Groups {
                 tracing::warn!(%error, "a partition group did not stop cleanly");
             }
         }
+        self.inner.logs.close().await;
     }
 }

@@ -38,9 +38,7 @@ impl Journal {
                     .metadata
                     .recorded_at_micros
                     .get_or_insert_with(now_micros);
-                match propose(groups, partition, Proposal::Append(ProposedAppend(request)))
-                    .await?
-                {
+                match propose(groups, partition, Proposal::Append(ProposedAppend(request))).await? {
                     Applied::Appended(outcome) => Ok(outcome),
                     Applied::Refused(refusal) => Err(refusal.into_store_error()),
                     other => Err(unexpected(partition, &other)),

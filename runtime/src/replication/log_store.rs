@@ -17,10 +17,11 @@ use openraft::type_config::alias::{EntryOf, LogIdOf, SnapshotOf, VoteOf};
 use redb::{Database, ReadableDatabase};
 
 use super::log_writer::{
-    COMMITTED, ENTRIES, GROUP_RECORDS, LAST_PURGED, LogChange, LogWriter, SNAPSHOT, VOTE,
+    COMMITTED, ENTRIES, GROUP_RECORDS, INCARNATION, LAST_PURGED, LogChange, LogWriter,
+    NODE_RECORDS, SNAPSHOT, VOTE,
 };
 use super::state_machine::PartitionSnapshot;
-use super::types::{PartitionId, RaftTypes};
+use super::types::{PartitionId, RaftTypes, ReplicaId};
 use crate::codec;
 use crate::store::{Disk, StoreError};
 
@@ -62,6 +63,52 @@ impl RaftLogs {
         let db = Arc::new(db);
         let writer = LogWriter::start(db.clone(), disk.clone());
         Ok(Self { db, writer, disk })
+    }
+
+    /// This node's incarnation: its replica id in every group, made (at random) and kept the
+    /// first time the file is used. A node whose Raft log file is lost thus comes back under
+    /// a new id, and never votes as the replica that promised what it forgot.
+    pub async fn incarnation(&self) -> Result<ReplicaId, StoreError> {
+        let db = self.db.clone();
+        let found = self
+            .disk
+            .run(move || -> Result<Option<Vec<u8>>, StoreError> {
+                let txn = db.begin_read().map_err(StoreError::storage)?;
+                let records = txn.open_table(GROUP_RECORDS).map_err(StoreError::storage)?;
+                Ok(records
+                    .get((NODE_RECORDS, INCARNATION))
+                    .map_err(StoreError::storage)?
+                    .map(|value| value.value().to_vec()))
+            })
+            .await
+            .map_err(|_| StoreError::TaskFailed {
+                what: "reading the node's incarnation",
+            })??;
+        if let Some(id) = decode_record(NODE_RECORDS, "incarnation", found)? {
+            return Ok(id);
+        }
+        // Never 0, so that no id looks like a default.
+        let id: ReplicaId = (uuid::Uuid::new_v4().as_u128() as u64).max(1);
+        let value = codec::encode(&id).map_err(|source| StoreError::Encode {
+            stream: "raft incarnation".to_owned(),
+            source,
+        })?;
+        self.writer
+            .write(
+                NODE_RECORDS,
+                LogChange::Record {
+                    which: INCARNATION,
+                    value,
+                },
+            )
+            .await
+            .map_err(|error| StoreError::storage(redb::StorageError::Io(error)))?;
+        Ok(id)
+    }
+
+    /// Commits nothing more from now on: what a crash does to writes not yet made.
+    pub fn stop_writing(&self) {
+        self.writer.stop_writing();
     }
 
     /// Waits for every write queued before this call and stops the writer; later writes

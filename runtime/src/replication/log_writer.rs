@@ -8,6 +8,7 @@
 //! the disk in the order they were made. Under load, 64 groups' appends share one fsync.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use redb::{Database, Durability, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
@@ -27,6 +28,11 @@ pub(crate) const VOTE: u8 = 0;
 pub(crate) const COMMITTED: u8 = 1;
 pub(crate) const LAST_PURGED: u8 = 2;
 pub(crate) const SNAPSHOT: u8 = 3;
+
+/// The "group" under which node-wide records are kept (no partition has this number).
+pub(crate) const NODE_RECORDS: u32 = u32::MAX;
+/// This node's incarnation: its replica id in every group (a node record).
+pub(crate) const INCARNATION: u8 = 0;
 
 /// Most writes one transaction carries; more wait for the next one.
 const MAX_BATCH: usize = 1024;
@@ -64,14 +70,17 @@ enum Job {
 #[derive(Debug, Clone)]
 pub(crate) struct LogWriter {
     queue: mpsc::Sender<Job>,
+    /// Set when the node crashes: the task commits nothing more.
+    stopped: Arc<AtomicBool>,
 }
 
 impl LogWriter {
     /// Starts the writer of `db` on the current runtime.
     pub(crate) fn start(db: Arc<Database>, disk: Disk) -> Self {
         let (queue, jobs) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(run(db, disk, jobs));
-        Self { queue }
+        let stopped = Arc::new(AtomicBool::new(false));
+        tokio::spawn(run(db, disk, jobs, stopped.clone()));
+        Self { queue, stopped }
     }
 
     /// Queues `change` and waits until it is durable.
@@ -96,6 +105,12 @@ impl LogWriter {
             .map_err(std::io::Error::other)
     }
 
+    /// Makes the task commit nothing more, from now on (a crash: what is queued is lost, as
+    /// it would be in a killed process).
+    pub(crate) fn stop_writing(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+    }
+
     /// Commits what is queued, then stops the task (at once if it already stopped).
     pub(crate) async fn close(&self) {
         let (done, closed) = oneshot::channel();
@@ -105,7 +120,12 @@ impl LogWriter {
     }
 }
 
-async fn run(db: Arc<Database>, disk: Disk, mut jobs: mpsc::Receiver<Job>) {
+async fn run(
+    db: Arc<Database>,
+    disk: Disk,
+    mut jobs: mpsc::Receiver<Job>,
+    stopped: Arc<AtomicBool>,
+) {
     let mut closing = None;
     while let Some(first) = jobs.recv().await {
         let mut batch = Vec::new();
@@ -121,6 +141,14 @@ async fn run(db: Arc<Database>, disk: Disk, mut jobs: mpsc::Receiver<Job>) {
             if batch.len() < MAX_BATCH {
                 next = jobs.try_recv().ok();
             }
+        }
+        if stopped.load(Ordering::SeqCst) {
+            for write in batch {
+                let _ = write
+                    .done
+                    .send(Err("the node crashed before this write".to_owned()));
+            }
+            break;
         }
         commit_batch(&db, &disk, batch).await;
         if closing.is_some() {

@@ -154,12 +154,13 @@ async fn deliver(groups: &Groups, envelope: Envelope) -> Result<Answer, Refused>
 /// Makes each group's connections to its peers (openraft's network factory).
 #[derive(Debug, Clone)]
 pub struct GroupNetworkFactory {
-    cluster: Cluster,
+    /// `None` on a node alone: its groups have no peers to reach.
+    cluster: Option<Cluster>,
     partition: PartitionId,
 }
 
 impl GroupNetworkFactory {
-    pub fn new(cluster: Cluster, partition: PartitionId) -> Self {
+    pub fn new(cluster: Option<Cluster>, partition: PartitionId) -> Self {
         Self { cluster, partition }
     }
 }
@@ -180,7 +181,7 @@ impl RaftNetworkFactory<RaftTypes> for GroupNetworkFactory {
 /// One group's way to one peer replica.
 #[derive(Debug, Clone)]
 pub struct GroupNetwork {
-    cluster: Cluster,
+    cluster: Option<Cluster>,
     partition: PartitionId,
     target: ReplicaId,
     member: Arc<str>,
@@ -217,11 +218,16 @@ impl GroupNetwork {
             to: self.target,
             message,
         };
+        let Some(cluster) = &self.cluster else {
+            return Err(Failed::Unreachable(io::Error::other(format!(
+                "this node is alone: it has no link to {}",
+                self.member
+            ))));
+        };
         let bytes = codec::encode(&envelope).map_err(|e| Failed::Network(io::Error::other(e)))?;
         // Uncounted: Raft's own retries and backoff decide about a slow peer; its misses must
         // not open the breaker that commands to that member rely on.
-        let answered = self
-            .cluster
+        let answered = cluster
             .call_uncounted(&self.member, RAFT_TARGET, bytes, option.soft_ttl())
             .await;
         let bytes = answered.map_err(|error| match error {
