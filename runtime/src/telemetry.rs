@@ -13,7 +13,7 @@ use crate::ops::{NodeRecorder, Series};
 /// Logs go to stderr, so that commands printing results (like `playhouse token`) keep stdout clean.
 pub fn init_logging(config: &TelemetryConfig) -> Result<(), String> {
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&config.level))
+        .or_else(|_| EnvFilter::try_new(quiet_dependencies(&config.level)))
         .map_err(|e| format!("telemetry.log_level `{}`: {e}", config.level))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -28,6 +28,17 @@ pub fn init_logging(config: &TelemetryConfig) -> Result<(), String> {
         LogFormat::Pretty => builder.compact().try_init(),
     };
     installed.map_err(|e| format!("cannot install the log subscriber: {e}"))
+}
+
+/// The configured level, with openraft held to warnings unless the level names it: at `info`
+/// it logs every step of every group's start and elections (about 30 lines per group, 64
+/// groups per node), which would bury the node's own log. Ours say what matters.
+fn quiet_dependencies(level: &str) -> String {
+    if level.contains("openraft") {
+        level.to_owned()
+    } else {
+        format!("{level},openraft=warn")
+    }
 }
 
 /// Latency buckets (seconds) for every `*_seconds` histogram: 100 µs to 10 s.

@@ -21,6 +21,7 @@ mod notifications;
 mod orders;
 mod payments;
 mod projections;
+mod replicated_alone;
 mod sagas_crash;
 mod sim;
 mod transfers;

@@ -136,6 +136,19 @@ pub struct StoreSection {
     pub max_linger_us: u64,
     /// redb page cache of the event log, in MiB (the stream index gets a quarter more).
     pub cache_mib: usize,
+    /// Where a node alone writes its aggregates' and sagas' events: `direct` into its store,
+    /// or `raft`, through a Raft group of one per partition (the replicated write path, on
+    /// one node; slower today, see BENCHMARKS.md). Nodes with peers write `direct` for now.
+    pub journal: JournalKind,
+}
+
+/// See [`StoreSection::journal`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JournalKind {
+    #[default]
+    Direct,
+    Raft,
 }
 
 impl Default for StoreSection {
@@ -147,6 +160,7 @@ impl Default for StoreSection {
             max_batch_events: 4096,
             max_linger_us: 0,
             cache_mib: 2,
+            journal: JournalKind::Direct,
         }
     }
 }

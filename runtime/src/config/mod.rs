@@ -17,8 +17,8 @@ use std::time::Duration;
 
 pub use file::{
     AuthSection, ClusterSection, ConfigFile, DEFAULT_PARTITIONS, EdgeSection, Environment,
-    HealthSection, LogFormat, MemberSection, RateLimitSection, StoreSection, TelemetrySection,
-    TlsSection,
+    HealthSection, JournalKind, LogFormat, MemberSection, RateLimitSection, StoreSection,
+    TelemetrySection, TlsSection,
 };
 pub use secret::{REDACTED, Secret};
 
@@ -133,6 +133,7 @@ pub struct StoreConfig {
     pub max_batch_events: usize,
     pub max_linger: Duration,
     pub cache_bytes: usize,
+    pub journal: JournalKind,
 }
 
 #[derive(Debug, Clone)]
@@ -487,6 +488,7 @@ fn validate(
         )?,
         max_linger: Duration::from_micros(file.store.max_linger_us),
         cache_bytes: file.store.cache_mib * 1024 * 1024,
+        journal: file.store.journal,
     };
 
     let telemetry = TelemetryConfig {
@@ -524,6 +526,12 @@ fn validate(
 
     let cookie = cluster_cookie(path, &file, env_var(&file.cluster.cookie_env), &invalid)?;
     let cluster = validate_cluster(path, &file, cookie, &invalid, &address)?;
+    if store.journal == JournalKind::Raft && cluster.has_peers() {
+        return Err(invalid(
+            "store.journal",
+            "`raft` runs a node alone only, for now: a node with peers writes `direct`".into(),
+        ));
+    }
 
     // The printed config shows what the node runs with, defaults chosen by environment included.
     let mut file = file;

@@ -203,15 +203,18 @@ impl Node {
                 transport,
             )
         });
-        // A node alone writes through its partitions' groups of one; a node with peers writes
-        // straight to its store (the partitions it owns are its own).
-        let (groups, journal) = match &cluster {
-            None => {
+        // A node alone with `store.journal = "raft"` writes through its partitions' groups of
+        // one; otherwise a node writes straight to its store (the partitions it owns are its
+        // own).
+        let replicated_alone =
+            cluster.is_none() && config.store.journal == crate::config::JournalKind::Raft;
+        let (groups, journal) = match replicated_alone {
+            true => {
                 let (groups, journal) =
                     start_groups_alone(&config, &store, store_options_disk.clone()).await?;
                 (Some(groups), journal)
             }
-            Some(_) => (None, crate::replication::Journal::Direct(store.clone())),
+            false => (None, crate::replication::Journal::Direct(store.clone())),
         };
         let bus = Bus::new(store.clone());
         let hosted = host(&config, services, &store, &journal, &bus, cluster.clone())?;

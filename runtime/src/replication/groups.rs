@@ -213,13 +213,19 @@ impl Groups {
         }
         for partition in 0..partitions {
             let raft = self.get(partition).expect("opened above");
-            raft.wait(Some(Duration::from_secs(30)))
+            let failed = |reason: String| GroupError::Start { partition, reason };
+            let leading = raft
+                .wait(Some(Duration::from_secs(30)))
                 .state(openraft::ServerState::Leader, "a group of one leads")
                 .await
-                .map_err(|e| GroupError::Start {
-                    partition,
-                    reason: format!("it did not come to lead itself: {e}"),
-                })?;
+                .map_err(|e| failed(format!("it did not come to lead itself: {e}")))?;
+            // Everything its log holds is committed (it is the only voter); what a crash lost
+            // of the applied state is applied again before the node serves a request, so a
+            // write acknowledged before the crash is seen after it.
+            raft.wait(Some(Duration::from_secs(300)))
+                .applied_index_at_least(leading.last_log_index, "the log applied")
+                .await
+                .map_err(|e| failed(format!("its log was not applied: {e}")))?;
         }
         Ok(())
     }

@@ -314,8 +314,20 @@ impl RaftLogStorage<RaftTypes> for GroupLog {
         Ok(())
     }
 
+    /// Kept without waiting for the disk: it only saves re-applying after a restart. A
+    /// commit point lost in a crash is found again (openraft recovers it from the group), and
+    /// nothing waits on this write but the next one of the group.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        self.record(COMMITTED, &committed).await?;
+        let value = codec::encode(&committed).map_err(io::Error::other)?;
+        self.writer
+            .queue(
+                self.partition,
+                LogChange::Record {
+                    which: COMMITTED,
+                    value,
+                },
+            )
+            .await?;
         self.state().committed = committed;
         Ok(())
     }

@@ -55,6 +55,9 @@ pub(crate) enum LogChange {
 pub(crate) struct LogWrite {
     pub group: PartitionId,
     pub change: LogChange,
+    /// Whether the change must be on disk before it is answered (a commit point need not:
+    /// it rides with the next durable commit).
+    pub durable: bool,
     pub done: oneshot::Sender<Result<(), String>>,
 }
 
@@ -95,6 +98,7 @@ impl LogWriter {
             .send(Job::Write(LogWrite {
                 group,
                 change,
+                durable: true,
                 done,
             }))
             .await
@@ -103,6 +107,26 @@ impl LogWriter {
             .await
             .map_err(|_| stopped())?
             .map_err(std::io::Error::other)
+    }
+
+    /// Queues `change` without waiting for it, and without making the disk wait for it: it
+    /// commits in order with the group's other writes and becomes durable with the next
+    /// durable one.
+    pub(crate) async fn queue(
+        &self,
+        group: PartitionId,
+        change: LogChange,
+    ) -> Result<(), std::io::Error> {
+        let (done, _unheard) = oneshot::channel();
+        self.queue
+            .send(Job::Write(LogWrite {
+                group,
+                change,
+                durable: false,
+                done,
+            }))
+            .await
+            .map_err(|_| std::io::Error::other("the Raft log writer has stopped"))
     }
 
     /// Makes the task commit nothing more, from now on (a crash: what is queued is lost, as
@@ -166,12 +190,13 @@ async fn commit_batch(db: &Arc<Database>, disk: &Disk, batch: Vec<LogWrite>) {
     if batch.is_empty() {
         return;
     }
+    let durable = batch.iter().any(|write| write.durable);
     let (changes, waiting): (Vec<_>, Vec<_>) = batch
         .into_iter()
         .map(|write| ((write.group, write.change), write.done))
         .unzip();
     let db = db.clone();
-    let result = match disk.run(move || commit(&db, changes)).await {
+    let result = match disk.run(move || commit(&db, changes, durable)).await {
         Ok(result) => result,
         Err(panic) => Err(format!("the Raft log commit panicked: {panic}")),
     };
@@ -183,12 +208,20 @@ async fn commit_batch(db: &Arc<Database>, disk: &Disk, batch: Vec<LogWrite>) {
     }
 }
 
-/// Commits `changes` in order, in one durable transaction.
-fn commit(db: &Database, changes: Vec<(PartitionId, LogChange)>) -> Result<(), String> {
+/// Commits `changes` in order, in one transaction, durable when `durable`.
+fn commit(
+    db: &Database,
+    changes: Vec<(PartitionId, LogChange)>,
+    durable: bool,
+) -> Result<(), String> {
     let failed = |error: &dyn std::fmt::Display| format!("Raft log storage failure: {error}");
     let mut txn = db.begin_write().map_err(|e| failed(&e))?;
-    txn.set_durability(Durability::Immediate)
-        .map_err(|e| failed(&e))?;
+    txn.set_durability(if durable {
+        Durability::Immediate
+    } else {
+        Durability::None
+    })
+    .map_err(|e| failed(&e))?;
     {
         let mut entries = txn.open_table(ENTRIES).map_err(|e| failed(&e))?;
         let mut records = txn.open_table(GROUP_RECORDS).map_err(|e| failed(&e))?;

@@ -8,6 +8,11 @@
 //! re-applies exactly the entries whose effects it lost, never one twice. Other entries
 //! (blank, membership, fence) record it in a transaction of their own.
 //!
+//! Appends are applied without waiting for the disk (`EventStore::append_unsynced`): the entry
+//! is already durable in the Raft log, so one fsync per command is the log's. The store makes
+//! them durable with its next durable commit (within about a second); a crash before that
+//! loses the applied state with them, and the replica applies those entries again.
+//!
 //! Snapshots: the group's log is not purged yet, so a snapshot is the log's proposals up to
 //! the applied entry, and installing one applies them in order (an entry already applied here
 //! is refused by the same checks and changes nothing). A replica that is new or far behind is
@@ -109,7 +114,9 @@ impl PartitionMachine {
             Proposal::Append(append) => {
                 let mut request = append.0;
                 request.table_changes.push(self.applied_record()?);
-                match self.store.append(request).await {
+                // Unsynced: the entry is durable in the Raft log, and the applied entry
+                // recorded with it says where re-applying starts after a crash.
+                match self.store.append_unsynced(request).await {
                     Ok(outcome) => return Ok((Applied::Appended(outcome), true)),
                     Err(error) => Err(error),
                 }
@@ -144,31 +151,50 @@ impl RaftStateMachine<RaftTypes> for PartitionMachine {
     where
         Strm: futures::Stream<Item = Result<EntryResponder<RaftTypes>, io::Error>> + Unpin + Send,
     {
+        // Appends are queued to the store one after the other and answered once all are in:
+        // the store writes them in this order, in as few transactions as it can.
+        let mut queued = Vec::new();
         let mut unrecorded = false;
         while let Some((entry, responder)) = entries.try_next().await? {
             let log_id = entry.log_id();
             self.state.last_applied = Some(log_id);
             let answer = match entry.payload {
-                EntryPayload::Blank => {
-                    unrecorded = true;
-                    Applied::Nothing
-                }
-                EntryPayload::Membership(membership) => {
-                    self.state.membership = StoredMembership::new(Some(log_id), membership);
-                    unrecorded = true;
-                    Applied::Nothing
-                }
-                EntryPayload::Normal(proposal) => {
-                    let (answer, recorded) = self.apply_proposal(proposal).await?;
+                EntryPayload::Normal(Proposal::Append(append)) => {
+                    let mut request = append.0;
+                    request.table_changes.push(self.applied_record()?);
+                    // Unsynced: the entry is durable in the Raft log, and the applied entry
+                    // recorded with it says where re-applying starts after a crash.
+                    let answer = self
+                        .store
+                        .queue_unsynced(request)
+                        .await
+                        .map_err(io::Error::other)?;
+                    queued.push((answer, responder));
                     // An append records the applied state with its events; anything after
                     // an unrecorded entry is then covered too.
-                    unrecorded = !recorded;
-                    answer
+                    unrecorded = false;
+                    continue;
+                }
+                payload => {
+                    answer_queued(&mut queued).await?;
+                    match payload {
+                        EntryPayload::Blank => Applied::Nothing,
+                        EntryPayload::Membership(membership) => {
+                            self.state.membership = StoredMembership::new(Some(log_id), membership);
+                            Applied::Nothing
+                        }
+                        EntryPayload::Normal(proposal) => self.apply_proposal(proposal).await?.0,
+                    }
                 }
             };
+            unrecorded = true;
             if let Some(responder) = responder {
                 responder.send(answer);
             }
+        }
+        // A refused append writes nothing, its applied record included.
+        if answer_queued(&mut queued).await? {
+            unrecorded = true;
         }
         if unrecorded {
             self.save_applied().await?;
@@ -211,6 +237,39 @@ impl RaftStateMachine<RaftTypes> for PartitionMachine {
     ) -> Result<Option<SnapshotOf<RaftTypes, PartitionSnapshot>>, io::Error> {
         self.log.load_snapshot().await
     }
+}
+
+/// An append handed to the store, and who waits for what applying it answered.
+type QueuedAppend = (
+    tokio::sync::oneshot::Receiver<Result<crate::store::AppendOutcome, StoreError>>,
+    Option<openraft::storage::ApplyResponder<RaftTypes>>,
+);
+
+/// Waits for the queued appends' answers, in order, and passes each to its responder. Says
+/// whether the last one wrote nothing (refused, or a repeated command id), its applied record
+/// included.
+async fn answer_queued(queued: &mut Vec<QueuedAppend>) -> Result<bool, io::Error> {
+    let mut last_refused = false;
+    for (answer, responder) in queued.drain(..) {
+        let outcome = answer
+            .await
+            .map_err(|_| io::Error::other(StoreError::WriterStopped))?;
+        // A repeated command id writes nothing either.
+        last_refused = outcome.as_ref().map_or(true, |outcome| outcome.deduplicated);
+        let applied = match outcome {
+            Ok(outcome) => Applied::Appended(outcome),
+            Err(error) => match Refusal::of(&error) {
+                Some(refusal) => Applied::Refused(refusal),
+                // The store failed: this replica cannot go on applying. Raft stops it; its
+                // log is intact, and it resumes from its last recorded entry on restart.
+                None => return Err(io::Error::other(error)),
+            },
+        };
+        if let Some(responder) = responder {
+            responder.send(applied);
+        }
+    }
+    Ok(last_refused)
 }
 
 /// Builds a snapshot of what was applied when it was made: the last snapshot's proposals,

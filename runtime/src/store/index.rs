@@ -142,15 +142,21 @@ impl StreamIndex {
             .map_or(0, |v| v.value()))
     }
 
-    /// Adds entries and records that the index now covers the log up to `indexed_up_to`.
-    /// Durable when asked, or when the last durable commit is older than [`DURABLE_INTERVAL`].
+    /// Whether the index's last durable commit is older than [`DURABLE_INTERVAL`]: the writer
+    /// then makes its next batch durable, log and index together.
+    pub(crate) fn durable_due(&self) -> bool {
+        self.last_durable.elapsed() >= DURABLE_INTERVAL
+    }
+
+    /// Adds entries and records that the index now covers the log up to `indexed_up_to`;
+    /// durable when `durable` (only ever after a durable commit of the log up to there: an
+    /// index must never be on disk ahead of its log).
     pub(crate) fn apply(
         &mut self,
         entries: &[IndexEntry],
         indexed_up_to: u64,
-        force_durable: bool,
+        durable: bool,
     ) -> Result<(), StoreError> {
-        let durable = force_durable || self.last_durable.elapsed() >= DURABLE_INTERVAL;
         let mut txn = self.db.begin_write().map_err(StoreError::storage)?;
         txn.set_durability(if durable {
             Durability::Immediate

@@ -230,8 +230,53 @@ impl EventStore {
 
     /// Appends events to a stream if it is at the expected version. Answers once durable.
     pub async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
-        self.submit(|reply| WriteOp::Append { request, reply })
+        self.submit(|reply| WriteOp::Append {
+            request,
+            reply,
+            durable: true,
+        })
+        .await
+    }
+
+    /// Like [`EventStore::append`], for an append the caller can make again after a crash (a
+    /// replicated log's committed entry, re-applied on restart): answered once committed,
+    /// without waiting for the disk. It becomes durable with the next durable commit: any
+    /// other write, or within about a second of the writer going idle. Until then a crash
+    /// may lose it, with everything committed after it, never part of it.
+    pub async fn append_unsynced(
+        &self,
+        request: AppendRequest,
+    ) -> Result<AppendOutcome, StoreError> {
+        self.submit(|reply| WriteOp::Append {
+            request,
+            reply,
+            durable: false,
+        })
+        .await
+    }
+
+    /// Queues an unsynced append (see [`EventStore::append_unsynced`]) and returns at once
+    /// with what will hear its answer: appends queued one after the other are written in that
+    /// order, likely in one batch.
+    pub async fn queue_unsynced(
+        &self,
+        request: AppendRequest,
+    ) -> Result<oneshot::Receiver<Result<AppendOutcome, StoreError>>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.writes
+            .send(WriteOp::Append {
+                request,
+                reply,
+                durable: false,
+            })
             .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        Ok(answer)
+    }
+
+    /// Makes everything committed so far durable.
+    pub async fn sync(&self) -> Result<(), StoreError> {
+        self.submit(|reply| WriteOp::Sync { reply }).await
     }
 
     /// Settles whether the command carrying `command_id` (meant for `stream`) was processed:

@@ -623,6 +623,57 @@ async fn a_disk_that_acknowledges_syncs_late_loses_an_acknowledged_append_in_a_c
     );
 }
 
+/// An unsynced append (a replicated log's entry, re-applied after a crash) is answered before
+/// it is on disk, and a crash may lose it, with what came after it, never part of it; any
+/// durable write makes it durable; the index is never left on disk ahead of the log.
+#[tokio::test(start_paused = true)]
+async fn an_unsynced_append_is_lost_in_a_crash_unless_a_durable_write_followed() {
+    let disk = SimulatedDisk::new();
+    let store = simulated_store(&disk).await;
+    store.append(append_request("s", 0, &["A"])).await.unwrap();
+    store
+        .append_unsynced(append_request("s", 1, &["B"]))
+        .await
+        .unwrap();
+    assert_eq!(store.read_stream("s").unwrap().len(), 2, "readable at once");
+    disk.crash();
+    drop(store);
+    let reopened = simulated_store(&disk).await;
+    assert_eq!(
+        reopened.read_stream("s").unwrap().len(),
+        1,
+        "B was not synced"
+    );
+
+    reopened
+        .append_unsynced(append_request("s", 1, &["B"]))
+        .await
+        .unwrap();
+    reopened
+        .append(append_request("t", 0, &["C"]))
+        .await
+        .unwrap();
+    disk.crash();
+    drop(reopened);
+    let again = simulated_store(&disk).await;
+    assert_eq!(
+        again.read_stream("s").unwrap().len(),
+        2,
+        "the durable write carried B"
+    );
+
+    // Left alone, the writer makes an unsynced append durable within its interval.
+    again
+        .append_unsynced(append_request("s", 2, &["D"]))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    disk.crash();
+    drop(again);
+    let last = simulated_store(&disk).await;
+    assert_eq!(last.read_stream("s").unwrap().len(), 3, "synced while idle");
+}
+
 /// A log file emptied (or restored alone from an older backup) beside its index: the store
 /// refuses to open, naming both ends, rather than rebuild the index and serve what is left.
 #[tokio::test]

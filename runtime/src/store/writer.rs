@@ -53,6 +53,9 @@ pub(crate) enum WriteOp {
     Append {
         request: AppendRequest,
         reply: Reply<AppendOutcome>,
+        /// Whether it must be on disk before its answer. An append a replicated log can
+        /// re-apply is not: it rides with the next durable commit (see `Durable`).
+        durable: bool,
     },
     SaveSnapshot {
         stream: String,
@@ -84,11 +87,33 @@ pub(crate) enum WriteOp {
         command_id: String,
         reply: Reply<Option<ProcessedCommand>>,
     },
+    /// Make everything committed so far durable (nothing else to write).
+    Sync { reply: Reply<()> },
     /// Commit what was queued before, make the index durable, stop; answered once stopped.
     Close { reply: Reply<()> },
 }
 
 impl WriteOp {
+    /// Whether this operation's batch must reach the disk before anyone is answered: an
+    /// append (unless a replicated log holds it), a fence, a sync, a reset. What is derived
+    /// from the log and made again from it after a crash (a projection's changes and
+    /// checkpoint, an aggregate's snapshot, a subscriber's checkpoint) is not: it rides with
+    /// the next durable commit, or the idle sync within `DURABLE_INTERVAL`. Commits reach the
+    /// disk in order, so a crash keeps a prefix of them: a checkpoint never survives the
+    /// events it covers.
+    fn needs_durability(&self) -> bool {
+        match self {
+            WriteOp::Append { durable, .. } => *durable,
+            WriteOp::Project { .. }
+            | WriteOp::SaveSnapshot { .. }
+            | WriteOp::SaveCheckpoint { .. } => false,
+            WriteOp::Fence { .. }
+            | WriteOp::ResetProjection { .. }
+            | WriteOp::Sync { .. }
+            | WriteOp::Close { .. } => true,
+        }
+    }
+
     fn weight(&self) -> usize {
         match self {
             WriteOp::Append { request, .. } => request.events.len().max(1),
@@ -147,7 +172,21 @@ pub(crate) async fn run(
     disk: super::Disk,
 ) {
     let mut close_reply = None;
-    while let Some(first) = queue.recv().await {
+    // Whether something was committed that is not durable yet: then the writer makes it so
+    // once it has been idle for the index's interval, so unsynced appends never linger.
+    let mut unsynced = false;
+    loop {
+        let first = if unsynced {
+            match tokio::time::timeout(super::index::DURABLE_INTERVAL, queue.recv()).await {
+                Ok(first) => first,
+                Err(_idle) => Some(WriteOp::Sync {
+                    reply: oneshot::channel().0,
+                }),
+            }
+        } else {
+            queue.recv().await
+        };
+        let Some(first) = first else { break };
         let (batch, close) = gather_batch(first, &mut queue, &options).await;
         if batch.is_empty() {
             close_reply = close;
@@ -155,11 +194,14 @@ pub(crate) async fn run(
         }
         let (db_for_batch, log_end_for_batch) = (db.clone(), log_end.clone());
         let committed = disk.run(move || {
-            commit(&db_for_batch, batch, &mut state, &log_end_for_batch);
-            state
+            let durable = commit(&db_for_batch, batch, &mut state, &log_end_for_batch);
+            (state, durable)
         });
         state = match committed.await {
-            Ok(state) => state,
+            Ok((state, durable)) => {
+                unsynced = !durable;
+                state
+            }
             Err(panic) => {
                 // The batch's reply senders were dropped with the panic: its callers see
                 // WriterStopped. What the writer knew is rebuilt from the files.
@@ -183,6 +225,13 @@ pub(crate) async fn run(
     // Later writes find the queue closed and get WriterStopped.
     queue.close();
     let finished = disk.run(move || {
+        // The log first: the index must never be durable ahead of it.
+        if unsynced {
+            let mut txn = db.begin_write().map_err(StoreError::storage)?;
+            txn.set_durability(Durability::Immediate)
+                .map_err(StoreError::storage)?;
+            txn.commit().map_err(StoreError::storage)?;
+        }
         let end = state.next_position;
         state.index.apply(&state.unindexed, end, true)
     });
@@ -275,13 +324,20 @@ impl StreamHeads {
     }
 }
 
-/// Writes and commits one batch, updates the index, then answers the batch's callers.
+/// Writes and commits one batch, updates the index, then answers the batch's callers. Returns
+/// whether the batch was durable.
+///
+/// A batch is durable when one of its operations needs it, or when the index is due to be
+/// made durable (at most every `DURABLE_INTERVAL`): the index is made durable only with a
+/// durable log commit, never ahead of one, so a crash can never leave the index covering
+/// positions the log lost.
 fn commit(
     db: &Database,
     batch: Vec<WriteOp>,
     state: &mut WriterState,
     log_end: &tokio::sync::watch::Sender<u64>,
-) {
+) -> bool {
+    let durable = batch.iter().any(WriteOp::needs_durability) || state.index.durable_due();
     let started = Instant::now();
     let events: usize = batch
         .iter()
@@ -290,13 +346,13 @@ fn commit(
             _ => 0,
         })
         .sum();
-    match write_batch(db, &batch, state) {
+    match write_batch(db, &batch, state, durable) {
         Ok((results, next_position, entries)) => {
             state.next_position = next_position;
             state.unindexed.extend(entries);
-            // The batch is durable whatever happens to the index, which is derived from the
+            // The batch is committed whatever happens to the index, which is derived from the
             // log. Updating it before answering gives callers read-your-writes.
-            match state.index.apply(&state.unindexed, next_position, false) {
+            match state.index.apply(&state.unindexed, next_position, durable) {
                 Ok(()) => state.unindexed.clear(),
                 Err(error) => tracing::error!(%error, pending = state.unindexed.len(),
                     "stream index update failed; reads miss these events until a later batch indexes them"),
@@ -314,6 +370,7 @@ fn commit(
             for (op, result) in batch.into_iter().zip(results) {
                 answer(op, result);
             }
+            durable
         }
         Err(error) => {
             state.heads.discard();
@@ -321,6 +378,7 @@ fn commit(
             for op in batch {
                 answer_all_failed(op, error.clone());
             }
+            false
         }
     }
 }
@@ -335,6 +393,7 @@ fn answer(op: WriteOp, result: OpResult) {
             let _ = reply.send(r);
         }
         (WriteOp::SaveSnapshot { reply, .. }, OpResult::Unit(r))
+        | (WriteOp::Sync { reply }, OpResult::Unit(r))
         | (WriteOp::SaveCheckpoint { reply, .. }, OpResult::Unit(r))
         | (WriteOp::Project { reply, .. }, OpResult::Unit(r))
         | (WriteOp::ResetProjection { reply, .. }, OpResult::Unit(r))
@@ -354,6 +413,7 @@ fn answer_all_failed(op: WriteOp, error: StoreError) {
             let _ = reply.send(Err(error));
         }
         WriteOp::SaveSnapshot { reply, .. }
+        | WriteOp::Sync { reply }
         | WriteOp::SaveCheckpoint { reply, .. }
         | WriteOp::Project { reply, .. }
         | WriteOp::ResetProjection { reply, .. }
@@ -378,11 +438,16 @@ fn write_batch(
     db: &Database,
     batch: &[WriteOp],
     state: &mut WriterState,
+    durable: bool,
 ) -> Result<(Vec<OpResult>, u64, Vec<IndexEntry>), StoreError> {
     let mut next_position = state.next_position;
     let mut txn = db.begin_write().map_err(StoreError::storage)?;
-    txn.set_durability(Durability::Immediate)
-        .map_err(StoreError::storage)?;
+    txn.set_durability(if durable {
+        Durability::Immediate
+    } else {
+        Durability::None
+    })
+    .map_err(StoreError::storage)?;
     let mut results = Vec::with_capacity(batch.len());
     let entries = {
         let mut tables = BatchTables {
@@ -457,8 +522,9 @@ fn write_batch(
                         .map_err(StoreError::storage)?;
                     OpResult::Unit(Ok(()))
                 }
-                // gather_batch keeps close requests out of batches.
-                WriteOp::Close { .. } => OpResult::Unit(Ok(())),
+                // A sync writes nothing: its batch is durable. (gather_batch keeps close
+                // requests out of batches.)
+                WriteOp::Sync { .. } | WriteOp::Close { .. } => OpResult::Unit(Ok(())),
             };
             results.push(result);
         }
