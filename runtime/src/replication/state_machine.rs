@@ -255,7 +255,9 @@ async fn answer_queued(queued: &mut Vec<QueuedAppend>) -> Result<bool, io::Error
             .await
             .map_err(|_| io::Error::other(StoreError::WriterStopped))?;
         // A repeated command id writes nothing either.
-        last_refused = outcome.as_ref().map_or(true, |outcome| outcome.deduplicated);
+        last_refused = outcome
+            .as_ref()
+            .map_or(true, |outcome| outcome.deduplicated);
         let applied = match outcome {
             Ok(outcome) => Applied::Appended(outcome),
             Err(error) => match Refusal::of(&error) {

@@ -337,7 +337,8 @@ fn commit(
     state: &mut WriterState,
     log_end: &tokio::sync::watch::Sender<u64>,
 ) -> bool {
-    let durable = batch.iter().any(WriteOp::needs_durability) || state.index.durable_due();
+    let index_due = state.index.durable_due();
+    let durable = batch.iter().any(WriteOp::needs_durability) || index_due;
     let started = Instant::now();
     let events: usize = batch
         .iter()
@@ -352,7 +353,12 @@ fn commit(
             state.unindexed.extend(entries);
             // The batch is committed whatever happens to the index, which is derived from the
             // log. Updating it before answering gives callers read-your-writes.
-            match state.index.apply(&state.unindexed, next_position, durable) {
+            // The index is synced at most every interval (it is rebuilt from the log's tail
+            // on open), and only with a durable log commit.
+            match state
+                .index
+                .apply(&state.unindexed, next_position, durable && index_due)
+            {
                 Ok(()) => state.unindexed.clear(),
                 Err(error) => tracing::error!(%error, pending = state.unindexed.len(),
                     "stream index update failed; reads miss these events until a later batch indexes them"),
