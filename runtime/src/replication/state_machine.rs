@@ -97,13 +97,8 @@ impl PartitionMachine {
     /// Records the applied state in a transaction of its own (for entries with no append).
     async fn save_applied(&self) -> Result<(), io::Error> {
         let record = self.applied_record()?;
-        let position = self.state.last_applied.as_ref().map_or(0, |id| id.index());
         self.store
-            .commit_projection(
-                &format!("raft-applied-{}", self.partition),
-                position,
-                vec![record],
-            )
+            .write_tables(vec![record])
             .await
             .map_err(io::Error::other)
     }

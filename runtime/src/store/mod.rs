@@ -302,7 +302,8 @@ impl EventStore {
         .await
     }
 
-    /// Replaces the stream's snapshot. Answers once durable.
+    /// Replaces the stream's snapshot. Answered once committed; it becomes durable with the
+    /// next durable commit (a snapshot lost in a crash is made again from the events).
     pub async fn save_snapshot(&self, stream: &str, snapshot: Snapshot) -> Result<(), StoreError> {
         let snapshot = SnapshotRecord {
             version: snapshot.version,
@@ -318,7 +319,8 @@ impl EventStore {
         .await
     }
 
-    /// Records that `subscriber` has processed the global log up to and including `position`.
+    /// Records that `subscriber` has processed the global log up to and including `position`
+    /// (durable with the next durable commit; never ahead of the events it covers).
     pub async fn save_checkpoint(&self, subscriber: &str, position: u64) -> Result<(), StoreError> {
         let subscriber = subscriber.to_owned();
         self.submit(|reply| WriteOp::SaveCheckpoint {

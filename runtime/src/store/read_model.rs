@@ -134,7 +134,10 @@ impl EventStore {
     }
 
     /// Applies a projection's `changes` and records `position` as its checkpoint, in one
-    /// durable transaction (group-committed with other writes). Answers once durable.
+    /// transaction (group-committed with other writes). Answered once committed; durable with
+    /// the next durable commit, and never ahead of the events it covers (commits reach the
+    /// disk in order): a crash may make the projection apply some events again, at least
+    /// once as always.
     pub async fn commit_projection(
         &self,
         subscriber: &str,
@@ -149,6 +152,13 @@ impl EventStore {
             reply,
         })
         .await
+    }
+
+    /// Applies `changes` to read-model tables alone (no checkpoint), in one transaction;
+    /// durable with the next durable commit, like a projection's.
+    pub async fn write_tables(&self, changes: Vec<TableChange>) -> Result<(), StoreError> {
+        self.submit(|reply| super::writer::WriteOp::Tables { changes, reply })
+            .await
     }
 
     /// Empties `tables` and forgets `subscriber`'s checkpoint, in one durable transaction: the

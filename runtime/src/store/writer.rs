@@ -74,6 +74,11 @@ pub(crate) enum WriteOp {
         changes: Vec<TableChange>,
         reply: Reply<()>,
     },
+    /// Changes to read-model tables, with no checkpoint.
+    Tables {
+        changes: Vec<TableChange>,
+        reply: Reply<()>,
+    },
     /// Empty a projection's tables and forget its checkpoint.
     ResetProjection {
         subscriber: String,
@@ -105,6 +110,7 @@ impl WriteOp {
         match self {
             WriteOp::Append { durable, .. } => *durable,
             WriteOp::Project { .. }
+            | WriteOp::Tables { .. }
             | WriteOp::SaveSnapshot { .. }
             | WriteOp::SaveCheckpoint { .. } => false,
             WriteOp::Fence { .. }
@@ -117,7 +123,9 @@ impl WriteOp {
     fn weight(&self) -> usize {
         match self {
             WriteOp::Append { request, .. } => request.events.len().max(1),
-            WriteOp::Project { changes, .. } => changes.len().max(1),
+            WriteOp::Project { changes, .. } | WriteOp::Tables { changes, .. } => {
+                changes.len().max(1)
+            }
             _ => 1,
         }
     }
@@ -402,6 +410,7 @@ fn answer(op: WriteOp, result: OpResult) {
         | (WriteOp::Sync { reply }, OpResult::Unit(r))
         | (WriteOp::SaveCheckpoint { reply, .. }, OpResult::Unit(r))
         | (WriteOp::Project { reply, .. }, OpResult::Unit(r))
+        | (WriteOp::Tables { reply, .. }, OpResult::Unit(r))
         | (WriteOp::ResetProjection { reply, .. }, OpResult::Unit(r))
         | (WriteOp::Close { reply }, OpResult::Unit(r)) => {
             let _ = reply.send(r);
@@ -422,6 +431,7 @@ fn answer_all_failed(op: WriteOp, error: StoreError) {
         | WriteOp::Sync { reply }
         | WriteOp::SaveCheckpoint { reply, .. }
         | WriteOp::Project { reply, .. }
+        | WriteOp::Tables { reply, .. }
         | WriteOp::ResetProjection { reply, .. }
         | WriteOp::Close { reply } => {
             let _ = reply.send(Err(error));
@@ -513,6 +523,10 @@ fn write_batch(
                     checkpoints
                         .insert(subscriber.as_str(), *position)
                         .map_err(StoreError::storage)?;
+                    OpResult::Unit(Ok(()))
+                }
+                WriteOp::Tables { changes, .. } => {
+                    apply_changes(&txn, changes)?;
                     OpResult::Unit(Ok(()))
                 }
                 WriteOp::ResetProjection {
