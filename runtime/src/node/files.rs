@@ -75,7 +75,7 @@ pub async fn start_groups_alone(
         None,
         store.clone(),
         logs,
-        &RaftSettings::default(),
+        &RaftSettings::alone(),
     )?;
     let partitions = config.cluster.partitions;
     groups

@@ -26,6 +26,9 @@ use crate::codec;
 use crate::store::{Disk, StoreError};
 
 type Entry = EntryOf<RaftTypes>;
+
+/// redb page cache of the Raft log file.
+const RAFT_LOG_CACHE_BYTES: usize = 8 * 1024 * 1024;
 type LogId = LogIdOf<RaftTypes>;
 type Vote = VoteOf<RaftTypes>;
 
@@ -44,8 +47,12 @@ impl RaftLogs {
         let opening = disk.clone();
         let db = disk
             .run(move || {
+                let mut builder = Database::builder();
+                // Entries are read back soon after they are written (replication, apply) or
+                // not at all: a small cache serves that, where redb's default grows to 1 GiB.
+                builder.set_cache_size(RAFT_LOG_CACHE_BYTES);
                 let db = opening
-                    .create(&Database::builder(), &path)
+                    .create(&builder, &path)
                     .map_err(StoreError::storage)?;
                 let txn = db.begin_write().map_err(StoreError::storage)?;
                 {
