@@ -9,9 +9,7 @@ use super::*;
 use crate::cluster::Cluster;
 use crate::cluster::transport::memory::MemoryNetwork;
 use crate::config::{ClusterConfig, Member};
-use crate::store::{
-    AppendRequest, Disk, EventMetadata, EventStore, NewEvent, SimulatedDisk, StoreOptions,
-};
+use crate::store::{Disk, EventStore, SimulatedDisk, StoreOptions};
 
 const NAMES: [&str; 3] = ["raft-a", "raft-b", "raft-c"];
 
@@ -93,24 +91,9 @@ async fn start_node(network: &MemoryNetwork, name: &'static str, replica: Replic
     }
 }
 
+/// A credit as a leader proposes it, stamped at 42.
 fn credit(stream: &str, expected: u64, command: &str) -> Proposal {
-    Proposal::Append(ProposedAppend(AppendRequest {
-        stream: stream.to_owned(),
-        expected_version: expected,
-        events: vec![NewEvent {
-            event_type: "Credited".to_owned(),
-            schema_version: 1,
-            payload: command.as_bytes().to_vec(),
-        }],
-        rejection: None,
-        command_id: Some(command.to_owned()),
-        fingerprint: crate::store::fingerprint(command.as_bytes()),
-        metadata: EventMetadata {
-            recorded_at_micros: Some(42),
-            ..EventMetadata::default()
-        },
-        table_changes: Vec::new(),
-    }))
+    super::tests::credit(stream, expected, command, 42)
 }
 
 const WAIT: Option<Duration> = Some(Duration::from_secs(30));

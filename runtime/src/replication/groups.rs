@@ -259,16 +259,22 @@ impl Groups {
             .flatten()
     }
 
-    /// Stops every group at once, as `kill -9` would: nothing more is written by them (their
-    /// shutdowns run on, in the background).
-    pub fn crash(&self) {
-        let rafts: Vec<_> = self
+    /// Every running group, no longer reachable through this value.
+    fn take_all(&self) -> Vec<PartitionRaft> {
+        let rafts = self
             .inner
             .groups
             .iter()
             .map(|raft| raft.value().clone())
             .collect();
         self.inner.groups.clear();
+        rafts
+    }
+
+    /// Stops every group at once, as `kill -9` would: nothing more is written by them (their
+    /// shutdowns run on, in the background).
+    pub fn crash(&self) {
+        let rafts = self.take_all();
         self.inner.logs.stop_writing();
         for raft in rafts {
             tokio::spawn(async move {
@@ -279,14 +285,7 @@ impl Groups {
 
     /// Stops every group (their logs and state machines stay as they are on disk).
     pub async fn shutdown(&self) {
-        let rafts: Vec<_> = self
-            .inner
-            .groups
-            .iter()
-            .map(|raft| raft.value().clone())
-            .collect();
-        self.inner.groups.clear();
-        for raft in rafts {
+        for raft in self.take_all() {
             if let Err(error) = raft.shutdown().await {
                 tracing::warn!(%error, "a partition group did not stop cleanly");
             }

@@ -92,17 +92,7 @@ impl LogWriter {
         group: PartitionId,
         change: LogChange,
     ) -> Result<(), std::io::Error> {
-        let (done, committed) = oneshot::channel();
-        let stopped = || std::io::Error::other("the Raft log writer has stopped");
-        self.queue
-            .send(Job::Write(LogWrite {
-                group,
-                change,
-                durable: true,
-                done,
-            }))
-            .await
-            .map_err(|_| stopped())?;
+        let committed = self.send(group, change, true).await?;
         committed
             .await
             .map_err(|_| stopped())?
@@ -117,16 +107,26 @@ impl LogWriter {
         group: PartitionId,
         change: LogChange,
     ) -> Result<(), std::io::Error> {
-        let (done, _unheard) = oneshot::channel();
+        self.send(group, change, false).await.map(drop)
+    }
+
+    async fn send(
+        &self,
+        group: PartitionId,
+        change: LogChange,
+        durable: bool,
+    ) -> Result<oneshot::Receiver<Result<(), String>>, std::io::Error> {
+        let (done, committed) = oneshot::channel();
         self.queue
             .send(Job::Write(LogWrite {
                 group,
                 change,
-                durable: false,
+                durable,
                 done,
             }))
             .await
-            .map_err(|_| std::io::Error::other("the Raft log writer has stopped"))
+            .map_err(|_| stopped())?;
+        Ok(committed)
     }
 
     /// Makes the task commit nothing more, from now on (a crash: what is queued is lost, as
@@ -206,6 +206,10 @@ async fn commit_batch(db: &Arc<Database>, disk: &Disk, batch: Vec<LogWrite>) {
     for done in waiting {
         let _ = done.send(result.clone());
     }
+}
+
+fn stopped() -> std::io::Error {
+    std::io::Error::other("the Raft log writer has stopped")
 }
 
 /// Commits `changes` in order, in one transaction, durable when `durable`.

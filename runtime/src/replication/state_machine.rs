@@ -103,34 +103,25 @@ impl PartitionMachine {
             .map_err(io::Error::other)
     }
 
-    /// Applies one proposal whose entry is `log_id`; the applied state is already advanced.
-    async fn apply_proposal(&mut self, proposal: Proposal) -> Result<(Applied, bool), io::Error> {
-        let outcome = match proposal {
+    /// Applies one proposal; the applied state is already advanced to its entry.
+    async fn apply_proposal(&mut self, proposal: Proposal) -> Result<Applied, io::Error> {
+        answered(match proposal {
             Proposal::Append(append) => {
                 let mut request = append.0;
                 request.table_changes.push(self.applied_record()?);
                 // Unsynced: the entry is durable in the Raft log, and the applied entry
                 // recorded with it says where re-applying starts after a crash.
-                match self.store.append_unsynced(request).await {
-                    Ok(outcome) => return Ok((Applied::Appended(outcome), true)),
-                    Err(error) => Err(error),
-                }
+                self.store
+                    .append_unsynced(request)
+                    .await
+                    .map(Applied::Appended)
             }
             Proposal::Fence { stream, command_id } => self
                 .store
                 .fence_command(&stream, &command_id)
                 .await
                 .map(Applied::Fenced),
-        };
-        match outcome {
-            Ok(applied) => Ok((applied, false)),
-            Err(error) => match Refusal::of(&error) {
-                Some(refusal) => Ok((Applied::Refused(refusal), false)),
-                // The store failed: this replica cannot go on applying. Raft stops it; its
-                // log is intact, and it resumes from its last recorded entry on restart.
-                None => Err(io::Error::other(error)),
-            },
-        }
+        })
     }
 }
 
@@ -178,7 +169,7 @@ impl RaftStateMachine<RaftTypes> for PartitionMachine {
                             self.state.membership = StoredMembership::new(Some(log_id), membership);
                             Applied::Nothing
                         }
-                        EntryPayload::Normal(proposal) => self.apply_proposal(proposal).await?.0,
+                        EntryPayload::Normal(proposal) => self.apply_proposal(proposal).await?,
                     }
                 }
             };
@@ -234,6 +225,16 @@ impl RaftStateMachine<RaftTypes> for PartitionMachine {
     }
 }
 
+/// What applying answered: the store's outcome, or its refusal (the same on every replica).
+/// Any other store error means the store failed: this replica cannot go on applying, so Raft
+/// stops it; its log is intact, and it resumes from its last recorded entry on restart.
+fn answered(outcome: Result<Applied, StoreError>) -> Result<Applied, io::Error> {
+    outcome.or_else(|error| match Refusal::of(&error) {
+        Some(refusal) => Ok(Applied::Refused(refusal)),
+        None => Err(io::Error::other(error)),
+    })
+}
+
 /// An append handed to the store, and who waits for what applying it answered.
 type QueuedAppend = (
     tokio::sync::oneshot::Receiver<Result<crate::store::AppendOutcome, StoreError>>,
@@ -253,15 +254,7 @@ async fn answer_queued(queued: &mut Vec<QueuedAppend>) -> Result<bool, io::Error
         last_refused = outcome
             .as_ref()
             .map_or(true, |outcome| outcome.deduplicated);
-        let applied = match outcome {
-            Ok(outcome) => Applied::Appended(outcome),
-            Err(error) => match Refusal::of(&error) {
-                Some(refusal) => Applied::Refused(refusal),
-                // The store failed: this replica cannot go on applying. Raft stops it; its
-                // log is intact, and it resumes from its last recorded entry on restart.
-                None => return Err(io::Error::other(error)),
-            },
-        };
+        let applied = answered(outcome.map(Applied::Appended))?;
         if let Some(responder) = responder {
             responder.send(applied);
         }

@@ -80,27 +80,35 @@ fn log_id(term: u64, index: u64) -> LogIdOf<RaftTypes> {
     )
 }
 
+/// A credit proposed with command id `command`, its time stamped `recorded_at_micros`.
+pub(super) fn credit(
+    stream: &str,
+    expected: u64,
+    command: &str,
+    recorded_at_micros: i64,
+) -> Proposal {
+    Proposal::Append(ProposedAppend(AppendRequest {
+        stream: stream.to_owned(),
+        expected_version: expected,
+        events: vec![NewEvent {
+            event_type: "Credited".to_owned(),
+            schema_version: 1,
+            payload: command.as_bytes().to_vec(),
+        }],
+        rejection: None,
+        command_id: Some(command.to_owned()),
+        fingerprint: crate::store::fingerprint(command.as_bytes()),
+        metadata: EventMetadata {
+            recorded_at_micros: Some(recorded_at_micros),
+            ..EventMetadata::default()
+        },
+        table_changes: Vec::new(),
+    }))
+}
+
 fn append_entry(term: u64, index: u64, stream: &str, expected: u64, command: &str) -> Entry {
-    Entry::new_normal(
-        log_id(term, index),
-        Proposal::Append(ProposedAppend(AppendRequest {
-            stream: stream.to_owned(),
-            expected_version: expected,
-            events: vec![NewEvent {
-                event_type: "Credited".to_owned(),
-                schema_version: 1,
-                payload: command.as_bytes().to_vec(),
-            }],
-            rejection: None,
-            command_id: Some(command.to_owned()),
-            fingerprint: crate::store::fingerprint(command.as_bytes()),
-            metadata: EventMetadata {
-                recorded_at_micros: Some(1_000 + index as i64),
-                ..EventMetadata::default()
-            },
-            table_changes: Vec::new(),
-        })),
-    )
+    let proposal = credit(stream, expected, command, 1_000 + index as i64);
+    Entry::new_normal(log_id(term, index), proposal)
 }
 
 async fn append(log: &mut GroupLog, entries: Vec<Entry>) {

@@ -247,12 +247,10 @@ impl EventStore {
         &self,
         request: AppendRequest,
     ) -> Result<AppendOutcome, StoreError> {
-        self.submit(|reply| WriteOp::Append {
-            request,
-            reply,
-            durable: false,
-        })
-        .await
+        self.queue_unsynced(request)
+            .await?
+            .await
+            .map_err(|_| StoreError::WriterStopped)?
     }
 
     /// Queues an unsynced append (see [`EventStore::append_unsynced`]) and returns at once
