@@ -4,6 +4,11 @@
 //! same owner from the same config, with no coordination, and the owner never changes while the
 //! config does not. So an aggregate's events stay in one node's store, and no other node ever
 //! writes them.
+//!
+//! With replication (`store.journal = "raft"`) a partition is shared by every service and has
+//! no owner: rendezvous hashing over all members (services aside) proposes its replica set,
+//! the members whose hash with the partition is highest, and its Raft group elects the leader
+//! that serves it.
 
 use std::collections::BTreeMap;
 
@@ -16,11 +21,62 @@ pub struct Placement {
     partitions: u32,
     /// Service -> the members hosting it, by name, sorted.
     hosts: BTreeMap<String, Vec<String>>,
+    /// With replication: how many members hold each partition.
+    replication_factor: Option<u32>,
 }
 
 impl Placement {
     pub fn new(cluster: &ClusterConfig) -> Self {
-        Self::of(cluster.partitions, &cluster.members)
+        let placement = Self::of(cluster.partitions, &cluster.members);
+        match cluster.replicated {
+            true => placement.replicated(cluster.replication_factor),
+            false => placement,
+        }
+    }
+
+    /// This placement with every partition replicated on `factor` members (all of them when
+    /// there are fewer).
+    pub fn replicated(mut self, factor: u32) -> Self {
+        self.replication_factor = Some(factor.max(1));
+        self
+    }
+
+    /// Whether partitions are replicated (and led by their group's leader, not owned).
+    pub fn is_replicated(&self) -> bool {
+        self.replication_factor.is_some()
+    }
+
+    /// Every member, by name, sorted.
+    pub fn members(&self) -> Vec<&str> {
+        let mut members: Vec<&str> = self.hosts.values().flatten().map(String::as_str).collect();
+        members.sort_unstable();
+        members.dedup();
+        members
+    }
+
+    /// The members proposed to hold `partition` (replication only; empty without): of all
+    /// members, the `replication_factor` whose hash with the partition is highest, highest
+    /// first. The first one sets the group up when the cluster forms.
+    pub fn replicas(&self, partition: u32) -> Vec<String> {
+        let Some(factor) = self.replication_factor else {
+            return Vec::new();
+        };
+        let mut members = self.members();
+        members.sort_by_key(|member| {
+            std::cmp::Reverse(mix(fingerprint(format!("{member}/{partition}").as_bytes())))
+        });
+        members
+            .into_iter()
+            .take(factor as usize)
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The partitions `member` is proposed to hold (replication only).
+    pub fn replicated_on(&self, member: &str) -> Vec<u32> {
+        (0..self.partitions)
+            .filter(|partition| self.replicas(*partition).iter().any(|m| m == member))
+            .collect()
     }
 
     /// Placement of `partitions` partitions per service over `members`.
@@ -37,7 +93,11 @@ impl Placement {
         for members in hosts.values_mut() {
             members.sort();
         }
-        Self { partitions, hosts }
+        Self {
+            partitions,
+            hosts,
+            replication_factor: None,
+        }
     }
 
     /// Whether there is a cluster at all (members configured).
@@ -93,11 +153,18 @@ impl Placement {
             .collect()
     }
 
-    /// A fingerprint of what placement depends on (partitions, members and their services):
-    /// members whose fingerprints differ would compute different owners, so they refuse each
-    /// other.
+    /// A fingerprint of what placement depends on (partitions, members and their services,
+    /// replication): members whose fingerprints differ would compute different owners or
+    /// replica sets, so they refuse each other.
     pub fn fingerprint(&self) -> u64 {
-        let text = format!("{}|{:?}", self.partitions, self.hosts);
+        // A node alone places nothing on others: whether it writes through Raft changes no
+        // owner, and its data stays its own either way.
+        let text = match self.replication_factor {
+            Some(factor) if self.is_clustered() => {
+                format!("{}|{:?}|raft x{factor}", self.partitions, self.hosts)
+            }
+            _ => format!("{}|{:?}", self.partitions, self.hosts),
+        };
         fingerprint(text.as_bytes())
     }
 }
@@ -200,5 +267,49 @@ mod tests {
                 assert_eq!(a.owner("accounts", partition), Some(owner));
             }
         }
+    }
+
+    #[test]
+    fn a_replicated_partition_has_its_factor_of_distinct_members_spread_over_all() {
+        let all = &["accounts"][..];
+        let five = cluster(
+            &[
+                ("n1", all),
+                ("n2", all),
+                ("n3", all),
+                ("n4", all),
+                ("n5", all),
+            ],
+            64,
+        );
+        let replicated = placement(five.clone()).replicated(3);
+        assert!(replicated.is_replicated());
+        assert_ne!(replicated.fingerprint(), placement(five).fingerprint());
+        let mut held: BTreeMap<String, u32> = BTreeMap::new();
+        let mut first: BTreeMap<String, u32> = BTreeMap::new();
+        for partition in 0..64 {
+            let replicas = replicated.replicas(partition);
+            let mut distinct = replicas.clone();
+            distinct.sort();
+            distinct.dedup();
+            assert_eq!(distinct.len(), 3, "partition {partition}: {replicas:?}");
+            for member in &replicas {
+                *held.entry(member.clone()).or_default() += 1;
+            }
+            *first.entry(replicas[0].clone()).or_default() += 1;
+        }
+        // 192 copies over five members, and the members that set groups up spread too.
+        assert_eq!(held.values().sum::<u32>(), 192);
+        assert!(held.values().all(|n| (25..=52).contains(n)), "{held:?}");
+        assert_eq!(first.len(), 5, "{first:?}");
+        assert_eq!(
+            replicated.replicated_on("n1").len() as u32,
+            held["n1"],
+            "replicated_on agrees with replicas"
+        );
+        // Fewer members than the factor: every member holds every partition.
+        let two = placement(cluster(&[("n1", all), ("n2", all)], 8)).replicated(3);
+        assert!((0..8).all(|p| two.replicas(p).len() == 2));
+        assert_eq!(two.replicated_on("n2"), (0..8).collect::<Vec<_>>());
     }
 }

@@ -22,6 +22,7 @@ mod orders;
 mod payments;
 mod projections;
 mod replicated_alone;
+mod replicated_sim;
 mod sagas_crash;
 mod sim;
 mod transfers;

@@ -148,7 +148,7 @@ async fn serve<A: Aggregate>(
                 // The write may or may not have landed (the writer may have died after
                 // committing): the store is the truth, so read it again. If even that fails,
                 // the aggregate stops being live and its next request loads it afresh.
-                let reloaded = match load_blocking::<A>(&context.store, stream).await {
+                let reloaded = match load_current::<A>(context, stream).await {
                     Ok((current, snapshot_version)) => {
                         live.current = current;
                         live.snapshot_version = snapshot_version;
@@ -200,12 +200,10 @@ async fn activate<A: Aggregate>(
     stream: &str,
 ) -> Result<Live<A::State>, CommandError<A::Error>> {
     let (current, snapshot_version) =
-        load_blocking::<A>(&context.store, stream)
-            .await
-            .map_err(|error| {
-                tracing::error!(%stream, %error, "aggregate cannot be loaded");
-                CommandError::from_store(error)
-            })?;
+        load_current::<A>(context, stream).await.map_err(|error| {
+            tracing::error!(%stream, %error, "aggregate cannot be loaded");
+            CommandError::from_store(error)
+        })?;
     context
         .activations
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -214,6 +212,17 @@ async fn activate<A: Aggregate>(
         snapshot_version,
         last_active: Instant::now(),
     })
+}
+
+/// Loads aggregate `stream` once the store's copy of it is known complete (with replication:
+/// this node leads its partition and has applied everything committed; see
+/// [`Journal::read_barrier`]).
+async fn load_current<A: Aggregate>(
+    context: &TaskContext<A>,
+    stream: &str,
+) -> Result<(Versioned<A::State>, u64), StoreError> {
+    context.journal.read_barrier(stream).await?;
+    load_blocking::<A>(&context.store, stream).await
 }
 
 async fn load_blocking<A: Aggregate>(
@@ -234,12 +243,15 @@ enum Failure<E> {
 }
 
 impl<E> Failure<E> {
-    /// Whether the write may or may not have landed, so that the store must be read again.
+    /// Whether the write may or may not have landed, or the state in hand may be behind the
+    /// store (this node stopped leading the partition, and another may write it meanwhile),
+    /// so that the store must be read again.
     fn leaves_state_unknown(&self) -> bool {
         matches!(
             self,
             Failure::Store(
                 StoreError::Conflict { .. }
+                    | StoreError::NotLeader { .. }
                     | StoreError::WriterStopped
                     | StoreError::Storage(_)
                     | StoreError::OutcomeUnknown { .. }

@@ -139,6 +139,18 @@ impl<A: Aggregate> Aggregates<A> {
         }
     }
 
+    /// Waits until this node may answer a read of aggregate `id` from what it holds: at once
+    /// without replication; with it, once this node is known to lead the aggregate's partition
+    /// and has applied everything committed, so that a leader that was paused, cut off or
+    /// deposed never answers from what it had.
+    async fn read_barrier(&self, id: &str) -> Result<(), CommandError<A::Error>> {
+        self.inner
+            .journal
+            .read_barrier(&stream_name::<A>(id))
+            .await
+            .map_err(CommandError::from_store)
+    }
+
     /// Runs `operation` on aggregate `id` at its owner, another member.
     async fn remote<T: DeserializeOwned>(
         &self,
@@ -174,6 +186,12 @@ impl<A: Aggregate> Aggregates<A> {
     }
 
     pub(crate) async fn local_exists(&self, id: &str) -> Result<bool, CommandError<A::Error>> {
+        self.read_barrier(id).await?;
+        self.exists_here(id)
+    }
+
+    /// Whether aggregate `id` has any event, from what this node holds (past the read barrier).
+    fn exists_here(&self, id: &str) -> Result<bool, CommandError<A::Error>> {
         if let Some(current) = self.inner.hosts.view().get(id) {
             return Ok(current.version > 0);
         }
@@ -220,6 +238,7 @@ impl<A: Aggregate> Aggregates<A> {
         from_version: u64,
         to_version: u64,
     ) -> Result<Vec<HistoryEntry<A::Event>>, CommandError<A::Error>> {
+        self.read_barrier(id).await?;
         let (store, stream) = (self.inner.store.clone(), stream_name::<A>(id));
         self.inner
             .store
@@ -376,10 +395,11 @@ impl<A: Aggregate> Aggregates<A> {
         &self,
         id: &str,
     ) -> Result<Versioned<A::State>, CommandError<A::Error>> {
+        self.read_barrier(id).await?;
         if let Some(current) = self.inner.hosts.view().get(id) {
             return Ok(current);
         }
-        if !self.local_exists(id).await? {
+        if !self.exists_here(id)? {
             return Ok(Versioned {
                 state: A::State::default(),
                 version: 0,

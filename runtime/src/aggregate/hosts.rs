@@ -53,6 +53,14 @@ impl<A: Aggregate> Hosts<A> {
     /// The hosts of `partitions` partitions (none running yet), named `name`.
     pub(crate) fn new(name: String, store: EventStore, journal: Journal, partitions: u32) -> Self {
         let view = StateView::new(partitions);
+        // What this node kept of a partition while another led it, or before another came to
+        // lead it, may be behind: it is loaded again on next use.
+        let forgetting = view.clone();
+        journal.on_leadership(Arc::new(move |event| {
+            if event.partition() < forgetting.partitions() {
+                forgetting.forget_partition(event.partition());
+            }
+        }));
         Self {
             name,
             store,

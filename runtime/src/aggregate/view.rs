@@ -132,6 +132,17 @@ impl<A: Aggregate> StateView<A> {
         (shelf.generation, dropped)
     }
 
+    /// Forgets `partition`'s entries, keeping its generation (its host goes on), so that each
+    /// is loaded again from the store on its next use; returns how many went. For a change
+    /// of who leads the partition: what was kept may be behind what another leader wrote.
+    pub(crate) fn forget_partition(&self, partition: u32) -> usize {
+        let mut shelf = self.write(partition);
+        let dropped = shelf.live.len();
+        shelf.live = HashMap::new();
+        self.inner.count.fetch_sub(dropped, Ordering::Relaxed);
+        dropped
+    }
+
     /// Sets aggregate `id`'s entry, written by a task of host `generation` (ignored when that
     /// incarnation is gone). Returns whether the entry is new.
     pub(crate) fn publish(

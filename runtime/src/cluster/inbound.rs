@@ -146,6 +146,8 @@ mod tests {
             heartbeat_interval: Duration::from_millis(250),
             heartbeat_timeout: Duration::from_millis(1500),
             partitions: 8,
+            replicated: false,
+            replication_factor: 3,
             call_timeout: Duration::from_secs(1),
             max_frame_bytes: 1 << 20,
             handshake_timeout: Duration::from_secs(5),

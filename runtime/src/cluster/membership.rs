@@ -131,6 +131,13 @@ impl Cluster {
     /// Stops serving if `peer` saw this node's log reach further than its store now holds;
     /// otherwise `peer` vouches for this node's store, and it serves.
     fn check_memory(&self, peer: &str, seen_of_me: Option<u64>) {
+        // With replication the store is a replica's applied state: a crash may take its
+        // unsynced tail, which the Raft log applies again, and a lost disk is healed by the
+        // partitions' groups, so how far a peer saw it proves nothing.
+        if self.placement().is_replicated() {
+            self.confirm_serving(&format!("node {peer} shares its placement"));
+            return;
+        }
         let held = self.inner.store.log_end();
         match seen_of_me {
             Some(seen) if seen > held => self.stop_serving(format!(

@@ -13,8 +13,10 @@
 //! - [`identity`]: which node and cluster a data directory belongs to;
 //! - [`wire`]: the call envelope and its errors; `seen`: how far each peer's log was seen.
 //!
-//! Ownership is static ([`crate::placement`]): when an owner is down its partitions are
-//! unavailable (a call fails at once) and nothing is written for them anywhere else.
+//! Without replication ownership is static ([`crate::placement`]): when an owner is down its
+//! partitions are unavailable (a call fails at once) and nothing is written for them anywhere
+//! else. With replication a partition's operations go to its group's leader, as the node's
+//! [`Leadership`] knows it.
 
 mod detector;
 pub mod identity;
@@ -58,6 +60,12 @@ pub enum Route {
     Remote(String),
     /// Its owner cannot serve it now: the caller answers "unavailable, retry after" at once.
     Unavailable { owner: String, reason: String },
+}
+
+/// Who leads each replicated partition, as this node knows it (its partition groups).
+pub trait Leadership: Send + Sync {
+    /// The member leading `partition`, if this node knows one.
+    fn leader(&self, partition: u32) -> Option<String>;
 }
 
 /// Whether a node serves its own partitions.
@@ -123,6 +131,8 @@ struct Inner {
     seen: Mutex<SeenLogEnds>,
     /// One breaker per peer: calls that keep failing stop reaching it for a while.
     breakers: Breakers,
+    /// With replication: who leads each partition (set once the groups run).
+    leadership: std::sync::OnceLock<Arc<dyn Leadership>>,
 }
 
 impl Cluster {
@@ -162,6 +172,7 @@ impl Cluster {
                     failure_threshold: 5,
                     reset_delay: Duration::from_secs(1),
                 }),
+                leadership: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -253,8 +264,31 @@ impl Cluster {
         }
     }
 
-    /// Where the aggregate whose stream is `stream`, in `service`, is served.
+    /// Tells the cluster who leads the replicated partitions (once; later calls are ignored).
+    pub fn set_leadership(&self, leadership: Arc<dyn Leadership>) {
+        let _ = self.inner.leadership.set(leadership);
+    }
+
+    /// Where the aggregate whose stream is `stream`, in `service`, is served: its owner, or
+    /// with replication its partition's leader.
     pub fn route(&self, service: &str, stream: &str) -> Route {
+        if self.inner.placement.is_replicated() {
+            let partition = self.inner.placement.partition(stream);
+            let leader = self
+                .inner
+                .leadership
+                .get()
+                .and_then(|leadership| leadership.leader(partition));
+            return match leader {
+                Some(leader) => self.route_to(&leader),
+                None => Route::Unavailable {
+                    owner: String::new(),
+                    reason: format!(
+                        "partition {partition} has no leader this node knows of (an election may be under way)"
+                    ),
+                },
+            };
+        }
         let Some(owner) = self.inner.placement.owner_of(service, stream) else {
             return Route::Unavailable {
                 owner: String::new(),

@@ -136,9 +136,10 @@ pub struct StoreSection {
     pub max_linger_us: u64,
     /// redb page cache of the event log, in MiB (the stream index gets a quarter more).
     pub cache_mib: usize,
-    /// Where a node alone writes its aggregates' and sagas' events: `direct` into its store,
-    /// or `raft`, through a Raft group of one per partition (the replicated write path, on
-    /// one node; slower today, see BENCHMARKS.md). Nodes with peers write `direct` for now.
+    /// Where a node writes its aggregates' and sagas' events: `direct` into its store (each
+    /// partition lives on one member), or `raft`, through each partition's Raft group, which
+    /// replicates it on `cluster.replication_factor` members (a node alone: a group of one;
+    /// slower today, see BENCHMARKS.md). Every member must say the same.
     pub journal: JournalKind,
 }
 
@@ -222,6 +223,9 @@ pub struct ClusterSection {
     pub heartbeat_timeout_ms: u64,
     /// Partitions per service; fixed for the life of the data.
     pub partitions: u32,
+    /// With `store.journal = "raft"`: how many members hold a copy of each partition (its
+    /// Raft group's voters); all of them when there are fewer members.
+    pub replication_factor: u32,
     /// How long a call to another node may take before its caller gets a timeout.
     pub call_timeout_ms: u64,
     /// Largest frame accepted from another node, in bytes; a peer sending more is disconnected.
@@ -253,6 +257,7 @@ impl Default for ClusterSection {
             heartbeat_interval_ms: 250,
             heartbeat_timeout_ms: 1_500,
             partitions: DEFAULT_PARTITIONS,
+            replication_factor: 3,
             call_timeout_ms: 5_000,
             max_frame_bytes: 4 * 1024 * 1024,
             handshake_timeout_ms: 5_000,

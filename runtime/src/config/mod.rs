@@ -153,6 +153,10 @@ pub struct ClusterConfig {
     pub heartbeat_interval: Duration,
     pub heartbeat_timeout: Duration,
     pub partitions: u32,
+    /// Whether partitions are Raft groups (`store.journal = "raft"`), and on how many
+    /// members each is replicated (see [`file::ClusterSection::replication_factor`]).
+    pub replicated: bool,
+    pub replication_factor: u32,
     pub call_timeout: Duration,
     pub max_frame_bytes: u64,
     /// See [`file::ClusterSection`]: the deadline of a connection's handshakes on the cluster
@@ -526,12 +530,8 @@ fn validate(
 
     let cookie = cluster_cookie(path, &file, env_var(&file.cluster.cookie_env), &invalid)?;
     let cluster = validate_cluster(path, &file, cookie, &invalid, &address)?;
-    if store.journal == JournalKind::Raft && cluster.has_peers() {
-        return Err(invalid(
-            "store.journal",
-            "`raft` runs a node alone only, for now: a node with peers writes `direct`".into(),
-        ));
-    }
+    let mut cluster = cluster;
+    cluster.replicated = store.journal == JournalKind::Raft;
 
     // The printed config shows what the node runs with, defaults chosen by environment included.
     let mut file = file;
@@ -774,6 +774,12 @@ fn validate_cluster(
         )?),
         heartbeat_timeout: Duration::from_millis(section.heartbeat_timeout_ms),
         partitions: positive("cluster.partitions", section.partitions, invalid)?,
+        replicated: false,
+        replication_factor: positive(
+            "cluster.replication_factor",
+            section.replication_factor,
+            invalid,
+        )?,
         call_timeout: Duration::from_millis(positive(
             "cluster.call_timeout_ms",
             section.call_timeout_ms,

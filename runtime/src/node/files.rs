@@ -61,6 +61,46 @@ pub async fn start_groups_alone(
     store: &EventStore,
     disk: Disk,
 ) -> Result<(Groups, Journal), String> {
+    let groups = open_groups(config, store, disk, None, &RaftSettings::alone()).await?;
+    groups
+        .start_alone(config.cluster.partitions)
+        .await
+        .map_err(|e| format!("starting the partition groups: {e}"))?;
+    Ok(journal_of(config, groups))
+}
+
+/// The partition groups a member of a replicated cluster holds, running (they elect leaders
+/// and are set up the first time as their replicas come up): what its aggregates and sagas
+/// write through.
+pub async fn start_groups_in_cluster(
+    config: &NodeConfig,
+    store: &EventStore,
+    disk: Disk,
+    cluster: &crate::cluster::Cluster,
+) -> Result<(Groups, Journal), String> {
+    let groups = open_groups(
+        config,
+        store,
+        disk,
+        Some(cluster.clone()),
+        &RaftSettings::default(),
+    )
+    .await?;
+    groups
+        .start_in_cluster(cluster.placement())
+        .await
+        .map_err(|e| format!("starting the partition groups: {e}"))?;
+    Ok(journal_of(config, groups))
+}
+
+/// The node's groups over its Raft log file, none running yet.
+async fn open_groups(
+    config: &NodeConfig,
+    store: &EventStore,
+    disk: Disk,
+    cluster: Option<crate::cluster::Cluster>,
+    settings: &RaftSettings,
+) -> Result<Groups, String> {
     let path = config.data_dir.join(RAFT_LOG_FILE);
     let logs = RaftLogs::open(&path, disk)
         .await
@@ -69,24 +109,22 @@ pub async fn start_groups_alone(
         .incarnation()
         .await
         .map_err(|e| format!("reading the Raft log {}: {e}", path.display()))?;
-    let groups = Groups::new(
+    Groups::new(
         &config.node_name,
         incarnation,
-        None,
+        cluster,
         store.clone(),
         logs,
-        &RaftSettings::alone(),
-    )?;
-    let partitions = config.cluster.partitions;
-    groups
-        .start_alone(partitions)
-        .await
-        .map_err(|e| format!("starting the partition groups: {e}"))?;
+        settings,
+    )
+}
+
+fn journal_of(config: &NodeConfig, groups: Groups) -> (Groups, Journal) {
     let journal = Journal::Replicated {
         groups: groups.clone(),
-        partitions,
+        partitions: config.cluster.partitions,
     };
-    Ok((groups, journal))
+    (groups, journal)
 }
 
 /// On a stopped node's store: empties projection `name` and applies the whole log to it

@@ -18,7 +18,7 @@ pub mod probe;
 mod services;
 pub mod signal;
 
-pub use files::{open_store, rebuild_projection, start_groups_alone};
+pub use files::{open_store, rebuild_projection, start_groups_alone, start_groups_in_cluster};
 pub use services::{Hosted, check, host, prepare};
 
 use std::net::SocketAddr;
@@ -203,18 +203,22 @@ impl Node {
                 transport,
             )
         });
-        // A node alone with `store.journal = "raft"` writes through its partitions' groups of
-        // one; otherwise a node writes straight to its store (the partitions it owns are its
-        // own).
-        let replicated_alone =
-            cluster.is_none() && config.store.journal == crate::config::JournalKind::Raft;
-        let (groups, journal) = match replicated_alone {
-            true => {
+        // With `store.journal = "raft"` a node writes through its partitions' groups (a node
+        // alone: groups of one); otherwise straight to its store (the partitions it owns are
+        // its own).
+        let (groups, journal) = match (config.cluster.replicated, &cluster) {
+            (true, None) => {
                 let (groups, journal) =
                     start_groups_alone(&config, &store, store_options_disk.clone()).await?;
                 (Some(groups), journal)
             }
-            false => (None, crate::replication::Journal::Direct(store.clone())),
+            (true, Some(cluster)) => {
+                let (groups, journal) =
+                    start_groups_in_cluster(&config, &store, store_options_disk.clone(), cluster)
+                        .await?;
+                (Some(groups), journal)
+            }
+            (false, _) => (None, crate::replication::Journal::Direct(store.clone())),
         };
         let bus = Bus::new(store.clone());
         let hosted = host(&config, services, &store, &journal, &bus, cluster.clone())?;
@@ -374,6 +378,11 @@ impl Node {
 
     pub fn store(&self) -> &EventStore {
         &self.store
+    }
+
+    /// The partition groups it runs (with `store.journal = "raft"`).
+    pub fn groups(&self) -> Option<&Groups> {
+        self.groups.as_ref()
     }
 
     /// Resolves when the node fails on its own: its supervision tree gave up beyond its

@@ -71,7 +71,45 @@ pub fn check(config: &NodeConfig, services: &[ServiceDef]) -> Result<(), String>
                 .join(", ")
         ));
     }
+    check_every_member_hosts_everything_when_replicated(config, services)?;
     check_read_models_see_their_events(config, services)
+}
+
+/// With replication any member may come to lead any partition, which every service shares, so
+/// every member runs every service: a list that leaves one out is refused.
+fn check_every_member_hosts_everything_when_replicated(
+    config: &NodeConfig,
+    services: &[ServiceDef],
+) -> Result<(), String> {
+    if !config.cluster.replicated || !config.cluster.has_peers() {
+        return Ok(());
+    }
+    let lists = std::iter::once(("services".to_owned(), &config.services)).chain(
+        config
+            .cluster
+            .members
+            .iter()
+            .enumerate()
+            .map(|(index, member)| {
+                (
+                    format!("cluster.members[{index}].services"),
+                    &member.services,
+                )
+            }),
+    );
+    for (key, list) in lists {
+        if let Some(missing) = services
+            .iter()
+            .find(|service| !list.iter().any(|name| name == service.name))
+        {
+            return Err(format!(
+                "{}: {key} leaves out `{}`: with store.journal = \"raft\" every member may lead any partition, so every member runs every service; remove the list (all services) or name them all",
+                config.source.display(),
+                missing.name,
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// In a cluster, a service whose projections read other services' events must run on every

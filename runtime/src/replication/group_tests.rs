@@ -40,6 +40,8 @@ fn config() -> ClusterConfig {
         heartbeat_interval: Duration::from_millis(100),
         heartbeat_timeout: Duration::from_millis(1000),
         partitions: 4,
+        replicated: false,
+        replication_factor: 3,
         call_timeout: Duration::from_secs(1),
         max_frame_bytes: 1 << 20,
         handshake_timeout: Duration::from_secs(5),

@@ -1,11 +1,14 @@
 //! The partition groups a node runs: one openraft `Raft` per partition it replicates, all on
 //! the node's one Raft log file and event store, all reached through its one `raft` handler.
+//! A node alone runs every partition as a group of one; a member of a replicated cluster
+//! runs the partitions its placement proposes it for, set up the first time by `forming`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
 
+use super::leadership::{self, LeadershipListener, Listeners};
 use super::log_store::RaftLogs;
 use super::network::{GroupNetworkFactory, RAFT_TARGET, RaftHandler};
 use super::state_machine::PartitionMachine;
@@ -108,6 +111,9 @@ struct Inner {
     config: Arc<openraft::Config>,
     groups: DashMap<PartitionId, PartitionRaft>,
     opening: tokio::sync::Mutex<()>,
+    listeners: Listeners,
+    /// The node's own tasks (each group's leadership watcher, forming), aborted when it stops.
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Groups {
@@ -142,10 +148,13 @@ impl Groups {
                 config: Arc::new(settings.openraft_config()?),
                 groups: DashMap::new(),
                 opening: tokio::sync::Mutex::new(()),
+                listeners: Listeners::default(),
+                tasks: std::sync::Mutex::new(Vec::new()),
             }),
         };
         if let Some(cluster) = cluster {
             cluster.register(RAFT_TARGET, Arc::new(RaftHandler(groups.clone())));
+            super::forming::serve(&cluster, &groups);
         }
         Ok(groups)
     }
@@ -187,7 +196,91 @@ impl Groups {
             reason: error.to_string(),
         })?;
         self.inner.groups.insert(partition, raft.clone());
+        let watcher = leadership::watch(partition, raft.clone(), self.inner.listeners.clone());
+        self.keep(watcher);
         Ok(raft)
+    }
+
+    fn keep(&self, task: tokio::task::JoinHandle<()>) {
+        self.inner
+            .tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(task);
+    }
+
+    /// Starts the groups `placement` proposes this node for, in `cluster`, and sets up in the
+    /// background those it is first to hold once their replicas answer (see `forming`).
+    /// Returns once they run; they elect leaders as their replicas come up.
+    pub async fn start_in_cluster(
+        &self,
+        placement: &crate::placement::Placement,
+    ) -> Result<(), GroupError> {
+        let partitions = placement.replicated_on(&self.inner.node);
+        for partition in &partitions {
+            self.open(*partition).await?;
+        }
+        let cluster = self
+            .inner
+            .cluster
+            .clone()
+            .expect("groups in a cluster have its handle");
+        cluster.set_leadership(Arc::new(self.clone()));
+        let forming = tokio::spawn(super::forming::form(
+            self.clone(),
+            cluster,
+            placement.clone(),
+        ));
+        self.keep(forming);
+        Ok(())
+    }
+
+    /// Calls `listener` whenever this node comes to lead one of its partitions or stops.
+    pub fn on_leadership(&self, listener: LeadershipListener) {
+        self.inner.listeners.add(listener);
+    }
+
+    /// The member leading `partition`, if this node replicates it and knows one.
+    pub fn leader_of(&self, partition: PartitionId) -> Option<String> {
+        self.get(partition)
+            .and_then(|raft| leadership::leader_of(&raft))
+    }
+
+    /// Whether this node leads `partition` now.
+    pub fn leads(&self, partition: PartitionId) -> bool {
+        self.get(partition).is_some_and(|raft| raft.is_leader())
+    }
+
+    /// Waits until a read of `partition` here is linearizable: this node leads it (a quorum
+    /// acknowledged it within its lease, or does now) and has applied everything committed.
+    pub async fn read_barrier(&self, partition: PartitionId) -> Result<(), StoreError> {
+        let Some(raft) = self.get(partition) else {
+            return Err(StoreError::NotLeader {
+                partition,
+                leader: None,
+            });
+        };
+        raft.ensure_linearizable(leadership::read_barrier())
+            .await
+            .map(|_| ())
+            .map_err(|error| StoreError::NotLeader {
+                partition,
+                leader: match error {
+                    openraft::error::RaftError::APIError(
+                        openraft::error::LinearizableReadError::ForwardToLeader(forward),
+                    ) => forward.leader_node.map(|node| node.member),
+                    _ => None,
+                },
+            })
+    }
+
+    /// Every group running here, by partition.
+    pub(crate) fn running(&self) -> Vec<(PartitionId, PartitionRaft)> {
+        self.inner
+            .groups
+            .iter()
+            .map(|raft| (*raft.key(), raft.value().clone()))
+            .collect()
     }
 
     /// Starts the groups of `partitions` partitions on a node alone: each a group of one,
@@ -259,8 +352,17 @@ impl Groups {
             .flatten()
     }
 
-    /// Every running group, no longer reachable through this value.
+    /// Every running group, no longer reachable through this value (its watchers stopped).
     fn take_all(&self) -> Vec<PartitionRaft> {
+        for task in self
+            .inner
+            .tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .drain(..)
+        {
+            task.abort();
+        }
         let rafts = self
             .inner
             .groups
@@ -291,5 +393,11 @@ impl Groups {
             }
         }
         self.inner.logs.close().await;
+    }
+}
+
+impl crate::cluster::Leadership for Groups {
+    fn leader(&self, partition: u32) -> Option<String> {
+        self.leader_of(partition)
     }
 }

@@ -12,6 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use openraft::error::{ClientWriteError, RaftError};
 
 use super::groups::Groups;
+use super::leadership::LeadershipListener;
 use super::types::{Applied, PartitionId, Proposal, ProposedAppend};
 use crate::placement::partition_of;
 use crate::store::{AppendOutcome, AppendRequest, EventStore, ProcessedCommand, StoreError};
@@ -44,6 +45,43 @@ impl Journal {
                     other => Err(unexpected(partition, &other)),
                 }
             }
+        }
+    }
+
+    /// The partition, of the journal's partitions, of `stream` (0 for a direct journal, which
+    /// has one).
+    fn partition(&self, stream: &str) -> PartitionId {
+        match self {
+            Journal::Direct(_) => 0,
+            Journal::Replicated { partitions, .. } => partition_of(stream, *partitions),
+        }
+    }
+
+    /// Whether this node writes `stream` now: always directly; with replication, when it leads
+    /// the stream's partition.
+    pub fn leads(&self, stream: &str) -> bool {
+        match self {
+            Journal::Direct(_) => true,
+            Journal::Replicated { groups, .. } => groups.leads(self.partition(stream)),
+        }
+    }
+
+    /// Waits until what this node's store holds of `stream` is complete and current, so that
+    /// a read of it is linearizable: at once directly; with replication, once this node is
+    /// known to lead the partition and has applied everything committed
+    /// ([`StoreError::NotLeader`] otherwise).
+    pub async fn read_barrier(&self, stream: &str) -> Result<(), StoreError> {
+        match self {
+            Journal::Direct(_) => Ok(()),
+            Journal::Replicated { groups, .. } => groups.read_barrier(self.partition(stream)).await,
+        }
+    }
+
+    /// Calls `listener` when this node comes to lead a partition or stops (never, directly:
+    /// a direct journal's node always leads what it holds).
+    pub fn on_leadership(&self, listener: LeadershipListener) {
+        if let Journal::Replicated { groups, .. } = self {
+            groups.on_leadership(listener);
         }
     }
 

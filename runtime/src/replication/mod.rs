@@ -4,10 +4,14 @@
 //! `types` says what a group agrees on, `log_writer` and `log_store` keep every group's Raft
 //! log in one file with one group-committing writer, `state_machine` applies committed
 //! entries to the node's event store, `network` carries Raft messages over the cluster's
-//! calls, and `groups` runs the node's groups.
+//! calls, `groups` runs the node's groups, `forming` sets a group up the first time its replicas
+//! meet, and `leadership` tells hosts and saga runners when this node comes to lead a
+//! partition or stops.
 
+mod forming;
 mod groups;
 mod journal;
+mod leadership;
 mod log_store;
 mod log_writer;
 mod network;
@@ -21,6 +25,7 @@ mod tests;
 
 pub use groups::{GroupError, Groups, PartitionRaft, RaftSettings};
 pub use journal::Journal;
+pub use leadership::{LeadershipEvent, LeadershipListener};
 pub use log_store::{GroupLog, RaftLogs};
 pub use network::{GroupNetwork, GroupNetworkFactory, RAFT_TARGET};
 pub use state_machine::{APPLIED_TABLE, PartitionMachine, PartitionSnapshot, SnapshotBuilder};

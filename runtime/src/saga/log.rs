@@ -56,6 +56,18 @@ impl<K: SagaKind> SagaLog<K> {
         Self { journal, ..self }
     }
 
+    /// Whether this node runs saga `id` now: it writes the saga's stream (with replication:
+    /// it leads the stream's partition).
+    pub(crate) fn runs_here(&self, id: &str) -> bool {
+        self.journal.leads(&Self::stream(id))
+    }
+
+    /// Calls `listener` when this node comes to lead a partition or stops (see
+    /// [`Journal::on_leadership`]).
+    pub(crate) fn on_leadership(&self, listener: crate::replication::LeadershipListener) {
+        self.journal.on_leadership(listener);
+    }
+
     pub(crate) fn stream(id: &str) -> String {
         format!("{}-{id}", K::KIND)
     }

@@ -67,9 +67,20 @@ impl<K: SagaKind> Sagas<K> {
         }
     }
 
-    /// These sagas writing their transitions through `journal`.
+    /// These sagas writing their transitions through `journal`. With replication a saga runs
+    /// on its partition's leader only: the open sagas of a partition are resumed when this
+    /// node comes to lead it (having applied everything committed), and a runner whose node
+    /// stopped leading fails its next write and is not started again here.
     pub fn with_journal(mut self, journal: Journal) -> Self {
         self.log = self.log.with_journal(journal);
+        let supervisor = self.supervisor.clone();
+        self.log.on_leadership(Arc::new(move |event| {
+            if let crate::replication::LeadershipEvent::Gained(_) = event
+                && let Some(supervisor) = supervisor.get()
+            {
+                let _ = supervisor.cast(SupervisorMsg::Resume);
+            }
+        }));
         self
     }
 
@@ -244,9 +255,10 @@ impl<K: SagaKind> Actor for SagaSupervisor<K> {
             SupervisorMsg::Resume => {
                 let log = state.sagas.log.clone();
                 let store = log.store().clone();
-                let open = store
+                let mut open = store
                     .blocking("listing open sagas", move || log.open())
                     .await??;
+                open.retain(|id| state.sagas.log.runs_here(id));
                 if !open.is_empty() {
                     tracing::info!(kind = K::KIND, sagas = open.len(), "resuming open sagas");
                 }
@@ -293,7 +305,7 @@ async fn run<K: SagaKind>(
     id: String,
     fresh: bool,
 ) {
-    if state.running.contains_key(&id) {
+    if state.running.contains_key(&id) || !state.sagas.log.runs_here(&id) {
         return;
     }
     let args = RunnerArgs {

@@ -61,6 +61,22 @@ impl SimCluster {
     /// Starts three nodes on a network seeded with `seed`, and waits until each serves.
     /// `late_syncs` plants a fault in every disk ([`SimulatedDisk::acknowledge_syncs_late`]).
     pub async fn start(seed: u64, late_syncs: bool) -> SimCluster {
+        Self::start_with(seed, late_syncs, false).await
+    }
+
+    /// Starts three nodes whose partitions are Raft groups replicated on all three
+    /// (`store.journal = "raft"`), and waits until each serves and every partition has a
+    /// leader all of them know.
+    pub async fn start_replicated(seed: u64) -> SimCluster {
+        let cluster = Self::start_with(seed, false, true).await;
+        cluster
+            .wait_for_leaders(Duration::from_secs(30))
+            .await
+            .unwrap();
+        cluster
+    }
+
+    async fn start_with(seed: u64, late_syncs: bool, replicated: bool) -> SimCluster {
         let dir = tempfile::tempdir().unwrap();
         let members: Vec<Member> = (0..NODES)
             .map(|n| Member {
@@ -82,7 +98,7 @@ impl SimCluster {
                     disk.acknowledge_syncs_late(Duration::from_millis(500));
                 }
                 SimNode {
-                    config: config(&dir, n, &members_toml),
+                    config: config(&dir, n, &members_toml, replicated),
                     disk,
                     node: None,
                 }
@@ -108,6 +124,44 @@ impl SimCluster {
         }
         cluster.wait_settled(Duration::from_secs(30)).await.unwrap();
         cluster
+    }
+
+    /// The node leading `partition`, as every running node sees it, once they agree.
+    pub fn leader_of(&self, partition: u32) -> Option<usize> {
+        let mut seen = (0..NODES).filter(|n| self.is_running(*n)).map(|n| {
+            let groups = self.nodes[n].node.as_ref().unwrap().groups()?;
+            let leader = groups.leader_of(partition)?;
+            (0..NODES).find(|m| name(*m) == leader)
+        });
+        let first = seen.next()??;
+        seen.all(|other| other == Some(first))
+            .then_some(first)
+            .filter(|leader| self.is_running(*leader))
+    }
+
+    /// Waits until every partition has a running leader every running node agrees on; how
+    /// long that took.
+    pub async fn wait_for_leaders(&self, patience: Duration) -> Result<Duration, String> {
+        let started = tokio::time::Instant::now();
+        loop {
+            let leaderless: Vec<u32> = (0..PARTITIONS)
+                .filter(|p| self.leader_of(*p).is_none())
+                .collect();
+            if leaderless.is_empty() {
+                return Ok(started.elapsed());
+            }
+            if started.elapsed() > patience {
+                return Err(format!(
+                    "partitions without an agreed leader: {leaderless:?}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Node `n` as it runs.
+    pub fn node(&self, n: usize) -> Option<&Node> {
+        self.nodes[n].node.as_ref()
     }
 
     /// Node `n`'s index of the owner of `stream` in `service`.
@@ -226,13 +280,17 @@ impl SimCluster {
 
 /// Node `n`'s config: every service (a member lists none: all of them), the test key, no rate
 /// limit to speak of, a small cluster.
-fn config(dir: &tempfile::TempDir, n: usize, members: &str) -> NodeConfig {
+fn config(dir: &tempfile::TempDir, n: usize, members: &str, replicated: bool) -> NodeConfig {
     let data = dir.path().join(name(n));
+    let journal = if replicated { "raft" } else { "direct" };
     let text = format!(
         r#"
 environment = "development"
 node_name = "{name}"
 data_dir = "{data}"
+
+[store]
+journal = "{journal}"
 
 [edge]
 listen = "127.0.0.1:0"

@@ -1,0 +1,121 @@
+//! Who leads each of a node's groups, and telling the partition hosts and saga runners when
+//! this node comes to lead a partition or stops leading it.
+//!
+//! A new leader serves a partition only from a complete state: it hears [`LeadershipEvent::Gained`]
+//! once it has applied its log through its own term's first entry (openraft's read barrier
+//! passed), so everything an earlier leader committed is in its store. What a node kept in
+//! memory about a partition while someone else led it may be stale, so hosts drop it on both
+//! events.
+
+use std::sync::{Arc, RwLock};
+
+use openraft::LinearizerOption;
+use openraft::rt::WatchReceiver;
+use tokio::task::JoinHandle;
+
+use super::groups::PartitionRaft;
+use super::types::PartitionId;
+
+/// A change of who leads one of this node's partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeadershipEvent {
+    /// This node leads the partition, and has applied its log through its term's first entry.
+    Gained(PartitionId),
+    /// This node no longer leads the partition.
+    Lost(PartitionId),
+}
+
+impl LeadershipEvent {
+    pub fn partition(self) -> PartitionId {
+        match self {
+            LeadershipEvent::Gained(partition) | LeadershipEvent::Lost(partition) => partition,
+        }
+    }
+}
+
+/// What hears leadership changes (a kind's hosts, a saga kind's supervisor).
+pub type LeadershipListener = Arc<dyn Fn(LeadershipEvent) + Send + Sync>;
+
+/// The listeners of one node's groups. Cheap to clone.
+#[derive(Clone, Default)]
+pub(crate) struct Listeners {
+    listeners: Arc<RwLock<Vec<LeadershipListener>>>,
+}
+
+impl Listeners {
+    pub(crate) fn add(&self, listener: LeadershipListener) {
+        self.listeners
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(listener);
+    }
+
+    fn tell(&self, event: LeadershipEvent) {
+        let listeners = self
+            .listeners
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        for listener in listeners {
+            listener(event);
+        }
+    }
+}
+
+/// The member leading `raft`'s group, as this replica knows it.
+pub(crate) fn leader_of(raft: &PartitionRaft) -> Option<String> {
+    let metrics = raft.server_metrics();
+    let metrics = metrics.borrow_watched();
+    let leader = metrics.current_leader?;
+    metrics
+        .membership_config
+        .get_node(&leader)
+        .map(|replica| replica.member.clone())
+}
+
+/// How a leader makes sure it reads a complete state: a quorum acknowledged it within the
+/// lease, or it asks one now; and it has applied everything committed when it asked.
+pub(crate) fn read_barrier() -> LinearizerOption {
+    LinearizerOption::new(None, true)
+}
+
+/// Watches `partition`'s group and tells `listeners` when this node comes to lead it (once
+/// it passed the read barrier) and when it stops.
+pub(crate) fn watch(
+    partition: PartitionId,
+    raft: PartitionRaft,
+    listeners: Listeners,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut metrics = raft.server_metrics();
+        let mut leading = false;
+        loop {
+            let leads = {
+                let now = metrics.borrow_watched();
+                now.current_leader.as_ref() == Some(&now.id)
+            };
+            if leads && !leading {
+                // Only once its term's first entry is applied; if it loses the lead meanwhile,
+                // the barrier fails and the next change is looked at.
+                if raft.ensure_linearizable(read_barrier()).await.is_ok() {
+                    leading = true;
+                    tracing::info!(partition, "this node leads the partition");
+                    listeners.tell(LeadershipEvent::Gained(partition));
+                }
+            } else if !leads && leading {
+                leading = false;
+                tracing::info!(partition, "this node no longer leads the partition");
+                listeners.tell(LeadershipEvent::Lost(partition));
+            }
+            if leads && !leading {
+                // The barrier failed while the metrics still say it leads: try again shortly
+                // rather than waiting for a change that may not come.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+}

@@ -1,0 +1,180 @@
+//! Replicated partitions on the simulated cluster: three nodes whose partitions are Raft
+//! groups on all three (`store.journal = "raft"`), on the in-memory network and paused time.
+//! Every edge reaches every aggregate through its partition's leader; a crashed leader's
+//! partitions get new leaders and nothing acknowledged is lost.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::api::{Answer, Api, Call};
+use crate::support::sim::{NODES, PARTITIONS, SimApi, SimCluster};
+use crate::support::token;
+
+fn in_paused_time<F: std::future::Future>(test: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap()
+        .block_on(test)
+}
+
+/// Sends `call` through node `via` until it is answered `status` (a 503 while a partition
+/// has no leader is retried, as a client told "retry after" would), for at most `patience`.
+async fn until(
+    api: &SimApi,
+    via: usize,
+    call: Call,
+    status: StatusCode,
+    patience: Duration,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        let answer = api.send(via, call.clone()).await;
+        match &answer {
+            Answer::Status(got, body) if *got == status => return body.clone(),
+            Answer::Status(StatusCode::SERVICE_UNAVAILABLE, _) | Answer::Nothing(_)
+                if tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => panic!(
+                "{} through node {via}: {other:?}, expected {status}",
+                call.path
+            ),
+        }
+    }
+}
+
+/// Each account's balance as every running node's edge reads it, which must agree.
+async fn balances(cluster: &SimCluster, accounts: &[String], token: &str) -> BTreeMap<String, i64> {
+    let api = cluster.api();
+    let mut balances = BTreeMap::new();
+    for id in accounts {
+        let mut seen = Vec::new();
+        for n in (0..NODES).filter(|n| cluster.is_running(*n)) {
+            let read = Call::get(format!("/api/v1/accounts/{id}"), token);
+            let account = until(&api, n, read, StatusCode::OK, Duration::from_secs(10)).await;
+            seen.push(account["balance"].as_i64().unwrap());
+        }
+        assert!(
+            seen.windows(2).all(|pair| pair[0] == pair[1]),
+            "{id}: the edges disagree: {seen:?}"
+        );
+        balances.insert(id.clone(), seen[0]);
+    }
+    balances
+}
+
+#[test]
+fn a_crashed_leaders_partitions_fail_over_and_nothing_acknowledged_is_lost() {
+    in_paused_time(async {
+        let mut cluster = SimCluster::start_replicated(11).await;
+        let api = cluster.api();
+        let writer = token("alice", &["writer"]);
+        let patience = Duration::from_secs(10);
+
+        // Accounts opened and credited through every edge: each write goes to its partition's
+        // leader wherever it came in.
+        let mut accounts = Vec::new();
+        for n in 0..12 {
+            let open = Call::post(
+                "/api/v1/accounts",
+                &writer,
+                json!({"owner": "alice", "initial_balance": 100}),
+            )
+            .with_key(format!("open-{n}"));
+            let account = until(&api, n % NODES, open, StatusCode::CREATED, patience).await;
+            accounts.push(account["id"].as_str().unwrap().to_owned());
+        }
+        for (n, id) in accounts.iter().enumerate() {
+            let credit = Call::post(
+                format!("/api/v1/accounts/{id}/credit"),
+                &writer,
+                json!({"amount": 10}),
+            )
+            .with_key(format!("first-credit-{id}"));
+            until(&api, (n + 1) % NODES, credit, StatusCode::OK, patience).await;
+        }
+        let before = balances(&cluster, &accounts, &writer).await;
+        assert!(before.values().all(|b| *b == 110), "{before:?}");
+
+        // Every replica applied every write: each node's store holds each account's stream.
+        for n in 0..NODES {
+            let store = cluster.node(n).unwrap().store();
+            for id in &accounts {
+                let stream = format!("account-{id}");
+                // Applying is asynchronous on followers: give it a moment.
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+                while store.stream_version(&stream).unwrap() < 2 {
+                    assert!(tokio::time::Instant::now() < deadline, "node {n}: {stream}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+
+        // Crash the node leading the most partitions: its unsynced writes are lost with it.
+        let mut led = [0usize; NODES];
+        for partition in 0..PARTITIONS {
+            led[cluster.leader_of(partition).unwrap()] += 1;
+        }
+        let victim = (0..NODES).max_by_key(|n| led[*n]).unwrap();
+        assert!(led[victim] > 0, "{led:?}");
+        cluster.crash(victim);
+        let failover = cluster
+            .wait_for_leaders(Duration::from_secs(10))
+            .await
+            .unwrap();
+        // Elections time out within 0.5-1 s of silence (RaftSettings::default).
+        assert!(failover < Duration::from_secs(5), "{failover:?}");
+        for partition in 0..PARTITIONS {
+            assert_ne!(cluster.leader_of(partition), Some(victim));
+        }
+
+        // Every account takes writes again through the survivors' edges, and every credit
+        // acknowledged before the crash is still there.
+        let survivors: Vec<usize> = (0..NODES).filter(|n| *n != victim).collect();
+        for (n, id) in accounts.iter().enumerate() {
+            let credit = Call::post(
+                format!("/api/v1/accounts/{id}/credit"),
+                &writer,
+                json!({"amount": 1}),
+            )
+            .with_key(format!("second-credit-{id}"));
+            until(
+                &api,
+                survivors[n % survivors.len()],
+                credit,
+                StatusCode::OK,
+                patience,
+            )
+            .await;
+        }
+        let after = balances(&cluster, &accounts, &writer).await;
+        assert!(after.values().all(|b| *b == 111), "{after:?}");
+
+        // The crashed node comes back, catches up from its peers, and its edge reads the same.
+        cluster.restart(victim).await;
+        cluster
+            .wait_for_leaders(Duration::from_secs(10))
+            .await
+            .unwrap();
+        let store = cluster.node(victim).unwrap().store().clone();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        for id in &accounts {
+            while store.stream_version(&format!("account-{id}")).unwrap() < 3 {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{id} on the restarted node"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let healed = balances(&cluster, &accounts, &writer).await;
+        assert_eq!(healed, after);
+        cluster.tear_down();
+    });
+}
