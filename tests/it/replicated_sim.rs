@@ -178,3 +178,143 @@ fn a_crashed_leaders_partitions_fail_over_and_nothing_acknowledged_is_lost() {
         cluster.tear_down();
     });
 }
+
+/// Opens `count` accounts of 100 and credits each 10, through the edges in turn.
+async fn opened_and_credited(cluster: &SimCluster, count: usize, token: &str) -> Vec<String> {
+    let api = cluster.api();
+    let patience = Duration::from_secs(10);
+    let mut accounts = Vec::new();
+    for n in 0..count {
+        let open = Call::post(
+            "/api/v1/accounts",
+            token,
+            json!({"owner": "alice", "initial_balance": 100}),
+        )
+        .with_key(format!("open-{n}"));
+        let account = until(&api, n % NODES, open, StatusCode::CREATED, patience).await;
+        let id = account["id"].as_str().unwrap().to_owned();
+        let credit = Call::post(
+            format!("/api/v1/accounts/{id}/credit"),
+            token,
+            json!({"amount": 10}),
+        )
+        .with_key(format!("credit-{id}"));
+        until(&api, (n + 1) % NODES, credit, StatusCode::OK, patience).await;
+        accounts.push(id);
+    }
+    accounts
+}
+
+#[test]
+fn a_node_back_on_a_wiped_disk_rejoins_as_a_new_replica_and_holds_everything_again() {
+    in_paused_time(async {
+        let mut cluster = SimCluster::start_replicated(12).await;
+        let api = cluster.api();
+        let writer = token("alice", &["writer"]);
+        let accounts = opened_and_credited(&cluster, 8, &writer).await;
+        let wiped = 1;
+        let old = cluster.node(wiped).unwrap().groups().unwrap().replica_id();
+
+        // Its disk is lost; the others go on taking writes meanwhile.
+        cluster.crash_and_wipe(wiped);
+        cluster
+            .wait_for_leaders(Duration::from_secs(10))
+            .await
+            .unwrap();
+        for (n, id) in accounts.iter().enumerate() {
+            let credit = Call::post(
+                format!("/api/v1/accounts/{id}/credit"),
+                &writer,
+                json!({"amount": 1}),
+            )
+            .with_key(format!("while-wiped-{id}"));
+            let via = [0, 2][n % 2];
+            until(&api, via, credit, StatusCode::OK, Duration::from_secs(10)).await;
+        }
+
+        // It comes back as a new incarnation, never as the replica it was...
+        cluster.restart(wiped).await;
+        let new = cluster.node(wiped).unwrap().groups().unwrap().replica_id();
+        assert_ne!(new, old, "a wiped node must not reuse its replica id");
+        // ...and every group swaps it in for its old self once it has caught up.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        'partitions: for partition in 0..PARTITIONS {
+            loop {
+                let leader = cluster.leader_of(partition);
+                let voters = leader.and_then(|leader| {
+                    cluster
+                        .node(leader)
+                        .unwrap()
+                        .groups()
+                        .unwrap()
+                        .voters_of(partition)
+                });
+                if let Some(voters) = &voters
+                    && voters.contains_key(&new)
+                    && !voters.contains_key(&old)
+                    && voters.len() == NODES
+                {
+                    continue 'partitions;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "partition {partition}: voters {voters:?}, new {new}, old {old}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        // Its store holds every account's events again, as its peers' do.
+        let store = cluster.node(wiped).unwrap().store().clone();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        for id in &accounts {
+            let stream = format!("account-{id}");
+            let peer = cluster
+                .node(0)
+                .unwrap()
+                .store()
+                .read_stream(&stream)
+                .unwrap();
+            assert_eq!(peer.len(), 3, "{stream} on node 1");
+            while store.stream_version(&stream).unwrap() < 3 {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{stream} on the wiped node"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let mine = store.read_stream(&stream).unwrap();
+            // Everything but the position in each node's own log: the leader stamped the
+            // times, so they are equal too.
+            let payloads = |records: &[playhouse_runtime::store::RecordedEvent]| {
+                records
+                    .iter()
+                    .map(|r| {
+                        let mut r = r.clone();
+                        r.position = 0;
+                        r
+                    })
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(payloads(&mine), payloads(&peer), "{stream}");
+        }
+
+        // It is a voter that counts: with another node down, its copy makes the majority.
+        cluster.crash(2);
+        cluster
+            .wait_for_leaders(Duration::from_secs(10))
+            .await
+            .unwrap();
+        for id in &accounts {
+            let credit = Call::post(
+                format!("/api/v1/accounts/{id}/credit"),
+                &writer,
+                json!({"amount": 1}),
+            )
+            .with_key(format!("after-heal-{id}"));
+            until(&api, wiped, credit, StatusCode::OK, Duration::from_secs(10)).await;
+        }
+        let healed = balances(&cluster, &accounts, &writer).await;
+        assert!(healed.values().all(|b| *b == 112), "{healed:?}");
+        cluster.tear_down();
+    });
+}

@@ -144,7 +144,8 @@ async fn initialize_if_all_empty(
     }
 }
 
-async fn ask(cluster: &Cluster, peer: &str) -> Result<Hello, String> {
+/// Asks `peer` who its replicas are.
+pub(crate) async fn ask(cluster: &Cluster, peer: &str) -> Result<Hello, String> {
     let bytes = cluster
         .call_uncounted(peer, HELLO_TARGET, Vec::new(), Duration::from_secs(2))
         .await

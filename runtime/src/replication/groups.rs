@@ -228,10 +228,11 @@ impl Groups {
         cluster.set_leadership(Arc::new(self.clone()));
         let forming = tokio::spawn(super::forming::form(
             self.clone(),
-            cluster,
+            cluster.clone(),
             placement.clone(),
         ));
         self.keep(forming);
+        self.keep(tokio::spawn(super::repair::run(self.clone(), cluster)));
         Ok(())
     }
 
@@ -244,6 +245,15 @@ impl Groups {
     pub fn leader_of(&self, partition: PartitionId) -> Option<String> {
         self.get(partition)
             .and_then(|raft| leadership::leader_of(&raft))
+    }
+
+    /// `partition`'s voters as this node's replica knows them (replica id -> member), if it
+    /// replicates the partition.
+    pub fn voters_of(
+        &self,
+        partition: PartitionId,
+    ) -> Option<std::collections::BTreeMap<ReplicaId, String>> {
+        self.get(partition).map(|raft| leadership::voters(&raft))
     }
 
     /// Whether this node leads `partition` now.

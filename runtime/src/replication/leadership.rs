@@ -7,6 +7,7 @@
 //! memory about a partition while someone else led it may be stale, so hosts drop it on both
 //! events.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use openraft::LinearizerOption;
@@ -14,7 +15,7 @@ use openraft::rt::WatchReceiver;
 use tokio::task::JoinHandle;
 
 use super::groups::PartitionRaft;
-use super::types::PartitionId;
+use super::types::{PartitionId, ReplicaId};
 
 /// A change of who leads one of this node's partitions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +72,21 @@ pub(crate) fn leader_of(raft: &PartitionRaft) -> Option<String> {
         .membership_config
         .get_node(&leader)
         .map(|replica| replica.member.clone())
+}
+
+/// `raft`'s group's voters as this replica knows them, by replica id, with their members.
+pub(crate) fn voters(raft: &PartitionRaft) -> BTreeMap<ReplicaId, String> {
+    let metrics = raft.server_metrics();
+    let metrics = metrics.borrow_watched();
+    let membership = metrics.membership_config.membership();
+    membership
+        .voter_ids()
+        .filter_map(|id| {
+            membership
+                .get_node(&id)
+                .map(|replica| (id, replica.member.clone()))
+        })
+        .collect()
 }
 
 /// How a leader makes sure it reads a complete state: a quorum acknowledged it within the

@@ -5,8 +5,9 @@
 //! log in one file with one group-committing writer, `state_machine` applies committed
 //! entries to the node's event store, `network` carries Raft messages over the cluster's
 //! calls, `groups` runs the node's groups, `forming` sets a group up the first time its replicas
-//! meet, and `leadership` tells hosts and saga runners when this node comes to lead a
-//! partition or stops.
+//! meet, `leadership` tells hosts and saga runners when this node comes to lead a
+//! partition or stops, and `repair` swaps a replica that lost its disk back in under its new
+//! incarnation.
 
 mod forming;
 mod groups;
@@ -15,6 +16,7 @@ mod leadership;
 mod log_store;
 mod log_writer;
 mod network;
+mod repair;
 mod state_machine;
 mod types;
 
