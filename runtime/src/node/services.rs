@@ -258,4 +258,32 @@ mod tests {
             "{error}"
         );
     }
+
+    #[test]
+    fn with_raft_every_member_runs_every_service_and_the_factor_is_positive() {
+        let members = |second: &str| {
+            format!(
+                "[store]\njournal = \"raft\"\n[cluster]\ndev_cookie = \"a-cluster-cookie-of-length\"\nmembers = [\n{{ name = \"a\", address = \"a:1\" }},\n{{ name = \"b\", address = \"b:1\"{second} }}]\n"
+            )
+        };
+        let replicated = prepare(config(&members("")), BUILD).unwrap();
+        assert!(replicated.cluster.replicated);
+        assert_eq!(replicated.cluster.replication_factor, 3);
+        let error = prepare(config(&members(", services = [\"mail\"]")), BUILD).unwrap_err();
+        assert!(
+            error.contains("cluster.members[1].services leaves out `ledger`"),
+            "{error}"
+        );
+        // Without raft the same lists are fine: each partition has one owner among the hosts.
+        let direct = members(", services = [\"mail\"]")
+            .replace("journal = \"raft\"", "journal = \"direct\"");
+        prepare(config(&direct), BUILD).unwrap();
+        let text = format!(
+            "environment = \"development\"\nnode_name = \"a\"\n[cluster]\nreplication_factor = 0\n[auth]\nissuer = \"i\"\naudience = \"a\"\ndev_key = \"a-development-key-of-some-length\"\n"
+        );
+        let error = NodeConfig::parse(std::path::Path::new("t.toml"), &text, Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("cluster.replication_factor"), "{error}");
+    }
 }
