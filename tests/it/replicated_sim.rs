@@ -128,8 +128,9 @@ fn a_crashed_leaders_partitions_fail_over_and_nothing_acknowledged_is_lost() {
             .wait_for_leaders(Duration::from_secs(10))
             .await
             .unwrap();
-        // Elections time out within 0.5-1 s of silence (RaftSettings::default).
-        assert!(failover < Duration::from_secs(5), "{failover:?}");
+        // The link closes at once, and a survivor stands for election as soon as the leader
+        // lease (1 s, RaftSettings::default) has run out: well within the lease plus 500 ms.
+        assert!(failover < Duration::from_millis(1500), "{failover:?}");
         for partition in 0..PARTITIONS {
             assert_ne!(cluster.leader_of(partition), Some(victim));
         }

@@ -164,7 +164,7 @@ impl Cluster {
         view.reason = reason;
         if changed {
             if status != MemberStatus::Up {
-                self.departure(peer).notify_waiters();
+                self.departed(peer);
             }
             match status {
                 MemberStatus::Up => {

@@ -66,6 +66,10 @@ pub enum Route {
 pub trait Leadership: Send + Sync {
     /// The member leading `partition`, if this node knows one.
     fn leader(&self, partition: u32) -> Option<String>;
+
+    /// `member` was just seen down (its link closed, or it fell silent): the groups it led
+    /// may elect a new leader without waiting for their own timers.
+    fn member_down(&self, member: &str);
 }
 
 /// Whether a node serves its own partitions.
@@ -437,6 +441,14 @@ impl Cluster {
     /// graceful stop.
     pub fn remember_peers(&self) {
         self.seen().flush();
+    }
+
+    /// `member` was seen down: calls in flight to it end now, and its partitions' groups hear.
+    fn departed(&self, member: &str) {
+        self.departure(member).notify_waiters();
+        if let Some(leadership) = self.inner.leadership.get() {
+            leadership.member_down(member);
+        }
     }
 
     /// What calls in flight to `member` wait on besides their answer: it is notified when
