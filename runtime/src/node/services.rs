@@ -278,9 +278,7 @@ mod tests {
         let direct = members(", services = [\"mail\"]")
             .replace("journal = \"raft\"", "journal = \"direct\"");
         prepare(config(&direct), BUILD).unwrap();
-        let text = format!(
-            "environment = \"development\"\nnode_name = \"a\"\n[cluster]\nreplication_factor = 0\n[auth]\nissuer = \"i\"\naudience = \"a\"\ndev_key = \"a-development-key-of-some-length\"\n"
-        );
+        let text = "environment = \"development\"\nnode_name = \"a\"\n[cluster]\nreplication_factor = 0\n[auth]\nissuer = \"i\"\naudience = \"a\"\ndev_key = \"a-development-key-of-some-length\"\n";
         let error = NodeConfig::parse(std::path::Path::new("t.toml"), &text, Vec::new())
             .unwrap_err()
             .to_string();
