@@ -279,7 +279,7 @@ mod tests {
             .replace("journal = \"raft\"", "journal = \"direct\"");
         prepare(config(&direct), BUILD).unwrap();
         let text = "environment = \"development\"\nnode_name = \"a\"\n[cluster]\nreplication_factor = 0\n[auth]\nissuer = \"i\"\naudience = \"a\"\ndev_key = \"a-development-key-of-some-length\"\n";
-        let error = NodeConfig::parse(std::path::Path::new("t.toml"), &text, Vec::new())
+        let error = NodeConfig::parse(std::path::Path::new("t.toml"), text, Vec::new())
             .unwrap_err()
             .to_string();
         assert!(error.contains("cluster.replication_factor"), "{error}");
