@@ -105,6 +105,9 @@ enum Disks {
     Honest,
     /// The planted fault: syncs acknowledged before the data is durable.
     SyncLate,
+    /// Honest disks, and every partition a Raft group on all three nodes
+    /// (`store.journal = "raft"`).
+    Replicated,
 }
 
 /// One seed, start to finish, on a runtime of its own with a paused clock: one thread, so
@@ -124,7 +127,10 @@ fn run_on(seed: u64, disks: Disks) -> Run {
 }
 
 async fn simulate(seed: u64, disks: Disks) -> Run {
-    let mut cluster = SimCluster::start(seed, disks == Disks::SyncLate).await;
+    let mut cluster = match disks {
+        Disks::Replicated => SimCluster::start_replicated(seed).await,
+        _ => SimCluster::start(seed, disks == Disks::SyncLate).await,
+    };
     let api = Arc::new(cluster.api());
     let mut opened = 0;
     let mut ids = || {
@@ -228,13 +234,23 @@ fn seeds() -> Vec<u64> {
 
 #[test]
 fn the_bank_and_the_shop_keep_their_invariants_under_seeded_faults() {
+    seeded_runs(Disks::Honest);
+}
+
+/// The same workloads and nemesis with every partition replicated on all three nodes.
+#[test]
+fn the_replicated_bank_and_shop_keep_their_invariants_under_seeded_faults() {
+    seeded_runs(Disks::Replicated);
+}
+
+fn seeded_runs(disks: Disks) {
     let started = Instant::now();
     let mut failed = Vec::new();
     let mut totals: BTreeMap<&str, usize> = BTreeMap::new();
     let seeds = seeds();
     for &seed in &seeds {
         let seed_started = Instant::now();
-        let run = run(seed);
+        let run = run_on(seed, disks);
         println!(
             "SIM_SEED={seed}: {} faults, {} problems, {:.1} s; {}",
             run.faults.len(),
@@ -248,7 +264,7 @@ fn the_bank_and_the_shop_keep_their_invariants_under_seeded_faults() {
         }
     }
     println!(
-        "simulation: {} seeds in {:.1} s ({totals:?})",
+        "simulation ({disks:?}): {} seeds in {:.1} s ({totals:?})",
         seeds.len(),
         started.elapsed().as_secs_f64()
     );
