@@ -176,6 +176,23 @@ fn a_crashed_leaders_partitions_fail_over_and_nothing_acknowledged_is_lost() {
         }
         let healed = balances(&cluster, &accounts, &writer).await;
         assert_eq!(healed, after);
+
+        // With every node up again, each partition's lead goes back to its preferred member
+        // (the first its placement proposes), so the returned node leads its share again.
+        let preferred = |partition: u32| {
+            let first = cluster.placement.replicas(partition)[0].clone();
+            (0..NODES).find(|n| cluster.name(*n) == first).unwrap()
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while (0..PARTITIONS).any(|p| cluster.leader_of(p) != Some(preferred(p))) {
+            let now: Vec<_> = (0..PARTITIONS).map(|p| cluster.leader_of(p)).collect();
+            assert!(tokio::time::Instant::now() < deadline, "leaders {now:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            (0..PARTITIONS).any(|p| preferred(p) == victim),
+            "the returned node is preferred for some partition (seed 11), so the check means something"
+        );
         cluster.tear_down();
     });
 }

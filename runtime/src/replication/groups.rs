@@ -237,7 +237,15 @@ impl Groups {
             placement.clone(),
         ));
         self.keep(forming);
-        self.keep(tokio::spawn(super::repair::run(self.clone(), cluster)));
+        self.keep(tokio::spawn(super::repair::run(
+            self.clone(),
+            cluster.clone(),
+        )));
+        self.keep(tokio::spawn(super::balance::run(
+            self.clone(),
+            cluster,
+            placement.clone(),
+        )));
         Ok(())
     }
 

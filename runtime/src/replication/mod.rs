@@ -9,6 +9,7 @@
 //! partition or stops, and `repair` swaps a replica that lost its disk back in under its new
 //! incarnation.
 
+mod balance;
 mod forming;
 mod groups;
 mod journal;

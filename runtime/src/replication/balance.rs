@@ -1,0 +1,81 @@
+//! Keeping leaders spread: each partition has a preferred leader, the first of its proposed
+//! replicas (by placement) that is a voter and up, and a leader that is not the preferred one
+//! hands the lead over once the preferred one has caught up. Placement spreads the first
+//! replicas evenly, so when every member is up leaders are spread as evenly as placement
+//! spreads them, also after a member that was down comes back (it was leading nothing).
+//!
+//! The handover is openraft's leader transfer: the leader stops taking writes (they are
+//! refused "not leader", nothing applied, so a client retries), the target elects itself
+//! once it holds the leader's whole log, and the old leader's lease no longer blocks it.
+
+use std::time::Duration;
+
+use openraft::rt::WatchReceiver;
+
+use super::groups::{Groups, PartitionRaft};
+use super::leadership::voters;
+use super::types::ReplicaId;
+use crate::cluster::{Cluster, Route};
+use crate::placement::Placement;
+
+/// How often a node looks at the groups it leads.
+const LOOK_EVERY: Duration = Duration::from_secs(2);
+
+/// How far behind the leader's log the preferred replica may be for the lead to move to it:
+/// the transfer waits for it to catch up, and writes wait with it.
+const CAUGHT_UP_WITHIN: u64 = 16;
+
+/// Runs for the node's life: every [`LOOK_EVERY`], hands each group this node leads to its
+/// preferred leader when that is another member, up and caught up.
+pub(crate) async fn run(groups: Groups, cluster: Cluster, placement: Placement) {
+    loop {
+        tokio::time::sleep(LOOK_EVERY).await;
+        for (partition, raft) in groups.running() {
+            if !raft.is_leader() {
+                continue;
+            }
+            let Some(preferred) = preferred_leader(&raft, &cluster, &placement, partition) else {
+                continue;
+            };
+            if preferred == groups.replica_id() || !caught_up(&raft, preferred) {
+                continue;
+            }
+            tracing::info!(
+                partition,
+                to = preferred,
+                "handing the lead to the partition's preferred leader"
+            );
+            let _ = raft.trigger().transfer_leader(preferred).await;
+        }
+    }
+}
+
+/// The replica id of the first of `partition`'s proposed replicas that is a voter and up.
+fn preferred_leader(
+    raft: &PartitionRaft,
+    cluster: &Cluster,
+    placement: &Placement,
+    partition: u32,
+) -> Option<ReplicaId> {
+    let voters = voters(raft);
+    placement
+        .replicas(partition)
+        .into_iter()
+        .find_map(|member| {
+            let (id, _) = voters.iter().find(|(_, m)| **m == member)?;
+            matches!(cluster.route_to(&member), Route::Local | Route::Remote(_)).then_some(*id)
+        })
+}
+
+/// Whether `replica`'s log matches the leader's to within [`CAUGHT_UP_WITHIN`] entries.
+fn caught_up(raft: &PartitionRaft, replica: ReplicaId) -> bool {
+    let metrics = raft.metrics();
+    let metrics = metrics.borrow_watched();
+    let last = metrics.last_log_index.unwrap_or(0);
+    let matched = metrics
+        .replication
+        .as_ref()
+        .and_then(|replication| replication.get(&replica).cloned().flatten())
+        .map_or(0, |log_id| log_id.index);
+    matched + CAUGHT_UP_WITHIN >= last
+}
