@@ -29,6 +29,10 @@ pub const CLUSTER_HEARTBEAT_RTT: &str = "playhouse_cluster_heartbeat_rtt_seconds
 pub const CLUSTER_HANDSHAKES: &str = "playhouse_cluster_handshakes_total";
 pub const CLUSTER_CONNECTIONS: &str = "playhouse_cluster_connections";
 pub const CLUSTER_ACCEPT_ERRORS: &str = "playhouse_cluster_accept_errors_total";
+pub const RAFT_LEADERS: &str = "playhouse_raft_partitions_led";
+pub const RAFT_LEADER_CHANGES: &str = "playhouse_raft_leader_changes_total";
+pub const RAFT_ELECTIONS: &str = "playhouse_raft_terms_total";
+pub const RAFT_REPLICATION_LAG: &str = "playhouse_raft_replication_lag_entries";
 
 /// Registers the descriptions of every runtime metric with the installed recorder.
 pub fn describe() {
@@ -113,6 +117,22 @@ pub fn describe() {
     metrics::describe_counter!(
         CLUSTER_ACCEPT_ERRORS,
         "Accepts on the cluster port that failed for want of resources (file descriptors, memory)"
+    );
+    metrics::describe_gauge!(
+        RAFT_LEADERS,
+        "Partitions this node leads (and has applied its term's first entry of)"
+    );
+    metrics::describe_counter!(
+        RAFT_LEADER_CHANGES,
+        "Times a partition this node replicates got another leader (or lost it), as this node saw it: failovers and handovers"
+    );
+    metrics::describe_counter!(
+        RAFT_ELECTIONS,
+        "New terms this node's replicas saw: each is an election, won or not"
+    );
+    metrics::describe_gauge!(
+        RAFT_REPLICATION_LAG,
+        "On a leader: entries the furthest-behind replica of its partitions lacks"
     );
     metrics::describe_gauge!(
         PROJECTION_LAG,

@@ -116,6 +116,30 @@ fn a_crashed_leaders_partitions_fail_over_and_nothing_acknowledged_is_lost() {
             }
         }
 
+        // The operations view: every node holds every partition's group, and they agree on
+        // who leads each.
+        let admin = token("ops", &["admin"]);
+        for n in 0..NODES {
+            let view = until(
+                &api,
+                n,
+                Call::get("/admin/cluster", &admin),
+                StatusCode::OK,
+                patience,
+            )
+            .await;
+            let partitions = view["replication"]["partitions"].as_array().unwrap();
+            assert_eq!(partitions.len(), PARTITIONS as usize, "{view}");
+            for (p, partition) in partitions.iter().enumerate() {
+                let leader = cluster.name(cluster.leader_of(p as u32).unwrap());
+                assert_eq!(partition["leader"], leader.as_str(), "{partition}");
+                let replicas = partition["replicas"].as_array().unwrap();
+                assert_eq!(replicas.len(), NODES, "{partition}");
+                assert!(replicas.iter().all(|r| r["voter"] == true), "{partition}");
+                assert_eq!(partition["role"] == "leader", leader == cluster.name(n));
+            }
+        }
+
         // Crash the node leading the most partitions: its unsynced writes are lost with it.
         let mut led = [0usize; NODES];
         for partition in 0..PARTITIONS {
@@ -131,9 +155,32 @@ fn a_crashed_leaders_partitions_fail_over_and_nothing_acknowledged_is_lost() {
         // The link closes at once, and a survivor stands for election as soon as the leader
         // lease (1 s, RaftSettings::default) has run out: well within the lease plus 500 ms.
         assert!(failover < Duration::from_millis(1500), "{failover:?}");
+        let survivor = (victim + 1) % NODES;
+        let view = until(
+            &api,
+            survivor,
+            Call::get("/admin/cluster", &admin),
+            StatusCode::OK,
+            patience,
+        )
+        .await;
         for partition in 0..PARTITIONS {
             assert_ne!(cluster.leader_of(partition), Some(victim));
+            let report = &view["replication"]["partitions"][partition as usize];
+            if report["leader_changes"].as_u64().unwrap() > 0 {
+                assert!(
+                    report["last_leader_change_ms_ago"].as_u64().is_some(),
+                    "{report}"
+                );
+            }
         }
+        let moved = view["replication"]["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|report| report["leader_changes"].as_u64().unwrap() > 0)
+            .count();
+        assert!(moved >= led[victim], "{led:?}: {view}");
 
         // Every account takes writes again through the survivors' edges, and every credit
         // acknowledged before the crash is still there.

@@ -1,6 +1,7 @@
 //! `GET /admin/cluster` (admin role): this node, whether it serves its partitions, and every
 //! member as it sees it, itself included (status, last heartbeat, round trip, services,
-//! partitions), in the shape `/admin/overview` lists them.
+//! partitions), in the shape `/admin/overview` lists them; with replication, each partition
+//! group this node holds (leader, term, replicas and their lag, the last move of the lead).
 
 use std::collections::BTreeMap;
 
@@ -16,6 +17,7 @@ use super::auth::Admin;
 use super::json::ApiJson;
 use crate::cluster::Cluster;
 use crate::ops::{MemberOverview, members_of};
+use crate::replication::{Groups, PartitionReport};
 use crate::store::EventStore;
 
 /// What the route answers about: this node, in its cluster if it has peers.
@@ -26,6 +28,8 @@ pub struct ClusterInfo {
     pub cluster: Option<Cluster>,
     /// This node's store, for its own log end.
     pub store: EventStore,
+    /// Its partition groups, with `store.journal = "raft"`.
+    pub groups: Option<Groups>,
 }
 
 pub fn routes(info: ClusterInfo) -> Routes {
@@ -45,10 +49,60 @@ pub struct ClusterView {
     /// The placement fingerprint members compare (hex); absent on a node alone.
     pub placement: Option<String>,
     pub services: Vec<String>,
-    /// How many partitions of each service this node owns.
+    /// How many partitions of each service this node serves: those it owns, or with
+    /// replication those it leads (a partition is every service's).
     pub partitions: BTreeMap<String, usize>,
     /// Every member, this node included (`this_node`), by name.
     pub members: Vec<MemberOverview>,
+    /// With `store.journal = "raft"`: the partition groups this node holds.
+    pub replication: Option<ReplicationView>,
+}
+
+/// This node's part in the replicated partitions.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplicationView {
+    /// This node's replica id in every group (its data directory's incarnation), in hex.
+    pub replica: String,
+    /// Partitions this node leads now.
+    pub leading: usize,
+    /// Each group this node holds, by partition.
+    pub partitions: Vec<PartitionReport>,
+}
+
+fn partitions_served(
+    cluster: &Cluster,
+    groups: Option<&Groups>,
+    services: &[String],
+) -> BTreeMap<String, usize> {
+    match groups {
+        Some(groups) => {
+            let led = groups
+                .report()
+                .iter()
+                .filter(|partition| partition.role == "leader")
+                .count();
+            services
+                .iter()
+                .map(|service| (service.clone(), led))
+                .collect()
+        }
+        None => cluster
+            .placement()
+            .owned_by(cluster.node())
+            .into_iter()
+            .map(|(service, owned)| (service, owned.len()))
+            .collect(),
+    }
+}
+
+fn replication_of(groups: Option<&Groups>) -> Option<ReplicationView> {
+    let groups = groups?;
+    let partitions = groups.report();
+    Some(ReplicationView {
+        replica: format!("{:016x}", groups.replica_id()),
+        leading: partitions.iter().filter(|p| p.role == "leader").count(),
+        partitions,
+    })
 }
 
 /// This node and every member: status, last heartbeat, round trip, services, partitions.
@@ -66,6 +120,7 @@ async fn cluster_view(State(info): State<ClusterInfo>, _: Admin) -> ApiJson<Clus
             services: info.services.clone(),
             partitions: BTreeMap::new(),
             members: members_of(&info.node, &info.services, None, log_end),
+            replication: replication_of(info.groups.as_ref()),
         });
     };
     let serving = cluster.serving();
@@ -75,12 +130,8 @@ async fn cluster_view(State(info): State<ClusterInfo>, _: Admin) -> ApiJson<Clus
         not_serving_reason: serving.err(),
         placement: Some(format!("{:016x}", cluster.placement().fingerprint())),
         services: info.services.clone(),
-        partitions: cluster
-            .placement()
-            .owned_by(cluster.node())
-            .into_iter()
-            .map(|(service, owned)| (service, owned.len()))
-            .collect(),
+        partitions: partitions_served(cluster, info.groups.as_ref(), &info.services),
         members: members_of(&info.node, &info.services, Some(cluster), log_end),
+        replication: replication_of(info.groups.as_ref()),
     })
 }

@@ -287,6 +287,7 @@ impl Node {
                     services: config.services.clone(),
                     cluster: cluster.clone(),
                     store: store.clone(),
+                    groups: groups.clone(),
                 }))
                 .merge(crate::edge::ui::admin_routes(OverviewSource::new(
                     ops,

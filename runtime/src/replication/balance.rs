@@ -1,4 +1,4 @@
-//! Keeping leaders spread: each partition has a preferred leader, the first of its proposed
+//! Keeping leaders spread (and, on the way, the replication lag metric): each partition has a preferred leader, the first of its proposed
 //! replicas (by placement) that is a voter and up, and a leader that is not the preferred one
 //! hands the lead over once the preferred one has caught up. Placement spreads the first
 //! replicas evenly, so when every member is up leaders are spread as evenly as placement
@@ -16,6 +16,7 @@ use super::groups::{Groups, PartitionRaft};
 use super::leadership::voters;
 use super::types::ReplicaId;
 use crate::cluster::{Cluster, Route};
+use crate::metrics::RAFT_REPLICATION_LAG;
 use crate::placement::Placement;
 
 /// How often a node looks at the groups it leads.
@@ -31,6 +32,13 @@ pub(crate) async fn run(groups: Groups, cluster: Cluster, placement: Placement) 
     loop {
         tokio::time::sleep(LOOK_EVERY).await;
         for (partition, raft) in groups.running() {
+            let lag = if raft.is_leader() {
+                worst_lag(&raft)
+            } else {
+                0
+            };
+            metrics::gauge!(RAFT_REPLICATION_LAG, "partition" => partition.to_string())
+                .set(lag as f64);
             if !raft.is_leader() {
                 continue;
             }
@@ -65,6 +73,20 @@ fn preferred_leader(
             let (id, _) = voters.iter().find(|(_, m)| **m == member)?;
             matches!(cluster.route_to(&member), Route::Local | Route::Remote(_)).then_some(*id)
         })
+}
+
+/// On a leader: the entries its furthest-behind replica lacks.
+fn worst_lag(raft: &PartitionRaft) -> u64 {
+    let metrics = raft.metrics();
+    let metrics = metrics.borrow_watched();
+    let last = metrics.last_log_index.unwrap_or(0);
+    metrics.replication.as_ref().map_or(0, |replication| {
+        replication
+            .values()
+            .map(|matched| last.saturating_sub(matched.as_ref().map_or(0, |log_id| log_id.index)))
+            .max()
+            .unwrap_or(0)
+    })
 }
 
 /// Whether `replica`'s log matches the leader's to within [`CAUGHT_UP_WITHIN`] entries.

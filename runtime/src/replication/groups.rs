@@ -114,6 +114,7 @@ struct Inner {
     groups: DashMap<PartitionId, PartitionRaft>,
     opening: tokio::sync::Mutex<()>,
     listeners: Listeners,
+    histories: leadership::Histories,
     /// The node's own tasks (each group's leadership watcher, forming), aborted when it stops.
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -152,6 +153,7 @@ impl Groups {
                 groups: DashMap::new(),
                 opening: tokio::sync::Mutex::new(()),
                 listeners: Listeners::default(),
+                histories: leadership::Histories::default(),
                 tasks: std::sync::Mutex::new(Vec::new()),
             }),
         };
@@ -199,7 +201,12 @@ impl Groups {
             reason: error.to_string(),
         })?;
         self.inner.groups.insert(partition, raft.clone());
-        let watcher = leadership::watch(partition, raft.clone(), self.inner.listeners.clone());
+        let watcher = leadership::watch(
+            partition,
+            raft.clone(),
+            self.inner.listeners.clone(),
+            self.inner.histories.clone(),
+        );
         self.keep(watcher);
         Ok(raft)
     }
@@ -295,6 +302,25 @@ impl Groups {
                     _ => None,
                 },
             })
+    }
+
+    /// Each group running here as the operations page shows it, by partition.
+    pub fn report(&self) -> Vec<super::report::PartitionReport> {
+        let mut reports: Vec<_> = self
+            .running()
+            .into_iter()
+            .map(|(partition, raft)| {
+                let history = self
+                    .inner
+                    .histories
+                    .get(&partition)
+                    .map(|history| *history)
+                    .unwrap_or_default();
+                super::report::of(partition, &raft, history)
+            })
+            .collect();
+        reports.sort_by_key(|report| report.partition);
+        reports
     }
 
     /// Every group running here, by partition.

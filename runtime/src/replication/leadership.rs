@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 
 use super::groups::PartitionRaft;
 use super::types::{PartitionId, ReplicaId};
+use crate::metrics::{RAFT_ELECTIONS, RAFT_LEADER_CHANGES, RAFT_LEADERS};
 
 /// A change of who leads one of this node's partitions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +75,18 @@ pub(crate) fn leader_of(raft: &PartitionRaft) -> Option<String> {
         .map(|replica| replica.member.clone())
 }
 
+/// How leadership of one partition went, as this node saw it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct LeaderHistory {
+    /// Times the partition got another leader (or lost one) since this node started.
+    pub changes: u64,
+    /// When that last happened.
+    pub last_change: Option<tokio::time::Instant>,
+}
+
+/// The leader history of each partition this node replicates. Cheap to clone.
+pub(crate) type Histories = Arc<dashmap::DashMap<PartitionId, LeaderHistory>>;
+
 /// `raft`'s group's voters as this replica knows them, by replica id, with their members.
 pub(crate) fn voters(raft: &PartitionRaft) -> BTreeMap<ReplicaId, String> {
     let metrics = raft.server_metrics();
@@ -101,13 +114,31 @@ pub(crate) fn watch(
     partition: PartitionId,
     raft: PartitionRaft,
     listeners: Listeners,
+    histories: Histories,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut metrics = raft.server_metrics();
         let mut leading = false;
+        let (mut leader, mut term) = (None, 0);
         loop {
             let leads = {
                 let now = metrics.borrow_watched();
+                if now.vote.leader_id().term > term {
+                    if term > 0 {
+                        metrics::counter!(RAFT_ELECTIONS).increment(1);
+                    }
+                    term = now.vote.leader_id().term;
+                }
+                if now.current_leader != leader {
+                    // The first leader heard after a start is not a change.
+                    if leader.is_some() {
+                        metrics::counter!(RAFT_LEADER_CHANGES).increment(1);
+                        let mut history = histories.entry(partition).or_default();
+                        history.changes += 1;
+                        history.last_change = Some(tokio::time::Instant::now());
+                    }
+                    leader = now.current_leader;
+                }
                 now.current_leader.as_ref() == Some(&now.id)
             };
             if leads && !leading {
@@ -115,11 +146,13 @@ pub(crate) fn watch(
                 // the barrier fails and the next change is looked at.
                 if raft.ensure_linearizable(read_barrier()).await.is_ok() {
                     leading = true;
+                    metrics::gauge!(RAFT_LEADERS).increment(1.0);
                     tracing::info!(partition, "this node leads the partition");
                     listeners.tell(LeadershipEvent::Gained(partition));
                 }
             } else if !leads && leading {
                 leading = false;
+                metrics::gauge!(RAFT_LEADERS).decrement(1.0);
                 tracing::info!(partition, "this node no longer leads the partition");
                 listeners.tell(LeadershipEvent::Lost(partition));
             }

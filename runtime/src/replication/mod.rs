@@ -18,6 +18,7 @@ mod log_store;
 mod log_writer;
 mod network;
 mod repair;
+mod report;
 mod state_machine;
 mod types;
 
@@ -31,6 +32,7 @@ pub use journal::Journal;
 pub use leadership::{LeadershipEvent, LeadershipListener};
 pub use log_store::{GroupLog, RaftLogs};
 pub use network::{GroupNetwork, GroupNetworkFactory, RAFT_TARGET};
+pub use report::{PartitionReport, ReplicaReport};
 pub use state_machine::{APPLIED_TABLE, PartitionMachine, PartitionSnapshot, SnapshotBuilder};
 pub use types::{
     Applied, PartitionId, Proposal, ProposedAppend, RaftTypes, Refusal, Replica, ReplicaId,
