@@ -9,10 +9,17 @@
 //! 4. a soak: wrk GETs through all three edges while each node's view of the others is polled;
 //!    any member seen not up is a false "down".
 //!
+//! With `--replicated` it runs instead on a cluster with `store.journal = "raft"` (every
+//! partition a Raft group on all three nodes): leaders per node, then for each fault on node 3
+//! (kill -9, SIGSTOP, cut off both ways, deaf and mute one way) the time until every account
+//! whose partition node 3 led takes a credit again through node 1's edge, and leaders per node
+//! once node 3 is back.
+//!
 //! It re-runs itself inside `unshare -rn` (its own network namespace, loopback only), where
 //! iptables rules can cut a node's links without touching the machine's network.
 //!
-//! `cargo bench --bench cluster [-- --seconds N --tries N --soak-seconds N --only-calls]`
+//! `cargo bench --bench cluster [-- --seconds N --tries N --soak-seconds N --only-calls
+//! --replicated]`
 
 mod support;
 
@@ -38,6 +45,8 @@ struct Settings {
     seconds: u64,
     tries: usize,
     soak_seconds: u64,
+    /// Run part 5 (replicated failover) only.
+    replicated: bool,
 }
 
 fn shipped(n: usize) -> PathBuf {
@@ -95,11 +104,19 @@ struct BenchNode {
 }
 
 impl BenchNode {
-    fn start(dir: &Path, n: usize, cluster_port: u16, members: &str) -> BenchNode {
+    fn start(
+        dir: &Path,
+        n: usize,
+        cluster_port: u16,
+        members: &str,
+        extra: &[(String, String)],
+    ) -> BenchNode {
         let edge_port = free_port();
+        let mut env = node_env(dir, &format!("node-{n}"), cluster_port, edge_port, members);
+        env.extend(extra.iter().cloned());
         let mut node = BenchNode {
             n,
-            env: node_env(dir, &format!("node-{n}"), cluster_port, edge_port, members),
+            env,
             log: dir.join(format!("node-{n}.log")),
             edge: format!("http://127.0.0.1:{edge_port}"),
             cluster_port,
@@ -179,7 +196,7 @@ struct LinkFigures {
 async fn remote_calls(dir: &Path, settings: &Settings) -> LinkFigures {
     let ports = [free_port(), free_port()];
     let members = members_toml(&["node-1", "node-2"], &ports);
-    let _peer = BenchNode::start(dir, 2, ports[1], &members);
+    let _peer = BenchNode::start(dir, 2, ports[1], &members, &[]);
     let env = node_env(dir, "node-1", ports[0], free_port(), &members);
     let text = std::fs::read_to_string(shipped(1)).unwrap();
     let config = NodeConfig::parse(&shipped(1), &text, env).unwrap();
@@ -395,7 +412,8 @@ struct Three {
 }
 
 impl Three {
-    fn start(dir: &Path) -> Three {
+    /// Three nodes, each with `extra` variables besides its own.
+    fn start(dir: &Path, extra: &[(String, String)]) -> Three {
         // Its own directory: node 1's data from the first part belongs to another cluster.
         let dir = &dir.join("three");
         std::fs::create_dir_all(dir).unwrap();
@@ -403,7 +421,7 @@ impl Three {
         let names = ["node-1", "node-2", "node-3"];
         let members = members_toml(&names, &ports);
         let nodes = (0..3)
-            .map(|i| BenchNode::start(dir, i + 1, ports[i], &members))
+            .map(|i| BenchNode::start(dir, i + 1, ports[i], &members, extra))
             .collect();
         let placement = Placement::of(
             64,
@@ -518,7 +536,13 @@ enum Fault {
 }
 
 fn iptables(action: &str, port: u16) -> bool {
-    ["--dport", "--sport"].iter().all(|direction| {
+    iptables_on(action, port, &["--dport", "--sport"])
+}
+
+/// Drops (`-A`) or stops dropping (`-D`) loopback packets to (`--dport`) and/or from
+/// (`--sport`) `port`.
+fn iptables_on(action: &str, port: u16, directions: &[&str]) -> bool {
+    directions.iter().all(|direction| {
         Command::new("iptables")
             .args([
                 action,
@@ -640,6 +664,7 @@ fn main() {
         seconds: 5,
         tries: 10,
         soak_seconds: 120,
+        replicated: false,
     };
     while let Some(arg) = args.next() {
         let mut number = || {
@@ -652,6 +677,7 @@ fn main() {
             "--tries" => settings.tries = number() as usize,
             "--soak-seconds" => settings.soak_seconds = number(),
             "--only-calls" => settings.only_calls = true,
+            "--replicated" => settings.replicated = true,
             _ => {}
         }
     }
@@ -698,7 +724,11 @@ async fn run(settings: Settings, can_cut: bool) {
     if settings.only_calls {
         return;
     }
-    let mut three = Three::start(dir.path());
+    if settings.replicated {
+        replicated_failover(dir.path(), &settings, can_cut).await;
+        return;
+    }
+    let mut three = Three::start(dir.path(), &[]);
     three.all_up(Duration::from_secs(30)).await;
     let accounts = three.open_accounts(300).await;
     let writer = token("bench", &["writer"]);
@@ -825,5 +855,196 @@ async fn run(settings: Settings, can_cut: bool) {
     );
     for line in false_downs.iter().take(10) {
         println!("   {line}");
+    }
+}
+
+// ---- 5. replicated failover --------------------------------------------------------------
+
+/// A fault on a replicated cluster's node 3.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum LeaderFault {
+    Kill9,
+    Stop,
+    CutBothWays,
+    /// Node 3 hears nothing (packets to its cluster port dropped); what it sends arrives.
+    Deaf,
+    /// Node 3's packets from its cluster port are dropped; it hears the others.
+    Mute,
+}
+
+impl Three {
+    async fn cluster_view(&self, n: usize) -> Option<serde_json::Value> {
+        self.http
+            .get(format!("{}/admin/cluster", self.nodes[n].edge))
+            .bearer_auth(&self.admin)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()
+    }
+
+    /// Partitions each node leads, as each says.
+    async fn leading(&self) -> Vec<Option<u64>> {
+        let mut leading = Vec::new();
+        for n in 0..3 {
+            let view = self.cluster_view(n).await;
+            leading.push(view.and_then(|v| v["replication"]["leading"].as_u64()));
+        }
+        leading
+    }
+
+    /// The partitions node `n` leads, as node 1 sees it.
+    async fn led_by(&self, n: usize) -> Vec<u32> {
+        let name = format!("node-{}", n + 1);
+        let Some(view) = self.cluster_view(0).await else {
+            return Vec::new();
+        };
+        view["replication"]["partitions"]
+            .as_array()
+            .map(|partitions| {
+                partitions
+                    .iter()
+                    .filter(|p| p["leader"] == name.as_str())
+                    .filter_map(|p| p["partition"].as_u64().map(|p| p as u32))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Waits until the three together lead all 64 partitions and node 3 leads its share
+    /// (leaders go back to their preferred members once caught up).
+    async fn leaders_settled(&self, timeout: Duration) -> Vec<Option<u64>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let leading = self.leading().await;
+            let total: u64 = leading.iter().flatten().sum();
+            if total == 64 && leading.iter().all(|l| l.is_some_and(|l| l >= 15)) {
+                return leading;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "leaders did not settle: {leading:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// One try: `fault` on node 3, then the time until every account of `accounts` (partition,
+/// id) whose partition node 3 led takes a credit through node 1's edge; then healed.
+async fn fail_over(three: &mut Three, fault: LeaderFault, accounts: &[(u32, String)]) -> Duration {
+    let led = three.led_by(2).await;
+    let mut pending: Vec<String> = accounts
+        .iter()
+        .filter(|(partition, _)| led.contains(partition))
+        .map(|(_, id)| id.clone())
+        .collect();
+    assert!(!pending.is_empty(), "node 3 leads none of the accounts");
+    let port = three.nodes[2].cluster_port;
+    let started = Instant::now();
+    match fault {
+        LeaderFault::Kill9 => three.nodes[2].kill9(),
+        LeaderFault::Stop => three.nodes[2].signal("-STOP"),
+        LeaderFault::CutBothWays => assert!(iptables_on("-A", port, &["--dport", "--sport"])),
+        LeaderFault::Deaf => assert!(iptables_on("-A", port, &["--dport"])),
+        LeaderFault::Mute => assert!(iptables_on("-A", port, &["--sport"])),
+    }
+    let writer = token("bench", &["writer"]);
+    let mut round = 0;
+    while !pending.is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{fault:?}: {} accounts still refuse writes after 30 s",
+            pending.len()
+        );
+        round += 1;
+        let mut credits = tokio::task::JoinSet::new();
+        for id in pending.clone() {
+            let (http, edge, writer) = (
+                three.http.clone(),
+                three.nodes[0].edge.clone(),
+                writer.clone(),
+            );
+            credits.spawn(async move {
+                let answer = http
+                    .post(format!("{edge}/api/v1/accounts/{id}/credit"))
+                    .bearer_auth(writer)
+                    .header(
+                        "Idempotency-Key",
+                        format!("failover-{}-{id}-{round}", std::process::id()),
+                    )
+                    .json(&serde_json::json!({"amount": 1}))
+                    .timeout(Duration::from_millis(500))
+                    .send()
+                    .await;
+                (id, answer.is_ok_and(|r| r.status().is_success()))
+            });
+        }
+        while let Some(done) = credits.join_next().await {
+            if let Ok((id, true)) = done {
+                pending.retain(|p| *p != id);
+            }
+        }
+        if !pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let took = started.elapsed();
+    match fault {
+        LeaderFault::Kill9 => three.nodes[2].spawn(),
+        LeaderFault::Stop => three.nodes[2].signal("-CONT"),
+        LeaderFault::CutBothWays => assert!(iptables_on("-D", port, &["--dport", "--sport"])),
+        LeaderFault::Deaf => assert!(iptables_on("-D", port, &["--dport"])),
+        LeaderFault::Mute => assert!(iptables_on("-D", port, &["--sport"])),
+    }
+    three.all_up(Duration::from_secs(60)).await;
+    took
+}
+
+async fn replicated_failover(dir: &Path, settings: &Settings, can_cut: bool) {
+    let raft = [("PLAYHOUSE_STORE__JOURNAL".to_owned(), "raft".to_owned())];
+    let mut three = Three::start(dir, &raft);
+    three.all_up(Duration::from_secs(30)).await;
+    let leading = three.leaders_settled(Duration::from_secs(60)).await;
+    let accounts: Vec<(u32, String)> = three
+        .open_accounts(300)
+        .await
+        .into_iter()
+        .map(|(id, _)| (three.placement.partition(&format!("account-{id}")), id))
+        .collect();
+    println!(
+        "\n5. replicated partitions (store.journal = raft, 64 partitions on all three nodes): leaders per node when all are up: {leading:?}"
+    );
+    println!(
+        "   failover of node 3's partitions, {} tries each: until every account node 3 led takes a credit through node 1 (elections after 0.5-1 s without a leader; lease 1 s; quorum-loss probe 2 s)",
+        settings.tries
+    );
+    println!("| fault on node 3 | median | worst | leaders per node after it returned |");
+    println!("|---|---|---|---|");
+    let faults: &[LeaderFault] = if can_cut {
+        &[
+            LeaderFault::Kill9,
+            LeaderFault::Stop,
+            LeaderFault::CutBothWays,
+            LeaderFault::Deaf,
+            LeaderFault::Mute,
+        ]
+    } else {
+        &[LeaderFault::Kill9, LeaderFault::Stop]
+    };
+    for fault in faults {
+        let mut times = Vec::new();
+        let mut after = Vec::new();
+        for _ in 0..settings.tries {
+            times.push(fail_over(&mut three, *fault, &accounts).await);
+            after = three.leaders_settled(Duration::from_secs(60)).await;
+        }
+        println!(
+            "| {fault:?} | {} | {after:?} |",
+            summary(&mut times).replace(", ", " | ")
+        );
     }
 }
