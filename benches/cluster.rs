@@ -699,6 +699,10 @@ async fn run(settings: Settings, can_cut: bool) {
         }
     );
 
+    if settings.replicated {
+        replicated_failover(dir.path(), &settings, can_cut).await;
+        return;
+    }
     let tcp = raw_tcp_echo(&settings).await;
     let local = local_actor_calls(&settings).await;
     let remote = remote_calls(dir.path(), &settings).await;
@@ -722,10 +726,6 @@ async fn run(settings: Settings, can_cut: bool) {
     }
 
     if settings.only_calls {
-        return;
-    }
-    if settings.replicated {
-        replicated_failover(dir.path(), &settings, can_cut).await;
         return;
     }
     let mut three = Three::start(dir.path(), &[]);

@@ -229,7 +229,12 @@ impl ServiceContext {
     /// `service`'s read models, as its routes query them (gathered from every member hosting
     /// it, in a cluster).
     pub fn read_models(&self, service: &'static str) -> crate::edge::kit::ReadModels {
-        crate::edge::kit::ReadModels::new(self.bus.clone(), self.cluster.clone(), service)
+        crate::edge::kit::ReadModels::new(
+            self.bus.clone(),
+            self.cluster.clone(),
+            self.journal.clone(),
+            service,
+        )
     }
 
     /// The node's event bus: subscriptions and projections.

@@ -5,8 +5,9 @@
 //! was conserved, never negative, and every transfer moved its amount once or not at all.
 //!
 //! `BANK_SECONDS=N` runs the nemesis for at least N seconds (default: one round of its 25
-//! faults); `BANK_SEED=N` repeats a schedule (the seed is printed). Not `PLAYHOUSE_*`: nodes
-//! refuse overrides that name no config key.
+//! faults); `BANK_SEED=N` repeats a schedule (the seed is printed); `BANK_JOURNAL=raft` runs it
+//! on replicated partitions (`store.journal = "raft"`). Not `PLAYHOUSE_*`: nodes refuse
+//! overrides that name no config key.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -62,6 +63,12 @@ async fn bank() {
         ),
         ("PLAYHOUSE_RATE_LIMIT__BURST".into(), "1000000".into()),
     ]);
+    if let Ok(journal) = std::env::var("BANK_JOURNAL") {
+        println!("bank test: store.journal = {journal}");
+        options
+            .env
+            .push(("PLAYHOUSE_STORE__JOURNAL".into(), journal));
+    }
     let mut cluster = TestCluster::start(&options).await;
     cluster.wait_settled(Duration::from_secs(30)).await;
     // Shared with the nemesis: a restarted node's edge is on a new port.

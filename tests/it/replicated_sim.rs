@@ -383,3 +383,67 @@ fn a_node_back_on_a_wiped_disk_rejoins_as_a_new_replica_and_holds_everything_aga
         cluster.tear_down();
     });
 }
+
+#[test]
+fn a_partition_position_reads_your_write_through_any_edge_and_lists_hold_each_item_once() {
+    in_paused_time(async {
+        let cluster = SimCluster::start_replicated(13).await;
+        let api = cluster.api();
+        let writer = token("shopkeeper", &["writer"]);
+        let reader = token("shopper", &["reader"]);
+        let mut token_so_far: Option<String> = None;
+        for n in 0..6 {
+            let create = Call::post(
+                "/api/v1/products",
+                &writer,
+                json!({"name": format!("thing {n}"), "sku": format!("SKU-{n}"), "price": 100 + n}),
+            )
+            .with_key(format!("product-{n}"));
+            let (status, headers, body) = crate::support::sim::in_process_with_headers(
+                cluster.app(n % NODES).unwrap(),
+                &create,
+            )
+            .await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+            // With replication a write is named by its partition's Raft log: partition@index.
+            let position = headers["x-playhouse-position"].to_str().unwrap().to_owned();
+            let (partition, index) = position.split_once('@').expect(&position);
+            assert!(partition.parse::<u32>().unwrap() < PARTITIONS, "{position}");
+            assert!(index.parse::<u64>().unwrap() > 0, "{position}");
+            // Merged with the earlier writes' (a client passes them all).
+            token_so_far = Some(match token_so_far {
+                None => position,
+                Some(earlier) => format!("{earlier},{position}"),
+            });
+            // Right after the write, every edge's list holds it, and every product once.
+            for via in 0..NODES {
+                let list = Call::get(
+                    format!(
+                        "/api/v1/products?limit=100&min_position={}",
+                        token_so_far.as_ref().unwrap()
+                    ),
+                    &reader,
+                );
+                let page = until(&api, via, list, StatusCode::OK, Duration::from_secs(5)).await;
+                let skus: Vec<&str> = page["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|item| item["sku"].as_str().unwrap())
+                    .collect();
+                assert_eq!(skus.len(), n + 1, "through node {via}: {page}");
+                assert!(skus.contains(&format!("SKU-{n}").as_str()), "{page}");
+            }
+        }
+        // A malformed position is refused, naming what is wrong.
+        let list = Call::get("/api/v1/products?min_position=3@", &reader);
+        match api.send(0, list).await {
+            Answer::Status(StatusCode::BAD_REQUEST, body) => {
+                assert!(body.to_string().contains("not a whole number"), "{body}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut cluster = cluster;
+        cluster.tear_down();
+    });
+}

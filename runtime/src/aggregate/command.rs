@@ -20,6 +20,7 @@ use super::{
 };
 use crate::codec;
 use crate::metrics;
+use crate::position::Position;
 use crate::replication::Journal;
 use crate::store::{
     AppendRequest, EventMetadata, EventStore, NewEvent, RecordedEvent, Snapshot, StoreError,
@@ -312,6 +313,12 @@ async fn execute<A: Aggregate>(
                 stream: stream.to_owned(),
             }));
         }
+        // Replicated, the first run's place in the partition's log is not kept: what this
+        // replica has applied is at or after it.
+        let at = match context.journal.applied_at(stream) {
+            Some((partition, index)) => Place::Raft { partition, index },
+            None => Place::Log(previous.first_position),
+        };
         return replay_previous::<A>(
             store,
             stream,
@@ -319,7 +326,7 @@ async fn execute<A: Aggregate>(
             &previous.rejection,
             previous.first_version,
             previous.last_version,
-            previous.first_position,
+            at,
         );
     }
 
@@ -378,6 +385,10 @@ async fn execute<A: Aggregate>(
         })
         .await
         .map_err(Failure::Store)?;
+    let at = match outcome.replicated_at {
+        Some((partition, index)) => Place::Raft { partition, index },
+        None => Place::Log(outcome.first_position),
+    };
     if outcome.deduplicated {
         return replay_previous::<A>(
             store,
@@ -386,7 +397,7 @@ async fn execute<A: Aggregate>(
             &outcome.rejection,
             outcome.first_version,
             outcome.last_version,
-            outcome.first_position,
+            at,
         );
     }
     if let Some((error, _)) = rejection {
@@ -397,16 +408,29 @@ async fn execute<A: Aggregate>(
     }
     live.current.version = outcome.last_version;
     Ok(CommandOutcome {
-        position: last_position(outcome.first_position, events.len() as u64),
+        position: at.last_of(events.len() as u64),
         events,
         state: live.current.clone(),
         deduplicated: false,
     })
 }
 
-/// The position of the last of `count` events written from `first_position` on.
-fn last_position(first_position: u64, count: u64) -> Option<u64> {
-    (count > 0).then(|| first_position + count - 1)
+/// Where a command's events were written: from a position of this node's log on, or by one
+/// entry of a partition's Raft log.
+#[derive(Debug, Clone, Copy)]
+enum Place {
+    Log(u64),
+    Raft { partition: u32, index: u64 },
+}
+
+impl Place {
+    /// The position of the last of `count` events written here (none without events).
+    fn last_of(self, count: u64) -> Option<Position> {
+        (count > 0).then(|| match self {
+            Place::Log(first_position) => Position::Log(first_position + count - 1),
+            Place::Raft { partition, index } => Position::Raft { partition, index },
+        })
+    }
 }
 
 /// The answer to a repeated command id: the events it produced the first time, and the state
@@ -418,7 +442,7 @@ fn replay_previous<A: Aggregate>(
     rejection: &Option<Vec<u8>>,
     first_version: u64,
     last_version: u64,
-    first_position: u64,
+    at: Place,
 ) -> Executed<A> {
     if let Some(encoded) = rejection {
         let error: A::Error = codec::decode(encoded).map_err(|source| {
@@ -458,7 +482,7 @@ fn replay_previous<A: Aggregate>(
     replayed.retain(|(version, _)| *version >= first_version);
     let events: Vec<A::Event> = replayed.into_iter().map(|(_, event)| event).collect();
     Ok(CommandOutcome {
-        position: last_position(first_position, events.len() as u64),
+        position: at.last_of(events.len() as u64),
         events,
         state: at_that_time,
         deduplicated: true,

@@ -20,6 +20,7 @@ mod view;
 #[cfg(test)]
 pub(crate) mod tests;
 
+use crate::position::Position;
 use std::fmt;
 use std::time::Duration;
 
@@ -149,9 +150,9 @@ pub struct CommandOutcome<A: Aggregate> {
     pub state: Versioned<A::State>,
     /// True when the command id had been handled before and nothing new happened.
     pub deduplicated: bool,
-    /// The global log position of the command's last event, when it wrote any: a read model
-    /// that has passed it reflects the command (read your writes).
-    pub position: Option<u64>,
+    /// Where the command's last event landed, when it wrote any: a read model that has passed
+    /// it reflects the command (read your writes; see [`crate::position`]).
+    pub position: Option<Position>,
 }
 
 /// How a command whose answer was never heard turned out, once fenced (see

@@ -323,6 +323,34 @@ impl Groups {
         reports
     }
 
+    /// The index of the last entry this node's replica of `partition` applied.
+    pub fn applied_index(&self, partition: PartitionId) -> Option<u64> {
+        let raft = self.get(partition)?;
+        let metrics = raft.metrics();
+        openraft::rt::WatchReceiver::borrow_watched(&metrics)
+            .last_applied
+            .as_ref()
+            .map(|log_id| log_id.index)
+    }
+
+    /// Waits, for at most `patience`, until this node's replica of `partition` has applied its
+    /// log through `index`.
+    pub async fn wait_applied(
+        &self,
+        partition: PartitionId,
+        index: u64,
+        patience: Duration,
+    ) -> Result<(), String> {
+        let raft = self
+            .get(partition)
+            .ok_or_else(|| format!("this node holds no replica of partition {partition}"))?;
+        raft.wait(Some(patience))
+            .applied_index_at_least(Some(index), "a read waits for a write")
+            .await
+            .map(|_| ())
+            .map_err(|_| format!("partition {partition} has not applied index {index} here yet"))
+    }
+
     /// Every group running here, by partition.
     pub(crate) fn running(&self) -> Vec<(PartitionId, PartitionRaft)> {
         self.inner

@@ -40,10 +40,68 @@ impl Journal {
                     .recorded_at_micros
                     .get_or_insert_with(now_micros);
                 match propose(groups, partition, Proposal::Append(ProposedAppend(request))).await? {
-                    Applied::Appended(outcome) => Ok(outcome),
-                    Applied::Refused(refusal) => Err(refusal.into_store_error()),
-                    other => Err(unexpected(partition, &other)),
+                    (Applied::Appended(mut outcome), index) => {
+                        outcome.replicated_at = Some((partition, index));
+                        Ok(outcome)
+                    }
+                    (Applied::Refused(refusal), _) => Err(refusal.into_store_error()),
+                    (other, _) => Err(unexpected(partition, &other)),
                 }
+            }
+        }
+    }
+
+    /// Where this node's replica of `stream`'s partition has applied its log to (partition,
+    /// Raft index): a position every write answered so far in that partition is at or before.
+    /// `None` without replication.
+    pub fn applied_at(&self, stream: &str) -> Option<(PartitionId, u64)> {
+        match self {
+            Journal::Direct(_) => None,
+            Journal::Replicated { groups, .. } => {
+                let partition = self.partition(stream);
+                Some((partition, groups.applied_index(partition)?))
+            }
+        }
+    }
+
+    /// Waits, for at most `patience`, until this node's replica of `partition` has applied its
+    /// log through `index`. Fails saying why: no replication, no replica here, or not yet.
+    pub async fn wait_applied(
+        &self,
+        partition: PartitionId,
+        index: u64,
+        patience: std::time::Duration,
+    ) -> Result<(), String> {
+        match self {
+            Journal::Direct(_) => Err(
+                "partition positions name writes of a cluster with replication; this node writes directly: pass the log position its answer named".into(),
+            ),
+            Journal::Replicated { groups, .. } => {
+                groups.wait_applied(partition, index, patience).await
+            }
+        }
+    }
+
+    /// Whether writes go through partition groups.
+    pub fn is_replicated(&self) -> bool {
+        matches!(self, Journal::Replicated { .. })
+    }
+
+    /// Whether this node holds a replica of `partition` (always, without replication).
+    pub fn holds(&self, partition: PartitionId) -> bool {
+        match self {
+            Journal::Direct(_) => true,
+            Journal::Replicated { groups, .. } => groups.get(partition).is_some(),
+        }
+    }
+
+    /// Whether this node holds a replica of every partition (so that its read models hold
+    /// every item). Always without replication.
+    pub fn holds_every_partition(&self) -> bool {
+        match self {
+            Journal::Direct(_) => true,
+            Journal::Replicated { groups, partitions } => {
+                (0..*partitions).all(|partition| groups.get(partition).is_some())
             }
         }
     }
@@ -100,21 +158,22 @@ impl Journal {
                     command_id: command_id.to_owned(),
                 };
                 match propose(groups, partition, proposal).await? {
-                    Applied::Fenced(processed) => Ok(processed),
-                    Applied::Refused(refusal) => Err(refusal.into_store_error()),
-                    other => Err(unexpected(partition, &other)),
+                    (Applied::Fenced(processed), _) => Ok(processed),
+                    (Applied::Refused(refusal), _) => Err(refusal.into_store_error()),
+                    (other, _) => Err(unexpected(partition, &other)),
                 }
             }
         }
     }
 }
 
-/// Proposes `proposal` to `partition`'s group here and waits for what applying it answered.
+/// Proposes `proposal` to `partition`'s group here and waits for what applying it answered,
+/// and the index of its entry.
 async fn propose(
     groups: &Groups,
     partition: PartitionId,
     proposal: Proposal,
-) -> Result<Applied, StoreError> {
+) -> Result<(Applied, u64), StoreError> {
     let Some(raft) = groups.get(partition) else {
         return Err(StoreError::NotLeader {
             partition,
@@ -122,7 +181,7 @@ async fn propose(
         });
     };
     match raft.client_write(proposal).await {
-        Ok(written) => Ok(written.data),
+        Ok(written) => Ok((written.data, written.log_id.index)),
         // Refused before its entry was appended: nothing can come of it.
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
             Err(StoreError::NotLeader {

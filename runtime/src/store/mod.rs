@@ -103,6 +103,10 @@ pub struct AppendOutcome {
     pub deduplicated: bool,
     /// The recorded refusal, when the command was refused.
     pub rejection: Option<Vec<u8>>,
+    /// With replication: the partition and Raft index of the entry whose applying answered
+    /// this (set by the journal; the store leaves it empty).
+    #[serde(default)]
+    pub replicated_at: Option<(u32, u64)>,
 }
 
 impl AppendOutcome {
@@ -113,6 +117,7 @@ impl AppendOutcome {
             first_position: processed.first_position,
             deduplicated,
             rejection: processed.rejection.clone(),
+            replicated_at: None,
         }
     }
 }

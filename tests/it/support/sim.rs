@@ -159,6 +159,11 @@ impl SimCluster {
         }
     }
 
+    /// Node `n`'s HTTP app, while it runs.
+    pub fn app(&self, n: usize) -> Option<Router> {
+        self.reach.read().unwrap()[n].app.clone()
+    }
+
     /// Node `n` as it runs.
     pub fn node(&self, n: usize) -> Option<&Node> {
         self.nodes[n].node.as_ref()
@@ -368,13 +373,27 @@ impl Api for SimApi {
 
 /// Sends `call` to `app`, a node's HTTP app, in this process: what its edge would answer.
 pub async fn in_process(app: Router, call: &Call) -> Answer {
+    let (status, _, body) = in_process_with_headers(app, call).await;
+    Answer::Status(status, body)
+}
+
+/// [`in_process`], with the answer's headers.
+pub async fn in_process_with_headers(
+    app: Router,
+    call: &Call,
+) -> (StatusCode, axum::http::HeaderMap, Value) {
     let Ok(response) = app.oneshot(request(call)).await;
     let status = response.status();
+    let headers = response.headers().clone();
     let bytes = axum::body::to_bytes(response.into_body(), 1 << 22)
         .await
         .unwrap_or_default();
     let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    Answer::Status(StatusCode::from_u16(status.as_u16()).unwrap(), body)
+    (
+        StatusCode::from_u16(status.as_u16()).unwrap(),
+        headers,
+        body,
+    )
 }
 
 fn request(call: &Call) -> axum::http::Request<axum::body::Body> {

@@ -14,10 +14,11 @@ use crate::edge::auth::{Principal, Writer};
 use crate::edge::idempotency::IdempotencyKey;
 use crate::edge::problem::{Problem, ProblemCode, quote_id};
 use crate::edge::request_ids::RequestIds;
+use crate::position::Position;
 use crate::saga::SagaError;
 
-/// The header carrying a command's global log position: pass it as `min_position` to a
-/// read-model query to read your own write.
+/// The header carrying where a command's write landed (see [`crate::position`]): pass it as
+/// `min_position` to a read-model query to read your own write.
 pub const POSITION_HEADER: HeaderName = HeaderName::from_static("x-playhouse-position");
 
 /// What a command request brings besides its body: the caller (checked to be a writer before
@@ -107,13 +108,13 @@ impl CommandContext {
 pub struct CommandAnswer<T> {
     status: StatusCode,
     location: Option<String>,
-    position: Option<u64>,
+    position: Option<Position>,
     body: T,
 }
 
 impl<T: Serialize> CommandAnswer<T> {
     /// 200 with `body`.
-    pub fn ok(body: T, position: Option<u64>) -> Self {
+    pub fn ok(body: T, position: Option<Position>) -> Self {
         Self {
             status: StatusCode::OK,
             location: None,
@@ -123,7 +124,7 @@ impl<T: Serialize> CommandAnswer<T> {
     }
 
     /// 201 with `Location` and `body`.
-    pub fn created(location: String, body: T, position: Option<u64>) -> Self {
+    pub fn created(location: String, body: T, position: Option<Position>) -> Self {
         Self {
             status: StatusCode::CREATED,
             location: Some(location),
@@ -133,7 +134,7 @@ impl<T: Serialize> CommandAnswer<T> {
     }
 
     /// 202 (the work goes on after the answer) with `Location` and `body`.
-    pub fn accepted(location: String, body: T, position: Option<u64>) -> Self {
+    pub fn accepted(location: String, body: T, position: Option<Position>) -> Self {
         Self {
             status: StatusCode::ACCEPTED,
             location: Some(location),
@@ -150,8 +151,10 @@ impl<T: Serialize> IntoResponse for CommandAnswer<T> {
         if let Some(location) = self.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
             headers.insert(header::LOCATION, location);
         }
-        if let Some(position) = self.position {
-            headers.insert(POSITION_HEADER, HeaderValue::from(position));
+        if let Some(position) = self.position
+            && let Ok(value) = HeaderValue::from_str(&position.to_string())
+        {
+            headers.insert(POSITION_HEADER, value);
         }
         response
     }

@@ -13,6 +13,8 @@ use crate::bus::gather::{MemberPage, PageRequest, gather};
 use crate::bus::{Bus, decode_entries, read_page};
 use crate::cluster::Cluster;
 use crate::edge::problem::{Problem, ProblemCode};
+use crate::position::PositionToken;
+use crate::replication::Journal;
 
 /// How long a query waits for its projection to reach `min_position` before answering 503.
 const POSITION_WAIT: Duration = crate::bus::gather::POSITION_WAIT;
@@ -56,10 +58,12 @@ pub struct Page {
     /// Where the previous page ended (its `next_cursor`).
     #[param(max_length = 200)]
     pub cursor: Option<String>,
-    /// Wait (up to 2 s) until the list reflects the command answered with this
-    /// `X-Playhouse-Position`.
-    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
-    pub min_position: Option<u64>,
+    /// Wait (up to 2 s) until the list reflects the commands answered with these
+    /// `X-Playhouse-Position`s: a log position (`1234`, a cluster without replication), or
+    /// partition@index pairs (`3@88,17@4021`, with replication; several answers' pairs merged,
+    /// the highest index of each partition kept).
+    #[param(value_type = Option<String>, example = "3@88,17@4021")]
+    pub min_position: Option<PositionToken>,
 }
 
 /// Longest cursor accepted.
@@ -106,15 +110,23 @@ pub struct Listed<T> {
 pub struct ReadModels {
     bus: Bus,
     cluster: Option<Cluster>,
+    /// Where the node's writes go: with replication, what partition positions wait on.
+    journal: Journal,
     /// The service whose members hold parts of its lists.
     service: &'static str,
 }
 
 impl ReadModels {
-    pub fn new(bus: Bus, cluster: Option<Cluster>, service: &'static str) -> Self {
+    pub fn new(
+        bus: Bus,
+        cluster: Option<Cluster>,
+        journal: Journal,
+        service: &'static str,
+    ) -> Self {
         Self {
             bus,
             cluster,
+            journal,
             service,
         }
     }
@@ -132,8 +144,22 @@ impl ReadModels {
         page: &Page,
     ) -> Result<Listed<T>, Problem> {
         let limit = page.size()?;
-        let Some(cluster) = &self.cluster else {
-            caught_up(&self.bus, projection, page.min_position).await?;
+        // With replication a node holding every partition has every item: it answers alone,
+        // once its replicas have applied the writes the token names.
+        let answers_alone = self.cluster.is_none()
+            || (self.journal.is_replicated() && self.journal.holds_every_partition());
+        let min_position = match &page.min_position {
+            Some(PositionToken::Partitions(partitions)) => {
+                applied_here(&self.journal, partitions).await?;
+                // What this node applied by now is where its log ends.
+                let end = *self.bus.store().watch_log_end().borrow();
+                end.checked_sub(1)
+            }
+            Some(PositionToken::Log(position)) => Some(*position),
+            None => None,
+        };
+        let Some(cluster) = self.cluster.as_ref().filter(|_| !answers_alone) else {
+            caught_up(&self.bus, projection, min_position).await?;
             let snapshot = self.bus.read_models().map_err(|e| Problem::internal(&e))?;
             let (items, next_cursor) =
                 read_page(&snapshot, projection, prefix, page.cursor.as_deref(), limit)
@@ -144,14 +170,21 @@ impl ReadModels {
                 missing_members: Vec::new(),
             });
         };
-        checked_position(page.min_position)?;
+        // Partition positions were waited for above, on the partitions this node holds; the
+        // members are asked without a position (a list through a node that does not hold
+        // every partition may miss a write to one it does not hold).
+        let min_position = match page.min_position {
+            Some(PositionToken::Log(position)) => Some(position),
+            _ => None,
+        };
+        checked_position(min_position)?;
         let request = PageRequest {
             projection: projection.to_owned(),
             prefix: prefix.to_vec(),
             cursor: page.cursor.clone(),
             // One more than a page: whether there is a next page.
             limit: limit as u32 + 1,
-            min_position: page.min_position,
+            min_position,
         };
         let gathered = gather(cluster, &self.bus, self.service, request).await;
         if let Some((member, MemberPage::Behind { applied, wanted })) = gathered.behind.first() {
@@ -173,7 +206,7 @@ impl ReadModels {
             )
             .with_retry_after(1));
         }
-        if page.min_position.is_some() && !gathered.missing.is_empty() {
+        if min_position.is_some() && !gathered.missing.is_empty() {
             // The write asked for may be in a missing member's part: no page can show it.
             let missing: Vec<&str> = gathered.missing.iter().map(|(m, _)| m.as_str()).collect();
             return Err(Problem::new(
@@ -185,7 +218,7 @@ impl ReadModels {
             )
             .with_retry_after(1));
         }
-        if let Some(position) = page.min_position
+        if let Some(position) = min_position
             && position >= gathered.furthest_log_end
         {
             return Err(Problem::new(
@@ -218,6 +251,37 @@ impl ReadModels {
                 .collect(),
         })
     }
+}
+
+/// Waits until this node's replica of each partition named that it holds has applied its log
+/// through the index named. 503 with Retry-After when one has not within the wait; 400 for
+/// partition positions on a node without replication.
+async fn applied_here(
+    journal: &Journal,
+    partitions: &std::collections::BTreeMap<u32, u64>,
+) -> Result<(), Problem> {
+    if !journal.is_replicated() {
+        return Err(Problem::invalid_field(
+            "min_position",
+            "partition@index positions name writes of a cluster with replication; this one writes each partition on one node: pass the log position a command's X-Playhouse-Position named".to_owned(),
+        ));
+    }
+    for (partition, index) in partitions {
+        if !journal.holds(*partition) {
+            continue;
+        }
+        if let Err(reason) = journal
+            .wait_applied(*partition, *index, POSITION_WAIT)
+            .await
+        {
+            return Err(Problem::new(
+                ProblemCode::Unavailable,
+                format!("min_position: {reason}; retry shortly"),
+            )
+            .with_retry_after(1));
+        }
+    }
+    Ok(())
 }
 
 fn checked_position(min_position: Option<u64>) -> Result<(), Problem> {
