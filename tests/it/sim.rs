@@ -260,6 +260,12 @@ fn seeded_runs(disks: Disks) {
         );
         *totals.entry("faults").or_insert(0) += run.faults.len();
         if !run.problems.is_empty() {
+            // Said at once, in full: a later seed's run must not hide it.
+            println!(
+                "SIM_SEED={seed} broke an invariant, with faults {:?}:\n{}",
+                run.faults,
+                run.problems.join("\n")
+            );
             failed.push(run);
         }
     }

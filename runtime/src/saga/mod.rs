@@ -229,6 +229,24 @@ impl Default for SagaSettings {
     }
 }
 
+impl SagaError {
+    /// What a failed write of a saga's `Started` says to whoever started it. Only a write
+    /// refused before it was proposed (this node does not lead the saga's partition) was
+    /// certainly not made; one whose fate was lost (proposed, then the leader changed; the
+    /// writer or the disk failed mid-commit) may have started the saga, which then runs.
+    pub(crate) fn from_start(error: crate::store::StoreError) -> Self {
+        use crate::store::StoreError;
+        match error {
+            StoreError::NotLeader { .. } => SagaError::Unavailable(error.to_string()),
+            StoreError::OutcomeUnknown { .. }
+            | StoreError::WriterStopped
+            | StoreError::Storage(_)
+            | StoreError::TaskFailed { .. } => SagaError::OutcomeUnknown(error.to_string()),
+            other => SagaError::Store(other.to_string()),
+        }
+    }
+}
+
 /// The command id of a step's action (`phase` "act") or compensation ("undo").
 pub fn command_id(kind: &str, saga: &str, step: usize, phase: &str) -> String {
     format!("saga:{kind}:{saga}:{step}:{phase}")

@@ -159,7 +159,7 @@ impl<K: SagaKind> Sagas<K> {
                 }
                 saga
             }
-            Err(error) => return Err(SagaError::Store(error.to_string())),
+            Err(error) => return Err(SagaError::from_start(error)),
         };
         // Started now or before: make sure it runs (a finished one stops at once).
         if let Some(supervisor) = self.supervisor.get() {
