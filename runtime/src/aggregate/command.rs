@@ -122,7 +122,10 @@ async fn serve<A: Aggregate>(
     live: Option<Live<A::State>>,
     request: Request<A>,
 ) -> Option<Live<A::State>> {
-    let mut live = match live {
+    // A state loaded before this node's lead of the partition last changed may be behind what
+    // another leader wrote meanwhile: it is loaded again (past the read barrier).
+    let epoch = context.view.epoch(context.partition);
+    let mut live = match live.filter(|live| live.epoch == epoch) {
         Some(live) => live,
         None => match activate(context, stream).await {
             Ok(live) => live,
@@ -149,10 +152,12 @@ async fn serve<A: Aggregate>(
                 // The write may or may not have landed (the writer may have died after
                 // committing): the store is the truth, so read it again. If even that fails,
                 // the aggregate stops being live and its next request loads it afresh.
+                let epoch = context.view.epoch(context.partition);
                 let reloaded = match load_current::<A>(context, stream).await {
                     Ok((current, snapshot_version)) => {
                         live.current = current;
                         live.snapshot_version = snapshot_version;
+                        live.epoch = epoch;
                         keep(context, id, &live);
                         Some(live)
                     }
@@ -200,6 +205,8 @@ async fn activate<A: Aggregate>(
     context: &TaskContext<A>,
     stream: &str,
 ) -> Result<Live<A::State>, CommandError<A::Error>> {
+    // Read before loading: a change of leader during the load makes this state stale at once.
+    let epoch = context.view.epoch(context.partition);
     let (current, snapshot_version) =
         load_current::<A>(context, stream).await.map_err(|error| {
             tracing::error!(%stream, %error, "aggregate cannot be loaded");
@@ -212,6 +219,7 @@ async fn activate<A: Aggregate>(
         current,
         snapshot_version,
         last_active: Instant::now(),
+        epoch,
     })
 }
 

@@ -25,6 +25,10 @@ use crate::replication::Journal;
 use crate::store::{EventStore, StoreError};
 use crate::supervision::{ChildSpec, Intensity, Supervisor};
 
+/// How long an operation refused by a former leader waits for this node to hear of the new
+/// one before it answers "unavailable".
+const NEW_LEADER_WAIT: Duration = Duration::from_millis(1_500);
+
 /// Sends commands and queries to the aggregates of kind `A`, each addressed by aggregate id.
 ///
 /// Every operation is async and goes through this handle, which sends it where the aggregate
@@ -151,6 +155,70 @@ impl<A: Aggregate> Aggregates<A> {
             .map_err(CommandError::from_store)
     }
 
+    /// Runs an operation on aggregate `id` where it is served: `local` here, or `operation` at
+    /// another member. With replication, an answer "unavailable" (refused before anything was
+    /// proposed: the node asked no longer leads the partition) is tried once more where the
+    /// partition is led now, once this node has heard of the new leader (it waits at most
+    /// [`NEW_LEADER_WAIT`] for that), so a change of leader costs a retry, not an error.
+    async fn routed<T, Local, Answer>(
+        &self,
+        id: &str,
+        local: Local,
+        operation: impl Fn() -> Result<Operation<A>, CommandError<A::Error>>,
+    ) -> Result<T, CommandError<A::Error>>
+    where
+        T: DeserializeOwned,
+        Local: Fn() -> Answer,
+        Answer: std::future::Future<Output = Result<T, CommandError<A::Error>>>,
+    {
+        let deadline = tokio::time::Instant::now() + NEW_LEADER_WAIT;
+        let first = self.locate_within(id, None, deadline).await?;
+        let answer = match &first {
+            None => local().await,
+            Some(owner) => self.remote(owner, id, operation()?).await,
+        };
+        if !(self.inner.journal.is_replicated()
+            && matches!(answer, Err(CommandError::Unavailable { .. })))
+        {
+            return answer;
+        }
+        let Ok(second) = self.locate_within(id, Some(&first), deadline).await else {
+            return answer;
+        };
+        if second == first {
+            return answer;
+        }
+        match second {
+            None => local().await,
+            Some(owner) => self.remote(&owner, id, operation()?).await,
+        }
+    }
+
+    /// Where aggregate `id` is served, other than `not` when given. With replication, while
+    /// its partition has no leader known here (an election) or only `not`, it waits (until
+    /// `deadline`) for one; then answers what it knows.
+    async fn locate_within(
+        &self,
+        id: &str,
+        not: Option<&Option<String>>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<String>, CommandError<A::Error>> {
+        loop {
+            let located = self.locate(id);
+            let settled = match &located {
+                Ok(target) => not != Some(target),
+                Err(_) => false,
+            };
+            if settled
+                || !self.inner.journal.is_replicated()
+                || tokio::time::Instant::now() >= deadline
+            {
+                return located;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Runs `operation` on aggregate `id` at its owner, another member.
     async fn remote<T: DeserializeOwned>(
         &self,
@@ -175,14 +243,12 @@ impl<A: Aggregate> Aggregates<A> {
     /// Whether aggregate `id` has any event. Answered from the state view or the store's index,
     /// without starting an actor (so that probing unknown ids costs no memory).
     pub async fn exists(&self, id: &str) -> Result<bool, CommandError<A::Error>> {
-        match self.locate(id)? {
-            None => self.local_exists(id).await,
-            Some(owner) => {
-                let id = id.to_owned();
-                self.remote(&owner, &id.clone(), Operation::Exists { id })
-                    .await
-            }
-        }
+        self.routed(
+            id,
+            || self.local_exists(id),
+            || Ok(Operation::Exists { id: id.to_owned() }),
+        )
+        .await
     }
 
     pub(crate) async fn local_exists(&self, id: &str) -> Result<bool, CommandError<A::Error>> {
@@ -219,17 +285,18 @@ impl<A: Aggregate> Aggregates<A> {
         from_version: u64,
         to_version: u64,
     ) -> Result<Vec<HistoryEntry<A::Event>>, CommandError<A::Error>> {
-        match self.locate(id)? {
-            None => self.local_history_range(id, from_version, to_version).await,
-            Some(owner) => {
-                let operation = Operation::History {
+        self.routed(
+            id,
+            || self.local_history_range(id, from_version, to_version),
+            || {
+                Ok(Operation::History {
                     id: id.to_owned(),
                     from_version,
                     to_version,
-                };
-                self.remote(&owner, id, operation).await
-            }
-        }
+                })
+            },
+        )
+        .await
     }
 
     pub(crate) async fn local_history_range(
@@ -299,16 +366,46 @@ impl<A: Aggregate> Aggregates<A> {
         id: &str,
         envelope: CommandEnvelope<A::Command>,
     ) -> Result<CommandOutcome<A>, CommandError<A::Error>> {
-        match self.locate(id)? {
-            None => self.local_execute(id, envelope).await,
-            Some(owner) => {
-                let operation = Operation::Execute {
+        // A command is sent again only after a refusal by a former leader (with replication),
+        // and commands are not Clone: the second send decodes a copy kept encoded.
+        let spare = match self.inner.journal.is_replicated() {
+            true => codec::encode(&envelope).ok(),
+            false => None,
+        };
+        let envelope = std::sync::Mutex::new(Some(envelope));
+        let take = || {
+            let first = envelope
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            first.or_else(|| spare.as_deref().and_then(|bytes| codec::decode(bytes).ok()))
+        };
+        let lost = || CommandError::Internal {
+            message: format!(
+                "the command to {} could not be sent again",
+                stream_name::<A>(id)
+            ),
+        };
+        self.routed(
+            id,
+            || {
+                let envelope = take();
+                async move {
+                    match envelope {
+                        Some(envelope) => self.local_execute(id, envelope).await,
+                        None => Err(lost()),
+                    }
+                }
+            },
+            || match take() {
+                Some(envelope) => Ok(Operation::Execute {
                     id: id.to_owned(),
                     envelope,
-                };
-                self.remote(&owner, id, operation).await
-            }
-        }
+                }),
+                None => Err(lost()),
+            },
+        )
+        .await
     }
 
     pub(crate) async fn local_execute(
@@ -332,16 +429,17 @@ impl<A: Aggregate> Aggregates<A> {
         id: &str,
         command_id: &str,
     ) -> Result<Fenced<A::Error>, CommandError<A::Error>> {
-        match self.locate(id)? {
-            None => self.local_fence(id, command_id).await,
-            Some(owner) => {
-                let operation = Operation::Fence {
+        self.routed(
+            id,
+            || self.local_fence(id, command_id),
+            || {
+                Ok(Operation::Fence {
                     id: id.to_owned(),
                     command_id: command_id.to_owned(),
-                };
-                self.remote(&owner, id, operation).await
-            }
-        }
+                })
+            },
+        )
+        .await
     }
 
     pub(crate) async fn local_fence(
@@ -382,13 +480,12 @@ impl<A: Aggregate> Aggregates<A> {
     /// no events). Served from the live aggregates' view when it is live; an aggregate with no
     /// events is answered without loading anything.
     pub async fn get(&self, id: &str) -> Result<Versioned<A::State>, CommandError<A::Error>> {
-        match self.locate(id)? {
-            None => self.local_get(id).await,
-            Some(owner) => {
-                let operation = Operation::Get { id: id.to_owned() };
-                self.remote(&owner, id, operation).await
-            }
-        }
+        self.routed(
+            id,
+            || self.local_get(id),
+            || Ok(Operation::Get { id: id.to_owned() }),
+        )
+        .await
     }
 
     pub(crate) async fn local_get(

@@ -31,11 +31,17 @@ pub(crate) struct Live<S> {
     /// When a command or a read through its host last reached it (reads from the view do not
     /// count: they cost nothing to keep serving).
     pub last_active: Instant,
+    /// The partition's leadership epoch it was loaded in (see [`StateView::epoch`]).
+    pub epoch: u64,
 }
 
-/// One partition's live aggregates, and the host generation that owns them.
+/// One partition's live aggregates, the host generation that owns them, and the leadership
+/// epoch they were loaded in.
 struct Shelf<S> {
     generation: u64,
+    /// Moves on whenever this node comes to lead the partition or stops (with replication):
+    /// state loaded before may be behind what another leader wrote since.
+    epoch: u64,
     live: HashMap<Box<str>, Live<S>>,
 }
 
@@ -74,6 +80,7 @@ impl<A: Aggregate> StateView<A> {
             .map(|_| {
                 RwLock::new(Shelf {
                     generation: 0,
+                    epoch: 0,
                     live: HashMap::new(),
                 })
             })
@@ -137,14 +144,23 @@ impl<A: Aggregate> StateView<A> {
     /// of who leads the partition: what was kept may be behind what another leader wrote.
     pub(crate) fn forget_partition(&self, partition: u32) -> usize {
         let mut shelf = self.write(partition);
+        shelf.epoch += 1;
         let dropped = shelf.live.len();
         shelf.live = HashMap::new();
         self.inner.count.fetch_sub(dropped, Ordering::Relaxed);
         dropped
     }
 
+    /// `partition`'s leadership epoch: a state loaded in an earlier one may be behind the
+    /// store, and is loaded again before it serves.
+    pub(crate) fn epoch(&self, partition: u32) -> u64 {
+        self.read(partition).epoch
+    }
+
     /// Sets aggregate `id`'s entry, written by a task of host `generation` (ignored when that
-    /// incarnation is gone). Returns whether the entry is new.
+    /// incarnation is gone, or when `live` was loaded in an earlier leadership epoch: a task
+    /// that ran across a change of leader must not put back what may be stale). Returns
+    /// whether the entry is new.
     pub(crate) fn publish(
         &self,
         partition: u32,
@@ -153,7 +169,7 @@ impl<A: Aggregate> StateView<A> {
         live: Live<A::State>,
     ) -> bool {
         let mut shelf = self.write(partition);
-        if shelf.generation != generation {
+        if shelf.generation != generation || shelf.epoch != live.epoch {
             return false;
         }
         match shelf.live.get_mut(id) {
@@ -240,6 +256,7 @@ mod tests {
             current: Versioned { state, version },
             snapshot_version: 0,
             last_active: Instant::now(),
+            epoch: 0,
         }
     }
 
@@ -287,5 +304,24 @@ mod tests {
         assert_eq!(view.get("idle"), None);
         assert!(view.get("busy").is_some() && view.get("recent").is_some());
         assert_eq!(view.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_change_of_leader_forgets_the_partition_and_refuses_what_was_loaded_before() {
+        let view = StateView::<Counter>::new(4);
+        let partition = view.partition_of("a");
+        let (generation, _) = view.begin_generation(partition);
+        let before = live(5, 5);
+        assert!(view.publish(partition, generation, "a", before.clone()));
+        assert_eq!(view.forget_partition(partition), 1);
+        assert!(view.get("a").is_none());
+        // A task that loaded "a" before the change publishes late: refused, it may be stale.
+        assert!(!view.publish(partition, generation, "a", before));
+        assert!(view.get("a").is_none());
+        // Loaded again in the new epoch, it is kept.
+        let mut again = live(7, 7);
+        again.epoch = view.epoch(partition);
+        assert!(view.publish(partition, generation, "a", again));
+        assert_eq!(view.get("a").unwrap().version, 7);
     }
 }
