@@ -62,7 +62,11 @@ pub struct Page {
     /// `X-Playhouse-Position`s: a log position (`1234`, a cluster without replication), or
     /// partition@index pairs (`3@88,17@4021`, with replication; several answers' pairs merged,
     /// the highest index of each partition kept).
-    #[param(value_type = Option<String>, example = "3@88,17@4021")]
+    #[param(
+        value_type = Option<String>,
+        pattern = r"^([0-9]{1,18}|[0-9]{1,9}@[0-9]{1,18}(,[0-9]{1,9}@[0-9]{1,18})*)$",
+        example = "3@88,17@4021"
+    )]
     pub min_position: Option<PositionToken>,
 }
 
@@ -254,17 +258,19 @@ impl ReadModels {
 }
 
 /// Waits until this node's replica of each partition named that it holds has applied its log
-/// through the index named. 503 with Retry-After when one has not within the wait; 400 for
-/// partition positions on a node without replication.
+/// through the index named. 503 with Retry-After when one has not within the wait; 409 for
+/// partition positions on a node without replication (a valid request its log cannot
+/// satisfy, as a position beyond it is).
 async fn applied_here(
     journal: &Journal,
     partitions: &std::collections::BTreeMap<u32, u64>,
 ) -> Result<(), Problem> {
     if !journal.is_replicated() {
-        return Err(Problem::invalid_field(
-            "min_position",
-            "partition@index positions name writes of a cluster with replication; this one writes each partition on one node: pass the log position a command's X-Playhouse-Position named".to_owned(),
-        ));
+        return Err(Problem::new(
+            ProblemCode::Conflict,
+            "partition@index positions name writes of a cluster with replication; this one writes each partition on one node: pass the log position a command's X-Playhouse-Position named",
+        )
+        .with_field("min_position"));
     }
     for (partition, index) in partitions {
         if !journal.holds(*partition) {
