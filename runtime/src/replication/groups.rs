@@ -115,6 +115,7 @@ struct Inner {
     opening: tokio::sync::Mutex<()>,
     listeners: Listeners,
     histories: leadership::Histories,
+    serving: leadership::Serving,
     /// The node's own tasks (each group's leadership watcher, forming), aborted when it stops.
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -154,6 +155,7 @@ impl Groups {
                 opening: tokio::sync::Mutex::new(()),
                 listeners: Listeners::default(),
                 histories: leadership::Histories::default(),
+                serving: leadership::Serving::default(),
                 tasks: std::sync::Mutex::new(Vec::new()),
             }),
         };
@@ -206,6 +208,7 @@ impl Groups {
             raft.clone(),
             self.inner.listeners.clone(),
             self.inner.histories.clone(),
+            self.inner.serving.clone(),
         );
         self.keep(watcher);
         Ok(raft)
@@ -276,9 +279,10 @@ impl Groups {
         self.get(partition).map(|raft| leadership::voters(&raft))
     }
 
-    /// Whether this node leads `partition` now.
+    /// Whether this node serves `partition` as its leader: it leads it and has applied its
+    /// term's first entry (so its store holds everything committed), as last seen.
     pub fn leads(&self, partition: PartitionId) -> bool {
-        self.get(partition).is_some_and(|raft| raft.is_leader())
+        self.inner.serving.contains(&partition)
     }
 
     /// Waits until a read of `partition` here is linearizable: this node leads it (a quorum

@@ -87,6 +87,10 @@ pub(crate) struct LeaderHistory {
 /// The leader history of each partition this node replicates. Cheap to clone.
 pub(crate) type Histories = Arc<dashmap::DashMap<PartitionId, LeaderHistory>>;
 
+/// The partitions this node serves as leader: from [`LeadershipEvent::Gained`] (its term's
+/// first entry applied) to [`LeadershipEvent::Lost`]. Cheap to clone.
+pub(crate) type Serving = Arc<dashmap::DashSet<PartitionId>>;
+
 /// `raft`'s group's voters as this replica knows them, by replica id, with their members.
 pub(crate) fn voters(raft: &PartitionRaft) -> BTreeMap<ReplicaId, String> {
     let metrics = raft.server_metrics();
@@ -115,10 +119,13 @@ pub(crate) fn watch(
     raft: PartitionRaft,
     listeners: Listeners,
     histories: Histories,
+    serving: Serving,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut metrics = raft.server_metrics();
+        // Whether this node serves the partition, and the term it came to lead it in.
         let mut leading = false;
+        let mut led_term = 0;
         let (mut leader, mut term) = (None, 0);
         loop {
             let leads = {
@@ -141,19 +148,38 @@ pub(crate) fn watch(
                 }
                 now.current_leader.as_ref() == Some(&now.id)
             };
+            // Lost and gained again between two looks (the watch keeps only the latest): what
+            // was kept is as stale as after any change, so it is told as one.
+            if leads && leading && term != led_term {
+                leading = false;
+                serving.remove(&partition);
+                metrics::gauge!(RAFT_LEADERS).decrement(1.0);
+                listeners.tell(LeadershipEvent::Lost(partition));
+            }
             if leads && !leading {
                 // Only once its term's first entry is applied; if it loses the lead meanwhile,
                 // the barrier fails and the next change is looked at.
                 if raft.ensure_linearizable(read_barrier()).await.is_ok() {
                     leading = true;
+                    led_term = term;
+                    serving.insert(partition);
                     metrics::gauge!(RAFT_LEADERS).increment(1.0);
                     tracing::info!(partition, "this node leads the partition");
                     listeners.tell(LeadershipEvent::Gained(partition));
                 }
             } else if !leads && leading {
                 leading = false;
+                serving.remove(&partition);
                 metrics::gauge!(RAFT_LEADERS).decrement(1.0);
                 tracing::info!(partition, "this node no longer leads the partition");
+                listeners.tell(LeadershipEvent::Lost(partition));
+            }
+            // Lost and gained again between two looks (the watch keeps only the latest): what
+            // was kept is as stale as after any change, so it is told as one.
+            if leads && leading && term != led_term {
+                leading = false;
+                serving.remove(&partition);
+                metrics::gauge!(RAFT_LEADERS).decrement(1.0);
                 listeners.tell(LeadershipEvent::Lost(partition));
             }
             if leads && !leading {

@@ -68,6 +68,12 @@ impl<K: SagaKind> SagaLog<K> {
         self.journal.on_leadership(listener);
     }
 
+    /// Waits until this node may read saga `id` from its store (see
+    /// [`Journal::read_barrier`]).
+    pub(crate) async fn read_barrier(&self, id: &str) -> Result<(), StoreError> {
+        self.journal.read_barrier(&Self::stream(id)).await
+    }
+
     pub(crate) fn stream(id: &str) -> String {
         format!("{}-{id}", K::KIND)
     }

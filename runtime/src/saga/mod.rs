@@ -247,6 +247,36 @@ impl SagaError {
     }
 }
 
+#[cfg(test)]
+mod start_errors {
+    use super::SagaError;
+    use crate::store::StoreError;
+
+    #[test]
+    fn only_a_start_refused_before_it_was_proposed_is_unavailable() {
+        let not_leader = StoreError::NotLeader {
+            partition: 3,
+            leader: Some("node-2".into()),
+        };
+        assert!(matches!(
+            SagaError::from_start(not_leader),
+            SagaError::Unavailable(_)
+        ));
+        let lost = StoreError::OutcomeUnknown {
+            partition: 3,
+            reason: "the leader changed".into(),
+        };
+        assert!(matches!(
+            SagaError::from_start(lost),
+            SagaError::OutcomeUnknown(_)
+        ));
+        assert!(matches!(
+            SagaError::from_start(StoreError::WriterStopped),
+            SagaError::OutcomeUnknown(_)
+        ));
+    }
+}
+
 /// The command id of a step's action (`phase` "act") or compensation ("undo").
 pub fn command_id(kind: &str, saga: &str, step: usize, phase: &str) -> String {
     format!("saga:{kind}:{saga}:{step}:{phase}")

@@ -61,6 +61,8 @@ impl<K: SagaKind> Actor for Runner<K> {
         myself: ActorRef<RunnerMsg>,
         args: RunnerArgs<K>,
     ) -> Result<RunnerState<K>, ActorProcessingErr> {
+        // Its store must hold every transition earlier leaders committed before it acts.
+        args.log.read_barrier(&args.id).await?;
         let (log, id) = (args.log.clone(), args.id.clone());
         let saga = args
             .log

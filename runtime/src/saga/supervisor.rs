@@ -186,6 +186,14 @@ impl<K: SagaKind> Sagas<K> {
         &self,
         id: &str,
     ) -> Result<Option<SagaState<K::Input>>, SagaError> {
+        // A leader that was deposed without knowing it yet must not answer from its store.
+        self.log
+            .read_barrier(id)
+            .await
+            .map_err(|error| match error {
+                StoreError::NotLeader { .. } => SagaError::Unavailable(error.to_string()),
+                other => SagaError::Store(other.to_string()),
+            })?;
         let (log, id) = (self.log.clone(), id.to_owned());
         self.log
             .store()

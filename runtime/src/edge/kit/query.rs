@@ -272,14 +272,14 @@ async fn applied_here(
         )
         .with_field("min_position"));
     }
+    // One wait for the whole token, not one per partition.
+    let deadline = tokio::time::Instant::now() + POSITION_WAIT;
     for (partition, index) in partitions {
         if !journal.holds(*partition) {
             continue;
         }
-        if let Err(reason) = journal
-            .wait_applied(*partition, *index, POSITION_WAIT)
-            .await
-        {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if let Err(reason) = journal.wait_applied(*partition, *index, left).await {
             return Err(Problem::new(
                 ProblemCode::Unavailable,
                 format!("min_position: {reason}; retry shortly"),
