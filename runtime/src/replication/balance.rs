@@ -48,6 +48,11 @@ pub(crate) async fn run(groups: Groups, cluster: Cluster, placement: Placement) 
             if preferred == groups.replica_id() || !caught_up(&raft, preferred) {
                 continue;
             }
+            // A member back on a wiped disk answers as another incarnation: its old replica
+            // id (still a voter until repair swaps it) would refuse the lead.
+            if !still_runs(&cluster, &raft, preferred).await {
+                continue;
+            }
             tracing::info!(
                 partition,
                 to = preferred,
@@ -75,6 +80,16 @@ fn preferred_leader(
         })
 }
 
+/// Whether the member of voter `replica` still runs that incarnation (it says so when asked).
+async fn still_runs(cluster: &Cluster, raft: &PartitionRaft, replica: ReplicaId) -> bool {
+    let Some(member) = voters(raft).get(&replica).cloned() else {
+        return false;
+    };
+    super::forming::ask(cluster, &member)
+        .await
+        .is_ok_and(|hello| hello.replica == replica)
+}
+
 /// On a leader: the entries its furthest-behind replica lacks.
 fn worst_lag(raft: &PartitionRaft) -> u64 {
     let metrics = raft.metrics();
@@ -94,10 +109,13 @@ fn caught_up(raft: &PartitionRaft, replica: ReplicaId) -> bool {
     let metrics = raft.metrics();
     let metrics = metrics.borrow_watched();
     let last = metrics.last_log_index.unwrap_or(0);
-    let matched = metrics
+    // Progress not known yet (nothing matched since this leader took over) is not caught up.
+    let Some(matched) = metrics
         .replication
         .as_ref()
         .and_then(|replication| replication.get(&replica).cloned().flatten())
-        .map_or(0, |log_id| log_id.index);
-    matched + CAUGHT_UP_WITHIN >= last
+    else {
+        return false;
+    };
+    matched.index + CAUGHT_UP_WITHIN >= last
 }
