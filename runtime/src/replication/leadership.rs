@@ -148,12 +148,13 @@ pub(crate) fn watch(
                 }
                 now.current_leader.as_ref() == Some(&now.id)
             };
-            // Lost and gained again between two looks (the watch keeps only the latest): what
-            // was kept is as stale as after any change, so it is told as one.
-            if leads && leading && term != led_term {
+            // Lost; or lost and gained again between two looks (the watch keeps only the
+            // latest), which leaves what was kept as stale as any change: told as a loss.
+            if leading && (!leads || term != led_term) {
                 leading = false;
                 serving.remove(&partition);
                 metrics::gauge!(RAFT_LEADERS).decrement(1.0);
+                tracing::info!(partition, "this node no longer leads the partition");
                 listeners.tell(LeadershipEvent::Lost(partition));
             }
             if leads && !leading {
@@ -167,20 +168,6 @@ pub(crate) fn watch(
                     tracing::info!(partition, "this node leads the partition");
                     listeners.tell(LeadershipEvent::Gained(partition));
                 }
-            } else if !leads && leading {
-                leading = false;
-                serving.remove(&partition);
-                metrics::gauge!(RAFT_LEADERS).decrement(1.0);
-                tracing::info!(partition, "this node no longer leads the partition");
-                listeners.tell(LeadershipEvent::Lost(partition));
-            }
-            // Lost and gained again between two looks (the watch keeps only the latest): what
-            // was kept is as stale as after any change, so it is told as one.
-            if leads && leading && term != led_term {
-                leading = false;
-                serving.remove(&partition);
-                metrics::gauge!(RAFT_LEADERS).decrement(1.0);
-                listeners.tell(LeadershipEvent::Lost(partition));
             }
             if leads && !leading {
                 // The barrier failed while the metrics still say it leads: try again shortly
