@@ -12,6 +12,7 @@ pub mod net;
 pub mod node;
 pub mod ops;
 pub mod placement;
+pub mod planted;
 pub mod position;
 pub mod prelude;
 pub mod replication;

@@ -23,6 +23,7 @@ use super::log_writer::{
 use super::state_machine::PartitionSnapshot;
 use super::types::{PartitionId, RaftTypes, ReplicaId};
 use crate::codec;
+use crate::planted::{self, Bug};
 use crate::store::{Disk, StoreError};
 
 type Entry = EntryOf<RaftTypes>;
@@ -38,13 +39,15 @@ pub struct RaftLogs {
     db: Arc<Database>,
     writer: LogWriter,
     disk: Disk,
+    path: Arc<Path>,
 }
 
 impl RaftLogs {
     /// Opens (or creates) the Raft log file at `path` and starts its writer.
     pub async fn open(path: impl AsRef<Path>, disk: Disk) -> Result<Self, StoreError> {
-        let path = path.as_ref().to_owned();
+        let path: Arc<Path> = path.as_ref().into();
         let opening = disk.clone();
+        let kept = path.clone();
         let db = disk
             .run(move || {
                 let mut builder = Database::builder();
@@ -52,7 +55,7 @@ impl RaftLogs {
                 // not at all: a small cache serves that, where redb's default grows to 1 GiB.
                 builder.set_cache_size(RAFT_LOG_CACHE_BYTES);
                 let db = opening
-                    .create(&builder, &path)
+                    .create(&builder, &kept)
                     .map_err(StoreError::storage)?;
                 let txn = db.begin_write().map_err(StoreError::storage)?;
                 {
@@ -69,7 +72,12 @@ impl RaftLogs {
             })??;
         let db = Arc::new(db);
         let writer = LogWriter::start(db.clone(), disk.clone());
-        Ok(Self { db, writer, disk })
+        Ok(Self {
+            db,
+            writer,
+            disk,
+            path,
+        })
     }
 
     /// This node's incarnation: its replica id in every group, made (at random) and kept the
@@ -94,8 +102,13 @@ impl RaftLogs {
         if let Some(id) = decode_record(NODE_RECORDS, "incarnation", found)? {
             return Ok(id);
         }
-        // Never 0, so that no id looks like a default.
-        let id: ReplicaId = (uuid::Uuid::new_v4().as_u128() as u64).max(1);
+        let id: ReplicaId = if planted::is_planted(Bug::WipedNodeKeepsItsId) {
+            // The planted bug: the same id for every file at this path, wiped or not.
+            crate::store::fingerprint(self.path.as_os_str().as_encoded_bytes())
+        } else {
+            uuid::Uuid::new_v4().as_u128() as u64
+        }
+        .max(1); // never 0, so that no id looks like a default
         let value = codec::encode(&id).map_err(|source| StoreError::Encode {
             stream: "raft incarnation".to_owned(),
             source,

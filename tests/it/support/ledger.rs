@@ -58,6 +58,9 @@ pub enum Op {
     },
     Read {
         account: usize,
+        /// Read right after an acknowledged write that left the account at this version: a
+        /// read through any edge must see at least it.
+        at_least: Option<u64>,
     },
 }
 
@@ -152,26 +155,45 @@ pub async fn run_client(
             },
             _ => Op::Read {
                 account: rng.below(accounts.len()),
+                at_least: None,
             },
         };
         let request_id = format!("r{seed:x}-{n}");
         let outcome = send(api, via, accounts, &op, &writer, &reader, &request_id).await;
-        // A client that lost an answer, or just is not sure, sends the same credit again with
-        // its key: it must not be applied twice.
-        if matches!(op, Op::Credit { .. }) && rng.below(3) == 0 {
+        if let Op::Credit { account, .. } = op {
+            // A client that lost an answer, or just is not sure, sends the same credit again
+            // with its key: it must not be applied twice.
+            let again = (rng.below(3) == 0).then(|| rng.below(api.nodes()));
+            let written = written_version(&outcome);
             history.lock().unwrap().push(Entry {
                 op: op.clone(),
                 via,
                 outcome,
             });
-            let again = rng.below(api.nodes());
-            let request_id = format!("{request_id}-again");
-            let outcome = send(api, again, accounts, &op, &writer, &reader, &request_id).await;
-            history.lock().unwrap().push(Entry {
-                op,
-                via: again,
-                outcome,
-            });
+            if let Some(again) = again {
+                let request_id = format!("{request_id}-again");
+                let outcome = send(api, again, accounts, &op, &writer, &reader, &request_id).await;
+                history.lock().unwrap().push(Entry {
+                    op,
+                    via: again,
+                    outcome,
+                });
+            }
+            // Once a credit is acknowledged, a read through any edge sees it.
+            if let Some(version) = written {
+                let read = Op::Read {
+                    account,
+                    at_least: Some(version),
+                };
+                let via = rng.below(api.nodes());
+                let request_id = format!("{request_id}-read");
+                let outcome = send(api, via, accounts, &read, &writer, &reader, &request_id).await;
+                history.lock().unwrap().push(Entry {
+                    op: read,
+                    via,
+                    outcome,
+                });
+            }
             continue;
         }
         let unavailable = matches!(outcome, Outcome::Unknown(_) | Outcome::NotApplied(_));
@@ -182,6 +204,14 @@ pub async fn run_client(
             rng.millis(think.0, think.1)
         })
         .await;
+    }
+}
+
+/// The account's version an acknowledged credit left it at.
+fn written_version(outcome: &Outcome) -> Option<u64> {
+    match outcome {
+        Outcome::Ok(body) => body["version"].as_u64(),
+        _ => None,
     }
 }
 
@@ -217,7 +247,7 @@ async fn send(
             json!({ "amount": amount }),
         )
         .with_key(key),
-        Op::Read { account } => {
+        Op::Read { account, .. } => {
             Call::get(format!("/api/v1/accounts/{}", accounts[*account]), reader)
         }
     };
@@ -358,11 +388,20 @@ pub async fn check(
             .entry(format!("{kind} {verdict}"))
             .or_insert(0) += 1;
         match &entry.op {
-            Op::Read { account } => {
-                if let Outcome::Ok(body) = &entry.outcome
-                    && body["balance"].as_i64().is_none_or(|b| b < 0)
-                {
+            Op::Read { account, at_least } => {
+                let Outcome::Ok(body) = &entry.outcome else {
+                    continue;
+                };
+                if body["balance"].as_i64().is_none_or(|b| b < 0) {
                     problems.push(format!("read of account {account} saw {body}"));
+                }
+                if let Some(written) = at_least
+                    && body["version"].as_u64().is_none_or(|seen| seen < *written)
+                {
+                    problems.push(format!(
+                        "a read of account {account} through node {} after a credit acknowledged at version {written} saw {body}: the acknowledged write is missing",
+                        entry.via
+                    ));
                 }
             }
             Op::Credit { key, .. } => credits.entry(key.clone()).or_default().push(entry),

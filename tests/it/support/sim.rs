@@ -159,6 +159,61 @@ impl SimCluster {
         }
     }
 
+    /// Waits until every node runs and every partition's leader counts each node's current
+    /// incarnation among its voters: a replica back on a wiped disk has been caught up and
+    /// promoted, so that losing another disk loses no majority. How long that took.
+    pub async fn wait_whole(&self, patience: Duration) -> Result<Duration, String> {
+        let started = tokio::time::Instant::now();
+        loop {
+            let broken: Vec<u32> = (0..PARTITIONS).filter(|p| !self.is_whole(*p)).collect();
+            if broken.is_empty() {
+                return Ok(started.elapsed());
+            }
+            if started.elapsed() > patience {
+                let views: Vec<String> = broken.iter().map(|p| self.describe(*p)).collect();
+                return Err(format!(
+                    "partitions whose voters are not every node's current incarnation: {}",
+                    views.join("; ")
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `partition` as each running node sees it: its incarnation, the leader it knows and the
+    /// voters.
+    fn describe(&self, partition: u32) -> String {
+        let views: Vec<String> = (0..NODES)
+            .filter_map(|n| {
+                let groups = self.node(n)?.groups()?;
+                Some(format!(
+                    "node {n} (incarnation {:x}) sees leader {:?}, voters {:x?}",
+                    groups.replica_id(),
+                    groups.leader_of(partition),
+                    groups.voters_of(partition).unwrap_or_default()
+                ))
+            })
+            .collect();
+        format!("partition {partition}: {}", views.join(", "))
+    }
+
+    fn is_whole(&self, partition: u32) -> bool {
+        let Some(leader) = self.leader_of(partition) else {
+            return false;
+        };
+        let voters = self.nodes[leader]
+            .node
+            .as_ref()
+            .and_then(|node| node.groups()?.voters_of(partition))
+            .unwrap_or_default();
+        let current: Option<Vec<u64>> = (0..NODES)
+            .map(|n| Some(self.node(n)?.groups()?.replica_id()))
+            .collect();
+        current.is_some_and(|ids| {
+            ids.len() == voters.len() && ids.iter().all(|id| voters.contains_key(id))
+        })
+    }
+
     /// Node `n`'s HTTP app, while it runs.
     pub fn app(&self, n: usize) -> Option<Router> {
         self.reach.read().unwrap()[n].app.clone()
