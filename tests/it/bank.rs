@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::support;
-use crate::support::api::Http;
+use crate::support::api::{Http, Outcome};
 use crate::support::cluster::{ClusterOptions, TestCluster};
 use crate::support::ledger::{self, History, Rng};
 use crate::support::netns::{self, CutOff};
@@ -102,16 +102,38 @@ async fn bank() {
         })
         .collect();
 
-    let faults = nemesis(&mut cluster, &edges, seed, Duration::from_secs(seconds)).await;
+    let replicated = std::env::var("BANK_JOURNAL").as_deref() == Ok("raft");
+    let availability =
+        availability_while_down(&mut cluster, &edges, &history, &accounts, replicated).await;
+    println!("bank test: {availability}");
+    let faults = nemesis(
+        &mut cluster,
+        &edges,
+        &accounts,
+        seed,
+        Duration::from_secs(seconds),
+        replicated,
+    )
+    .await;
     stop.store(true, Ordering::SeqCst);
     for client in clients {
         client.await.unwrap();
     }
     cluster.wait_settled(Duration::from_secs(30)).await;
     let history = history.lock().unwrap().clone();
+    let unknown = history
+        .iter()
+        .filter(|entry| matches!(entry.outcome, Outcome::Unknown(_)))
+        .count();
+    println!(
+        "bank test: unknown outcomes by cause: {:?}",
+        unknown_causes(&history)
+    );
     let summary = format!(
-        "BANK_SEED={seed}, {} s, faults {faults}",
-        started.elapsed().as_secs()
+        "BANK_SEED={seed}, {} s, faults {faults}; {availability}; {unknown} of {} outcomes unknown ({:.1}%)",
+        started.elapsed().as_secs(),
+        history.len(),
+        100.0 * unknown as f64 / history.len().max(1) as f64
     );
     let checked = ledger::check(api.as_ref(), &accounts, &history, 20).await;
     assert!(
@@ -130,11 +152,170 @@ async fn bank() {
     println!("bank test: {summary}; {}", checked.summary);
 }
 
+/// The unknown outcomes counted by what they said (a status and problem type, or why
+/// nothing came back), most frequent first.
+fn unknown_causes(history: &[ledger::Entry]) -> Vec<(String, usize)> {
+    let mut causes: BTreeMap<String, usize> = BTreeMap::new();
+    for entry in history {
+        if let Outcome::Unknown(why) = &entry.outcome {
+            let cause = match why.split_once(": {") {
+                Some((status, body)) => {
+                    let kind = body
+                        .split("problem:")
+                        .nth(1)
+                        .unwrap_or("")
+                        .split('"')
+                        .next();
+                    format!("{status} {}", kind.unwrap_or(""))
+                }
+                None => why.chars().take(60).collect(),
+            };
+            *causes.entry(cause).or_default() += 1;
+        }
+    }
+    let mut causes: Vec<_> = causes.into_iter().collect();
+    causes.sort_by(|a, b| b.1.cmp(&a.1));
+    causes
+}
+
+/// How long one node stays down in [`availability_while_down`].
+const DOWN_WINDOW: Duration = Duration::from_secs(30);
+
+/// Kills (-9) the node that leads (or, unreplicated, owns) the first account's partition and
+/// keeps it down for [`DOWN_WINDOW`] while the clients go on; then restarts it. Says which
+/// share of the answers through the other two edges were 2xx over the whole window and from
+/// the moment the survivors had taken over (with replication: a leader among them for every
+/// partition; without: the node seen down), and how long that took.
+async fn availability_while_down(
+    cluster: &mut TestCluster,
+    edges: &Edges,
+    history: &History,
+    accounts: &[String],
+    replicated: bool,
+) -> String {
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let partition = cluster
+        .placement
+        .partition(&format!("account-{}", accounts[0]));
+    let victim = if replicated {
+        leaders(cluster).await[&partition]
+    } else {
+        cluster.owner_of("accounts", &format!("account-{}", accounts[0]))
+    };
+    let survivors: Vec<usize> = (0..3).filter(|n| *n != victim).collect();
+    let killed = tokio::time::Instant::now();
+    cluster.nodes[victim].kill9();
+    let taken_over = loop {
+        let done = if replicated {
+            let leading = leaders(cluster).await;
+            leading.len() == cluster.placement.partitions() as usize
+                && leading.values().all(|leader| *leader != victim)
+        } else {
+            cluster.status_seen(survivors[0], victim).await.as_deref() == Some("down")
+        };
+        if done || killed.elapsed() > DOWN_WINDOW {
+            break killed.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    tokio::time::sleep_until(killed + DOWN_WINDOW).await;
+    cluster.nodes[victim].restart();
+    edges.write().unwrap()[victim] = cluster.nodes[victim].url("");
+    cluster.wait_settled(Duration::from_secs(30)).await;
+    let share_from = |from: tokio::time::Instant| {
+        let history = history.lock().unwrap();
+        let answers: Vec<_> = history
+            .iter()
+            .filter(|e| e.via != victim && e.at >= from && e.at < killed + DOWN_WINDOW)
+            .collect();
+        let ok = answers
+            .iter()
+            .filter(|e| matches!(e.outcome, Outcome::Ok(_)))
+            .count();
+        format!(
+            "{ok} of {} ({:.1}%)",
+            answers.len(),
+            100.0 * ok as f64 / answers.len().max(1) as f64
+        )
+    };
+    format!(
+        "node-{} ({} partition {partition}) killed for {DOWN_WINDOW:?}: 2xx through the other edges {} over the window, {} once they had taken over ({} ms)",
+        victim + 1,
+        if replicated { "leading" } else { "owning" },
+        share_from(killed),
+        share_from(killed + taken_over),
+        taken_over.as_millis()
+    )
+}
+
+/// Each partition's leader (a node index), as the running nodes report it.
+async fn leaders(cluster: &TestCluster) -> BTreeMap<u32, usize> {
+    let mut leaders = BTreeMap::new();
+    for n in (0..3).filter(|n| cluster.nodes[*n].is_running()) {
+        let view = cluster.view(n).await;
+        for group in view["replication"]["partitions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            if group["role"] == "leader" {
+                leaders.insert(group["partition"].as_u64().unwrap() as u32, n);
+            }
+        }
+    }
+    leaders
+}
+
+/// Whether every partition has a leader whose voters are the three nodes' current
+/// incarnations (a node back on a wiped disk has been caught up and promoted).
+async fn whole(cluster: &TestCluster) -> bool {
+    let mut incarnations = Vec::new();
+    let mut led = 0;
+    let mut groups = Vec::new();
+    for n in 0..3 {
+        if !cluster.nodes[n].is_running() {
+            return false;
+        }
+        let view = cluster.view(n).await;
+        incarnations.push(
+            view["replication"]["replica"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned(),
+        );
+        for group in view["replication"]["partitions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            if group["role"] == "leader" {
+                led += 1;
+                groups.push(group.clone());
+            }
+        }
+    }
+    led == cluster.placement.partitions()
+        && groups.iter().all(|group| {
+            let replicas = group["replicas"].as_array().cloned().unwrap_or_default();
+            replicas.len() == 3
+                && replicas.iter().all(|replica| {
+                    replica["voter"] == true
+                        && incarnations
+                            .iter()
+                            .any(|current| replica["replica"] == current.as_str())
+                })
+        })
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Fault {
     Kill,
+    /// A kill -9 of the node leading the partition of an account the seed picks.
+    KillLeader,
     Cut,
     Pause,
+    /// A kill -9, the data directory removed, a restart: a lost disk.
+    Wipe,
 }
 
 /// Injects one round of faults in a seeded order (and more rounds until `at_least` has
@@ -142,8 +323,10 @@ enum Fault {
 async fn nemesis(
     cluster: &mut TestCluster,
     edges: &Edges,
+    accounts: &[String],
     seed: u64,
     at_least: Duration,
+    replicated: bool,
 ) -> String {
     let mut rng = Rng(seed);
     let started = Instant::now();
@@ -151,19 +334,39 @@ async fn nemesis(
     let mut round = 0;
     while round == 0 || started.elapsed() < at_least {
         round += 1;
-        let mut faults: Vec<Fault> = std::iter::repeat_n(Fault::Kill, KILLS)
+        // With replication, half the kills aim at a leader, and one node loses its disk.
+        let (kills, leader_kills, wipes) = if replicated {
+            (KILLS / 2, KILLS / 2, 1)
+        } else {
+            (KILLS, 0, 0)
+        };
+        let mut faults: Vec<Fault> = std::iter::repeat_n(Fault::Kill, kills)
+            .chain(std::iter::repeat_n(Fault::KillLeader, leader_kills))
             .chain(std::iter::repeat_n(Fault::Cut, CUTS))
             .chain(std::iter::repeat_n(Fault::Pause, PAUSES))
+            .chain(std::iter::repeat_n(Fault::Wipe, wipes))
             .collect();
         for i in (1..faults.len()).rev() {
             faults.swap(i, rng.below(i + 1));
         }
         for fault in faults {
-            let node = rng.below(3);
+            let mut node = rng.below(3);
             let hold = rng.millis(300, 2_500);
             match fault {
-                Fault::Kill => {
+                Fault::Kill | Fault::KillLeader | Fault::Wipe => {
+                    if let Fault::KillLeader = fault {
+                        let account = &accounts[rng.below(accounts.len())];
+                        let partition = cluster.placement.partition(&format!("account-{account}"));
+                        node = leaders(cluster)
+                            .await
+                            .get(&partition)
+                            .copied()
+                            .unwrap_or(node);
+                    }
                     cluster.nodes[node].kill9();
+                    if let Fault::Wipe = fault {
+                        std::fs::remove_dir_all(cluster.data_dir(node)).unwrap();
+                    }
                     tokio::time::sleep(hold).await;
                     cluster.nodes[node].restart();
                     edges.write().unwrap()[node] = cluster.nodes[node].url("");
@@ -191,6 +394,19 @@ async fn nemesis(
                 .entry(format!("{fault:?}").to_lowercase())
                 .or_insert(0) += 1;
             cluster.wait_settled(Duration::from_secs(30)).await;
+            // A lost disk is healed once its node is a voter everywhere again: only then may
+            // another node fail (two lost copies of a partition would be a lost majority).
+            if replicated {
+                let started = Instant::now();
+                while !whole(cluster).await {
+                    assert!(
+                        started.elapsed() < Duration::from_secs(60),
+                        "the replicas were not whole a minute after {fault:?} of node-{}",
+                        node + 1
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
             tokio::time::sleep(rng.millis(200, 800)).await;
         }
     }

@@ -36,7 +36,9 @@ async fn until(
         let answer = api.send(via, call.clone()).await;
         match &answer {
             Answer::Status(got, body) if *got == status => return body.clone(),
-            Answer::Status(StatusCode::SERVICE_UNAVAILABLE, _) | Answer::Nothing(_)
+            Answer::Status(StatusCode::SERVICE_UNAVAILABLE, _)
+            | Answer::Nothing(_)
+            | Answer::Unreached(_)
                 if tokio::time::Instant::now() < deadline =>
             {
                 tokio::time::sleep(Duration::from_millis(100)).await;

@@ -522,4 +522,3 @@ fn a_leader_answering_reads_without_the_barrier_is_caught() {
 fn a_wiped_node_voting_with_its_old_id_is_caught() {
     caught_within(Bug::WipedNodeKeepsItsId, 10);
 }
-

@@ -58,8 +58,11 @@ impl Call {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Answer {
     Status(StatusCode, Value),
-    /// No answer: refused, reset, timed out.
+    /// No answer, after the request may have reached the node: reset, timed out.
     Nothing(String),
+    /// The request never reached a node (the connection was refused, or the node was paused
+    /// and the client gave up before handing it over): certainly not applied.
+    Unreached(String),
 }
 
 /// What an operation's answer says about it.
@@ -68,7 +71,8 @@ pub enum Outcome {
     Ok(Value),
     /// A definite refusal (4xx): not applied.
     Failed(String),
-    /// 503 `unavailable`: the node says nothing was applied (the checkers hold it to that).
+    /// 503 `unavailable` (the node says nothing was applied; the checkers hold it to that),
+    /// or a request that never reached a node.
     NotApplied(String),
     /// No answer, or one that does not say (`outcome-unknown`, other 5xx): applied once or
     /// not at all.
@@ -82,6 +86,7 @@ impl Answer {
     pub fn outcome(self) -> Outcome {
         match self {
             Answer::Nothing(error) => Outcome::Unknown(error),
+            Answer::Unreached(error) => Outcome::NotApplied(error),
             Answer::Status(status, body) if status.is_success() => Outcome::Ok(body),
             Answer::Status(status, body) if status.is_client_error() => {
                 Outcome::Failed(format!("{status}: {body}"))
@@ -142,7 +147,9 @@ pub async fn settled_get(
         let last = match api.send(via, Call::get(path, token)).await {
             Answer::Status(status, body) if !status.is_server_error() => return (status, body),
             Answer::Status(status, body) => (status, body),
-            Answer::Nothing(why) => (StatusCode::SERVICE_UNAVAILABLE, Value::String(why)),
+            Answer::Nothing(why) | Answer::Unreached(why) => {
+                (StatusCode::SERVICE_UNAVAILABLE, Value::String(why))
+            }
         };
         if tokio::time::Instant::now() > deadline {
             return last;
@@ -189,6 +196,7 @@ impl Api for Http {
         }
         Box::pin(async move {
             match request.send().await {
+                Err(error) if error.is_connect() => Answer::Unreached(error.to_string()),
                 Err(error) => Answer::Nothing(error.to_string()),
                 Ok(response) => {
                     let status = response.status();

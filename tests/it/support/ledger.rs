@@ -70,6 +70,8 @@ pub struct Entry {
     /// Which node's edge it went through.
     pub via: usize,
     pub outcome: Outcome,
+    /// When its answer came (simulated time in the simulation).
+    pub at: tokio::time::Instant,
 }
 
 pub type History = Arc<Mutex<Vec<Entry>>>;
@@ -169,6 +171,7 @@ pub async fn run_client(
                 op: op.clone(),
                 via,
                 outcome,
+                at: tokio::time::Instant::now(),
             });
             if let Some(again) = again {
                 let request_id = format!("{request_id}-again");
@@ -177,6 +180,7 @@ pub async fn run_client(
                     op,
                     via: again,
                     outcome,
+                    at: tokio::time::Instant::now(),
                 });
             }
             // Once a credit is acknowledged, a read through any edge sees it.
@@ -192,12 +196,18 @@ pub async fn run_client(
                     op: read,
                     via,
                     outcome,
+                    at: tokio::time::Instant::now(),
                 });
             }
             continue;
         }
         let unavailable = matches!(outcome, Outcome::Unknown(_) | Outcome::NotApplied(_));
-        history.lock().unwrap().push(Entry { op, via, outcome });
+        history.lock().unwrap().push(Entry {
+            op,
+            via,
+            outcome,
+            at: tokio::time::Instant::now(),
+        });
         api.sleep(if unavailable {
             Duration::from_millis(50)
         } else {

@@ -411,12 +411,12 @@ impl Api for SimApi {
             // client gives up.
             while self.reach.read().unwrap()[node].paused {
                 if tokio::time::Instant::now() >= deadline {
-                    return Answer::Nothing("timed out (node paused)".into());
+                    return Answer::Unreached("timed out (node paused)".into());
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             let Some(app) = self.reach.read().unwrap()[node].app.clone() else {
-                return Answer::Nothing("connection refused (node down)".into());
+                return Answer::Unreached("connection refused (node down)".into());
             };
             match tokio::time::timeout_at(deadline, in_process(app, &call)).await {
                 Err(_) => Answer::Nothing("timed out".into()),
