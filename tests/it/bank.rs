@@ -168,13 +168,13 @@ fn unknown_causes(history: &[ledger::Entry]) -> Vec<(String, usize)> {
                         .next();
                     format!("{status} {}", kind.unwrap_or(""))
                 }
-                None => why.chars().take(60).collect(),
+                None => why.split(':').next().unwrap_or(why).to_owned(),
             };
             *causes.entry(cause).or_default() += 1;
         }
     }
     let mut causes: Vec<_> = causes.into_iter().collect();
-    causes.sort_by(|a, b| b.1.cmp(&a.1));
+    causes.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
     causes
 }
 

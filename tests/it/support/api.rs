@@ -197,7 +197,14 @@ impl Api for Http {
         Box::pin(async move {
             match request.send().await {
                 Err(error) if error.is_connect() => Answer::Unreached(error.to_string()),
-                Err(error) => Answer::Nothing(error.to_string()),
+                Err(error) => Answer::Nothing(format!(
+                    "{}: {error}",
+                    if error.is_timeout() {
+                        "timed out"
+                    } else {
+                        "connection lost"
+                    }
+                )),
                 Ok(response) => {
                     let status = response.status();
                     Answer::Status(status, response.json().await.unwrap_or(Value::Null))
