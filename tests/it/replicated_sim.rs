@@ -449,3 +449,84 @@ fn a_partition_position_reads_your_write_through_any_edge_and_lists_hold_each_it
         cluster.tear_down();
     });
 }
+
+/// A leader that goes silent without its links closing (stopped, or unable to send) is
+/// replaced about one lease after its last heartbeat: the first follower stands for election
+/// as soon as the lease has run out rather than when its election timer next fires.
+#[test]
+fn a_silent_leaders_partitions_fail_over_one_lease_after_its_last_heartbeat() {
+    in_paused_time(async {
+        let cluster = SimCluster::start_replicated(5).await;
+        for fault in ["paused", "mute", "deaf"] {
+            cluster
+                .wait_for_leaders(Duration::from_secs(10))
+                .await
+                .unwrap();
+            let mut led: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
+            for partition in 0..PARTITIONS {
+                led.entry(cluster.leader_of(partition).unwrap())
+                    .or_default()
+                    .push(partition);
+            }
+            let (victim, partitions) = led.into_iter().max_by_key(|(_, p)| p.len()).unwrap();
+            let name = cluster.name(victim);
+            let started = tokio::time::Instant::now();
+            match fault {
+                "paused" => cluster.pause(victim),
+                "mute" => {
+                    for other in (0..NODES).filter(|n| *n != victim) {
+                        cluster.network.cut(&name, &cluster.name(other));
+                    }
+                }
+                _ => {
+                    for other in (0..NODES).filter(|n| *n != victim) {
+                        cluster.network.cut(&cluster.name(other), &name);
+                    }
+                }
+            }
+            let survivors: Vec<usize> = (0..NODES).filter(|n| *n != victim).collect();
+            let taken_over = || {
+                partitions.iter().all(|partition| {
+                    let seen: Vec<Option<String>> = survivors
+                        .iter()
+                        .map(|s| {
+                            cluster
+                                .node(*s)
+                                .unwrap()
+                                .groups()
+                                .unwrap()
+                                .leader_of(*partition)
+                        })
+                        .collect();
+                    seen.iter()
+                        .all(|leader| leader.is_some() && *leader != Some(name.clone()))
+                        && seen.windows(2).all(|pair| pair[0] == pair[1])
+                })
+            };
+            while !taken_over() {
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "{fault} leader's partitions {partitions:?} not taken over"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let failover = started.elapsed();
+            println!("{fault} leader of {partitions:?}: taken over in {failover:?}");
+            // The lease (1 s) counts from the last heartbeat (every 100 ms), and the silence
+            // is looked for every 50 ms; an election timer alone would take up to twice that.
+            // A deaf leader goes on sending heartbeats until its own lease has run out without
+            // an answer (the quorum-loss probe then holds them): a lease more.
+            let bound = match fault {
+                "deaf" => Duration::from_millis(2_250),
+                _ => Duration::from_millis(1_250),
+            };
+            assert!(failover < bound, "{fault}: {failover:?}");
+            match fault {
+                "paused" => cluster.resume(victim),
+                _ => cluster.network.heal(),
+            }
+            // Leads go back to their preferred members before the next fault.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    });
+}

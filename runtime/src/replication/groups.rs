@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 
+use openraft::rt::WatchReceiver;
+
 use super::leadership::{self, LeadershipListener, Listeners};
 use super::log_store::RaftLogs;
 use super::network::{GroupNetworkFactory, RAFT_TARGET, RaftHandler};
@@ -117,6 +119,8 @@ struct Inner {
     listeners: Listeners,
     histories: leadership::Histories,
     serving: leadership::Serving,
+    /// When each group's leader was last heard here.
+    last_heard: Arc<super::silence::LastHeard>,
     /// The node's own tasks (each group's leadership watcher, forming), aborted when it stops.
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -157,6 +161,7 @@ impl Groups {
                 listeners: Listeners::default(),
                 histories: leadership::Histories::default(),
                 serving: leadership::Serving::default(),
+                last_heard: Arc::default(),
                 tasks: std::sync::Mutex::new(Vec::new()),
             }),
         };
@@ -257,6 +262,11 @@ impl Groups {
             cluster,
             placement.clone(),
         )));
+        self.keep(tokio::spawn(super::silence::run(
+            self.clone(),
+            self.inner.last_heard.clone(),
+            self.inner.lease,
+        )));
         Ok(())
     }
 
@@ -269,6 +279,12 @@ impl Groups {
     pub fn leader_of(&self, partition: PartitionId) -> Option<String> {
         self.get(partition)
             .and_then(|raft| leadership::leader_of(&raft))
+    }
+
+    /// Notes that `partition`'s leader was heard just now, in this replica's current term.
+    pub(crate) fn heard_from_leader(&self, partition: PartitionId, raft: &PartitionRaft) {
+        let term = raft.metrics().borrow_watched().current_term;
+        self.inner.last_heard.heard(partition, term);
     }
 
     /// `partition`'s voters as this node's replica knows them (replica id -> member), if it

@@ -6,8 +6,9 @@
 //! entries to the node's event store, `network` carries Raft messages over the cluster's
 //! calls, `groups` runs the node's groups, `forming` sets a group up the first time its replicas
 //! meet, `leadership` tells hosts and saga runners when this node comes to lead a
-//! partition or stops, and `repair` swaps a replica that lost its disk back in under its new
-//! incarnation.
+//! partition or stops, `repair` swaps a replica that lost its disk back in under its new
+//! incarnation, `balance` hands leads back to their preferred members, and `silence` calls an
+//! election as soon as a silent leader's lease has run out.
 
 mod balance;
 mod forming;
@@ -19,6 +20,7 @@ mod log_writer;
 mod network;
 mod repair;
 mod report;
+mod silence;
 mod state_machine;
 mod types;
 

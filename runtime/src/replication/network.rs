@@ -117,11 +117,18 @@ async fn deliver(groups: &Groups, envelope: Envelope) -> Result<Answer, Refused>
         reason,
     };
     Ok(match message {
-        Message::Append(request) => Answer::Append(
-            raft.append_entries(request)
+        Message::Append(request) => {
+            let response = raft
+                .append_entries(request)
                 .await
-                .map_err(|e| stopped(e.to_string()))?,
-        ),
+                .map_err(|e| stopped(e.to_string()))?;
+            // Anything but a higher vote means the sender leads this replica's term, and its
+            // lease here was renewed.
+            if !matches!(response, AppendEntriesResponse::HigherVote(_)) {
+                groups.heard_from_leader(partition, &raft);
+            }
+            Answer::Append(response)
+        }
         Message::Vote(request) => Answer::Vote(
             raft.vote(request)
                 .await
