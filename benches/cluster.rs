@@ -1047,4 +1047,59 @@ async fn replicated_failover(dir: &Path, settings: &Settings, can_cut: bool) {
             summary(&mut times).replace(", ", " | ")
         );
     }
+    no_false_failover(&three, &accounts, settings.soak_seconds).await;
+}
+
+/// Times the lead of a partition moved, summed over the partitions, as node `n` counts them.
+async fn leader_changes(three: &Three, n: usize) -> u64 {
+    let view = three.cluster_view(n).await.expect("the node answers");
+    view["replication"]["partitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["leader_changes"].as_u64())
+        .sum()
+}
+
+/// With every node up, credits through all three edges for `seconds` (16 clients, each
+/// sending the next as soon as one is answered): no lead may move meanwhile.
+async fn no_false_failover(three: &Three, accounts: &[(u32, String)], seconds: u64) {
+    let before: Vec<u64> =
+        futures::future::join_all((0..3).map(|n| leader_changes(three, n))).await;
+    let writer = token("bench", &["writer"]);
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let clients = (0..16).map(|client| {
+        let (http, writer) = (three.http.clone(), writer.clone());
+        let edges: Vec<String> = three.nodes.iter().map(|n| n.edge.clone()).collect();
+        let accounts: Vec<String> = accounts.iter().map(|(_, id)| id.clone()).collect();
+        async move {
+            let (mut ok, mut sent) = (0u64, 0u64);
+            while Instant::now() < until {
+                let id = &accounts[(client * 7 + sent as usize) % accounts.len()];
+                let edge = &edges[(client + sent as usize) % edges.len()];
+                let answer = http
+                    .post(format!("{edge}/api/v1/accounts/{id}/credit"))
+                    .bearer_auth(&writer)
+                    .json(&serde_json::json!({"amount": 1}))
+                    .timeout(Duration::from_secs(5))
+                    .send()
+                    .await;
+                sent += 1;
+                if answer.is_ok_and(|r| r.status().is_success()) {
+                    ok += 1;
+                }
+            }
+            (ok, sent)
+        }
+    });
+    let answers = futures::future::join_all(clients).await;
+    let (ok, sent) = answers
+        .iter()
+        .fold((0, 0), |(ok, sent), (o, s)| (ok + o, sent + s));
+    let after: Vec<u64> = futures::future::join_all((0..3).map(|n| leader_changes(three, n))).await;
+    let moved: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    println!(
+        "   no false failover: {seconds} s of credits through all three edges, {ok} of {sent} answered 2xx ({:.0}/s); leads moved meanwhile, as each node counts: {moved:?}",
+        ok as f64 / seconds as f64
+    );
 }

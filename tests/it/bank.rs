@@ -90,14 +90,29 @@ async fn bank() {
     .await;
 
     let history: History = Arc::new(Mutex::new(Vec::new()));
+    let acked = ledger::Acked::default();
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..CLIENTS)
         .map(|c| {
-            let (api, accounts, history, stop) =
-                (api.clone(), accounts.clone(), history.clone(), stop.clone());
+            let (api, accounts, history, acked, stop) = (
+                api.clone(),
+                accounts.clone(),
+                history.clone(),
+                acked.clone(),
+                stop.clone(),
+            );
             tokio::spawn(async move {
                 let seed = seed ^ ((c as u64 + 1) * 0x1000);
-                ledger::run_client(api.as_ref(), seed, &accounts, &history, &stop, (1, 20)).await;
+                ledger::run_client(
+                    api.as_ref(),
+                    seed,
+                    &accounts,
+                    &history,
+                    &acked,
+                    &stop,
+                    (1, 20),
+                )
+                .await;
             })
         })
         .collect();

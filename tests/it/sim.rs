@@ -268,18 +268,29 @@ async fn simulate(seed: u64, disks: Disks) -> Run {
 
     let bank_history: ledger::History = Arc::new(Mutex::new(Vec::new()));
     let shop_history: shop::History = Arc::new(Mutex::new(Vec::new()));
+    let acked = ledger::Acked::default();
     let stop = Arc::new(AtomicBool::new(false));
     let mut clients = Vec::new();
     for c in 0..BANK_CLIENTS {
-        let (api, accounts, history, stop) = (
+        let (api, accounts, history, acked, stop) = (
             api.clone(),
             accounts.clone(),
             bank_history.clone(),
+            acked.clone(),
             stop.clone(),
         );
         clients.push(tokio::spawn(async move {
             let seed = seed ^ ((c as u64 + 1) * 0x1000);
-            ledger::run_client(api.as_ref(), seed, &accounts, &history, &stop, THINK).await;
+            ledger::run_client(
+                api.as_ref(),
+                seed,
+                &accounts,
+                &history,
+                &acked,
+                &stop,
+                THINK,
+            )
+            .await;
         }));
     }
     for c in 0..SHOP_CLIENTS {
@@ -512,7 +523,9 @@ fn caught_within(bug: Bug, seeds: u64) {
 /// acknowledged credits see them missing.
 #[test]
 fn a_leader_answering_reads_without_the_barrier_is_caught() {
-    caught_within(Bug::ReadsWithoutBarrier, 10);
+    // About one seed in four has a leader cut off (or paused) long enough after its
+    // replacement took writes; 25 seeds miss it about once in a thousand runs.
+    caught_within(Bug::ReadsWithoutBarrier, 25);
 }
 
 /// A node back on a wiped disk under its old Raft id votes as if it still held what it

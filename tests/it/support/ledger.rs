@@ -58,8 +58,8 @@ pub enum Op {
     },
     Read {
         account: usize,
-        /// Read right after an acknowledged write that left the account at this version: a
-        /// read through any edge must see at least it.
+        /// The highest version an acknowledged credit had left the account at when the read
+        /// was sent: a read through any edge must see at least it.
         at_least: Option<u64>,
     },
 }
@@ -75,6 +75,11 @@ pub struct Entry {
 }
 
 pub type History = Arc<Mutex<Vec<Entry>>>;
+
+/// The highest version of each account (by index) an acknowledged credit reported, shared by
+/// the clients: a read sent after it must see at least that version, whichever edge it goes
+/// through (a read that did not would have been answered from stale state).
+pub type Acked = Arc<Mutex<BTreeMap<usize, u64>>>;
 
 /// Opens accounts through node 0 until each node owns `per_node` of them (`owner_of` names the
 /// owner of an account's stream); their ids, node by node.
@@ -129,6 +134,7 @@ pub async fn run_client(
     seed: u64,
     accounts: &[String],
     history: &History,
+    acked: &Acked,
     stop: &AtomicBool,
     think: (u64, u64),
 ) {
@@ -155,10 +161,13 @@ pub async fn run_client(
                 account: rng.below(accounts.len()),
                 amount: 1 + rng.below(20) as i64,
             },
-            _ => Op::Read {
-                account: rng.below(accounts.len()),
-                at_least: None,
-            },
+            _ => {
+                let account = rng.below(accounts.len());
+                Op::Read {
+                    account,
+                    at_least: acked.lock().unwrap().get(&account).copied(),
+                }
+            }
         };
         let request_id = format!("r{seed:x}-{n}");
         let outcome = send(api, via, accounts, &op, &writer, &reader, &request_id).await;
@@ -167,6 +176,11 @@ pub async fn run_client(
             // with its key: it must not be applied twice.
             let again = (rng.below(3) == 0).then(|| rng.below(api.nodes()));
             let written = written_version(&outcome);
+            if let Some(version) = written {
+                let mut acked = acked.lock().unwrap();
+                let highest = acked.entry(account).or_insert(version);
+                *highest = (*highest).max(version);
+            }
             history.lock().unwrap().push(Entry {
                 op: op.clone(),
                 via,
@@ -183,21 +197,27 @@ pub async fn run_client(
                     at: tokio::time::Instant::now(),
                 });
             }
-            // Once a credit is acknowledged, a read through any edge sees it.
+            // Once a credit is acknowledged, a read through any edge sees it: each is asked,
+            // from one the seed picks (an edge answering from a deposed leader's old state
+            // would be caught here).
             if let Some(version) = written {
-                let read = Op::Read {
-                    account,
-                    at_least: Some(version),
-                };
-                let via = rng.below(api.nodes());
-                let request_id = format!("{request_id}-read");
-                let outcome = send(api, via, accounts, &read, &writer, &reader, &request_id).await;
-                history.lock().unwrap().push(Entry {
-                    op: read,
-                    via,
-                    outcome,
-                    at: tokio::time::Instant::now(),
-                });
+                let first = rng.below(api.nodes());
+                for n in 0..api.nodes() {
+                    let read = Op::Read {
+                        account,
+                        at_least: Some(version),
+                    };
+                    let via = (first + n) % api.nodes();
+                    let request_id = format!("{request_id}-read-{via}");
+                    let outcome =
+                        send(api, via, accounts, &read, &writer, &reader, &request_id).await;
+                    history.lock().unwrap().push(Entry {
+                        op: read,
+                        via,
+                        outcome,
+                        at: tokio::time::Instant::now(),
+                    });
+                }
             }
             continue;
         }
@@ -409,7 +429,7 @@ pub async fn check(
                     && body["version"].as_u64().is_none_or(|seen| seen < *written)
                 {
                     problems.push(format!(
-                        "a read of account {account} through node {} after a credit acknowledged at version {written} saw {body}: the acknowledged write is missing",
+                        "a read of account {account} through node {}, sent after a credit was acknowledged at version {written}, saw {body}: the acknowledged write is missing",
                         entry.via
                     ));
                 }
