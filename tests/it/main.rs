@@ -14,6 +14,7 @@ mod config_files;
 mod customers;
 mod edge;
 mod fixture;
+mod grafana;
 mod guestbook;
 mod inventory;
 mod kit;

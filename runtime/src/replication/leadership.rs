@@ -121,6 +121,11 @@ pub(crate) fn watch(
     histories: Histories,
     serving: Serving,
 ) -> JoinHandle<()> {
+    // Exported from the start, at zero: a dashboard's "no failover" is a series at 0, not
+    // a missing one.
+    metrics::counter!(RAFT_ELECTIONS).increment(0);
+    metrics::counter!(RAFT_LEADER_CHANGES).increment(0);
+    metrics::gauge!(RAFT_LEADERS).increment(0.0);
     tokio::spawn(async move {
         let mut metrics = raft.server_metrics();
         // Whether this node serves the partition, and the term it came to lead it in.

@@ -14,7 +14,7 @@ use super::remote::{SagaHandler, SagaOperation, call, locate, target};
 use super::runner::{Runner, RunnerArgs, RunnerMsg};
 use super::{SagaError, SagaKind, SagaSettings, Step};
 use crate::cluster::Cluster;
-use crate::metrics::{SAGAS, SAGAS_RUNNING};
+use crate::metrics::{SAGA_STEP_RETRIES, SAGAS, SAGAS_RUNNING};
 use crate::replication::Journal;
 use crate::store::{EventStore, StoreError};
 use crate::supervision::{ChildSpec, Current, Restart};
@@ -243,6 +243,8 @@ impl<K: SagaKind> Actor for SagaSupervisor<K> {
         myself: ActorRef<SupervisorMsg>,
         sagas: Sagas<K>,
     ) -> Result<SupervisorState<K>, ActorProcessingErr> {
+        // Exported from the start, at zero, so that a dashboard sees "no retries" as 0.
+        metrics::counter!(SAGA_STEP_RETRIES, "kind" => K::KIND).increment(0);
         myself.cast(SupervisorMsg::Resume)?;
         myself.send_interval(RESCAN_EVERY, || SupervisorMsg::Resume);
         Ok(SupervisorState {
