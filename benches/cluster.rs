@@ -1050,22 +1050,37 @@ async fn replicated_failover(dir: &Path, settings: &Settings, can_cut: bool) {
     no_false_failover(&three, &accounts, settings.soak_seconds).await;
 }
 
-/// Times the lead of a partition moved, summed over the partitions, as node `n` counts them.
-async fn leader_changes(three: &Three, n: usize) -> u64 {
+/// Times the lead of a partition moved (or was lost sight of), and the partitions' terms,
+/// each summed over the partitions, as node `n` counts them.
+async fn leader_changes(three: &Three, n: usize) -> (u64, u64) {
     let view = three.cluster_view(n).await.expect("the node answers");
-    view["replication"]["partitions"]
+    let partitions = view["replication"]["partitions"]
         .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|p| p["leader_changes"].as_u64())
-        .sum()
+        .cloned()
+        .unwrap_or_default();
+    let sum = |field: &str| -> u64 { partitions.iter().filter_map(|p| p[field].as_u64()).sum() };
+    (sum("leader_changes"), sum("term"))
+}
+
+/// How many lines of node `n`'s log contain `text`.
+fn log_lines(three: &Three, n: usize, text: &str) -> usize {
+    std::fs::read_to_string(&three.nodes[n].log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| line.contains(text))
+        .count()
 }
 
 /// With every node up, credits through all three edges for `seconds` (16 clients, each
 /// sending the next as soon as one is answered): no lead may move meanwhile.
 async fn no_false_failover(three: &Three, accounts: &[(u32, String)], seconds: u64) {
-    let before: Vec<u64> =
-        futures::future::join_all((0..3).map(|n| leader_changes(three, n))).await;
+    let before = futures::future::join_all((0..3).map(|n| leader_changes(three, n))).await;
+    let standing = |three: &Three| -> Vec<usize> {
+        (0..3)
+            .map(|n| log_lines(three, n, "standing for election"))
+            .collect()
+    };
+    let stood_before = standing(three);
     let writer = token("bench", &["writer"]);
     let until = Instant::now() + Duration::from_secs(seconds);
     let clients = (0..16).map(|client| {
@@ -1096,10 +1111,16 @@ async fn no_false_failover(three: &Three, accounts: &[(u32, String)], seconds: u
     let (ok, sent) = answers
         .iter()
         .fold((0, 0), |(ok, sent), (o, s)| (ok + o, sent + s));
-    let after: Vec<u64> = futures::future::join_all((0..3).map(|n| leader_changes(three, n))).await;
-    let moved: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    let after = futures::future::join_all((0..3).map(|n| leader_changes(three, n))).await;
+    let moved: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a.0 - b.0).collect();
+    let new_terms: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a.1 - b.1).collect();
+    let stood: Vec<usize> = standing(three)
+        .iter()
+        .zip(&stood_before)
+        .map(|(a, b)| a - b)
+        .collect();
     println!(
-        "   no false failover: {seconds} s of credits through all three edges, {ok} of {sent} answered 2xx ({:.0}/s); leads moved meanwhile, as each node counts: {moved:?}",
+        "   no false failover: {seconds} s of credits through all three edges, {ok} of {sent} answered 2xx ({:.0}/s); meanwhile, as each node counts: leads moved or lost sight of {moved:?}, new terms {new_terms:?}, early elections stood for {stood:?}",
         ok as f64 / seconds as f64
     );
 }

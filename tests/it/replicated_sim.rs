@@ -9,6 +9,8 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use playhouse_actors::accounts::transfers::transfer_id_for;
+
 use crate::support::api::{Answer, Api, Call};
 use crate::support::sim::{NODES, PARTITIONS, SimApi, SimCluster};
 use crate::support::token;
@@ -149,7 +151,40 @@ fn a_crashed_leaders_partitions_fail_over_and_nothing_acknowledged_is_lost() {
         }
         let victim = (0..NODES).max_by_key(|n| led[*n]).unwrap();
         assert!(led[victim] > 0, "{led:?}");
+        let led_by_victim: Vec<u32> = (0..PARTITIONS)
+            .filter(|p| cluster.leader_of(*p) == Some(victim))
+            .collect();
         cluster.crash(victim);
+        // A transfer whose saga the victim's partitions hold, started through a survivor at
+        // once: the start waits for the new leader rather than answering 503.
+        let survivor = (victim + 1) % NODES;
+        let key = (0..)
+            .map(|n| format!("during-failover-{n}"))
+            .find(|key| {
+                let saga = format!("transfer-{}", transfer_id_for("alice", key));
+                led_by_victim.contains(&cluster.placement.partition(&saga))
+            })
+            .unwrap();
+        // Between accounts the survivors lead, so that only the saga waits.
+        let elsewhere: Vec<usize> = (0..accounts.len())
+            .filter(|n| {
+                let stream = format!("account-{}", accounts[*n]);
+                !led_by_victim.contains(&cluster.placement.partition(&stream))
+            })
+            .take(2)
+            .collect();
+        assert_eq!(elsewhere.len(), 2, "{led_by_victim:?}");
+        let transfer = Call::post(
+            "/api/v1/transfers",
+            &writer,
+            json!({"from": accounts[elsewhere[0]], "to": accounts[elsewhere[1]], "amount": 5}),
+        )
+        .with_key(key);
+        let started = api.send(survivor, transfer).await;
+        assert!(
+            matches!(started, Answer::Status(StatusCode::ACCEPTED, _)),
+            "a transfer started during the failover: {started:?}"
+        );
         let failover = cluster
             .wait_for_leaders(Duration::from_secs(10))
             .await
@@ -157,7 +192,6 @@ fn a_crashed_leaders_partitions_fail_over_and_nothing_acknowledged_is_lost() {
         // The link closes at once, and a survivor stands for election as soon as the leader
         // lease (1 s, RaftSettings::default) has run out: well within the lease plus 500 ms.
         assert!(failover < Duration::from_millis(1500), "{failover:?}");
-        let survivor = (victim + 1) % NODES;
         let view = until(
             &api,
             survivor,
@@ -203,8 +237,28 @@ fn a_crashed_leaders_partitions_fail_over_and_nothing_acknowledged_is_lost() {
             )
             .await;
         }
+        // The transfer started during the failover ran to its end.
+        let transfer_id = match &started {
+            Answer::Status(_, body) => body["id"].as_str().unwrap().to_owned(),
+            other => unreachable!("{other:?}"),
+        };
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let read = Call::get(format!("/api/v1/transfers/{transfer_id}"), &writer);
+            let view = until(&api, survivor, read, StatusCode::OK, patience).await;
+            if view["status"] == "completed" {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{view}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let after = balances(&cluster, &accounts, &writer).await;
-        assert!(after.values().all(|b| *b == 111), "{after:?}");
+        let expected = |id: &String| match accounts.iter().position(|a| a == id) {
+            Some(n) if n == elsewhere[0] => 106,
+            Some(n) if n == elsewhere[1] => 116,
+            _ => 111,
+        };
+        assert!(after.iter().all(|(id, b)| *b == expected(id)), "{after:?}");
 
         // The crashed node comes back, catches up from its peers, and its edge reads the same.
         cluster.restart(victim).await;

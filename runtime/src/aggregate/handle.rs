@@ -21,13 +21,9 @@ use super::{
 use crate::cluster::{Cluster, Route};
 use crate::codec;
 use crate::config::DEFAULT_PARTITIONS;
-use crate::replication::Journal;
+use crate::replication::{Journal, NEW_LEADER_WAIT};
 use crate::store::{EventStore, StoreError};
 use crate::supervision::{ChildSpec, Intensity, Supervisor};
-
-/// How long an operation refused by a former leader waits for this node to hear of the new
-/// one before it answers "unavailable".
-const NEW_LEADER_WAIT: Duration = Duration::from_millis(1_500);
 
 /// Sends commands and queries to the aggregates of kind `A`, each addressed by aggregate id.
 ///

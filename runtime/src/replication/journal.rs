@@ -17,6 +17,11 @@ use super::types::{Applied, PartitionId, Proposal, ProposedAppend};
 use crate::placement::partition_of;
 use crate::store::{AppendOutcome, AppendRequest, EventStore, ProcessedCommand, StoreError};
 
+/// How long an operation refused by a former leader (or finding no leader during an election)
+/// waits for this node to hear of the new one before it answers "unavailable": longer than a
+/// failover takes (about one lease, 1 s).
+pub const NEW_LEADER_WAIT: std::time::Duration = std::time::Duration::from_millis(1_500);
+
 /// Where writes go. Cheap to clone.
 #[derive(Debug, Clone)]
 pub enum Journal {

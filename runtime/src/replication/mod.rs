@@ -30,7 +30,7 @@ mod group_tests;
 mod tests;
 
 pub use groups::{GroupError, Groups, PartitionRaft, RaftSettings};
-pub use journal::Journal;
+pub use journal::{Journal, NEW_LEADER_WAIT};
 pub use leadership::{LeadershipEvent, LeadershipListener};
 pub use log_store::{GroupLog, RaftLogs};
 pub use network::{GroupNetwork, GroupNetworkFactory, RAFT_TARGET};

@@ -62,6 +62,12 @@ impl<K: SagaKind> SagaLog<K> {
         self.journal.leads(&Self::stream(id))
     }
 
+    /// Whether the saga streams are written through partition groups (where a change of
+    /// leader refuses writes for a moment).
+    pub(crate) fn is_replicated(&self) -> bool {
+        self.journal.is_replicated()
+    }
+
     /// Calls `listener` when this node comes to lead a partition or stops (see
     /// [`Journal::on_leadership`]).
     pub(crate) fn on_leadership(&self, listener: crate::replication::LeadershipListener) {

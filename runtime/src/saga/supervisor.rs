@@ -16,6 +16,7 @@ use super::{SagaError, SagaKind, SagaSettings, Step};
 use crate::cluster::Cluster;
 use crate::metrics::{SAGA_STEP_RETRIES, SAGAS, SAGAS_RUNNING};
 use crate::replication::Journal;
+use crate::replication::NEW_LEADER_WAIT;
 use crate::store::{EventStore, StoreError};
 use crate::supervision::{ChildSpec, Current, Restart};
 
@@ -110,7 +111,34 @@ impl<K: SagaKind> Sagas<K> {
     /// Answers once its `Started` is durable: from then on it runs to its end, across crashes.
     /// Starting it again on the same input (a retried request) answers what it is, and makes
     /// sure it runs; on other input it is [`SagaError::StartedDifferently`].
+    ///
+    /// With replication, a start refused because its partition is changing leader (nothing
+    /// was written) is tried again until the new leader is known, for at most
+    /// [`NEW_LEADER_WAIT`]: a failover costs the caller a wait, not an error.
     pub async fn start(
+        &self,
+        id: &str,
+        input: K::Input,
+        subject: &str,
+        correlation_id: &str,
+    ) -> Result<SagaState<K::Input>, SagaError> {
+        let deadline = tokio::time::Instant::now() + NEW_LEADER_WAIT;
+        loop {
+            match self
+                .start_once(id, input.clone(), subject, correlation_id)
+                .await
+            {
+                Err(SagaError::Unavailable(_))
+                    if self.log.is_replicated() && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                answer => return answer,
+            }
+        }
+    }
+
+    async fn start_once(
         &self,
         id: &str,
         input: K::Input,
