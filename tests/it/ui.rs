@@ -2,8 +2,9 @@
 //! three-node cluster: it asks for a token and refuses a non-admin one, lists the three members
 //! up, shows an order's saga in its counts, shows a node killed with SIGKILL down within 5 s,
 //! loads nothing from elsewhere and logs no error. It leaves a screenshot in
-//! `target/ui/operations-page.png`. On one node: the page's headers, and what its data route
-//! reports after real commands and a transfer.
+//! `target/ui/operations-page.png`. On replicated partitions: every partition's leader,
+//! replicas and lag, and a failover when a node is killed. On one node: the page's headers,
+//! and what its data route reports after real commands and a transfer.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -258,6 +259,98 @@ async fn the_operations_page_shows_the_cluster_live_in_a_real_browser() {
         })
         .collect();
     assert!(severe.is_empty(), "console errors: {severe:?}");
+}
+
+/// The leader of every replicated partition row, once there are 64 and each has one.
+const PARTITION_LEADERS: &str = "
+    const rows = [...document.querySelectorAll('#replication tr[data-partition]')];
+    return rows.length === 64 && rows.every((row) => row.dataset.leader)
+        ? rows.map((row) => row.dataset.leader) : null;";
+
+#[tokio::test]
+async fn the_operations_page_shows_each_replicated_partition_and_a_failover() {
+    let mut options = ClusterOptions::default();
+    options
+        .env
+        .push(("PLAYHOUSE_STORE__JOURNAL".into(), "raft".into()));
+    let mut cluster = TestCluster::start(&options).await;
+    cluster.wait_settled(Duration::from_secs(30)).await;
+    let browser = Browser::start(1440, 1100).await;
+    browser.goto(&cluster.node(0).url("/ui")).await;
+    browser
+        .wait_for(
+            "the token form",
+            "return !document.getElementById('login').hidden;",
+            Duration::from_secs(10),
+        )
+        .await;
+    browser
+        .type_into("#token", &token("operator", &["admin"]))
+        .await;
+    browser.click("#login button[type=submit]").await;
+
+    // Every partition with its leader (each as its leader reports it), spread over the nodes.
+    let leaders = browser
+        .wait_for(
+            "64 partitions, each with a leader",
+            PARTITION_LEADERS,
+            Duration::from_secs(20),
+        )
+        .await;
+    let leaders: Vec<String> = serde_json::from_value(leaders).unwrap();
+    for node in ["node-1", "node-2", "node-3"] {
+        let led = leaders.iter().filter(|leader| *leader == node).count();
+        assert!(led >= 15, "{node} leads {led} of 64: {leaders:?}");
+    }
+    let row = browser
+        .script(
+            "const row = document.querySelector('#replication tr[data-partition=\"0\"]');
+             return [...row.cells].map((cell) => cell.textContent);",
+            Vec::new(),
+        )
+        .await;
+    let row: Vec<String> = serde_json::from_value(row).unwrap();
+    assert_eq!(row.len(), 6, "{row:?}");
+    assert_eq!(row[0], "0");
+    assert_eq!(
+        row[3].matches("node-").count(),
+        3,
+        "three replicas, with the followers' lag: {row:?}"
+    );
+    assert!(row[3].contains("lag "), "{row:?}");
+
+    // node 3 killed: its partitions are shown led by the others, each with a failover in
+    // the last 20 s.
+    let led_by_3: Vec<usize> = (0..leaders.len())
+        .filter(|p| leaders[*p] == "node-3")
+        .collect();
+    cluster.nodes[2].kill9();
+    let failovers = browser
+        .wait_for(
+            "node-3's partitions led by the others",
+            &format!(
+                "const leaders = (() => {{ {PARTITION_LEADERS} }})();
+                 if (!leaders || leaders.includes('node-3')) return null;
+                 const rows = document.querySelectorAll('#replication tr[data-partition]');
+                 return {led_by_3:?}.map((p) => rows[p].cells[4].textContent);"
+            ),
+            Duration::from_secs(20),
+        )
+        .await;
+    let failovers: Vec<String> = serde_json::from_value(failovers).unwrap();
+    for (partition, when) in led_by_3.iter().zip(&failovers) {
+        let seconds = match when.strip_suffix(" ms ago") {
+            Some(ms) => ms.parse::<f64>().unwrap() / 1000.0,
+            None => when
+                .strip_suffix(" s ago")
+                .and_then(|s| s.parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("partition {partition}: last failover {when:?}")),
+        };
+        assert!(
+            seconds < 20.0,
+            "partition {partition}: last failover {when}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -227,7 +227,8 @@ impl Node {
             telemetry.series.clone(),
             bus.clone(),
             hosted.services_of_kinds.clone(),
-        );
+        )
+        .with_groups(groups.clone());
         let mut tasks = vec![ops.spawn_sampler()];
         let root = Supervisor::start(
             SupervisorSpec {

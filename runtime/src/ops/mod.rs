@@ -29,6 +29,7 @@ pub use sampler::{AggregateStats, Live, SAMPLE_EVERY, Sample, Sampler, StoreStat
 pub use series::{NodeRecorder, Series, TRACKED};
 
 use crate::bus::Bus;
+use crate::replication::{Groups, PartitionReport};
 use crate::saga::{SagaCounts, saga_counts};
 
 /// A projection's progress, as the page shows it.
@@ -56,6 +57,10 @@ pub struct NodeStats {
     pub projections: Vec<ProjectionLag>,
     /// Why this node does not serve its partitions (absent while it does).
     pub not_serving_reason: Option<String>,
+    /// With replicated partitions, the groups this node leads, with each replica's lag as
+    /// only their leader knows it (empty otherwise).
+    #[serde(default)]
+    pub replication: Vec<PartitionReport>,
 }
 
 /// The source of this node's report. Cheap to clone.
@@ -67,9 +72,16 @@ pub struct Ops {
     bus: Bus,
     /// Aggregate kind -> the service hosting it.
     services_of_kinds: Arc<BTreeMap<String, String>>,
+    /// The node's partition groups, with replication.
+    groups: Option<Groups>,
 }
 
 impl Ops {
+    /// This source reporting the partition groups `groups` leads.
+    pub fn with_groups(self, groups: Option<Groups>) -> Self {
+        Self { groups, ..self }
+    }
+
     /// Where this node's log ends now.
     pub fn log_end(&self) -> u64 {
         *self.bus.store().watch_log_end().borrow()
@@ -90,6 +102,7 @@ impl Ops {
             sampler,
             bus,
             services_of_kinds: Arc::new(services_of_kinds),
+            groups: None,
         }
     }
 
@@ -142,6 +155,12 @@ impl Ops {
             sagas,
             projections,
             not_serving_reason: None,
+            replication: self
+                .groups
+                .iter()
+                .flat_map(Groups::report)
+                .filter(|group| group.role == "leader")
+                .collect(),
         })
     }
 }

@@ -4,7 +4,7 @@
 
 use openraft::ServerState;
 use openraft::rt::WatchReceiver;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::groups::PartitionRaft;
@@ -12,7 +12,7 @@ use super::leadership::LeaderHistory;
 use super::types::PartitionId;
 
 /// One partition's group as this node's replica sees it.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PartitionReport {
     pub partition: PartitionId,
     /// The member leading it, if this replica knows one.
@@ -31,7 +31,7 @@ pub struct PartitionReport {
 }
 
 /// One replica of a partition.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ReplicaReport {
     pub member: String,
     /// Its replica id (the member's incarnation), in hex.

@@ -202,6 +202,7 @@ function render(overview) {
   }
   renderMembers(overview, colors);
   renderPartitions(overview, colors);
+  renderReplication(overview, colors);
   renderCharts(overview, colors);
   renderNodes(overview);
   renderSagas(overview);
@@ -263,6 +264,43 @@ function renderPartitions(overview, colors) {
   });
   $("partitions").replaceChildren(...(rows.length ? rows
     : [el("p", { class: "muted" }, "A node alone owns every partition of its services.")]));
+}
+
+// One row per replicated partition, from the report of the node leading it (only a leader
+// knows its followers' lag); partitions no reporting node leads are listed as leaderless.
+function renderReplication(overview, colors) {
+  const led = new Map();
+  for (const report of overview.nodes) {
+    if (!report.stats) continue;
+    for (const group of report.stats.replication || []) led.set(group.partition, group);
+  }
+  const replicated = led.size > 0;
+  $("replication-section").hidden = !replicated;
+  if (!replicated) return;
+  const count = Math.max(...led.keys()) + 1;
+  const rows = [];
+  for (let partition = 0; partition < count; partition++) {
+    const group = led.get(partition);
+    if (!group) {
+      rows.push(el("tr", { "data-partition": partition, "data-leader": "" },
+        el("td", { class: "num" }, partition),
+        el("td", { colspan: 5, class: "muted" }, "no leader reporting (an election, or its leader is down)")));
+      continue;
+    }
+    const replicas = group.replicas.map((replica) => el("span", { class: "replica", title: "incarnation " + replica.replica },
+      swatch(colors.get(replica.member) || "#ccc"), replica.member,
+      replica.voter ? "" : " (learner)",
+      replica.member === group.leader ? "" : " lag " + (replica.lag === null ? "?" : replica.lag), " "));
+    rows.push(el("tr", { "data-partition": partition, "data-leader": group.leader || "" },
+      el("td", { class: "num" }, partition),
+      el("td", {}, swatch(colors.get(group.leader) || "#ccc"), group.leader || "–"),
+      el("td", { class: "num" }, group.term),
+      el("td", {}, ...replicas),
+      el("td", {}, group.last_leader_change_ms_ago === null ? "none since start"
+        : duration(group.last_leader_change_ms_ago)),
+      el("td", { class: "num" }, group.leader_changes)));
+  }
+  fill($("replication").tBodies[0], rows);
 }
 
 // Draws one line per node (and a dashed one when `dashed` picks a second value).
