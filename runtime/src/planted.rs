@@ -12,9 +12,6 @@ pub enum Bug {
     /// A node started on an emptied data directory takes its old Raft id again, so it votes
     /// as the replica that promised what it no longer holds.
     WipedNodeKeepsItsId,
-    /// Applying a committed append skips the processed-command lookup: a command is
-    /// deduplicated only when its leader decides it.
-    DedupOnlyWhenDeciding,
     /// A node that believes it leads a partition answers reads without the read barrier
     /// (no quorum check, nothing committed waited for).
     ReadsWithoutBarrier,

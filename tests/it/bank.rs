@@ -4,8 +4,13 @@
 //! `support::ledger` reads every account's history and every transfer and asserts that money
 //! was conserved, never negative, and every transfer moved its amount once or not at all.
 //!
+//! First one node (the one owning, or with replication leading, the first account's
+//! partition) is killed for 30 s while the clients go on, and the share of 2xx answers through
+//! the other edges is printed. With replication the nemesis also aims half its kills at
+//! leaders and wipes one node's data directory.
+//!
 //! `BANK_SECONDS=N` runs the nemesis for at least N seconds (default: one round of its 25
-//! faults); `BANK_SEED=N` repeats a schedule (the seed is printed); `BANK_JOURNAL=raft` runs it
+//! faults, 26 with replication); `BANK_SEED=N` repeats a schedule (the seed is printed); `BANK_JOURNAL=raft` runs it
 //! on replicated partitions (`store.journal = "raft"`). Not `PLAYHOUSE_*`: nodes refuse
 //! overrides that name no config key.
 
@@ -213,7 +218,7 @@ async fn availability_while_down(
         .placement
         .partition(&format!("account-{}", accounts[0]));
     let victim = if replicated {
-        leaders(cluster).await[&partition]
+        leader_of(cluster, partition).await
     } else {
         cluster.owner_of("accounts", &format!("account-{}", accounts[0]))
     };
@@ -261,6 +266,22 @@ async fn availability_while_down(
         share_from(killed + taken_over),
         taken_over.as_millis()
     )
+}
+
+/// The node leading `partition`, once one reports it (an election or a hand-over may be
+/// under way): at most 30 s.
+async fn leader_of(cluster: &TestCluster, partition: u32) -> usize {
+    let started = Instant::now();
+    loop {
+        if let Some(leader) = leaders(cluster).await.get(&partition) {
+            return *leader;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no node reports leading partition {partition} after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Each partition's leader (a node index), as the running nodes report it.

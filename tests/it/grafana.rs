@@ -119,29 +119,35 @@ fn every_series_the_dashboard_queries_is_one_a_node_exports() {
             .await
             .unwrap();
         assert!(products.status().is_success(), "{products:?}");
-        // The leaders' lag gauges are set every 2 s, the saga ends in a moment.
-        tokio::time::sleep(Duration::from_secs(5)).await;
-
-        let mut series = BTreeSet::new();
-        for n in 0..3 {
-            // A new client: the nodes close idle keep-alive connections.
-            let text = client()
-                .get(edge(n, "/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            series.extend(exported(&text));
+        // The leaders' lag gauges are set every 2 s, and the saga ends in a moment: scrape
+        // until every queried series is there, for at most 20 s.
+        let started = std::time::Instant::now();
+        loop {
+            let mut series = BTreeSet::new();
+            for n in 0..3 {
+                // A new client: the nodes close idle keep-alive connections.
+                let text = client()
+                    .get(edge(n, "/metrics"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap();
+                series.extend(exported(&text));
+            }
+            let missing: Vec<&String> = queried
+                .iter()
+                .filter(|name| !series.contains(*name))
+                .collect();
+            if missing.is_empty() {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the dashboard queries series no node exports: {missing:?}\n(exported: {series:?})"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        let missing: Vec<&String> = queried
-            .iter()
-            .filter(|name| !series.contains(*name))
-            .collect();
-        assert!(
-            missing.is_empty(),
-            "the dashboard queries series no node exports: {missing:?}\n(exported: {series:?})"
-        );
     });
 }

@@ -10,6 +10,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use playhouse_actors::accounts::transfers::transfer_id_for;
+use playhouse_runtime::planted::{self, Bug};
 
 use crate::support::api::{Answer, Api, Call};
 use crate::support::sim::{NODES, PARTITIONS, SimApi, SimCluster};
@@ -583,4 +584,99 @@ fn a_silent_leaders_partitions_fail_over_one_lease_after_its_last_heartbeat() {
             tokio::time::sleep(Duration::from_secs(5)).await;
         }
     });
+}
+
+/// A leader cut off from hearing its followers is replaced, yet believes it leads until it
+/// hears otherwise. Opens an account, credits it, cuts its leader off that way, credits it
+/// again through the new leader, and returns what a read through the old leader's edge
+/// answers, and the version the second credit left. `planted` takes the read barrier away.
+fn read_through_a_deposed_leader(planted: bool) -> (Answer, u64) {
+    in_paused_time(async {
+        let _planted = planted.then(|| planted::plant(Bug::ReadsWithoutBarrier));
+        let cluster = SimCluster::start_replicated(7).await;
+        let api = cluster.api();
+        let writer = token("alice", &["writer"]);
+        let patience = Duration::from_secs(10);
+        let open = Call::post(
+            "/api/v1/accounts",
+            &writer,
+            json!({"owner": "alice", "initial_balance": 100}),
+        )
+        .with_key("deposed-open");
+        let account = until(&api, 0, open, StatusCode::CREATED, patience).await;
+        let id = account["id"].as_str().unwrap().to_owned();
+        let partition = cluster.placement.partition(&format!("account-{id}"));
+        let old = cluster.leader_of(partition).unwrap();
+        let read = Call::get(format!("/api/v1/accounts/{id}"), &writer);
+        until(&api, old, read.clone(), StatusCode::OK, patience).await;
+
+        let name = cluster.name(old);
+        let others: Vec<usize> = (0..NODES).filter(|n| *n != old).collect();
+        for other in &others {
+            cluster.network.cut(&cluster.name(*other), &name);
+        }
+        let started = tokio::time::Instant::now();
+        loop {
+            let seen: Vec<Option<String>> = others
+                .iter()
+                .map(|n| {
+                    cluster
+                        .node(*n)
+                        .unwrap()
+                        .groups()
+                        .unwrap()
+                        .leader_of(partition)
+                })
+                .collect();
+            if seen
+                .iter()
+                .all(|leader| leader.is_some() && *leader != Some(name.clone()))
+                && seen[0] == seen[1]
+            {
+                break;
+            }
+            assert!(started.elapsed() < patience, "no new leader: {seen:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let credit = Call::post(
+            format!("/api/v1/accounts/{id}/credit"),
+            &writer,
+            json!({"amount": 5}),
+        )
+        .with_key("deposed-credit");
+        let credited = until(&api, others[0], credit, StatusCode::OK, patience).await;
+        let written = credited["version"].as_u64().unwrap();
+        (api.send(old, read).await, written)
+    })
+}
+
+/// Through the deposed leader's edge, a read is refused or sees the write the new leader
+/// acknowledged: never the state the old leader had.
+#[test]
+fn a_deposed_leader_never_answers_a_read_from_its_old_state() {
+    let (answer, written) = read_through_a_deposed_leader(false);
+    match &answer {
+        Answer::Status(StatusCode::OK, account) => assert!(
+            account["version"].as_u64().unwrap() >= written,
+            "a stale read: {account}, after a credit acknowledged at version {written}"
+        ),
+        Answer::Status(StatusCode::SERVICE_UNAVAILABLE, _)
+        | Answer::Nothing(_)
+        | Answer::Unreached(_) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The planted bug (reads without the barrier) is what the test above refuses: the deposed
+/// leader answers from its old state.
+#[test]
+fn a_leader_answering_reads_without_the_barrier_is_caught() {
+    let (answer, written) = read_through_a_deposed_leader(true);
+    match &answer {
+        Answer::Status(StatusCode::OK, account) => assert!(
+            account["version"].as_u64().unwrap() < written,
+            "the planted bug did not show: {account} (credit at version {written})"
+        ),
+        other => panic!("the planted bug did not show: {other:?}"),
+    }
 }

@@ -292,9 +292,14 @@ async fn the_operations_page_shows_each_replicated_partition_and_a_failover() {
     // Every partition with its leader (each as its leader reports it), spread over the nodes.
     let leaders = browser
         .wait_for(
-            "64 partitions, each with a leader",
-            PARTITION_LEADERS,
-            Duration::from_secs(20),
+            "64 partitions, each with a leader, at least 15 led by each node",
+            &format!(
+                "const leaders = (() => {{ {PARTITION_LEADERS} }})();
+                 const led = (node) => leaders.filter((l) => l === node).length;
+                 return leaders && ['node-1', 'node-2', 'node-3'].every((n) => led(n) >= 15)
+                     ? leaders : null;"
+            ),
+            Duration::from_secs(30),
         )
         .await;
     let leaders: Vec<String> = serde_json::from_value(leaders).unwrap();

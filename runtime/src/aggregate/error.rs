@@ -148,6 +148,9 @@ const LEADER_RETRY_AFTER_MS: u64 = 500;
 
 impl<E> CommandError<E> {
     /// What a store error means to a caller. Damaged data is logged here, once, in full.
+    /// Used for reads, loads and fences, where a failed store changed nothing (or, for a
+    /// fence, can be asked again): a failed write is mapped before this, in the command path
+    /// (`Failure::into_command_error`), to "crashed": its outcome is unknown.
     pub(crate) fn from_store(error: StoreError) -> Self {
         match error {
             StoreError::Conflict { stream, .. } => CommandError::Conflict { stream },

@@ -59,7 +59,6 @@ pub struct NodeStats {
     pub not_serving_reason: Option<String>,
     /// With replicated partitions, the groups this node leads, with each replica's lag as
     /// only their leader knows it (empty otherwise).
-    #[serde(default)]
     pub replication: Vec<PartitionReport>,
 }
 

@@ -18,9 +18,10 @@ use crate::placement::partition_of;
 use crate::store::{AppendOutcome, AppendRequest, EventStore, ProcessedCommand, StoreError};
 
 /// How long an operation refused by a former leader (or finding no leader during an election)
-/// waits for this node to hear of the new one before it answers "unavailable": longer than a
-/// failover takes (about one lease, 1 s).
-pub const NEW_LEADER_WAIT: std::time::Duration = std::time::Duration::from_millis(1_500);
+/// waits for this node to hear of the new one before it answers "unavailable": a failover
+/// takes about one lease (1 s with `RaftSettings::default`), a lease and a half when the first
+/// candidate loses, two when the leader was cut off one way; this covers those with a margin.
+pub const NEW_LEADER_WAIT: std::time::Duration = std::time::Duration::from_millis(3_000);
 
 /// Where writes go. Cheap to clone.
 #[derive(Debug, Clone)]

@@ -144,11 +144,13 @@ async fn deliver(groups: &Groups, envelope: Envelope) -> Result<Answer, Refused>
                 meta,
                 snapshot: data,
             };
-            Answer::Snapshot(
-                raft.install_full_snapshot(vote, snapshot)
-                    .await
-                    .map_err(|e| stopped(e.to_string()))?,
-            )
+            let installed = raft
+                .install_full_snapshot(vote, snapshot)
+                .await
+                .map_err(|e| stopped(e.to_string()))?;
+            // Only a leader of this replica's term sends one, and it renews its lease here.
+            groups.heard_from_leader(partition, &raft);
+            Answer::Snapshot(installed)
         }
         Message::TransferLeader(request) => Answer::TransferLeader(
             raft.handle_transfer_leader(request)

@@ -272,12 +272,19 @@ function renderReplication(overview, colors) {
   const led = new Map();
   for (const report of overview.nodes) {
     if (!report.stats) continue;
-    for (const group of report.stats.replication || []) led.set(group.partition, group);
+    for (const group of report.stats.replication || []) {
+      // Two nodes may both claim a partition for a moment (one deposed without knowing yet):
+      // the higher term is the current leader.
+      const known = led.get(group.partition);
+      if (!known || group.term > known.term) led.set(group.partition, group);
+    }
   }
   const replicated = led.size > 0;
   $("replication-section").hidden = !replicated;
   if (!replicated) return;
-  const count = Math.max(...led.keys()) + 1;
+  // Every partition, also the last ones when nobody leads them now.
+  const count = overview.partitions.length ? overview.partitions[0].owners.length
+    : Math.max(...led.keys()) + 1;
   const rows = [];
   for (let partition = 0; partition < count; partition++) {
     const group = led.get(partition);
