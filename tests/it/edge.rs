@@ -248,14 +248,7 @@ async fn metrics_and_openapi_are_served() {
         Some(token("alice", &["reader"])),
     )
     .await;
-    let metrics = client()
-        .get(node.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = crate::support::metrics_of(&node).await;
     for name in [
         "playhouse_http_requests_total",
         "playhouse_http_request_duration_seconds_bucket",

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::support::cluster::{ClusterOptions, TestCluster};
-use crate::support::{client, token};
+use crate::support::{client, metrics_of, token};
 
 /// Every metric name a query of `dashboard` mentions: the identifiers starting with one of
 /// the exporters' prefixes.
@@ -125,16 +125,7 @@ fn every_series_the_dashboard_queries_is_one_a_node_exports() {
         loop {
             let mut series = BTreeSet::new();
             for n in 0..3 {
-                // A new client: the nodes close idle keep-alive connections.
-                let text = client()
-                    .get(edge(n, "/metrics"))
-                    .send()
-                    .await
-                    .unwrap()
-                    .text()
-                    .await
-                    .unwrap();
-                series.extend(exported(&text));
+                series.extend(exported(&metrics_of(cluster.node(n)).await));
             }
             let missing: Vec<&String> = queried
                 .iter()

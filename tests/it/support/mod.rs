@@ -367,6 +367,18 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// `node`'s `/metrics` text, through a new connection (a node closes idle keep-alive ones).
+pub async fn metrics_of(node: &Node) -> String {
+    client()
+        .get(node.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Opens an account as `subject` (a writer) and returns its id.
 pub async fn open_account_as(node: &Node, subject: &str, owner: &str, balance: i64) -> String {
     let response = client()
