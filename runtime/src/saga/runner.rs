@@ -159,6 +159,26 @@ impl<K: SagaKind> RunnerState<K> {
     }
 }
 
+impl<K: SagaKind> RunnerState<K> {
+    /// How long a stuck saga waits before trying `step` again: the slow retry delay, spread
+    /// over its last fifth by the saga's seed, so that sagas stuck together by one outage do
+    /// not all try again at the same instant (their burst of calls alone can open a breaker
+    /// and hold them all back another round). When the target's breaker is open, nothing was
+    /// tried: the saga comes back once the breaker lets a call through, spread over 2 s.
+    fn stuck_wait(&self, step: usize) -> Duration {
+        let slow = self.settings.stuck_retry;
+        let seed = noise(self.seed, self.saga.attempts);
+        let target = self.steps[step].target;
+        let breaker = self.settings.breakers.with(target, |b| b.retry_in());
+        if !breaker.is_zero() {
+            let spread = Duration::from_millis(seed % 2_000);
+            return (breaker + spread).min(slow);
+        }
+        let fifth = (slow / 5).as_millis().max(1) as u64;
+        slow - slow / 5 + Duration::from_millis(seed % fifth)
+    }
+}
+
 /// Tries `step`'s action or compensation once: through the target's circuit breaker, within
 /// the step timeout.
 async fn attempt<K: SagaKind>(state: &RunnerState<K>, step: usize, call: Call<'_>) -> StepOutcome {
@@ -328,7 +348,7 @@ async fn compensate_step<K: SagaKind>(
             metrics::counter!(SAGA_STEP_RETRIES, "kind" => K::KIND).increment(1);
             let policy = state.settings.compensations;
             if stuck {
-                Next::After(state.settings.stuck_retry)
+                Next::After(state.stuck_wait(step))
             } else if policy.exhausted(attempt) {
                 give_up_stuck(state, step, stuck, error).await?
             } else {
@@ -358,5 +378,5 @@ async fn give_up_stuck<K: SagaKind>(
         metrics::counter!(SAGAS, "kind" => K::KIND, "outcome" => "stuck").increment(1);
         record(state, SagaEvent::Stuck { step, error }).await?;
     }
-    Ok(Next::After(state.settings.stuck_retry))
+    Ok(Next::After(state.stuck_wait(step)))
 }
