@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::support::cluster::{ClusterOptions, TestCluster};
-use crate::support::{client, metrics_of, token};
+use crate::support::{client, metrics_of, open_account_as, token};
 
 /// Every metric name a query of `dashboard` mentions: the identifiers starting with one of
 /// the exporters' prefixes.
@@ -84,17 +84,7 @@ fn every_series_the_dashboard_queries_is_one_a_node_exports() {
 
         let mut accounts = Vec::new();
         for n in 0..2 {
-            let opened: Value = http
-                .post(edge(n, "/api/v1/accounts"))
-                .bearer_auth(&writer)
-                .json(&json!({"owner": "grafana", "initial_balance": 100}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            accounts.push(opened["id"].as_str().unwrap().to_owned());
+            accounts.push(open_account_as(cluster.node(n), "grafana", "grafana", 100).await);
         }
         let credited = http
             .post(edge(1, &format!("/api/v1/accounts/{}/credit", accounts[0])))

@@ -26,6 +26,17 @@ const ORDER_SAGAS_COMPLETED: &str = "
         '#saga-counts tr[data-kind=\"order_saga\"] td[data-status=\"completed\"]');
     return cell ? Number(cell.textContent) : 0;";
 
+/// Waits until the page asks for a token.
+async fn wait_for_the_token_form(browser: &Browser) {
+    browser
+        .wait_for(
+            "the token form",
+            "return !document.getElementById('login').hidden;",
+            Duration::from_secs(10),
+        )
+        .await;
+}
+
 /// The `since` of the page's latest poll.
 async fn last_since(browser: &Browser) -> u64 {
     browser
@@ -71,13 +82,7 @@ async fn the_operations_page_shows_the_cluster_live_in_a_real_browser() {
     browser.goto(&cluster.node(0).url("/ui")).await;
 
     // It asks for a token, and a token without the admin role is refused with the reason.
-    browser
-        .wait_for(
-            "the token form",
-            "return !document.getElementById('login').hidden;",
-            Duration::from_secs(10),
-        )
-        .await;
+    wait_for_the_token_form(&browser).await;
     browser
         .type_into("#token", &token("ada", &["reader"]))
         .await;
@@ -277,13 +282,7 @@ async fn the_operations_page_shows_each_replicated_partition_and_a_failover() {
     cluster.wait_settled(Duration::from_secs(30)).await;
     let browser = Browser::start(1440, 1100).await;
     browser.goto(&cluster.node(0).url("/ui")).await;
-    browser
-        .wait_for(
-            "the token form",
-            "return !document.getElementById('login').hidden;",
-            Duration::from_secs(10),
-        )
-        .await;
+    wait_for_the_token_form(&browser).await;
     browser
         .type_into("#token", &token("operator", &["admin"]))
         .await;
