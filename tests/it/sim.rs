@@ -79,25 +79,29 @@ async fn nemesis(
                 cluster.resume(a);
                 format!("pause node {a} for {hold:?}")
             }
-            _ => {
-                let slowest = rng.millis(5, 200);
-                let drops = rng.below(20) as f64 / 100.0;
-                cluster.network.set_delay(Duration::from_millis(1), slowest);
-                cluster.network.set_drop_rate(drops);
-                tokio::time::sleep(hold).await;
-                cluster
-                    .network
-                    .set_delay(Duration::from_micros(100), Duration::from_millis(2));
-                cluster.network.set_drop_rate(0.0);
-                format!(
-                    "delays up to {slowest:?}, {:.0}% dropped, for {hold:?}",
-                    drops * 100.0
-                )
-            }
+            _ => slow_and_lossy(cluster, rng, hold).await,
         };
         faults.push(fault);
     }
     faults
+}
+
+/// Delays (reordering) and drops on every link for `hold`, as the seed draws them; then the
+/// network back to normal. Says what it did.
+async fn slow_and_lossy(cluster: &SimCluster, rng: &mut Rng, hold: Duration) -> String {
+    let slowest = rng.millis(5, 200);
+    let drops = rng.below(20) as f64 / 100.0;
+    cluster.network.set_delay(Duration::from_millis(1), slowest);
+    cluster.network.set_drop_rate(drops);
+    tokio::time::sleep(hold).await;
+    cluster
+        .network
+        .set_delay(Duration::from_micros(100), Duration::from_millis(2));
+    cluster.network.set_drop_rate(0.0);
+    format!(
+        "delays up to {slowest:?}, {:.0}% dropped, for {hold:?}",
+        drops * 100.0
+    )
 }
 
 /// The replicated cluster's nemesis: the faults of [`nemesis`], half of them aimed at the
@@ -190,21 +194,7 @@ async fn replicated_nemesis(
                     "node {c} cut off for {hold:?}, node {b} wiped and back, {caught_up:?} later {who} crashed as {c} returned, for {down:?}"
                 )
             }
-            _ => {
-                let slowest = rng.millis(5, 200);
-                let drops = rng.below(20) as f64 / 100.0;
-                cluster.network.set_delay(Duration::from_millis(1), slowest);
-                cluster.network.set_drop_rate(drops);
-                tokio::time::sleep(hold).await;
-                cluster
-                    .network
-                    .set_delay(Duration::from_micros(100), Duration::from_millis(2));
-                cluster.network.set_drop_rate(0.0);
-                format!(
-                    "delays up to {slowest:?}, {:.0}% dropped, for {hold:?}",
-                    drops * 100.0
-                )
-            }
+            _ => slow_and_lossy(cluster, rng, hold).await,
         };
         // A lost disk is healed once its node is a voter again everywhere: only then may
         // another disk go (two at once would lose a majority's copies, a loss no replication
