@@ -680,3 +680,96 @@ fn a_leader_answering_reads_without_the_barrier_is_caught() {
         other => panic!("the planted bug did not show: {other:?}"),
     }
 }
+
+/// What a node put back on an older copy of its disk does: node 1's disk is copied, the
+/// accounts are credited (node 1 acknowledging as a replica), then its machine crashes and
+/// comes back on the copy. Answers its incarnation before and after, and whether every
+/// partition was whole again (every replica running, every node's current incarnation a
+/// voter) within 30 s.
+async fn roll_back_a_node(
+    cluster: &mut SimCluster,
+    accounts: &[String],
+    writer: &str,
+) -> (u64, u64, Result<Duration, String>) {
+    let api = cluster.api();
+    let rolled = 1;
+    let old = cluster.node(rolled).unwrap().groups().unwrap().replica_id();
+    let image = cluster.image(rolled);
+    for (n, id) in accounts.iter().enumerate() {
+        let credit = Call::post(
+            format!("/api/v1/accounts/{id}/credit"),
+            writer,
+            json!({"amount": 1}),
+        )
+        .with_key(format!("before-the-roll-back-{id}"));
+        until(
+            &api,
+            n % NODES,
+            credit,
+            StatusCode::OK,
+            Duration::from_secs(10),
+        )
+        .await;
+    }
+    // Every replica acknowledged them (so its peers saw it hold them).
+    for id in accounts {
+        let stream = format!("account-{id}");
+        let store = cluster.node(rolled).unwrap().store().clone();
+        while store.stream_version(&stream).unwrap() < 3 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    cluster.crash_and_roll_back(rolled, &image);
+    cluster.restart(rolled).await;
+    // The peers are asked before any group runs: the incarnation is settled within that.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let new = cluster.node(rolled).unwrap().groups().unwrap().replica_id();
+    (old, new, cluster.wait_whole(Duration::from_secs(30)).await)
+}
+
+#[test]
+fn a_node_back_on_a_rolled_back_disk_rejoins_as_a_new_replica_and_a_crash_keeps_its_id() {
+    in_paused_time(async {
+        let mut cluster = SimCluster::start_replicated(13).await;
+        let writer = token("alice", &["writer"]);
+        let accounts = opened_and_credited(&cluster, 8, &writer).await;
+
+        // A crash loses only what was never acknowledged: the node keeps its incarnation.
+        let crashed = 2;
+        let before = cluster
+            .node(crashed)
+            .unwrap()
+            .groups()
+            .unwrap()
+            .replica_id();
+        cluster.crash(crashed);
+        cluster.restart(crashed).await;
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let after = cluster
+            .node(crashed)
+            .unwrap()
+            .groups()
+            .unwrap()
+            .replica_id();
+        assert_eq!(after, before, "a crashed node took a new incarnation");
+        cluster.wait_whole(Duration::from_secs(30)).await.unwrap();
+
+        // Put back on an older copy, it forgot what its peers saw it acknowledge: it rejoins
+        // as a new replica, is swapped in everywhere, and holds everything again.
+        let (old, new, whole) = roll_back_a_node(&mut cluster, &accounts, &writer).await;
+        assert_ne!(new, old, "a rolled-back node kept its replica id");
+        whole.unwrap();
+        let healed = balances(&cluster, &accounts, &writer).await;
+        assert!(healed.values().all(|b| *b == 111), "{healed:?}");
+        let store = cluster.node(1).unwrap().store().clone();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        for id in &accounts {
+            let stream = format!("account-{id}");
+            while store.stream_version(&stream).unwrap() < 3 {
+                assert!(tokio::time::Instant::now() < deadline, "{stream}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        cluster.tear_down();
+    });
+}

@@ -105,8 +105,8 @@ async fn slow_and_lossy(cluster: &SimCluster, rng: &mut Rng, hold: Duration) -> 
 }
 
 /// The replicated cluster's nemesis: the faults of [`nemesis`], half of them aimed at the
-/// node leading a partition the seed picks, plus cut-offs of one direction, disks wiped, and a
-/// disk wiped while another replica lags behind (where a wiped node voting as its old self
+/// node leading a partition the seed picks, plus cut-offs of one direction, disks wiped, a
+/// disk rolled back to an older copy, and a disk wiped while another replica lags behind (where a wiped node voting as its old self
 /// would elect a leader without acknowledged writes). One fault at a time, each healed before
 /// the next.
 async fn replicated_nemesis(
@@ -135,7 +135,7 @@ async fn replicated_nemesis(
         };
         let (name_a, name_b, name_c) = (cluster.name(a), cluster.name(b), cluster.name(c));
         let hold = rng.millis(300, 2_500);
-        let fault = match rng.below(9) {
+        let fault = match rng.below(10) {
             0 | 1 => {
                 cluster.crash(a);
                 tokio::time::sleep(hold).await;
@@ -176,6 +176,15 @@ async fn replicated_nemesis(
                 format!("wipe {who}'s disk, back after {hold:?}")
             }
             7 => {
+                // a's machine is put back on a copy of its disk taken before the acknowledged
+                // writes and votes of the last while.
+                let image = cluster.image(a);
+                tokio::time::sleep(hold).await;
+                cluster.crash_and_roll_back(a, &image);
+                cluster.restart(a).await;
+                format!("roll {who}'s disk back by {hold:?}")
+            }
+            8 => {
                 // c falls behind while a and b commit; b loses its disk and comes back; then
                 // a, the only other holder of what c missed, crashes as c returns.
                 cluster.network.partition(&name_c, &name_a);

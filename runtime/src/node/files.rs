@@ -69,9 +69,9 @@ pub async fn start_groups_alone(
     Ok(journal_of(config, groups))
 }
 
-/// The partition groups a member of a replicated cluster holds, running (they elect leaders
-/// and are set up the first time as their replicas come up): what its aggregates and sagas
-/// write through.
+/// The partition groups a member of a replicated cluster holds, starting (once its peers have
+/// said whether its directory was rolled back; they elect leaders and are set up the first
+/// time as their replicas come up): what its aggregates and sagas write through.
 pub async fn start_groups_in_cluster(
     config: &NodeConfig,
     store: &EventStore,
@@ -86,10 +86,7 @@ pub async fn start_groups_in_cluster(
         &RaftSettings::default(),
     )
     .await?;
-    groups
-        .start_in_cluster(cluster.placement())
-        .await
-        .map_err(|e| format!("starting the partition groups: {e}"))?;
+    groups.start_in_cluster(cluster.placement());
     Ok(journal_of(config, groups))
 }
 

@@ -388,7 +388,8 @@ impl Node {
     }
 
     /// Resolves when the node fails on its own: its supervision tree gave up beyond its
-    /// restart limits, or its HTTP server stopped. Says which.
+    /// restart limits, its HTTP server stopped, or its partition groups could not start. Says
+    /// which.
     pub async fn failed(&mut self) -> String {
         let server = async {
             match self.edge.as_mut() {
@@ -399,11 +400,19 @@ impl Node {
                 None => std::future::pending().await,
             }
         };
+        let groups = self.groups.clone();
+        let groups_failed = async move {
+            match groups {
+                Some(groups) => groups.failed().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = self.root.wait(None) => {
                 "the supervision tree failed beyond its restart limits".to_owned()
             }
             reason = server => reason,
+            reason = groups_failed => format!("the partition groups failed: {reason}"),
         }
     }
 

@@ -76,7 +76,10 @@ async fn start_node(network: &MemoryNetwork, name: &'static str, replica: Replic
     );
     let groups = Groups::new(
         name,
-        replica,
+        super::Incarnation {
+            id: replica,
+            drawn_now: true,
+        },
         Some(cluster.clone()),
         store.clone(),
         logs,

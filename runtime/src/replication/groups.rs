@@ -4,6 +4,7 @@
 //! runs the partitions its placement proposes it for, set up the first time by `forming`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -11,8 +12,9 @@ use dashmap::DashMap;
 use openraft::rt::WatchReceiver;
 
 use super::leadership::{self, LeadershipListener, Listeners};
-use super::log_store::RaftLogs;
+use super::log_store::{Incarnation, RaftLogs};
 use super::network::{GroupNetworkFactory, RAFT_TARGET, RaftHandler};
+use super::rollback::{Verdict, Witness};
 use super::state_machine::PartitionMachine;
 use super::types::{PartitionId, RaftTypes, ReplicaId};
 use crate::cluster::Cluster;
@@ -106,7 +108,10 @@ pub struct Groups {
 
 struct Inner {
     node: String,
-    replica: ReplicaId,
+    /// Changes only once, before any group runs, when the directory was rolled back.
+    replica: AtomicU64,
+    /// Whether the Raft log file was new at this start (then no peer can know more of it).
+    drawn_now: bool,
     /// `None` on a node alone.
     cluster: Option<Cluster>,
     store: EventStore,
@@ -121,6 +126,10 @@ struct Inner {
     serving: leadership::Serving,
     /// When each group's leader was last heard here.
     last_heard: Arc<super::silence::LastHeard>,
+    /// What this node saw its peers' replicas hold (`rollback`).
+    witness: Arc<Witness>,
+    /// Set when the groups could not start in the background: the node has failed.
+    failure: tokio::sync::watch::Sender<Option<String>>,
     /// The node's own tasks (each group's leadership watcher, forming), aborted when it stops.
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -129,19 +138,19 @@ impl std::fmt::Debug for Groups {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Groups")
             .field("node", &self.inner.node)
-            .field("replica", &self.inner.replica)
+            .field("replica", &self.replica_id())
             .field("groups", &self.inner.groups.len())
             .finish()
     }
 }
 
 impl Groups {
-    /// The groups of node `node`, whose replicas are all incarnation `replica`, and registers
-    /// with `cluster` (on a node with peers) the handler their messages arrive through. No
+    /// The groups of node `node`, whose replicas are all of its incarnation, and registers
+    /// with `cluster` (on a node with peers) the handlers their messages arrive through. No
     /// group runs yet.
     pub fn new(
         node: &str,
-        replica: ReplicaId,
+        incarnation: Incarnation,
         cluster: Option<Cluster>,
         store: EventStore,
         logs: RaftLogs,
@@ -150,7 +159,8 @@ impl Groups {
         let groups = Self {
             inner: Arc::new(Inner {
                 node: node.to_owned(),
-                replica,
+                replica: AtomicU64::new(incarnation.id),
+                drawn_now: incarnation.drawn_now,
                 cluster: cluster.clone(),
                 store,
                 logs,
@@ -162,12 +172,15 @@ impl Groups {
                 histories: leadership::Histories::default(),
                 serving: leadership::Serving::default(),
                 last_heard: Arc::default(),
+                witness: Arc::default(),
+                failure: tokio::sync::watch::Sender::new(None),
                 tasks: std::sync::Mutex::new(Vec::new()),
             }),
         };
         if let Some(cluster) = cluster {
             cluster.register(RAFT_TARGET, Arc::new(RaftHandler(groups.clone())));
             super::forming::serve(&cluster, &groups);
+            super::rollback::serve(&cluster, groups.inner.witness.clone());
         }
         Ok(groups)
     }
@@ -179,7 +192,21 @@ impl Groups {
 
     /// This node's replica id (its incarnation) in every group.
     pub fn replica_id(&self) -> ReplicaId {
-        self.inner.replica
+        self.inner.replica.load(Ordering::Acquire)
+    }
+
+    /// Resolves when the groups could not start (after `start_in_cluster` returned), saying
+    /// why; never otherwise.
+    pub async fn failed(&self) -> String {
+        let mut failure = self.inner.failure.subscribe();
+        loop {
+            if let Some(reason) = failure.borrow_and_update().clone() {
+                return reason;
+            }
+            if failure.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
     }
 
     /// Starts `partition`'s group on this node (its Raft recovers from the log file and the
@@ -195,9 +222,13 @@ impl Groups {
         let machine = PartitionMachine::open(partition, self.inner.store.clone(), log.clone())
             .await
             .map_err(storage)?;
-        let network = GroupNetworkFactory::new(self.inner.cluster.clone(), partition);
+        let network = GroupNetworkFactory::new(
+            self.inner.cluster.clone(),
+            partition,
+            self.inner.witness.clone(),
+        );
         let raft = PartitionRaft::new(
-            self.inner.replica,
+            self.replica_id(),
             self.inner.config.clone(),
             network,
             log,
@@ -230,29 +261,47 @@ impl Groups {
         tasks.push(task);
     }
 
-    /// Starts the groups `placement` proposes this node for, in `cluster`, and sets up in the
-    /// background those it is first to hold once their replicas answer (see `forming`).
-    /// Returns once they run; they elect leaders as their replicas come up.
-    pub async fn start_in_cluster(
-        &self,
-        placement: &crate::placement::Placement,
-    ) -> Result<(), GroupError> {
-        let partitions = placement.replicated_on(&self.inner.node);
-        for partition in &partitions {
-            self.open(*partition).await?;
-        }
+    /// Starts, in the background, the groups `placement` proposes this node for, in
+    /// `cluster`, and sets up those it is first to hold once their replicas answer (see
+    /// `forming`). A node on a directory it used before first asks its peers whether it was
+    /// rolled back (see `rollback`): no group runs, votes or answers until they have said.
+    /// They elect leaders as their replicas come up; [`Groups::failed`] says if they cannot
+    /// start.
+    pub fn start_in_cluster(&self, placement: &crate::placement::Placement) {
         let cluster = self
             .inner
             .cluster
             .clone()
             .expect("groups in a cluster have its handle");
         cluster.set_leadership(Arc::new(self.clone()));
-        let forming = tokio::spawn(super::forming::form(
+        let groups = self.clone();
+        let placement = placement.clone();
+        self.keep(tokio::spawn(async move {
+            if let Err(reason) = groups.run_in_cluster(cluster, placement).await {
+                tracing::error!(%reason, "the partition groups cannot start");
+                groups.inner.failure.send_replace(Some(reason));
+            }
+        }));
+    }
+
+    async fn run_in_cluster(
+        &self,
+        cluster: Cluster,
+        placement: crate::placement::Placement,
+    ) -> Result<(), String> {
+        let partitions = placement.replicated_on(&self.inner.node);
+        if !self.inner.drawn_now {
+            self.vouch_for_the_directory(&cluster, &placement, &partitions)
+                .await?;
+        }
+        for partition in &partitions {
+            self.open(*partition).await.map_err(|e| e.to_string())?;
+        }
+        self.keep(tokio::spawn(super::forming::form(
             self.clone(),
             cluster.clone(),
             placement.clone(),
-        ));
-        self.keep(forming);
+        )));
         self.keep(tokio::spawn(super::repair::run(
             self.clone(),
             cluster.clone(),
@@ -260,13 +309,58 @@ impl Groups {
         self.keep(tokio::spawn(super::balance::run(
             self.clone(),
             cluster,
-            placement.clone(),
+            placement,
         )));
         self.keep(tokio::spawn(super::silence::run(
             self.clone(),
             self.inner.last_heard.clone(),
             self.inner.lease,
         )));
+        Ok(())
+    }
+
+    /// Asks the peers whether this node's directory holds every vote and entry they saw of
+    /// its replica; when it does not, takes a new incarnation (see `rollback`).
+    async fn vouch_for_the_directory(
+        &self,
+        cluster: &Cluster,
+        placement: &crate::placement::Placement,
+        partitions: &[PartitionId],
+    ) -> Result<(), String> {
+        let held = self
+            .inner
+            .logs
+            .held(partitions.to_vec())
+            .await
+            .map_err(|e| format!("reading the Raft log: {e}"))?;
+        let peers = partitions
+            .iter()
+            .flat_map(|partition| placement.replicas(*partition))
+            .filter(|member| *member != self.inner.node)
+            .collect();
+        let replica = self.replica_id();
+        match super::rollback::vouch(cluster, peers, replica, &held).await {
+            Verdict::Holds { unheard } if unheard.is_empty() => {}
+            Verdict::Holds { unheard } => tracing::warn!(
+                ?unheard,
+                "these peers did not answer whether this node's data directory was rolled back; going on with the others' word"
+            ),
+            Verdict::Forgot(what) => {
+                let new = self
+                    .inner
+                    .logs
+                    .replace_incarnation()
+                    .await
+                    .map_err(|e| format!("keeping a new incarnation in the Raft log: {e}"))?;
+                self.inner.replica.store(new, Ordering::Release);
+                tracing::warn!(
+                    %what,
+                    old = replica,
+                    new,
+                    "this node's data directory was rolled back (restored from an older copy): it rejoins every group as a new replica, starting from what the directory holds"
+                );
+            }
+        }
         Ok(())
     }
 
@@ -294,6 +388,15 @@ impl Groups {
         partition: PartitionId,
     ) -> Option<std::collections::BTreeMap<ReplicaId, String>> {
         self.get(partition).map(|raft| leadership::voters(&raft))
+    }
+
+    /// Why `partition`'s group stopped here, if it runs here and has stopped (a storage
+    /// failure, or openraft finding a broken invariant).
+    pub fn stopped(&self, partition: PartitionId) -> Option<String> {
+        let raft = self.get(partition)?;
+        let metrics = raft.metrics();
+        let stopped = metrics.borrow_watched().running_state.clone();
+        stopped.err().map(|fatal| fatal.to_string())
     }
 
     /// Whether this node serves `partition` as its leader: it leads it and has applied its
@@ -391,7 +494,7 @@ impl Groups {
     /// leads, so the node takes writes from its first request on.
     pub async fn start_alone(&self, partitions: u32) -> Result<(), GroupError> {
         let me = std::collections::BTreeMap::from([(
-            self.inner.replica,
+            self.replica_id(),
             super::types::Replica {
                 member: self.inner.node.clone(),
             },
@@ -450,7 +553,7 @@ impl Groups {
         partition: PartitionId,
         replica: ReplicaId,
     ) -> Option<PartitionRaft> {
-        (replica == self.inner.replica)
+        (replica == self.replica_id())
             .then(|| self.get(partition))
             .flatten()
     }
@@ -522,7 +625,7 @@ impl crate::cluster::Leadership for Groups {
                 .filter(|(_, m)| m.as_str() != member)
                 .map(|(id, _)| *id)
                 .min();
-            if first_survivor != Some(self.inner.replica) {
+            if first_survivor != Some(self.replica_id()) {
                 continue;
             }
             let member = member.to_owned();

@@ -20,6 +20,7 @@ use super::log_writer::{
     COMMITTED, ENTRIES, GROUP_RECORDS, INCARNATION, LAST_PURGED, LogChange, LogWriter,
     NODE_RECORDS, SNAPSHOT, VOTE,
 };
+use super::rollback::Held;
 use super::state_machine::PartitionSnapshot;
 use super::types::{PartitionId, RaftTypes, ReplicaId};
 use crate::codec;
@@ -32,6 +33,19 @@ type Entry = EntryOf<RaftTypes>;
 const RAFT_LOG_CACHE_BYTES: usize = 8 * 1024 * 1024;
 type LogId = LogIdOf<RaftTypes>;
 type Vote = VoteOf<RaftTypes>;
+
+/// A node's replica id in every group, and whether this start drew it (the Raft log file was
+/// new or emptied).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Incarnation {
+    pub id: ReplicaId,
+    pub drawn_now: bool,
+}
+
+/// A new replica id: random, never 0 (so that no id looks like a default).
+fn random_replica_id() -> ReplicaId {
+    (uuid::Uuid::new_v4().as_u128() as u64).max(1)
+}
 
 /// The Raft log file of a node: every partition group's log in it. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -83,7 +97,7 @@ impl RaftLogs {
     /// This node's incarnation: its replica id in every group, made (at random) and kept the
     /// first time the file is used. A node whose Raft log file is lost thus comes back under
     /// a new id, and never votes as the replica that promised what it forgot.
-    pub async fn incarnation(&self) -> Result<ReplicaId, StoreError> {
+    pub async fn incarnation(&self) -> Result<Incarnation, StoreError> {
         let db = self.db.clone();
         let found = self
             .disk
@@ -100,15 +114,34 @@ impl RaftLogs {
                 what: "reading the node's incarnation",
             })??;
         if let Some(id) = decode_record(NODE_RECORDS, "incarnation", found)? {
-            return Ok(id);
+            return Ok(Incarnation {
+                id,
+                drawn_now: false,
+            });
         }
-        let id: ReplicaId = if planted::is_planted(Bug::WipedNodeKeepsItsId) {
+        let id = if planted::is_planted(Bug::WipedNodeKeepsItsId) {
             // The planted bug: the same id for every file at this path, wiped or not.
-            crate::store::fingerprint(self.path.as_os_str().as_encoded_bytes())
+            crate::store::fingerprint(self.path.as_os_str().as_encoded_bytes()).max(1)
         } else {
-            uuid::Uuid::new_v4().as_u128() as u64
-        }
-        .max(1); // never 0, so that no id looks like a default
+            random_replica_id()
+        };
+        self.keep_incarnation(id).await?;
+        Ok(Incarnation {
+            id,
+            drawn_now: true,
+        })
+    }
+
+    /// Draws a new incarnation and keeps it in place of the one the file held: for a file
+    /// that was rolled back (see `rollback`). The entries and votes stay: the new replica
+    /// starts from them, never votes with them (it is no voter until a leader makes it one).
+    pub async fn replace_incarnation(&self) -> Result<ReplicaId, StoreError> {
+        let id = random_replica_id();
+        self.keep_incarnation(id).await?;
+        Ok(id)
+    }
+
+    async fn keep_incarnation(&self, id: ReplicaId) -> Result<(), StoreError> {
         let value = codec::encode(&id).map_err(|source| StoreError::Encode {
             stream: "raft incarnation".to_owned(),
             source,
@@ -122,8 +155,36 @@ impl RaftLogs {
                 },
             )
             .await
-            .map_err(|error| StoreError::storage(redb::StorageError::Io(error)))?;
-        Ok(id)
+            .map_err(|error| StoreError::storage(redb::StorageError::Io(error)))
+    }
+
+    /// What the file holds of each partition's group (its vote's term and its last entry's
+    /// id), for the partitions in `partitions` it holds anything of.
+    pub(crate) async fn held(
+        &self,
+        partitions: Vec<PartitionId>,
+    ) -> Result<std::collections::BTreeMap<PartitionId, Held>, StoreError> {
+        let db = self.db.clone();
+        self.disk
+            .run(move || {
+                let mut held = std::collections::BTreeMap::new();
+                for partition in partitions {
+                    let state = GroupState::read(&db, partition)?;
+                    let last = state.last_entry.or(state.last_purged);
+                    held.insert(
+                        partition,
+                        Held {
+                            vote_term: state.vote.map_or(0, |vote| vote.leader_id().term),
+                            last_log: last.map(|log_id| (log_id.leader_id.term, log_id.index)),
+                        },
+                    );
+                }
+                Ok(held)
+            })
+            .await
+            .map_err(|_| StoreError::TaskFailed {
+                what: "reading what the Raft log holds",
+            })?
     }
 
     /// Commits nothing more from now on: what a crash does to writes not yet made.

@@ -6,7 +6,8 @@
 //! entries to the node's event store, `network` carries Raft messages over the cluster's
 //! calls, `groups` runs the node's groups, `forming` sets a group up the first time its replicas
 //! meet, `leadership` tells hosts and saga runners when this node comes to lead a
-//! partition or stops, `repair` swaps a replica that lost its disk back in under its new
+//! partition or stops, `rollback` tells a rolled-back data directory by what peers saw of
+//! it, `repair` swaps a replica that lost its disk (or was rolled back) back in under its new
 //! incarnation, `balance` hands leads back to their preferred members, and `silence` calls an
 //! election as soon as a silent leader's lease has run out.
 
@@ -20,6 +21,7 @@ mod log_writer;
 mod network;
 mod repair;
 mod report;
+mod rollback;
 mod silence;
 mod state_machine;
 mod types;
@@ -32,7 +34,7 @@ mod tests;
 pub use groups::{GroupError, Groups, PartitionRaft, RaftSettings};
 pub use journal::{Journal, NEW_LEADER_WAIT};
 pub use leadership::{LeadershipEvent, LeadershipListener};
-pub use log_store::{GroupLog, RaftLogs};
+pub use log_store::{GroupLog, Incarnation, RaftLogs};
 pub use network::{GroupNetwork, GroupNetworkFactory, RAFT_TARGET};
 pub use report::{PartitionReport, ReplicaReport};
 pub use state_machine::{APPLIED_TABLE, PartitionMachine, PartitionSnapshot, SnapshotBuilder};

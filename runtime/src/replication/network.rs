@@ -10,6 +10,7 @@ use std::io;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use openraft::entry::RaftEntry;
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::v2::RaftNetworkV2;
 use openraft::network::{RPCOption, RaftNetworkFactory};
@@ -21,6 +22,7 @@ use openraft::type_config::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
 use serde::{Deserialize, Serialize};
 
 use super::groups::Groups;
+use super::rollback::{Held, Witness};
 use super::state_machine::PartitionSnapshot;
 use super::types::{PartitionId, RaftTypes, Replica, ReplicaId};
 use crate::cluster::wire::CallError;
@@ -166,11 +168,20 @@ pub struct GroupNetworkFactory {
     /// `None` on a node alone: its groups have no peers to reach.
     cluster: Option<Cluster>,
     partition: PartitionId,
+    witness: Arc<Witness>,
 }
 
 impl GroupNetworkFactory {
-    pub fn new(cluster: Option<Cluster>, partition: PartitionId) -> Self {
-        Self { cluster, partition }
+    pub(crate) fn new(
+        cluster: Option<Cluster>,
+        partition: PartitionId,
+        witness: Arc<Witness>,
+    ) -> Self {
+        Self {
+            cluster,
+            partition,
+            witness,
+        }
     }
 }
 
@@ -183,6 +194,7 @@ impl RaftNetworkFactory<RaftTypes> for GroupNetworkFactory {
             partition: self.partition,
             target,
             member: Arc::from(node.member.as_str()),
+            witness: self.witness.clone(),
         }
     }
 }
@@ -194,6 +206,8 @@ pub struct GroupNetwork {
     partition: PartitionId,
     target: ReplicaId,
     member: Arc<str>,
+    /// Where what the target answered it holds on disk is noted (see `rollback`).
+    witness: Arc<Witness>,
 }
 
 /// Why a message did not reach its replica, as openraft wants to hear it.
@@ -266,8 +280,33 @@ impl RaftNetworkV2<RaftTypes> for GroupNetwork {
         rpc: AppendEntriesRequest<RaftTypes>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<RaftTypes>, RPCError<RaftTypes>> {
+        let term = rpc.vote.leader_id().term;
+        let last = rpc
+            .entries
+            .last()
+            .map(|entry| entry.log_id())
+            .or(rpc.prev_log_id);
         match self.send(Message::Append(rpc), &option).await {
-            Ok(Answer::Append(response)) => Ok(response),
+            Ok(Answer::Append(response)) => {
+                // A follower answers success only once the entries (and the vote that took
+                // them) are on its disk.
+                let acknowledged = match &response {
+                    AppendEntriesResponse::Success => Some(last),
+                    AppendEntriesResponse::PartialSuccess(matching) => Some(*matching),
+                    _ => None,
+                };
+                if let Some(log) = acknowledged {
+                    self.witness.saw(
+                        self.target,
+                        self.partition,
+                        Held {
+                            vote_term: term,
+                            last_log: log.map(|id| (id.leader_id.term, id.index)),
+                        },
+                    );
+                }
+                Ok(response)
+            }
             Ok(other) => Err(Self::unexpected(&other).rpc()),
             Err(failed) => Err(failed.rpc()),
         }
@@ -279,7 +318,18 @@ impl RaftNetworkV2<RaftTypes> for GroupNetwork {
         option: RPCOption,
     ) -> Result<VoteResponse<RaftTypes>, RPCError<RaftTypes>> {
         match self.send(Message::Vote(rpc), &option).await {
-            Ok(Answer::Vote(response)) => Ok(response),
+            Ok(Answer::Vote(response)) => {
+                // A replica answers a vote request once its vote is on its disk.
+                self.witness.saw(
+                    self.target,
+                    self.partition,
+                    Held {
+                        vote_term: response.vote.leader_id().term,
+                        last_log: None,
+                    },
+                );
+                Ok(response)
+            }
             Ok(other) => Err(Self::unexpected(&other).rpc()),
             Err(failed) => Err(failed.rpc()),
         }

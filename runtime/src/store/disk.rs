@@ -110,6 +110,10 @@ impl std::fmt::Debug for SimulatedDisk {
     }
 }
 
+/// What a simulated disk held durably at one moment (see [`SimulatedDisk::image`]).
+#[derive(Debug, Clone, Default)]
+pub struct DiskImage(BTreeMap<PathBuf, Vec<u8>>);
+
 #[derive(Default)]
 struct DiskState {
     /// Bumped by every crash: handles opened before it are fenced.
@@ -181,6 +185,40 @@ impl SimulatedDisk {
         let mut state = self.lock();
         state.generation += 1;
         state.files.clear();
+    }
+
+    /// A copy of what the disk holds durably now (what a crash would leave): a backup taken
+    /// at this moment, to put back with [`SimulatedDisk::restore`].
+    pub fn image(&self) -> DiskImage {
+        let state = self.lock();
+        DiskImage(
+            state
+                .files
+                .iter()
+                .map(|(path, file)| (path.clone(), file.durable.clone()))
+                .collect(),
+        )
+    }
+
+    /// The machine is put back on an older copy of its disk: every file is as `image` holds
+    /// it (files made since are gone), and everything opened before is fenced.
+    pub fn restore(&self, image: &DiskImage) {
+        let mut state = self.lock();
+        state.generation += 1;
+        state.files = image
+            .0
+            .iter()
+            .map(|(path, durable)| {
+                let len = durable.len() as u64;
+                let file = SimFile {
+                    durable: durable.clone(),
+                    shown: len,
+                    len,
+                    ..SimFile::default()
+                };
+                (path.clone(), file)
+            })
+            .collect();
     }
 
     /// How many bytes each file holds now (synced or not), by path.
@@ -436,5 +474,25 @@ mod tests {
         disk.wipe();
         assert!(!Disk::Simulated(disk.clone()).exists(Path::new("f")));
         assert!(disk.sizes().is_empty());
+    }
+
+    #[test]
+    fn a_restored_disk_holds_what_its_image_held_durably_and_nothing_since() {
+        let disk = SimulatedDisk::new();
+        let file = disk.open(Path::new("f"));
+        file.write(0, b"backed up").unwrap();
+        file.sync_data().unwrap();
+        file.write(0, b"not synced").unwrap();
+        let image = disk.image();
+        file.write(0, b"written later").unwrap();
+        file.sync_data().unwrap();
+        disk.open(Path::new("g")).write(0, b"new file").unwrap();
+        disk.restore(&image);
+        assert!(file.len().is_err(), "a handle from before is fenced");
+        assert_eq!(contents(&disk.open(Path::new("f"))), b"backed up");
+        assert!(
+            !Disk::Simulated(disk.clone()).exists(Path::new("g")),
+            "a file made after the image is gone"
+        );
     }
 }

@@ -23,7 +23,7 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-pub use disk::{Disk, SimulatedDisk};
+pub use disk::{Disk, DiskImage, SimulatedDisk};
 pub use error::StoreError;
 pub use read_model::{ReadModelSnapshot, TableChange, decode_counter};
 pub use tables::ProcessedCommand;

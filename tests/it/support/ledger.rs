@@ -348,6 +348,26 @@ pub async fn sagas_settled(
     }
 }
 
+/// The balance an account's stored events leave.
+fn stored_balance(events: &[Value]) -> i64 {
+    events
+        .iter()
+        .map(|event| {
+            let kind = event["type"].as_str().unwrap_or_default();
+            let data = &event["data"];
+            if kind.contains("Opened") {
+                data["initial_balance"].as_i64().unwrap_or_default()
+            } else if kind.contains("Credited") {
+                data["amount"].as_i64().unwrap_or_default()
+            } else if kind.contains("Debited") {
+                -data["amount"].as_i64().unwrap_or_default()
+            } else {
+                0
+            }
+        })
+        .sum()
+}
+
 /// The events of `events` caused by command `command_id`.
 pub fn caused_by<'a>(events: &'a [Value], command_id: &str) -> Vec<&'a Value> {
     events
@@ -402,6 +422,21 @@ pub async fn check(
             checked
                 .problems
                 .push(format!("account {id}'s balance cannot be read: {account}"));
+        }
+        // The state a read answers is its stored events folded: a state ahead of or behind
+        // the store is named here, with both.
+        let stored = events.last().map(Vec::as_slice).unwrap_or_default();
+        let folded = stored_balance(stored);
+        let version = account["version"].as_u64();
+        if balance.is_some()
+            && !stored.is_empty()
+            && (balance != Some(folded) || version != Some(stored.len() as u64))
+        {
+            checked.problems.push(format!(
+                "account {id} reads {account}, but its {} stored events fold to a balance of {folded}: {}",
+                stored.len(),
+                serde_json::to_string(stored).unwrap_or_default()
+            ));
         }
         balances.push(balance);
     }

@@ -17,7 +17,7 @@ use playhouse_runtime::cluster::transport::memory::MemoryNetwork;
 use playhouse_runtime::config::{Member, NodeConfig};
 use playhouse_runtime::node::{Launch, Node, Telemetry};
 use playhouse_runtime::placement::Placement;
-use playhouse_runtime::store::{Disk, SimulatedDisk, StoreOptions};
+use playhouse_runtime::store::{Disk, DiskImage, SimulatedDisk, StoreOptions};
 use reqwest::StatusCode;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -159,9 +159,10 @@ impl SimCluster {
         }
     }
 
-    /// Waits until every node runs and every partition's leader counts each node's current
-    /// incarnation among its voters: a replica back on a wiped disk has been caught up and
-    /// promoted, so that losing another disk loses no majority. How long that took.
+    /// Waits until every node runs, no replica of any group has stopped, and every
+    /// partition's leader counts each node's current incarnation among its voters: a replica
+    /// back on a wiped disk has been caught up and promoted, so that losing another disk
+    /// loses no majority. How long that took.
     pub async fn wait_whole(&self, patience: Duration) -> Result<Duration, String> {
         let started = tokio::time::Instant::now();
         loop {
@@ -186,8 +187,12 @@ impl SimCluster {
         let views: Vec<String> = (0..NODES)
             .filter_map(|n| {
                 let groups = self.node(n)?.groups()?;
+                let stopped = groups
+                    .stopped(partition)
+                    .map(|why| format!(" (stopped: {why})"))
+                    .unwrap_or_default();
                 Some(format!(
-                    "node {n} (incarnation {:x}) sees leader {:?}, voters {:x?}",
+                    "node {n} (incarnation {:x}) sees leader {:?}, voters {:x?}{stopped}",
                     groups.replica_id(),
                     groups.leader_of(partition),
                     groups.voters_of(partition).unwrap_or_default()
@@ -209,9 +214,15 @@ impl SimCluster {
         let current: Option<Vec<u64>> = (0..NODES)
             .map(|n| Some(self.node(n)?.groups()?.replica_id()))
             .collect();
-        current.is_some_and(|ids| {
-            ids.len() == voters.len() && ids.iter().all(|id| voters.contains_key(id))
-        })
+        let running = (0..NODES).all(|n| {
+            self.node(n)
+                .and_then(|node| node.groups()?.stopped(partition))
+                .is_none()
+        });
+        running
+            && current.is_some_and(|ids| {
+                ids.len() == voters.len() && ids.iter().all(|id| voters.contains_key(id))
+            })
     }
 
     /// Node `n`'s HTTP app, while it runs.
@@ -255,6 +266,18 @@ impl SimCluster {
         self.crash(n);
         self.nodes[n].disk.wipe();
         let _ = std::fs::remove_dir_all(&self.nodes[n].config.data_dir);
+    }
+
+    /// What node `n`'s disk holds durably now: a backup to roll it back to.
+    pub fn image(&self, n: usize) -> DiskImage {
+        self.nodes[n].disk.image()
+    }
+
+    /// Crashes node `n` and puts its disk back as `image` held it, as a machine restored
+    /// from an older backup (its identity file, the same in any backup, stays).
+    pub fn crash_and_roll_back(&mut self, n: usize, image: &DiskImage) {
+        self.crash(n);
+        self.nodes[n].disk.restore(image);
     }
 
     /// Starts node `n` (again) on its disk.
