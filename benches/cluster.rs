@@ -18,9 +18,14 @@
 //! It re-runs itself inside `unshare -rn` (its own network namespace, loopback only), where
 //! iptables rules can cut a node's links without touching the machine's network.
 //!
+//! With `--cost` it compares the two journals instead (`cost.rs`): credits/s and latency
+//! through the serving edges, runs alternated, and idle CPU.
+//!
 //! `cargo bench --bench cluster [-- --seconds N --tries N --soak-seconds N --only-calls
-//! --replicated]`
+//! --replicated --cost]`
 
+#[path = "cluster/cost.rs"]
+mod cost;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -47,6 +52,8 @@ struct Settings {
     soak_seconds: u64,
     /// Run part 5 (replicated failover) only.
     replicated: bool,
+    /// Run part 6 (the cost of replication) only.
+    cost: bool,
 }
 
 fn shipped(n: usize) -> PathBuf {
@@ -665,6 +672,7 @@ fn main() {
         tries: 10,
         soak_seconds: 120,
         replicated: false,
+        cost: false,
     };
     while let Some(arg) = args.next() {
         let mut number = || {
@@ -678,6 +686,7 @@ fn main() {
             "--soak-seconds" => settings.soak_seconds = number(),
             "--only-calls" => settings.only_calls = true,
             "--replicated" => settings.replicated = true,
+            "--cost" => settings.cost = true,
             _ => {}
         }
     }
@@ -701,6 +710,10 @@ async fn run(settings: Settings, can_cut: bool) {
 
     if settings.replicated {
         replicated_failover(dir.path(), &settings, can_cut).await;
+        return;
+    }
+    if settings.cost {
+        cost::replication_cost(dir.path(), &settings).await;
         return;
     }
     let tcp = raw_tcp_echo(&settings).await;
