@@ -19,13 +19,17 @@
 //! iptables rules can cut a node's links without touching the machine's network.
 //!
 //! With `--cost` it compares the two journals instead (`cost.rs`): credits/s and latency
-//! through the serving edges, runs alternated, and idle CPU.
+//! through the serving edges, runs alternated, and idle CPU. With `--lost-disk` it loads a
+//! replicated cluster with `--events N` events, empties node 3's data directory and times its
+//! return to a caught-up voter, then compares the stores (`lost_disk.rs`).
 //!
 //! `cargo bench --bench cluster [-- --seconds N --tries N --soak-seconds N --only-calls
-//! --replicated --cost]`
+//! --replicated --cost --lost-disk --events N]`
 
 #[path = "cluster/cost.rs"]
 mod cost;
+#[path = "cluster/lost_disk.rs"]
+mod lost_disk;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -54,6 +58,10 @@ struct Settings {
     replicated: bool,
     /// Run part 6 (the cost of replication) only.
     cost: bool,
+    /// Run part 7 (a lost disk) only.
+    lost_disk: bool,
+    /// Events part 7 loads before the disk is lost.
+    events: u64,
 }
 
 fn shipped(n: usize) -> PathBuf {
@@ -161,6 +169,16 @@ impl BenchNode {
             .status()
             .unwrap();
         assert!(status.success());
+    }
+
+    /// Stops the node as an operator would (SIGTERM) and waits until it has exited.
+    fn stop(&mut self) {
+        if self.process.is_some() {
+            self.signal("-TERM");
+        }
+        if let Some(mut process) = self.process.take() {
+            let _ = process.0.wait();
+        }
     }
 
     fn kill9(&mut self) {
@@ -673,6 +691,8 @@ fn main() {
         soak_seconds: 120,
         replicated: false,
         cost: false,
+        lost_disk: false,
+        events: 1_000_000,
     };
     while let Some(arg) = args.next() {
         let mut number = || {
@@ -687,6 +707,8 @@ fn main() {
             "--only-calls" => settings.only_calls = true,
             "--replicated" => settings.replicated = true,
             "--cost" => settings.cost = true,
+            "--lost-disk" => settings.lost_disk = true,
+            "--events" => settings.events = number(),
             _ => {}
         }
     }
@@ -714,6 +736,10 @@ async fn run(settings: Settings, can_cut: bool) {
     }
     if settings.cost {
         cost::replication_cost(dir.path(), &settings).await;
+        return;
+    }
+    if settings.lost_disk {
+        lost_disk::lost_disk(dir.path(), &settings).await;
         return;
     }
     let tcp = raw_tcp_echo(&settings).await;

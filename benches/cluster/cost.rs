@@ -30,7 +30,11 @@ struct Run {
 impl Three {
     /// Which node serves each account's writes: with replication its partition's leader (as
     /// node 1 reports it), otherwise its owner.
-    async fn servers(&self, accounts: &[(String, usize)], replicated: bool) -> Vec<usize> {
+    pub(super) async fn servers(
+        &self,
+        accounts: &[(String, usize)],
+        replicated: bool,
+    ) -> Vec<usize> {
         if !replicated {
             return accounts.iter().map(|(_, owner)| *owner).collect();
         }

@@ -5,6 +5,7 @@
 //! [`writer`]); an `Ok` answer means the write is durable. Reads open their own redb read
 //! transaction and never wait for the writer: they see the last committed state.
 
+mod digest;
 mod disk;
 mod error;
 mod format;
@@ -23,6 +24,7 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
+pub use digest::{StoreDigest, Summed};
 pub use disk::{Disk, DiskImage, SimulatedDisk};
 pub use error::StoreError;
 pub use read_model::{ReadModelSnapshot, TableChange, decode_counter};
