@@ -773,3 +773,53 @@ fn a_node_back_on_a_rolled_back_disk_rejoins_as_a_new_replica_and_a_crash_keeps_
         cluster.tear_down();
     });
 }
+
+/// A command sent without an `Idempotency-Key` whose leader dies while it is in flight: the
+/// edge gave it an id, so it is sent again to the next leader and answered, applied once,
+/// whenever the leader died (before the command reached it, while its entry was being
+/// replicated, or after). Before, a leader lost mid-write left the client an "interrupted".
+#[test]
+fn a_keyless_command_whose_leader_dies_mid_write_is_answered_and_applied_once() {
+    in_paused_time(async {
+        let mut cluster = SimCluster::start_replicated(17).await;
+        let api = cluster.api();
+        let writer = token("alice", &["writer"]);
+        let patience = Duration::from_secs(10);
+        let mut answers = Vec::new();
+        for delay_ms in 0..12u64 {
+            let open = Call::post(
+                "/api/v1/accounts",
+                &writer,
+                json!({"owner": "alice", "initial_balance": 100}),
+            )
+            .with_key(format!("keyless-open-{delay_ms}"));
+            let account = until(&api, 0, open, StatusCode::CREATED, patience).await;
+            let id = account["id"].as_str().unwrap().to_owned();
+            let partition = cluster.placement.partition(&format!("account-{id}"));
+            let leader = cluster.leader_of(partition).unwrap();
+            let via = (leader + 1) % NODES;
+            let credit = Call::post(
+                format!("/api/v1/accounts/{id}/credit"),
+                &writer,
+                json!({"amount": 5}),
+            );
+            let (answer, ()) = tokio::join!(api.send(via, credit), async {
+                tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                cluster.crash(leader);
+            });
+            cluster.restart(leader).await;
+            cluster.wait_whole(Duration::from_secs(30)).await.unwrap();
+            let read = Call::get(format!("/api/v1/accounts/{id}"), &writer);
+            let now = until(&api, via, read, StatusCode::OK, patience).await;
+            answers.push(format!("{delay_ms} ms: {answer:?}, then {now}"));
+            match &answer {
+                Answer::Status(StatusCode::OK, credited) => {
+                    assert_eq!(credited["balance"], 105, "{answers:#?}");
+                    assert_eq!(now["balance"], 105, "applied once: {answers:#?}");
+                }
+                _ => panic!("the credit was not answered: {answers:#?}"),
+            }
+        }
+        cluster.tear_down();
+    });
+}

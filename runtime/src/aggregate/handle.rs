@@ -173,8 +173,14 @@ impl<A: Aggregate> Aggregates<A> {
             None => local().await,
             Some(owner) => self.remote(owner, id, operation()?).await,
         };
+        // Sent again, to a new leader only: "unavailable" (refused before anything was
+        // proposed) and "interrupted" (the leader was lost mid-write; every command carries an
+        // id with replication, so a second send applies it at most once in all).
         if !(self.inner.journal.is_replicated()
-            && matches!(answer, Err(CommandError::Unavailable { .. })))
+            && matches!(
+                answer,
+                Err(CommandError::Unavailable { .. } | CommandError::Interrupted { .. })
+            ))
         {
             return answer;
         }
@@ -360,10 +366,17 @@ impl<A: Aggregate> Aggregates<A> {
     pub async fn execute(
         &self,
         id: &str,
-        envelope: CommandEnvelope<A::Command>,
+        mut envelope: CommandEnvelope<A::Command>,
     ) -> Result<CommandOutcome<A>, CommandError<A::Error>> {
-        // A command is sent again only after a refusal by a former leader (with replication),
-        // and commands are not Clone: the second send decodes a copy kept encoded.
+        // With replication every command gets an id (an `Idempotency-Key`'s, or one of its
+        // own), so that a command whose leader was lost mid-write can be sent again to the
+        // next one: applying runs the command-id check again, so it applies once.
+        if self.inner.journal.is_replicated() && envelope.command_id.is_none() {
+            envelope.command_id = Some(format!("auto:{}", uuid::Uuid::now_v7()));
+        }
+        // A command is sent again only after a former leader refused it or lost it (with
+        // replication), and commands are not Clone: the second send decodes a copy kept
+        // encoded.
         let spare = match self.inner.journal.is_replicated() {
             true => codec::encode(&envelope).ok(),
             false => None,
