@@ -33,6 +33,7 @@ pub const RAFT_LEADERS: &str = "playhouse_raft_partitions_led";
 pub const RAFT_LEADER_CHANGES: &str = "playhouse_raft_leader_changes_total";
 pub const RAFT_ELECTIONS: &str = "playhouse_raft_terms_total";
 pub const RAFT_REPLICATION_LAG: &str = "playhouse_raft_replication_lag_entries";
+pub const ROUTED_RESENDS: &str = "playhouse_routed_resends_total";
 
 /// Registers the descriptions of every runtime metric with the installed recorder.
 pub fn describe() {
@@ -129,6 +130,10 @@ pub fn describe() {
     metrics::describe_counter!(
         RAFT_ELECTIONS,
         "New terms this node's replicas saw: each is an election, won or not"
+    );
+    metrics::describe_counter!(
+        ROUTED_RESENDS,
+        "Operations on aggregates sent again to their partition's new leader, by what the first send answered (unavailable, interrupted)"
     );
     metrics::describe_gauge!(
         RAFT_REPLICATION_LAG,

@@ -78,6 +78,7 @@ fn every_series_the_dashboard_queries_is_one_a_node_exports() {
             .push(("PLAYHOUSE_STORE__JOURNAL".into(), "raft".into()));
         let cluster = TestCluster::start(&options).await;
         cluster.wait_settled(Duration::from_secs(30)).await;
+        cluster.wait_for_leaders(Duration::from_secs(30)).await;
         let http = client();
         let writer = token("grafana", &["writer"]);
         let edge = |n: usize, path: &str| cluster.node(n).url(path);

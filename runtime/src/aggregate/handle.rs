@@ -190,10 +190,32 @@ impl<A: Aggregate> Aggregates<A> {
         if second == first {
             return answer;
         }
-        match second {
+        let again = match second {
             None => local().await,
             Some(owner) => self.remote(&owner, id, operation()?).await,
+        };
+        // After an interrupted write only an answer of the new leader's own says what the
+        // command did: done (or done before: the id is known), or refused. Anything else
+        // (unavailable, interrupted again) says nothing of the first send, which may have
+        // been applied: the client hears "interrupted", never "not applied".
+        let first_was_interrupted = matches!(answer, Err(CommandError::Interrupted { .. }));
+        let settles = matches!(
+            again,
+            Ok(_)
+                | Err(CommandError::Refused(_)
+                    | CommandError::Conflict { .. }
+                    | CommandError::CommandIdReused { .. })
+        );
+        let after = if first_was_interrupted {
+            "interrupted"
+        } else {
+            "unavailable"
+        };
+        metrics::counter!(crate::metrics::ROUTED_RESENDS, "after" => after).increment(1);
+        if first_was_interrupted && !settles {
+            return answer;
         }
+        again
     }
 
     /// Where aggregate `id` is served, other than `not` when given. With replication, while

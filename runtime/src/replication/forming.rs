@@ -43,6 +43,15 @@ impl Handler for HelloHandler {
     fn handle(&self, _operation: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, String>> {
         let groups = self.0.clone();
         Box::pin(async move {
+            // Not before its groups run: until its peers have vouched for its directory, the
+            // replica id it would give may be about to change (see `rollback`), and a leader
+            // must not hand a partition to a replica that is not running yet.
+            if !groups.started() {
+                return Err(format!(
+                    "{}'s partition groups are not running yet",
+                    groups.node()
+                ));
+            }
             let hello = hello(&groups).await;
             codec::encode(&hello).map_err(|e| e.to_string())
         })

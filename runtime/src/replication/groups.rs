@@ -4,7 +4,7 @@
 //! runs the partitions its placement proposes it for, set up the first time by `forming`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -112,6 +112,11 @@ struct Inner {
     replica: AtomicU64,
     /// Whether the Raft log file was new at this start (then no peer can know more of it).
     drawn_now: bool,
+    /// Set once every group this node holds runs (in a cluster: after its peers vouched for
+    /// its directory). Until then it does not say who it is (`forming::hello`).
+    started: AtomicBool,
+    /// Set when the node stops or crashes: no group opens after that.
+    stopped: AtomicBool,
     /// `None` on a node alone.
     cluster: Option<Cluster>,
     store: EventStore,
@@ -161,6 +166,8 @@ impl Groups {
                 node: node.to_owned(),
                 replica: AtomicU64::new(incarnation.id),
                 drawn_now: incarnation.drawn_now,
+                started: AtomicBool::new(false),
+                stopped: AtomicBool::new(false),
                 cluster: cluster.clone(),
                 store,
                 logs,
@@ -190,9 +197,20 @@ impl Groups {
         &self.inner.node
     }
 
+    /// What this node saw its peers' replicas hold (see `rollback`).
+    pub(crate) fn witness(&self) -> &Witness {
+        &self.inner.witness
+    }
+
     /// This node's replica id (its incarnation) in every group.
     pub fn replica_id(&self) -> ReplicaId {
         self.inner.replica.load(Ordering::Acquire)
+    }
+
+    /// Whether every group this node holds runs: at once on a node alone, and in a cluster
+    /// once its peers have vouched for its directory and the groups have opened.
+    pub fn started(&self) -> bool {
+        self.inner.started.load(Ordering::SeqCst)
     }
 
     /// Resolves when the groups could not start (after `start_in_cluster` returned), saying
@@ -240,6 +258,18 @@ impl Groups {
             reason: error.to_string(),
         })?;
         self.inner.groups.insert(partition, raft.clone());
+        // A crash or stop that came while this group was being made has already taken the
+        // others: this one must not outlive them.
+        if self.inner.stopped.load(Ordering::SeqCst) {
+            self.inner.groups.remove(&partition);
+            tokio::spawn(async move {
+                let _ = raft.shutdown().await;
+            });
+            return Err(GroupError::Start {
+                partition,
+                reason: "the node is stopping".to_owned(),
+            });
+        }
         let watcher = leadership::watch(
             partition,
             raft.clone(),
@@ -277,7 +307,9 @@ impl Groups {
         let groups = self.clone();
         let placement = placement.clone();
         self.keep(tokio::spawn(async move {
-            if let Err(reason) = groups.run_in_cluster(cluster, placement).await {
+            if let Err(reason) = groups.run_in_cluster(cluster, placement).await
+                && !groups.inner.stopped.load(Ordering::SeqCst)
+            {
                 tracing::error!(%reason, "the partition groups cannot start");
                 groups.inner.failure.send_replace(Some(reason));
             }
@@ -297,6 +329,7 @@ impl Groups {
         for partition in &partitions {
             self.open(*partition).await.map_err(|e| e.to_string())?;
         }
+        self.inner.started.store(true, Ordering::SeqCst);
         self.keep(tokio::spawn(super::forming::form(
             self.clone(),
             cluster.clone(),
@@ -536,6 +569,7 @@ impl Groups {
                 .await
                 .map_err(|e| failed(format!("its log was not applied: {e}")))?;
         }
+        self.inner.started.store(true, Ordering::SeqCst);
         Ok(())
     }
 
@@ -560,6 +594,7 @@ impl Groups {
 
     /// Every running group, no longer reachable through this value (its watchers stopped).
     fn take_all(&self) -> Vec<PartitionRaft> {
+        self.inner.stopped.store(true, Ordering::SeqCst);
         for task in self
             .inner
             .tasks

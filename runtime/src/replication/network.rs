@@ -118,6 +118,20 @@ async fn deliver(groups: &Groups, envelope: Envelope) -> Result<Answer, Refused>
         replica: to,
         reason,
     };
+    // What the sender holds on disk by now: a candidate's vote request and a leader's
+    // appends carry its own vote (see `rollback`).
+    if let Message::Append(AppendEntriesRequest { vote, .. })
+    | Message::Vote(VoteRequest { vote, .. }) = &message
+    {
+        groups.witness().saw(
+            vote.leader_id().voted_for,
+            partition,
+            Held {
+                vote_term: vote.leader_id().term,
+                last_log: None,
+            },
+        );
+    }
     Ok(match message {
         Message::Append(request) => {
             let response = raft

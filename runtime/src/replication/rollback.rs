@@ -31,16 +31,20 @@ use crate::codec;
 /// The cluster handler that answers what a node saw of a replica.
 pub const VOUCH_TARGET: &str = "raft-vouch";
 
-/// How long a restarting node waits for its peers' answers before it goes on with those it
-/// has: a peer that is down must not keep it from rejoining.
+/// How long a restarting node waits for the rest of its peers' answers once one has answered
+/// (its links are up), before it goes on with those it has: a peer that is down must not keep
+/// it from rejoining.
 pub(crate) const PATIENCE: Duration = Duration::from_secs(3);
+
+/// How long it waits for a first answer (its links coming up) before it goes on alone.
+const FIRST_ANSWER_PATIENCE: Duration = Duration::from_secs(10);
 
 /// How often it asks a peer that has not answered yet.
 const ASK_EVERY: Duration = Duration::from_millis(100);
 
 /// What a replica had on disk in one group, as far as one node knows: the term of its vote,
 /// and the id (term, index) of the last entry it held.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Held {
     pub vote_term: u64,
     pub last_log: Option<(u64, u64)>,
@@ -55,7 +59,11 @@ impl Held {
                 self.vote_term, held.vote_term
             ));
         }
-        if self.last_log > held.last_log {
+        // A shorter log is forgotten only if no later leader could have cut it: a replica
+        // that voted in a later term than the entries' may have had them (never committed)
+        // truncated by that term's leader, which is no loss.
+        let cut_by_a_later_leader = self.last_log.is_some_and(|(term, _)| held.vote_term > term);
+        if self.last_log > held.last_log && !cut_by_a_later_leader {
             return Some(format!(
                 "entries through {} (it holds {})",
                 show(self.last_log),
@@ -134,34 +142,42 @@ pub(crate) enum Verdict {
     Forgot(String),
 }
 
-/// Asks every peer in `peers` what it saw of `replica` and compares it with what this node's
-/// directory holds (`held`, by partition; a partition missing holds nothing). Waits for every
-/// answer, or [`PATIENCE`].
+/// Asks every peer in `peers` what it saw of `replica` (all at once, again every
+/// [`ASK_EVERY`] while some have not answered) and compares it with what this node's
+/// directory holds of each partition in `held`. Waits for every answer, or [`PATIENCE`] after
+/// the first, or [`FIRST_ANSWER_PATIENCE`] for none. A peer that restarted since knows
+/// nothing of the replica, and vouches for it.
 pub(crate) async fn vouch(
     cluster: &Cluster,
     peers: BTreeSet<String>,
     replica: ReplicaId,
     held: &BTreeMap<PartitionId, Held>,
 ) -> Verdict {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let started = tokio::time::Instant::now();
+    let mut first_answer = None;
     let mut waiting = peers;
-    while !waiting.is_empty() && tokio::time::Instant::now() < deadline {
-        let mut answered = Vec::new();
-        for peer in &waiting {
-            let Ok(seen) = ask(cluster, peer, replica).await else {
+    while !waiting.is_empty() {
+        let asks = waiting
+            .iter()
+            .map(|peer| async move { (peer.clone(), ask(cluster, peer, replica).await) });
+        for (peer, answer) in futures::future::join_all(asks).await {
+            let Ok(seen) = answer else {
                 continue;
             };
-            answered.push(peer.clone());
-            if let Some(forgot) = compare(peer, &seen, held) {
+            first_answer.get_or_insert_with(tokio::time::Instant::now);
+            if let Some(forgot) = compare(&peer, &seen, held) {
                 return Verdict::Forgot(forgot);
             }
-        }
-        for peer in answered {
             waiting.remove(&peer);
         }
-        if !waiting.is_empty() {
-            tokio::time::sleep(ASK_EVERY).await;
+        let deadline = match first_answer {
+            Some(first) => first + PATIENCE,
+            None => started + FIRST_ANSWER_PATIENCE,
+        };
+        if waiting.is_empty() || tokio::time::Instant::now() >= deadline {
+            break;
         }
+        tokio::time::sleep(ASK_EVERY).await;
     }
     Verdict::Holds {
         unheard: waiting.into_iter().collect(),
@@ -174,9 +190,10 @@ fn compare(
     seen: &BTreeMap<PartitionId, Held>,
     held: &BTreeMap<PartitionId, Held>,
 ) -> Option<String> {
-    seen.iter().find_map(|(partition, seen)| {
-        let here = held.get(partition).copied().unwrap_or_default();
-        seen.beyond(&here)
+    // Only the partitions asked about: what the directory holds of each is in `held`.
+    held.iter().find_map(|(partition, here)| {
+        seen.get(partition)?
+            .beyond(here)
             .map(|what| format!("{peer} saw partition {partition}'s replica here with {what}"))
     })
 }
@@ -235,7 +252,18 @@ mod tests {
             )
         );
         // A partition the directory holds nothing of forgot everything seen of it.
-        assert!(compare("b", &seen, &BTreeMap::new()).is_some());
+        assert!(compare("b", &seen, &BTreeMap::from([(3, Held::default())])).is_some());
+        // Partitions not asked about are not compared.
+        assert_eq!(compare("b", &seen, &BTreeMap::new()), None);
+    }
+
+    #[test]
+    fn a_log_cut_by_a_later_leader_is_not_forgotten() {
+        // Entries through (4, 10) acknowledged, never committed; the leader of term 5 cut
+        // them to (4, 8) and this replica crashed before taking term 5's entries.
+        let seen = BTreeMap::from([(3, held(4, Some((4, 10))))]);
+        let cut = BTreeMap::from([(3, held(5, Some((4, 8))))]);
+        assert_eq!(compare("b", &seen, &cut), None);
     }
 
     #[test]

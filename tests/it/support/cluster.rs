@@ -255,6 +255,30 @@ impl TestCluster {
         }
     }
 
+    /// With replication: waits until the running nodes together lead every partition, so
+    /// that a first write need not wait out a fresh cluster's elections.
+    pub async fn wait_for_leaders(&self, timeout: Duration) {
+        let started = Instant::now();
+        loop {
+            let mut led = 0;
+            for n in (0..self.nodes.len()).filter(|n| self.nodes[*n].is_running()) {
+                led += self.view(n).await["replication"]["leading"]
+                    .as_u64()
+                    .unwrap_or(0);
+            }
+            if led == u64::from(self.placement.partitions()) {
+                return;
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "{led} of {} partitions led after {timeout:?}: {:?}",
+                self.placement.partitions(),
+                self.logs_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits until node `n` sees `peer` with `status`; returns how long that took, or panics
     /// after `timeout`.
     pub async fn wait_status(
