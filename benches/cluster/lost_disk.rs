@@ -2,7 +2,8 @@
 //! (accounts, transfers: sagas and their tables, then credits through the partitions'
 //! leaders); with the load stopped, node 3 is killed, its data directory emptied and the node
 //! started again. Measured: the time until it is a caught-up voter of every partition (under
-//! its new incarnation, no entry behind its leader). Then the three nodes stop and each
+//! its new incarnation, no entry behind its leader), and until it has applied its whole log
+//! to its store. Then the three nodes stop and each
 //! store is summed up (`EventStore::digest`): node 3's must equal its peers' stream by stream,
 //! with the processed-command and read-model (saga) tables.
 
@@ -57,6 +58,37 @@ async fn caught_up_voter(three: &Three) -> Result<(), String> {
             ))?;
         if node_3["voter"] != true || node_3["lag"] != 0 {
             return Err(format!("partition {partition}: node-3 is {node_3}"));
+        }
+    }
+    Ok(())
+}
+
+/// Whether node 3 has applied, in every partition, everything its leader's log holds: its
+/// store then holds what its peers' do. Says what is missing otherwise.
+async fn applied_everything(three: &Three) -> Result<(), String> {
+    let mut views = Vec::new();
+    for n in 0..3 {
+        views.push(
+            three
+                .cluster_view(n)
+                .await
+                .ok_or_else(|| format!("node-{} does not answer", n + 1))?,
+        );
+    }
+    let partitions = views[2]["replication"]["partitions"]
+        .as_array()
+        .ok_or("node-3 reports no partitions")?;
+    for (partition, mine) in partitions.iter().enumerate() {
+        let leader = mine["leader"]
+            .as_str()
+            .ok_or(format!("partition {partition} has no leader"))?;
+        let n = leader.trim_start_matches("node-").parse::<usize>().unwrap() - 1;
+        let last = views[n]["replication"]["partitions"][partition]["last_log_index"].as_u64();
+        let applied = mine["last_applied"].as_u64();
+        if applied < last {
+            return Err(format!(
+                "partition {partition}: node-3 applied {applied:?} of {last:?}"
+            ));
         }
     }
     Ok(())
@@ -178,11 +210,25 @@ pub async fn lost_disk(dir: &Path, settings: &Settings) {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let caught_up = started.elapsed();
+    // Its log holds everything; its store holds it once applied.
+    while let Err(behind) = applied_everything(&three).await {
+        assert!(
+            Instant::now() < deadline,
+            "node 3 never applied its log: {behind}"
+        );
+        if last_said.elapsed() > Duration::from_secs(30) {
+            println!("   {:.0} s: {behind}", started.elapsed().as_secs_f64());
+            last_said = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let applied = started.elapsed();
     println!(
-        "   node 3's data directory held {:.0} MiB; restarted empty, it answered health checks after {:.1} s and was a caught-up voter of all 64 partitions after {:.1} s",
+        "   node 3's data directory held {:.0} MiB; restarted empty, it answered health checks after {:.1} s, was a caught-up voter of all 64 partitions (its log whole) after {:.1} s, and had applied it all to its store after {:.1} s",
         size as f64 / (1 << 20) as f64,
         serving.as_secs_f64(),
-        caught_up.as_secs_f64()
+        caught_up.as_secs_f64(),
+        applied.as_secs_f64()
     );
     for node in &mut three.nodes {
         node.stop();

@@ -789,8 +789,11 @@ fn a_node_back_on_a_rolled_back_disk_rejoins_as_a_new_replica_and_a_crash_keeps_
 /// A command sent without an `Idempotency-Key` whose leader dies while it is in flight: the
 /// node gave it an id, so it is sent again to the next leader and answered, applied once,
 /// whenever the leader died (before the command reached it, while its entry was being
-/// replicated, or after). Without the second send after "interrupted", the round at 0 ms
-/// answers 503 with the credit not applied (checked by taking the second send away).
+/// replicated, or after). Without the second send after "interrupted" (checked by taking it
+/// away), the round at 0 ms answers 503, nothing applied: the leader died while the
+/// credit's read of the account (its owner check) was in flight. Which later rounds caught
+/// the credit's own write in flight the test cannot see; the rule for those (only the new
+/// leader's own verdict is answered) is `Aggregates::routed`'s.
 #[test]
 fn a_keyless_command_whose_leader_dies_mid_write_is_answered_and_applied_once() {
     in_paused_time(async {
