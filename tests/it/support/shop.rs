@@ -340,9 +340,20 @@ pub async fn check(api: &dyn Api, shop: &Shop, history: &[Entry], least_ok: usiz
         ) {
             (StatusCode::OK, Some(available), Some(reserved), Some(held)) => {
                 if reserved != 0 || available + held != shop.received[n] || held != committed[n] {
+                    // What moved the stock, and for which saga step: the step that left it
+                    // wrong is among them.
+                    let (_, events) = get(format!("/api/v1/inventory/{product}/events")).await;
+                    let moves: Vec<String> = events["events"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|e| format!("{} {} by {}", e["type"], e["data"], e["causation_id"]))
+                        .collect();
                     problems.push(format!(
-                        "product {n}: {available} available, {reserved} reserved, {held} committed of {} received; confirmed orders hold {}",
-                        shop.received[n], committed[n]
+                        "product {n}: {available} available, {reserved} reserved, {held} committed of {} received; confirmed orders hold {}; its events: {}",
+                        shop.received[n],
+                        committed[n],
+                        moves.join("; ")
                     ));
                 }
             }
