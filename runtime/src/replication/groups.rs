@@ -435,7 +435,7 @@ impl Groups {
     /// Whether this node serves `partition` as its leader: it leads it and has applied its
     /// term's first entry (so its store holds everything committed), as last seen.
     pub fn leads(&self, partition: PartitionId) -> bool {
-        self.inner.serving.contains(&partition)
+        self.inner.serving.contains_key(&partition)
     }
 
     /// Waits until a read of `partition` here is linearizable: this node leads it (a quorum
@@ -452,7 +452,8 @@ impl Groups {
         {
             return Ok(());
         }
-        raft.ensure_linearizable(leadership::read_barrier())
+        let passed = raft
+            .ensure_linearizable(leadership::read_barrier())
             .await
             .map(|_| ())
             .map_err(|error| StoreError::NotLeader {
@@ -463,7 +464,20 @@ impl Groups {
                     ) => forward.leader_node.map(|node| node.member),
                     _ => None,
                 },
-            })
+            });
+        passed?;
+        // openraft may say this node leads (a term it won) before the leadership watcher has
+        // told the hosts, which then forget what they kept from an earlier term: until then
+        // what they hold may lack what another leader wrote meanwhile. Served only once the
+        // watcher has told them, for this very term.
+        let term = raft.metrics().borrow_watched().current_term;
+        if self.inner.serving.get(&partition).map(|served| *served) != Some(term) {
+            return Err(StoreError::NotLeader {
+                partition,
+                leader: None,
+            });
+        }
+        Ok(())
     }
 
     /// Each group running here as the operations page shows it, by partition.

@@ -89,7 +89,7 @@ pub(crate) type Histories = Arc<dashmap::DashMap<PartitionId, LeaderHistory>>;
 
 /// The partitions this node serves as leader: from [`LeadershipEvent::Gained`] (its term's
 /// first entry applied) to [`LeadershipEvent::Lost`]. Cheap to clone.
-pub(crate) type Serving = Arc<dashmap::DashSet<PartitionId>>;
+pub(crate) type Serving = Arc<dashmap::DashMap<PartitionId, u64>>;
 
 /// `raft`'s group's voters as this replica knows them, by replica id, with their members.
 pub(crate) fn voters(raft: &PartitionRaft) -> BTreeMap<ReplicaId, String> {
@@ -168,10 +168,11 @@ pub(crate) fn watch(
                 if raft.ensure_linearizable(read_barrier()).await.is_ok() {
                     leading = true;
                     led_term = term;
-                    serving.insert(partition);
+                    // Told first: the hosts forget what they kept before anything is served.
+                    listeners.tell(LeadershipEvent::Gained(partition));
+                    serving.insert(partition, term);
                     metrics::gauge!(RAFT_LEADERS).increment(1.0);
                     tracing::info!(partition, "this node leads the partition");
-                    listeners.tell(LeadershipEvent::Gained(partition));
                 }
             }
             if leads && !leading {
