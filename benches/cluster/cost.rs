@@ -55,6 +55,39 @@ impl Three {
     }
 }
 
+/// wrk scripts, one per node, crediting 1 to the accounts of `accounts` that node serves
+/// (`servers`, by account), named `{name}-{node}` in `dir`.
+pub(super) fn credit_scripts(
+    dir: &Path,
+    name: &str,
+    accounts: &[(String, usize)],
+    servers: &[usize],
+) -> Vec<std::path::PathBuf> {
+    let auth = format!("Bearer {}", token("bench", &["writer"]));
+    let headers = [
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    (0..3)
+        .map(|n| {
+            let paths: Vec<String> = accounts
+                .iter()
+                .zip(servers)
+                .filter(|(_, server)| **server == n)
+                .map(|((id, _), _)| format!("/api/v1/accounts/{id}/credit"))
+                .collect();
+            script(
+                dir,
+                &format!("{name}-{n}"),
+                "POST",
+                &paths,
+                &headers,
+                Some(r#"{"amount":1}"#),
+            )
+        })
+        .collect()
+}
+
 /// One cluster, one run: started on `journal`, 300 accounts opened, credits through the
 /// serving edges at full load and at a fixed offered load, stopped.
 async fn one_run(dir: &Path, settings: &Settings, journal: &str) -> Run {
@@ -68,27 +101,10 @@ async fn one_run(dir: &Path, settings: &Settings, journal: &str) -> Run {
     let accounts = three.open_accounts(300).await;
     let servers = three.servers(&accounts, replicated).await;
     let writer = token("bench", &["writer"]);
-    let auth = format!("Bearer {writer}");
-    let headers = [
-        ("Authorization", auth.as_str()),
-        ("Content-Type", "application/json"),
-    ];
+    let scripts = credit_scripts(dir, "credit", &accounts, &servers);
     let loads: Vec<_> = (0..3)
         .map(|n| {
-            let paths: Vec<String> = accounts
-                .iter()
-                .zip(&servers)
-                .filter(|(_, server)| **server == n)
-                .map(|((id, _), _)| format!("/api/v1/accounts/{id}/credit"))
-                .collect();
-            let credits = script(
-                dir,
-                &format!("credit-{n}"),
-                "POST",
-                &paths,
-                &headers,
-                Some(r#"{"amount":1}"#),
-            );
+            let credits = scripts[n].clone();
             let (edge, seconds) = (three.nodes[n].edge.clone(), settings.seconds);
             std::thread::spawn(move || wrk(&edge, &credits, seconds, 22))
         })

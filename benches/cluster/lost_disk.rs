@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use playhouse_runtime::store::{EventStore, StoreOptions};
 
-use super::support::{script, wrk};
+use super::support::wrk;
 use super::{Settings, Three, token};
 
 /// Accounts the credits are spread over.
@@ -20,9 +20,8 @@ const ACCOUNTS: usize = 1_000;
 /// Transfers (each a saga of two steps) made before the credits.
 const TRANSFERS: usize = 300;
 
-/// Whether every partition's leader counts node 3's current incarnation as a voter with no
-/// entry to catch up on; says what is missing otherwise.
-async fn caught_up_voter(three: &Three) -> Result<(), String> {
+/// Every node's `/admin/cluster` view, in node order.
+async fn views(three: &Three) -> Result<Vec<serde_json::Value>, String> {
     let mut views = Vec::new();
     for n in 0..3 {
         views.push(
@@ -32,6 +31,13 @@ async fn caught_up_voter(three: &Three) -> Result<(), String> {
                 .ok_or_else(|| format!("node-{} does not answer", n + 1))?,
         );
     }
+    Ok(views)
+}
+
+/// Whether every partition's leader counts node 3's current incarnation as a voter with no
+/// entry to catch up on; says what is missing otherwise.
+async fn caught_up_voter(three: &Three) -> Result<(), String> {
+    let views = views(three).await?;
     let incarnation = views[2]["replication"]["replica"]
         .as_str()
         .ok_or("node-3 reports no incarnation yet")?
@@ -66,15 +72,7 @@ async fn caught_up_voter(three: &Three) -> Result<(), String> {
 /// Whether node 3 has applied, in every partition, everything its leader's log holds: its
 /// store then holds what its peers' do. Says what is missing otherwise.
 async fn applied_everything(three: &Three) -> Result<(), String> {
-    let mut views = Vec::new();
-    for n in 0..3 {
-        views.push(
-            three
-                .cluster_view(n)
-                .await
-                .ok_or_else(|| format!("node-{} does not answer", n + 1))?,
-        );
-    }
+    let views = views(three).await?;
     let partitions = views[2]["replication"]["partitions"]
         .as_array()
         .ok_or("node-3 reports no partitions")?;
@@ -118,29 +116,7 @@ async fn transfers(three: &Three, accounts: &[(String, usize)]) -> usize {
 /// credits were answered 2xx and at what rate.
 async fn load(dir: &Path, three: &Three, accounts: &[(String, usize)], events: u64) -> (u64, f64) {
     let servers = three.servers(accounts, true).await;
-    let auth = format!("Bearer {}", token("bench", &["writer"]));
-    let headers = [
-        ("Authorization", auth.as_str()),
-        ("Content-Type", "application/json"),
-    ];
-    let scripts: Vec<_> = (0..3)
-        .map(|n| {
-            let paths: Vec<String> = accounts
-                .iter()
-                .zip(&servers)
-                .filter(|(_, server)| **server == n)
-                .map(|((id, _), _)| format!("/api/v1/accounts/{id}/credit"))
-                .collect();
-            script(
-                dir,
-                &format!("lost-disk-credit-{n}"),
-                "POST",
-                &paths,
-                &headers,
-                Some(r#"{"amount":1}"#),
-            )
-        })
-        .collect();
+    let scripts = super::cost::credit_scripts(dir, "lost-disk-credit", accounts, &servers);
     let (mut credited, started) = (0u64, Instant::now());
     let already = (ACCOUNTS + 2 * TRANSFERS) as u64;
     while already + credited < events {
