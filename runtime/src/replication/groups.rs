@@ -77,6 +77,13 @@ impl RaftSettings {
             // schedule. See the state machine.
             snapshot_policy: openraft::SnapshotPolicy::Never,
             install_snapshot_timeout: 30_000,
+            // A leader that restarts must win an election again before it serves. Restored
+            // at once (openraft's default), it would serve reads from the point its store had
+            // applied to, which may be short of what it had committed and answered before the
+            // crash: applied state and the commit point are written without waiting for the
+            // disk, so both can be lost, and nothing would tell it (openraft's
+            // `enable_leader_restore` says the same). Found by the simulation, seed 7.
+            enable_leader_restore: Some(false),
             ..openraft::Config::default()
         }
         .validate()

@@ -159,7 +159,7 @@ pub(crate) fn watch(
                 leading = false;
                 serving.remove(&partition);
                 metrics::gauge!(RAFT_LEADERS).decrement(1.0);
-                tracing::info!(partition, "this node no longer leads the partition");
+                tracing::info!(partition, term, replica = %raft.metrics().borrow_watched().id, "this node no longer leads the partition");
                 listeners.tell(LeadershipEvent::Lost(partition));
             }
             if leads && !leading {
@@ -172,7 +172,7 @@ pub(crate) fn watch(
                     listeners.tell(LeadershipEvent::Gained(partition));
                     serving.insert(partition, term);
                     metrics::gauge!(RAFT_LEADERS).increment(1.0);
-                    tracing::info!(partition, "this node leads the partition");
+                    tracing::info!(partition, term, replica = %raft.metrics().borrow_watched().id, "this node leads the partition");
                 }
             }
             if leads && !leading {
