@@ -237,25 +237,8 @@ fn run(seed: u64) -> Run {
     run_on(seed, Disks::Honest)
 }
 
-/// With `SIM_LOG=<file>`, the nodes' logs go to that file, filtered by `SIM_FILTER` (a
-/// `RUST_LOG` directive, `info` when unset): a failing seed's story, run by run.
-fn log_if_asked() {
-    let Ok(path) = std::env::var("SIM_LOG") else {
-        return;
-    };
-    let file = std::fs::File::create(&path).unwrap_or_else(|e| panic!("SIM_LOG={path}: {e}"));
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SIM_FILTER")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Already set by an earlier run in this process: that one keeps writing.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(Mutex::new(file))
-        .with_ansi(false)
-        .try_init();
-}
-
 fn run_on(seed: u64, disks: Disks) -> Run {
-    log_if_asked();
+    crate::support::sim::log_if_asked();
     let mut runtime = tokio::runtime::Builder::new_current_thread();
     runtime.enable_all().start_paused(true);
     // `select!` picks among ready branches at random; only an unstable tokio lets the seed

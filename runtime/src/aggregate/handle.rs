@@ -153,9 +153,11 @@ impl<A: Aggregate> Aggregates<A> {
 
     /// Runs an operation on aggregate `id` where it is served: `local` here, or `operation` at
     /// another member. With replication, an answer "unavailable" (refused before anything was
-    /// proposed: the node asked no longer leads the partition) is tried once more where the
-    /// partition is led now, once this node has heard of the new leader (it waits at most
-    /// [`NEW_LEADER_WAIT`] for that), so a change of leader costs a retry, not an error.
+    /// proposed: the node asked no longer leads the partition, or leads it but does not serve
+    /// it yet) or "interrupted" (the leader was lost mid-write) is sent again where the
+    /// partition is led now, until an answer settles it or [`NEW_LEADER_WAIT`] has passed since
+    /// the first send, so a change of leader costs a resend, not an error. Every command
+    /// carries an id with replication, so however many sends reach a leader, it applies once.
     async fn routed<T, Local, Answer>(
         &self,
         id: &str,
@@ -173,49 +175,67 @@ impl<A: Aggregate> Aggregates<A> {
             None => local().await,
             Some(owner) => self.remote(owner, id, operation()?).await,
         };
-        // Sent again, to a new leader only: "unavailable" (refused before anything was
-        // proposed) and "interrupted" (the leader was lost mid-write; every command carries an
-        // id with replication, so a second send applies it at most once in all).
-        if !(self.inner.journal.is_replicated()
-            && matches!(
+        let retryable = |answer: &Result<T, CommandError<A::Error>>| {
+            matches!(
                 answer,
                 Err(CommandError::Unavailable { .. } | CommandError::Interrupted { .. })
-            ))
-        {
+            )
+        };
+        if !(self.inner.journal.is_replicated() && retryable(&answer)) {
             return answer;
         }
-        let Ok(second) = self.locate_within(id, Some(&first), deadline).await else {
-            return answer;
-        };
-        if second == first {
-            return answer;
+        // Once a send was interrupted, only an answer that says what the command did settles
+        // it: done (or done before: the id is known), or refused. Unsettled, the client hears
+        // "interrupted", never "not applied".
+        let mut interrupted = matches!(answer, Err(CommandError::Interrupted { .. }));
+        let mut last = answer;
+        let mut refused_by = first;
+        let mut pause = Duration::from_millis(20);
+        while tokio::time::Instant::now() < deadline {
+            // Another node may lead already; the one that refused may come to serve shortly.
+            let wait_for_another = tokio::time::Instant::now() + pause;
+            let Ok(target) = self
+                .locate_within(id, Some(&refused_by), wait_for_another.min(deadline))
+                .await
+            else {
+                continue;
+            };
+            let again = match &target {
+                None => local().await,
+                Some(owner) => match operation() {
+                    Ok(operation) => self.remote(owner, id, operation).await,
+                    Err(error) => Err(error),
+                },
+            };
+            let after = if interrupted {
+                "interrupted"
+            } else {
+                "unavailable"
+            };
+            metrics::counter!(crate::metrics::ROUTED_RESENDS, "after" => after).increment(1);
+            let settles = matches!(
+                again,
+                Ok(_)
+                    | Err(CommandError::Refused(_)
+                        | CommandError::Conflict { .. }
+                        | CommandError::CommandIdReused { .. })
+            );
+            if settles || !(interrupted || retryable(&again)) {
+                return again;
+            }
+            if matches!(again, Err(CommandError::Interrupted { .. })) && !interrupted {
+                interrupted = true;
+                last = again;
+            } else if !interrupted {
+                last = again;
+            }
+            if target == refused_by {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+            refused_by = target;
         }
-        let again = match second {
-            None => local().await,
-            Some(owner) => self.remote(&owner, id, operation()?).await,
-        };
-        // After an interrupted write only an answer of the new leader's own says what the
-        // command did: done (or done before: the id is known), or refused. Anything else
-        // (unavailable, interrupted again) says nothing of the first send, which may have
-        // been applied: the client hears "interrupted", never "not applied".
-        let first_was_interrupted = matches!(answer, Err(CommandError::Interrupted { .. }));
-        let settles = matches!(
-            again,
-            Ok(_)
-                | Err(CommandError::Refused(_)
-                    | CommandError::Conflict { .. }
-                    | CommandError::CommandIdReused { .. })
-        );
-        let after = if first_was_interrupted {
-            "interrupted"
-        } else {
-            "unavailable"
-        };
-        metrics::counter!(crate::metrics::ROUTED_RESENDS, "after" => after).increment(1);
-        if first_was_interrupted && !settles {
-            return answer;
-        }
-        again
+        last
     }
 
     /// Where aggregate `id` is served, other than `not` when given. With replication, while

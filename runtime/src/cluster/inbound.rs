@@ -148,6 +148,7 @@ mod tests {
             partitions: 8,
             replicated: false,
             replication_factor: 3,
+            raft_snapshot_every: 10_000,
             call_timeout: Duration::from_secs(1),
             max_frame_bytes: 1 << 20,
             handshake_timeout: Duration::from_secs(5),

@@ -226,6 +226,10 @@ pub struct ClusterSection {
     /// With `store.journal = "raft"`: how many members hold a copy of each partition (its
     /// Raft group's voters); all of them when there are fewer members.
     pub replication_factor: u32,
+    /// With `store.journal = "raft"`: a partition's applied state is snapshotted after this
+    /// many entries, and its Raft log dropped behind the snapshot (a replica too far behind
+    /// is sent the snapshot instead of the entries).
+    pub raft_snapshot_every: u64,
     /// How long a call to another node may take before its caller gets a timeout.
     pub call_timeout_ms: u64,
     /// Largest frame accepted from another node, in bytes; a peer sending more is disconnected.
@@ -258,6 +262,7 @@ impl Default for ClusterSection {
             heartbeat_timeout_ms: 1_500,
             partitions: DEFAULT_PARTITIONS,
             replication_factor: 3,
+            raft_snapshot_every: 10_000,
             call_timeout_ms: 5_000,
             max_frame_bytes: 4 * 1024 * 1024,
             handshake_timeout_ms: 5_000,

@@ -157,6 +157,7 @@ pub struct ClusterConfig {
     /// members each is replicated (see [`file::ClusterSection::replication_factor`]).
     pub replicated: bool,
     pub replication_factor: u32,
+    pub raft_snapshot_every: u64,
     pub call_timeout: Duration,
     pub max_frame_bytes: u64,
     /// See [`file::ClusterSection`]: the deadline of a connection's handshakes on the cluster
@@ -778,6 +779,11 @@ fn validate_cluster(
         replication_factor: positive(
             "cluster.replication_factor",
             section.replication_factor,
+            invalid,
+        )?,
+        raft_snapshot_every: positive(
+            "cluster.raft_snapshot_every",
+            section.raft_snapshot_every,
             invalid,
         )?,
         call_timeout: Duration::from_millis(positive(

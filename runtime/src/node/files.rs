@@ -61,7 +61,11 @@ pub async fn start_groups_alone(
     store: &EventStore,
     disk: Disk,
 ) -> Result<(Groups, Journal), String> {
-    let groups = open_groups(config, store, disk, None, &RaftSettings::alone()).await?;
+    let settings = RaftSettings {
+        snapshot_every: config.cluster.raft_snapshot_every,
+        ..RaftSettings::alone()
+    };
+    let groups = open_groups(config, store, disk, None, &settings).await?;
     groups
         .start_alone(config.cluster.partitions)
         .await
@@ -83,7 +87,10 @@ pub async fn start_groups_in_cluster(
         store,
         disk,
         Some(cluster.clone()),
-        &RaftSettings::default(),
+        &RaftSettings {
+            snapshot_every: config.cluster.raft_snapshot_every,
+            ..RaftSettings::default()
+        },
     )
     .await?;
     groups.start_in_cluster(cluster.placement());
@@ -113,6 +120,10 @@ async fn open_groups(
         store.clone(),
         logs,
         settings,
+        crate::replication::PartitionLayout {
+            partitions: config.cluster.partitions,
+            tables: crate::saga::replicated_tables().into(),
+        },
     )
 }
 

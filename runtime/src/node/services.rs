@@ -84,18 +84,6 @@ fn check_every_member_hosts_everything_when_replicated(
     if !config.cluster.replicated || !config.cluster.has_peers() {
         return Ok(());
     }
-    // A member that holds no replica of a partition does not know its leader, and routing
-    // through it is not built yet: until it is, every member holds every partition.
-    let (members, factor) = (
-        config.cluster.members.len(),
-        config.cluster.replication_factor,
-    );
-    if members > factor as usize {
-        return Err(format!(
-            "{}: cluster.members lists {members} members, more than cluster.replication_factor ({factor}): with store.journal = \"raft\" every member holds every partition for now; raise the replication factor to {members} or list at most {factor} members",
-            config.source.display(),
-        ));
-    }
     let lists = std::iter::once(("services".to_owned(), &config.services)).chain(
         config
             .cluster
@@ -286,14 +274,11 @@ mod tests {
             error.contains("cluster.members[1].services leaves out `ledger`"),
             "{error}"
         );
-        // More members than the factor: refused until routing through a member that holds no
-        // replica of a partition exists.
+        // More members than the factor: each partition on three of the four (a member learns
+        // who leads the partitions it lacks from the others).
         let four = "[store]\njournal = \"raft\"\n[cluster]\nreplication_factor = 3\ndev_cookie = \"a-cluster-cookie-of-length\"\nmembers = [\n{ name = \"a\", address = \"a:1\" },\n{ name = \"b\", address = \"b:1\" },\n{ name = \"c\", address = \"c:1\" },\n{ name = \"d\", address = \"d:1\" }]\n";
-        let error = prepare(config(four), BUILD).unwrap_err();
-        assert!(
-            error.contains("more than cluster.replication_factor (3)"),
-            "{error}"
-        );
+        let four = prepare(config(four), BUILD).unwrap();
+        assert_eq!(four.cluster.replication_factor, 3);
         // Without raft the same lists are fine: each partition has one owner among the hosts.
         let direct = members(", services = [\"mail\"]")
             .replace("journal = \"raft\"", "journal = \"direct\"");

@@ -42,6 +42,7 @@ fn config() -> ClusterConfig {
         partitions: 4,
         replicated: false,
         replication_factor: 3,
+        raft_snapshot_every: 10_000,
         call_timeout: Duration::from_secs(1),
         max_frame_bytes: 1 << 20,
         handshake_timeout: Duration::from_secs(5),
@@ -84,6 +85,10 @@ async fn start_node(network: &MemoryNetwork, name: &'static str, replica: Replic
         store.clone(),
         logs,
         &RaftSettings::default(),
+        super::PartitionLayout {
+            partitions: 1,
+            tables: Vec::new().into(),
+        },
     )
     .unwrap();
     cluster.start().await.unwrap();

@@ -11,10 +11,12 @@ use dashmap::DashMap;
 
 use openraft::rt::WatchReceiver;
 
+use super::directory::Directory;
 use super::leadership::{self, LeadershipListener, Listeners};
 use super::log_store::{Incarnation, RaftLogs};
 use super::network::{GroupNetworkFactory, RAFT_TARGET, RaftHandler};
 use super::rollback::{Verdict, Witness};
+use super::snapshot::{PartitionLayout, PartitionShape};
 use super::state_machine::PartitionMachine;
 use super::types::{PartitionId, RaftTypes, ReplicaId};
 use crate::cluster::Cluster;
@@ -33,13 +35,20 @@ pub struct RaftSettings {
     /// The top of the range is also the leader's lease: a leader that has not heard a
     /// majority for that long stops accepting proposals.
     pub election_timeout: (Duration, Duration),
+    /// Entries applied between two snapshots of a partition's state; its log is dropped
+    /// behind each (see `state_machine`).
+    pub snapshot_every: u64,
 }
+
+/// Entries applied between two snapshots of a partition, unless configured.
+pub const SNAPSHOT_EVERY: u64 = 10_000;
 
 impl Default for RaftSettings {
     fn default() -> Self {
         Self {
             heartbeat_interval: Duration::from_millis(100),
             election_timeout: (Duration::from_millis(500), Duration::from_millis(1000)),
+            snapshot_every: SNAPSHOT_EVERY,
         }
     }
 }
@@ -52,6 +61,7 @@ impl RaftSettings {
         Self {
             heartbeat_interval: Duration::from_secs(1),
             election_timeout: (Duration::from_secs(3), Duration::from_secs(6)),
+            snapshot_every: SNAPSHOT_EVERY,
         }
     }
 
@@ -73,9 +83,11 @@ impl RaftSettings {
             // they hear but it never hears answered; pausing them lets the majority elect.
             // openraft requires at least the lease plus the longest election timeout.
             quorum_loss_probe_interval: Some(2 * max),
-            // The log is not purged yet (a snapshot is built from it): never snapshot on a
-            // schedule. See the state machine.
-            snapshot_policy: openraft::SnapshotPolicy::Never,
+            // A snapshot is the partition's data as the store holds it (see the state
+            // machine); the log behind it is dropped, but for the last entries, which a
+            // follower a little behind is sent rather than the whole snapshot.
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
+            max_in_snapshot_log_to_keep: (self.snapshot_every / 10).min(1_000),
             install_snapshot_timeout: 30_000,
             // A leader that restarts must win an election again before it serves. Restored
             // at once (openraft's default), it would serve reads from the point its store had
@@ -131,6 +143,8 @@ struct Inner {
     config: Arc<openraft::Config>,
     /// How long a leader's lease lasts (the top of the election timeout).
     lease: Duration,
+    /// How many partitions there are, and the tables proposals write (for snapshots).
+    layout: PartitionLayout,
     groups: DashMap<PartitionId, PartitionRaft>,
     opening: tokio::sync::Mutex<()>,
     listeners: Listeners,
@@ -140,6 +154,8 @@ struct Inner {
     last_heard: Arc<super::silence::LastHeard>,
     /// What this node saw its peers' replicas hold (`rollback`).
     witness: Arc<Witness>,
+    /// Who leads the partitions this node holds no replica of (`directory`).
+    directory: Arc<Directory>,
     /// Set when the groups could not start in the background: the node has failed.
     failure: tokio::sync::watch::Sender<Option<String>>,
     /// The node's own tasks (each group's leadership watcher, forming), aborted when it stops.
@@ -167,6 +183,7 @@ impl Groups {
         store: EventStore,
         logs: RaftLogs,
         settings: &RaftSettings,
+        layout: PartitionLayout,
     ) -> Result<Self, String> {
         let groups = Self {
             inner: Arc::new(Inner {
@@ -180,6 +197,7 @@ impl Groups {
                 logs,
                 config: Arc::new(settings.openraft_config()?),
                 lease: settings.election_timeout.1,
+                layout,
                 groups: DashMap::new(),
                 opening: tokio::sync::Mutex::new(()),
                 listeners: Listeners::default(),
@@ -187,6 +205,7 @@ impl Groups {
                 serving: leadership::Serving::default(),
                 last_heard: Arc::default(),
                 witness: Arc::default(),
+                directory: Arc::default(),
                 failure: tokio::sync::watch::Sender::new(None),
                 tasks: std::sync::Mutex::new(Vec::new()),
             }),
@@ -195,6 +214,7 @@ impl Groups {
             cluster.register(RAFT_TARGET, Arc::new(RaftHandler(groups.clone())));
             super::forming::serve(&cluster, &groups);
             super::rollback::serve(&cluster, groups.inner.witness.clone());
+            super::directory::serve(&cluster, &groups);
         }
         Ok(groups)
     }
@@ -244,7 +264,11 @@ impl Groups {
         }
         let storage = |source| GroupError::Storage { partition, source };
         let log = self.inner.logs.group(partition).await.map_err(storage)?;
-        let machine = PartitionMachine::open(partition, self.inner.store.clone(), log.clone())
+        let shape = PartitionShape {
+            partition,
+            layout: self.inner.layout.clone(),
+        };
+        let machine = PartitionMachine::open(shape, self.inner.store.clone(), log.clone())
             .await
             .map_err(storage)?;
         let network = GroupNetworkFactory::new(
@@ -348,13 +372,28 @@ impl Groups {
         )));
         self.keep(tokio::spawn(super::balance::run(
             self.clone(),
-            cluster,
-            placement,
+            cluster.clone(),
+            placement.clone(),
         )));
         self.keep(tokio::spawn(super::silence::run(
             self.clone(),
             self.inner.last_heard.clone(),
             self.inner.lease,
+        )));
+        // With more members than the replication factor: who leads what this node lacks.
+        let lacking: Vec<PartitionId> = (0..placement.partitions())
+            .filter(|partition| !partitions.contains(partition))
+            .collect();
+        let mut peers: Vec<String> = lacking
+            .iter()
+            .flat_map(|partition| placement.replicas(*partition))
+            .collect();
+        peers.sort_unstable();
+        peers.dedup();
+        self.keep(tokio::spawn(super::directory::run(
+            self.inner.directory.clone(),
+            cluster,
+            peers,
         )));
         Ok(())
     }
@@ -409,10 +448,13 @@ impl Groups {
         self.inner.listeners.add(listener);
     }
 
-    /// The member leading `partition`, if this node replicates it and knows one.
+    /// The member leading `partition`, if known here: from this node's replica, or, for a
+    /// partition it does not replicate, from what its replicas said last (`directory`).
     pub fn leader_of(&self, partition: PartitionId) -> Option<String> {
-        self.get(partition)
-            .and_then(|raft| leadership::leader_of(&raft))
+        match self.get(partition) {
+            Some(raft) => leadership::leader_of(&raft),
+            None => self.inner.directory.leader(partition),
+        }
     }
 
     /// Notes that `partition`'s leader was heard just now, in this replica's current term.
@@ -670,6 +712,7 @@ impl crate::cluster::Leadership for Groups {
     /// case it cannot. So a leader killed outright (its link closes at once) is replaced about
     /// one lease after, not a lease plus an election timeout.
     fn member_down(&self, member: &str) {
+        self.inner.directory.forget(member);
         let lease = self.inner.lease;
         for (partition, raft) in self.running() {
             if leadership::leader_of(&raft).as_deref() != Some(member) {

@@ -3,15 +3,18 @@
 //!
 //! `types` says what a group agrees on, `log_writer` and `log_store` keep every group's Raft
 //! log in one file with one group-committing writer, `state_machine` applies committed
-//! entries to the node's event store, `network` carries Raft messages over the cluster's
+//! entries to the node's event store, `snapshot` writes a partition's data as a snapshot and
+//! installs one, `network` carries Raft messages over the cluster's
 //! calls, `groups` runs the node's groups, `forming` sets a group up the first time its replicas
 //! meet, `leadership` tells hosts and saga runners when this node comes to lead a
 //! partition or stops, `rollback` tells a rolled-back data directory by what peers saw of
 //! it, `repair` swaps a replica that lost its disk (or was rolled back) back in under its new
-//! incarnation, `balance` hands leads back to their preferred members, and `silence` calls an
-//! election as soon as a silent leader's lease has run out.
+//! incarnation, `balance` hands leads back to their preferred members, `silence` calls an
+//! election as soon as a silent leader's lease has run out, and `directory` tells a member
+//! who leads the partitions it holds no replica of.
 
 mod balance;
+mod directory;
 mod forming;
 mod groups;
 mod journal;
@@ -23,6 +26,7 @@ mod repair;
 mod report;
 mod rollback;
 mod silence;
+mod snapshot;
 mod state_machine;
 mod types;
 
@@ -37,6 +41,7 @@ pub use leadership::{LeadershipEvent, LeadershipListener};
 pub use log_store::{GroupLog, Incarnation, RaftLogs};
 pub use network::{GroupNetwork, GroupNetworkFactory, RAFT_TARGET};
 pub use report::{PartitionReport, ReplicaReport};
+pub use snapshot::{PartitionLayout, PartitionShape, ReplicatedTable};
 pub use state_machine::{APPLIED_TABLE, PartitionMachine, PartitionSnapshot, SnapshotBuilder};
 pub use types::{
     Applied, PartitionId, Proposal, ProposedAppend, RaftTypes, Refusal, Replica, ReplicaId,

@@ -13,24 +13,26 @@
 //! them durable with its next durable commit (within about a second); a crash before that
 //! loses the applied state with them, and the replica applies those entries again.
 //!
-//! Snapshots: the group's log is not purged yet, so a snapshot is the log's proposals up to
-//! the applied entry, and installing one applies them in order (an entry already applied here
-//! is refused by the same checks and changes nothing). A replica that is new or far behind is
-//! thus caught up from the log itself.
+//! Snapshots (see `snapshot`): what the store holds of the partition when the snapshot is
+//! taken, as the proposals that would write it again; installing one applies what this
+//! replica lacks of them. Before a snapshot is kept the store is made durable, so that the
+//! log openraft then drops behind it is never needed again to rebuild the applied state
+//! after a crash; an installed snapshot is made durable before openraft drops the log too.
 
 use std::io;
 
 use futures::TryStreamExt;
 use openraft::EntryPayload;
 use openraft::entry::RaftEntry;
-use openraft::storage::{EntryResponder, RaftLogReader, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::type_config::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
 use serde::{Deserialize, Serialize};
 
 use super::log_store::GroupLog;
-use super::types::{Applied, PartitionId, Proposal, RaftTypes, Refusal};
+use super::snapshot::{PartitionShape, proposals_of, still_lacking};
+use super::types::{Applied, Proposal, RaftTypes, Refusal};
 use crate::codec;
-use crate::store::{EventStore, StoreError, TableChange};
+use crate::store::{EventStore, StoreError, StoreView, TableChange};
 
 type LogId = LogIdOf<RaftTypes>;
 type StoredMembership = StoredMembershipOf<RaftTypes>;
@@ -46,8 +48,8 @@ struct AppliedState {
     membership: StoredMembership,
 }
 
-/// A partition's snapshot: the proposals its log committed up to the snapshot's last entry,
-/// encoded, oldest first.
+/// A partition's snapshot: the proposals that write what the store held of the partition at
+/// the snapshot's last entry, encoded, in order (see `snapshot`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionSnapshot {
     pub proposals: Vec<Vec<u8>>,
@@ -56,19 +58,21 @@ pub struct PartitionSnapshot {
 /// A partition's state machine on this replica.
 #[derive(Debug)]
 pub struct PartitionMachine {
-    partition: PartitionId,
+    shape: PartitionShape,
     store: EventStore,
     log: GroupLog,
     state: AppliedState,
 }
 
 impl PartitionMachine {
-    /// The state machine of `partition` over `store`, resuming where the store says it got to.
+    /// The state machine of `shape`'s partition over `store`, resuming where the store says
+    /// it got to.
     pub async fn open(
-        partition: PartitionId,
+        shape: PartitionShape,
         store: EventStore,
         log: GroupLog,
     ) -> Result<Self, StoreError> {
+        let partition = shape.partition;
         let key = partition.to_be_bytes();
         let state = match store.read_models()?.get(APPLIED_TABLE, &key)? {
             Some(bytes) => codec::decode(&bytes).map_err(|source| StoreError::Corrupt {
@@ -79,7 +83,7 @@ impl PartitionMachine {
             None => AppliedState::default(),
         };
         Ok(Self {
-            partition,
+            shape,
             store,
             log,
             state,
@@ -89,7 +93,7 @@ impl PartitionMachine {
     fn applied_record(&self) -> Result<TableChange, io::Error> {
         Ok(TableChange::Put {
             table: APPLIED_TABLE.into(),
-            key: self.partition.to_be_bytes().to_vec(),
+            key: self.shape.partition.to_be_bytes().to_vec(),
             value: codec::encode(&self.state).map_err(io::Error::other)?,
         })
     }
@@ -188,8 +192,13 @@ impl RaftStateMachine<RaftTypes> for PartitionMachine {
         Ok(())
     }
 
+    /// Opens the store's view here, between two applies: the builder copies exactly what the
+    /// applied entries wrote, however long it takes while applying goes on.
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         SnapshotBuilder {
+            view: Some(self.store.view()),
+            store: self.store.clone(),
+            shape: self.shape.clone(),
             log: self.log.clone(),
             state: self.state.clone(),
         }
@@ -200,15 +209,35 @@ impl RaftStateMachine<RaftTypes> for PartitionMachine {
         meta: &SnapshotMetaOf<RaftTypes>,
         snapshot: PartitionSnapshot,
     ) -> Result<(), io::Error> {
+        let mut written = 0usize;
         for encoded in &snapshot.proposals {
             let proposal: Proposal = codec::decode(encoded).map_err(io::Error::other)?;
-            self.apply_proposal(proposal).await?;
+            let lacking = still_lacking(&self.store, proposal).map_err(io::Error::other)?;
+            if let Some(proposal) = lacking {
+                if let Applied::Refused(refusal) = self.apply_proposal(proposal).await? {
+                    tracing::warn!(
+                        partition = self.shape.partition,
+                        ?refusal,
+                        "a snapshot's append was refused here"
+                    );
+                }
+                written += 1;
+            }
         }
         self.state = AppliedState {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
         };
         self.save_applied().await?;
+        // Durable before openraft drops the log this snapshot replaces.
+        self.store.sync().await.map_err(io::Error::other)?;
+        tracing::info!(
+            partition = self.shape.partition,
+            proposals = snapshot.proposals.len(),
+            written,
+            last = ?meta.last_log_id,
+            "installed a snapshot of the partition"
+        );
         let snapshot = SnapshotOf::<RaftTypes, PartitionSnapshot> {
             meta: meta.clone(),
             snapshot,
@@ -262,12 +291,22 @@ async fn answer_queued(queued: &mut Vec<QueuedAppend>) -> Result<bool, io::Error
     Ok(last_refused)
 }
 
-/// Builds a snapshot of what was applied when it was made: the last snapshot's proposals,
-/// then the log's after it.
-#[derive(Debug)]
+/// Builds a snapshot of what was applied when it was made, from the store's view opened then.
 pub struct SnapshotBuilder {
+    view: Option<Result<StoreView, StoreError>>,
+    store: EventStore,
+    shape: PartitionShape,
     log: GroupLog,
     state: AppliedState,
+}
+
+impl std::fmt::Debug for SnapshotBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotBuilder")
+            .field("partition", &self.shape.partition)
+            .field("last_applied", &self.state.last_applied)
+            .finish()
+    }
 }
 
 impl RaftSnapshotBuilder<RaftTypes> for SnapshotBuilder {
@@ -285,21 +324,23 @@ impl RaftSnapshotBuilder<RaftTypes> for SnapshotBuilder {
             // A snapshot installed since this builder was made already covers it.
             return Ok(base.clone());
         }
-        let (mut proposals, after) = match &base {
-            Some(base) => (
-                base.snapshot.proposals.clone(),
-                base.meta.last_log_id.as_ref().map(|id| id.index()),
-            ),
-            None => (Vec::new(), None),
-        };
-        if let Some(last) = &self.state.last_applied {
-            let from = after.map_or(0, |index| index + 1);
-            for entry in self.log.try_get_log_entries(from..=last.index()).await? {
-                if let EntryPayload::Normal(proposal) = entry.payload {
-                    proposals.push(codec::encode(&proposal).map_err(io::Error::other)?);
-                }
-            }
-        }
+        let view = self
+            .view
+            .take()
+            .ok_or_else(|| io::Error::other("a snapshot builder is used once"))?
+            .map_err(io::Error::other)?;
+        // What the view holds is durable before openraft drops the log behind it.
+        self.store.sync().await.map_err(io::Error::other)?;
+        let shape = self.shape.clone();
+        let proposals = tokio::task::spawn_blocking(move || -> Result<Vec<Vec<u8>>, io::Error> {
+            proposals_of(&view, &shape)
+                .map_err(io::Error::other)?
+                .iter()
+                .map(|proposal| codec::encode(proposal).map_err(io::Error::other))
+                .collect()
+        })
+        .await
+        .map_err(io::Error::other)??;
         let snapshot = SnapshotOf::<RaftTypes, PartitionSnapshot> {
             meta: SnapshotMetaOf::<RaftTypes> {
                 last_log_id: self.state.last_applied,
@@ -307,6 +348,12 @@ impl RaftSnapshotBuilder<RaftTypes> for SnapshotBuilder {
             },
             snapshot: PartitionSnapshot { proposals },
         };
+        tracing::debug!(
+            partition = self.shape.partition,
+            proposals = snapshot.snapshot.proposals.len(),
+            last = ?snapshot.meta.last_log_id,
+            "built a snapshot of the partition"
+        );
         self.log.save_snapshot(&snapshot).await?;
         Ok(snapshot)
     }

@@ -41,7 +41,16 @@ impl Files {
 
     async fn group(&self, partition: PartitionId) -> (GroupLog, PartitionMachine) {
         let log = self.logs.group(partition).await.unwrap();
-        let machine = PartitionMachine::open(partition, self.store.clone(), log.clone())
+        // One partition in all: every stream a test writes is partition 0's (the other
+        // partition ids keep groups' logs apart; their snapshots hold nothing).
+        let shape = super::PartitionShape {
+            partition,
+            layout: super::PartitionLayout {
+                partitions: 1,
+                tables: Vec::new().into(),
+            },
+        };
+        let machine = PartitionMachine::open(shape, self.store.clone(), log.clone())
             .await
             .unwrap();
         (log, machine)
@@ -199,7 +208,7 @@ async fn an_entry_applied_again_changes_nothing_and_a_reopened_machine_resumes_a
 #[tokio::test]
 async fn a_snapshot_carries_the_partition_to_an_empty_replica() {
     let leader = Files::new().await;
-    let (mut log, mut machine) = leader.group(5).await;
+    let (mut log, mut machine) = leader.group(0).await;
     let entries: Vec<_> = (1..=4)
         .map(|i| append_entry(1, i, "account-d", i - 1, &format!("d{i}")))
         .collect();
@@ -212,7 +221,7 @@ async fn a_snapshot_carries_the_partition_to_an_empty_replica() {
     assert_eq!(snapshot.snapshot.proposals.len(), 4);
 
     let replica = Files::new().await;
-    let (_, mut fresh) = replica.group(5).await;
+    let (_, mut fresh) = replica.group(0).await;
     fresh
         .install_snapshot(&snapshot.meta, snapshot.snapshot.clone())
         .await
@@ -233,7 +242,160 @@ async fn a_snapshot_carries_the_partition_to_an_empty_replica() {
     // The installed snapshot is kept: it is what this replica would send on.
     drop(fresh);
     let replica = replica.reopen().await;
-    let (_, mut fresh) = replica.group(5).await;
+    let (_, mut fresh) = replica.group(0).await;
     let kept = fresh.get_current_snapshot().await.unwrap().unwrap();
     assert_eq!(kept.meta.last_log_id, Some(log_id(1, 4)));
+}
+
+/// An entry of `proposal` at `index`.
+fn entry(index: u64, proposal: Proposal) -> Entry {
+    Entry::new_normal(log_id(1, index), proposal)
+}
+
+/// Events written without a command id (a saga's transition), with a row of a table that
+/// proposals write.
+fn transition(stream: &str, expected: u64, names: &[&str], at: i64, row: &str) -> Proposal {
+    Proposal::Append(ProposedAppend(AppendRequest {
+        stream: stream.to_owned(),
+        expected_version: expected,
+        events: names
+            .iter()
+            .map(|name| NewEvent {
+                event_type: (*name).to_owned(),
+                schema_version: 1,
+                payload: name.as_bytes().to_vec(),
+            })
+            .collect(),
+        rejection: None,
+        command_id: None,
+        fingerprint: 0,
+        metadata: EventMetadata {
+            correlation_id: Some("saga".into()),
+            recorded_at_micros: Some(at),
+            ..EventMetadata::default()
+        },
+        table_changes: vec![crate::store::TableChange::Put {
+            table: "saga_rows".into(),
+            key: format!("kind/{stream}/").into_bytes(),
+            value: row.as_bytes().to_vec(),
+        }],
+    }))
+}
+
+/// A refusal recorded under `command` when `stream` stood at `expected`.
+fn refusal(stream: &str, expected: u64, command: &str) -> Proposal {
+    Proposal::Append(ProposedAppend(AppendRequest {
+        stream: stream.to_owned(),
+        expected_version: expected,
+        events: Vec::new(),
+        rejection: Some(b"no".to_vec()),
+        command_id: Some(command.to_owned()),
+        fingerprint: 9,
+        metadata: EventMetadata::default(),
+        table_changes: Vec::new(),
+    }))
+}
+
+fn stream_of_row(key: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(key).ok()?;
+    Some(text.strip_prefix("kind/")?.strip_suffix('/')?.to_owned())
+}
+
+#[tokio::test]
+async fn a_snapshot_brings_a_replica_behind_level_with_its_leader_without_writing_anything_twice() {
+    let tables: std::sync::Arc<[super::ReplicatedTable]> = vec![super::ReplicatedTable {
+        table: "saga_rows",
+        stream_of: stream_of_row,
+        with_row: |_, _| Vec::new(),
+    }]
+    .into();
+    let open = |files: &Files| {
+        let tables = tables.clone();
+        let (store, logs) = (files.store.clone(), files.logs.clone());
+        async move {
+            let log = logs.group(0).await.unwrap();
+            let shape = super::PartitionShape {
+                partition: 0,
+                layout: super::PartitionLayout {
+                    partitions: 1,
+                    tables,
+                },
+            };
+            PartitionMachine::open(shape, store, log).await.unwrap()
+        }
+    };
+    let proposals = vec![
+        credit("account-e", 0, "e1", 1_001),
+        // A saga's transitions, two commits of two events and one.
+        transition("saga-s", 0, &["Started", "Stepped"], 2_000, "running"),
+        credit("account-e", 1, "e2", 1_002),
+        transition("saga-s", 2, &["Done"], 3_000, "completed"),
+        refusal("account-e", 2, "e3"),
+        credit("account-e", 2, "e4", 1_004),
+        Proposal::Fence {
+            stream: "account-e".into(),
+            command_id: "e5".into(),
+        },
+    ];
+    let entries: Vec<Entry> = proposals
+        .into_iter()
+        .enumerate()
+        .map(|(i, proposal)| entry(i as u64 + 1, proposal))
+        .collect();
+    let leader = Files::new().await;
+    let mut machine = open(&leader).await;
+    apply(&mut machine, entries.clone()).await;
+    let mut builder = machine.get_snapshot_builder().await;
+    // Applied after the builder was made: not in the snapshot, which holds what was applied
+    // when it was asked for.
+    apply(
+        &mut machine,
+        vec![entry(8, credit("account-e", 3, "e6", 1_006))],
+    )
+    .await;
+    let snapshot = openraft::storage::RaftSnapshotBuilder::build_snapshot(&mut builder)
+        .await
+        .unwrap();
+    assert_eq!(snapshot.meta.last_log_id, Some(log_id(1, 7)));
+
+    // A replica that applied the first three entries only.
+    let replica = Files::new().await;
+    let mut behind = open(&replica).await;
+    apply(&mut behind, entries[..3].to_vec()).await;
+    behind
+        .install_snapshot(&snapshot.meta, snapshot.snapshot.clone())
+        .await
+        .unwrap();
+    assert_eq!(behind.applied_state().await.unwrap().0, Some(log_id(1, 7)));
+    // Level with the leader as it stood at entry 7: the leader without entry 8.
+    let level = Files::new().await;
+    let mut reference = open(&level).await;
+    apply(&mut reference, entries.clone()).await;
+    let (mine, theirs) = (
+        replica.store.digest().unwrap(),
+        level.store.digest().unwrap(),
+    );
+    assert_eq!(
+        mine.differences(&theirs, 10),
+        Vec::<String>::new(),
+        "{mine:?}"
+    );
+    assert_eq!(mine.streams["account-e"].rows, 3);
+    assert_eq!(mine.streams["saga-s"].rows, 3);
+    let refused = replica.store.processed_command("e3").unwrap().unwrap();
+    assert_eq!(refused.rejection, Some(b"no".to_vec()));
+    assert!(
+        replica
+            .store
+            .processed_command("e5")
+            .unwrap()
+            .unwrap()
+            .is_fence()
+    );
+    // Installed twice (sent again), it writes nothing more.
+    behind
+        .install_snapshot(&snapshot.meta, snapshot.snapshot)
+        .await
+        .unwrap();
+    assert_eq!(replica.store.digest().unwrap(), mine);
 }

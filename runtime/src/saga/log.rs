@@ -5,7 +5,7 @@ use std::marker::PhantomData;
 
 use crate::bus::key;
 use crate::codec;
-use crate::replication::Journal;
+use crate::replication::{Journal, ReplicatedTable};
 use crate::store::{AppendRequest, EventMetadata, EventStore, NewEvent, StoreError, TableChange};
 
 use super::record::{Phase, SagaEvent, SagaState, SagaSummary};
@@ -19,6 +19,51 @@ pub const SAGAS_OPEN_TABLE: &str = "sagas_open";
 /// [`TableChange::Add`]), for `completed` and `compensated`: what the operations page shows
 /// without reading every saga.
 pub const SAGA_COUNTS_TABLE: &str = "saga_counts";
+
+/// The saga tables as a partition's snapshot carries them: a saga's summary goes with its
+/// stream's partition, and brings along its entry among the open sagas, or its count among the
+/// finished ones.
+pub fn replicated_tables() -> Vec<ReplicatedTable> {
+    vec![ReplicatedTable {
+        table: SAGAS_TABLE,
+        stream_of: stream_of_entry,
+        with_row: companions_of_summary,
+    }]
+}
+
+/// The stream of the saga whose entry key is `kind/id/` (see [`SagaLog::stream`]).
+fn stream_of_entry(key: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(key).ok()?.strip_suffix('/')?;
+    let (kind, id) = text.split_once('/')?;
+    Some(format!("{kind}-{id}"))
+}
+
+/// What a summary's row brings when a snapshot installs it: the saga is open, or it counts
+/// among its kind's finished sagas (and is not open).
+fn companions_of_summary(key: &[u8], value: &[u8]) -> Vec<TableChange> {
+    let Ok(summary) = codec::decode::<SagaSummary>(value) else {
+        return Vec::new();
+    };
+    if matches!(summary.status.as_str(), "completed" | "compensated") {
+        vec![
+            TableChange::Delete {
+                table: SAGAS_OPEN_TABLE.into(),
+                key: key.to_vec(),
+            },
+            TableChange::Add {
+                table: SAGA_COUNTS_TABLE.into(),
+                key: crate::bus::key(&[&summary.kind, &summary.status]),
+                delta: 1,
+            },
+        ]
+    } else {
+        vec![TableChange::Put {
+            table: SAGAS_OPEN_TABLE.into(),
+            key: key.to_vec(),
+            value: Vec::new(),
+        }]
+    }
+}
 
 pub(crate) struct SagaLog<K: SagaKind> {
     store: EventStore,

@@ -36,7 +36,7 @@ mod tests;
 pub use crate::resilience::{BreakerSettings, Breakers, CircuitBreaker, CircuitState};
 pub use crate::resilience::{RetryPolicy, noise};
 pub use counts::{SagaCounts, SagaKindCounts, fill_saga_counts, saga_counts};
-pub use log::{SAGA_COUNTS_TABLE, SAGAS_OPEN_TABLE, SAGAS_TABLE};
+pub use log::{SAGA_COUNTS_TABLE, SAGAS_OPEN_TABLE, SAGAS_TABLE, replicated_tables};
 pub use record::{Phase, SagaEvent, SagaState, SagaStatus, SagaSummary};
 pub use supervisor::Sagas;
 

@@ -12,6 +12,7 @@ mod format;
 mod index;
 mod read_model;
 mod tables;
+mod view;
 mod writer;
 
 #[cfg(test)]
@@ -29,6 +30,7 @@ pub use disk::{Disk, DiskImage, SimulatedDisk};
 pub use error::StoreError;
 pub use read_model::{ReadModelSnapshot, TableChange, decode_counter};
 pub use tables::ProcessedCommand;
+pub use view::StoreView;
 pub use writer::GroupCommitOptions;
 
 use crate::codec;

@@ -1,4 +1,4 @@
-//! A whole cluster in this process, for the simulation: three nodes of the real build
+//! A whole cluster in this process, for the simulation: three nodes (or more) of the real build
 //! (`runtime::node`, every service) on the in-memory network, each with a simulated disk that
 //! loses what was not synced when its node crashes, all on tokio's paused clock. Requests go
 //! to a node's app in process ([`SimApi`]), as they would to its edge.
@@ -37,6 +37,23 @@ struct SimNode {
     node: Option<Node>,
 }
 
+/// With `SIM_LOG=<file>`, the nodes' logs go to that file, filtered by `SIM_FILTER` (a
+/// `RUST_LOG` directive, `info` when unset): a failing seed's story, run by run.
+pub fn log_if_asked() {
+    let Ok(path) = std::env::var("SIM_LOG") else {
+        return;
+    };
+    let file = std::fs::File::create(&path).unwrap_or_else(|e| panic!("SIM_LOG={path}: {e}"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SIM_FILTER")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Already set by an earlier run in this process: that one keeps writing.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::sync::Mutex::new(file))
+        .with_ansi(false)
+        .try_init();
+}
+
 /// The simulated cluster.
 pub struct SimCluster {
     pub network: MemoryNetwork,
@@ -61,14 +78,20 @@ impl SimCluster {
     /// Starts three nodes on a network seeded with `seed`, and waits until each serves.
     /// `late_syncs` plants a fault in every disk ([`SimulatedDisk::acknowledge_syncs_late`]).
     pub async fn start(seed: u64, late_syncs: bool) -> SimCluster {
-        Self::start_with(seed, late_syncs, false).await
+        Self::start_with(seed, late_syncs, false, NODES).await
     }
 
     /// Starts three nodes whose partitions are Raft groups replicated on all three
     /// (`store.journal = "raft"`), and waits until each serves and every partition has a
     /// leader all of them know.
     pub async fn start_replicated(seed: u64) -> SimCluster {
-        let cluster = Self::start_with(seed, false, true).await;
+        Self::start_replicated_on(seed, NODES).await
+    }
+
+    /// Starts `size` nodes whose partitions are Raft groups on three of them (all of them
+    /// when fewer), and waits as [`SimCluster::start_replicated`] does.
+    pub async fn start_replicated_on(seed: u64, size: usize) -> SimCluster {
+        let cluster = Self::start_with(seed, false, true, size).await;
         cluster
             .wait_for_leaders(Duration::from_secs(30))
             .await
@@ -76,9 +99,9 @@ impl SimCluster {
         cluster
     }
 
-    async fn start_with(seed: u64, late_syncs: bool, replicated: bool) -> SimCluster {
+    async fn start_with(seed: u64, late_syncs: bool, replicated: bool, size: usize) -> SimCluster {
         let dir = tempfile::tempdir().unwrap();
-        let members: Vec<Member> = (0..NODES)
+        let members: Vec<Member> = (0..size)
             .map(|n| Member {
                 name: name(n),
                 address: format!("{}:4600", name(n)),
@@ -91,7 +114,7 @@ impl SimCluster {
             .map(|m| format!("{{ name = \"{}\", address = \"{}\" }}", m.name, m.address))
             .collect::<Vec<_>>()
             .join(", ");
-        let nodes: Vec<SimNode> = (0..NODES)
+        let nodes: Vec<SimNode> = (0..size)
             .map(|n| {
                 let disk = SimulatedDisk::new();
                 if late_syncs {
@@ -113,25 +136,38 @@ impl SimCluster {
             network: MemoryNetwork::new(seed),
             nodes,
             placement,
-            reach: Arc::new(RwLock::new(vec![Reach::default(); NODES])),
+            reach: Arc::new(RwLock::new(vec![Reach::default(); size])),
             _dir: dir,
         };
         cluster
             .network
             .set_delay(Duration::from_micros(100), Duration::from_millis(2));
-        for n in 0..NODES {
+        for n in 0..size {
             cluster.restart(n).await;
         }
         cluster.wait_settled(Duration::from_secs(30)).await.unwrap();
         cluster
     }
 
+    /// How many nodes the cluster has.
+    pub fn size(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// The nodes `partition` is placed on (all of them without replication).
+    pub fn replicas_of(&self, partition: u32) -> Vec<usize> {
+        let names = self.placement.replicas(partition);
+        (0..self.size())
+            .filter(|n| names.is_empty() || names.contains(&name(*n)))
+            .collect()
+    }
+
     /// The node leading `partition`, as every running node sees it, once they agree.
     pub fn leader_of(&self, partition: u32) -> Option<usize> {
-        let mut seen = (0..NODES).filter(|n| self.is_running(*n)).map(|n| {
+        let mut seen = (0..self.size()).filter(|n| self.is_running(*n)).map(|n| {
             let groups = self.nodes[n].node.as_ref().unwrap().groups()?;
             let leader = groups.leader_of(partition)?;
-            (0..NODES).find(|m| name(*m) == leader)
+            (0..self.size()).find(|m| name(*m) == leader)
         });
         let first = seen.next()??;
         seen.all(|other| other == Some(first))
@@ -156,6 +192,31 @@ impl SimCluster {
                 ));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until every partition is led by its preferred member (the first its placement
+    /// proposes), as the balancer leaves it once every node is up: a test that picks a
+    /// leader to fault then sees no hand-over under way.
+    pub async fn wait_balanced(&self, patience: Duration) -> Result<Duration, String> {
+        let started = tokio::time::Instant::now();
+        let preferred = |partition: u32| {
+            let first = self.placement.replicas(partition).first()?.clone();
+            (0..self.size()).find(|n| name(*n) == first)
+        };
+        loop {
+            let off: Vec<u32> = (0..PARTITIONS)
+                .filter(|p| self.leader_of(*p).is_none() || self.leader_of(*p) != preferred(*p))
+                .collect();
+            if off.is_empty() {
+                return Ok(started.elapsed());
+            }
+            if started.elapsed() > patience {
+                return Err(format!(
+                    "partitions not led by their preferred member: {off:?}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -184,7 +245,7 @@ impl SimCluster {
     /// `partition` as each running node sees it: its incarnation, the leader it knows and the
     /// voters.
     fn describe(&self, partition: u32) -> String {
-        let views: Vec<String> = (0..NODES)
+        let views: Vec<String> = (0..self.size())
             .filter_map(|n| {
                 let groups = self.node(n)?.groups()?;
                 let stopped = groups
@@ -211,11 +272,13 @@ impl SimCluster {
             .as_ref()
             .and_then(|node| node.groups()?.voters_of(partition))
             .unwrap_or_default();
-        let current: Option<Vec<u64>> = (0..NODES)
-            .map(|n| Some(self.node(n)?.groups()?.replica_id()))
+        let replicas = self.replicas_of(partition);
+        let current: Option<Vec<u64>> = replicas
+            .iter()
+            .map(|n| Some(self.node(*n)?.groups()?.replica_id()))
             .collect();
-        let running = (0..NODES).all(|n| {
-            self.node(n)
+        let running = replicas.iter().all(|n| {
+            self.node(*n)
                 .and_then(|node| node.groups()?.stopped(partition))
                 .is_none()
         });
@@ -238,7 +301,7 @@ impl SimCluster {
     /// Node `n`'s index of the owner of `stream` in `service`.
     pub fn owner_of(&self, service: &str, stream: &str) -> usize {
         let owner = self.placement.owner_of(service, stream).unwrap();
-        (0..NODES).find(|n| name(*n) == owner).unwrap()
+        (0..self.size()).find(|n| name(*n) == owner).unwrap()
     }
 
     pub fn api(&self) -> SimApi {
@@ -324,7 +387,7 @@ impl SimCluster {
         let deadline = tokio::time::Instant::now() + patience;
         loop {
             let mut unsettled = Vec::new();
-            for n in (0..NODES).filter(|n| self.is_running(*n)) {
+            for n in (0..self.size()).filter(|n| self.is_running(*n)) {
                 match api.send(n, Call::get("/admin/cluster", &admin)).await {
                     Answer::Status(StatusCode::OK, view) => {
                         let up = view["members"].as_array().is_some_and(|members| {
@@ -332,7 +395,9 @@ impl SimCluster {
                                 member["this_node"] == true
                                     || member["status"] == "up"
                                     || !self.is_running(
-                                        (0..NODES).find(|m| name(*m) == member["name"]).unwrap(),
+                                        (0..self.size())
+                                            .find(|m| name(*m) == member["name"])
+                                            .unwrap(),
                                     )
                             })
                         });
@@ -355,7 +420,7 @@ impl SimCluster {
 
     /// Stops every node at once (a crash: the test is over), so that nothing outlives it.
     pub fn tear_down(&mut self) {
-        for n in 0..NODES {
+        for n in 0..self.size() {
             self.crash(n);
         }
     }
@@ -399,6 +464,9 @@ listen = "127.0.0.1:{port}"
 cookie_env = "PLAYHOUSE_SIM_UNSET_COOKIE_VARIABLE"
 dev_cookie = "a-simulated-cluster-cookie"
 partitions = {PARTITIONS}
+# Snapshots every few entries, so that the log is dropped behind them all the time and a
+# replica back from a fault is often sent a snapshot rather than entries.
+raft_snapshot_every = 25
 heartbeat_interval_ms = 200
 heartbeat_timeout_ms = 1000
 call_timeout_ms = 2000
@@ -424,7 +492,7 @@ pub struct SimApi {
 
 impl Api for SimApi {
     fn nodes(&self) -> usize {
-        NODES
+        self.reach.read().unwrap().len()
     }
 
     fn send(&self, node: usize, call: Call) -> BoxFuture<'_, Answer> {

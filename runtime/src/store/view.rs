@@ -1,0 +1,165 @@
+//! [`StoreView`]: the store as of one moment, read at leisure: its streams, their events, the
+//! processed commands and read-model rows, all from the same commit.
+//!
+//! For copying part of a store elsewhere (a partition's snapshot): the copy must hold exactly
+//! what one applied point wrote, so every read goes through the two read transactions opened
+//! together, however long the copy takes and whatever commits meanwhile.
+
+use redb::{ReadTransaction, ReadableDatabase, ReadableTable, TableError};
+
+use super::error::StoreError;
+use super::index::STREAM_INDEX;
+use super::read_model::{Entry, definition, table_name};
+use super::tables::{LOG, LogRecord, PROCESSED_COMMANDS, ProcessedCommand};
+use super::{EventStore, RecordedEvent};
+use crate::codec;
+
+/// The store as of one commit (see the module).
+pub struct StoreView {
+    index: ReadTransaction,
+    log: ReadTransaction,
+}
+
+impl std::fmt::Debug for StoreView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreView")
+    }
+}
+
+impl EventStore {
+    /// The store as it stands now, to read from at leisure.
+    pub fn view(&self) -> Result<StoreView, StoreError> {
+        // Index first: the writer commits the log before the index, so every position this
+        // index holds is in the log opened after it. A commit between the two opens can leave
+        // events in the log that this index does not list; a caller that copies streams
+        // nobody writes while it opens the view (a partition's state machine, its streams'
+        // only writer, opens it between two applies) sees them whole.
+        let index = self.index.begin_read().map_err(StoreError::storage)?;
+        let log = self.db.begin_read().map_err(StoreError::storage)?;
+        Ok(StoreView { index, log })
+    }
+}
+
+impl StoreView {
+    /// Every stream with events, in name order, that `keep` keeps: one index seek per stream,
+    /// not a read of every event.
+    pub fn streams(&self, mut keep: impl FnMut(&str) -> bool) -> Result<Vec<String>, StoreError> {
+        let index = self
+            .index
+            .open_table(STREAM_INDEX)
+            .map_err(StoreError::storage)?;
+        let mut streams = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let found = match &next {
+                None => index.first().map_err(StoreError::storage)?,
+                // The first key after every version of the last stream found: its name with a
+                // NUL byte after it sorts right after it and before any other.
+                Some(last) => {
+                    let after = format!("{last}\0");
+                    index
+                        .range((after.as_str(), 0)..)
+                        .map_err(StoreError::storage)?
+                        .next()
+                        .transpose()
+                        .map_err(StoreError::storage)?
+                }
+            };
+            let Some((key, _)) = found else {
+                return Ok(streams);
+            };
+            let stream = key.value().0.to_owned();
+            if keep(&stream) {
+                streams.push(stream.clone());
+            }
+            next = Some(stream);
+        }
+    }
+
+    /// Every event of `stream`, oldest first.
+    pub fn events_of(&self, stream: &str) -> Result<Vec<RecordedEvent>, StoreError> {
+        let index = self
+            .index
+            .open_table(STREAM_INDEX)
+            .map_err(StoreError::storage)?;
+        let log = self.log.open_table(LOG).map_err(StoreError::storage)?;
+        let mut events = Vec::new();
+        for entry in index
+            .range((stream, 0)..=(stream, u64::MAX))
+            .map_err(StoreError::storage)?
+        {
+            let (key, position) = entry.map_err(StoreError::storage)?;
+            let (version, position) = (key.value().1, position.value());
+            let bytes = log
+                .get(position)
+                .map_err(StoreError::storage)?
+                .ok_or_else(|| StoreError::Corrupt {
+                    stream: stream.to_owned(),
+                    version,
+                    source: codec::CodecError::Empty,
+                })?;
+            let record: LogRecord =
+                codec::decode(bytes.value()).map_err(|source| StoreError::Corrupt {
+                    stream: stream.to_owned(),
+                    version,
+                    source,
+                })?;
+            events.push(RecordedEvent::from_record(position, record));
+        }
+        Ok(events)
+    }
+
+    /// Every processed command (and fence) that `keep` keeps, by id.
+    pub fn processed_commands(
+        &self,
+        mut keep: impl FnMut(&ProcessedCommand) -> bool,
+    ) -> Result<Vec<(String, ProcessedCommand)>, StoreError> {
+        let commands = self
+            .log
+            .open_table(PROCESSED_COMMANDS)
+            .map_err(StoreError::storage)?;
+        let mut kept = Vec::new();
+        for entry in commands.iter().map_err(StoreError::storage)? {
+            let (id, bytes) = entry.map_err(StoreError::storage)?;
+            let command: ProcessedCommand =
+                codec::decode(bytes.value()).map_err(|source| StoreError::CorruptCommand {
+                    command_id: id.value().to_owned(),
+                    source,
+                })?;
+            if keep(&command) {
+                kept.push((id.value().to_owned(), command));
+            }
+        }
+        Ok(kept)
+    }
+
+    /// Every row of read-model table `table` (empty when it was never written).
+    pub fn rows(&self, table: &str) -> Result<Vec<Entry>, StoreError> {
+        let name = table_name(table);
+        let opened = match self.log.open_table(definition(&name)) {
+            Ok(opened) => opened,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(error) => return Err(StoreError::storage(error)),
+        };
+        let mut rows = Vec::new();
+        for entry in opened.iter().map_err(StoreError::storage)? {
+            let (key, value) = entry.map_err(StoreError::storage)?;
+            rows.push((key.value().to_vec(), value.value().to_vec()));
+        }
+        Ok(rows)
+    }
+
+    /// The row under `key` in read-model table `table`.
+    pub fn row(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let name = table_name(table);
+        let opened = match self.log.open_table(definition(&name)) {
+            Ok(opened) => opened,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(error) => return Err(StoreError::storage(error)),
+        };
+        Ok(opened
+            .get(key)
+            .map_err(StoreError::storage)?
+            .map(|value| value.value().to_vec()))
+    }
+}
