@@ -1,8 +1,10 @@
 //! Part 6, the cost of replication: the same three release nodes with `store.journal =
 //! "direct"` (each partition on its owner alone) and `"raft"` (each partition a Raft group on
 //! all three), alternated run by run in one sitting: durable credits/s through the edges of
-//! the nodes that serve each account (the owner, or the partition's leader) at full load, and
-//! latency at a fixed offered load; then each node's CPU with no load at all.
+//! the nodes that serve each account (the owner, or the partition's leader) at full load,
+//! latency at a fixed offered load, and orders placed through every edge until confirmed (the
+//! order saga: an order, a customer's credit, stock and a payment, each in its own partition);
+//! then each node's CPU with no load at all.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -12,6 +14,9 @@ use super::{Settings, Three, token};
 
 /// Credits per second sent, open loop, for the latency at a fixed offered load.
 const OFFERED_PER_SECOND: u64 = 500;
+
+/// Clients placing orders at once, spread over the three edges.
+const ORDER_CLIENTS: usize = 24;
 
 /// How long idle CPU is measured.
 const IDLE_SECONDS: u64 = 10;
@@ -25,6 +30,11 @@ struct Run {
     offered_p50_ms: f64,
     offered_p99_ms: f64,
     offered_failed: u64,
+    confirmed_orders_per_second: f64,
+    order_p50_ms: f64,
+    order_p99_ms: f64,
+    /// Orders that ended otherwise than confirmed, or whose placing failed.
+    orders_not_confirmed: u64,
 }
 
 impl Three {
@@ -112,7 +122,12 @@ async fn one_run(dir: &Path, settings: &Settings, journal: &str) -> Run {
     let figures: Vec<_> = loads.into_iter().map(|l| l.join().unwrap()).collect();
     let (offered_p50_ms, offered_p99_ms, offered_failed) =
         offered_load(&three, &accounts, &servers, &writer, settings.seconds).await;
+    let orders = place_orders(&three, &writer, settings.seconds).await;
     Run {
+        confirmed_orders_per_second: orders.confirmed as f64 / settings.seconds as f64,
+        order_p50_ms: orders.p50_ms,
+        order_p99_ms: orders.p99_ms,
+        orders_not_confirmed: orders.not_confirmed,
         credits_per_second: figures.iter().map(|f| f.requests_per_second).sum(),
         worst_edge_p99_ms: figures.iter().map(|f| f.p99_ms).fold(0.0, f64::max),
         non_2xx: figures.iter().map(|f| f.non_2xx).sum(),
@@ -168,6 +183,129 @@ async fn offered_load(
     )
 }
 
+/// What the order phase measured.
+struct Orders {
+    confirmed: u64,
+    p50_ms: f64,
+    p99_ms: f64,
+    not_confirmed: u64,
+}
+
+/// Posts `body` to `path` at `edge`; the answer's JSON when it is 2xx.
+async fn post(
+    http: &reqwest::Client,
+    edge: &str,
+    writer: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> Option<serde_json::Value> {
+    let answer = http
+        .post(format!("{edge}{path}"))
+        .bearer_auth(writer)
+        .json(&body)
+        .send()
+        .await
+        .ok()?;
+    if !answer.status().is_success() {
+        return None;
+    }
+    answer.json().await.ok()
+}
+
+/// [`ORDER_CLIENTS`] clients, each through one edge in turn, place one-line orders for
+/// `seconds` and wait for each to be confirmed (polling every millisecond, so the latency
+/// includes up to a millisecond of polling): confirmed orders, and p50/p99 from the POST
+/// to the GET that first shows it confirmed.
+async fn place_orders(three: &Three, writer: &str, seconds: u64) -> Orders {
+    let edge = |n: usize| three.nodes[n % 3].edge.clone();
+    let mut customers = Vec::new();
+    for n in 0..ORDER_CLIENTS {
+        let body = serde_json::json!({"name": "bench", "email": "bench@example.com", "credit_limit": 1_000_000_000});
+        let customer = post(&three.http, &edge(n), writer, "/api/v1/customers", body)
+            .await
+            .expect("a customer is registered");
+        customers.push(customer["id"].as_str().unwrap().to_owned());
+    }
+    let mut products = Vec::new();
+    for n in 0..16 {
+        let body = serde_json::json!({"name": "bench", "sku": format!("BENCH-{n}"), "price": 100});
+        let product = post(&three.http, &edge(n), writer, "/api/v1/products", body)
+            .await
+            .expect("a product is created");
+        let id = product["id"].as_str().unwrap().to_owned();
+        let stock = serde_json::json!({"quantity": 1_000_000_000});
+        post(
+            &three.http,
+            &edge(n),
+            writer,
+            &format!("/api/v1/inventory/{id}/receive"),
+            stock,
+        )
+        .await
+        .expect("stock is received");
+        products.push(id);
+    }
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let clients = customers.into_iter().enumerate().map(|(client, customer)| {
+        let (http, edge, writer) = (three.http.clone(), edge(client), writer.to_owned());
+        let products = products.clone();
+        async move {
+            let (mut latencies, mut failed) = (Vec::new(), 0u64);
+            let mut n = client;
+            while Instant::now() < deadline {
+                n += 1;
+                let started = Instant::now();
+                let order = serde_json::json!({"customer_id": customer,
+                    "lines": [{"product_id": products[n % products.len()], "quantity": 1}]});
+                let Some(placed) = post(&http, &edge, &writer, "/api/v1/orders", order).await
+                else {
+                    failed += 1;
+                    continue;
+                };
+                let url = format!(
+                    "{edge}/api/v1/orders/{}",
+                    placed["order_id"].as_str().unwrap()
+                );
+                loop {
+                    let state: Option<serde_json::Value> =
+                        match http.get(&url).bearer_auth(&writer).send().await {
+                            Ok(answer) => answer.json().await.ok(),
+                            Err(_) => None,
+                        };
+                    match state.as_ref().and_then(|s| s["status"].as_str()) {
+                        Some("confirmed") => {
+                            latencies.push(started.elapsed());
+                            break;
+                        }
+                        Some("pending") | None => {
+                            tokio::time::sleep(Duration::from_millis(1)).await
+                        }
+                        Some(_) => {
+                            failed += 1;
+                            break;
+                        }
+                    }
+                }
+            }
+            (latencies, failed)
+        }
+    });
+    let mut latencies = Vec::new();
+    let mut not_confirmed = 0;
+    for (mine, failed) in futures::future::join_all(clients).await {
+        latencies.extend(mine);
+        not_confirmed += failed;
+    }
+    latencies.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    Orders {
+        confirmed: latencies.len() as u64,
+        p50_ms: ms(super::percentile(&latencies, 0.50)),
+        p99_ms: ms(super::percentile(&latencies, 0.99)),
+        not_confirmed,
+    }
+}
+
 /// CPU time (user + system) each node's process used in [`IDLE_SECONDS`] with no load, as
 /// a share of one core.
 async fn idle_cpu(dir: &Path, journal: &str) -> Vec<f64> {
@@ -213,9 +351,9 @@ pub async fn replication_cost(dir: &Path, settings: &Settings) {
         settings.tries, settings.seconds, settings.seconds
     );
     println!(
-        "| run | journal | credits/s | worst edge p99 ms | non-2xx | at {OFFERED_PER_SECOND}/s: p50 ms | p99 ms | failed |"
+        "| run | journal | credits/s | worst edge p99 ms | non-2xx | at {OFFERED_PER_SECOND}/s: p50 ms | p99 ms | failed | confirmed orders/s | order p50 ms | order p99 ms | orders not confirmed |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut runs: Vec<(&str, Run)> = Vec::new();
     for round in 0..settings.tries {
         for journal in ["direct", "raft"] {
@@ -226,14 +364,18 @@ pub async fn replication_cost(dir: &Path, settings: &Settings) {
             )
             .await;
             println!(
-                "| {} | {journal} | {:.0} | {:.2} | {} | {:.2} | {:.2} | {} |",
+                "| {} | {journal} | {:.0} | {:.2} | {} | {:.2} | {:.2} | {} | {:.0} | {:.2} | {:.2} | {} |",
                 round + 1,
                 run.credits_per_second,
                 run.worst_edge_p99_ms,
                 run.non_2xx,
                 run.offered_p50_ms,
                 run.offered_p99_ms,
-                run.offered_failed
+                run.offered_failed,
+                run.confirmed_orders_per_second,
+                run.order_p50_ms,
+                run.order_p99_ms,
+                run.orders_not_confirmed
             );
             runs.push((journal, run));
         }
@@ -246,11 +388,14 @@ pub async fn replication_cost(dir: &Path, settings: &Settings) {
                 .collect(),
         )
     };
-    let figures: [(&str, Figure); 4] = [
+    let figures: [(&str, Figure); 7] = [
         ("credits/s", |r| r.credits_per_second),
         ("worst edge p99 ms", |r| r.worst_edge_p99_ms),
         ("p50 ms at the fixed load", |r| r.offered_p50_ms),
         ("p99 ms at the fixed load", |r| r.offered_p99_ms),
+        ("confirmed orders/s", |r| r.confirmed_orders_per_second),
+        ("order p50 ms (POST to confirmed)", |r| r.order_p50_ms),
+        ("order p99 ms", |r| r.order_p99_ms),
     ];
     println!(
         "\n| median of {} runs | direct | raft | raft / direct |",

@@ -53,8 +53,13 @@ fn copy_of_the_fixture(into: &Path) -> PathBuf {
 
 /// The node of `config/single.toml` on `data`, with the fixture's key.
 fn start_on(data: &Path, dir: &Path) -> Node {
+    start_with(data, dir, Vec::new())
+}
+
+/// [`start_on`], with more environment.
+fn start_with(data: &Path, dir: &Path, extra: Vec<(String, String)>) -> Node {
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/single.toml");
-    let env = vec![
+    let mut env = vec![
         ("PLAYHOUSE_DATA_DIR".to_owned(), data.display().to_string()),
         (
             "PLAYHOUSE_EDGE__LISTEN".to_owned(),
@@ -67,6 +72,7 @@ fn start_on(data: &Path, dir: &Path) -> Node {
         ),
         ("PLAYHOUSE_RATE_LIMIT__BURST".to_owned(), "10000".to_owned()),
     ];
+    env.extend(extra);
     Node::launch(config, env, dir.join("node.log"), &NodeOptions::default())
 }
 
@@ -218,6 +224,43 @@ async fn the_0b92c6a_data_directory_is_upgraded_and_answers_its_manifest() {
     assert_eq!(
         account["version"],
         json!(expected["version"].as_u64().unwrap() + 2)
+    );
+}
+
+/// The fixture's directory on a node alone that writes through Raft (`store.journal =
+/// "raft"`: a group of one per partition): what the earlier build wrote is each partition's
+/// applied state from the start, so the node answers the manifest and takes new commands on
+/// old aggregates; started again, the same.
+#[tokio::test]
+async fn the_0b92c6a_data_directory_answers_its_manifest_when_its_node_writes_through_raft() {
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(fixture().join("manifest.json")).unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = copy_of_the_fixture(dir.path());
+    let raft = vec![("PLAYHOUSE_STORE__JOURNAL".to_owned(), "raft".to_owned())];
+    let mut node = start_with(&data, dir.path(), raft);
+    answers_the_manifest(&node, &manifest).await;
+    assert!(data.join("raft.redb").is_file(), "{}", node.log_text());
+    let accounts = manifest["accounts"].as_object().unwrap();
+    let (main, expected) = accounts.iter().next().unwrap();
+    let credited = post_as(
+        &node,
+        &format!("/api/v1/accounts/{main}/credit"),
+        &token("alice"),
+        json!({"amount": 100}),
+    )
+    .await;
+    let credited = json_of(credited, StatusCode::OK).await;
+    assert_eq!(
+        credited["balance"].as_i64().unwrap(),
+        expected["balance"].as_i64().unwrap() + 100
+    );
+    assert!(node.terminate().success(), "{}", node.log_text());
+    node.restart();
+    let account = get(&node, &format!("/api/v1/accounts/{main}"), "alice").await;
+    assert_eq!(
+        account["version"],
+        json!(expected["version"].as_u64().unwrap() + 1)
     );
 }
 
