@@ -105,7 +105,11 @@ pub(crate) fn answer<A: Aggregate, T: DeserializeOwned>(
             stream: stream.to_owned(),
             reason: error.to_string(),
         },
-        CallError::Undecodable(_) | CallError::NoHandler { .. } | CallError::Handler { .. } => {
+        // Not sent (`TooLarge`): the edge's body limit keeps commands far below a frame.
+        CallError::Undecodable(_)
+        | CallError::NoHandler { .. }
+        | CallError::Handler { .. }
+        | CallError::TooLarge { .. } => {
             tracing::error!(%stream, owner, %error, "a call to the aggregate's owner failed");
             CommandError::Internal {
                 message: format!("{stream} on node {owner}: {error}"),

@@ -36,13 +36,25 @@ impl Inbound for ClusterInbound {
         match channel {
             Channel::Call => Box::pin(async move {
                 let response = serve(&cluster, &message).await;
-                codec::encode(&response).unwrap_or_else(|error| {
+                let failed = |reason: String| {
                     let failed: Response = Err(CallError::Handler {
                         target: String::new(),
-                        reason: format!("the answer could not be encoded: {error}"),
+                        reason,
                     });
                     codec::encode(&failed).unwrap_or_default()
-                })
+                };
+                match codec::encode(&response) {
+                    // An answer the caller's link would refuse closes the link, not the call.
+                    Ok(bytes) if bytes.len() as u64 > cluster.config().max_frame_bytes => {
+                        failed(format!(
+                            "the answer is {} bytes, more than one frame may be ({}, cluster.max_frame_bytes)",
+                            bytes.len(),
+                            cluster.config().max_frame_bytes
+                        ))
+                    }
+                    Ok(bytes) => bytes,
+                    Err(error) => failed(format!("the answer could not be encoded: {error}")),
+                }
             }),
             Channel::Heartbeat => {
                 let answer = match codec::decode::<Heartbeat>(&message) {

@@ -245,6 +245,15 @@ impl Cluster {
         &self.inner.config
     }
 
+    /// The largest call a peer takes (`cluster.max_frame_bytes`, less room for the envelope):
+    /// what must go in parts when it is larger (a partition's snapshot).
+    pub fn max_call_bytes(&self) -> u64 {
+        self.inner
+            .config
+            .max_frame_bytes
+            .saturating_sub(wire::FRAME_ENVELOPE_BYTES)
+    }
+
     fn peers(&self) -> impl Iterator<Item = &Member> {
         self.inner
             .config
@@ -404,6 +413,18 @@ impl Cluster {
             operation,
         };
         let bytes = codec::encode(&request).map_err(|e| CallError::Undecodable(e.to_string()))?;
+        let limit = self
+            .inner
+            .config
+            .max_frame_bytes
+            .saturating_sub(wire::FRAME_ENVELOPE_BYTES);
+        if bytes.len() as u64 > limit {
+            return Err(CallError::TooLarge {
+                node: member.to_owned(),
+                bytes: bytes.len() as u64,
+                limit,
+            });
+        }
         let answered = tokio::select! {
             answered = self.inner.transport.call(member, Channel::Call, bytes, timeout) => answered,
             // Seen down with the call in flight: answer now, not at the call timeout. It may

@@ -44,7 +44,20 @@ pub enum CallError {
     TimedOut { node: String, after_ms: u64 },
     #[error("handler `{target}` failed: {reason}")]
     Handler { target: String, reason: String },
+    /// Not sent: larger than a peer takes in one frame (`cluster.max_frame_bytes`), which
+    /// would close the link (and everything else on it) rather than fail the one call.
+    #[error(
+        "a call of {bytes} bytes to node {node} is larger than one frame may be ({limit} bytes, cluster.max_frame_bytes less room for the envelope)"
+    )]
+    TooLarge {
+        node: String,
+        bytes: u64,
+        limit: u64,
+    },
 }
+
+/// Room kept in a frame for what wraps a call's operation or answer (names, ids, lengths).
+pub const FRAME_ENVELOPE_BYTES: u64 = 16 * 1024;
 
 /// What a call answers: the handler's encoded answer, or why there is none.
 pub type Response = Result<Vec<u8>, CallError>;

@@ -14,6 +14,7 @@ use openraft::rt::WatchReceiver;
 use super::directory::Directory;
 use super::leadership::{self, LeadershipListener, Listeners};
 use super::log_store::{Incarnation, RaftLogs};
+use super::network::SnapshotParts;
 use super::network::{GroupNetworkFactory, RAFT_TARGET, RaftHandler};
 use super::rollback::{Verdict, Witness};
 use super::snapshot::{PartitionLayout, PartitionShape};
@@ -156,6 +157,8 @@ struct Inner {
     witness: Arc<Witness>,
     /// Who leads the partitions this node holds no replica of (`directory`).
     directory: Arc<Directory>,
+    /// Snapshot parts sent here and not installed yet (`network`).
+    snapshot_parts: SnapshotParts,
     /// Set when the groups could not start in the background: the node has failed.
     failure: tokio::sync::watch::Sender<Option<String>>,
     /// The node's own tasks (each group's leadership watcher, forming), aborted when it stops.
@@ -206,6 +209,7 @@ impl Groups {
                 last_heard: Arc::default(),
                 witness: Arc::default(),
                 directory: Arc::default(),
+                snapshot_parts: SnapshotParts::default(),
                 failure: tokio::sync::watch::Sender::new(None),
                 tasks: std::sync::Mutex::new(Vec::new()),
             }),
@@ -225,6 +229,10 @@ impl Groups {
     }
 
     /// What this node saw its peers' replicas hold (see `rollback`).
+    pub(crate) fn snapshot_parts(&self) -> &SnapshotParts {
+        &self.inner.snapshot_parts
+    }
+
     pub(crate) fn witness(&self) -> &Witness {
         &self.inner.witness
     }

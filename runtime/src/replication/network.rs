@@ -4,10 +4,18 @@
 //! replica it is for, and the receiving node hands it to that group's `Raft`. A message for a
 //! replica id the node does not run (an old incarnation, a group it does not hold) is refused,
 //! so a wiped node's new incarnation is never mistaken for its old one.
+//!
+//! A snapshot goes in parts no larger than half a call may be (a partition's snapshot is its
+//! data, far more than one frame; one frame too large would close the link and everything on
+//! it): the receiver gathers the parts of one sending, in order, and installs the whole once
+//! the last has come. A part out of order drops the gathering, and the leader sends the
+//! snapshot again from its first part.
 
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
+
+use dashmap::DashMap;
 
 use futures::future::BoxFuture;
 use openraft::entry::RaftEntry;
@@ -45,10 +53,15 @@ enum Message {
     Append(AppendEntriesRequest<RaftTypes>),
     Vote(VoteRequest<RaftTypes>),
     PreVote(VoteRequest<RaftTypes>),
-    Snapshot {
+    /// Part `index` of a snapshot's proposals, of the sending `sending`; the last part is
+    /// answered with the install's answer, the others with [`Answer::PartTaken`].
+    SnapshotPart {
         vote: VoteOf<RaftTypes>,
         meta: SnapshotMetaOf<RaftTypes>,
-        data: PartitionSnapshot,
+        sending: u64,
+        index: u32,
+        last: bool,
+        proposals: Vec<Vec<u8>>,
     },
     TransferLeader(TransferLeaderRequest<RaftTypes>),
 }
@@ -59,6 +72,7 @@ enum Answer {
     Vote(VoteResponse<RaftTypes>),
     Snapshot(SnapshotResponse<RaftTypes>),
     TransferLeader(TransferLeaderResponse<RaftTypes>),
+    PartTaken,
 }
 
 /// Why a message got no answer from its replica.
@@ -70,6 +84,16 @@ enum Refused {
         node: String,
         partition: PartitionId,
         replica: ReplicaId,
+    },
+    /// A snapshot's part came out of order (or of another sending): what was gathered is
+    /// dropped, and the sender starts again.
+    #[error(
+        "part {index} of snapshot sending {sending} of partition {partition} came out of order"
+    )]
+    PartOutOfOrder {
+        partition: PartitionId,
+        sending: u64,
+        index: u32,
     },
     /// The replica's Raft has stopped (shut down, or a storage failure).
     #[error("replica {replica} of partition {partition} has stopped: {reason}")]
@@ -155,10 +179,35 @@ async fn deliver(groups: &Groups, envelope: Envelope) -> Result<Answer, Refused>
                 .await
                 .map_err(|e| stopped(e.to_string()))?,
         ),
-        Message::Snapshot { vote, meta, data } => {
+        Message::SnapshotPart {
+            vote,
+            meta,
+            sending,
+            index,
+            last,
+            proposals,
+        } => {
+            let taken = groups
+                .snapshot_parts()
+                .take(partition, to, sending, index, last, proposals);
+            let proposals = match taken {
+                Taken::Whole(proposals) => proposals,
+                Taken::More => {
+                    // Only a leader of this replica's term sends one, and it renews its lease.
+                    groups.heard_from_leader(partition, &raft);
+                    return Ok(Answer::PartTaken);
+                }
+                Taken::OutOfOrder => {
+                    return Err(Refused::PartOutOfOrder {
+                        partition,
+                        sending,
+                        index,
+                    });
+                }
+            };
             let snapshot = SnapshotOf::<RaftTypes, PartitionSnapshot> {
                 meta,
-                snapshot: data,
+                snapshot: PartitionSnapshot { proposals },
             };
             let installed = raft
                 .install_full_snapshot(vote, snapshot)
@@ -174,6 +223,91 @@ async fn deliver(groups: &Groups, envelope: Envelope) -> Result<Answer, Refused>
                 .map_err(|e| stopped(e.to_string()))?,
         ),
     })
+}
+
+/// The snapshot parts a node has been sent and not yet installed, by partition and replica.
+#[derive(Debug, Default)]
+pub(crate) struct SnapshotParts {
+    gathering: DashMap<(PartitionId, ReplicaId), Gathering>,
+}
+
+/// What taking one snapshot part came to.
+#[derive(Debug, PartialEq, Eq)]
+enum Taken {
+    /// Out of order, or of another sending: what was gathered is dropped.
+    OutOfOrder,
+    /// Kept; more parts are to come.
+    More,
+    /// The last part: the whole snapshot's proposals.
+    Whole(Vec<Vec<u8>>),
+}
+
+#[derive(Debug)]
+struct Gathering {
+    sending: u64,
+    next: u32,
+    proposals: Vec<Vec<u8>>,
+}
+
+impl SnapshotParts {
+    /// Takes part `index` of `sending` for replica `to` of `partition`.
+    fn take(
+        &self,
+        partition: PartitionId,
+        to: ReplicaId,
+        sending: u64,
+        index: u32,
+        last: bool,
+        proposals: Vec<Vec<u8>>,
+    ) -> Taken {
+        let key = (partition, to);
+        if index == 0 {
+            self.gathering.insert(
+                key,
+                Gathering {
+                    sending,
+                    next: 0,
+                    proposals: Vec::new(),
+                },
+            );
+        }
+        {
+            let Some(mut gathering) = self.gathering.get_mut(&key) else {
+                return Taken::OutOfOrder;
+            };
+            if gathering.sending != sending || gathering.next != index {
+                drop(gathering);
+                self.gathering.remove(&key);
+                return Taken::OutOfOrder;
+            }
+            gathering.proposals.extend(proposals);
+            gathering.next += 1;
+            if !last {
+                return Taken::More;
+            }
+        }
+        match self.gathering.remove(&key) {
+            Some((_, gathering)) => Taken::Whole(gathering.proposals),
+            None => Taken::OutOfOrder,
+        }
+    }
+}
+
+/// `proposals` in parts of at most `budget` bytes each (a proposal larger than that alone),
+/// at least one part.
+fn in_parts(proposals: Vec<Vec<u8>>, budget: usize) -> Vec<Vec<Vec<u8>>> {
+    let mut parts = vec![Vec::new()];
+    let mut size = 0;
+    for proposal in proposals {
+        let part = parts.last_mut().expect("at least one part");
+        if !part.is_empty() && size + proposal.len() > budget {
+            parts.push(Vec::new());
+            size = 0;
+        }
+        size += proposal.len();
+        parts.last_mut().expect("at least one part").push(proposal);
+    }
+    parts
 }
 
 /// Makes each group's connections to its peers (openraft's network factory).
@@ -368,19 +502,35 @@ impl RaftNetworkV2<RaftTypes> for GroupNetwork {
         cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<RaftTypes>, StreamingError<RaftTypes>> {
-        let message = Message::Snapshot {
-            vote,
-            meta: snapshot.meta,
-            data: snapshot.snapshot,
-        };
-        tokio::select! {
-            closed = cancel => Err(StreamingError::Closed(closed)),
-            answered = self.send(message, &option) => match answered {
-                Ok(Answer::Snapshot(response)) => Ok(response),
-                Ok(other) => Err(Self::unexpected(&other).streaming()),
-                Err(failed) => Err(failed.streaming()),
-            },
+        // Half a call at most: the envelope and the meta take the rest.
+        let budget = self.cluster.as_ref().map_or(usize::MAX, |cluster| {
+            (cluster.max_call_bytes() / 2) as usize
+        });
+        let parts = in_parts(snapshot.snapshot.proposals, budget);
+        let (sending, count) = (uuid::Uuid::new_v4().as_u64_pair().0, parts.len());
+        let mut cancel = std::pin::pin!(cancel);
+        for (index, proposals) in parts.into_iter().enumerate() {
+            let last = index + 1 == count;
+            let message = Message::SnapshotPart {
+                vote,
+                meta: snapshot.meta.clone(),
+                sending,
+                index: u32::try_from(index).unwrap_or(u32::MAX),
+                last,
+                proposals,
+            };
+            let answered = tokio::select! {
+                closed = &mut cancel => return Err(StreamingError::Closed(closed)),
+                answered = self.send(message, &option) => answered,
+            };
+            match answered {
+                Ok(Answer::PartTaken) if !last => {}
+                Ok(Answer::Snapshot(response)) if last => return Ok(response),
+                Ok(other) => return Err(Self::unexpected(&other).streaming()),
+                Err(failed) => return Err(failed.streaming()),
+            }
         }
+        unreachable!("the last part is answered with the install's answer or an error")
     }
 
     async fn transfer_leader(
@@ -393,5 +543,57 @@ impl RaftNetworkV2<RaftTypes> for GroupNetwork {
             Ok(other) => Err(Self::unexpected(&other).rpc()),
             Err(failed) => Err(failed.rpc()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proposals(sizes: &[usize]) -> Vec<Vec<u8>> {
+        sizes.iter().map(|size| vec![7; *size]).collect()
+    }
+
+    #[test]
+    fn a_snapshot_goes_in_parts_within_the_budget_and_in_order() {
+        let parts = in_parts(proposals(&[40, 40, 30, 100, 10]), 80);
+        let sizes: Vec<Vec<usize>> = parts
+            .iter()
+            .map(|part| part.iter().map(Vec::len).collect())
+            .collect();
+        // A proposal larger than the budget goes alone; nothing is reordered.
+        assert_eq!(sizes, vec![vec![40, 40], vec![30], vec![100], vec![10]]);
+        assert_eq!(
+            in_parts(Vec::new(), 80).len(),
+            1,
+            "an empty snapshot is one part"
+        );
+    }
+
+    #[test]
+    fn parts_are_gathered_in_order_of_one_sending_and_anything_else_starts_over() {
+        let parts = SnapshotParts::default();
+        let one = |n: u8| vec![vec![n]];
+        assert_eq!(parts.take(3, 9, 100, 0, false, one(1)), Taken::More);
+        assert_eq!(parts.take(3, 9, 100, 1, false, one(2)), Taken::More);
+        // Another replica's parts are its own.
+        assert_eq!(parts.take(3, 8, 200, 0, true, one(9)), Taken::Whole(one(9)));
+        assert_eq!(
+            parts.take(3, 9, 100, 2, true, one(3)),
+            Taken::Whole(vec![vec![1], vec![2], vec![3]])
+        );
+        // Out of order: dropped, and the next part of that sending is refused too.
+        assert_eq!(parts.take(3, 9, 300, 0, false, one(1)), Taken::More);
+        assert_eq!(parts.take(3, 9, 300, 2, false, one(3)), Taken::OutOfOrder);
+        assert_eq!(parts.take(3, 9, 300, 1, true, one(2)), Taken::OutOfOrder);
+        // A part of an older sending after a new one began: refused.
+        assert_eq!(parts.take(3, 9, 400, 0, false, one(1)), Taken::More);
+        assert_eq!(parts.take(3, 9, 300, 1, false, one(2)), Taken::OutOfOrder);
+        // Sent again from its first part, it goes through.
+        assert_eq!(parts.take(3, 9, 500, 0, false, one(1)), Taken::More);
+        assert_eq!(
+            parts.take(3, 9, 500, 1, true, one(2)),
+            Taken::Whole(vec![vec![1], vec![2]])
+        );
     }
 }
