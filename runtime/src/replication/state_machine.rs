@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::log_store::GroupLog;
 use super::snapshot::{PartitionShape, proposals_of, still_lacking};
-use super::types::{Applied, Proposal, RaftTypes, Refusal};
+use super::types::{Applied, Proposal, ProposedAppend, RaftTypes, Refusal};
 use crate::codec;
 use crate::store::{EventStore, StoreError, StoreView, TableChange};
 
@@ -209,20 +209,46 @@ impl RaftStateMachine<RaftTypes> for PartitionMachine {
         meta: &SnapshotMetaOf<RaftTypes>,
         snapshot: PartitionSnapshot,
     ) -> Result<(), io::Error> {
-        let mut written = 0usize;
+        // Appends are queued to the store one after the other and awaited at the end (the
+        // store writes them in order, in as few transactions as it can): what a replica lacks
+        // is judged against its store before the snapshot, which queued appends only extend.
+        let (mut written, mut refused) = (0usize, 0usize);
+        let mut queued = Vec::new();
         for encoded in &snapshot.proposals {
             let proposal: Proposal = codec::decode(encoded).map_err(io::Error::other)?;
-            let lacking = still_lacking(&self.store, proposal).map_err(io::Error::other)?;
-            if let Some(proposal) = lacking {
-                if let Applied::Refused(refusal) = self.apply_proposal(proposal).await? {
-                    tracing::warn!(
-                        partition = self.shape.partition,
-                        ?refusal,
-                        "a snapshot's append was refused here"
-                    );
+            let Some(lacking) = still_lacking(&self.store, proposal).map_err(io::Error::other)?
+            else {
+                continue;
+            };
+            written += 1;
+            match lacking {
+                Proposal::Append(ProposedAppend(request)) => queued.push(
+                    self.store
+                        .queue_unsynced(request)
+                        .await
+                        .map_err(io::Error::other)?,
+                ),
+                fence => {
+                    if let Applied::Refused(_) = self.apply_proposal(fence).await? {
+                        refused += 1;
+                    }
                 }
-                written += 1;
             }
+        }
+        for answer in queued {
+            let outcome = answer
+                .await
+                .map_err(|_| io::Error::other(StoreError::WriterStopped))?;
+            if let Applied::Refused(_) = answered(outcome.map(Applied::Appended))? {
+                refused += 1;
+            }
+        }
+        if refused > 0 {
+            tracing::warn!(
+                partition = self.shape.partition,
+                refused,
+                "appends of a snapshot were refused here: this replica held something the snapshot does not"
+            );
         }
         self.state = AppliedState {
             last_applied: meta.last_log_id,
