@@ -143,16 +143,7 @@ fn appends_of(
                 break;
             }
             let (id, command) = commands.next().expect("peeked");
-            appends.push(AppendRequest {
-                stream: stream.to_owned(),
-                expected_version: version,
-                events: Vec::new(),
-                rejection: command.rejection,
-                command_id: Some(id),
-                fingerprint: command.fingerprint,
-                metadata: EventMetadata::default(),
-                table_changes: Vec::new(),
-            });
+            appends.push(nothing_written(stream, version, id, command));
         }
         let Some(first) = events.next() else {
             break;
@@ -222,19 +213,30 @@ fn appends_of(
     // Left over: commands past the stream's end; kept when they wrote nothing.
     for (id, command) in commands {
         if command.last_version < command.first_version {
-            appends.push(AppendRequest {
-                stream: stream.to_owned(),
-                expected_version: version,
-                events: Vec::new(),
-                rejection: command.rejection,
-                command_id: Some(id),
-                fingerprint: command.fingerprint,
-                metadata: EventMetadata::default(),
-                table_changes: Vec::new(),
-            });
+            appends.push(nothing_written(stream, version, id, command));
         }
     }
     appends
+}
+
+/// The append that records command `id`, which wrote nothing (refused, or a no-op), on
+/// `stream` standing at `version`.
+fn nothing_written(
+    stream: &str,
+    version: u64,
+    id: String,
+    command: ProcessedCommand,
+) -> AppendRequest {
+    AppendRequest {
+        stream: stream.to_owned(),
+        expected_version: version,
+        events: Vec::new(),
+        rejection: command.rejection,
+        command_id: Some(id),
+        fingerprint: command.fingerprint,
+        metadata: EventMetadata::default(),
+        table_changes: Vec::new(),
+    }
 }
 
 /// What of `proposal` a replica whose store is `store` still lacks: `None` when it holds it

@@ -407,30 +407,7 @@ impl EventStore {
             .map_err(StoreError::storage)?;
         let log_txn = self.db.begin_read().map_err(StoreError::storage)?;
         let log = log_txn.open_table(LOG).map_err(StoreError::storage)?;
-        let mut events = Vec::new();
-        for entry in index
-            .range((stream, min_version)..=(stream, max_version))
-            .map_err(StoreError::storage)?
-        {
-            let (key, position) = entry.map_err(StoreError::storage)?;
-            let (version, position) = (key.value().1, position.value());
-            let bytes = log
-                .get(position)
-                .map_err(StoreError::storage)?
-                .ok_or_else(|| StoreError::Corrupt {
-                    stream: stream.to_owned(),
-                    version,
-                    source: codec::CodecError::Empty,
-                })?;
-            let record: LogRecord =
-                codec::decode(bytes.value()).map_err(|source| StoreError::Corrupt {
-                    stream: stream.to_owned(),
-                    version,
-                    source,
-                })?;
-            events.push(RecordedEvent::from_record(position, record));
-        }
-        Ok(events)
+        events_in(&index, &log, stream, min_version, max_version)
     }
 
     /// The version of the stream's last event; 0 for a stream with no events.
@@ -599,6 +576,41 @@ fn open_database(
     }
     txn.commit().map_err(StoreError::storage)?;
     Ok(db)
+}
+
+/// The events of `stream` with `min_version <= version <= max_version`, found through the
+/// index and read from the log (both as of their read transactions).
+pub(crate) fn events_in(
+    index: &impl ReadableTable<(&'static str, u64), u64>,
+    log: &impl ReadableTable<u64, &'static [u8]>,
+    stream: &str,
+    min_version: u64,
+    max_version: u64,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let mut events = Vec::new();
+    for entry in index
+        .range((stream, min_version)..=(stream, max_version))
+        .map_err(StoreError::storage)?
+    {
+        let (key, position) = entry.map_err(StoreError::storage)?;
+        let (version, position) = (key.value().1, position.value());
+        let bytes = log
+            .get(position)
+            .map_err(StoreError::storage)?
+            .ok_or_else(|| StoreError::Corrupt {
+                stream: stream.to_owned(),
+                version,
+                source: codec::CodecError::Empty,
+            })?;
+        let record: LogRecord =
+            codec::decode(bytes.value()).map_err(|source| StoreError::Corrupt {
+                stream: stream.to_owned(),
+                version,
+                source,
+            })?;
+        events.push(RecordedEvent::from_record(position, record));
+    }
+    Ok(events)
 }
 
 pub(crate) fn next_position_of(

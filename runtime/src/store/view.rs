@@ -10,7 +10,7 @@ use redb::{ReadTransaction, ReadableDatabase, ReadableTable, TableError};
 use super::error::StoreError;
 use super::index::STREAM_INDEX;
 use super::read_model::{Entry, definition, table_name};
-use super::tables::{LOG, LogRecord, PROCESSED_COMMANDS, ProcessedCommand};
+use super::tables::{LOG, PROCESSED_COMMANDS, ProcessedCommand};
 use super::{EventStore, RecordedEvent};
 use crate::codec;
 
@@ -83,30 +83,7 @@ impl StoreView {
             .open_table(STREAM_INDEX)
             .map_err(StoreError::storage)?;
         let log = self.log.open_table(LOG).map_err(StoreError::storage)?;
-        let mut events = Vec::new();
-        for entry in index
-            .range((stream, 0)..=(stream, u64::MAX))
-            .map_err(StoreError::storage)?
-        {
-            let (key, position) = entry.map_err(StoreError::storage)?;
-            let (version, position) = (key.value().1, position.value());
-            let bytes = log
-                .get(position)
-                .map_err(StoreError::storage)?
-                .ok_or_else(|| StoreError::Corrupt {
-                    stream: stream.to_owned(),
-                    version,
-                    source: codec::CodecError::Empty,
-                })?;
-            let record: LogRecord =
-                codec::decode(bytes.value()).map_err(|source| StoreError::Corrupt {
-                    stream: stream.to_owned(),
-                    version,
-                    source,
-                })?;
-            events.push(RecordedEvent::from_record(position, record));
-        }
-        Ok(events)
+        super::events_in(&index, &log, stream, 0, u64::MAX)
     }
 
     /// Every processed command (and fence) that `keep` keeps, by id.
@@ -147,19 +124,5 @@ impl StoreView {
             rows.push((key.value().to_vec(), value.value().to_vec()));
         }
         Ok(rows)
-    }
-
-    /// The row under `key` in read-model table `table`.
-    pub fn row(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let name = table_name(table);
-        let opened = match self.log.open_table(definition(&name)) {
-            Ok(opened) => opened,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(error) => return Err(StoreError::storage(error)),
-        };
-        Ok(opened
-            .get(key)
-            .map_err(StoreError::storage)?
-            .map(|value| value.value().to_vec()))
     }
 }
