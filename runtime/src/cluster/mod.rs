@@ -254,6 +254,15 @@ impl Cluster {
             .saturating_sub(wire::FRAME_ENVELOPE_BYTES)
     }
 
+    /// The largest operation a call to handler `target` may carry: [`Self::max_call_bytes`]
+    /// less what the call wraps it with (this node's name, the target's, a trace id).
+    pub fn max_operation_bytes(&self, target: &str) -> u64 {
+        const TRACE_ID_AND_LENGTHS: u64 = 128;
+        self.max_call_bytes()
+            .saturating_sub(self.inner.node.len() as u64 + target.len() as u64)
+            .saturating_sub(TRACE_ID_AND_LENGTHS)
+    }
+
     fn peers(&self) -> impl Iterator<Item = &Member> {
         self.inner
             .config

@@ -41,11 +41,20 @@ use crate::codec;
 pub const RAFT_TARGET: &str = "raft";
 
 /// A message for one replica of one group.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Deserialize)]
 struct Envelope {
     partition: PartitionId,
     to: ReplicaId,
     message: Message,
+}
+
+/// An [`Envelope`] as it is sent: the same encoding, without owning the message (so that a
+/// message found too large can still be split).
+#[derive(Serialize)]
+struct EnvelopeRef<'a> {
+    partition: PartitionId,
+    to: ReplicaId,
+    message: &'a Message,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -384,18 +393,41 @@ impl Failed {
 
 impl GroupNetwork {
     async fn send(&self, message: Message, option: &RPCOption) -> Result<Answer, Failed> {
-        let envelope = Envelope {
-            partition: self.partition,
-            to: self.target,
-            message,
-        };
+        match self.encoded(&message)? {
+            Some(bytes) => self.send_encoded(bytes, option).await,
+            None => Err(Failed::Network(io::Error::other(format!(
+                "a Raft message of partition {} is larger than a call to node {} may be \
+                 (cluster.max_frame_bytes)",
+                self.partition, self.member
+            )))),
+        }
+    }
+
+    /// `message` for this peer as a call's bytes, or `None` when it is larger than one call
+    /// may be (sent, it would be refused as `TooLarge`).
+    fn encoded(&self, message: &Message) -> Result<Option<Vec<u8>>, Failed> {
         let Some(cluster) = &self.cluster else {
             return Err(Failed::Unreachable(io::Error::other(format!(
                 "this node is alone: it has no link to {}",
                 self.member
             ))));
         };
+        let envelope = EnvelopeRef {
+            partition: self.partition,
+            to: self.target,
+            message,
+        };
         let bytes = codec::encode(&envelope).map_err(|e| Failed::Network(io::Error::other(e)))?;
+        Ok((bytes.len() as u64 <= cluster.max_operation_bytes(RAFT_TARGET)).then_some(bytes))
+    }
+
+    async fn send_encoded(&self, bytes: Vec<u8>, option: &RPCOption) -> Result<Answer, Failed> {
+        let Some(cluster) = &self.cluster else {
+            return Err(Failed::Unreachable(io::Error::other(format!(
+                "this node is alone: it has no link to {}",
+                self.member
+            ))));
+        };
         // Uncounted: Raft's own retries and backoff decide about a slow peer; its misses must
         // not open the breaker that commands to that member rely on.
         let answered = cluster
@@ -413,6 +445,97 @@ impl GroupNetwork {
         answer.map_err(|refused| Failed::Unreachable(io::Error::other(refused)))
     }
 
+    /// Sends `rpc`, in parts when it is larger than one call may be: openraft sends up to
+    /// `max_payload_entries` entries at once whatever their size, and a follower far behind
+    /// a run of large proposals would otherwise never be sent what it lacks. The entries
+    /// are halved until each part fits; each part's previous entry is the last of the part
+    /// before, and it commits no further than its own last entry. The first answer that is
+    /// not a success is the answer (openraft goes on from what the follower says it holds).
+    fn append<'a>(
+        &'a self,
+        rpc: AppendEntriesRequest<RaftTypes>,
+        option: &'a RPCOption,
+    ) -> BoxFuture<'a, Result<AppendEntriesResponse<RaftTypes>, Failed>> {
+        Box::pin(async move {
+            let term = rpc.vote.leader_id().term;
+            let last = rpc
+                .entries
+                .last()
+                .map(|entry| entry.log_id())
+                .or(rpc.prev_log_id);
+            let message = Message::Append(rpc);
+            let Some(bytes) = self.encoded(&message)? else {
+                let Message::Append(rpc) = message else {
+                    unreachable!("the message was made an append just above")
+                };
+                return self.append_in_parts(rpc, option).await;
+            };
+            match self.send_encoded(bytes, option).await? {
+                Answer::Append(response) => {
+                    // A follower answers success only once the entries (and the vote that
+                    // took them) are on its disk.
+                    let acknowledged = match &response {
+                        AppendEntriesResponse::Success => Some(last),
+                        AppendEntriesResponse::PartialSuccess(matching) => Some(*matching),
+                        _ => None,
+                    };
+                    if let Some(log) = acknowledged {
+                        self.witness.saw(
+                            self.target,
+                            self.partition,
+                            Held {
+                                vote_term: term,
+                                last_log: log.map(|id| (id.leader_id.term, id.index)),
+                            },
+                        );
+                    }
+                    Ok(response)
+                }
+                other => Err(Self::unexpected(&other)),
+            }
+        })
+    }
+
+    /// [`Self::append`] for a request too large for one call: its entries in two halves.
+    async fn append_in_parts(
+        &self,
+        rpc: AppendEntriesRequest<RaftTypes>,
+        option: &RPCOption,
+    ) -> Result<AppendEntriesResponse<RaftTypes>, Failed> {
+        let AppendEntriesRequest {
+            vote,
+            prev_log_id,
+            mut entries,
+            leader_commit,
+        } = rpc;
+        if entries.len() < 2 {
+            return Err(Failed::Unreachable(io::Error::other(format!(
+                "one Raft entry of partition {} is larger than a call to node {} may be \
+                 (cluster.max_frame_bytes): raise it on every member",
+                self.partition, self.member
+            ))));
+        }
+        let second = entries.split_off(entries.len() / 2);
+        let first_last = entries.last().map(|entry| entry.log_id());
+        let first = AppendEntriesRequest {
+            vote,
+            prev_log_id,
+            entries,
+            leader_commit: leader_commit.min(first_last),
+        };
+        match self.append(first, option).await? {
+            AppendEntriesResponse::Success => {}
+            other => return Ok(other),
+        }
+        let second = AppendEntriesRequest {
+            vote,
+            prev_log_id: first_last,
+            entries: second,
+            leader_commit,
+        };
+        self.append(second, option).await
+    }
+
     fn unexpected(answer: &Answer) -> Failed {
         Failed::Network(io::Error::other(format!(
             "a replica answered with the wrong kind of message: {answer:?}"
@@ -428,36 +551,7 @@ impl RaftNetworkV2<RaftTypes> for GroupNetwork {
         rpc: AppendEntriesRequest<RaftTypes>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<RaftTypes>, RPCError<RaftTypes>> {
-        let term = rpc.vote.leader_id().term;
-        let last = rpc
-            .entries
-            .last()
-            .map(|entry| entry.log_id())
-            .or(rpc.prev_log_id);
-        match self.send(Message::Append(rpc), &option).await {
-            Ok(Answer::Append(response)) => {
-                // A follower answers success only once the entries (and the vote that took
-                // them) are on its disk.
-                let acknowledged = match &response {
-                    AppendEntriesResponse::Success => Some(last),
-                    AppendEntriesResponse::PartialSuccess(matching) => Some(*matching),
-                    _ => None,
-                };
-                if let Some(log) = acknowledged {
-                    self.witness.saw(
-                        self.target,
-                        self.partition,
-                        Held {
-                            vote_term: term,
-                            last_log: log.map(|id| (id.leader_id.term, id.index)),
-                        },
-                    );
-                }
-                Ok(response)
-            }
-            Ok(other) => Err(Self::unexpected(&other).rpc()),
-            Err(failed) => Err(failed.rpc()),
-        }
+        self.append(rpc, &option).await.map_err(Failed::rpc)
     }
 
     async fn vote(
