@@ -15,6 +15,9 @@ pub enum Bug {
     /// A node that believes it leads a partition answers reads without the read barrier
     /// (no quorum check, nothing committed waited for).
     ReadsWithoutBarrier,
+    /// A command id is looked up only when the leader's host decides the command, not again
+    /// when its entry is applied, so a proposal that raced its first run applies twice.
+    DedupOnlyAtDecide,
 }
 
 thread_local! {

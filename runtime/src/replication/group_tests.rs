@@ -144,40 +144,8 @@ async fn a_group_replicates_to_every_replica_and_survives_its_leader_pausing() {
     let network = MemoryNetwork::new(18);
     let (nodes, rafts) = formed_group(&network, 1 << 20).await;
 
-    let leader = leading(&rafts, None).await;
-    let written = rafts[leader]
-        .client_write(credit("account-1", 0, "cmd-1"))
-        .await
-        .unwrap();
-    let outcome = appended(written.data);
-    assert_eq!((outcome.first_version, outcome.deduplicated), (1, false));
-    for raft in &rafts {
-        raft.wait(WAIT)
-            .applied_index_at_least(Some(written.log_id.index), "applied everywhere")
-            .await
-            .unwrap();
-    }
-    for node in &nodes {
-        let events = node.store.read_stream("account-1").unwrap();
-        assert_eq!(events.len(), 1, "{} holds the event", node.name);
-        assert_eq!(
-            events[0].recorded_at_micros, 42,
-            "the leader's stamp everywhere"
-        );
-    }
-
-    // The leader stops answering (a SIGSTOP): the other two elect one of themselves.
-    network.pause(nodes[leader].name);
-    let new_leader = leading(&rafts, Some(leader)).await;
-    assert_ne!(new_leader, leader);
-
-    // The client never heard whether cmd-1 applied and sends it again, to the new leader:
-    // applying it answers what it did the first time, and writes nothing.
-    let retried = rafts[new_leader]
-        .client_write(credit("account-1", 0, "cmd-1"))
-        .await
-        .unwrap();
-    let outcome = appended(retried.data);
+    let (leader, new_leader, retried) = retried_at_a_new_leader(&network, &nodes, &rafts).await;
+    let outcome = appended(retried);
     assert!(outcome.deduplicated, "{outcome:?}");
     assert_eq!(outcome.first_version, 1);
     let next = rafts[new_leader]
@@ -287,6 +255,69 @@ async fn a_follower_far_behind_large_entries_is_sent_them_in_calls_that_fit_a_fr
     let events = nodes[behind].store.read_stream("account-big").unwrap();
     assert_eq!(events.len(), 60, "every large event reached the follower");
     assert!(events.iter().all(|event| event.payload.len() == 4096));
+    for node in &nodes {
+        node.groups.shutdown().await;
+        node.cluster.stop();
+    }
+}
+
+/// Writes `cmd-1` through the group's leader, checks every replica holds it, pauses the
+/// leader (a SIGSTOP) and proposes `cmd-1` again to the new leader, as a client that never
+/// heard the first answer would: the leaders, and what applying the retry answered.
+async fn retried_at_a_new_leader(
+    network: &MemoryNetwork,
+    nodes: &[TestNode],
+    rafts: &[PartitionRaft],
+) -> (usize, usize, Applied) {
+    let leader = leading(rafts, None).await;
+    let written = rafts[leader]
+        .client_write(credit("account-1", 0, "cmd-1"))
+        .await
+        .unwrap();
+    let outcome = appended(written.data);
+    assert_eq!((outcome.first_version, outcome.deduplicated), (1, false));
+    for raft in rafts {
+        raft.wait(WAIT)
+            .applied_index_at_least(Some(written.log_id.index), "applied everywhere")
+            .await
+            .unwrap();
+    }
+    for node in nodes {
+        let events = node.store.read_stream("account-1").unwrap();
+        assert_eq!(events.len(), 1, "{} holds the event", node.name);
+        assert_eq!(
+            events[0].recorded_at_micros, 42,
+            "the leader's stamp everywhere"
+        );
+    }
+
+    // The leader stops answering (a SIGSTOP): the other two elect one of themselves.
+    network.pause(nodes[leader].name);
+    let new_leader = leading(rafts, Some(leader)).await;
+    assert_ne!(new_leader, leader);
+
+    // The client never heard whether cmd-1 applied and sends it again, to the new leader:
+    // applying it answers what it did the first time, and writes nothing.
+    let retried = rafts[new_leader]
+        .client_write(credit("account-1", 0, "cmd-1"))
+        .await
+        .unwrap();
+    (leader, new_leader, retried.data)
+}
+
+#[tokio::test(start_paused = true)]
+async fn dedup_only_at_decide_time_is_caught_by_a_retry_across_a_change_of_leader() {
+    // Planted: applying no longer looks the command id up. The retry above then fails its
+    // expected version instead of answering what the first run did, which the test above
+    // holds against.
+    let _planted = crate::planted::plant(crate::planted::Bug::DedupOnlyAtDecide);
+    let network = MemoryNetwork::new(18);
+    let (nodes, rafts) = formed_group(&network, 1 << 20).await;
+    let (_, _, retried) = retried_at_a_new_leader(&network, &nodes, &rafts).await;
+    assert!(
+        !matches!(&retried, Applied::Appended(outcome) if outcome.deduplicated),
+        "with the bug planted the retry is not recognised: {retried:?}"
+    );
     for node in &nodes {
         node.groups.shutdown().await;
         node.cluster.stop();

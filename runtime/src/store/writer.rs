@@ -622,6 +622,7 @@ fn append(
     }
     if let Some(command_id) = &request.command_id
         && !super::FORGETS_COMMAND_IDS
+        && !crate::planted::is_planted(crate::planted::Bug::DedupOnlyAtDecide)
         && let Some(previous) = tables
             .commands
             .get(command_id.as_str())
