@@ -15,6 +15,11 @@ use std::collections::BTreeMap;
 use crate::config::{ClusterConfig, Member};
 use crate::store::{fingerprint, fingerprint_of};
 
+/// The id of the cluster's metadata Raft group (`replication::metadata`), beside the
+/// partitions' groups `0..partitions`: every member holds a replica of it. (`u32::MAX` keeps
+/// the Raft log's node-wide records.)
+pub const METADATA_GROUP: u32 = u32::MAX - 1;
+
 /// Who owns what, from the cluster config. A node with no members configured owns everything.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placement {
@@ -56,10 +61,15 @@ impl Placement {
 
     /// The members proposed to hold `partition` (replication only; empty without): of all
     /// members, the `replication_factor` whose hash with the partition is highest, highest
-    /// first. The first one sets the group up when the cluster forms.
+    /// first. The first one sets the group up when the cluster forms. The metadata group
+    /// ([`METADATA_GROUP`]) is held by every member, in the same order of hashes.
     pub fn replicas(&self, partition: u32) -> Vec<String> {
         let Some(factor) = self.replication_factor else {
             return Vec::new();
+        };
+        let factor = match partition {
+            METADATA_GROUP => usize::MAX,
+            _ => factor as usize,
         };
         let mut members = self.members();
         members.sort_by_key(|member| {
@@ -67,14 +77,16 @@ impl Placement {
         });
         members
             .into_iter()
-            .take(factor as usize)
+            .take(factor)
             .map(str::to_owned)
             .collect()
     }
 
-    /// The partitions `member` is proposed to hold (replication only).
+    /// The groups `member` is proposed to hold (replication only): its partitions, then the
+    /// metadata group when it is a member.
     pub fn replicated_on(&self, member: &str) -> Vec<u32> {
         (0..self.partitions)
+            .chain([METADATA_GROUP])
             .filter(|partition| self.replicas(*partition).iter().any(|m| m == member))
             .collect()
     }
@@ -304,12 +316,18 @@ mod tests {
         assert_eq!(first.len(), 5, "{first:?}");
         assert_eq!(
             replicated.replicated_on("n1").len() as u32,
-            held["n1"],
-            "replicated_on agrees with replicas"
+            held["n1"] + 1,
+            "replicated_on agrees with replicas, and adds the metadata group"
         );
+        // The metadata group is on every member, whatever the factor.
+        assert_eq!(replicated.replicas(METADATA_GROUP).len(), 5);
+        assert_eq!(replicated.replicated_on("n4").last(), Some(&METADATA_GROUP));
         // Fewer members than the factor: every member holds every partition.
         let two = placement(cluster(&[("n1", all), ("n2", all)], 8)).replicated(3);
         assert!((0..8).all(|p| two.replicas(p).len() == 2));
-        assert_eq!(two.replicated_on("n2"), (0..8).collect::<Vec<_>>());
+        assert_eq!(
+            two.replicated_on("n2"),
+            (0..8).chain([METADATA_GROUP]).collect::<Vec<_>>()
+        );
     }
 }

@@ -190,3 +190,67 @@ fn a_node_restarted_on_an_emptied_disk_does_not_serve_or_write() {
         cluster.tear_down();
     });
 }
+
+#[test]
+fn a_clusters_direct_data_directory_is_refused_by_raft_naming_why_and_opens_as_before() {
+    in_paused_time(async {
+        let mut cluster = SimCluster::start(31, false).await;
+        let accounts = accounts_on_every_node(&cluster, 0, 1).await;
+        for n in 0..NODES {
+            cluster.crash(n);
+        }
+        // Each member's store holds its own services' share of each partition: made the
+        // replicas of Raft groups as they are, they would disagree from the first entry. The
+        // data directory's placement (replication is part of it) refuses the switch.
+        let to_raft = |config: &mut playhouse_runtime::config::NodeConfig| {
+            config.store.journal = playhouse_runtime::config::JournalKind::Raft;
+            config.cluster.replicated = true;
+        };
+        let (owner, _) = (0..NODES)
+            .map(|n| (n, accounts.iter().filter(|(_, o)| *o == n).count()))
+            .max_by_key(|(_, owned)| *owned)
+            .unwrap();
+        for attempt in ["first", "second"] {
+            let error = cluster
+                .try_restart_with(owner, to_raft)
+                .await
+                .expect_err("a cluster's direct data directory must not start on raft");
+            assert!(
+                error.contains("placed differently") && error.contains("store.journal"),
+                "{attempt} start: {error}"
+            );
+        }
+        // Back on the journal it was written with, it serves what it held.
+        cluster
+            .try_restart_with(owner, |config| {
+                config.store.journal = playhouse_runtime::config::JournalKind::Direct;
+                config.cluster.replicated = false;
+            })
+            .await
+            .unwrap();
+        for n in (0..NODES).filter(|n| *n != owner) {
+            cluster.restart(n).await;
+        }
+        let reader = token("alice", &["writer"]);
+        for (id, _) in accounts.iter().filter(|(_, o)| *o == owner) {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                match cluster
+                    .api()
+                    .send(owner, Call::get(format!("/api/v1/accounts/{id}"), &reader))
+                    .await
+                {
+                    Answer::Status(StatusCode::OK, body) => {
+                        assert_eq!(body["balance"], 100, "{body}");
+                        break;
+                    }
+                    other => assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "account {id} on its owner: {other:?}"
+                    ),
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    });
+}

@@ -10,6 +10,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use playhouse_actors::accounts::transfers::transfer_id_for;
+use playhouse_runtime::placement::METADATA_GROUP;
 use playhouse_runtime::planted::{self, Bug};
 
 use crate::support::api::{Answer, Api, Call};
@@ -359,9 +360,10 @@ fn a_node_back_on_a_wiped_disk_rejoins_as_a_new_replica_and_holds_everything_aga
         cluster.restart(wiped).await;
         let new = cluster.node(wiped).unwrap().groups().unwrap().replica_id();
         assert_ne!(new, old, "a wiped node must not reuse its replica id");
-        // ...and every group swaps it in for its old self once it has caught up.
+        // ...and every group, the metadata group's too, swaps it in for its old self once it
+        // has caught up.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        'partitions: for partition in 0..PARTITIONS {
+        'partitions: for partition in (0..PARTITIONS).chain([METADATA_GROUP]) {
             loop {
                 let leader = cluster.leader_of(partition);
                 let voters = leader.and_then(|leader| {
@@ -386,6 +388,39 @@ fn a_node_back_on_a_wiped_disk_rejoins_as_a_new_replica_and_holds_everything_aga
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+        // The metadata records the member list and its new incarnation, on every node, the
+        // wiped one included.
+        let admin = token("ops", &["admin"]);
+        for n in 0..NODES {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let view = until(
+                    &api,
+                    n,
+                    Call::get("/admin/cluster", &admin),
+                    StatusCode::OK,
+                    Duration::from_secs(10),
+                )
+                .await;
+                let metadata = &view["replication"]["metadata"];
+                let names: Vec<String> = (0..NODES).map(|m| cluster.name(m)).collect();
+                if metadata["incarnations"][cluster.name(wiped)] == format!("{new:016x}") {
+                    assert_eq!(metadata["members"], json!(names), "{metadata}");
+                    assert_eq!(
+                        metadata["group"]["replicas"].as_array().unwrap().len(),
+                        NODES,
+                        "{metadata}"
+                    );
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "node {n}'s metadata: {metadata}, new incarnation {new:016x}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+
         // Its store holds every account's events again, as its peers' do.
         let store = cluster.node(wiped).unwrap().store().clone();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

@@ -31,7 +31,7 @@ pub enum IdentityError {
         expected: String,
     },
     #[error(
-        "{file}: this data belongs to a cluster placed differently (placement {found}, this config's is {expected}): its members, their services or the partition count changed, so this store's aggregates would belong to other nodes now; restore the cluster config it was written under"
+        "{file}: this data belongs to a cluster placed differently (placement {found}, this config's is {expected}): its members, their services, the partition count, store.journal or the replication factor changed, so this store's aggregates would belong to other nodes now (a cluster's direct data directories cannot become replicated in place yet); restore the cluster config it was written under"
     )]
     OtherCluster {
         file: PathBuf,

@@ -1,7 +1,8 @@
 //! `GET /admin/cluster` (admin role): this node, whether it serves its partitions, and every
 //! member as it sees it, itself included (status, last heartbeat, round trip, services,
 //! partitions), in the shape `/admin/overview` lists them; with replication, each partition
-//! group this node holds (leader, term, replicas and their lag, the last move of the lead).
+//! group this node holds (leader, term, replicas and their lag, the last move of the lead),
+//! and the metadata group with the members and incarnations it records.
 
 use std::collections::BTreeMap;
 
@@ -17,7 +18,7 @@ use super::auth::Admin;
 use super::json::ApiJson;
 use crate::cluster::Cluster;
 use crate::ops::{MemberOverview, members_of};
-use crate::replication::{Groups, PartitionReport};
+use crate::replication::{Groups, Membership, PartitionReport};
 use crate::store::EventStore;
 
 /// What the route answers about: this node, in its cluster if it has peers.
@@ -67,6 +68,21 @@ pub struct ReplicationView {
     pub leading: usize,
     /// Each group this node holds, by partition.
     pub partitions: Vec<PartitionReport>,
+    /// The cluster's metadata group, in a cluster: absent on a node alone.
+    pub metadata: Option<MetadataView>,
+}
+
+/// The cluster's metadata group as this node's replica holds it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MetadataView {
+    /// The group (its `partition` is 4294967294, beside the partitions' groups).
+    pub group: PartitionReport,
+    /// The members the cluster formed with, as recorded (empty until a member recorded its
+    /// incarnation).
+    pub members: Vec<String>,
+    /// Each member's current incarnation (its replica id in every group, in hex), as
+    /// recorded: a replica under another id is being replaced.
+    pub incarnations: BTreeMap<String, String>,
 }
 
 fn partitions_served(
@@ -95,13 +111,27 @@ fn partitions_served(
     }
 }
 
-fn replication_of(groups: Option<&Groups>) -> Option<ReplicationView> {
+fn replication_of(groups: Option<&Groups>, store: &EventStore) -> Option<ReplicationView> {
     let groups = groups?;
     let partitions = groups.report();
+    let metadata = groups.metadata_report().map(|group| {
+        // A store that cannot be read here shows as nothing recorded; `/health` reports it.
+        let membership = Membership::read(store).unwrap_or_default();
+        MetadataView {
+            group,
+            members: membership.members,
+            incarnations: membership
+                .incarnations
+                .into_iter()
+                .map(|(member, replica)| (member, format!("{replica:016x}")))
+                .collect(),
+        }
+    });
     Some(ReplicationView {
         replica: format!("{:016x}", groups.replica_id()),
         leading: partitions.iter().filter(|p| p.role == "leader").count(),
         partitions,
+        metadata,
     })
 }
 
@@ -120,7 +150,7 @@ async fn cluster_view(State(info): State<ClusterInfo>, _: Admin) -> ApiJson<Clus
             services: info.services.clone(),
             partitions: BTreeMap::new(),
             members: members_of(&info.node, &info.services, None, log_end),
-            replication: replication_of(info.groups.as_ref()),
+            replication: replication_of(info.groups.as_ref(), &info.store),
         });
     };
     let serving = cluster.serving();
@@ -132,6 +162,6 @@ async fn cluster_view(State(info): State<ClusterInfo>, _: Admin) -> ApiJson<Clus
         services: info.services.clone(),
         partitions: partitions_served(cluster, info.groups.as_ref(), &info.services),
         members: members_of(&info.node, &info.services, Some(cluster), log_end),
-        replication: replication_of(info.groups.as_ref()),
+        replication: replication_of(info.groups.as_ref(), &info.store),
     })
 }

@@ -14,6 +14,7 @@ use openraft::rt::WatchReceiver;
 use super::directory::Directory;
 use super::leadership::{self, LeadershipListener, Listeners};
 use super::log_store::{Incarnation, RaftLogs};
+use super::metadata::METADATA_GROUP;
 use super::network::SnapshotParts;
 use super::network::{GroupNetworkFactory, RAFT_TARGET, RaftHandler};
 use super::rollback::{Verdict, Witness};
@@ -219,6 +220,13 @@ impl Groups {
             super::forming::serve(&cluster, &groups);
             super::rollback::serve(&cluster, groups.inner.witness.clone());
             super::directory::serve(&cluster, &groups);
+            let members = cluster
+                .placement()
+                .members()
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
+            super::metadata::serve(&cluster, &groups, members);
         }
         Ok(groups)
     }
@@ -226,6 +234,11 @@ impl Groups {
     /// This node's name.
     pub fn node(&self) -> &str {
         &self.inner.node
+    }
+
+    /// The store every group here applies to.
+    pub(crate) fn store(&self) -> &EventStore {
+        &self.inner.store
     }
 
     /// What this node saw its peers' replicas hold (see `rollback`).
@@ -369,15 +382,18 @@ impl Groups {
             self.open(*partition).await.map_err(|e| e.to_string())?;
         }
         self.inner.started.store(true, Ordering::SeqCst);
+        let members = placement.members().into_iter().map(str::to_owned).collect();
+        self.keep(tokio::spawn(super::metadata::record_own_incarnation(
+            self.clone(),
+            cluster.clone(),
+            members,
+        )));
         self.keep(tokio::spawn(super::forming::form(
             self.clone(),
             cluster.clone(),
             placement.clone(),
         )));
-        self.keep(tokio::spawn(super::repair::run(
-            self.clone(),
-            cluster.clone(),
-        )));
+        self.keep(tokio::spawn(super::repair::run(self.clone())));
         self.keep(tokio::spawn(super::balance::run(
             self.clone(),
             cluster.clone(),
@@ -537,23 +553,37 @@ impl Groups {
         Ok(())
     }
 
-    /// Each group running here as the operations page shows it, by partition.
+    /// Each partition's group running here as the operations page shows it, by partition
+    /// (the metadata group aside: [`Groups::metadata_report`]).
     pub fn report(&self) -> Vec<super::report::PartitionReport> {
         let mut reports: Vec<_> = self
             .running()
             .into_iter()
-            .map(|(partition, raft)| {
-                let history = self
-                    .inner
-                    .histories
-                    .get(&partition)
-                    .map(|history| *history)
-                    .unwrap_or_default();
-                super::report::of(partition, &raft, history)
-            })
+            .filter(|(partition, _)| *partition != METADATA_GROUP)
+            .map(|(partition, raft)| self.report_of(partition, &raft))
             .collect();
         reports.sort_by_key(|report| report.partition);
         reports
+    }
+
+    /// The metadata group's replica here, as the operations page shows it.
+    pub fn metadata_report(&self) -> Option<super::report::PartitionReport> {
+        let raft = self.get(METADATA_GROUP)?;
+        Some(self.report_of(METADATA_GROUP, &raft))
+    }
+
+    fn report_of(
+        &self,
+        partition: PartitionId,
+        raft: &PartitionRaft,
+    ) -> super::report::PartitionReport {
+        let history = self
+            .inner
+            .histories
+            .get(&partition)
+            .map(|history| *history)
+            .unwrap_or_default();
+        super::report::of(partition, raft, history)
     }
 
     /// The index of the last entry this node's replica of `partition` applied.

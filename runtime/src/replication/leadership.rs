@@ -126,6 +126,8 @@ pub(crate) fn watch(
     metrics::counter!(RAFT_ELECTIONS).increment(0);
     metrics::counter!(RAFT_LEADER_CHANGES).increment(0);
     metrics::gauge!(RAFT_LEADERS).increment(0.0);
+    // The metadata group has no hosts or sagas to tell, and is not a partition led.
+    let is_partition = partition != crate::placement::METADATA_GROUP;
     tokio::spawn(async move {
         let mut metrics = raft.server_metrics();
         // Whether this node serves the partition, and the term it came to lead it in.
@@ -158,9 +160,11 @@ pub(crate) fn watch(
             if leading && (!leads || term != led_term) {
                 leading = false;
                 serving.remove(&partition);
-                metrics::gauge!(RAFT_LEADERS).decrement(1.0);
                 tracing::info!(partition, term, replica = %raft.metrics().borrow_watched().id, "this node no longer leads the partition");
-                listeners.tell(LeadershipEvent::Lost(partition));
+                if is_partition {
+                    metrics::gauge!(RAFT_LEADERS).decrement(1.0);
+                    listeners.tell(LeadershipEvent::Lost(partition));
+                }
             }
             if leads && !leading {
                 // Only once its term's first entry is applied; if it loses the lead meanwhile,
@@ -169,9 +173,11 @@ pub(crate) fn watch(
                     leading = true;
                     led_term = term;
                     // Told first: the hosts forget what they kept before anything is served.
-                    listeners.tell(LeadershipEvent::Gained(partition));
+                    if is_partition {
+                        listeners.tell(LeadershipEvent::Gained(partition));
+                        metrics::gauge!(RAFT_LEADERS).increment(1.0);
+                    }
                     serving.insert(partition, term);
-                    metrics::gauge!(RAFT_LEADERS).increment(1.0);
                     tracing::info!(partition, term, replica = %raft.metrics().borrow_watched().id, "this node leads the partition");
                 }
             }

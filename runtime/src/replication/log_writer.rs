@@ -29,8 +29,10 @@ pub(crate) const COMMITTED: u8 = 1;
 pub(crate) const LAST_PURGED: u8 = 2;
 pub(crate) const SNAPSHOT: u8 = 3;
 
-/// The "group" under which node-wide records are kept (no partition has this number).
+/// The "group" under which node-wide records are kept (no partition, nor the metadata group,
+/// has this number).
 pub(crate) const NODE_RECORDS: u32 = u32::MAX;
+const _: () = assert!(NODE_RECORDS != crate::placement::METADATA_GROUP);
 /// This node's incarnation: its replica id in every group (a node record).
 pub(crate) const INCARNATION: u8 = 0;
 

@@ -10,8 +10,9 @@
 //! partition or stops, `rollback` tells a rolled-back data directory by what peers saw of
 //! it, `repair` swaps a replica that lost its disk (or was rolled back) back in under its new
 //! incarnation, `balance` hands leads back to their preferred members, `silence` calls an
-//! election as soon as a silent leader's lease has run out, and `directory` tells a member
-//! who leads the partitions it holds no replica of.
+//! election as soon as a silent leader's lease has run out, `directory` tells a member
+//! who leads the partitions it holds no replica of, and `metadata` keeps the member list and
+//! each member's incarnation in a group of their own.
 
 mod balance;
 mod directory;
@@ -21,6 +22,7 @@ mod journal;
 mod leadership;
 mod log_store;
 mod log_writer;
+mod metadata;
 mod network;
 mod repair;
 mod report;
@@ -39,6 +41,7 @@ pub use groups::{GroupError, Groups, PartitionRaft, RaftSettings};
 pub use journal::{Journal, NEW_LEADER_WAIT};
 pub use leadership::{LeadershipEvent, LeadershipListener};
 pub use log_store::{GroupLog, Incarnation, RaftLogs};
+pub use metadata::{MEMBERS_STREAM, METADATA_GROUP, Membership};
 pub use network::{GroupNetwork, GroupNetworkFactory, RAFT_TARGET};
 pub use report::{PartitionReport, ReplicaReport};
 pub use snapshot::{PartitionLayout, PartitionShape, ReplicatedTable};

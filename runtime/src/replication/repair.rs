@@ -1,6 +1,7 @@
 //! Bringing back a replica that lost its disk: a leader whose group lists a member under an
-//! incarnation that member no longer runs adds its new incarnation as a learner, waits until
-//! it has caught up, then swaps it in for the old one among the voters.
+//! incarnation other than the one the cluster's metadata records for it (`metadata`) adds the
+//! recorded one as a learner, waits until it has caught up, then swaps it in for the old one
+//! among the voters.
 //!
 //! A node that starts on an emptied or replaced data directory draws a new incarnation, which
 //! is its replica id in every group: it cannot vote as the replica it was (what it voted and
@@ -8,24 +9,23 @@
 //! loss openraft's issues on wiped nodes describe). Until it is swapped in, the group runs on
 //! its other replicas; the messages meant for the old incarnation are refused by the new one.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use openraft::ChangeMembers;
 
-use super::forming::{Hello, ask};
 use super::groups::{Groups, PartitionRaft};
 use super::leadership::voters;
+use super::metadata::Membership;
 use super::types::{PartitionId, Replica, ReplicaId};
-use crate::cluster::Cluster;
 
 /// How often a node looks for replicas to bring back in the groups it leads.
 const LOOK_EVERY: Duration = Duration::from_secs(2);
 
-/// Runs for the node's life: every [`LOOK_EVERY`], asks the members of the groups this node
-/// leads who they are now, and replaces each replica whose member came back as another
-/// incarnation.
-pub(crate) async fn run(groups: Groups, cluster: Cluster) {
+/// Runs for the node's life: every [`LOOK_EVERY`], reads the incarnations the metadata
+/// records (as this node's replica applied them) and, in each group this node leads,
+/// replaces each voter whose member now runs as another incarnation.
+pub(crate) async fn run(groups: Groups) {
     loop {
         tokio::time::sleep(LOOK_EVERY).await;
         let led: Vec<(PartitionId, PartitionRaft)> = groups
@@ -36,17 +36,13 @@ pub(crate) async fn run(groups: Groups, cluster: Cluster) {
         if led.is_empty() {
             continue;
         }
-        let mut current: BTreeMap<String, ReplicaId> = BTreeMap::new();
-        let members: BTreeSet<String> = led
-            .iter()
-            .flat_map(|(_, raft)| voters(raft).into_values())
-            .filter(|member| member != groups.node())
-            .collect();
-        for member in members {
-            if let Ok(Hello { replica, .. }) = ask(&cluster, &member).await {
-                current.insert(member, replica);
+        let current = match Membership::read(groups.store()) {
+            Ok(membership) => membership.incarnations,
+            Err(error) => {
+                tracing::warn!(%error, "reading the recorded incarnations failed; trying again");
+                continue;
             }
-        }
+        };
         for (partition, raft) in led {
             for (old, member) in voters(&raft) {
                 let Some(new) = current.get(&member).copied() else {

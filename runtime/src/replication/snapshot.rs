@@ -23,6 +23,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::metadata::{METADATA_GROUP, is_metadata_stream};
 use super::types::{PartitionId, Proposal, ProposedAppend};
 use crate::placement::partition_of;
 use crate::store::{
@@ -58,7 +59,13 @@ pub struct PartitionShape {
 
 impl PartitionShape {
     fn holds(&self, stream: &str) -> bool {
-        partition_of(stream, self.layout.partitions) == self.partition
+        match self.partition {
+            METADATA_GROUP => is_metadata_stream(stream),
+            partition => {
+                !is_metadata_stream(stream)
+                    && partition_of(stream, self.layout.partitions) == partition
+            }
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use futures::future::BoxFuture;
 use playhouse_runtime::cluster::transport::memory::MemoryNetwork;
 use playhouse_runtime::config::{Member, NodeConfig};
 use playhouse_runtime::node::{Launch, Node, Telemetry};
-use playhouse_runtime::placement::Placement;
+use playhouse_runtime::placement::{METADATA_GROUP, Placement};
 use playhouse_runtime::store::{Disk, DiskImage, SimulatedDisk, StoreOptions};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -220,14 +220,17 @@ impl SimCluster {
         }
     }
 
-    /// Waits until every node runs, no replica of any group has stopped, and every
-    /// partition's leader counts each node's current incarnation among its voters: a replica
-    /// back on a wiped disk has been caught up and promoted, so that losing another disk
-    /// loses no majority. How long that took.
+    /// Waits until every node runs, no replica of any group has stopped, and every group's
+    /// leader (each partition's and the metadata group's) counts each of its nodes' current
+    /// incarnation among its voters: a replica back on a wiped disk has been caught up and
+    /// promoted, so that losing another disk loses no majority. How long that took.
     pub async fn wait_whole(&self, patience: Duration) -> Result<Duration, String> {
         let started = tokio::time::Instant::now();
         loop {
-            let broken: Vec<u32> = (0..PARTITIONS).filter(|p| !self.is_whole(*p)).collect();
+            let broken: Vec<u32> = (0..PARTITIONS)
+                .chain([METADATA_GROUP])
+                .filter(|p| !self.is_whole(*p))
+                .collect();
             if broken.is_empty() {
                 return Ok(started.elapsed());
             }
@@ -345,8 +348,21 @@ impl SimCluster {
 
     /// Starts node `n` (again) on its disk.
     pub async fn restart(&mut self, n: usize) {
+        self.try_restart_with(n, |_| {})
+            .await
+            .unwrap_or_else(|error| panic!("node {n} did not start: {error}"));
+    }
+
+    /// Starts node `n` again with its config changed by `change` (kept for its later
+    /// starts), or says why it did not start.
+    pub async fn try_restart_with(
+        &mut self,
+        n: usize,
+        change: impl FnOnce(&mut NodeConfig),
+    ) -> Result<(), String> {
         assert!(self.nodes[n].node.is_none(), "node {n} is running");
         let slot = &mut self.nodes[n];
+        change(&mut slot.config);
         let node = Node::start(Launch {
             config: slot.config.clone(),
             services: playhouse_actors::SERVICES,
@@ -359,9 +375,10 @@ impl SimCluster {
             },
         })
         .await
-        .unwrap_or_else(|error| panic!("node {n} did not start: {error}"));
+        .map_err(|error| error.to_string())?;
         self.reach.write().unwrap()[n].app = Some(node.edge());
         slot.node = Some(node);
+        Ok(())
     }
 
     /// Holds node `n`'s messages and requests until [`SimCluster::resume`].
