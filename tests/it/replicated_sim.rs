@@ -404,7 +404,14 @@ fn a_node_back_on_a_wiped_disk_rejoins_as_a_new_replica_and_holds_everything_aga
                 .await;
                 let metadata = &view["replication"]["metadata"];
                 let names: Vec<String> = (0..NODES).map(|m| cluster.name(m)).collect();
-                if metadata["incarnations"][cluster.name(wiped)] == format!("{new:016x}") {
+                // Every node's current incarnation, each recorded by that node.
+                let current: serde_json::Map<String, Value> = (0..NODES)
+                    .map(|m| {
+                        let id = cluster.node(m).unwrap().groups().unwrap().replica_id();
+                        (cluster.name(m), json!(format!("{id:016x}")))
+                    })
+                    .collect();
+                if metadata["incarnations"] == Value::Object(current) {
                     assert_eq!(metadata["members"], json!(names), "{metadata}");
                     assert_eq!(
                         metadata["group"]["replicas"].as_array().unwrap().len(),

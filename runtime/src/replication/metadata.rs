@@ -233,6 +233,7 @@ pub(crate) async fn record_own_incarnation(groups: Groups, cluster: Cluster, mem
         return;
     };
     let mut next_peer = 0;
+    let mut failures = 0u32;
     let mut told_leader: Option<String> = None;
     // A replica that is not a voter (yet) may believe it leads, from an old term its log
     // holds: once it has refused here, the peers are asked instead.
@@ -257,9 +258,8 @@ pub(crate) async fn record_own_incarnation(groups: Groups, cluster: Cluster, mem
                     .call_uncounted(&peer, TARGET, encoded.clone(), ASK_EVERY * 4)
                     .await
                 {
-                    Ok(bytes) => codec::decode::<Result<Recorded, String>>(&bytes)
-                        .map_err(|e| e.to_string())
-                        .and_then(|answer| answer),
+                    // A refusal comes back as the call's error (`CallError::Handler`).
+                    Ok(bytes) => codec::decode::<Recorded>(&bytes).map_err(|e| e.to_string()),
                     Err(error) => Err(error.to_string()),
                 }
             }
@@ -271,7 +271,14 @@ pub(crate) async fn record_own_incarnation(groups: Groups, cluster: Cluster, mem
             }
             Ok(Recorded::NotLeader { leader }) => told_leader = leader,
             Err(error) => {
-                tracing::debug!(%error, "recording this node's incarnation failed; asking again")
+                failures += 1;
+                // Every ten seconds or so: until it is recorded, a replica of this node that
+                // lost its disk cannot be swapped back in.
+                if failures % 20 == 0 {
+                    tracing::warn!(%error, failures, "recording this node's incarnation in the cluster's metadata keeps failing; asking again");
+                } else {
+                    tracing::debug!(%error, "recording this node's incarnation failed; asking again");
+                }
             }
         }
         tokio::time::sleep(ASK_EVERY).await;
