@@ -274,7 +274,7 @@ pub(crate) async fn record_own_incarnation(groups: Groups, cluster: Cluster, mem
                 failures += 1;
                 // Every ten seconds or so: until it is recorded, a replica of this node that
                 // lost its disk cannot be swapped back in.
-                if failures % 20 == 0 {
+                if failures.is_multiple_of(20) {
                     tracing::warn!(%error, failures, "recording this node's incarnation in the cluster's metadata keeps failing; asking again");
                 } else {
                     tracing::debug!(%error, "recording this node's incarnation failed; asking again");
