@@ -131,58 +131,67 @@ async fn record_here(
     if groups.read_barrier(METADATA_GROUP).await.is_err() {
         return Ok(not_leader());
     }
-    let membership = Membership::read(groups.store()).map_err(|e| e.to_string())?;
-    if membership.incarnations.get(&record.member) == Some(&record.replica) {
-        return Ok(Recorded::Done);
-    }
-    let mut events = Vec::new();
-    if membership.version == 0 {
-        events.push(MemberEvent::Formed {
-            members: members.to_vec(),
+    const ATTEMPTS: u32 = 3;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let membership = Membership::read(groups.store()).map_err(|e| e.to_string())?;
+        if membership.incarnations.get(&record.member) == Some(&record.replica) {
+            return Ok(Recorded::Done);
+        }
+        let mut events = Vec::new();
+        if membership.version == 0 {
+            events.push(MemberEvent::Formed {
+                members: members.to_vec(),
+            });
+        }
+        events.push(MemberEvent::Incarnation {
+            member: record.member.clone(),
+            replica: record.replica,
         });
-    }
-    events.push(MemberEvent::Incarnation {
-        member: record.member.clone(),
-        replica: record.replica,
-    });
-    let events = events
-        .iter()
-        .map(|event| {
-            Ok(NewEvent {
-                event_type: event.type_name().to_owned(),
-                schema_version: 1,
-                payload: codec::encode(event).map_err(|e| e.to_string())?,
+        let events = events
+            .iter()
+            .map(|event| {
+                Ok(NewEvent {
+                    event_type: event.type_name().to_owned(),
+                    schema_version: 1,
+                    payload: codec::encode(event).map_err(|e| e.to_string())?,
+                })
             })
-        })
-        .collect::<Result<Vec<_>, String>>()?;
-    let command_id = format!("incarnation/{}/{:016x}", record.member, record.replica);
-    let request = AppendRequest {
-        stream: MEMBERS_STREAM.to_owned(),
-        expected_version: membership.version,
-        fingerprint: crate::store::fingerprint(command_id.as_bytes()),
-        command_id: Some(command_id),
-        events,
-        rejection: None,
-        metadata: EventMetadata {
-            recorded_at_micros: Some(super::journal::now_micros()),
-            ..EventMetadata::default()
-        },
-        table_changes: Vec::new(),
-    };
-    match raft
-        .client_write(Proposal::Append(ProposedAppend(request)))
-        .await
-    {
-        Ok(written) => match written.data {
-            Applied::Appended(_) => Ok(Recorded::Done),
-            // Another record came first (its expected version passed): asked again, this
-            // one goes after it.
-            other => Err(format!("the record was refused: {other:?}")),
-        },
-        Err(openraft::error::RaftError::APIError(
-            openraft::error::ClientWriteError::ForwardToLeader(_),
-        )) => Ok(not_leader()),
-        Err(error) => Err(error.to_string()),
+            .collect::<Result<Vec<_>, String>>()?;
+        let command_id = format!("incarnation/{}/{:016x}", record.member, record.replica);
+        let request = AppendRequest {
+            stream: MEMBERS_STREAM.to_owned(),
+            expected_version: membership.version,
+            fingerprint: crate::store::fingerprint(command_id.as_bytes()),
+            command_id: Some(command_id),
+            events,
+            rejection: None,
+            metadata: EventMetadata {
+                recorded_at_micros: Some(super::journal::now_micros()),
+                ..EventMetadata::default()
+            },
+            table_changes: Vec::new(),
+        };
+        return match raft
+            .client_write(Proposal::Append(ProposedAppend(request)))
+            .await
+        {
+            Ok(written) => match written.data {
+                Applied::Appended(_) => Ok(Recorded::Done),
+                // Another member's record came first (two asked at once): this one goes
+                // after it, read again.
+                Applied::Refused(refusal) if attempt < ATTEMPTS => {
+                    tracing::debug!(?refusal, "a record raced another; reading again");
+                    continue;
+                }
+                other => Err(format!("the record was refused: {other:?}")),
+            },
+            Err(openraft::error::RaftError::APIError(
+                openraft::error::ClientWriteError::ForwardToLeader(_),
+            )) => Ok(not_leader()),
+            Err(error) => Err(error.to_string()),
+        };
     }
 }
 
