@@ -343,6 +343,38 @@ async fn whole(cluster: &TestCluster) -> bool {
         })
 }
 
+/// What [`whole`] found missing, for a failure message: each node's incarnation and what
+/// its metadata records, and the groups it leads whose voters are not every node's current
+/// incarnation.
+async fn unwhole(cluster: &TestCluster) -> String {
+    let mut views = Vec::new();
+    for n in 0..3 {
+        if !cluster.nodes[n].is_running() {
+            views.push(format!("node-{} is not running", n + 1));
+            continue;
+        }
+        let view = cluster.view(n).await;
+        let replication = &view["replication"];
+        let led: Vec<String> = replication["partitions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|group| group["role"] == "leader")
+            .map(|group| format!("{}: {}", group["partition"], group["replicas"]))
+            .collect();
+        views.push(format!(
+            "node-{} is {}, its metadata records {} (group {}), it leads {} groups: {}",
+            n + 1,
+            replication["replica"],
+            replication["metadata"]["incarnations"],
+            replication["metadata"]["group"]["replicas"],
+            led.len(),
+            led.join("; ")
+        ));
+    }
+    views.join("\n")
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Fault {
     Kill,
@@ -435,11 +467,13 @@ async fn nemesis(
             if replicated {
                 let started = Instant::now();
                 while !whole(cluster).await {
-                    assert!(
-                        started.elapsed() < Duration::from_secs(60),
-                        "the replicas were not whole a minute after {fault:?} of node-{}",
-                        node + 1
-                    );
+                    if started.elapsed() >= Duration::from_secs(60) {
+                        panic!(
+                            "the replicas were not whole a minute after {fault:?} of node-{}: {}",
+                            node + 1,
+                            unwhole(cluster).await
+                        );
+                    }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }

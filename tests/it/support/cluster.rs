@@ -324,11 +324,21 @@ impl TestCluster {
 
 impl Drop for TestCluster {
     /// A failing test's nodes say what they were doing: the end of each log goes to stderr
-    /// (the harness shows it with the failure) before the nodes and their files are gone.
+    /// (the harness shows it with the failure) before the nodes and their files are gone;
+    /// with `KEEP_NODE_LOGS=<dir>`, each whole log is copied there too.
     fn drop(&mut self) {
         if std::thread::panicking() {
+            let keep = std::env::var_os("KEEP_NODE_LOGS").map(std::path::PathBuf::from);
             for (n, node) in self.nodes.iter_mut().enumerate() {
                 let text = node.log_text();
+                if let Some(keep) = &keep {
+                    let path = keep.join(format!("node-{}.log", n + 1));
+                    if let Err(error) =
+                        std::fs::create_dir_all(keep).and_then(|()| std::fs::write(&path, &text))
+                    {
+                        eprintln!("could not keep {}: {error}", path.display());
+                    }
+                }
                 let lines: Vec<&str> = text.lines().collect();
                 eprintln!(
                     "--- node-{} ({}) log, last lines ---\n{}",
