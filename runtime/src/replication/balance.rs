@@ -39,7 +39,7 @@ pub(crate) async fn run(groups: Groups, cluster: Cluster, placement: Placement) 
             };
             metrics::gauge!(RAFT_REPLICATION_LAG, "partition" => partition.to_string())
                 .set(lag as f64);
-            if !raft.is_leader() {
+            if !raft.is_leader() || replacing(&raft) {
                 continue;
             }
             let Some(preferred) = preferred_leader(&raft, &cluster, &placement, partition) else {
@@ -61,6 +61,28 @@ pub(crate) async fn run(groups: Groups, cluster: Cluster, placement: Placement) 
             let _ = raft.trigger().transfer_leader(preferred).await;
         }
     }
+}
+
+/// Whether `raft`'s group is changing its voters (a joint configuration, or one member voting
+/// under two incarnations while `repair` swaps one for the other): the lead stays where it
+/// is until the change is done, since a leader handed over mid-change (to the incoming
+/// incarnation, which already votes) must finish it before the group is whole again.
+fn replacing(raft: &PartitionRaft) -> bool {
+    let joint = {
+        let metrics = raft.metrics();
+        let metrics = metrics.borrow_watched();
+        metrics
+            .membership_config
+            .membership()
+            .get_joint_config()
+            .len()
+            > 1
+    };
+    let members: Vec<String> = voters(raft).into_values().collect();
+    let mut distinct = members.clone();
+    distinct.sort();
+    distinct.dedup();
+    joint || distinct.len() < members.len()
 }
 
 /// The replica id of the first of `partition`'s proposed replicas that is a voter and up.

@@ -84,10 +84,14 @@ async fn replace(
     let replica = Replica {
         member: member.to_owned(),
     };
-    raft.add_learner(new, replica, true)
-        .await
-        .map_err(|e| format!("adding it as a learner: {e}"))?;
     let mut voters: BTreeSet<ReplicaId> = voters(raft).into_keys().collect();
+    // Already voting: a change this group's former leader began (a joint configuration, or
+    // the new incarnation leading it now) is finished from here.
+    if !voters.contains(&new) {
+        raft.add_learner(new, replica, true)
+            .await
+            .map_err(|e| format!("adding it as a learner: {e}"))?;
+    }
     voters.remove(&old);
     voters.insert(new);
     raft.change_membership(ChangeMembers::ReplaceAllVoters(voters), false)
