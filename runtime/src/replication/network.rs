@@ -403,15 +403,21 @@ impl GroupNetwork {
         }
     }
 
+    /// The cluster this group's messages go through (none on a node alone, which has no
+    /// peer to send to).
+    fn link(&self) -> Result<&Cluster, Failed> {
+        self.cluster.as_ref().ok_or_else(|| {
+            Failed::Unreachable(io::Error::other(format!(
+                "this node is alone: it has no link to {}",
+                self.member
+            )))
+        })
+    }
+
     /// `message` for this peer as a call's bytes, or `None` when it is larger than one call
     /// may be (sent, it would be refused as `TooLarge`).
     fn encoded(&self, message: &Message) -> Result<Option<Vec<u8>>, Failed> {
-        let Some(cluster) = &self.cluster else {
-            return Err(Failed::Unreachable(io::Error::other(format!(
-                "this node is alone: it has no link to {}",
-                self.member
-            ))));
-        };
+        let cluster = self.link()?;
         let envelope = EnvelopeRef {
             partition: self.partition,
             to: self.target,
@@ -422,12 +428,7 @@ impl GroupNetwork {
     }
 
     async fn send_encoded(&self, bytes: Vec<u8>, option: &RPCOption) -> Result<Answer, Failed> {
-        let Some(cluster) = &self.cluster else {
-            return Err(Failed::Unreachable(io::Error::other(format!(
-                "this node is alone: it has no link to {}",
-                self.member
-            ))));
-        };
+        let cluster = self.link()?;
         // Uncounted: Raft's own retries and backoff decide about a slow peer; its misses must
         // not open the breaker that commands to that member rely on.
         let answered = cluster
