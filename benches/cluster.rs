@@ -21,13 +21,17 @@
 //! With `--cost` it compares the two journals instead (`cost.rs`): credits/s and latency
 //! through the serving edges, runs alternated, and idle CPU. With `--lost-disk` it loads a
 //! replicated cluster with `--events N` events, empties node 3's data directory and times its
-//! return to a caught-up voter, then compares the stores (`lost_disk.rs`).
+//! return to a caught-up voter, then compares the stores (`lost_disk.rs`). With `--join` it
+//! loads one with `--events N` events and times a fourth node's join under load
+//! (`join.rs`).
 //!
 //! `cargo bench --bench cluster [-- --seconds N --tries N --soak-seconds N --only-calls
-//! --replicated --cost --lost-disk --events N]`
+//! --replicated --cost --lost-disk --join --events N]`
 
 #[path = "cluster/cost.rs"]
 mod cost;
+#[path = "cluster/join.rs"]
+mod join;
 #[path = "cluster/lost_disk.rs"]
 mod lost_disk;
 mod support;
@@ -60,8 +64,10 @@ struct Settings {
     cost: bool,
     /// Run part 7 (a lost disk) only.
     lost_disk: bool,
-    /// Events part 7 loads before the disk is lost.
+    /// Events part 7 loads before the disk is lost (part 8: before node 4 joins).
     events: u64,
+    /// Run part 8 (a member joins) only.
+    join: bool,
 }
 
 fn shipped(n: usize) -> PathBuf {
@@ -147,9 +153,10 @@ impl BenchNode {
             .append(true)
             .open(&self.log)
             .unwrap();
+        // Node 4 (part 8) has no shipped file: node 3's, renamed by its variables.
         let child = Command::new(env!("CARGO_BIN_EXE_playhouse"))
             .args(["node", "--config"])
-            .arg(shipped(self.n))
+            .arg(shipped(self.n.min(3)))
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
@@ -693,6 +700,7 @@ fn main() {
         cost: false,
         lost_disk: false,
         events: 1_000_000,
+        join: false,
     };
     while let Some(arg) = args.next() {
         let mut number = || {
@@ -708,6 +716,7 @@ fn main() {
             "--replicated" => settings.replicated = true,
             "--cost" => settings.cost = true,
             "--lost-disk" => settings.lost_disk = true,
+            "--join" => settings.join = true,
             "--events" => settings.events = number(),
             _ => {}
         }
@@ -740,6 +749,10 @@ async fn run(settings: Settings, can_cut: bool) {
     }
     if settings.lost_disk {
         lost_disk::lost_disk(dir.path(), &settings).await;
+        return;
+    }
+    if settings.join {
+        join::join(dir.path(), &settings).await;
         return;
     }
     let tcp = raw_tcp_echo(&settings).await;

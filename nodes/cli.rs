@@ -55,6 +55,10 @@ enum Command {
     /// Work with read models (projections).
     #[command(subcommand)]
     Projections(ProjectionsCommand),
+    /// Grow, shrink and look at a replicated cluster through a member's edge (an admin token
+    /// signed with the config's key).
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// GET a node's health route and exit 0 if it answers 200: a container health check that
     /// needs no curl in the image.
     Probe {
@@ -77,6 +81,52 @@ enum ProjectionsCommand {
         /// The node's config file; the embedded single-node default when omitted.
         #[arg(long, short)]
         config: Option<PathBuf>,
+    },
+}
+
+/// Where a `cluster` command goes, and what signs its token.
+#[derive(Debug, clap::Args)]
+struct EdgeArgs {
+    /// The edge of any member (`host:port`); this config's `edge.listen` when omitted.
+    #[arg(long)]
+    edge: Option<String>,
+    /// The config whose auth section signs the admin token; the embedded default when omitted.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// Print the cluster as the member sees it (GET /admin/cluster).
+    Status {
+        #[command(flatten)]
+        to: EdgeArgs,
+    },
+    /// Admit a node that asks to join (POST /admin/cluster/members): partitions move to it.
+    Add {
+        /// The node's `node_name`.
+        name: String,
+        /// Its cluster address (`host:port`); may be left out when it has asked to join within
+        /// the last minute.
+        #[arg(long)]
+        address: Option<String>,
+        /// Its edge (`host:port`), for tools.
+        #[arg(long = "node-edge")]
+        node_edge: Option<String>,
+        #[command(flatten)]
+        to: EdgeArgs,
+    },
+    /// Drain a member: its replicas and leads move away, then it leaves and may be stopped.
+    Drain {
+        name: String,
+        #[command(flatten)]
+        to: EdgeArgs,
+    },
+    /// Remove a member lost for good, by force: its replicas are made again from the others.
+    Remove {
+        name: String,
+        #[command(flatten)]
+        to: EdgeArgs,
     },
 }
 
@@ -123,6 +173,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::FAILURE)
         }
+        Command::Cluster(command) => cluster(command),
         Command::Config(ConfigCommand::Check { file }) => {
             let config = load(Some(&file))?;
             println!(
@@ -157,4 +208,55 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build();
     runtime.context("starting the async runtime")
+}
+
+/// Runs a `cluster` command against a member's edge: prints the answer, and fails (exit 1)
+/// with the problem's detail when it is not a success.
+fn cluster(command: ClusterCommand) -> anyhow::Result<ExitCode> {
+    let quote = |text: &str| format!("{text:?}");
+    let (method, path, body, to) = match command {
+        ClusterCommand::Status { to } => ("GET", "/admin/cluster".to_owned(), None, to),
+        ClusterCommand::Add {
+            name,
+            address,
+            node_edge,
+            to,
+        } => {
+            let mut fields = vec![format!("\"name\":{}", quote(&name))];
+            fields.extend(address.map(|a| format!("\"address\":{}", quote(&a))));
+            fields.extend(node_edge.map(|e| format!("\"edge\":{}", quote(&e))));
+            let body = format!("{{{}}}", fields.join(","));
+            ("POST", "/admin/cluster/members".to_owned(), Some(body), to)
+        }
+        ClusterCommand::Drain { name, to } => (
+            "POST",
+            format!("/admin/cluster/members/{name}/drain"),
+            Some("{}".to_owned()),
+            to,
+        ),
+        ClusterCommand::Remove { name, to } => {
+            ("DELETE", format!("/admin/cluster/members/{name}"), None, to)
+        }
+    };
+    let config = load(to.config.as_deref())?;
+    let edge = to.edge.unwrap_or_else(|| config.edge.listen.to_string());
+    let token = JwtAuth::new(&config.auth)
+        .issue_typed("playhouse-cli", &["admin".to_owned()], "5m")
+        .map_err(anyhow::Error::msg)?;
+    let (status, answer) = node::probe::call(
+        &edge,
+        method,
+        &path,
+        &token,
+        body.as_deref(),
+        std::time::Duration::from_secs(30),
+    )
+    .with_context(|| format!("{method} {path} on {edge}"))?;
+    println!("{answer}");
+    if (200..300).contains(&status) {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("playhouse cluster: {method} {path} on {edge} answered {status}");
+        Ok(ExitCode::FAILURE)
+    }
 }

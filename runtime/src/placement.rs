@@ -46,6 +46,11 @@ impl Placement {
         self
     }
 
+    /// How many members hold each partition (1 without replication).
+    pub fn replication_factor(&self) -> u32 {
+        self.replication_factor.unwrap_or(1)
+    }
+
     /// Whether partitions are replicated (and led by their group's leader, not owned).
     pub fn is_replicated(&self) -> bool {
         self.replication_factor.is_some()

@@ -174,7 +174,7 @@ async fn bank() {
 
 /// The unknown outcomes counted by what they said (a status and problem type, or why
 /// nothing came back), most frequent first.
-fn unknown_causes(history: &[ledger::Entry]) -> Vec<(String, usize)> {
+pub(crate) fn unknown_causes(history: &[ledger::Entry]) -> Vec<(String, usize)> {
     let mut causes: BTreeMap<String, usize> = BTreeMap::new();
     for entry in history {
         if let Outcome::Unknown(why) = &entry.outcome {

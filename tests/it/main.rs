@@ -18,6 +18,7 @@ mod grafana;
 mod guestbook;
 mod inventory;
 mod kit;
+mod membership;
 mod notifications;
 mod orders;
 mod payments;

@@ -902,14 +902,14 @@ fn with_more_members_than_replicas_every_edge_reaches_every_aggregate() {
         let reader = token("shopper", &["reader"]);
         let patience = Duration::from_secs(10);
 
-        // Each partition's group runs on its three replicas only, and has them as voters.
+        // Each partition's group holds its three replicas only, and has them as voters.
         for partition in 0..PARTITIONS {
             let replicas = cluster.replicas_of(partition);
             assert_eq!(replicas.len(), 3, "partition {partition}");
             for n in 0..size {
                 let groups = cluster.node(n).unwrap().groups().unwrap();
                 assert_eq!(
-                    groups.get(partition).is_some(),
+                    groups.holds(partition),
                     replicas.contains(&n),
                     "node {n}, partition {partition}"
                 );

@@ -13,11 +13,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::api::Outcome;
+use crate::support::api::{Answer, Api, Call, Outcome};
 use crate::support::ledger::{self, Rng};
 use crate::support::shop;
 use crate::support::sim::{NODES, PARTITIONS, SimCluster};
+use crate::support::token;
 use playhouse_runtime::planted::{self, Bug};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
 
 /// How long the nemesis and the clients run, in virtual time: each seed's budget. With the
 /// clients' pauses, a few hundred operations and about ten faults a seed, so that fifty seeds
@@ -216,6 +219,122 @@ async fn replicated_nemesis(
     (faults, None)
 }
 
+/// The membership nemesis: a fourth node asks to join and is admitted through a random edge,
+/// a node the seed picks crashes in the middle of the moves that follow, the first node is
+/// drained through another random edge (another crash in the middle of its moves) and, once
+/// it has left, is stopped for good; the workload runs throughout.
+async fn membership_nemesis(
+    cluster: &mut SimCluster,
+    rng: &mut Rng,
+    until: tokio::time::Instant,
+) -> (Vec<String>, Option<String>) {
+    let admin = token("ops", &["admin"]);
+    let api = cluster.api();
+    let mut faults = Vec::new();
+    tokio::time::sleep(rng.millis(300, 1_500)).await;
+
+    let joining = cluster.add_joining_node();
+    let (name, via) = (cluster.name(joining), rng.below(NODES));
+    let admission = json!({ "name": name, "address": format!("{name}:4600") });
+    let admit = admin_until_accepted(&api, via, "/admin/cluster/members", &admin, admission);
+    if let Err(error) = cluster.join(joining, admit).await {
+        return (faults, Some(format!("{name} did not join: {error}")));
+    }
+    faults.push(format!("{name} joined, admitted through node {via}"));
+    if let Some(fault) = crash_mid_move(cluster, rng, joining + 1).await {
+        faults.push(fault);
+    }
+    if let Err(broken) = cluster.wait_whole(MOVING).await {
+        return (faults, Some(format!("after the join: {broken}")));
+    }
+
+    let drained = 0;
+    let (name, via) = (cluster.name(drained), 1 + rng.below(joining));
+    let path = format!("/admin/cluster/members/{name}/drain");
+    admin_until_accepted(&api, via, &path, &admin, json!({})).await;
+    faults.push(format!("{name} drained through node {via}"));
+    if let Some(fault) = crash_mid_move(cluster, rng, joining + 1).await {
+        faults.push(fault);
+    }
+    if let Err(still) = until_left(cluster, &name, MOVING).await {
+        return (faults, Some(still));
+    }
+    cluster.retire(drained);
+    faults.push(format!("{name} left and was stopped"));
+    if let Err(broken) = cluster.wait_whole(MOVING).await {
+        return (faults, Some(format!("after the drain: {broken}")));
+    }
+    // The workload ran through both changes; a moment more on the new members, then it
+    // stops (what is left of `until` would only add time to every seed in CI).
+    let after = rng
+        .millis(500, 1_500)
+        .min(until.saturating_duration_since(tokio::time::Instant::now()));
+    tokio::time::sleep(after).await;
+    (faults, None)
+}
+
+/// Sends an admin POST through node `via` (its index among the nodes not retired) until it
+/// is accepted (202): the metadata group may be electing.
+async fn admin_until_accepted(api: &impl Api, via: usize, path: &str, admin: &str, body: Value) {
+    loop {
+        match api.send(via, Call::post(path, admin, body.clone())).await {
+            Answer::Status(StatusCode::ACCEPTED, _) => return,
+            // Not yet (the metadata group electing, a node down): asked again.
+            _ => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}
+
+/// Crashes a node the seed picks, of the first `size`, a moment into the moves a member
+/// change started, and restarts it after a while; says what it did (nothing, one seed in
+/// four).
+async fn crash_mid_move(cluster: &mut SimCluster, rng: &mut Rng, size: usize) -> Option<String> {
+    let into = rng.millis(50, 1_500);
+    let victim = rng.below(size);
+    let hold = rng.millis(300, 2_000);
+    if rng.below(4) == 0 || cluster.is_retired(victim) || !cluster.is_running(victim) {
+        return None;
+    }
+    tokio::time::sleep(into).await;
+    cluster.crash(victim);
+    tokio::time::sleep(hold).await;
+    cluster.restart(victim).await;
+    Some(format!(
+        "crash node {victim} {into:?} into the moves, for {hold:?}"
+    ))
+}
+
+/// Waits until the member list, as the metadata group's leader holds it, no longer lists
+/// `name`.
+async fn until_left(cluster: &SimCluster, name: &str, patience: Duration) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        let members = cluster.members_now();
+        let listed = members.is_empty() || members.iter().any(|member| member == name);
+        if !listed {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            let views: Vec<String> = (0..cluster.size())
+                .filter_map(|n| {
+                    let node = cluster.node(n)?;
+                    let membership =
+                        playhouse_runtime::replication::Membership::read(node.store()).ok()?;
+                    Some(format!("node {n}: {membership:?}"))
+                })
+                .collect();
+            return Err(format!(
+                "{name} was drained but had not left after {patience:?}; the metadata as each node holds it: {}",
+                views.join("; ")
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// How long the moves a member change starts may take, in simulated time.
+const MOVING: Duration = Duration::from_secs(60);
+
 /// How long replicas may take to be whole again after a fault (a wiped node caught up and
 /// promoted), in simulated time; they take under two seconds.
 const HEALING: Duration = Duration::from_secs(10);
@@ -229,6 +348,8 @@ enum Disks {
     /// Honest disks, and every partition a Raft group on all three nodes
     /// (`store.journal = "raft"`).
     Replicated,
+    /// Replicated, and the members change under the workload: one joins, one is drained.
+    Membership,
 }
 
 /// One seed, start to finish, on a runtime of its own with a paused clock: one thread, so
@@ -250,7 +371,7 @@ fn run_on(seed: u64, disks: Disks) -> Run {
 
 async fn simulate(seed: u64, disks: Disks) -> Run {
     let mut cluster = match disks {
-        Disks::Replicated => SimCluster::start_replicated(seed).await,
+        Disks::Replicated | Disks::Membership => SimCluster::start_replicated(seed).await,
         _ => SimCluster::start(seed, disks == Disks::SyncLate).await,
     };
     let api = Arc::new(cluster.api());
@@ -311,6 +432,7 @@ async fn simulate(seed: u64, disks: Disks) -> Run {
     let until = tokio::time::Instant::now() + WORKLOAD;
     let (faults, unhealed) = match disks {
         Disks::Replicated => replicated_nemesis(&mut cluster, &mut rng, until).await,
+        Disks::Membership => membership_nemesis(&mut cluster, &mut rng, until).await,
         _ => (nemesis(&mut cluster, &mut rng, until).await, None),
     };
     stop.store(true, Ordering::SeqCst);
@@ -398,6 +520,8 @@ fn seeded_runs(disks: Disks) {
     let seeds = seeds();
     for &seed in &seeds {
         let seed_started = Instant::now();
+        // In the log (SIM_LOG), where each seed's story begins.
+        tracing::info!(seed, "simulation seed starts");
         let run = run_on(seed, disks);
         println!(
             "SIM_SEED={seed}: {} faults, {} problems, {:.1} s; {}",
@@ -431,6 +555,13 @@ fn seeded_runs(disks: Disks) {
         failed[0].faults,
         failed[0].problems.join("\n")
     );
+}
+
+/// The same workloads while the members change: a fourth node joins, the first is drained
+/// and leaves, and nodes crash in the middle of the moves.
+#[test]
+fn the_bank_and_shop_keep_their_invariants_while_a_node_joins_and_another_is_drained() {
+    seeded_runs(Disks::Membership);
 }
 
 /// Seed 7 of the replicated simulation, ten times (its runs differ, see README "The

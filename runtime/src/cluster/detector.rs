@@ -53,6 +53,19 @@ impl Detector {
         }
     }
 
+    /// Follows a change of members: a new peer is joining, a peer no longer listed is
+    /// forgotten.
+    pub(crate) fn track(&mut self, peers: impl IntoIterator<Item = String>) {
+        let peers: std::collections::BTreeSet<String> = peers.into_iter().collect();
+        self.peers.retain(|peer, _| peers.contains(peer));
+        for peer in peers {
+            self.peers.entry(peer).or_insert(Peer {
+                status: MemberStatus::Joining,
+                last_answer: None,
+            });
+        }
+    }
+
     pub(crate) fn status(&self, peer: &str) -> Option<MemberStatus> {
         self.peers.get(peer).map(|state| state.status)
     }

@@ -25,6 +25,13 @@ pub trait Handler: Send + Sync + 'static {
     fn needs_serving(&self) -> bool {
         true
     }
+
+    /// Whether it answers nodes of no cluster yet (a node asking to join, which has the
+    /// cookie but not the cluster's id): it must then give away nothing but what a node
+    /// with the cookie may ask.
+    fn open_to_newcomers(&self) -> bool {
+        false
+    }
 }
 
 /// What this node answers to other nodes: calls to its [`Handler`]s, and heartbeats.
@@ -77,22 +84,23 @@ async fn serve(cluster: &Cluster, bytes: &[u8]) -> Response {
     let request: Request =
         codec::decode(bytes).map_err(|error| CallError::Undecodable(error.to_string()))?;
     let node = cluster.node().to_owned();
-    if request.placement != cluster.inner.fingerprint {
-        return Err(CallError::PlacedDifferently {
-            node,
-            theirs: request.placement,
-            ours: cluster.inner.fingerprint,
-        });
-    }
     let handler = cluster
         .inner
         .handlers
         .get(&request.target)
-        .map(|handler| handler.clone())
-        .ok_or_else(|| CallError::NoHandler {
-            node: node.clone(),
-            target: request.target.clone(),
-        })?;
+        .map(|handler| handler.clone());
+    let ours = cluster.cluster_id();
+    if request.placement != ours && !handler.as_ref().is_some_and(|h| h.open_to_newcomers()) {
+        return Err(CallError::PlacedDifferently {
+            node,
+            theirs: request.placement,
+            ours,
+        });
+    }
+    let handler = handler.ok_or_else(|| CallError::NoHandler {
+        node: node.clone(),
+        target: request.target.clone(),
+    })?;
     if handler.needs_serving()
         && let Err(reason) = cluster.serving()
     {
@@ -155,6 +163,8 @@ mod tests {
             cookie: None,
             cookie_source: "none".into(),
             members: vec![member("inbound-test-a", 1), member("inbound-test-b", 2)],
+            join: false,
+            max_moves: 2,
             heartbeat_interval: Duration::from_millis(250),
             heartbeat_timeout: Duration::from_millis(1500),
             partitions: 8,

@@ -113,7 +113,7 @@ impl Cluster {
     pub(crate) fn heartbeat_for(&self, peer: Option<&str>) -> Heartbeat {
         Heartbeat {
             from: self.node().to_owned(),
-            placement: self.inner.fingerprint,
+            placement: self.cluster_id(),
             log_end: self.inner.store.log_end(),
             seen_of_you: peer.and_then(|peer| self.seen().get(peer)),
         }
@@ -121,7 +121,7 @@ impl Cluster {
 
     /// A peer's heartbeat arrived: remember its log end, check what it saw of ours, answer.
     pub(crate) fn heard(&self, heartbeat: &Heartbeat) -> Heartbeat {
-        if heartbeat.placement == self.inner.fingerprint {
+        if heartbeat.placement == self.cluster_id() {
             self.seen().saw(&heartbeat.from, heartbeat.log_end);
             self.check_memory(&heartbeat.from, heartbeat.seen_of_you);
         }
@@ -253,6 +253,8 @@ pub(crate) enum MembershipMsg {
         peer: String,
         result: Result<(), String>,
     },
+    /// The roster changed: link to new members, forget those no longer listed.
+    Roster,
 }
 
 impl ractor::Message for MembershipMsg {}
@@ -274,12 +276,32 @@ struct Link {
     warned_at: Option<Instant>,
 }
 
+impl Link {
+    /// A link from node `me` to `member`, not up yet.
+    fn to(me: &str, member: &Member) -> Self {
+        Link {
+            address: member.address.clone(),
+            dialer: *me < *member.name,
+            probing: false,
+            up: false,
+            dial_failures: 0,
+            dial_pending: false,
+            dialled_at: None,
+            warned_at: None,
+        }
+    }
+}
+
 pub(crate) struct Membership;
 
 pub(crate) struct MembershipState {
     cluster: Cluster,
     transport: Arc<dyn Transport>,
     links: BTreeMap<String, Link>,
+    /// Nodes that are not members (yet) whose links are up: a node asking to join dials the
+    /// members it contacts, and its link is taken over once the roster lists it, rather than
+    /// dialled a second time.
+    strangers: std::collections::BTreeSet<String>,
     detector: Detector,
     last_flush: Instant,
 }
@@ -319,19 +341,8 @@ impl Actor for Membership {
         let me = cluster.node().to_owned();
         let links: BTreeMap<String, Link> = cluster
             .peers()
-            .map(|member| {
-                let link = Link {
-                    address: member.address.clone(),
-                    dialer: me < member.name,
-                    probing: false,
-                    up: false,
-                    dial_failures: 0,
-                    dial_pending: false,
-                    dialled_at: None,
-                    warned_at: None,
-                };
-                (member.name.clone(), link)
-            })
+            .into_iter()
+            .map(|member| (member.name.clone(), Link::to(&me, &member)))
             .collect();
         for (peer, link) in &links {
             if link.dialer {
@@ -344,6 +355,7 @@ impl Actor for Membership {
             cluster,
             transport,
             links,
+            strangers: std::collections::BTreeSet::new(),
             detector,
             last_flush: Instant::now(),
         })
@@ -361,9 +373,37 @@ impl Actor for Membership {
             MembershipMsg::Link(event) => link_event(&myself, state, event),
             MembershipMsg::Dial(peer) => dial(&myself, state, &peer),
             MembershipMsg::Dialed { peer, result } => dialed(&myself, state, &peer, result),
+            MembershipMsg::Roster => follow_roster(&myself, state),
         }
         Ok(())
     }
+}
+
+/// The roster changed: a link to each new member (dialled when this node dials it), none to a
+/// member no longer listed (its heartbeats stop; the transport's link closes with the node).
+fn follow_roster(myself: &ActorRef<MembershipMsg>, state: &mut MembershipState) {
+    let me = state.cluster.node().to_owned();
+    let peers = state.cluster.peers();
+    state
+        .links
+        .retain(|name, _| peers.iter().any(|member| member.name == *name));
+    for member in &peers {
+        let link = state
+            .links
+            .entry(member.name.clone())
+            .or_insert_with(|| Link {
+                up: state.strangers.remove(&member.name),
+                ..Link::to(&me, member)
+            });
+        // A member whose address changed is dialled where it is now.
+        link.address.clone_from(&member.address);
+        if link.dialer && !link.up && !link.dial_pending {
+            let _ = myself.cast(MembershipMsg::Dial(member.name.clone()));
+        }
+    }
+    state
+        .detector
+        .track(peers.into_iter().map(|member| member.name));
 }
 
 /// Every heartbeat interval: count silent peers down, redial links that never came up, send
@@ -450,11 +490,11 @@ fn probed(state: &mut MembershipState, peer: &str, outcome: Result<(Heartbeat, D
     }
     let cluster = &state.cluster;
     let change = match outcome {
-        Ok((answer, _)) if answer.placement != cluster.inner.fingerprint => state.detector.refused(
+        Ok((answer, _)) if answer.placement != cluster.cluster_id() => state.detector.refused(
             peer,
             format!(
                 "placed differently: its members, their services or the partition count differ from this node's config (placement {:016x}, ours {:016x}); two configs would make two owners of one aggregate",
-                answer.placement, cluster.inner.fingerprint
+                answer.placement, cluster.cluster_id()
             ),
         ),
         Ok((answer, rtt)) => {
@@ -475,7 +515,8 @@ fn link_event(myself: &ActorRef<MembershipMsg>, state: &mut MembershipState, eve
     match event {
         LinkEvent::Up { peer } => {
             let Some(link) = state.links.get_mut(&peer) else {
-                tracing::warn!(node = %cluster.node(), stranger = %peer, "a node that is not a member linked up; it is never called");
+                tracing::info!(node = %cluster.node(), stranger = %peer, "a node that is not a member linked up (asking to join?); it is not called until admitted");
+                state.strangers.insert(peer);
                 return;
             };
             if !link.up {
@@ -486,6 +527,7 @@ fn link_event(myself: &ActorRef<MembershipMsg>, state: &mut MembershipState, eve
             link.warned_at = None;
         }
         LinkEvent::Down { peer, reason } => {
+            state.strangers.remove(&peer);
             let Some(link) = state.links.get_mut(&peer) else {
                 return;
             };

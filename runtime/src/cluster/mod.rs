@@ -32,6 +32,7 @@ pub use transport::{CallFailure, Channel, Inbound, LinkEvent, Transport};
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -60,6 +61,17 @@ pub enum Route {
     Remote(String),
     /// Its owner cannot serve it now: the caller answers "unavailable, retry after" at once.
     Unavailable { owner: String, reason: String },
+}
+
+/// The members a node knows of, and where partitions go among them.
+#[derive(Debug)]
+pub struct Roster {
+    /// Every member, this node included, sorted by name once the metadata gave the list.
+    pub members: Vec<Member>,
+    /// Members being drained: they keep serving while their replicas move away, and are
+    /// proposed for nothing.
+    pub draining: Vec<String>,
+    pub placement: Arc<Placement>,
 }
 
 /// Who leads each replicated partition, as this node knows it (its partition groups).
@@ -116,8 +128,12 @@ impl std::fmt::Debug for Cluster {
 
 struct Inner {
     node: String,
-    placement: Placement,
-    fingerprint: u64,
+    /// The members as this node knows them now, and the placement over them: the config's
+    /// list, until a replicated cluster's metadata says otherwise (members joined or left).
+    roster: RwLock<Arc<Roster>>,
+    /// What every call and heartbeat carries to say which cluster it is of: the placement
+    /// fingerprint, or a replicated cluster's id (the fingerprint it formed with).
+    fingerprint: AtomicU64,
     config: ClusterConfig,
     store: EventStore,
     handlers: DashMap<String, Arc<dyn Handler>>,
@@ -156,13 +172,18 @@ impl Cluster {
             .filter(|member| member.name != node)
             .map(|member| (member.name.clone(), MemberView::joining(member, &placement)))
             .collect();
+        let roster = Roster {
+            members: config.members.clone(),
+            draining: Vec::new(),
+            placement: Arc::new(placement.clone()),
+        };
         let handlers: DashMap<String, Arc<dyn Handler>> = DashMap::new();
         handlers.insert(ECHO.to_owned(), Arc::new(Echo));
         Self {
             inner: Arc::new(Inner {
                 node: node.to_owned(),
-                fingerprint: placement.fingerprint(),
-                placement,
+                fingerprint: AtomicU64::new(placement.fingerprint()),
+                roster: RwLock::new(Arc::new(roster)),
                 config: config.clone(),
                 store,
                 handlers,
@@ -218,27 +239,131 @@ impl Cluster {
         &self.inner.node
     }
 
-    /// Every member's name (this node's too), in the config's order.
+    /// Every member's name (this node's too), in the roster's order.
     pub fn member_names(&self) -> Vec<String> {
-        self.inner
-            .config
+        self.roster()
             .members
             .iter()
             .map(|member| member.name.clone())
             .collect()
     }
 
-    /// What the config says of `member`.
-    pub fn member(&self, name: &str) -> Option<&Member> {
-        self.inner
-            .config
+    /// What the roster says of `member`.
+    pub fn member(&self, name: &str) -> Option<Member> {
+        self.roster()
             .members
             .iter()
             .find(|member| member.name == name)
+            .cloned()
     }
 
-    pub fn placement(&self) -> &Placement {
-        &self.inner.placement
+    /// The members this node's config lists (the founders of a replicated cluster, or for a
+    /// node that joined one, itself and the members it contacts).
+    pub fn configured_members(&self) -> Vec<Member> {
+        self.inner.config.members.clone()
+    }
+
+    /// Where partitions go, over the members as this node knows them now (draining members
+    /// left out).
+    pub fn placement(&self) -> Arc<Placement> {
+        self.roster().placement.clone()
+    }
+
+    /// The members as this node knows them now.
+    pub fn roster(&self) -> Arc<Roster> {
+        self.inner
+            .roster
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Takes in a new member list (a replicated cluster's metadata changed): placement is
+    /// made over the members not `draining`, links are opened to new members and closed to
+    /// members no longer listed. Returns whether anything changed.
+    pub fn set_roster(&self, mut members: Vec<Member>, draining: Vec<String>) -> bool {
+        let services = self
+            .inner
+            .config
+            .members
+            .iter()
+            .find(|member| member.name == self.inner.node)
+            .map(|member| member.services.clone())
+            .unwrap_or_default();
+        for member in &mut members {
+            if member.services.is_empty() {
+                member.services = services.clone();
+            }
+        }
+        members.sort_by(|a, b| a.name.cmp(&b.name));
+        let current = self.roster();
+        let same_members = current.members.len() == members.len()
+            && current
+                .members
+                .iter()
+                .zip(&members)
+                .all(|(a, b)| a.name == b.name && a.address == b.address && a.edge == b.edge);
+        if same_members && current.draining == draining {
+            return false;
+        }
+        let serving: Vec<Member> = members
+            .iter()
+            .filter(|member| !draining.contains(&member.name))
+            .cloned()
+            .collect();
+        let mut placement = Placement::of(self.inner.config.partitions, &serving);
+        if self.inner.config.replicated {
+            placement = placement.replicated(self.inner.config.replication_factor);
+        }
+        tracing::info!(
+            node = %self.inner.node,
+            members = ?members.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+            ?draining,
+            "the cluster's members changed"
+        );
+        {
+            let mut views = self
+                .inner
+                .members
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            views.retain(|name, _| members.iter().any(|member| member.name == *name));
+            for member in members.iter().filter(|m| m.name != self.inner.node) {
+                views
+                    .entry(member.name.clone())
+                    .or_insert_with(|| MemberView::joining(member, &placement));
+            }
+        }
+        *self
+            .inner
+            .roster
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(Roster {
+            members: members.clone(),
+            draining,
+            placement: Arc::new(placement),
+        });
+        if let Some(membership) = self
+            .inner
+            .membership
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+        {
+            let _ = membership.cast(MembershipMsg::Roster);
+        }
+        true
+    }
+
+    /// The id every call and heartbeat of this node carries (see [`Self::adopt_cluster_id`]).
+    pub fn cluster_id(&self) -> u64 {
+        self.inner.fingerprint.load(Ordering::Acquire)
+    }
+
+    /// From now on this node speaks as a member of replicated cluster `id` (its data
+    /// directory's, or the one it was just admitted to), whatever its config's member list.
+    pub fn adopt_cluster_id(&self, id: u64) {
+        self.inner.fingerprint.store(id, Ordering::Release);
     }
 
     fn config(&self) -> &ClusterConfig {
@@ -263,12 +388,19 @@ impl Cluster {
             .saturating_sub(TRACE_ID_AND_LENGTHS)
     }
 
-    fn peers(&self) -> impl Iterator<Item = &Member> {
-        self.inner
-            .config
+    /// Every member but this node, as the roster lists them now.
+    fn peers(&self) -> Vec<Member> {
+        self.roster()
             .members
             .iter()
             .filter(|member| member.name != self.inner.node)
+            .cloned()
+            .collect()
+    }
+
+    /// Every member's name but this node's.
+    pub fn peer_names(&self) -> Vec<String> {
+        self.peers().into_iter().map(|member| member.name).collect()
     }
 
     /// Registers the handler other nodes reach as `target` (an aggregate or saga kind, a read
@@ -294,8 +426,9 @@ impl Cluster {
     /// Where the aggregate whose stream is `stream`, in `service`, is served: its owner, or
     /// with replication its partition's leader.
     pub fn route(&self, service: &str, stream: &str) -> Route {
-        if self.inner.placement.is_replicated() {
-            let partition = self.inner.placement.partition(stream);
+        let placement = self.placement();
+        if placement.is_replicated() {
+            let partition = placement.partition(stream);
             let leader = self
                 .inner
                 .leadership
@@ -311,7 +444,7 @@ impl Cluster {
                 },
             };
         }
-        let Some(owner) = self.inner.placement.owner_of(service, stream) else {
+        let Some(owner) = placement.owner_of(service, stream) else {
             return Route::Unavailable {
                 owner: String::new(),
                 reason: format!("no member hosts the {service} service"),
@@ -352,7 +485,7 @@ impl Cluster {
     /// those that are not, with why.
     pub fn hosts_of(&self, service: &str) -> (Vec<String>, Vec<(String, String)>) {
         let (mut up, mut down) = (Vec::new(), Vec::new());
-        for member in &self.inner.config.members {
+        for member in &self.roster().members {
             if !member.services.iter().any(|s| s == service) {
                 continue;
             }
@@ -416,7 +549,7 @@ impl Cluster {
         }
         let request = Request {
             from: self.inner.node.clone(),
-            placement: self.inner.fingerprint,
+            placement: self.cluster_id(),
             trace_id: crate::trace::current().map(|id| id.to_string()),
             target: target.to_owned(),
             operation,
@@ -465,6 +598,39 @@ impl Cluster {
                 .with(member, |breaker| breaker.record(worked));
         }
         outcome
+    }
+
+    /// A call from a node not admitted yet (it has the cookie, not the cluster's id) to
+    /// handler `target` on `peer` at `address`, dialling it first when no link is up: only
+    /// handlers open to newcomers answer it.
+    pub async fn call_as_newcomer(
+        &self,
+        peer: &str,
+        address: &str,
+        target: &str,
+        operation: Vec<u8>,
+    ) -> Result<Vec<u8>, String> {
+        let request = Request {
+            from: self.inner.node.clone(),
+            placement: self.cluster_id(),
+            trace_id: None,
+            target: target.to_owned(),
+            operation,
+        };
+        let bytes = codec::encode(&request).map_err(|e| e.to_string())?;
+        let timeout = self.config().call_timeout;
+        let transport = &self.inner.transport;
+        let mut answered = transport
+            .call(peer, Channel::Call, bytes.clone(), timeout)
+            .await;
+        if answered == Err(CallFailure::NotLinked) {
+            transport.dial(peer, address).await?;
+            answered = transport.call(peer, Channel::Call, bytes, timeout).await;
+        }
+        let answer = answered.map_err(|failure| failure.to_string())?;
+        codec::decode::<Response>(&answer)
+            .map_err(|e| format!("its answer: {e}"))?
+            .map_err(|e| e.to_string())
     }
 
     /// Writes down how far each peer's log was seen (otherwise done every 2 s), for a

@@ -216,8 +216,16 @@ pub struct ClusterSection {
     pub cookie_file: Option<PathBuf>,
     /// A cookie written in the file itself: refused outside `development`.
     pub dev_cookie: Option<Secret>,
-    /// Every member, this node included.
+    /// Every member, this node included. With `join = true`: this node and a few members of
+    /// the running cluster to contact (the cluster's own member list is in its metadata).
     pub members: Vec<MemberSection>,
+    /// With `store.journal = "raft"`: this node joins a running cluster (it asks the other
+    /// members listed to be admitted, and an admin admits it) rather than forming a new one
+    /// with the members listed.
+    pub join: bool,
+    /// With `store.journal = "raft"`: how many partitions a node leading them moves to other
+    /// members at once (a join, a drain, a member removed), so serving goes on during a move.
+    pub max_moves: u32,
     pub heartbeat_interval_ms: u64,
     /// A member silent for this long is considered down.
     pub heartbeat_timeout_ms: u64,
@@ -258,6 +266,8 @@ impl Default for ClusterSection {
             cookie_file: None,
             dev_cookie: None,
             members: Vec::new(),
+            join: false,
+            max_moves: 2,
             heartbeat_interval_ms: 250,
             heartbeat_timeout_ms: 1_500,
             partitions: DEFAULT_PARTITIONS,

@@ -150,6 +150,11 @@ pub struct ClusterConfig {
     /// Where the cookie came from, for `config check` and startup logs.
     pub cookie_source: String,
     pub members: Vec<Member>,
+    /// Whether this node joins a running cluster rather than forming one (see
+    /// [`file::ClusterSection::join`]).
+    pub join: bool,
+    /// Partitions a node moves at once (see [`file::ClusterSection::max_moves`]).
+    pub max_moves: u32,
     pub heartbeat_interval: Duration,
     pub heartbeat_timeout: Duration,
     pub partitions: u32,
@@ -533,6 +538,18 @@ fn validate(
     let cluster = validate_cluster(path, &file, cookie, &invalid, &address)?;
     let mut cluster = cluster;
     cluster.replicated = store.journal == JournalKind::Raft;
+    if cluster.join && !cluster.replicated {
+        return Err(invalid(
+            "cluster.join",
+            "a node joins a running cluster only with store.journal = \"raft\" (a direct cluster's member list is fixed)".into(),
+        ));
+    }
+    if cluster.join && cluster.members.len() < 2 {
+        return Err(invalid(
+            "cluster.members",
+            "with cluster.join = true, list this node and at least one member of the cluster to contact".into(),
+        ));
+    }
 
     // The printed config shows what the node runs with, defaults chosen by environment included.
     let mut file = file;
@@ -768,6 +785,8 @@ fn validate_cluster(
         cookie,
         cookie_source,
         members,
+        join: section.join,
+        max_moves: positive("cluster.max_moves", section.max_moves, invalid)?,
         heartbeat_interval: Duration::from_millis(positive(
             "cluster.heartbeat_interval_ms",
             section.heartbeat_interval_ms,

@@ -47,7 +47,8 @@ pub struct ClusterView {
     /// its peers saw: see `not_serving_reason`).
     pub serving: bool,
     pub not_serving_reason: Option<String>,
-    /// The placement fingerprint members compare (hex); absent on a node alone.
+    /// The placement fingerprint members compare (hex), a replicated cluster's id (the
+    /// fingerprint of the members it formed with); absent on a node alone.
     pub placement: Option<String>,
     pub services: Vec<String>,
     /// How many partitions of each service this node serves: those it owns, or with
@@ -70,6 +71,31 @@ pub struct ReplicationView {
     pub partitions: Vec<PartitionReport>,
     /// The cluster's metadata group, in a cluster: absent on a node alone.
     pub metadata: Option<MetadataView>,
+    /// Moves of replicas under way in the groups this node leads (a member joined, is being
+    /// drained or was removed; a replica back on a new disk).
+    pub moves: Vec<crate::replication::MoveReport>,
+    /// Nodes that asked this node to join within the last minute and are not members:
+    /// `POST /admin/cluster/members {"name"}` admits one.
+    pub asking: Vec<AskingView>,
+}
+
+/// A node asking to join.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AskingView {
+    pub name: String,
+    pub address: String,
+    pub edge: Option<String>,
+}
+
+/// A member as the metadata records it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecordedMember {
+    pub name: String,
+    /// Its address, when it joined (a founding member's is in the configs).
+    pub address: Option<String>,
+    pub edge: Option<String>,
+    /// `active`, or `draining` (its replicas are moving away; it leaves once it holds none).
+    pub state: String,
 }
 
 /// The cluster's metadata group as this node's replica holds it.
@@ -80,6 +106,9 @@ pub struct MetadataView {
     /// The members the cluster formed with, as recorded (empty until a member recorded its
     /// incarnation).
     pub members: Vec<String>,
+    /// The members now: founders and members admitted since, less those that left or were
+    /// removed.
+    pub roster: Vec<RecordedMember>,
     /// Each member's current incarnation (its replica id in every group, in hex), as
     /// recorded: a replica under another id is being replaced.
     pub incarnations: BTreeMap<String, String>,
@@ -119,6 +148,21 @@ fn replication_of(groups: Option<&Groups>, store: &EventStore) -> Option<Replica
         let membership = Membership::read(store).unwrap_or_default();
         MetadataView {
             group,
+            roster: membership
+                .roster
+                .iter()
+                .map(|(name, record)| RecordedMember {
+                    name: name.clone(),
+                    address: record.address.clone(),
+                    edge: record.edge.clone(),
+                    state: if record.draining {
+                        "draining"
+                    } else {
+                        "active"
+                    }
+                    .to_owned(),
+                })
+                .collect(),
             members: membership.members,
             incarnations: membership
                 .incarnations
@@ -132,6 +176,16 @@ fn replication_of(groups: Option<&Groups>, store: &EventStore) -> Option<Replica
         leading: partitions.iter().filter(|p| p.role == "leader").count(),
         partitions,
         metadata,
+        moves: groups.moves(),
+        asking: groups
+            .asking()
+            .into_iter()
+            .map(|asking| AskingView {
+                name: asking.name,
+                address: asking.address,
+                edge: asking.edge,
+            })
+            .collect(),
     })
 }
 
@@ -158,7 +212,7 @@ async fn cluster_view(State(info): State<ClusterInfo>, _: Admin) -> ApiJson<Clus
         node: info.node.clone(),
         serving: serving.is_ok(),
         not_serving_reason: serving.err(),
-        placement: Some(format!("{:016x}", cluster.placement().fingerprint())),
+        placement: Some(format!("{:016x}", cluster.cluster_id())),
         services: info.services.clone(),
         partitions: partitions_served(cluster, info.groups.as_ref(), &info.services),
         members: members_of(&info.node, &info.services, Some(cluster), log_end),

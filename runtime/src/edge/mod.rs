@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod admin_cluster;
+pub mod admin_members;
 pub mod auth;
 pub mod guard;
 pub mod health;

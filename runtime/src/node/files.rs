@@ -13,18 +13,62 @@ pub const STORE_FILE: &str = "events.redb";
 /// The Raft log file of every partition group the node runs.
 pub const RAFT_LOG_FILE: &str = "raft.redb";
 
+/// Whose a data directory is, once checked (or claimed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// A node alone's, or a direct cluster member's: placed by its config's member list.
+    Placement,
+    /// A member's of the replicated cluster with this id.
+    Replicated(u64),
+    /// A node joining a replicated cluster, not admitted yet: claimed once it is.
+    Joining,
+}
+
+/// The settings every member of `config`'s replicated cluster must share.
+pub fn shared_settings(config: &NodeConfig) -> crate::cluster::identity::SharedSettings {
+    crate::cluster::identity::SharedSettings {
+        partitions: config.cluster.partitions,
+        replication_factor: config.cluster.replication_factor,
+    }
+}
+
+/// Checks that the data directory is this node's, claiming it when it is new (but for a
+/// node joining a cluster, which claims it once admitted).
+fn claim_directory(config: &NodeConfig) -> Result<Claim, String> {
+    use crate::cluster::identity;
+    let founding = crate::placement::Placement::new(&config.cluster).fingerprint();
+    let (dir, node) = (&config.data_dir, config.node_name.as_str());
+    if !(config.cluster.replicated && config.cluster.has_peers()) {
+        identity::claim(dir, node, founding).map_err(|e| format!("{e:#}"))?;
+        return Ok(Claim::Placement);
+    }
+    let settings = shared_settings(config);
+    match identity::replicated_cluster(dir, node, settings, founding)
+        .map_err(|e| format!("{e:#}"))?
+    {
+        Some(id) => Ok(Claim::Replicated(id)),
+        None if config.cluster.join => Ok(Claim::Joining),
+        None => {
+            identity::claim_replicated(dir, node, founding, settings)
+                .map_err(|e| format!("{e:#}"))?;
+            Ok(Claim::Replicated(founding))
+        }
+    }
+}
+
 /// Checks that the data directory is this node's (claiming it if new), then opens its store
 /// with the config's settings over `options` (which may name a simulated disk).
-pub async fn open_store(config: &NodeConfig, options: StoreOptions) -> Result<EventStore, String> {
+pub async fn open_store(
+    config: &NodeConfig,
+    options: StoreOptions,
+) -> Result<(EventStore, Claim), String> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("data_dir: cannot create {}: {e}", config.data_dir.display()))?;
-    let placement = crate::placement::Placement::new(&config.cluster);
     let identity = config
         .data_dir
         .join(crate::cluster::identity::IDENTITY_FILE);
     let claimed_before = identity.exists();
-    crate::cluster::identity::claim(&config.data_dir, &config.node_name, placement.fingerprint())
-        .map_err(|e| format!("{e:#}"))?;
+    let claim = claim_directory(config)?;
     let path = config.data_dir.join(STORE_FILE);
     // A directory that was claimed holds a store: without one, its events were lost, and
     // starting empty would serve as if they never existed.
@@ -38,7 +82,7 @@ pub async fn open_store(config: &NodeConfig, options: StoreOptions) -> Result<Ev
             path.display()
         ));
     }
-    EventStore::open(
+    let store = EventStore::open(
         &path,
         StoreOptions {
             group_commit: GroupCommitOptions {
@@ -51,7 +95,8 @@ pub async fn open_store(config: &NodeConfig, options: StoreOptions) -> Result<Ev
         },
     )
     .await
-    .map_err(|e| format!("opening the store {}: {e}", path.display()))
+    .map_err(|e| format!("opening the store {}: {e}", path.display()))?;
+    Ok((store, claim))
 }
 
 /// The partition groups of a node alone, each a group of one over `store`, leading: what its
@@ -82,6 +127,10 @@ pub async fn start_groups_in_cluster(
     disk: Disk,
     cluster: &crate::cluster::Cluster,
 ) -> Result<(Groups, Journal), String> {
+    // A member that formed the cluster sets up the groups its founding placement gives it
+    // first; one that joined later never sets a group up.
+    let founding =
+        (!config.cluster.join).then(|| crate::placement::Placement::new(&config.cluster));
     let groups = open_groups(
         config,
         store,
@@ -89,11 +138,12 @@ pub async fn start_groups_in_cluster(
         Some(cluster.clone()),
         &RaftSettings {
             snapshot_every: config.cluster.raft_snapshot_every,
+            max_moves: config.cluster.max_moves as usize,
             ..RaftSettings::default()
         },
     )
     .await?;
-    groups.start_in_cluster(cluster.placement());
+    groups.start_in_cluster(founding);
     Ok(journal_of(config, groups))
 }
 
@@ -143,7 +193,7 @@ pub async fn rebuild_projection(
     name: &str,
 ) -> Result<u64, String> {
     let config = &super::prepare(config.clone(), services)?;
-    let store = open_store(config, StoreOptions::default()).await.map_err(|e| {
+    let (store, _) = open_store(config, StoreOptions::default()).await.map_err(|e| {
         format!(
             "{e} (is the node still running? Stop it first, or use POST /admin/projections/{{name}}/rebuild)"
         )

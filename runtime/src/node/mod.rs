@@ -18,7 +18,10 @@ pub mod probe;
 mod services;
 pub mod signal;
 
-pub use files::{open_store, rebuild_projection, start_groups_alone, start_groups_in_cluster};
+pub use files::{
+    Claim, open_store, rebuild_projection, shared_settings, start_groups_alone,
+    start_groups_in_cluster,
+};
 pub use services::{Hosted, check, host, prepare};
 
 use std::net::SocketAddr;
@@ -172,7 +175,7 @@ impl Node {
             None
         };
         let store_options_disk = store_options.disk.clone();
-        let store = open_store(&config, store_options).await?;
+        let (store, claim) = open_store(&config, store_options).await?;
         // Before any saga runs: a store from before the finished-saga counters gets them filled.
         if let Some(counted) = crate::saga::fill_saga_counts(&store)
             .await
@@ -203,6 +206,19 @@ impl Node {
                 transport,
             )
         });
+        let mut cluster_started = false;
+        if let Some(cluster) = &cluster {
+            match claim {
+                Claim::Replicated(id) => cluster.adopt_cluster_id(id),
+                Claim::Joining => {
+                    // Its links must be up to ask; the handlers they need come once admitted.
+                    cluster.start().await?;
+                    cluster_started = true;
+                    join(&config, cluster).await?;
+                }
+                Claim::Placement => {}
+            }
+        }
         // With `store.journal = "raft"` a node writes through its partitions' groups (a node
         // alone: groups of one); otherwise straight to its store (the partitions it owns are
         // its own).
@@ -248,7 +264,7 @@ impl Node {
         if let Some(cluster) = &cluster {
             crate::bus::gather::serve(cluster, &bus);
             cluster.serve_ops(&ops);
-            if let Err(error) = cluster.start().await {
+            if !cluster_started && let Err(error) = cluster.start().await {
                 root.kill();
                 return Err(error);
             }
@@ -283,6 +299,12 @@ impl Node {
             hosted
                 .routes
                 .merge(crate::edge::admin::routes(bus.clone()))
+                .merge(crate::edge::admin_members::routes(
+                    crate::edge::admin_members::MembersInfo {
+                        cluster: cluster.clone(),
+                        groups: groups.clone(),
+                    },
+                ))
                 .merge(crate::edge::admin_cluster::routes(ClusterInfo {
                     node: node.clone(),
                     services: config.services.clone(),
@@ -534,4 +556,25 @@ fn share_files(config: &NodeConfig) -> Result<usize, String> {
         "open files shared"
     );
     Ok(budget.edge_connections)
+}
+
+/// A node joining a replicated cluster: asks the members its config lists until an admin
+/// admits it, then claims its data directory for the cluster and takes in its members.
+async fn join(config: &NodeConfig, cluster: &Cluster) -> Result<(), String> {
+    let me = cluster
+        .member(&config.node_name)
+        .ok_or("cluster.members: this node is not listed")?;
+    let settings = shared_settings(config);
+    let request = crate::replication::JoinRequest {
+        name: config.node_name.clone(),
+        address: me.address.clone(),
+        edge: me.edge.clone(),
+        settings,
+    };
+    let (id, members, draining) = crate::replication::wait_until_admitted(cluster, request).await?;
+    crate::cluster::identity::claim_replicated(&config.data_dir, &config.node_name, id, settings)
+        .map_err(|e| format!("{e:#}"))?;
+    cluster.adopt_cluster_id(id);
+    cluster.set_roster(members, draining);
+    Ok(())
 }

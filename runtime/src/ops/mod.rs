@@ -60,6 +60,10 @@ pub struct NodeStats {
     /// With replicated partitions, the groups this node leads, with each replica's lag as
     /// only their leader knows it (empty otherwise).
     pub replication: Vec<PartitionReport>,
+    /// Moves of replicas under way in the groups this node leads (a member joined, is being
+    /// drained or was removed).
+    #[serde(default)]
+    pub moves: Vec<crate::replication::MoveReport>,
 }
 
 /// The source of this node's report. Cheap to clone.
@@ -160,6 +164,7 @@ impl Ops {
                 .flat_map(Groups::report)
                 .filter(|group| group.role == "leader")
                 .collect(),
+            moves: self.groups.iter().flat_map(Groups::moves).collect(),
         })
     }
 }

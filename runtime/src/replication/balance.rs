@@ -28,9 +28,12 @@ const CAUGHT_UP_WITHIN: u64 = 16;
 
 /// Runs for the node's life: every [`LOOK_EVERY`], hands each group this node leads to its
 /// preferred leader when that is another member, up and caught up.
-pub(crate) async fn run(groups: Groups, cluster: Cluster, placement: Placement) {
+pub(crate) async fn run(groups: Groups, cluster: Cluster) {
     loop {
         tokio::time::sleep(LOOK_EVERY).await;
+        // Over the members as they are now: a member that joined is preferred for the
+        // partitions placement gives it first, one being drained for none.
+        let placement = cluster.placement();
         for (partition, raft) in groups.running() {
             let lag = if raft.is_leader() {
                 worst_lag(&raft)
@@ -39,7 +42,16 @@ pub(crate) async fn run(groups: Groups, cluster: Cluster, placement: Placement) 
             };
             metrics::gauge!(RAFT_REPLICATION_LAG, "partition" => partition.to_string())
                 .set(lag as f64);
-            if !raft.is_leader() || replacing(&raft) {
+            if !raft.is_leader() || replacing(&raft) || groups.move_registry().moving(partition) {
+                continue;
+            }
+            // A move pending (the voters are not yet where placement puts them): the leader
+            // that moves them stays until it is done (`reconcile`).
+            let mut proposed = placement.replicas(partition);
+            let mut voting: Vec<String> = voters(&raft).into_values().collect();
+            proposed.sort();
+            voting.sort();
+            if proposed != voting {
                 continue;
             }
             let Some(preferred) = preferred_leader(&raft, &cluster, &placement, partition) else {
@@ -127,7 +139,7 @@ fn worst_lag(raft: &PartitionRaft) -> u64 {
 }
 
 /// Whether `replica`'s log matches the leader's to within [`CAUGHT_UP_WITHIN`] entries.
-fn caught_up(raft: &PartitionRaft, replica: ReplicaId) -> bool {
+pub(crate) fn caught_up(raft: &PartitionRaft, replica: ReplicaId) -> bool {
     let metrics = raft.metrics();
     let metrics = metrics.borrow_watched();
     let last = metrics.last_log_index.unwrap_or(0);

@@ -83,6 +83,7 @@ pub(crate) fn known_here(groups: &Groups) -> Vec<KnownLeader> {
     groups
         .running()
         .into_iter()
+        .filter(|(partition, _)| groups.holds(*partition))
         .filter_map(|(partition, raft)| {
             let term = raft.metrics().borrow_watched().current_term;
             let leader = super::leadership::leader_of(&raft)?;
@@ -110,13 +111,17 @@ pub(crate) fn serve(cluster: &Cluster, groups: &Groups) {
     cluster.register(LEADERS_TARGET, Arc::new(LeadersHandler(groups.clone())));
 }
 
-/// Runs for the node's life when it lacks a replica of some partition: every [`ASK_EVERY`],
-/// asks each of `peers` (the members replicating what it lacks) who leads their groups.
-pub(crate) async fn run(directory: Arc<Directory>, cluster: Cluster, peers: Vec<String>) {
-    if peers.is_empty() {
-        return;
-    }
+/// Runs for the node's life: every [`ASK_EVERY`] while it lacks a replica of some partition
+/// (more members than the replication factor, or a partition moved away), asks every peer
+/// who leads their groups.
+pub(crate) async fn run(groups: Groups, directory: Arc<Directory>, cluster: Cluster) {
     loop {
+        let partitions = cluster.placement().partitions();
+        if (0..partitions).all(|partition| groups.holds(partition)) {
+            tokio::time::sleep(ASK_EVERY).await;
+            continue;
+        }
+        let peers = cluster.peer_names();
         let asked = peers.iter().map(|peer| {
             let cluster = cluster.clone();
             async move {

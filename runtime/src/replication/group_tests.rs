@@ -38,6 +38,8 @@ fn config(max_frame_bytes: u64) -> ClusterConfig {
             .enumerate()
             .map(|(i, name)| member(name, 1 + i as u16))
             .collect(),
+        join: false,
+        max_moves: 2,
         heartbeat_interval: Duration::from_millis(100),
         heartbeat_timeout: Duration::from_millis(1000),
         partitions: 4,

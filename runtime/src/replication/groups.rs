@@ -40,6 +40,8 @@ pub struct RaftSettings {
     /// Entries applied between two snapshots of a partition's state; its log is dropped
     /// behind each (see `state_machine`).
     pub snapshot_every: u64,
+    /// Partitions a leader moves to other members at once (`reconcile`).
+    pub max_moves: usize,
 }
 
 /// Entries applied between two snapshots of a partition, unless configured.
@@ -51,6 +53,7 @@ impl Default for RaftSettings {
             heartbeat_interval: Duration::from_millis(100),
             election_timeout: (Duration::from_millis(500), Duration::from_millis(1000)),
             snapshot_every: SNAPSHOT_EVERY,
+            max_moves: 2,
         }
     }
 }
@@ -64,6 +67,7 @@ impl RaftSettings {
             heartbeat_interval: Duration::from_secs(1),
             election_timeout: (Duration::from_secs(3), Duration::from_secs(6)),
             snapshot_every: SNAPSHOT_EVERY,
+            max_moves: 2,
         }
     }
 
@@ -145,6 +149,12 @@ struct Inner {
     config: Arc<openraft::Config>,
     /// How long a leader's lease lasts (the top of the election timeout).
     lease: Duration,
+    /// Partitions this node moves at once when it leads them.
+    max_moves: usize,
+    /// Moves under way on this node (`reconcile`), for the operations page.
+    moves: super::reconcile::Moves,
+    /// Nodes that asked to join lately (`admission`).
+    asking: super::admission::Asking,
     /// How many partitions there are, and the tables proposals write (for snapshots).
     layout: PartitionLayout,
     groups: DashMap<PartitionId, PartitionRaft>,
@@ -158,6 +168,8 @@ struct Inner {
     witness: Arc<Witness>,
     /// Who leads the partitions this node holds no replica of (`directory`).
     directory: Arc<Directory>,
+    /// Groups whose leader no longer counts this node's replica (`drain::watch_removals`).
+    removed: dashmap::DashSet<PartitionId>,
     /// Snapshot parts sent here and not installed yet (`network`).
     snapshot_parts: SnapshotParts,
     /// Set when the groups could not start in the background: the node has failed.
@@ -201,6 +213,9 @@ impl Groups {
                 logs,
                 config: Arc::new(settings.openraft_config()?),
                 lease: settings.election_timeout.1,
+                max_moves: settings.max_moves.max(1),
+                moves: super::reconcile::Moves::default(),
+                asking: super::admission::Asking::default(),
                 layout,
                 groups: DashMap::new(),
                 opening: tokio::sync::Mutex::new(()),
@@ -210,6 +225,7 @@ impl Groups {
                 last_heard: Arc::default(),
                 witness: Arc::default(),
                 directory: Arc::default(),
+                removed: dashmap::DashSet::new(),
                 snapshot_parts: SnapshotParts::default(),
                 failure: tokio::sync::watch::Sender::new(None),
                 tasks: std::sync::Mutex::new(Vec::new()),
@@ -227,6 +243,9 @@ impl Groups {
                 .map(str::to_owned)
                 .collect();
             super::metadata::serve(&cluster, &groups, members);
+            super::members::serve(&cluster, &groups);
+            super::admission::serve(&cluster, &groups.inner.store, &groups.inner.asking);
+            super::drain::serve(&cluster, &groups);
         }
         Ok(groups)
     }
@@ -239,6 +258,66 @@ impl Groups {
     /// The store every group here applies to.
     pub(crate) fn store(&self) -> &EventStore {
         &self.inner.store
+    }
+
+    /// The nodes that asked to join lately and are not members.
+    pub fn asking(&self) -> Vec<super::admission::JoinRequest> {
+        self.inner.asking.now()
+    }
+
+    /// What `name` asked to join with, if it asked lately.
+    pub fn asked(&self, name: &str) -> Option<super::admission::JoinRequest> {
+        self.inner.asking.get(name)
+    }
+
+    /// The moves of replicas under way on this node (in groups it leads).
+    pub fn moves(&self) -> Vec<super::reconcile::MoveReport> {
+        self.inner.moves.report(self)
+    }
+
+    pub(crate) fn move_registry(&self) -> &super::reconcile::Moves {
+        &self.inner.moves
+    }
+
+    /// Whether this node's replica is in `partition`'s group now (a voter or a learner).
+    pub fn holds(&self, partition: PartitionId) -> bool {
+        self.held(partition).is_some()
+    }
+
+    /// `partition`'s group, if this node's replica is in it now (its configuration counts
+    /// it, and its leader has not been heard not to).
+    pub fn held(&self, partition: PartitionId) -> Option<PartitionRaft> {
+        if self.inner.removed.contains(&partition) {
+            return None;
+        }
+        self.get(partition)
+            .filter(|raft| leadership::holds(raft, self.replica_id()))
+    }
+
+    /// Notes whether `partition`'s leader counts this node's replica (`removed`: it does
+    /// not).
+    pub(crate) fn note_removed(&self, partition: PartitionId, removed: bool) {
+        let changed = match removed {
+            true => self.inner.removed.insert(partition),
+            false => self.inner.removed.remove(&partition).is_some(),
+        };
+        if changed {
+            tracing::info!(
+                partition,
+                removed,
+                "this node's replica of a partition was moved (off, or back on)"
+            );
+        }
+    }
+
+    /// Takes in that `leader` led `partition` in `term` (for the partitions this node does
+    /// not hold).
+    pub(crate) fn learn_leader(&self, partition: PartitionId, term: u64, leader: &str) {
+        self.inner.directory.learn([super::directory::KnownLeader {
+            partition,
+            term,
+            leader: leader.to_owned(),
+        }]);
     }
 
     /// What this node saw its peers' replicas hold (see `rollback`).
@@ -349,7 +428,10 @@ impl Groups {
     /// rolled back (see `rollback`): no group runs, votes or answers until they have said.
     /// They elect leaders as their replicas come up; [`Groups::failed`] says if they cannot
     /// start.
-    pub fn start_in_cluster(&self, placement: &crate::placement::Placement) {
+    ///
+    /// `founding` is the placement of the members the cluster formed with, for a member that
+    /// formed it (`None` for one that joined later: it never sets a group up).
+    pub fn start_in_cluster(&self, founding: Option<crate::placement::Placement>) {
         let cluster = self
             .inner
             .cluster
@@ -357,9 +439,8 @@ impl Groups {
             .expect("groups in a cluster have its handle");
         cluster.set_leadership(Arc::new(self.clone()));
         let groups = self.clone();
-        let placement = placement.clone();
         self.keep(tokio::spawn(async move {
-            if let Err(reason) = groups.run_in_cluster(cluster, placement).await
+            if let Err(reason) = groups.run_in_cluster(cluster, founding).await
                 && !groups.inner.stopped.load(Ordering::SeqCst)
             {
                 tracing::error!(%reason, "the partition groups cannot start");
@@ -371,9 +452,23 @@ impl Groups {
     async fn run_in_cluster(
         &self,
         cluster: Cluster,
-        placement: crate::placement::Placement,
+        founding: Option<crate::placement::Placement>,
     ) -> Result<(), String> {
-        let partitions = placement.replicated_on(&self.inner.node);
+        // The member list as the metadata last recorded it here (members may have joined or
+        // left since the config was written).
+        if let Ok(membership) = super::metadata::Membership::read(&self.inner.store)
+            && let Some((members, draining)) =
+                membership.roster_members(&cluster.configured_members())
+        {
+            cluster.set_roster(members, draining);
+        }
+        let placement = cluster.placement();
+        // Every group, whether or not this node is among its replicas now: a leader adds
+        // it as a learner when a move brings a partition here, and it must be there to
+        // answer.
+        let partitions: Vec<PartitionId> = (0..placement.partitions())
+            .chain([METADATA_GROUP])
+            .collect();
         if !self.inner.drawn_now {
             self.vouch_for_the_directory(&cluster, &placement, &partitions)
                 .await?;
@@ -382,22 +477,38 @@ impl Groups {
             self.open(*partition).await.map_err(|e| e.to_string())?;
         }
         self.inner.started.store(true, Ordering::SeqCst);
-        let members = placement.members().into_iter().map(str::to_owned).collect();
         self.keep(tokio::spawn(super::metadata::record_own_incarnation(
             self.clone(),
             cluster.clone(),
-            members,
         )));
-        self.keep(tokio::spawn(super::forming::form(
+        if let Some(founding) = founding {
+            self.keep(tokio::spawn(super::forming::form(
+                self.clone(),
+                cluster.clone(),
+                founding,
+            )));
+        }
+        self.keep(tokio::spawn(super::members::follow(
             self.clone(),
             cluster.clone(),
-            placement.clone(),
+            Duration::from_millis(500),
         )));
-        self.keep(tokio::spawn(super::repair::run(self.clone())));
+        self.keep(tokio::spawn(super::reconcile::run(
+            self.clone(),
+            cluster.clone(),
+            self.inner.max_moves,
+        )));
+        self.keep(tokio::spawn(super::drain::run(
+            self.clone(),
+            cluster.clone(),
+        )));
+        self.keep(tokio::spawn(super::drain::watch_removals(
+            self.clone(),
+            cluster.clone(),
+        )));
         self.keep(tokio::spawn(super::balance::run(
             self.clone(),
             cluster.clone(),
-            placement.clone(),
         )));
         self.keep(tokio::spawn(super::silence::run(
             self.clone(),
@@ -405,19 +516,10 @@ impl Groups {
             self.inner.lease,
         )));
         // With more members than the replication factor: who leads what this node lacks.
-        let lacking: Vec<PartitionId> = (0..placement.partitions())
-            .filter(|partition| !partitions.contains(partition))
-            .collect();
-        let mut peers: Vec<String> = lacking
-            .iter()
-            .flat_map(|partition| placement.replicas(*partition))
-            .collect();
-        peers.sort_unstable();
-        peers.dedup();
         self.keep(tokio::spawn(super::directory::run(
+            self.clone(),
             self.inner.directory.clone(),
             cluster,
-            peers,
         )));
         Ok(())
     }
@@ -440,6 +542,8 @@ impl Groups {
             .iter()
             .flat_map(|partition| placement.replicas(*partition))
             .filter(|member| *member != self.inner.node)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
             .collect();
         let replica = self.replica_id();
         match super::rollback::vouch(cluster, peers, replica, &held).await {
@@ -476,8 +580,10 @@ impl Groups {
     /// partition it does not replicate, from what its replicas said last (`directory`).
     pub fn leader_of(&self, partition: PartitionId) -> Option<String> {
         match self.get(partition) {
-            Some(raft) => leadership::leader_of(&raft),
-            None => self.inner.directory.leader(partition),
+            Some(_) if self.holds(partition) => self
+                .get(partition)
+                .and_then(|raft| leadership::leader_of(&raft)),
+            _ => self.inner.directory.leader(partition),
         }
     }
 
@@ -559,7 +665,7 @@ impl Groups {
         let mut reports: Vec<_> = self
             .running()
             .into_iter()
-            .filter(|(partition, _)| *partition != METADATA_GROUP)
+            .filter(|(partition, _)| *partition != METADATA_GROUP && self.holds(*partition))
             .map(|(partition, raft)| self.report_of(partition, &raft))
             .collect();
         reports.sort_by_key(|report| report.partition);
@@ -588,7 +694,7 @@ impl Groups {
 
     /// The index of the last entry this node's replica of `partition` applied.
     pub fn applied_index(&self, partition: PartitionId) -> Option<u64> {
-        let raft = self.get(partition)?;
+        let raft = self.held(partition)?;
         let metrics = raft.metrics();
         openraft::rt::WatchReceiver::borrow_watched(&metrics)
             .last_applied
@@ -605,7 +711,7 @@ impl Groups {
         patience: Duration,
     ) -> Result<(), String> {
         let raft = self
-            .get(partition)
+            .held(partition)
             .ok_or_else(|| format!("this node holds no replica of partition {partition}"))?;
         raft.wait(Some(patience))
             .applied_index_at_least(Some(index), "a read waits for a write")

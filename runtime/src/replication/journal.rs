@@ -97,7 +97,7 @@ impl Journal {
     pub fn holds(&self, partition: PartitionId) -> bool {
         match self {
             Journal::Direct(_) => true,
-            Journal::Replicated { groups, .. } => groups.get(partition).is_some(),
+            Journal::Replicated { groups, .. } => groups.holds(partition),
         }
     }
 
@@ -107,7 +107,7 @@ impl Journal {
         match self {
             Journal::Direct(_) => true,
             Journal::Replicated { groups, partitions } => {
-                (0..*partitions).all(|partition| groups.get(partition).is_some())
+                (0..*partitions).all(|partition| groups.holds(partition))
             }
         }
     }

@@ -106,6 +106,38 @@ pub(crate) fn voters(raft: &PartitionRaft) -> BTreeMap<ReplicaId, String> {
         .collect()
 }
 
+/// Whether `replica` is in `raft`'s group (a voter or a learner) as its last configuration
+/// says: a group this node was never added to, or was moved off, is not its to speak for.
+pub(crate) fn holds(raft: &PartitionRaft, replica: ReplicaId) -> bool {
+    let metrics = raft.server_metrics();
+    let metrics = metrics.borrow_watched();
+    metrics.membership_config.get_node(&replica).is_some()
+}
+
+/// Every replica of `raft`'s group, voters and learners, with its member.
+pub(crate) fn replicas(raft: &PartitionRaft) -> BTreeMap<ReplicaId, String> {
+    let metrics = raft.server_metrics();
+    let metrics = metrics.borrow_watched();
+    metrics
+        .membership_config
+        .membership()
+        .nodes()
+        .map(|(id, replica)| (*id, replica.member.clone()))
+        .collect()
+}
+
+/// Whether `raft`'s group is between two voter sets (joint consensus under way).
+pub(crate) fn is_joint(raft: &PartitionRaft) -> bool {
+    let metrics = raft.server_metrics();
+    let metrics = metrics.borrow_watched();
+    metrics
+        .membership_config
+        .membership()
+        .get_joint_config()
+        .len()
+        > 1
+}
+
 /// How a leader makes sure it reads a complete state: a quorum acknowledged it within the
 /// lease, or it asks one now; and it has applied everything committed when it asked.
 pub(crate) fn read_barrier() -> LinearizerOption {

@@ -40,22 +40,51 @@ pub fn is_metadata_stream(stream: &str) -> bool {
     stream == MEMBERS_STREAM
 }
 
-/// An event of [`MEMBERS_STREAM`].
+/// An event of [`MEMBERS_STREAM`]. New kinds go at the end (the codec numbers them in
+/// order); a build that does not know one skips it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-enum MemberEvent {
-    /// The members the cluster formed with (the first event).
+pub(crate) enum MemberEvent {
+    /// The members the cluster formed with (the first event); their addresses are in their
+    /// configs.
     Formed { members: Vec<String> },
     /// `member` runs as replica `replica` from now on.
     Incarnation { member: String, replica: ReplicaId },
+    /// An admin admitted `name`, reached at `address`.
+    Added {
+        name: String,
+        address: String,
+        edge: Option<String>,
+    },
+    /// An admin asked `name` to be drained: its replicas move to the other members, then it
+    /// leaves.
+    Draining { name: String },
+    /// `name` was drained and left: it holds no replica any more.
+    Left { name: String },
+    /// An admin removed `name` by force (lost for good): its replicas are made again on the
+    /// other members from what the survivors hold.
+    Removed { name: String },
 }
 
 impl MemberEvent {
-    fn type_name(&self) -> &'static str {
+    pub(crate) fn type_name(&self) -> &'static str {
         match self {
             MemberEvent::Formed { .. } => "MembersFormed",
             MemberEvent::Incarnation { .. } => "IncarnationRecorded",
+            MemberEvent::Added { .. } => "MemberAdded",
+            MemberEvent::Draining { .. } => "MemberDraining",
+            MemberEvent::Left { .. } => "MemberLeft",
+            MemberEvent::Removed { .. } => "MemberRemoved",
         }
     }
+}
+
+/// A member as the metadata records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberRecord {
+    /// Its cluster address, when it joined (a founding member's is in the configs).
+    pub address: Option<String>,
+    pub edge: Option<String>,
+    pub draining: bool,
 }
 
 /// The cluster's members and their incarnations, as one replica of the metadata group
@@ -64,6 +93,9 @@ impl MemberEvent {
 pub struct Membership {
     /// The members the cluster formed with, sorted (empty until the first record).
     pub members: Vec<String>,
+    /// The members now (founders and those admitted since, less those that left or were
+    /// removed), by name.
+    pub roster: BTreeMap<String, MemberRecord>,
     /// Each member's current incarnation, once it recorded one.
     pub incarnations: BTreeMap<String, ReplicaId>,
     /// The stream's version (0: nothing recorded yet).
@@ -79,10 +111,44 @@ impl Membership {
             match codec::decode::<MemberEvent>(&event.payload) {
                 Ok(MemberEvent::Formed { mut members }) => {
                     members.sort();
+                    for member in &members {
+                        membership.roster.insert(
+                            member.clone(),
+                            MemberRecord {
+                                address: None,
+                                edge: None,
+                                draining: false,
+                            },
+                        );
+                    }
                     membership.members = members;
                 }
                 Ok(MemberEvent::Incarnation { member, replica }) => {
                     membership.incarnations.insert(member, replica);
+                }
+                // Also a founder's address, recorded at the first admission (so that members
+                // that joined can reach it): whether it is being drained is kept.
+                Ok(MemberEvent::Added {
+                    name,
+                    address,
+                    edge,
+                }) => {
+                    let record = membership.roster.entry(name).or_insert(MemberRecord {
+                        address: None,
+                        edge: None,
+                        draining: false,
+                    });
+                    record.address = Some(address);
+                    record.edge = edge;
+                }
+                Ok(MemberEvent::Draining { name }) => {
+                    if let Some(record) = membership.roster.get_mut(&name) {
+                        record.draining = true;
+                    }
+                }
+                Ok(MemberEvent::Left { name } | MemberEvent::Removed { name }) => {
+                    membership.roster.remove(&name);
+                    membership.incarnations.remove(&name);
                 }
                 // Written by a later build: skipped, as a reader of an unknown kind would.
                 Err(error) => tracing::warn!(
@@ -95,6 +161,99 @@ impl Membership {
         }
         Ok(membership)
     }
+
+    /// Whether the cluster's member list is recorded yet (it is once any member recorded its
+    /// incarnation).
+    pub fn formed(&self) -> bool {
+        self.version > 0
+    }
+
+    /// The members now, with the addresses to reach them at (a founder's from `configured`,
+    /// the config's list), and those being drained; `None` before the list is recorded.
+    pub fn roster_members(
+        &self,
+        configured: &[crate::config::Member],
+    ) -> Option<(Vec<crate::config::Member>, Vec<String>)> {
+        if !self.formed() {
+            return None;
+        }
+        let mut members = Vec::new();
+        let mut draining = Vec::new();
+        for (name, record) in &self.roster {
+            let known = configured.iter().find(|member| member.name == *name);
+            let Some(address) = record
+                .address
+                .clone()
+                .or_else(|| known.map(|member| member.address.clone()))
+            else {
+                tracing::warn!(member = %name, "a founding member missing from this node's config: it cannot be reached from here");
+                continue;
+            };
+            members.push(crate::config::Member {
+                name: name.clone(),
+                address,
+                edge: record
+                    .edge
+                    .clone()
+                    .or_else(|| known.and_then(|member| member.edge.clone())),
+                services: Vec::new(),
+            });
+            if record.draining {
+                draining.push(name.clone());
+            }
+        }
+        Some((members, draining))
+    }
+}
+
+/// Appends `events` to the metadata stream through this node's replica of the metadata
+/// group, which must lead it, after `expected_version`, once: `command_id` makes a retry
+/// apply nothing again. Prefixed with the formed member list when nothing is recorded yet.
+pub(crate) async fn propose(
+    raft: &super::groups::PartitionRaft,
+    founders: &[String],
+    expected_version: u64,
+    command_id: String,
+    events: Vec<MemberEvent>,
+) -> Result<
+    Applied,
+    openraft::error::RaftError<
+        super::types::RaftTypes,
+        openraft::error::ClientWriteError<super::types::RaftTypes>,
+    >,
+> {
+    let mut all = Vec::new();
+    if expected_version == 0 {
+        all.push(MemberEvent::Formed {
+            members: founders.to_vec(),
+        });
+    }
+    all.extend(events);
+    let events = all
+        .iter()
+        .map(|event| NewEvent {
+            event_type: event.type_name().to_owned(),
+            schema_version: 1,
+            // Plain enums of strings and numbers: encoding cannot fail.
+            payload: codec::encode(event).unwrap_or_default(),
+        })
+        .collect();
+    let request = AppendRequest {
+        stream: MEMBERS_STREAM.to_owned(),
+        expected_version,
+        fingerprint: crate::store::fingerprint(command_id.as_bytes()),
+        command_id: Some(command_id),
+        events,
+        rejection: None,
+        metadata: EventMetadata {
+            recorded_at_micros: Some(super::journal::now_micros()),
+            ..EventMetadata::default()
+        },
+        table_changes: Vec::new(),
+    };
+    raft.client_write(Proposal::Append(ProposedAppend(request)))
+        .await
+        .map(|written| written.data)
 }
 
 /// A member asks the leader to record its incarnation.
@@ -139,45 +298,13 @@ async fn record_here(
         if membership.incarnations.get(&record.member) == Some(&record.replica) {
             return Ok(Recorded::Done);
         }
-        let mut events = Vec::new();
-        if membership.version == 0 {
-            events.push(MemberEvent::Formed {
-                members: members.to_vec(),
-            });
-        }
-        events.push(MemberEvent::Incarnation {
+        let command_id = format!("incarnation/{}/{:016x}", record.member, record.replica);
+        let event = MemberEvent::Incarnation {
             member: record.member.clone(),
             replica: record.replica,
-        });
-        let events = events
-            .iter()
-            .map(|event| {
-                Ok(NewEvent {
-                    event_type: event.type_name().to_owned(),
-                    schema_version: 1,
-                    payload: codec::encode(event).map_err(|e| e.to_string())?,
-                })
-            })
-            .collect::<Result<Vec<_>, String>>()?;
-        let command_id = format!("incarnation/{}/{:016x}", record.member, record.replica);
-        let request = AppendRequest {
-            stream: MEMBERS_STREAM.to_owned(),
-            expected_version: membership.version,
-            fingerprint: crate::store::fingerprint(command_id.as_bytes()),
-            command_id: Some(command_id),
-            events,
-            rejection: None,
-            metadata: EventMetadata {
-                recorded_at_micros: Some(super::journal::now_micros()),
-                ..EventMetadata::default()
-            },
-            table_changes: Vec::new(),
         };
-        return match raft
-            .client_write(Proposal::Append(ProposedAppend(request)))
-            .await
-        {
-            Ok(written) => match written.data {
+        return match propose(&raft, members, membership.version, command_id, vec![event]).await {
+            Ok(applied) => match applied {
                 Applied::Appended(_) => Ok(Recorded::Done),
                 // Another member's record came first (two asked at once): this one goes
                 // after it, read again.
@@ -228,15 +355,15 @@ pub(crate) fn serve(cluster: &Cluster, groups: &Groups, members: Vec<String>) {
 /// Runs once the node's groups run: records this node's incarnation through the metadata
 /// group's leader, asking again every [`ASK_EVERY`] (the leader it was told of first, then
 /// every peer in turn) until one has recorded it.
-pub(crate) async fn record_own_incarnation(groups: Groups, cluster: Cluster, members: Vec<String>) {
+pub(crate) async fn record_own_incarnation(groups: Groups, cluster: Cluster) {
     let record = Record {
         member: groups.node().to_owned(),
         replica: groups.replica_id(),
     };
-    let peers: Vec<String> = members
-        .iter()
-        .filter(|member| **member != record.member)
-        .cloned()
+    let members: Vec<String> = cluster
+        .configured_members()
+        .into_iter()
+        .map(|member| member.name)
         .collect();
     let Ok(encoded) = codec::encode(&record) else {
         return;
@@ -259,6 +386,7 @@ pub(crate) async fn record_own_incarnation(groups: Groups, cluster: Cluster, mem
                 asked
             }
             leader => {
+                let peers = cluster.peer_names();
                 let peer = leader.unwrap_or_else(|| {
                     next_peer = (next_peer + 1) % peers.len().max(1);
                     peers.get(next_peer).cloned().unwrap_or_default()

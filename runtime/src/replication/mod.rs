@@ -8,23 +8,28 @@
 //! calls, `groups` runs the node's groups, `forming` sets a group up the first time its replicas
 //! meet, `leadership` tells hosts and saga runners when this node comes to lead a
 //! partition or stops, `rollback` tells a rolled-back data directory by what peers saw of
-//! it, `repair` swaps a replica that lost its disk (or was rolled back) back in under its new
-//! incarnation, `balance` hands leads back to their preferred members, `silence` calls an
+//! it, `reconcile` moves replicas where the member list puts them (a member joined, drained
+//! or removed; a replica that lost its disk, or was rolled back, back in under its new
+//! incarnation), `members` changes the member list, `admission` lets a new node ask to join,
+//! `drain` tells a drained member when it holds nothing more, `balance` hands leads back to their preferred members, `silence` calls an
 //! election as soon as a silent leader's lease has run out, `directory` tells a member
 //! who leads the partitions it holds no replica of, and `metadata` keeps the member list and
 //! each member's incarnation in a group of their own.
 
+mod admission;
 mod balance;
 mod directory;
+mod drain;
 mod forming;
 mod groups;
 mod journal;
 mod leadership;
 mod log_store;
 mod log_writer;
+mod members;
 mod metadata;
 mod network;
-mod repair;
+mod reconcile;
 mod report;
 mod rollback;
 mod silence;
@@ -37,12 +42,15 @@ mod group_tests;
 #[cfg(test)]
 mod tests;
 
+pub use admission::{JoinAnswer, JoinRequest, wait_until_admitted};
 pub use groups::{GroupError, Groups, PartitionRaft, RaftSettings};
 pub use journal::{Journal, NEW_LEADER_WAIT};
 pub use leadership::{LeadershipEvent, LeadershipListener};
 pub use log_store::{GroupLog, Incarnation, RaftLogs};
+pub use members::{ChangeOutcome, MemberChange, change as change_members};
 pub use metadata::{MEMBERS_STREAM, METADATA_GROUP, Membership};
 pub use network::{GroupNetwork, GroupNetworkFactory, RAFT_TARGET};
+pub use reconcile::MoveReport;
 pub use report::{PartitionReport, ReplicaReport};
 pub use snapshot::{PartitionLayout, PartitionShape, ReplicatedTable};
 pub use state_machine::{APPLIED_TABLE, PartitionMachine, PartitionSnapshot, SnapshotBuilder};

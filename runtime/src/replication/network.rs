@@ -40,6 +40,10 @@ use crate::codec;
 /// The cluster handler every node registers for its groups' messages.
 pub const RAFT_TARGET: &str = "raft";
 
+/// The least a Raft message waits for its answer (see `send_encoded`): the shortest election
+/// timeout, beyond which a follower that slow is as good as gone anyway.
+const MIN_PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// A message for one replica of one group.
 #[derive(Debug, Deserialize)]
 struct Envelope {
@@ -430,9 +434,14 @@ impl GroupNetwork {
     async fn send_encoded(&self, bytes: Vec<u8>, option: &RPCOption) -> Result<Answer, Failed> {
         let cluster = self.link()?;
         // Uncounted: Raft's own retries and backoff decide about a slow peer; its misses must
-        // not open the breaker that commands to that member rely on.
+        // not open the breaker that commands to that member rely on. Never less patient than
+        // `MIN_PATIENCE`: openraft gives entries the heartbeat interval (75 ms of 100), which a
+        // follower that must write them down first misses on a busy machine; each miss was
+        // a resend after a backoff, and enough of them in a row an election (the churn under
+        // load the bank test saw). A dead peer is found by its link and the heartbeats, not here.
+        let patience = option.soft_ttl().max(MIN_PATIENCE);
         let answered = cluster
-            .call_uncounted(&self.member, RAFT_TARGET, bytes, option.soft_ttl())
+            .call_uncounted(&self.member, RAFT_TARGET, bytes, patience)
             .await;
         let bytes = answered.map_err(|error| match error {
             CallError::Unreachable { .. }

@@ -43,6 +43,14 @@ pub fn log_if_asked() {
     let Ok(path) = std::env::var("SIM_LOG") else {
         return;
     };
+    // Once per process: every seed's run appends to the one file (created again, it would be
+    // cut short under the writer of the first run, which keeps its offset).
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    let mut first = false;
+    STARTED.call_once(|| first = true);
+    if !first {
+        return;
+    }
     let file = std::fs::File::create(&path).unwrap_or_else(|e| panic!("SIM_LOG={path}: {e}"));
     let filter = tracing_subscriber::EnvFilter::try_from_env("SIM_FILTER")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -68,6 +76,8 @@ pub struct SimCluster {
 struct Reach {
     app: Option<Router>,
     paused: bool,
+    /// Left the cluster and stopped for good: clients no longer count it.
+    retired: bool,
 }
 
 fn name(n: usize) -> String {
@@ -156,7 +166,7 @@ impl SimCluster {
 
     /// The nodes `partition` is placed on (all of them without replication).
     pub fn replicas_of(&self, partition: u32) -> Vec<usize> {
-        let names = self.placement.replicas(partition);
+        let names = self.placement_now().replicas(partition);
         (0..self.size())
             .filter(|n| names.is_empty() || names.contains(&name(*n)))
             .collect()
@@ -201,7 +211,7 @@ impl SimCluster {
     pub async fn wait_balanced(&self, patience: Duration) -> Result<Duration, String> {
         let started = tokio::time::Instant::now();
         let preferred = |partition: u32| {
-            let first = self.placement.replicas(partition).first()?.clone();
+            let first = self.placement_now().replicas(partition).first()?.clone();
             (0..self.size()).find(|n| name(*n) == first)
         };
         loop {
@@ -289,6 +299,89 @@ impl SimCluster {
             && current.is_some_and(|ids| {
                 ids.len() == voters.len() && ids.iter().all(|id| voters.contains_key(id))
             })
+    }
+
+    /// Placement over the members as they are now: as the node leading the metadata group
+    /// sees them (members may have joined or left since the start), else as configured.
+    pub fn placement_now(&self) -> Placement {
+        self.metadata_leader()
+            .and_then(|n| self.node(n)?.cluster())
+            .map_or_else(
+                || self.placement.clone(),
+                |cluster| (*cluster.placement()).clone(),
+            )
+    }
+
+    /// The members as the metadata group's leader knows them now (a drained member is
+    /// listed until it has left).
+    pub fn members_now(&self) -> Vec<String> {
+        self.metadata_leader()
+            .and_then(|n| self.node(n)?.cluster())
+            .map(|cluster| cluster.member_names())
+            .unwrap_or_default()
+    }
+
+    /// The running node whose replica leads the metadata group now (a node moved off it may
+    /// still believe another leads).
+    fn metadata_leader(&self) -> Option<usize> {
+        (0..self.size()).find(|n| {
+            self.node(*n)
+                .and_then(|node| node.groups()?.held(METADATA_GROUP))
+                .is_some_and(|raft| raft.is_leader())
+        })
+    }
+
+    /// Adds a node that asks to join the running cluster (`cluster.join`), listing node 0
+    /// and node 1 to contact; started by [`SimCluster::join`]. Its index.
+    pub fn add_joining_node(&mut self) -> usize {
+        let n = self.nodes.len();
+        let contacts = [n, 0, 1]
+            .iter()
+            .map(|m| {
+                format!(
+                    "{{ name = \"{}\", address = \"{}:4600\" }}",
+                    name(*m),
+                    name(*m)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut config = config(&self._dir, n, &contacts, true);
+        config.cluster.join = true;
+        self.nodes.push(SimNode {
+            config,
+            disk: SimulatedDisk::new(),
+            node: None,
+        });
+        self.reach.write().unwrap().push(Reach::default());
+        n
+    }
+
+    /// Starts node `n`, which asks to join, while `admit` runs (an admin admitting it): it
+    /// returns once admitted and started, or says why it did not start.
+    pub async fn join(
+        &mut self,
+        n: usize,
+        admit: impl std::future::Future<Output = ()>,
+    ) -> Result<(), String> {
+        assert!(self.nodes[n].node.is_none(), "node {n} is running");
+        let slot = &self.nodes[n];
+        let start = Node::start(Launch {
+            config: slot.config.clone(),
+            services: playhouse_actors::SERVICES,
+            transport: Some(self.network.transport(&name(n))),
+            telemetry: Telemetry::detached(),
+            listen: false,
+            store: StoreOptions {
+                disk: Disk::Simulated(slot.disk.clone()),
+                ..StoreOptions::default()
+            },
+        });
+        let (started, ()) = tokio::join!(start, admit);
+        let node = started?;
+        self.reach.write().unwrap()[n].app = Some(node.edge());
+        self.nodes[n].node = Some(node);
+        Ok(())
     }
 
     /// Node `n`'s HTTP app, while it runs.
@@ -381,6 +474,18 @@ impl SimCluster {
         Ok(())
     }
 
+    /// Stops node `n` for good (it left the cluster): clients and checkers no longer reach
+    /// it, and the nodes after it are renumbered for them (not for this value).
+    pub fn retire(&mut self, n: usize) {
+        self.crash(n);
+        self.reach.write().unwrap()[n].retired = true;
+    }
+
+    /// Whether node `n` was retired.
+    pub fn is_retired(&self, n: usize) -> bool {
+        self.reach.read().unwrap()[n].retired
+    }
+
     /// Holds node `n`'s messages and requests until [`SimCluster::resume`].
     pub fn pause(&self, n: usize) {
         self.network.pause(&name(n));
@@ -399,13 +504,16 @@ impl SimCluster {
     /// Waits until every running node sees the other running ones up and serves; says who
     /// is not when `patience` runs out.
     pub async fn wait_settled(&self, patience: Duration) -> Result<(), String> {
-        let api = self.api();
         let admin = token("ops", &["admin"]);
         let deadline = tokio::time::Instant::now() + patience;
         loop {
             let mut unsettled = Vec::new();
             for n in (0..self.size()).filter(|n| self.is_running(*n)) {
-                match api.send(n, Call::get("/admin/cluster", &admin)).await {
+                let view = match self.app(n) {
+                    Some(app) => in_process(app, &Call::get("/admin/cluster", &admin)).await,
+                    None => Answer::Unreached("not running".into()),
+                };
+                match view {
                     Answer::Status(StatusCode::OK, view) => {
                         let up = view["members"].as_array().is_some_and(|members| {
                             members.iter().all(|member| {
@@ -508,12 +616,31 @@ pub struct SimApi {
 }
 
 impl Api for SimApi {
+    /// The nodes not retired.
     fn nodes(&self) -> usize {
-        self.reach.read().unwrap().len()
+        self.reach
+            .read()
+            .unwrap()
+            .iter()
+            .filter(|r| !r.retired)
+            .count()
     }
 
+    /// Sends to the `node`-th node not retired.
     fn send(&self, node: usize, call: Call) -> BoxFuture<'_, Answer> {
         Box::pin(async move {
+            let Some(node) = self
+                .reach
+                .read()
+                .unwrap()
+                .iter()
+                .enumerate()
+                .filter(|(_, reach)| !reach.retired)
+                .nth(node)
+                .map(|(n, _)| n)
+            else {
+                return Answer::Unreached("no such node".into());
+            };
             let deadline = tokio::time::Instant::now() + CLIENT_TIMEOUT;
             // A paused node answers nothing: wait, as a client would, until it resumes or the
             // client gives up.

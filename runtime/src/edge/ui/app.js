@@ -308,6 +308,26 @@ function renderReplication(overview, colors) {
       el("td", { class: "num" }, group.leader_changes)));
   }
   fill($("replication").tBodies[0], rows);
+  renderMoves(overview);
+}
+
+// One row per partition whose replicas are moving, as the node leading it reports the move.
+function renderMoves(overview) {
+  const moves = [];
+  for (const report of overview.nodes) {
+    if (!report.stats) continue;
+    for (const move of report.stats.moves || []) moves.push(move);
+  }
+  moves.sort((a, b) => a.partition - b.partition);
+  const rows = moves.map((move) => el("tr", { "data-partition": move.partition },
+    el("td", { class: "num" }, move.partition),
+    el("td", {}, move.from.join(", ") || "–"),
+    el("td", {}, move.to.join(", ") || "–"),
+    el("td", {}, move.stage),
+    el("td", { class: "num" }, Math.round(move.progress * 100) + "%"),
+    el("td", {}, duration(move.elapsed_ms))));
+  fill($("moves").tBodies[0], rows.length ? rows
+    : [el("tr", {}, el("td", { colspan: 6, class: "muted" }, "none: every partition's replicas are where placement puts them"))]);
 }
 
 // Draws one line per node (and a dashed one when `dashed` picks a second value).

@@ -1,0 +1,295 @@
+//! Keeping each group's replicas where the member list says they go: the leader of a group
+//! compares its voters with the replicas placement proposes over the members the metadata
+//! records now (each under its recorded incarnation), and moves the difference: it adds each
+//! incoming replica as a learner, waits until it has caught up, then changes the voters by
+//! joint consensus. So a member that joined gains replicas, a drained or removed member
+//! loses them, and a member back on a wiped disk (a new incarnation) is swapped in for the
+//! replica it was.
+//!
+//! Nothing about a move is kept but what Raft keeps: the target comes from the metadata and
+//! the current voters from the group's own configuration, so a move whose leader crashed is
+//! taken up by the next leader from where the log left it (a learner already added, a joint
+//! configuration to finish). A node moves at most `cluster.max_moves` partitions at once, so
+//! serving goes on while it does; a leader that is itself moved off hands its lead to an
+//! incoming voter that has caught up, which finishes the move.
+//!
+//! A node that starts on an emptied or replaced data directory draws a new incarnation, which
+//! is its replica id in every group: it cannot vote as the replica it was (what it voted and
+//! stored is gone, so voting again could elect a leader without an acknowledged write, the
+//! loss openraft's issues on wiped nodes describe). Until it is swapped in, the group runs on
+//! its other replicas; the messages meant for the old incarnation are refused by the new one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use futures::StreamExt;
+use openraft::ChangeMembers;
+use openraft::rt::WatchReceiver;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::groups::{Groups, PartitionRaft};
+use super::leadership::{is_joint, replicas, voters};
+use super::metadata::{METADATA_GROUP, Membership};
+use super::types::{PartitionId, Replica, ReplicaId};
+use crate::cluster::Cluster;
+use crate::placement::Placement;
+
+/// How often a node looks for replicas to move in the groups it leads.
+const LOOK_EVERY: Duration = Duration::from_secs(2);
+
+/// How long one round waits for an incoming learner to catch up before it looks again (the
+/// learner goes on catching up meanwhile).
+const CATCH_UP_PATIENCE: Duration = Duration::from_secs(60);
+
+/// A move of one partition's replicas, as the operations page shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MoveReport {
+    pub partition: PartitionId,
+    /// The members losing a replica.
+    pub from: Vec<String>,
+    /// The members gaining one.
+    pub to: Vec<String>,
+    /// `catching up`, `changing voters` or `handing the lead over`.
+    pub stage: String,
+    /// How much of the leader's log the slowest incoming replica holds, 0 to 1.
+    pub progress: f64,
+    pub elapsed_ms: u64,
+}
+
+struct Move {
+    from: Vec<String>,
+    to: Vec<(ReplicaId, String)>,
+    stage: &'static str,
+    started: Instant,
+}
+
+/// The moves under way on this node.
+#[derive(Clone, Default)]
+pub(crate) struct Moves(Arc<DashMap<PartitionId, Move>>);
+
+impl Moves {
+    fn stage(&self, partition: PartitionId, stage: &'static str) {
+        if let Some(mut entry) = self.0.get_mut(&partition) {
+            entry.stage = stage;
+        }
+    }
+
+    /// Whether `partition` is being moved here.
+    pub(crate) fn moving(&self, partition: PartitionId) -> bool {
+        self.0.contains_key(&partition)
+    }
+
+    pub(crate) fn report(&self, groups: &Groups) -> Vec<MoveReport> {
+        let mut reports: Vec<MoveReport> = self
+            .0
+            .iter()
+            .map(|entry| {
+                let (partition, moving) = (*entry.key(), entry.value());
+                let progress = groups
+                    .get(partition)
+                    .map_or(0.0, |raft| caught_up_share(&raft, &moving.to));
+                MoveReport {
+                    partition,
+                    from: moving.from.clone(),
+                    to: moving.to.iter().map(|(_, member)| member.clone()).collect(),
+                    stage: moving.stage.to_owned(),
+                    progress,
+                    elapsed_ms: u64::try_from(moving.started.elapsed().as_millis())
+                        .unwrap_or(u64::MAX),
+                }
+            })
+            .collect();
+        reports.sort_by_key(|report| report.partition);
+        reports
+    }
+}
+
+/// Of the leader's log, the share the slowest of `incoming` holds.
+fn caught_up_share(raft: &PartitionRaft, incoming: &[(ReplicaId, String)]) -> f64 {
+    let metrics = raft.metrics();
+    let metrics = metrics.borrow_watched();
+    let last = metrics.last_log_index.unwrap_or(0).max(1) as f64;
+    let Some(replication) = metrics.replication.as_ref() else {
+        return 0.0;
+    };
+    incoming
+        .iter()
+        .map(|(id, _)| {
+            replication
+                .get(id)
+                .cloned()
+                .flatten()
+                .map_or(0.0, |matched| (matched.index as f64 / last).min(1.0))
+        })
+        .fold(1.0, f64::min)
+}
+
+/// What one group's leader has to do to bring its replicas where they go.
+struct Plan {
+    partition: PartitionId,
+    raft: PartitionRaft,
+    /// The voters it should have, by replica id.
+    target: BTreeMap<ReplicaId, String>,
+    /// Its voters now.
+    voters: BTreeMap<ReplicaId, String>,
+    /// Learners that are no target (a move given up, a member gone).
+    stray_learners: BTreeSet<ReplicaId>,
+}
+
+/// Runs for the node's life: every [`LOOK_EVERY`], in each group this node leads, moves the
+/// replicas that are not where the member list puts them, `at_once` partitions at a time.
+pub(crate) async fn run(groups: Groups, cluster: Cluster, at_once: usize) {
+    loop {
+        tokio::time::sleep(LOOK_EVERY).await;
+        let led: Vec<(PartitionId, PartitionRaft)> = groups
+            .running()
+            .into_iter()
+            .filter(|(_, raft)| raft.is_leader())
+            .collect();
+        if led.is_empty() {
+            continue;
+        }
+        let membership = match Membership::read(groups.store()) {
+            Ok(membership) => membership,
+            Err(error) => {
+                tracing::warn!(%error, "reading the cluster's members failed; trying again");
+                continue;
+            }
+        };
+        // Before the member list is recorded there is nothing to compare with.
+        if !membership.formed() {
+            continue;
+        }
+        let placement = cluster.placement();
+        let plans: Vec<Plan> = led
+            .into_iter()
+            .filter_map(|(partition, raft)| plan(partition, raft, &placement, &membership))
+            .collect();
+        let groups = &groups;
+        futures::stream::iter(plans)
+            .for_each_concurrent(at_once, |plan| async move {
+                let partition = plan.partition;
+                match execute(groups, plan).await {
+                    Ok(done) => tracing::info!(partition, done, "replicas moved"),
+                    Err(error) => {
+                        tracing::warn!(partition, %error, "moving replicas failed; trying again")
+                    }
+                }
+                groups.move_registry().0.remove(&partition);
+            })
+            .await;
+    }
+}
+
+/// What `partition`'s group must change, if anything: its voters should be the members
+/// placement proposes, each under the incarnation the metadata records.
+fn plan(
+    partition: PartitionId,
+    raft: PartitionRaft,
+    placement: &Placement,
+    membership: &Membership,
+) -> Option<Plan> {
+    let proposed = placement.replicas(partition);
+    if proposed.is_empty() {
+        return None;
+    }
+    let mut target = BTreeMap::new();
+    for member in proposed {
+        // A member not recorded yet (just admitted, not started) cannot be added: wait
+        // rather than shrink the group meanwhile.
+        let id = membership.incarnations.get(&member)?;
+        target.insert(*id, member);
+    }
+    let voters = voters(&raft);
+    let stray_learners: BTreeSet<ReplicaId> = replicas(&raft)
+        .into_keys()
+        .filter(|id| !voters.contains_key(id) && !target.contains_key(id))
+        .collect();
+    let settled = target.keys().eq(voters.keys()) && !is_joint(&raft) && stray_learners.is_empty();
+    (!settled).then_some(Plan {
+        partition,
+        raft,
+        target,
+        voters,
+        stray_learners,
+    })
+}
+
+/// Moves one group's replicas: learners in, caught up, voters changed (or, when this leader
+/// is moved off, the lead handed to an incoming voter that caught up). Says what it did.
+async fn execute(groups: &Groups, plan: Plan) -> Result<&'static str, String> {
+    let Plan {
+        partition,
+        raft,
+        target,
+        voters,
+        stray_learners,
+    } = plan;
+    let incoming: Vec<(ReplicaId, String)> = target
+        .iter()
+        .filter(|(id, _)| !voters.contains_key(id))
+        .map(|(id, member)| (*id, member.clone()))
+        .collect();
+    let outgoing: Vec<String> = voters
+        .iter()
+        .filter(|(id, _)| !target.contains_key(id))
+        .map(|(_, member)| member.clone())
+        .collect();
+    tracing::info!(partition, from = ?outgoing, to = ?incoming.iter().map(|(_, m)| m).collect::<Vec<_>>(), "moving replicas");
+    groups.move_registry().0.insert(
+        partition,
+        Move {
+            from: outgoing,
+            to: incoming.clone(),
+            stage: "catching up",
+            started: Instant::now(),
+        },
+    );
+    for (id, member) in &incoming {
+        let replica = Replica {
+            member: member.clone(),
+        };
+        let added = tokio::time::timeout(CATCH_UP_PATIENCE, raft.add_learner(*id, replica, true));
+        match added.await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => return Err(format!("adding {member} as a learner: {error}")),
+            Err(_) => return Err(format!("{member} has not caught up yet")),
+        }
+    }
+    let me = groups.replica_id();
+    if !target.contains_key(&me) {
+        // Moved off itself: an incoming replica that has caught up leads the change.
+        if let Some(successor) = target
+            .keys()
+            .find(|id| voters.contains_key(id) && super::balance::caught_up(&raft, **id))
+        {
+            groups
+                .move_registry()
+                .stage(partition, "handing the lead over");
+            raft.trigger()
+                .transfer_leader(*successor)
+                .await
+                .map_err(|e| format!("handing the lead over: {e}"))?;
+            return Ok("lead handed over to finish the move");
+        }
+    }
+    groups.move_registry().stage(partition, "changing voters");
+    raft.change_membership(
+        ChangeMembers::ReplaceAllVoters(target.keys().copied().collect()),
+        false,
+    )
+    .await
+    .map_err(|e| format!("changing the voters: {e}"))?;
+    if !stray_learners.is_empty() {
+        raft.change_membership(ChangeMembers::RemoveNodes(stray_learners), false)
+            .await
+            .map_err(|e| format!("removing learners no longer wanted: {e}"))?;
+    }
+    if partition == METADATA_GROUP {
+        return Ok("metadata voters changed");
+    }
+    Ok("voters changed")
+}
