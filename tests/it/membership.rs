@@ -110,15 +110,25 @@ async fn grow_and_shrink() {
     println!("membership test: 3 -> 4 moves done {grown:?} after admission");
 
     // Shrink: node-1 (a founder) is drained through node-2, leaves, and is stopped.
+    // Through the CLI, as an operator would: `playhouse cluster drain` on node-2's edge, its
+    // token signed with the config's key.
     let drain_started = tokio::time::Instant::now();
-    let drained = client()
-        .post(cluster.nodes[1].url("/admin/cluster/members/node-1/drain"))
-        .bearer_auth(token("ops", &["admin"]))
-        .json(&json!({}))
-        .send()
-        .await
+    let edge = cluster.nodes[1].url("");
+    let drained = std::process::Command::new(env!("CARGO_BIN_EXE_playhouse"))
+        .args(["cluster", "drain", "node-1", "--edge"])
+        .arg(edge.trim_start_matches("http://"))
+        .arg("--config")
+        .arg(shipped_config(2))
+        .env("PLAYHOUSE_JWT_KEY", TEST_KEY)
+        .output()
         .unwrap();
-    assert_eq!(drained.status(), 202, "{}", drained.text().await.unwrap());
+    let said = String::from_utf8_lossy(&drained.stdout);
+    assert!(
+        drained.status.success() && said.contains("\"change\":\"draining\""),
+        "playhouse cluster drain: {:?} {said} {}",
+        drained.status,
+        String::from_utf8_lossy(&drained.stderr)
+    );
     let shrunk = wait_placed(&cluster, &["node-2", "node-3", "node-4"]).await;
     let left = wait_left(&cluster, "node-1").await;
     let drain_ended = tokio::time::Instant::now();

@@ -34,6 +34,9 @@ const REMIND_EVERY: Duration = Duration::from_secs(10);
 /// A node asking for how long is still listed as asking.
 const ASKING_FOR: Duration = Duration::from_secs(60);
 
+/// Nodes listed as asking at most.
+const MAX_ASKING: usize = 64;
+
 /// A node asks to join.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinRequest {
@@ -71,6 +74,17 @@ impl Asking {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         asking.retain(|_, (_, at)| at.elapsed() < ASKING_FOR);
+        // Only nodes with the cookie ask, but a misconfigured fleet must not grow this
+        // without bound: the one asked longest ago makes room.
+        if asking.len() >= MAX_ASKING && !asking.contains_key(&request.name) {
+            let oldest = asking
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(name, _)| name.clone());
+            if let Some(oldest) = oldest {
+                asking.remove(&oldest);
+            }
+        }
         asking.insert(request.name.clone(), (request.clone(), Instant::now()));
     }
 
@@ -243,5 +257,43 @@ pub async fn wait_until_admitted(
             );
         }
         tokio::time::sleep(ASK_EVERY).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(name: &str) -> JoinRequest {
+        JoinRequest {
+            name: name.to_owned(),
+            address: format!("{name}:4600"),
+            edge: None,
+            settings: SharedSettings {
+                partitions: 64,
+                replication_factor: 3,
+            },
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nodes_asking_are_kept_a_minute_and_at_most_sixty_four() {
+        let asking = Asking::default();
+        asking.note(&request("node-4"));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        for n in 0..MAX_ASKING {
+            asking.note(&request(&format!("stranger-{n}")));
+        }
+        // The one asked longest ago made room for the last.
+        assert_eq!(asking.now().len(), MAX_ASKING);
+        assert!(asking.get("node-4").is_none());
+        assert_eq!(
+            asking.get("stranger-63").unwrap().address,
+            "stranger-63:4600"
+        );
+        asking.forget("stranger-63");
+        assert!(asking.get("stranger-63").is_none());
+        tokio::time::advance(ASKING_FOR).await;
+        assert!(asking.now().is_empty(), "a minute later nobody is asking");
     }
 }

@@ -246,9 +246,20 @@ impl SimCluster {
             }
             if started.elapsed() > patience {
                 let views: Vec<String> = broken.iter().map(|p| self.describe(*p)).collect();
+                // Whether each node's new incarnation got recorded at all tells a record
+                // that never happened from a swap that never finished.
+                let recorded: Vec<String> = (0..self.size())
+                    .filter_map(|n| {
+                        let node = self.node(n)?;
+                        let membership =
+                            playhouse_runtime::replication::Membership::read(node.store()).ok()?;
+                        Some(format!("node {n} holds {:x?}", membership.incarnations))
+                    })
+                    .collect();
                 return Err(format!(
-                    "partitions whose voters are not every node's current incarnation: {}",
-                    views.join("; ")
+                    "partitions whose voters are not every node's current incarnation: {}; incarnations recorded: {}",
+                    views.join("; "),
+                    recorded.join(", ")
                 ));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
