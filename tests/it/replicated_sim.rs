@@ -1029,3 +1029,105 @@ fn with_more_members_than_replicas_every_edge_reaches_every_aggregate() {
         cluster.tear_down();
     });
 }
+
+/// `problem`'s status and detail, or what came back instead.
+fn problem_of(answer: &Answer) -> (StatusCode, String) {
+    match answer {
+        Answer::Status(status, body) => (*status, body["detail"].as_str().unwrap_or("").to_owned()),
+        other => panic!("no answer: {other:?}"),
+    }
+}
+
+/// Member changes an admin may not make are refused, naming why; a node whose settings differ
+/// from the cluster's is refused at the door and does not start.
+#[test]
+fn member_changes_that_cannot_be_made_are_refused_saying_why() {
+    in_paused_time(async {
+        let mut cluster = SimCluster::start_replicated(41).await;
+        let api = cluster.api();
+        let admin = token("ops", &["admin"]);
+        let post = |path: &str, body: Value| Call::post(path, &admin, body);
+
+        let bad_name = api
+            .send(
+                0,
+                post("/admin/cluster/members", json!({"name": "no/such name"})),
+            )
+            .await;
+        let (status, detail) = problem_of(&bad_name);
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{detail}");
+        assert!(detail.contains("node name"), "{detail}");
+
+        let unasked = api
+            .send(1, post("/admin/cluster/members", json!({"name": "node-9"})))
+            .await;
+        let (status, detail) = problem_of(&unasked);
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{detail}");
+        assert!(detail.contains("has not asked to join lately"), "{detail}");
+
+        let bad_address = api
+            .send(
+                1,
+                post(
+                    "/admin/cluster/members",
+                    json!({"name": "node-9", "address": "nowhere"}),
+                ),
+            )
+            .await;
+        let (status, detail) = problem_of(&bad_address);
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{detail}");
+        assert!(detail.contains("host:port"), "{detail}");
+
+        // Three members, three replicas each: draining one would leave too few.
+        let drain = api
+            .send(2, post("/admin/cluster/members/node-1/drain", json!({})))
+            .await;
+        let (status, detail) = problem_of(&drain);
+        assert_eq!(status, StatusCode::CONFLICT, "{detail}");
+        assert!(detail.contains("admit a member first"), "{detail}");
+
+        let unknown = api
+            .send(
+                0,
+                Call {
+                    method: reqwest::Method::DELETE,
+                    ..Call::get("/admin/cluster/members/node-7", &admin)
+                },
+            )
+            .await;
+        let (status, detail) = problem_of(&unknown);
+        assert_eq!(status, StatusCode::NOT_FOUND, "{detail}");
+        assert!(detail.contains("node-7 is not a member"), "{detail}");
+
+        let reader = api
+            .send(
+                0,
+                Call::post(
+                    "/admin/cluster/members/node-1/drain",
+                    &token("shopper", &["reader"]),
+                    json!({}),
+                ),
+            )
+            .await;
+        assert_eq!(problem_of(&reader).0, StatusCode::FORBIDDEN);
+
+        // A node with another partition count asks to join: refused, both counts named.
+        let n = cluster.add_joining_node();
+        let refused = cluster
+            .join_with(
+                n,
+                |config| config.cluster.partitions = PARTITIONS * 2,
+                async {},
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            refused.contains(&format!(
+                "cluster.partitions is {} here and {PARTITIONS} in the cluster",
+                PARTITIONS * 2
+            )),
+            "{refused}"
+        );
+        cluster.tear_down();
+    });
+}

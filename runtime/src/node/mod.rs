@@ -214,7 +214,12 @@ impl Node {
                     // Its links must be up to ask; the handlers they need come once admitted.
                     cluster.start().await?;
                     cluster_started = true;
-                    join(&config, cluster).await?;
+                    if let Err(refused) = join(&config, cluster).await {
+                        // Nothing of this node may stay on the network (a node is a value:
+                        // its caller may start another in this process).
+                        cluster.stop();
+                        return Err(refused);
+                    }
                 }
                 Claim::Placement => {}
             }

@@ -248,7 +248,8 @@ fn decide(
             Some(_) => Ok(Some(MemberEvent::Left { name: name.clone() })),
         },
         MemberChange::Remove { name } => match find(name) {
-            None => Ok(None),
+            // A name mistyped must not look removed.
+            None => Err(format!("{name} is not a member")),
             Some(_) if current.len() == 1 => Err(format!("{name} is the last member")),
             Some(_) => Ok(Some(MemberEvent::Removed { name: name.clone() })),
         },

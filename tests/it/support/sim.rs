@@ -375,7 +375,18 @@ impl SimCluster {
         n: usize,
         admit: impl std::future::Future<Output = ()>,
     ) -> Result<(), String> {
+        self.join_with(n, |_| {}, admit).await
+    }
+
+    /// [`SimCluster::join`] with node `n`'s config changed by `change` first.
+    pub async fn join_with(
+        &mut self,
+        n: usize,
+        change: impl FnOnce(&mut NodeConfig),
+        admit: impl std::future::Future<Output = ()>,
+    ) -> Result<(), String> {
         assert!(self.nodes[n].node.is_none(), "node {n} is running");
+        change(&mut self.nodes[n].config);
         let slot = &self.nodes[n];
         let start = Node::start(Launch {
             config: slot.config.clone(),
