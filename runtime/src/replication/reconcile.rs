@@ -196,14 +196,19 @@ fn plan(
     if proposed.is_empty() {
         return None;
     }
+    let voters = voters(&raft);
     let mut target = BTreeMap::new();
     for member in proposed {
-        // A member not recorded yet (just admitted, not started) cannot be added: wait
-        // rather than shrink the group meanwhile.
-        let id = membership.incarnations.get(&member)?;
-        target.insert(*id, member);
+        // A member whose incarnation is not recorded keeps the replica it votes with; one
+        // not voting yet (just admitted, not started) cannot be added: wait rather than
+        // shrink the group meanwhile. (A member voting unrecorded once held every move of
+        // the group back: the simulation's seed 32, a node's record missing after faults.)
+        let id = match membership.incarnations.get(&member) {
+            Some(id) => *id,
+            None => *voters.iter().find(|(_, voter)| **voter == member)?.0,
+        };
+        target.insert(id, member);
     }
-    let voters = voters(&raft);
     let stray_learners: BTreeSet<ReplicaId> = replicas(&raft)
         .into_keys()
         .filter(|id| !voters.contains_key(id) && !target.contains_key(id))
