@@ -13,7 +13,7 @@ use std::time::Duration;
 use openraft::rt::WatchReceiver;
 
 use super::groups::{Groups, PartitionRaft};
-use super::leadership::voters;
+use super::leadership::{is_joint, voters};
 use super::types::ReplicaId;
 use crate::cluster::{Cluster, Route};
 use crate::metrics::RAFT_REPLICATION_LAG;
@@ -76,25 +76,15 @@ pub(crate) async fn run(groups: Groups, cluster: Cluster) {
 }
 
 /// Whether `raft`'s group is changing its voters (a joint configuration, or one member voting
-/// under two incarnations while `repair` swaps one for the other): the lead stays where it
+/// under two incarnations while `reconcile` swaps one for the other): the lead stays where it
 /// is until the change is done, since a leader handed over mid-change (to the incoming
 /// incarnation, which already votes) must finish it before the group is whole again.
 fn replacing(raft: &PartitionRaft) -> bool {
-    let joint = {
-        let metrics = raft.metrics();
-        let metrics = metrics.borrow_watched();
-        metrics
-            .membership_config
-            .membership()
-            .get_joint_config()
-            .len()
-            > 1
-    };
     let members: Vec<String> = voters(raft).into_values().collect();
     let mut distinct = members.clone();
     distinct.sort();
     distinct.dedup();
-    joint || distinct.len() < members.len()
+    is_joint(raft) || distinct.len() < members.len()
 }
 
 /// The replica id of the first of `partition`'s proposed replicas that is a voter and up.
