@@ -387,18 +387,7 @@ impl SimCluster {
     ) -> Result<(), String> {
         assert!(self.nodes[n].node.is_none(), "node {n} is running");
         change(&mut self.nodes[n].config);
-        let slot = &self.nodes[n];
-        let start = Node::start(Launch {
-            config: slot.config.clone(),
-            services: playhouse_actors::SERVICES,
-            transport: Some(self.network.transport(&name(n))),
-            telemetry: Telemetry::detached(),
-            listen: false,
-            store: StoreOptions {
-                disk: Disk::Simulated(slot.disk.clone()),
-                ..StoreOptions::default()
-            },
-        });
+        let start = Node::start(self.launch(n));
         let (started, ()) = tokio::join!(start, admit);
         let node = started?;
         self.reach.write().unwrap()[n].app = Some(node.edge());
@@ -476,23 +465,12 @@ impl SimCluster {
         change: impl FnOnce(&mut NodeConfig),
     ) -> Result<(), String> {
         assert!(self.nodes[n].node.is_none(), "node {n} is running");
-        let slot = &mut self.nodes[n];
-        change(&mut slot.config);
-        let node = Node::start(Launch {
-            config: slot.config.clone(),
-            services: playhouse_actors::SERVICES,
-            transport: Some(self.network.transport(&name(n))),
-            telemetry: Telemetry::detached(),
-            listen: false,
-            store: StoreOptions {
-                disk: Disk::Simulated(slot.disk.clone()),
-                ..StoreOptions::default()
-            },
-        })
-        .await
-        .map_err(|error| error.to_string())?;
+        change(&mut self.nodes[n].config);
+        let node = Node::start(self.launch(n))
+            .await
+            .map_err(|error| error.to_string())?;
         self.reach.write().unwrap()[n].app = Some(node.edge());
-        slot.node = Some(node);
+        self.nodes[n].node = Some(node);
         Ok(())
     }
 
@@ -506,6 +484,22 @@ impl SimCluster {
     /// Whether node `n` was retired.
     pub fn is_retired(&self, n: usize) -> bool {
         self.reach.read().unwrap()[n].retired
+    }
+
+    /// What starts node `n` on its config and disk, on the simulated network.
+    fn launch(&self, n: usize) -> Launch {
+        let slot = &self.nodes[n];
+        Launch {
+            config: slot.config.clone(),
+            services: playhouse_actors::SERVICES,
+            transport: Some(self.network.transport(&name(n))),
+            telemetry: Telemetry::detached(),
+            listen: false,
+            store: StoreOptions {
+                disk: Disk::Simulated(slot.disk.clone()),
+                ..StoreOptions::default()
+            },
+        }
     }
 
     /// Holds node `n`'s messages and requests until [`SimCluster::resume`].
