@@ -128,6 +128,17 @@ enum ClusterCommand {
         #[command(flatten)]
         to: EdgeArgs,
     },
+    /// The worst day: on a survivor (`--edge`), restart the groups that lost a majority of
+    /// their voters with members lost for good, from what the survivor holds (POST
+    /// /admin/cluster/recover). Entries only the lost members held are gone; the answer says
+    /// per group the last entry kept. Admit new members afterwards.
+    Recover {
+        /// The members lost for good, comma-separated; none may be running.
+        #[arg(long, value_delimiter = ',', required = true)]
+        lost: Vec<String>,
+        #[command(flatten)]
+        to: EdgeArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -237,6 +248,11 @@ fn cluster(command: ClusterCommand) -> anyhow::Result<ExitCode> {
         ClusterCommand::Remove { name, to } => {
             ("DELETE", format!("/admin/cluster/members/{name}"), None, to)
         }
+        ClusterCommand::Recover { lost, to } => {
+            let names: Vec<String> = lost.iter().map(|name| quote(name)).collect();
+            let body = format!("{{\"lost\":[{}]}}", names.join(","));
+            ("POST", "/admin/cluster/recover".to_owned(), Some(body), to)
+        }
     };
     let config = load(to.config.as_deref())?;
     let edge = to.edge.unwrap_or_else(|| config.edge.listen.to_string());
@@ -249,7 +265,8 @@ fn cluster(command: ClusterCommand) -> anyhow::Result<ExitCode> {
         &path,
         &token,
         body.as_deref(),
-        std::time::Duration::from_secs(30),
+        // A recovery restarts every group of the survivor and waits for each to elect.
+        std::time::Duration::from_secs(120),
     )
     .with_context(|| format!("{method} {path} on {edge}"))?;
     println!("{answer}");

@@ -29,3 +29,4 @@ mod sagas_crash;
 mod sim;
 mod transfers;
 mod ui;
+mod worst_day;

@@ -96,7 +96,7 @@ async fn grow_and_shrink() {
 
     // Grow: node-4 asks node-1 and node-2, and is admitted by name through node-1.
     let grow_started = tokio::time::Instant::now();
-    let joiner = launch_joining(&cluster, &options);
+    let joiner = launch_joining(&cluster, &options, "node-4", 2);
     let admitted = admit_by_name(&cluster.nodes[0], "node-4").await;
     let node4 = joiner.await.unwrap();
     println!(
@@ -196,7 +196,7 @@ async fn grow_and_shrink() {
 }
 
 /// The answers that were neither 2xx nor a domain refusal, by what they said.
-fn not_served(history: &[ledger::Entry]) -> Vec<String> {
+pub(crate) fn not_served(history: &[ledger::Entry]) -> Vec<String> {
     history
         .iter()
         .filter_map(|entry| match &entry.outcome {
@@ -230,25 +230,27 @@ fn answered_by_edge(
     by_edge
 }
 
-/// Starts node-4 with `cluster.join = true`, listing itself and node-1 and node-2 to contact,
-/// in the background: it listens only once admitted.
-fn launch_joining(
+/// Starts `name` with `cluster.join = true`, listing itself and the first `contacts` founding
+/// members to contact, in the background: it listens only once admitted.
+pub(crate) fn launch_joining(
     cluster: &TestCluster,
     options: &ClusterOptions,
+    name: &str,
+    contacts: usize,
 ) -> tokio::task::JoinHandle<Node> {
     let port = free_port();
     let contacts = {
-        let founders = members_toml(&cluster.ports[..2]);
+        let founders = members_toml(&cluster.ports[..contacts]);
         format!(
-            "[{{ name = \"node-4\", address = \"127.0.0.1:{port}\" }}, {}",
+            "[{{ name = \"{name}\", address = \"127.0.0.1:{port}\" }}, {}",
             founders.trim_start_matches('[')
         )
     };
     let mut env = vec![
-        ("PLAYHOUSE_NODE_NAME".to_owned(), "node-4".to_owned()),
+        ("PLAYHOUSE_NODE_NAME".to_owned(), name.to_owned()),
         (
             "PLAYHOUSE_DATA_DIR".into(),
-            cluster.dir.path().join("node-4").display().to_string(),
+            cluster.dir.path().join(name).display().to_string(),
         ),
         ("PLAYHOUSE_EDGE__LISTEN".into(), "127.0.0.1:0".into()),
         (
@@ -260,7 +262,7 @@ fn launch_joining(
         ("PLAYHOUSE_JWT_KEY".into(), TEST_KEY.into()),
     ];
     env.extend(options.env.iter().cloned());
-    let log = cluster.dir.path().join("node-4.log");
+    let log = cluster.dir.path().join(format!("{name}.log"));
     tokio::task::spawn_blocking(move || {
         Node::launch(shipped_config(1), env, log, &NodeOptions::default())
     })
@@ -268,7 +270,7 @@ fn launch_joining(
 
 /// Admits `name` through `via` once it has asked to join (its address is the one it asked
 /// with); how long after the call began.
-async fn admit_by_name(via: &Node, name: &str) -> Duration {
+pub(crate) async fn admit_by_name(via: &Node, name: &str) -> Duration {
     let started = Instant::now();
     loop {
         let answer = client()
@@ -298,7 +300,7 @@ async fn admit_by_name(via: &Node, name: &str) -> Duration {
 
 /// Waits until every partition's leader has as voters exactly the replicas placement gives
 /// over `members` (and no move is under way); how long that took.
-async fn wait_placed(cluster: &TestCluster, members: &[&str]) -> Duration {
+pub(crate) async fn wait_placed(cluster: &TestCluster, members: &[&str]) -> Duration {
     let started = Instant::now();
     let roster: Vec<Member> = members
         .iter()

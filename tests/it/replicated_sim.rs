@@ -1131,3 +1131,155 @@ fn member_changes_that_cannot_be_made_are_refused_saying_why() {
         cluster.tear_down();
     });
 }
+
+/// The worst day: two of three members are lost for good, taking every group's majority
+/// with them. Writes are refused (no leader can be elected) until an admin recovers the
+/// groups from the survivor, naming the lost members; it then holds everything acknowledged
+/// before (the survivor had it all: the writes stopped a second before the loss), takes
+/// writes again, and two new nodes admitted make every group whole on three members.
+#[test]
+fn a_cluster_that_lost_two_of_three_members_for_good_is_recovered_from_the_survivor() {
+    in_paused_time(async {
+        let mut cluster = SimCluster::start_replicated(43).await;
+        let api = cluster.api();
+        let writer = token("alice", &["writer"]);
+        let admin = token("ops", &["admin"]);
+        let recover =
+            |lost: Value| Call::post("/admin/cluster/recover", &admin, json!({ "lost": lost }));
+        let accounts = opened_and_credited(&cluster, 8, &writer).await;
+
+        // A member that is up is not lost.
+        let up = api.send(0, recover(json!([cluster.name(1)]))).await;
+        let (status, detail) = problem_of(&up);
+        assert_eq!(status, StatusCode::CONFLICT, "{detail}");
+        assert!(
+            detail.contains(&format!("{} is up", cluster.name(1))),
+            "{detail}"
+        );
+
+        // Every replica holds what was acknowledged (nothing held one back), then two go.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let before = balances(&cluster, &accounts, &writer).await;
+        cluster.retire(1);
+        cluster.retire(2);
+        let credit = |id: &str, key: String| {
+            Call::post(
+                format!("/api/v1/accounts/{id}/credit"),
+                &writer,
+                json!({"amount": 1}),
+            )
+            .with_key(key)
+        };
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        // Straight to the edge: the client's 3 s would run out while the node waits the
+        // same 3 s for a leader before it says none came.
+        let refused = crate::support::sim::in_process(
+            cluster.app(0).unwrap(),
+            &credit(&accounts[0], "refused".into()),
+        )
+        .await;
+        assert!(
+            matches!(refused, Answer::Status(StatusCode::SERVICE_UNAVAILABLE, _)),
+            "a partition without a majority must refuse writes: {refused:?}"
+        );
+
+        // Requests that name no one, the survivor itself, or a stranger are refused.
+        for (lost, expected, says) in [
+            (json!([]), StatusCode::UNPROCESSABLE_ENTITY, "at least one"),
+            (
+                json!([cluster.name(0)]),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "ask a survivor",
+            ),
+            (
+                json!([cluster.name(1), "node-9"]),
+                StatusCode::NOT_FOUND,
+                "node-9 is not a member",
+            ),
+        ] {
+            let answer = api.send(0, recover(lost.clone())).await;
+            let (status, detail) = problem_of(&answer);
+            assert_eq!(status, expected, "{lost}: {detail}");
+            assert!(detail.contains(says), "{lost}: {detail}");
+        }
+
+        let recovery = until(
+            &api,
+            0,
+            recover(json!([cluster.name(2), cluster.name(1)])),
+            StatusCode::OK,
+            Duration::from_secs(30),
+        )
+        .await;
+        assert_eq!(recovery["member"], json!(cluster.name(0)), "{recovery}");
+        assert_eq!(
+            recovery["lost"],
+            json!([cluster.name(1), cluster.name(2)]),
+            "{recovery}"
+        );
+        let recovered = recovery["recovered"].as_array().unwrap();
+        assert_eq!(
+            recovered.len(),
+            PARTITIONS as usize + 1,
+            "every partition and the metadata group: {recovery}"
+        );
+        for group in recovered {
+            assert_eq!(group["voters_after"], json!([cluster.name(0)]), "{group}");
+            assert_eq!(
+                group["voters_before"].as_array().unwrap().len(),
+                3,
+                "{group}"
+            );
+            assert_eq!(group["leader_elected"], true, "{group}");
+        }
+        // Each node follows the recorded member list every half second.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while cluster.members_now() != vec![cluster.name(0)] {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the members after the recovery: {:?}",
+                cluster.members_now()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+
+        // Everything acknowledged before is there, and writes are taken again.
+        assert_eq!(balances(&cluster, &accounts, &writer).await, before);
+        for id in &accounts {
+            until(
+                &api,
+                0,
+                credit(id, format!("after-{id}")),
+                StatusCode::OK,
+                Duration::from_secs(10),
+            )
+            .await;
+        }
+        // Asked again, it finds the lost members gone.
+        let again = api.send(0, recover(json!([cluster.name(1)]))).await;
+        assert_eq!(problem_of(&again).0, StatusCode::NOT_FOUND, "{again:?}");
+
+        // Two new nodes make every group whole on three members again.
+        for _ in 0..2 {
+            let joining = cluster.add_joining_node();
+            let name = cluster.name(joining);
+            let admission = json!({ "name": name, "address": format!("{name}:4600") });
+            let admit = async {
+                until(
+                    &api,
+                    0,
+                    Call::post("/admin/cluster/members", &admin, admission),
+                    StatusCode::ACCEPTED,
+                    Duration::from_secs(30),
+                )
+                .await;
+            };
+            cluster.join(joining, admit).await.unwrap();
+        }
+        cluster.wait_whole(Duration::from_secs(120)).await.unwrap();
+        let after: BTreeMap<String, i64> =
+            before.iter().map(|(id, b)| (id.clone(), b + 1)).collect();
+        assert_eq!(balances(&cluster, &accounts, &writer).await, after);
+        cluster.tear_down();
+    });
+}

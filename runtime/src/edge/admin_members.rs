@@ -7,8 +7,12 @@
 //! - `DELETE /admin/cluster/members/{name}` removes a member lost for good, by force: its
 //!   replicas are made again on the others from what the survivors hold.
 //!
-//! Each answers 202 once the change is recorded in the cluster's metadata: the moves it
-//! starts show in `GET /admin/cluster` (`replication.moves`) and on `/ui`.
+//! - `POST /admin/cluster/recover {"lost": [names]}`, on a survivor, restarts the groups that
+//!   lost a majority of their voters with members lost for good on what it holds (the worst
+//!   day: see `replication::recovery`).
+//!
+//! The first three answer 202 once the change is recorded in the cluster's metadata: the
+//! moves it starts show in `GET /admin/cluster` (`replication.moves`) and on `/ui`.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -22,7 +26,9 @@ use super::auth::Admin;
 use super::json::ApiJson;
 use super::problem::{Problem, ProblemCode, quote_id};
 use crate::cluster::Cluster;
-use crate::replication::{ChangeOutcome, Groups, MemberChange, change_members};
+use crate::replication::{
+    ChangeOutcome, Groups, MemberChange, Recovery, RecoveryError, change_members,
+};
 
 /// What the member routes work with: a member of a replicated cluster.
 #[derive(Debug, Clone)]
@@ -36,6 +42,7 @@ pub fn routes(info: MembersInfo) -> Routes {
         .routes(routes!(admit))
         .routes(routes!(drain))
         .routes(routes!(remove))
+        .routes(routes!(recover))
         .with_state(info)
 }
 
@@ -145,10 +152,10 @@ fn checked_address(field: &str, address: &str) -> Result<(), Problem> {
 async fn apply(
     cluster: &Cluster,
     groups: &Groups,
+    member: String,
     change: MemberChange,
     what: &str,
 ) -> Result<(StatusCode, ApiJson<MemberChanged>), Problem> {
-    let member = change.member().to_owned();
     match change_members(groups, cluster, change).await {
         ChangeOutcome::Done { version } => Ok((
             StatusCode::ACCEPTED,
@@ -206,11 +213,11 @@ async fn admit(
         checked_address("edge", edge)?;
     }
     let change = MemberChange::Admit {
-        name: admission.name,
+        name: admission.name.clone(),
         address,
         edge,
     };
-    apply(cluster, groups, change, "admitted").await
+    apply(cluster, groups, admission.name, change, "admitted").await
 }
 
 /// Drains a member: its replicas and leads move to the others (at most
@@ -227,7 +234,8 @@ async fn drain(
 ) -> Result<(StatusCode, ApiJson<MemberChanged>), Problem> {
     let (cluster, groups) = replicated(&info)?;
     checked_name(&name)?;
-    apply(cluster, groups, MemberChange::Drain { name }, "draining").await
+    let change = MemberChange::Drain { name: name.clone() };
+    apply(cluster, groups, name, change, "draining").await
 }
 
 /// Removes a member lost for good, by force: it is dropped from every group, whose leaders
@@ -244,5 +252,65 @@ async fn remove(
 ) -> Result<(StatusCode, ApiJson<MemberChanged>), Problem> {
     let (cluster, groups) = replicated(&info)?;
     checked_name(&name)?;
-    apply(cluster, groups, MemberChange::Remove { name }, "removed").await
+    let change = MemberChange::Remove { name: name.clone() };
+    apply(cluster, groups, name, change, "removed").await
+}
+
+/// The members lost for good, to recover without.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LostMembers {
+    /// Their names; none of them may be up, nor the member asked.
+    #[schema(max_items = 64)]
+    pub lost: Vec<String>,
+}
+
+/// The worst day: on a survivor, restarts every group that lost a majority of its voters
+/// with the `lost` members on the voters that survive, from what this member holds, and
+/// records the lost members as removed. Entries only the lost members held are gone, even
+/// acknowledged ones: the answer names, per group, the last entry kept. Admit new members
+/// afterwards to make the other replicas. Only for members that will never return: one
+/// that does must be wiped and join as a new node.
+#[utoipa::path(post, path = "/admin/cluster/recover", tag = "admin",
+    security(("bearer" = [])),
+    request_body = LostMembers,
+    responses((status = 200, description = "What was recovered, what was left as it was and why", body = Recovery), MemberProblems))]
+async fn recover(
+    State(info): State<MembersInfo>,
+    _: Admin,
+    ApiJson(body): ApiJson<LostMembers>,
+) -> Result<ApiJson<Recovery>, Problem> {
+    let (cluster, groups) = replicated(&info)?;
+    if body.lost.len() > 64 {
+        return Err(Problem::invalid_field(
+            "lost",
+            format!("at most 64 members; got {}", body.lost.len()),
+        ));
+    }
+    for name in &body.lost {
+        checked_name(name).map_err(|_| {
+            Problem::invalid_field(
+                "lost",
+                format!(
+                    "a node name is 1 to {MAX_NAME} letters, digits, '-', '_' or '.'; got `{}`",
+                    quote_id(name)
+                ),
+            )
+        })?;
+    }
+    match crate::replication::recover(groups, cluster, body.lost).await {
+        Ok(recovery) => Ok(ApiJson(recovery)),
+        Err(error @ RecoveryError::Invalid(_)) => {
+            Err(Problem::invalid_field("lost", error.to_string()))
+        }
+        Err(error @ RecoveryError::NotMember(_)) => {
+            Err(Problem::new(ProblemCode::NotFound, error.to_string()))
+        }
+        Err(error @ RecoveryError::StillUp(_)) => {
+            Err(Problem::new(ProblemCode::Conflict, error.to_string()))
+        }
+        Err(error @ RecoveryError::Failed(_)) => {
+            Err(Problem::new(ProblemCode::Unavailable, error.to_string()).with_retry_after(1))
+        }
+    }
 }

@@ -13,7 +13,7 @@ use openraft::rt::WatchReceiver;
 
 use super::directory::Directory;
 use super::leadership::{self, LeadershipListener, Listeners};
-use super::log_store::{Incarnation, RaftLogs};
+use super::log_store::{GroupLog, Incarnation, RaftLogs};
 use super::metadata::METADATA_GROUP;
 use super::network::SnapshotParts;
 use super::network::{GroupNetworkFactory, RAFT_TARGET, RaftHandler};
@@ -410,6 +410,41 @@ impl Groups {
         );
         self.keep(watcher);
         Ok(raft)
+    }
+
+    /// Stops `partition`'s group here, hands its log to `change` while nothing runs on it,
+    /// and starts the group again from what the log holds then: the worst day's recovery
+    /// (`recovery`), never a step of a running cluster.
+    pub(crate) async fn reopen_after<T, Fut>(
+        &self,
+        partition: PartitionId,
+        change: impl FnOnce(GroupLog) -> Fut,
+    ) -> Result<T, String>
+    where
+        Fut: std::future::Future<Output = Result<T, String>>,
+    {
+        let changed = {
+            // No opening meanwhile: the stopped group's storage is this call's alone.
+            let _opening = self.inner.opening.lock().await;
+            if let Some((_, raft)) = self.inner.groups.remove(&partition) {
+                raft.shutdown()
+                    .await
+                    .map_err(|error| format!("stopping partition {partition}'s group: {error}"))?;
+            }
+            let log = self
+                .inner
+                .logs
+                .group(partition)
+                .await
+                .map_err(|error| format!("reading partition {partition}'s log: {error}"))?;
+            change(log).await
+        };
+        // Started again whether or not the change was made: a group left stopped would
+        // answer nothing at all.
+        self.open(partition)
+            .await
+            .map_err(|error| error.to_string())?;
+        changed
     }
 
     fn keep(&self, task: tokio::task::JoinHandle<()>) {

@@ -327,6 +327,51 @@ impl GroupLog {
         }))
     }
 
+    /// The index of the last entry the log holds (or the last it dropped behind a snapshot).
+    pub(crate) fn last_index(&self) -> Option<u64> {
+        let state = self.state();
+        state
+            .last_entry
+            .or(state.last_purged)
+            .map(|log_id| log_id.index)
+    }
+
+    /// Makes `membership` the group's configuration from the next index, under a term past
+    /// every term this replica has seen, and votes for `me` in that term: the worst day's
+    /// recovery (`recovery`), done while the group is stopped. A running group never writes
+    /// its log this way. Durable on return; answers the entry's id.
+    ///
+    /// The vote is written first: a crash between the two writes leaves a higher term and
+    /// nothing else, where the other order would leave an entry of a term the replica never
+    /// voted in.
+    pub(crate) async fn force_configuration(
+        &self,
+        me: ReplicaId,
+        membership: openraft::Membership<ReplicaId, super::types::Replica>,
+    ) -> Result<LogId, io::Error> {
+        let (vote_term, last) = {
+            let state = self.state();
+            (
+                state.vote.map_or(0, |vote| vote.leader_id().term),
+                state.last_entry.or(state.last_purged),
+            )
+        };
+        let last_term = last.map_or(0, |log_id| log_id.leader_id.term);
+        let term = vote_term.max(last_term) + 1;
+        let index = last.map_or(0, |log_id| log_id.index + 1);
+        let vote = Vote::new(term, me);
+        self.record(VOTE, &vote).await?;
+        self.state().vote = Some(vote);
+        let log_id = LogId::new_term_index(term, index);
+        let entry = Entry::new_membership(log_id, membership);
+        let bytes = codec::encode(&entry).map_err(io::Error::other)?;
+        self.writer
+            .write(self.partition, LogChange::Append(vec![(index, bytes)]))
+            .await?;
+        self.state().last_entry = Some(log_id);
+        Ok(log_id)
+    }
+
     async fn record(&self, which: u8, value: &impl serde::Serialize) -> Result<(), io::Error> {
         let value = codec::encode(value).map_err(io::Error::other)?;
         self.writer

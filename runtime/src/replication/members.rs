@@ -39,18 +39,10 @@ pub enum MemberChange {
     Leave { name: String },
     /// `name` is lost for good: its replicas are made again from the survivors.
     Remove { name: String },
-}
-
-impl MemberChange {
-    /// The member the change is about.
-    pub fn member(&self) -> &str {
-        match self {
-            MemberChange::Admit { name, .. }
-            | MemberChange::Drain { name }
-            | MemberChange::Leave { name }
-            | MemberChange::Remove { name } => name,
-        }
-    }
+    /// Every one of `names` is lost for good, recorded at once: the worst day's recovery
+    /// (`recovery`), where a leader must not try, between two removals, to move a replica to
+    /// a member about to be removed. New variants go at the end (the codec numbers them).
+    RemoveLost { names: Vec<String> },
 }
 
 /// What a change came to.
@@ -129,12 +121,12 @@ async fn change_here(groups: &Groups, cluster: &Cluster, change: &MemberChange) 
         Err(error) => return ChangeOutcome::Refused(format!("reading the metadata: {error}")),
     };
     let mut events = match decide(&membership, cluster, change) {
-        Ok(Some(event)) => vec![event],
-        Ok(None) => {
+        Ok(events) if events.is_empty() => {
             return ChangeOutcome::Done {
                 version: membership.version,
             };
         }
+        Ok(events) => events,
         Err(refusal) => return ChangeOutcome::Refused(refusal),
     };
     let founders: Vec<String> = cluster
@@ -185,8 +177,40 @@ async fn change_here(groups: &Groups, cluster: &Cluster, change: &MemberChange) 
     }
 }
 
-/// The event `change` makes of `membership`, `None` when it is already so, or why not.
+/// The events `change` makes of `membership` (none when it is already so), or why not.
 fn decide(
+    membership: &Membership,
+    cluster: &Cluster,
+    change: &MemberChange,
+) -> Result<Vec<MemberEvent>, String> {
+    let MemberChange::RemoveLost { names } = change else {
+        return decide_one(membership, cluster, change).map(|event| event.into_iter().collect());
+    };
+    let members = match membership.formed() {
+        true => membership.roster.keys().cloned().collect(),
+        false => cluster
+            .roster()
+            .members
+            .iter()
+            .map(|m| m.name.clone())
+            .collect(),
+    };
+    let members: std::collections::BTreeSet<String> = members;
+    if let Some(stranger) = names.iter().find(|name| !members.contains(*name)) {
+        return Err(format!("{stranger} is not a member"));
+    }
+    if members.iter().all(|member| names.contains(member)) {
+        return Err("removing every member would leave none to recover from".to_owned());
+    }
+    Ok(names
+        .iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .map(|name| MemberEvent::Removed { name: name.clone() })
+        .collect())
+}
+
+fn decide_one(
     membership: &Membership,
     cluster: &Cluster,
     change: &MemberChange,
@@ -253,6 +277,9 @@ fn decide(
             Some(_) if current.len() == 1 => Err(format!("{name} is the last member")),
             Some(_) => Ok(Some(MemberEvent::Removed { name: name.clone() })),
         },
+        MemberChange::RemoveLost { .. } => {
+            unreachable!("decide takes several removals apart before deciding one")
+        }
     }
 }
 

@@ -11,7 +11,8 @@
 //! it, `reconcile` moves replicas where the member list puts them (a member joined, drained
 //! or removed; a replica that lost its disk, or was rolled back, back in under its new
 //! incarnation), `members` changes the member list, `admission` lets a new node ask to join,
-//! `drain` tells a drained member when it holds nothing more, `balance` hands leads back to their preferred members, `silence` calls an
+//! `drain` tells a drained member when it holds nothing more, `recovery` restarts
+//! the groups that lost a majority of their voters for good on their survivors, `balance` hands leads back to their preferred members, `silence` calls an
 //! election as soon as a silent leader's lease has run out, `directory` tells a member
 //! who leads the partitions it holds no replica of, and `metadata` keeps the member list and
 //! each member's incarnation in a group of their own.
@@ -30,6 +31,7 @@ mod members;
 mod metadata;
 mod network;
 mod reconcile;
+mod recovery;
 mod report;
 mod rollback;
 mod silence;
@@ -51,6 +53,7 @@ pub use members::{ChangeOutcome, MemberChange, change as change_members};
 pub use metadata::{MEMBERS_STREAM, METADATA_GROUP, Membership};
 pub use network::{GroupNetwork, GroupNetworkFactory, RAFT_TARGET};
 pub use reconcile::MoveReport;
+pub use recovery::{RecoveredGroup, Recovery, RecoveryError, UntouchedGroup, recover};
 pub use report::{PartitionReport, ReplicaReport};
 pub use snapshot::{PartitionLayout, PartitionShape, ReplicatedTable};
 pub use state_machine::{APPLIED_TABLE, PartitionMachine, PartitionSnapshot, SnapshotBuilder};
