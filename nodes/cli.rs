@@ -1,4 +1,5 @@
-//! Command-line interface: `node`, `token`, `config check`, `projections rebuild` and `probe`,
+//! Command-line interface: `node`, `token`, `config check`, `projections rebuild`, `cluster`,
+//! `backup`, `restore` and `probe`,
 //! each a call into `playhouse_runtime` (`node::run_process` for a node).
 
 use std::path::{Path, PathBuf};
@@ -59,6 +60,25 @@ enum Command {
     /// signed with the config's key).
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Take a backup of a running cluster through a member's edge (GET /admin/backup) into a
+    /// file: every partition at a Raft index at or past now. Kept only once checked whole.
+    Backup {
+        /// The file to write.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        to: EdgeArgs,
+    },
+    /// Restore a backup file into a new cluster (one that has taken no writes, with the same
+    /// `cluster.partitions`) through one of its members' edges. It never rejoins the old
+    /// cluster: see the README.
+    Restore {
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+        #[command(flatten)]
+        to: EdgeArgs,
+    },
     /// GET a node's health route and exit 0 if it answers 200: a container health check that
     /// needs no curl in the image.
     Probe {
@@ -185,6 +205,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
         Command::Cluster(command) => cluster(command),
+        Command::Backup { out, to } => {
+            let (edge, token) = admin_edge(to, "12h")?;
+            crate::backup::backup(&edge, &token, &out)
+        }
+        Command::Restore { from, to } => {
+            let (edge, token) = admin_edge(to, "12h")?;
+            crate::backup::restore(&edge, &token, &from)
+        }
         Command::Config(ConfigCommand::Check { file }) => {
             let config = load(Some(&file))?;
             println!(
@@ -221,6 +249,17 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     runtime.context("starting the async runtime")
 }
 
+/// The edge a command goes to and an admin token for it, signed with the config's key.
+/// It lives `ttl`: a backup or restore of a large cluster uses one token throughout.
+fn admin_edge(to: EdgeArgs, ttl: &str) -> anyhow::Result<(String, String)> {
+    let config = load(to.config.as_deref())?;
+    let edge = to.edge.unwrap_or_else(|| config.edge.listen.to_string());
+    let token = JwtAuth::new(&config.auth)
+        .issue_typed("playhouse-cli", &["admin".to_owned()], ttl)
+        .map_err(anyhow::Error::msg)?;
+    Ok((edge, token))
+}
+
 /// Runs a `cluster` command against a member's edge: prints the answer, and fails (exit 1)
 /// with the problem's detail when it is not a success.
 fn cluster(command: ClusterCommand) -> anyhow::Result<ExitCode> {
@@ -254,11 +293,7 @@ fn cluster(command: ClusterCommand) -> anyhow::Result<ExitCode> {
             ("POST", "/admin/cluster/recover".to_owned(), Some(body), to)
         }
     };
-    let config = load(to.config.as_deref())?;
-    let edge = to.edge.unwrap_or_else(|| config.edge.listen.to_string());
-    let token = JwtAuth::new(&config.auth)
-        .issue_typed("playhouse-cli", &["admin".to_owned()], "5m")
-        .map_err(anyhow::Error::msg)?;
+    let (edge, token) = admin_edge(to, "5m")?;
     let (status, answer) = node::probe::call(
         &edge,
         method,

@@ -1,6 +1,7 @@
 //! The `playhouse` binary: parses the command line and hands over to the node, the token
 //! issuer or the config checker. With no arguments it runs a single development node.
 
+mod backup;
 mod cli;
 
 use std::process::ExitCode;

@@ -5,6 +5,7 @@
 mod support;
 
 mod accounts;
+mod backup;
 mod bank;
 mod catalog;
 mod cluster;

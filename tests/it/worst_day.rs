@@ -31,8 +31,22 @@ fn two_of_three_nodes_lost_for_good_then_the_survivor_recovers_the_cluster() {
         .block_on(lose_two_and_recover());
 }
 
+/// A cluster on Raft, with no rate limit in the clients' way.
+pub(crate) fn raft_options() -> ClusterOptions {
+    let mut options = ClusterOptions::default();
+    options.env.extend([
+        ("PLAYHOUSE_STORE__JOURNAL".into(), "raft".into()),
+        (
+            "PLAYHOUSE_RATE_LIMIT__REQUESTS_PER_SECOND".into(),
+            "1000000".into(),
+        ),
+        ("PLAYHOUSE_RATE_LIMIT__BURST".into(), "1000000".into()),
+    ]);
+    options
+}
+
 /// Runs `CLIENTS` bank clients through `api` until the returned flag is set.
-fn start_clients(
+pub(crate) fn start_clients(
     api: &Arc<Http>,
     accounts: &[String],
     history: &History,
@@ -67,7 +81,9 @@ fn start_clients(
     (stop, clients)
 }
 
-async fn stop_clients((stop, clients): (Arc<AtomicBool>, Vec<tokio::task::JoinHandle<()>>)) {
+pub(crate) async fn stop_clients(
+    (stop, clients): (Arc<AtomicBool>, Vec<tokio::task::JoinHandle<()>>),
+) {
     stop.store(true, Ordering::SeqCst);
     for client in clients {
         client.await.unwrap();
@@ -75,15 +91,7 @@ async fn stop_clients((stop, clients): (Arc<AtomicBool>, Vec<tokio::task::JoinHa
 }
 
 async fn lose_two_and_recover() {
-    let mut options = ClusterOptions::default();
-    options.env.extend([
-        ("PLAYHOUSE_STORE__JOURNAL".into(), "raft".into()),
-        (
-            "PLAYHOUSE_RATE_LIMIT__REQUESTS_PER_SECOND".into(),
-            "1000000".into(),
-        ),
-        ("PLAYHOUSE_RATE_LIMIT__BURST".into(), "1000000".into()),
-    ]);
+    let options = raft_options();
     let mut cluster = TestCluster::start(&options).await;
     cluster.wait_settled(Duration::from_secs(30)).await;
     wait_placed(&cluster, &["node-1", "node-2", "node-3"]).await;

@@ -3,6 +3,7 @@
 //! `/openapi.json`. Services bring their own routes; [`assemble`] puts them behind all this.
 
 pub mod admin;
+pub mod admin_backup;
 pub mod admin_cluster;
 pub mod admin_members;
 pub mod auth;

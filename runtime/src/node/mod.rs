@@ -310,6 +310,12 @@ impl Node {
                         groups: groups.clone(),
                     },
                 ))
+                .merge(crate::edge::admin_backup::routes(
+                    crate::edge::admin_members::MembersInfo {
+                        cluster: cluster.clone(),
+                        groups: groups.clone(),
+                    },
+                ))
                 .merge(crate::edge::admin_cluster::routes(ClusterInfo {
                     node: node.clone(),
                     services: config.services.clone(),

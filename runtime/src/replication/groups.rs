@@ -246,6 +246,7 @@ impl Groups {
             super::members::serve(&cluster, &groups);
             super::admission::serve(&cluster, &groups.inner.store, &groups.inner.asking);
             super::drain::serve(&cluster, &groups);
+            super::backup::serve(&cluster, &groups);
         }
         Ok(groups)
     }
@@ -253,6 +254,11 @@ impl Groups {
     /// This node's name.
     pub fn node(&self) -> &str {
         &self.inner.node
+    }
+
+    /// How many partitions the cluster's data is cut into.
+    pub fn partitions(&self) -> u32 {
+        self.inner.layout.partitions
     }
 
     /// The store every group here applies to.
@@ -604,6 +610,17 @@ impl Groups {
             }
         }
         Ok(())
+    }
+
+    /// Tells the listeners again that this node leads `partition`, when it serves it: its
+    /// data changed under them other than by their own writes (a restore), so the hosts
+    /// forget what they kept and the sagas resume from what it holds.
+    pub(crate) fn tell_gained_again(&self, partition: PartitionId) {
+        if partition != METADATA_GROUP && self.leads(partition) {
+            self.inner
+                .listeners
+                .tell(leadership::LeadershipEvent::Gained(partition));
+        }
     }
 
     /// Calls `listener` whenever this node comes to lead one of its partitions or stops.

@@ -52,7 +52,7 @@ impl Listeners {
             .push(listener);
     }
 
-    fn tell(&self, event: LeadershipEvent) {
+    pub(crate) fn tell(&self, event: LeadershipEvent) {
         let listeners = self
             .listeners
             .read()

@@ -10,7 +10,9 @@
 //! partition or stops, `rollback` tells a rolled-back data directory by what peers saw of
 //! it, `reconcile` moves replicas where the member list puts them (a member joined, drained
 //! or removed; a replica that lost its disk, or was rolled back, back in under its new
-//! incarnation), `members` changes the member list, `admission` lets a new node ask to join,
+//! incarnation), `members` changes the member list, `backup` takes
+//! every partition's snapshot for a backup and proposes a backup's entries to a new cluster,
+//! `admission` lets a new node ask to join,
 //! `drain` tells a drained member when it holds nothing more, `recovery` restarts
 //! the groups that lost a majority of their voters for good on their survivors, `balance` hands leads back to their preferred members, `silence` calls an
 //! election as soon as a silent leader's lease has run out, `directory` tells a member
@@ -18,6 +20,7 @@
 //! each member's incarnation in a group of their own.
 
 mod admission;
+mod backup;
 mod balance;
 mod directory;
 mod drain;
@@ -45,6 +48,10 @@ mod group_tests;
 mod tests;
 
 pub use admission::{JoinAnswer, JoinRequest, wait_until_admitted};
+pub use backup::{
+    BackupError, FORMAT as BACKUP_FORMAT, MAGIC as BACKUP_MAGIC, Record as BackupRecord,
+    RestoredBatch, read_magic, read_record, restore_batch, take as take_backup, write_record,
+};
 pub use groups::{GroupError, Groups, PartitionRaft, RaftSettings};
 pub use journal::{Journal, NEW_LEADER_WAIT};
 pub use leadership::{LeadershipEvent, LeadershipListener};

@@ -1,0 +1,236 @@
+//! Backup and restore on real processes: a backup of a three-node cluster taken under the
+//! bank's load (`playhouse backup`) is restored into a new three-node cluster (`playhouse
+//! restore`). The new cluster answers what the old one answered at the backup's point: each
+//! account's events are a prefix of the old cluster's, holding every credit acknowledged
+//! before the backup began; a credit retried with its Idempotency-Key answers as it first did;
+//! the transfers it holds all end. A restore into the cluster it was taken of is refused.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use playhouse_actors::accounts::transfers::TransferSaga;
+use playhouse_runtime::prelude::SagaKind;
+use serde_json::{Value, json};
+
+use crate::membership::wait_placed;
+use crate::support::api::{Http, Outcome};
+use crate::support::cluster::{TestCluster, shipped_config};
+use crate::support::ledger::{self, Acked, History, Op};
+use crate::support::{TEST_KEY, client, token};
+use crate::worst_day::{raft_options, start_clients, stop_clients};
+
+#[test]
+fn a_backup_of_a_running_cluster_restores_into_a_new_cluster_answering_what_the_old_one_did() {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(back_up_and_restore());
+}
+
+/// Runs `playhouse ARGS --edge EDGE --config CONFIG` with the test key; its output.
+fn playhouse(args: &[&str], edge: &str, config: std::path::PathBuf) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_playhouse"))
+        .args(args)
+        .args(["--edge", edge, "--config"])
+        .arg(config)
+        .env("PLAYHOUSE_JWT_KEY", TEST_KEY)
+        .output()
+        .unwrap()
+}
+
+/// An account's events as `node`'s edge reads them (type, version, data, causation).
+async fn events_of(node: &crate::support::Node, id: &str) -> Vec<Value> {
+    let admin = token("auditor", &["admin"]);
+    let mut events = Vec::new();
+    let mut from = 0u64;
+    loop {
+        let page: Value = client()
+            .get(node.url(&format!("/api/v1/accounts/{id}/events?from_version={from}")))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for event in page["events"].as_array().unwrap() {
+            events.push(json!({
+                "type": event["type"],
+                "version": event["version"],
+                "data": event["data"],
+                "causation_id": event["causation_id"],
+                "recorded_at": event["recorded_at"],
+            }));
+        }
+        match page["next_from_version"].as_u64() {
+            Some(next) => from = next,
+            None => return events,
+        }
+    }
+}
+
+async fn back_up_and_restore() {
+    let options = raft_options();
+    let old = TestCluster::start(&options).await;
+    old.wait_settled(Duration::from_secs(30)).await;
+    wait_placed(&old, &["node-1", "node-2", "node-3"]).await;
+    let edges = Arc::new(RwLock::new(
+        old.nodes.iter().map(|n| n.url("")).collect::<Vec<_>>(),
+    ));
+    let api = Arc::new(Http::new(edges.clone(), Duration::from_secs(5)));
+    let mut opened = 0;
+    let mut ids = || {
+        opened += 1;
+        format!("backup-{opened}")
+    };
+    let accounts = ledger::open_accounts(
+        api.as_ref(),
+        2,
+        |stream| old.owner_of("accounts", stream),
+        &mut ids,
+    )
+    .await;
+    let history: History = Arc::new(Mutex::new(Vec::new()));
+    let acked = Acked::default();
+    let clients = start_clients(&api, &accounts, &history, &acked, 0);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    // The backup, through node-2's edge, while the clients go on.
+    let acked_before: BTreeMap<usize, u64> = acked.lock().unwrap().clone();
+    let began: tokio::time::Instant = tokio::time::Instant::now();
+    let file = old.dir.path().join("cluster.backup");
+    let edge = old.nodes[1].address();
+    let (out, config) = (file.display().to_string(), shipped_config(2));
+    let backed_up = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        (
+            playhouse(&["backup", "--out", &out], &edge, config),
+            started.elapsed(),
+        )
+    })
+    .await
+    .unwrap();
+    let (backed_up, backup_took) = backed_up;
+    let said = String::from_utf8_lossy(&backed_up.stdout).into_owned();
+    assert!(
+        backed_up.status.success(),
+        "playhouse backup: {said} {}",
+        String::from_utf8_lossy(&backed_up.stderr)
+    );
+    println!(
+        "backup test: {} (the command took {backup_took:.1?})",
+        said.trim()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop_clients(clients).await;
+
+    // Back into the cluster it was taken of: refused.
+    let refused = playhouse(
+        &["restore", "--from", &file.display().to_string()],
+        &old.nodes[0].address(),
+        shipped_config(1),
+    );
+    let complaint = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && complaint.contains("a restore starts a new cluster"),
+        "a restore into the old cluster: {:?} {complaint}",
+        refused.status
+    );
+
+    // A new cluster, restored from the backup.
+    let new = TestCluster::start(&options).await;
+    new.wait_settled(Duration::from_secs(30)).await;
+    wait_placed(&new, &["node-1", "node-2", "node-3"]).await;
+    let restore_started = Instant::now();
+    let restored = playhouse(
+        &["restore", "--from", &file.display().to_string()],
+        &new.nodes[0].address(),
+        shipped_config(1),
+    );
+    let restored_said = String::from_utf8_lossy(&restored.stdout).into_owned();
+    assert!(
+        restored.status.success(),
+        "playhouse restore: {restored_said} {}",
+        String::from_utf8_lossy(&restored.stderr)
+    );
+    println!(
+        "backup test: {} (took {:.1?})",
+        restored_said.lines().last().unwrap_or(""),
+        restore_started.elapsed()
+    );
+
+    // Each account: the new cluster's events are the old one's up to a point at or past every
+    // credit acknowledged before the backup began, through every edge of the new cluster.
+    let mut held_after = 0;
+    for (index, id) in accounts.iter().enumerate() {
+        let old_events = events_of(&old.nodes[0], id).await;
+        for node in &new.nodes {
+            let new_events = events_of(node, id).await;
+            assert!(
+                old_events.starts_with(&new_events),
+                "{id}: the restored events are not the old cluster's:\nrestored {new_events:?}\nold {old_events:?}"
+            );
+            let least = acked_before.get(&index).copied().unwrap_or(1);
+            assert!(
+                new_events.len() as u64 >= least,
+                "{id}: {} events restored, but version {least} was acknowledged before the backup",
+                new_events.len()
+            );
+        }
+        held_after += old_events.len() - events_of(&new.nodes[0], id).await.len();
+    }
+    println!(
+        "backup test: {held_after} events the old cluster wrote after the backup are not in it"
+    );
+
+    // A credit acknowledged before the backup, retried with its key, answers as it did.
+    let first_credit =
+        history
+            .lock()
+            .unwrap()
+            .iter()
+            .find_map(|entry| match (&entry.op, &entry.outcome) {
+                (
+                    Op::Credit {
+                        key,
+                        account,
+                        amount,
+                    },
+                    Outcome::Ok(body),
+                ) if entry.at < began => Some((key.clone(), *account, *amount, body.clone())),
+                _ => None,
+            });
+    let (key, account, amount, first_answer) =
+        first_credit.expect("a credit acknowledged before the backup");
+    let again: Value = client()
+        .post(new.nodes[2].url(&format!("/api/v1/accounts/{}/credit", accounts[account])))
+        .bearer_auth(token(ledger::SUBJECT, &["writer"]))
+        .header("Idempotency-Key", key)
+        .json(&json!({ "amount": amount }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        again["version"], first_answer["version"],
+        "a retried credit: {again} first answered {first_answer}"
+    );
+
+    // The transfers the backup caught mid-way end in the new cluster.
+    let new_api = Http::new(
+        Arc::new(RwLock::new(new.nodes.iter().map(|n| n.url("")).collect())),
+        Duration::from_secs(5),
+    );
+    ledger::sagas_settled(
+        &new_api,
+        &[<TransferSaga as SagaKind>::KIND],
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+}
