@@ -70,6 +70,9 @@ fn check(path: &Path) -> anyhow::Result<Contents> {
                 });
             }
             Some(BackupRecord::Header { .. }) => bail!("{}: a second header", path.display()),
+            Some(BackupRecord::Failed(reason)) => bail!(
+                "the member taking the backup stopped after {partitions} partitions: {reason}"
+            ),
             None => bail!(
                 "{}: cut short after {partitions} partitions and {entries} entries (no end record): take the backup again",
                 path.display()
@@ -193,7 +196,7 @@ pub fn restore(edge: &str, token: &str, from: &Path) -> anyhow::Result<ExitCode>
                     send(previous, &batch, true)?;
                 }
             }
-            BackupRecord::Header { .. } => {}
+            BackupRecord::Header { .. } | BackupRecord::Failed(_) => {}
         }
     }
     println!(

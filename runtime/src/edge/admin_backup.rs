@@ -114,7 +114,8 @@ pub struct RestoreParams {
     /// The partition's last batch: its aggregates and sagas start again from what it holds.
     #[serde(default)]
     pub last: bool,
-    /// The backed-up cluster's id, in hex: a restore into that same cluster is refused.
+    /// The backed-up cluster's formation (its id and when it formed), in hex: a restore into
+    /// that same cluster is refused.
     pub cluster: Option<String>,
 }
 
@@ -145,7 +146,11 @@ async fn restore(
             ),
         ));
     }
-    let this_cluster = info.cluster.as_ref().map(|cluster| cluster.cluster_id());
+    let this_cluster = Some(crate::replication::cluster_formation(
+        groups,
+        info.cluster.as_ref(),
+    ))
+    .filter(|formation| *formation != 0);
     let backed_up = params
         .cluster
         .as_deref()

@@ -181,13 +181,18 @@ async fn run_connection(
         let in_request = activity.begin();
         let handled = app.clone().call(request);
         async move {
-            // Moved in whole (not just the field written below), so that it lives as long as
-            // the request does.
-            let mut in_request = in_request;
             let response = handled.await;
-            // The request stays in flight until its answer is flushed to the socket.
-            in_request.answered = true;
-            response
+            // The request stays in flight until its whole answer is flushed to the socket: a
+            // streamed body (a backup) may take far longer than the keep-alive timeout, and
+            // the connection must not look idle meanwhile.
+            response.map(|response| {
+                response.map(|body| {
+                    axum::body::Body::new(TrackedBody {
+                        inner: body,
+                        in_request: Some(in_request),
+                    })
+                })
+            })
         }
     });
     // Boxed (once per connection), so that it can be dropped, closing the socket, before the
@@ -518,6 +523,49 @@ impl Drop for InRequest {
             self.activity.unflushed.fetch_add(1, Ordering::AcqRel);
         } else {
             self.activity.end(1);
+        }
+    }
+}
+
+/// An answer's body, holding its request in flight until the body has been written whole
+/// (then it waits for the flush, as any answer) or is dropped unfinished (the client went
+/// away: over at once).
+struct TrackedBody {
+    inner: axum::body::Body,
+    in_request: Option<InRequest>,
+}
+
+impl http_body::Body for TrackedBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) = polled
+            && let Some(mut in_request) = self.in_request.take()
+        {
+            in_request.answered = true;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for TrackedBody {
+    fn drop(&mut self) {
+        // hyper drops a body it has read to its end without asking for more.
+        if let Some(in_request) = self.in_request.as_mut() {
+            in_request.answered = http_body::Body::is_end_stream(&self.inner);
         }
     }
 }

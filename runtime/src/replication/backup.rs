@@ -5,9 +5,15 @@
 //! (its read barrier where it leads, else the leader's applied index after the leader's
 //! barrier), has its group build a snapshot (made between two applies, so exactly what the
 //! applied entries wrote: see `snapshot`), and writes it out. Every write acknowledged before
-//! the backup began is in it; writes acknowledged while it runs may be, partition by
-//! partition. A saga caught between partitions is whole again on restore: its steps carry
-//! command ids, so the restored cluster resumes it and a step already applied applies once.
+//! the backup began is in it.
+//!
+//! Each partition is cut at its own Raft index, not all at one instant: writes made while
+//! the backup runs may be in one partition's cut and not in another's. A saga that moved
+//! money between two partitions meanwhile may then be restored with one side of a step (its
+//! record of a debit without the debit, or the debit without the saga). Taken while nothing
+//! is written (or with sagas settled), a backup is the cluster as it stood. A cut of every
+//! partition at one instant (holding proposals cluster-wide while the read points are
+//! taken) is still to come.
 //!
 //! A snapshot is the proposals that write the partition's data again, so a restore is those
 //! proposals, proposed to the new cluster's leaders in order and applied through the same
@@ -22,8 +28,8 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::TryStreamExt;
 use futures::future::BoxFuture;
+use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use super::groups::Groups;
@@ -38,6 +44,8 @@ pub const MAGIC: &[u8] = b"playhouse backup\n";
 pub const FORMAT: u32 = 1;
 /// The largest record read back (one proposal: an append of at most a few MiB).
 const MAX_RECORD_BYTES: u32 = 64 * 1024 * 1024;
+/// Partitions whose snapshots are made at once for a backup.
+const PARTITIONS_AT_ONCE: usize = 8;
 /// How long a partition may take to reach its read point and build its snapshot.
 const PARTITION_WAIT: Duration = Duration::from_secs(60);
 
@@ -51,7 +59,8 @@ const RESTORE: &str = "raft-restore";
 pub enum Record {
     Header {
         format: u32,
-        /// The backed-up cluster's id (a restore into it is refused).
+        /// The backed-up cluster's formation (`Membership::formation`; 0 for a node alone):
+        /// a restore into that cluster is refused.
         cluster_id: u64,
         partitions: u32,
         /// The member that took it.
@@ -71,6 +80,8 @@ pub enum Record {
         partitions: u32,
         proposals: u64,
     },
+    /// The member could not go on (the reason is for a person); no end record follows.
+    Failed(String),
 }
 
 /// Writes `record` to `out`, length first.
@@ -144,7 +155,7 @@ pub async fn take(
     }
     let header = Record::Header {
         format: FORMAT,
-        cluster_id: cluster.as_ref().map_or(0, Cluster::cluster_id),
+        cluster_id: formation(&groups, cluster.as_ref()),
         partitions,
         member: groups.node().to_owned(),
         taken_at_micros: (crate::time::unix_millis() as i64).saturating_mul(1_000),
@@ -152,17 +163,28 @@ pub async fn take(
     let mut sent = out.send(Ok(header)).await.is_ok();
     let mut total = 0u64;
     tracing::info!(partitions, "taking a backup");
-    for partition in 0..partitions {
+    // A few partitions at a time: most of a partition's time is waiting (for its read point,
+    // for its snapshot's sync), and the file still lists them in order.
+    let mut snapshots = futures::stream::iter(0..partitions)
+        .map(|partition| {
+            let (groups, cluster) = (groups.clone(), cluster.clone());
+            async move {
+                let made = snapshot_past_read_point(&groups, cluster.as_ref(), partition).await;
+                (partition, made)
+            }
+        })
+        .buffered(PARTITIONS_AT_ONCE);
+    while let Some((partition, made)) = snapshots.next().await {
         if !sent {
             // The reader went away: nothing more to make.
             return Ok(());
         }
-        let snapshot = match snapshot_past_read_point(&groups, cluster.as_ref(), partition).await {
+        let snapshot = match made {
             Ok(snapshot) => snapshot,
             Err(reason) => {
                 let error = BackupError::Partition { partition, reason };
                 tracing::warn!(%error, "the backup stopped");
-                let _ = out.send(Err(error)).await;
+                let _ = out.send(Ok(Record::Failed(error.to_string()))).await;
                 return Ok(());
             }
         };
@@ -195,6 +217,17 @@ pub async fn take(
         .await;
     tracing::info!(partitions, proposals = total, "backup taken");
     Ok(())
+}
+
+/// The formation of the cluster `groups` run in (0 for a node alone, or before it formed).
+pub fn formation(groups: &Groups, cluster: Option<&Cluster>) -> u64 {
+    let Some(cluster) = cluster else {
+        return 0;
+    };
+    super::metadata::Membership::read(groups.store())
+        .ok()
+        .and_then(|membership| membership.formation(cluster.cluster_id()))
+        .unwrap_or(0)
 }
 
 type Snapshot =

@@ -100,6 +100,10 @@ pub struct Membership {
     pub incarnations: BTreeMap<String, ReplicaId>,
     /// The stream's version (0: nothing recorded yet).
     pub version: u64,
+    /// When its first record was made (its leader's clock, in microseconds since the Unix
+    /// epoch): with the cluster's id, what tells this cluster from another formed with the
+    /// same member names.
+    pub formed_at_micros: Option<i64>,
 }
 
 impl Membership {
@@ -108,6 +112,9 @@ impl Membership {
         let mut membership = Self::default();
         for event in store.read_stream(MEMBERS_STREAM)? {
             membership.version = event.version;
+            membership
+                .formed_at_micros
+                .get_or_insert(event.recorded_at_micros);
             match codec::decode::<MemberEvent>(&event.payload) {
                 Ok(MemberEvent::Formed { mut members }) => {
                     members.sort();
@@ -160,6 +167,15 @@ impl Membership {
             }
         }
         Ok(membership)
+    }
+
+    /// This cluster's formation: `cluster_id` (the fingerprint of the members it formed with)
+    /// and when it formed, as one number; `None` before the first record.
+    pub fn formation(&self, cluster_id: u64) -> Option<u64> {
+        let formed_at = self.formed_at_micros?;
+        let mut bytes = cluster_id.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&formed_at.to_be_bytes());
+        Some(crate::store::fingerprint(&bytes))
     }
 
     /// Whether the cluster's member list is recorded yet (it is once any member recorded its

@@ -50,7 +50,8 @@ mod tests;
 pub use admission::{JoinAnswer, JoinRequest, wait_until_admitted};
 pub use backup::{
     BackupError, FORMAT as BACKUP_FORMAT, MAGIC as BACKUP_MAGIC, Record as BackupRecord,
-    RestoredBatch, read_magic, read_record, restore_batch, take as take_backup, write_record,
+    RestoredBatch, formation as cluster_formation, read_magic, read_record, restore_batch,
+    take as take_backup, write_record,
 };
 pub use groups::{GroupError, Groups, PartitionRaft, RaftSettings};
 pub use journal::{Journal, NEW_LEADER_WAIT};
