@@ -31,7 +31,10 @@ pub type PartitionRaft = openraft::Raft<RaftTypes, PartitionMachine>;
 /// The timing every group runs with.
 #[derive(Debug, Clone)]
 pub struct RaftSettings {
-    /// How often a leader tells its followers it is alive.
+    /// How often a leader tells its followers it is alive. Also how long it waits for each
+    /// heartbeat's answer (openraft's heartbeat worker times each out after one interval): a
+    /// leader that hears no answers for `quorum_loss_probe_interval` stops sending them, and
+    /// the followers elect.
     pub heartbeat_interval: Duration,
     /// A follower that hears no leader for a random time in this range stands for election.
     /// The top of the range is also the leader's lease: a leader that has not heard a
@@ -50,7 +53,12 @@ pub const SNAPSHOT_EVERY: u64 = 10_000;
 impl Default for RaftSettings {
     fn default() -> Self {
         Self {
-            heartbeat_interval: Duration::from_millis(100),
+            // 250 ms, not openraft's usual 100: with 100 ms, busy nodes (three debug builds
+            // on two cores, 65 groups each) answered heartbeats too late to count, leaders
+            // heard none for two seconds, paused them and the followers elected, over and
+            // over (an election storm that went on with no load at all). Two to four
+            // heartbeats still fall in each election timeout.
+            heartbeat_interval: Duration::from_millis(250),
             election_timeout: (Duration::from_millis(500), Duration::from_millis(1000)),
             snapshot_every: SNAPSHOT_EVERY,
             max_moves: 2,
