@@ -37,15 +37,7 @@ fn a_cluster_under_load_grows_to_four_then_shrinks_by_draining_a_founder() {
 }
 
 async fn grow_and_shrink() {
-    let mut options = ClusterOptions::default();
-    options.env.extend([
-        ("PLAYHOUSE_STORE__JOURNAL".into(), "raft".into()),
-        (
-            "PLAYHOUSE_RATE_LIMIT__REQUESTS_PER_SECOND".into(),
-            "1000000".into(),
-        ),
-        ("PLAYHOUSE_RATE_LIMIT__BURST".into(), "1000000".into()),
-    ]);
+    let options = crate::worst_day::raft_options();
     let mut cluster = TestCluster::start(&options).await;
     cluster.wait_settled(Duration::from_secs(30)).await;
     wait_placed(&cluster, &["node-1", "node-2", "node-3"]).await;
