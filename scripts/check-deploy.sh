@@ -10,8 +10,8 @@ binary=${PLAYHOUSE_BIN:-target/debug/playhouse}
 unset PLAYHOUSE_BIN
 [ -x "$binary" ] || cargo build --locked --quiet
 
-echo "hadolint deploy/Dockerfile"
-.venv/bin/hadolint deploy/Dockerfile
+echo "hadolint deploy/Dockerfile deploy/Dockerfile.prebuilt"
+.venv/bin/hadolint deploy/Dockerfile deploy/Dockerfile.prebuilt
 echo "check-jsonschema (Compose specification) deploy/docker-compose.yml"
 .venv/bin/check-jsonschema --builtin-schema vendor.compose-spec deploy/docker-compose.yml
 echo "kubernetes-validate --strict deploy/kubernetes/*.yaml"

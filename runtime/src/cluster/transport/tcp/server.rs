@@ -28,7 +28,11 @@ pub(super) async fn start(
         0,
         cookie,
         node.to_owned(),
-        listen.ip().to_string(),
+        // The host part of the node's connection string, which ractor_cluster compares with
+        // each peer's to refuse a session with itself: the node's name, unique in a cluster.
+        // The listen address is not: every container of a deployment listens on 0.0.0.0:4600,
+        // so with it each member took every peer for itself and no link ever formed.
+        node.to_owned(),
         // Unused: every stream reaches the node server through the cluster port or a dial,
         // already encrypted when TLS is configured.
         Some(IncomingEncryptionMode::Raw),
