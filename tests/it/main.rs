@@ -15,6 +15,7 @@ mod config_files;
 mod customers;
 mod edge;
 mod fixture;
+mod full_disk;
 mod grafana;
 mod guestbook;
 mod inventory;

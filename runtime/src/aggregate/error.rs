@@ -96,6 +96,14 @@ pub enum CommandError<E> {
     /// Damaged data or a bug: retrying does not help. Logged in full where it happened.
     #[error("internal error: {message}")]
     Internal { message: String },
+    /// The node that would write it is short of disk space (under `store.min_free_mib`): the
+    /// command was not applied; retry once space is freed. (New variants go at the end: the
+    /// codec numbers them.)
+    #[error(
+        "the node is short of disk space ({free_mib} MiB free, under its {reserve_mib} MiB \
+         reserve) and takes no writes until space is freed"
+    )]
+    DiskFull { free_mib: u64, reserve_mib: u64 },
 }
 
 impl<E> CommandError<E> {
@@ -109,6 +117,7 @@ impl<E> CommandError<E> {
                 | CommandError::TimedOut { .. }
                 | CommandError::Crashed { .. }
                 | CommandError::Conflict { .. }
+                | CommandError::DiskFull { .. }
         )
     }
 
@@ -135,6 +144,13 @@ impl<E> CommandError<E> {
                 CommandError::Interrupted { stream, reason }
             }
             CommandError::Internal { message } => CommandError::Internal { message },
+            CommandError::DiskFull {
+                free_mib,
+                reserve_mib,
+            } => CommandError::DiskFull {
+                free_mib,
+                reserve_mib,
+            },
         }
     }
 }
@@ -163,6 +179,16 @@ impl<E> CommandError<E> {
                     retry_after_ms: STORE_RETRY_AFTER_MS,
                 }
             }
+            // Refused before anything was written: not applied. The directory is for the
+            // node's operators (its /health says it), not for callers.
+            StoreError::DiskFull {
+                free_bytes,
+                min_free_bytes,
+                ..
+            } => CommandError::DiskFull {
+                free_mib: free_bytes / (1024 * 1024),
+                reserve_mib: min_free_bytes / (1024 * 1024),
+            },
             // Refused before it was proposed: not applied, and a retry may find the leader.
             StoreError::NotLeader { partition, .. } => CommandError::Unavailable {
                 what: format!("partition {partition} ({error})"),

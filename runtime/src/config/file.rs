@@ -141,6 +141,10 @@ pub struct StoreSection {
     /// replicates it on `cluster.replication_factor` members (a node alone: a group of one;
     /// slower today, see BENCHMARKS.md). Every member must say the same.
     pub journal: JournalKind,
+    /// Free space to keep on the data directory's volume, in MiB: below it, writes are
+    /// refused (503, naming the disk) and reads go on, so a full disk never fails a commit
+    /// halfway. 0 keeps no reserve.
+    pub min_free_mib: u64,
 }
 
 /// See [`StoreSection::journal`].
@@ -161,6 +165,7 @@ impl Default for StoreSection {
             max_batch_events: 4096,
             max_linger_us: 0,
             cache_mib: 2,
+            min_free_mib: 256,
             journal: JournalKind::Direct,
         }
     }

@@ -134,6 +134,8 @@ pub struct StoreConfig {
     pub max_linger: Duration,
     pub cache_bytes: usize,
     pub journal: JournalKind,
+    /// See [`file::StoreSection::min_free_mib`].
+    pub min_free_bytes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -498,6 +500,7 @@ fn validate(
         )?,
         max_linger: Duration::from_micros(file.store.max_linger_us),
         cache_bytes: file.store.cache_mib * 1024 * 1024,
+        min_free_bytes: file.store.min_free_mib.saturating_mul(1024 * 1024),
         journal: file.store.journal,
     };
 

@@ -13,7 +13,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::config::HealthConfig;
-use crate::store::EventStore;
+use crate::store::{EventStore, StoreError};
 
 const MEMORY_DEGRADED_BELOW: f64 = 0.10;
 const MEMORY_UNHEALTHY_BELOW: f64 = 0.05;
@@ -118,8 +118,17 @@ impl Health {
             return check.clone();
         }
         let probe = self.probes.fetch_add(1, Ordering::Relaxed);
-        let write = self.store.save_checkpoint("playhouse.health-probe", probe);
+        let write = async {
+            // Under the disk's reserve the node refuses writes: it is not ready for them.
+            self.store.ensure_room()?;
+            self.store
+                .save_checkpoint("playhouse.health-probe", probe)
+                .await
+        };
         let (status, message) = match tokio::time::timeout(STORE_PROBE_TIMEOUT, write).await {
+            Ok(Err(error @ StoreError::DiskFull { .. })) => {
+                (HealthStatus::Unhealthy, format!("writes refused: {error}"))
+            }
             Ok(Ok(())) => (HealthStatus::Healthy, "durable write succeeded".to_owned()),
             Ok(Err(error)) => {
                 // The details are for operators, not for whoever asks /health.

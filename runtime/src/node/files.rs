@@ -91,6 +91,7 @@ pub async fn open_store(
                 ..options.group_commit
             },
             cache_size_bytes: Some(config.store.cache_bytes),
+            min_free_bytes: config.store.min_free_bytes,
             ..options
         },
     )

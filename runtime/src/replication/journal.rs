@@ -37,8 +37,13 @@ impl Journal {
     /// [`EventStore::append`]); answers once it is durable (on a majority of replicas).
     pub async fn append(&self, mut request: AppendRequest) -> Result<AppendOutcome, StoreError> {
         match self {
-            Journal::Direct(store) => store.append(request).await,
+            Journal::Direct(store) => {
+                store.ensure_room()?;
+                store.append(request).await
+            }
             Journal::Replicated { groups, partitions } => {
+                // Checked here, on the leader, before proposing: applying never refuses.
+                groups.store().ensure_room()?;
                 let partition = partition_of(&request.stream, *partitions);
                 // Every replica stores the leader's time, not its own.
                 request

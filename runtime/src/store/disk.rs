@@ -42,6 +42,18 @@ impl Disk {
         }
     }
 
+    /// Bytes an unprivileged writer may still use on the volume holding `dir`; `None` when
+    /// that cannot be read, and for a simulated disk, which has no size.
+    pub(crate) fn free_bytes(&self, dir: &Path) -> Option<u64> {
+        match self {
+            Disk::Files => {
+                let stats = rustix::fs::statvfs(dir).ok()?;
+                Some(stats.f_bavail.saturating_mul(stats.f_frsize))
+            }
+            Disk::Simulated(_) => None,
+        }
+    }
+
     pub(crate) fn exists(&self, path: &Path) -> bool {
         match self {
             Disk::Files => path.exists(),

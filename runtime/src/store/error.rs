@@ -30,6 +30,20 @@ pub enum StoreError {
         first_stream: String,
         stream: String,
     },
+    /// The volume holding the store has less free space than the reserve
+    /// (`store.min_free_mib`): the write was refused before anything was written.
+    #[error(
+        "the disk holding {} has {} MiB free, under the reserve store.min_free_mib = {} MiB: \
+         writes stop until space is freed (reads go on)",
+        dir.display(),
+        free_bytes / (1024 * 1024),
+        min_free_bytes / (1024 * 1024)
+    )]
+    DiskFull {
+        dir: std::path::PathBuf,
+        free_bytes: u64,
+        min_free_bytes: u64,
+    },
     /// An append must carry at least one event.
     #[error("append to stream {stream} carries no events")]
     EmptyAppend { stream: String },

@@ -11,6 +11,7 @@ mod error;
 mod format;
 mod index;
 mod read_model;
+mod room;
 mod tables;
 mod view;
 mod writer;
@@ -179,6 +180,9 @@ pub struct StoreOptions {
     pub cache_size_bytes: Option<usize>,
     /// Where the files live: the filesystem, or a simulated disk.
     pub disk: Disk,
+    /// Free space to keep on the store's volume: below it, appends are refused
+    /// ([`StoreError::DiskFull`]). 0 keeps none.
+    pub min_free_bytes: u64,
 }
 
 /// A handle to the store. Cheap to clone; the writer stops when the last handle is dropped.
@@ -192,6 +196,7 @@ pub struct EventStore {
     /// The log's end (the next position), as of the last durable commit.
     log_end: tokio::sync::watch::Receiver<u64>,
     disk: Disk,
+    room: Arc<room::Room>,
 }
 
 impl EventStore {
@@ -200,6 +205,11 @@ impl EventStore {
     /// re-indexes the log's tail before it returns.
     pub async fn open(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self, StoreError> {
         let path = path.as_ref().to_owned();
+        let room = Arc::new(room::Room::new(
+            &path,
+            options.disk.clone(),
+            options.min_free_bytes,
+        ));
         let cache = options.cache_size_bytes;
         let disk = options.disk.clone();
         let opening = disk.clone();
@@ -234,7 +244,16 @@ impl EventStore {
             writes,
             log_end,
             disk,
+            room,
         })
+    }
+
+    /// `Ok` while the store's volume has its reserve free (`StoreOptions::min_free_bytes`);
+    /// [`StoreError::DiskFull`] once it has less. Checked before a write is made (a command's
+    /// append, a proposal to a Raft group), never while applying one: every replica must apply
+    /// what its group agreed.
+    pub fn ensure_room(&self) -> Result<(), StoreError> {
+        self.room.ensure()
     }
 
     /// Appends events to a stream if it is at the expected version. Answers once durable.

@@ -35,6 +35,8 @@ pub struct NodeOptions {
     pub disk_unhealthy_below_mib: u64,
     /// Extra lines for the `[edge]` section (`max_connections = 40`).
     pub edge: String,
+    /// Extra sections after the others (`[store]` and its keys).
+    pub sections: String,
     /// `RUST_LOG` for the node.
     pub log_level: &'static str,
     /// Start the node with this open-file limit (soft and hard), as `ulimit -n` would.
@@ -50,6 +52,7 @@ impl Default for NodeOptions {
             disk_unhealthy_below_percent: 0.1,
             disk_unhealthy_below_mib: 0,
             edge: String::new(),
+            sections: String::new(),
             log_level: "info",
             file_limit: None,
         }
@@ -100,6 +103,7 @@ burst = {burst}
 disk_degraded_below_percent = {degraded}
 disk_unhealthy_below_percent = {unhealthy}
 disk_unhealthy_below_mib = {unhealthy_mib}
+{sections}
 "#,
                 data = dir.join("data").display(),
                 rps = options.requests_per_second,
@@ -108,6 +112,7 @@ disk_unhealthy_below_mib = {unhealthy_mib}
                 unhealthy = options.disk_unhealthy_below_percent,
                 unhealthy_mib = options.disk_unhealthy_below_mib,
                 edge = options.edge,
+                sections = options.sections,
             ),
         )
         .unwrap();

@@ -17,24 +17,37 @@ pub fn inside() -> bool {
 /// Runs the test `name` of this binary again inside a new network namespace with loopback up,
 /// prints what it printed, and panics if it failed.
 pub fn rerun_inside(name: &str) {
-    let binary = std::env::current_exe().unwrap();
     // The re-run starts its own cluster: it takes this binary's turn.
     let _turn = super::cluster::one_at_a_time();
+    rerun(
+        name,
+        "-rn",
+        "ip link set lo up",
+        &[(INSIDE, "1".into())],
+        "user and network namespaces (`unshare -rn`), `ip` and `iptables` (scripts/setup.sh installs them)",
+    );
+}
+
+/// Runs the test `name` of this binary again under `unshare FLAGS --kill-child`, after the
+/// shell command `setup` succeeded there, with `env` set; prints what it printed, and panics
+/// if it failed or did not run (what it `needs` is named in the message).
+pub fn rerun(name: &str, flags: &str, setup: &str, env: &[(&str, String)], needs: &str) {
+    let binary = std::env::current_exe().unwrap();
     let output = Command::new("unshare")
         // --kill-child: if this test is killed, the re-run and its nodes go with it.
         .args([
-            "-rn",
+            flags,
             "--kill-child",
             "sh",
             "-c",
-            "ip link set lo up && exec \"$0\" \"$@\"",
+            &format!("{setup} && exec \"$0\" \"$@\""),
         ])
         .arg(&binary)
         .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(INSIDE, "1")
+        .envs(env.iter().map(|(key, value)| (*key, value)))
         .output()
         .unwrap_or_else(|error| {
-            panic!("cannot run `unshare` ({error}): partition tests need util-linux's unshare")
+            panic!("cannot run `unshare` ({error}): `{name}` needs util-linux's unshare")
         });
     let (stdout, stderr) = (
         String::from_utf8_lossy(&output.stdout),
@@ -44,8 +57,7 @@ pub fn rerun_inside(name: &str) {
     eprintln!("{stderr}");
     assert!(
         output.status.success(),
-        "`{name}` failed inside its network namespace ({}); it needs user and network \
-         namespaces (`unshare -rn`), `ip` and `iptables` (scripts/setup.sh installs them)",
+        "`{name}` failed inside its namespace ({}); it needs {needs}",
         output.status
     );
     // A namespace that could not be made never ran the test: say so rather than pass.

@@ -17,6 +17,9 @@ use crate::edge::request_ids::RequestIds;
 use crate::position::Position;
 use crate::saga::SagaError;
 
+/// Retry-After of a write refused for lack of disk space, in seconds.
+const DISK_FULL_RETRY_AFTER_S: u64 = 30;
+
 /// The header carrying where a command's write landed (see [`crate::position`]): pass it as
 /// `min_position` to a read-model query to read your own write.
 pub const POSITION_HEADER: HeaderName = HeaderName::from_static("x-playhouse-position");
@@ -196,6 +199,15 @@ pub fn command_problem<E: DomainError>(noun: &str, id: &str, error: CommandError
         )
         .with_retry_after(retry_after_ms.div_ceil(1000).max(1))
         .with_cause(format!("{noun} {id}: {what}")),
+        CommandError::DiskFull { .. } => Problem::new(
+            ProblemCode::Unavailable,
+            format!(
+                "the {noun} takes no writes now: {error}; nothing was applied, retry later (with \
+                 the same Idempotency-Key)"
+            ),
+        )
+        // Freeing disk space takes a person.
+        .with_retry_after(DISK_FULL_RETRY_AFTER_S),
         CommandError::TimedOut { .. }
         | CommandError::Interrupted { .. }
         | CommandError::Crashed { .. } => outcome_unknown(noun, id, &error),
