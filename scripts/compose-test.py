@@ -226,6 +226,10 @@ def same_everywhere(bank, token, nodes):
 
 def main():
     started = time.monotonic()
+    for tool in ("docker", "docker-compose"):
+        if subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True).returncode != 0:
+            print(f"compose cluster test: `{tool}` is not installed (Docker Engine and Compose are needed)", file=sys.stderr)
+            return 1
     secrets = tempfile.mkdtemp(prefix="playhouse-secrets-")
     with open(os.path.join(secrets, "jwt_key"), "w") as file:
         file.write(os.urandom(32).hex())
