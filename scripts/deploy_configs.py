@@ -115,10 +115,22 @@ def kubernetes(binary, secrets, directory):
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     if container["args"][-1] != os.path.join(mounts["config"], "node.toml"):
         fail(f"the container runs {container['args']}, but the ConfigMap is mounted at {mounts['config']}")
-    for replica in range(statefulset["spec"]["replicas"]):
+    # The pods it starts, and one more, as `kubectl scale` would add: that one joins.
+    founders = statefulset["spec"]["replicas"]
+    for replica in range(founders + 1):
         node = f"{statefulset['metadata']['name']}-{replica}"
-        pod_env = {**{k: v for k, v in env.items() if v is not None}, "PLAYHOUSE_NODE_NAME": node, **secrets}
+        pod_env = {"PLAYHOUSE_NODE_NAME": node, **secrets}
+        for key, value in env.items():
+            if value is not None:
+                # Kubernetes expands $(NAME) of a variable defined before it.
+                for name, known in pod_env.items():
+                    value = value.replace(f"$({name})", known)
+                pod_env[key] = value
         printed = check(binary, config, pod_env, node, f"kubernetes pod {node}")
+        if printed["cluster"]["join"] != (replica >= founders):
+            fail(f"kubernetes pod {node}: cluster.join is {printed['cluster']['join']}")
+        if replica >= founders:
+            print(f"ok   kubernetes pod {node} (scaled up) joins the cluster")
     shipped = tomllib.loads(configmap["data"]["node.toml"])
     for key, path in [("key_file", shipped["auth"]["key_file"]), ("cookie_file", shipped["cluster"]["cookie_file"])]:
         if os.path.dirname(path) != mounts["secrets"]:

@@ -228,6 +228,11 @@ pub struct ClusterSection {
     /// members listed to be admitted, and an admin admits it) rather than forming a new one
     /// with the members listed.
     pub join: bool,
+    /// This node's cluster address as the members reach it, `host:port`. A node not listed in
+    /// `members` is added to the list at this address and joins the cluster through the
+    /// members listed (`join = true`); a node listed ignores it. So one config serves the
+    /// founding members and every node added later (a Kubernetes StatefulSet's pods).
+    pub advertise: Option<String>,
     /// With `store.journal = "raft"`: how many partitions a node leading them moves to other
     /// members at once (a join, a drain, a member removed), so serving goes on during a move.
     pub max_moves: u32,
@@ -272,6 +277,7 @@ impl Default for ClusterSection {
             dev_cookie: None,
             members: Vec::new(),
             join: false,
+            advertise: None,
             max_moves: 2,
             heartbeat_interval_ms: 250,
             heartbeat_timeout_ms: 1_500,

@@ -537,6 +537,7 @@ fn validate(
             .saturating_mul(1024 * 1024),
     };
 
+    let file = joining_if_unlisted(file);
     let cookie = cluster_cookie(path, &file, env_var(&file.cluster.cookie_env), &invalid)?;
     let cluster = validate_cluster(path, &file, cookie, &invalid, &address)?;
     let mut cluster = cluster;
@@ -656,6 +657,27 @@ fn host_port(
     } else {
         Err(wrong())
     }
+}
+
+/// With `cluster.advertise` set, a node that `cluster.members` does not list is added to it at
+/// that address and joins through the members listed; the printed config shows it so.
+fn joining_if_unlisted(mut file: ConfigFile) -> ConfigFile {
+    let cluster = &mut file.cluster;
+    if let Some(advertise) = &cluster.advertise
+        && !cluster.members.iter().any(|m| m.name == file.node_name)
+    {
+        cluster.members.insert(
+            0,
+            file::MemberSection {
+                name: file.node_name.clone(),
+                address: advertise.clone(),
+                edge: None,
+                services: Vec::new(),
+            },
+        );
+        cluster.join = true;
+    }
+    file
 }
 
 fn validate_cluster(

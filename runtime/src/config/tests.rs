@@ -301,3 +301,60 @@ fn a_call_to_another_node_must_time_out_before_the_edge_does() {
     assert_eq!(key, "cluster.call_timeout_ms");
     assert!(message.contains("edge.request_timeout_ms"), "{message}");
 }
+
+/// One config for the founders and every node added later (a StatefulSet's pods): a founder,
+/// listed, forms the cluster; a node not listed joins at its advertised address.
+#[test]
+fn an_advertised_node_that_is_not_listed_joins_and_a_listed_one_forms() {
+    let shared = r#"
+environment = "development"
+node_name = "pod-0"
+
+[auth]
+issuer = "playhouse"
+audience = "playhouse-api"
+dev_key = "a-development-key-of-some-length"
+
+[store]
+journal = "raft"
+
+[cluster]
+dev_cookie = "a-cookie-of-some-length"
+members = [
+    { name = "pod-0", address = "pod-0.nodes:4600" },
+    { name = "pod-1", address = "pod-1.nodes:4600" },
+    { name = "pod-2", address = "pod-2.nodes:4600" },
+]
+"#;
+    let as_pod = |n: usize| {
+        parse(
+            shared,
+            &[
+                ("PLAYHOUSE_NODE_NAME", &format!("pod-{n}")),
+                (
+                    "PLAYHOUSE_CLUSTER__ADVERTISE",
+                    &format!("pod-{n}.nodes:4600"),
+                ),
+            ],
+        )
+    };
+    let founder = as_pod(1).unwrap();
+    assert!(!founder.cluster.join);
+    assert_eq!(founder.cluster.members.len(), 3);
+    let added = as_pod(3).unwrap();
+    assert!(added.cluster.join);
+    let names: Vec<_> = added
+        .cluster
+        .members
+        .iter()
+        .map(|m| m.name.as_str())
+        .collect();
+    assert_eq!(names, ["pod-3", "pod-0", "pod-1", "pod-2"]);
+    assert_eq!(added.cluster.members[0].address, "pod-3.nodes:4600");
+    // Without the address, a node not listed is refused as before, naming the key.
+    let unlisted = parse(shared, &[("PLAYHOUSE_NODE_NAME", "pod-3")]).unwrap_err();
+    assert!(
+        unlisted.to_string().contains("not among the members"),
+        "{unlisted}"
+    );
+}
