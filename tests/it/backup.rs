@@ -15,9 +15,9 @@ use serde_json::{Value, json};
 use crate::membership::wait_placed;
 use crate::support::api::{Http, Outcome};
 use crate::support::cluster::{TestCluster, shipped_config};
-use crate::support::ledger::{self, Acked, History, Op};
+use crate::support::ledger::{self, Acked, Clients, History, Op};
 use crate::support::{TEST_KEY, client, token};
-use crate::worst_day::{raft_options, start_clients, stop_clients};
+use crate::worst_day::{CLIENTS, raft_options};
 
 #[test]
 fn a_backup_of_a_running_cluster_restores_into_a_new_cluster_answering_what_the_old_one_did() {
@@ -100,9 +100,9 @@ async fn back_up_and_restore() {
     .await;
     let history: History = Arc::new(Mutex::new(Vec::new()));
     let acked = Acked::default();
-    let clients = start_clients(&api, &accounts, &history, &acked, 0);
+    let clients = Clients::start(CLIENTS, (0xd1e, 0), &api, &accounts, &history, &acked);
     tokio::time::sleep(Duration::from_secs(4)).await;
-    stop_clients(clients).await;
+    clients.stop().await;
     // A quiet moment (see `replication::backup`: partitions are cut one at a time, so a saga
     // moving money while the backup runs could be cut in half): every transfer ended.
     ledger::sagas_settled(
@@ -146,9 +146,9 @@ async fn back_up_and_restore() {
     );
 
     // The old cluster moves on.
-    let clients = start_clients(&api, &accounts, &history, &acked, 1);
+    let clients = Clients::start(CLIENTS, (0xd1e, 1), &api, &accounts, &history, &acked);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    stop_clients(clients).await;
+    clients.stop().await;
 
     // Back into the cluster it was taken of: refused.
     let refused = playhouse(

@@ -6,7 +6,6 @@
 //! asserted: see the end of the test).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -18,7 +17,7 @@ use crate::support::api::{Http, Outcome};
 use crate::support::cluster::{
     ClusterOptions, TestCluster, free_port, members_toml, services, shipped_config,
 };
-use crate::support::ledger::{self, History};
+use crate::support::ledger::{self, Clients, History};
 use crate::support::{Node, NodeOptions, TEST_KEY, client, token};
 
 const ACCOUNTS_PER_NODE: usize = 2;
@@ -60,31 +59,7 @@ async fn grow_and_shrink() {
     .await;
     let history: History = Arc::new(Mutex::new(Vec::new()));
     let acked = ledger::Acked::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|c| {
-            let (api, accounts, history, acked, stop) = (
-                api.clone(),
-                accounts.clone(),
-                history.clone(),
-                acked.clone(),
-                stop.clone(),
-            );
-            tokio::spawn(async move {
-                let seed = 0x5eed ^ ((c as u64 + 1) * 0x1000);
-                ledger::run_client(
-                    api.as_ref(),
-                    seed,
-                    &accounts,
-                    &history,
-                    &acked,
-                    &stop,
-                    (5, 40),
-                )
-                .await;
-            })
-        })
-        .collect();
+    let clients = Clients::start(CLIENTS, (0x5eed, 0), &api, &accounts, &history, &acked);
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     // Grow: node-4 asks node-1 and node-2, and is admitted by name through node-1.
@@ -133,10 +108,7 @@ async fn grow_and_shrink() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     cluster.nodes[0].terminate();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    stop.store(true, Ordering::SeqCst);
-    for client in clients {
-        client.await.unwrap();
-    }
+    clients.stop().await;
 
     let history = history.lock().unwrap().clone();
     let share = |from: tokio::time::Instant, to: tokio::time::Instant| {

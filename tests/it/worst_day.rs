@@ -7,7 +7,6 @@
 //! acknowledged write and the bank's checker can hold it to all of them (what a recovery
 //! loses when the survivor lagged is in the README).
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -16,10 +15,11 @@ use serde_json::{Value, json};
 use crate::membership::{admit_by_name, launch_joining, not_served, wait_placed};
 use crate::support::api::{Http, Outcome};
 use crate::support::cluster::{ClusterOptions, TestCluster, shipped_config};
-use crate::support::ledger::{self, Acked, History};
+use crate::support::ledger::{self, Acked, Clients, History};
 use crate::support::{TEST_KEY, client, token};
 
-const CLIENTS: usize = 3;
+/// Bank clients sending the load (also the backup test's).
+pub(crate) const CLIENTS: usize = 3;
 
 #[test]
 fn two_of_three_nodes_lost_for_good_then_the_survivor_recovers_the_cluster() {
@@ -43,51 +43,6 @@ pub(crate) fn raft_options() -> ClusterOptions {
         ("PLAYHOUSE_RATE_LIMIT__BURST".into(), "1000000".into()),
     ]);
     options
-}
-
-/// Runs `CLIENTS` bank clients through `api` until the returned flag is set.
-pub(crate) fn start_clients(
-    api: &Arc<Http>,
-    accounts: &[String],
-    history: &History,
-    acked: &Acked,
-    round: u64,
-) -> (Arc<AtomicBool>, Vec<tokio::task::JoinHandle<()>>) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients = (0..CLIENTS)
-        .map(|c| {
-            let (api, accounts, history, acked, stop) = (
-                api.clone(),
-                accounts.to_vec(),
-                history.clone(),
-                acked.clone(),
-                stop.clone(),
-            );
-            tokio::spawn(async move {
-                let seed = 0xd1e ^ ((round * 16 + c as u64 + 1) * 0x1000);
-                ledger::run_client(
-                    api.as_ref(),
-                    seed,
-                    &accounts,
-                    &history,
-                    &acked,
-                    &stop,
-                    (5, 40),
-                )
-                .await;
-            })
-        })
-        .collect();
-    (stop, clients)
-}
-
-pub(crate) async fn stop_clients(
-    (stop, clients): (Arc<AtomicBool>, Vec<tokio::task::JoinHandle<()>>),
-) {
-    stop.store(true, Ordering::SeqCst);
-    for client in clients {
-        client.await.unwrap();
-    }
 }
 
 async fn lose_two_and_recover() {
@@ -116,9 +71,9 @@ async fn lose_two_and_recover() {
     let acked = Acked::default();
 
     // Load through every edge, then a pause in which every replica catches up.
-    let clients = start_clients(&api, &accounts, &history, &acked, 0);
+    let clients = Clients::start(CLIENTS, (0xd1e, 0), &api, &accounts, &history, &acked);
     tokio::time::sleep(Duration::from_secs(5)).await;
-    stop_clients(clients).await;
+    clients.stop().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // node-2 and node-3 are lost for good: killed, their data directories gone.
@@ -131,7 +86,7 @@ async fn lose_two_and_recover() {
     for edge in edges.write().unwrap().iter_mut() {
         *edge = cluster.nodes[0].url("");
     }
-    let clients = start_clients(&api, &accounts, &history, &acked, 1);
+    let clients = Clients::start(CLIENTS, (0xd1e, 1), &api, &accounts, &history, &acked);
 
     // No partition has a majority: writes are refused, whoever asks.
     let survivor = &cluster.nodes[0];
@@ -230,7 +185,7 @@ async fn lose_two_and_recover() {
         grow_started.elapsed()
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    stop_clients(clients).await;
+    clients.stop().await;
 
     let history = history.lock().unwrap().clone();
     let outage: Vec<_> = history

@@ -324,14 +324,24 @@ async fn record_removals(
     if names.is_empty() {
         return Ok(());
     }
-    if let Some(raft) = groups.get(METADATA_GROUP) {
-        // An election among survivors takes an election timeout or two.
-        let _ = raft
+    // An election among survivors takes an election timeout or two. Where this member leads
+    // the metadata group once it is over (it was recovered here), it makes the change itself:
+    // the leader it last heard of may be one of the lost, which a CI run asked in vain.
+    let leads = match groups.get(METADATA_GROUP) {
+        Some(raft) => raft
             .wait(Some(ELECTION_WAIT))
             .metrics(|m| m.current_leader.is_some(), "a metadata leader")
-            .await;
-    }
-    match super::members::change(groups, cluster, MemberChange::RemoveLost { names }).await {
+            .await
+            .is_ok_and(|m| m.current_leader == Some(m.id)),
+        None => false,
+    };
+    let change = MemberChange::RemoveLost { names };
+    let outcome = if leads {
+        super::members::change_here(groups, cluster, &change).await
+    } else {
+        super::members::change(groups, cluster, change).await
+    };
+    match outcome {
         ChangeOutcome::Done { .. } => Ok(()),
         ChangeOutcome::Refused(reason) => Err(RecoveryError::Failed(format!(
             "recording the lost members as removed: {reason}"

@@ -83,12 +83,25 @@ pub async fn admin_view(node: &Node) -> serde_json::Value {
 }
 
 /// A port nothing listens on now (the OS's choice for a socket bound to port 0).
+/// A port free now, for a node to bind later. Taken below the kernel's ephemeral range
+/// (32768 and up by default): a port the kernel picked would be free again once checked, and
+/// any connection made meanwhile (a client's, a node's dial) could take it before the node
+/// binds it, which failed a CI run ("Address already in use"). Each call in this process
+/// tries the port after the last one given.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    const LOW: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    // A start of its own per process, so runs side by side rarely meet.
+    let start = (std::process::id() % u32::from(SPAN)) as u16;
+    for _ in 0..SPAN {
+        let offset = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = LOW + start.wrapping_add(offset) % SPAN;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {LOW} and {}", LOW + SPAN);
 }
 
 /// The TOML array of the members, on `ports`.

@@ -127,6 +127,61 @@ pub async fn open_accounts(
     panic!("300 accounts did not spread over the nodes");
 }
 
+/// Bank clients on tasks of their own, each running [`run_client`] until [`Clients::stop`].
+pub struct Clients {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Clients {
+    /// Starts `count` clients through `api`, thinking 5 to 40 ms between operations; client
+    /// `c` of `round` is seeded `seed ^ ((round * 16 + c + 1) * 0x1000)`, so that each round
+    /// of a test sends other operations.
+    pub fn start<A: Api + Send + Sync + 'static>(
+        count: usize,
+        (seed, round): (u64, u64),
+        api: &Arc<A>,
+        accounts: &[String],
+        history: &History,
+        acked: &Acked,
+    ) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = (0..count as u64)
+            .map(|c| {
+                let (api, accounts, history, acked, stop) = (
+                    api.clone(),
+                    accounts.to_vec(),
+                    history.clone(),
+                    acked.clone(),
+                    stop.clone(),
+                );
+                let seed = seed ^ ((round * 16 + c + 1) * 0x1000);
+                tokio::spawn(async move {
+                    run_client(
+                        api.as_ref(),
+                        seed,
+                        &accounts,
+                        &history,
+                        &acked,
+                        &stop,
+                        (5, 40),
+                    )
+                    .await;
+                })
+            })
+            .collect();
+        Self { stop, tasks }
+    }
+
+    /// Stops every client once its operation in flight is answered and recorded.
+    pub async fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for task in self.tasks {
+            task.await.unwrap();
+        }
+    }
+}
+
 /// One client: until `stop`, picks an operation, sends it through a node and records it, then
 /// waits between `think.0` and `think.1` ms.
 pub async fn run_client(
