@@ -104,7 +104,11 @@ pub async fn change(groups: &Groups, cluster: &Cluster, change: MemberChange) ->
 }
 
 /// Makes `change` if this node leads the metadata group, past its read barrier.
-pub(super) async fn change_here(groups: &Groups, cluster: &Cluster, change: &MemberChange) -> ChangeOutcome {
+pub(super) async fn change_here(
+    groups: &Groups,
+    cluster: &Cluster,
+    change: &MemberChange,
+) -> ChangeOutcome {
     let not_leader = || ChangeOutcome::NotLeader {
         leader: groups
             .leader_of(METADATA_GROUP)
