@@ -100,7 +100,15 @@ async fn back_up_and_restore() {
     .await;
     let history: History = Arc::new(Mutex::new(Vec::new()));
     let acked = Acked::default();
-    let clients = Clients::start(CLIENTS, (0xd1e, 0), &api, &accounts, &history, &acked);
+    let clients = Clients::start(
+        CLIENTS,
+        (5, 40),
+        (0xd1e, 0),
+        &api,
+        &accounts,
+        &history,
+        &acked,
+    );
     tokio::time::sleep(Duration::from_secs(4)).await;
     clients.stop().await;
     // A quiet moment (see `replication::backup`: partitions are cut one at a time, so a saga
@@ -146,7 +154,15 @@ async fn back_up_and_restore() {
     );
 
     // The old cluster moves on.
-    let clients = Clients::start(CLIENTS, (0xd1e, 1), &api, &accounts, &history, &acked);
+    let clients = Clients::start(
+        CLIENTS,
+        (5, 40),
+        (0xd1e, 1),
+        &api,
+        &accounts,
+        &history,
+        &acked,
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     clients.stop().await;
 

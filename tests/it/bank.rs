@@ -15,14 +15,13 @@
 //! overrides that name no config key.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::support;
 use crate::support::api::{Http, Outcome};
 use crate::support::cluster::{ClusterOptions, TestCluster};
-use crate::support::ledger::{self, History, Rng};
+use crate::support::ledger::{self, Clients, History, Rng};
 use crate::support::netns::{self, CutOff};
 
 const ACCOUNTS: usize = 9;
@@ -96,31 +95,15 @@ async fn bank() {
 
     let history: History = Arc::new(Mutex::new(Vec::new()));
     let acked = ledger::Acked::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|c| {
-            let (api, accounts, history, acked, stop) = (
-                api.clone(),
-                accounts.clone(),
-                history.clone(),
-                acked.clone(),
-                stop.clone(),
-            );
-            tokio::spawn(async move {
-                let seed = seed ^ ((c as u64 + 1) * 0x1000);
-                ledger::run_client(
-                    api.as_ref(),
-                    seed,
-                    &accounts,
-                    &history,
-                    &acked,
-                    &stop,
-                    (1, 20),
-                )
-                .await;
-            })
-        })
-        .collect();
+    let clients = Clients::start(
+        CLIENTS,
+        (1, 20),
+        (seed, 0),
+        &api,
+        &accounts,
+        &history,
+        &acked,
+    );
 
     let replicated = std::env::var("BANK_JOURNAL").as_deref() == Ok("raft");
     let availability =
@@ -135,10 +118,7 @@ async fn bank() {
         replicated,
     )
     .await;
-    stop.store(true, Ordering::SeqCst);
-    for client in clients {
-        client.await.unwrap();
-    }
+    clients.stop().await;
     cluster.wait_settled(Duration::from_secs(30)).await;
     let history = history.lock().unwrap().clone();
     let unknown = history

@@ -59,7 +59,15 @@ async fn grow_and_shrink() {
     .await;
     let history: History = Arc::new(Mutex::new(Vec::new()));
     let acked = ledger::Acked::default();
-    let clients = Clients::start(CLIENTS, (0x5eed, 0), &api, &accounts, &history, &acked);
+    let clients = Clients::start(
+        CLIENTS,
+        (5, 40),
+        (0x5eed, 0),
+        &api,
+        &accounts,
+        &history,
+        &acked,
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     // Grow: node-4 asks node-1 and node-2, and is admitted by name through node-1.

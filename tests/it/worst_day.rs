@@ -71,7 +71,15 @@ async fn lose_two_and_recover() {
     let acked = Acked::default();
 
     // Load through every edge, then a pause in which every replica catches up.
-    let clients = Clients::start(CLIENTS, (0xd1e, 0), &api, &accounts, &history, &acked);
+    let clients = Clients::start(
+        CLIENTS,
+        (5, 40),
+        (0xd1e, 0),
+        &api,
+        &accounts,
+        &history,
+        &acked,
+    );
     tokio::time::sleep(Duration::from_secs(5)).await;
     clients.stop().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -86,7 +94,15 @@ async fn lose_two_and_recover() {
     for edge in edges.write().unwrap().iter_mut() {
         *edge = cluster.nodes[0].url("");
     }
-    let clients = Clients::start(CLIENTS, (0xd1e, 1), &api, &accounts, &history, &acked);
+    let clients = Clients::start(
+        CLIENTS,
+        (5, 40),
+        (0xd1e, 1),
+        &api,
+        &accounts,
+        &history,
+        &acked,
+    );
 
     // No partition has a majority: writes are refused, whoever asks.
     let survivor = &cluster.nodes[0];

@@ -134,11 +134,12 @@ pub struct Clients {
 }
 
 impl Clients {
-    /// Starts `count` clients through `api`, thinking 5 to 40 ms between operations; client
-    /// `c` of `round` is seeded `seed ^ ((round * 16 + c + 1) * 0x1000)`, so that each round
-    /// of a test sends other operations.
+    /// Starts `count` clients through `api`, thinking `think` ms (a range) between
+    /// operations; client `c` of `round` is seeded `seed ^ ((round * 16 + c + 1) * 0x1000)`,
+    /// so that each round of a test sends other operations.
     pub fn start<A: Api + Send + Sync + 'static>(
         count: usize,
+        think: (u64, u64),
         (seed, round): (u64, u64),
         api: &Arc<A>,
         accounts: &[String],
@@ -164,7 +165,7 @@ impl Clients {
                         &history,
                         &acked,
                         &stop,
-                        (5, 40),
+                        think,
                     )
                     .await;
                 })
