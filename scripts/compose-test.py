@@ -141,6 +141,15 @@ class Bank:
                 self.in_flight -= 1
             time.sleep(0.02)
 
+    def serve(self, node):
+        """Sends credits through `node`'s edge too (the clients read the set under the lock)."""
+        with self.lock:
+            self.serving.add(node)
+
+    def unserve(self, node):
+        with self.lock:
+            self.serving.discard(node)
+
     def pause(self):
         """Stops sending, once the credits in flight are answered (for reading still balances)."""
         self.running.clear()
@@ -268,18 +277,19 @@ def main():
                 raise Failed(f"opening account {n} through {founders[n % 3]}: {status} {body}")
             accounts.append(body["id"])
         bank = Bank(token, accounts)
-        bank.serving.update(founders)
+        for node in founders:
+            bank.serve(node)
         bank.start()
         step("load", lambda: time.sleep(5))
 
         def kill_and_start():
             victim = "node-3"
-            bank.serving.discard(victim)
+            bank.unserve(victim)
             subprocess.run(["docker", "kill", "--signal", "KILL", compose.container(victim)], check=True, capture_output=True)
             time.sleep(5)
             compose.run("start", victim)
             back = wait_for(f"{victim} back", lambda: request(victim, "GET", "/health/ready", token)[0] == 200, 120)
-            bank.serving.add(victim)
+            bank.serve(victim)
             wait_for("the cluster settled", lambda: settled(founders, token, founders), 120)
             return f"{victim} killed (SIGKILL) for 5 s, serving {back:.1f} s after its start"
 
@@ -288,12 +298,12 @@ def main():
         def cut_and_heal():
             victim = "node-2"
             container = compose.container(victim)
-            bank.serving.discard(victim)
+            bank.unserve(victim)
             subprocess.run(["docker", "network", "disconnect", NETWORK, container], check=True, capture_output=True)
             time.sleep(8)
             subprocess.run(["docker", "network", "connect", "--alias", victim, NETWORK, container], check=True, capture_output=True)
             back = wait_for(f"{victim} serving", lambda: request(victim, "GET", "/health/ready", token)[0] == 200, 120)
-            bank.serving.add(victim)
+            bank.serve(victim)
             wait_for("the cluster settled", lambda: settled(founders, token, founders), 120)
             return f"{victim} disconnected from {NETWORK} for 8 s, serving {back:.1f} s after reconnection"
 
@@ -312,7 +322,7 @@ def main():
             asked = wait_for("node-4 admitted", admitted, 120)
             members = founders + ["node-4"]
             placed = wait_for("node-4's partitions placed", lambda: settled(members, token, members), 300)
-            bank.serving.add("node-4")
+            bank.serve("node-4")
             return f"admitted {asked:.1f} s after it started, every partition placed {placed:.1f} s later"
 
         step("add node-4", grow)
@@ -323,7 +333,7 @@ def main():
                 raise Failed(f"drain node-1: {drained.stdout}{drained.stderr}")
             rest = ["node-2", "node-3", "node-4"]
             left = wait_for("node-1 drained and gone", lambda: settled(rest, token, rest), 300)
-            bank.serving.discard("node-1")
+            bank.unserve("node-1")
             compose.run("stop", "node-1")
             return f"node-1 left {left:.1f} s after the drain was asked, and was stopped"
 
@@ -336,11 +346,11 @@ def main():
         def replace_each():
             took = []
             for node in rest:
-                bank.serving.discard(node)
+                bank.unserve(node)
                 began = time.monotonic()
                 compose.run("--profile", "grow", "up", "-d", "--no-build", "--no-deps", "--force-recreate", node)
                 wait_for(f"{node} serving", lambda: request(node, "GET", "/health/ready", token)[0] == 200, 120)
-                bank.serving.add(node)
+                bank.serve(node)
                 wait_for("the cluster settled", lambda: settled(rest, token, rest), 180)
                 took.append(f"{node} {time.monotonic() - began:.1f} s")
             return "replaced one at a time: " + ", ".join(took)
