@@ -2,7 +2,11 @@
 """The compose cluster test: deploy/docker-compose.yml run for real, in containers.
 
 Three replicated nodes (each its own container and address on the compose network) serve a
-bank load through every edge that is up, while: a node is killed (SIGKILL) and started again;
+bank load through every edge that is up, while: the three, started on the previous cluster
+format's build (image playhouse:previous, scripts/build-previous.sh), are upgraded to today's
+one container at a time (while builds are mixed the cluster's format stays at the old one and
+every follower keeps up with its leader; once all are upgraded the format is raised); a node
+is killed (SIGKILL) and started again;
 a node is cut off by disconnecting it from the network, then connected again; a fourth node
 joins and is admitted; a founder is drained, leaves and is stopped; and every remaining
 container is replaced in turn (stopped, removed, created again on its volume). After each step
@@ -11,7 +15,8 @@ answer (unknown outcomes are retried with their Idempotency-Key), and each balan
 opening balance plus the credits answered 2xx: nothing acknowledged was lost or applied twice.
 Prints each step's wall time and share of 2xx answers, and the whole run's.
 
-Usage: python3 scripts/compose-test.py   (after scripts/docker-images.sh built playhouse:latest)
+Usage: python3 scripts/compose-test.py   (after scripts/docker-images.sh built playhouse:latest,
+and playhouse:previous from scripts/build-previous.sh's binary)
 Always takes the cluster down (containers and volumes), also when a step fails.
 """
 import json
@@ -36,6 +41,13 @@ OPENING = 10_000
 CLIENTS = 3
 # cluster.partitions, as deploy/config/node.toml leaves it.
 PARTITIONS = 64
+# store.command_retention_seconds for the run: short, so that retention cuts (one every
+# tenth of it) are proposed while the builds are mixed, were the format not gating them; long
+# enough that every credit without an answer is retried well within it.
+RETENTION_SECONDS = 60
+# How long a client retries a credit without an answer, with its key, before moving on.
+RETRY_FOR_SECONDS = 20
+TODAY, PREVIOUS = "playhouse:latest", "playhouse:previous"
 
 
 class Failed(Exception):
@@ -48,7 +60,16 @@ def log(message):
 
 class Compose:
     def __init__(self, secrets):
-        self.env = {**os.environ, "PLAYHOUSE_SECRETS": secrets}
+        self.env = {
+            **os.environ,
+            "PLAYHOUSE_SECRETS": secrets,
+            "PLAYHOUSE_IMAGE": PREVIOUS,
+            "PLAYHOUSE_COMMAND_RETENTION_SECONDS": str(RETENTION_SECONDS),
+        }
+
+    def use_image(self, tag):
+        """Containers created from now on run `tag`."""
+        self.env["PLAYHOUSE_IMAGE"] = tag
 
     def run(self, *args, check=True):
         command = ["docker-compose", "-f", "deploy/docker-compose.yml", "-p", PROJECT, *args]
@@ -133,11 +154,21 @@ class Bank:
             if not edges:
                 time.sleep(0.1)
                 continue
-            node, account, key = rng.choice(edges), rng.choice(self.accounts), str(uuid.uuid4())
-            status, _ = request(node, "POST", f"/api/v1/accounts/{account}/credit", self.token, {"amount": 1}, key)
+            account, key = rng.choice(self.accounts), str(uuid.uuid4())
+            # Without an answer, the same credit again with its key (through any edge), well
+            # within the retention: once its id is forgotten, it would apply again.
+            deadline = time.monotonic() + RETRY_FOR_SECONDS
+            while True:
+                node = rng.choice(edges)
+                status, _ = request(node, "POST", f"/api/v1/accounts/{account}/credit", self.token, {"amount": 1}, key)
+                with self.lock:
+                    self.sent[key] = (account, status)
+                    self.answers.append((self.step, node, status))
+                    edges = sorted(self.serving) or edges
+                if 200 <= status < 500 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
             with self.lock:
-                self.sent[key] = (account, status)
-                self.answers.append((self.step, node, status))
                 self.in_flight -= 1
             time.sleep(0.02)
 
@@ -217,6 +248,30 @@ def settled(nodes, token, members):
     )
 
 
+def formats(nodes, token):
+    """(the cluster's format, the format the node's build reads) as each of `nodes` reports."""
+    seen = {}
+    for node in nodes:
+        view = cluster_view(node, token)
+        replication = (view or {}).get("replication") or {}
+        metadata = replication.get("metadata") or {}
+        seen[node] = (metadata.get("format"), replication.get("reads_format"))
+    return seen
+
+
+def followers_keep_up(nodes, token):
+    """Every partition's leader among `nodes` has every replica holding its whole log (with the
+    load paused): no follower is stuck on an entry it cannot read."""
+    for node in nodes:
+        view = cluster_view(node, token)
+        if not view or not view.get("replication"):
+            return False
+        for group in view["replication"].get("partitions", []):
+            if group["role"] == "leader" and any(replica["lag"] != 0 for replica in group["replicas"]):
+                return False
+    return True
+
+
 def same_everywhere(bank, token, nodes):
     """Every account reads the same balance through each of `nodes`."""
 
@@ -257,6 +312,11 @@ def main():
             began = time.monotonic()
             detail = action()
             took = time.monotonic() - began
+            if bank:
+                # Credits still without an answer retried now, within the retention.
+                bank.pause()
+                bank.settle()
+                bank.resume()
             ok, total = bank.share(name) if bank else (0, 0)
             share = f"{ok}/{total} 2xx ({100.0 * ok / total:.1f}%)" if total else "no load"
             steps.append((name, took, share, detail))
@@ -281,6 +341,33 @@ def main():
             bank.serve(node)
         bank.start()
         step("load", lambda: time.sleep(5))
+
+        def upgrade_each():
+            compose.use_image(TODAY)
+            took = []
+            for n, node in enumerate(founders):
+                bank.unserve(node)
+                began = time.monotonic()
+                compose.run("up", "-d", "--no-build", "--no-deps", "--force-recreate", node)
+                wait_for(f"{node} serving", lambda: request(node, "GET", "/health/ready", token)[0] == 200, 120)
+                bank.serve(node)
+                wait_for("the cluster settled", lambda: settled(founders, token, founders), 180)
+                took.append(f"{node} {time.monotonic() - began:.1f} s")
+                if n == len(founders) - 1:
+                    break
+                # Mixed builds, under load for longer than a retention cut takes to come
+                # round: the format stays, and followers of the previous build keep up.
+                time.sleep(RETENTION_SECONDS / 10 + 2)
+                seen = formats(founders, token)
+                if any(cluster != 1 for cluster, _ in seen.values()) or seen[node][1] != 2:
+                    raise Failed(f"with {n + 1} of 3 nodes upgraded, (cluster format, reads) per node: {seen}")
+                bank.pause()
+                wait_for("every follower level with its leader", lambda: followers_keep_up(founders, token), 30)
+                bank.resume()
+            raised = wait_for("the cluster's format raised", lambda: all(f == (2, 2) for f in formats(founders, token).values()), 60)
+            return f"{PREVIOUS} (format 1) to {TODAY} (format 2) one at a time: {', '.join(took)}; format 2 recorded on every node {raised:.1f} s after the last"
+
+        step("upgrade each container", upgrade_each)
 
         def kill_and_start():
             victim = "node-3"

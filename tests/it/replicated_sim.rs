@@ -389,7 +389,8 @@ fn a_node_back_on_a_wiped_disk_rejoins_as_a_new_replica_and_holds_everything_aga
             }
         }
         // The metadata records the member list and its new incarnation, on every node, the
-        // wiped one included.
+        // wiped one included; and the cluster's format, raised to this build's once every
+        // member said it reads it.
         let admin = token("ops", &["admin"]);
         for n in 0..NODES {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -411,7 +412,11 @@ fn a_node_back_on_a_wiped_disk_rejoins_as_a_new_replica_and_holds_everything_aga
                         (cluster.name(m), json!(format!("{id:016x}")))
                     })
                     .collect();
-                if metadata["incarnations"] == Value::Object(current) {
+                let reads = &view["replication"]["reads_format"];
+                if metadata["incarnations"] == Value::Object(current)
+                    && metadata["format"] == *reads
+                {
+                    assert_eq!(*reads, json!(2), "{view}");
                     assert_eq!(metadata["members"], json!(names), "{metadata}");
                     assert_eq!(
                         metadata["group"]["replicas"].as_array().unwrap().len(),

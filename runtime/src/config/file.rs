@@ -145,6 +145,10 @@ pub struct StoreSection {
     /// refused (503, naming the disk) and reads go on, so a full disk never fails a commit
     /// halfway. 0 keeps no reserve.
     pub min_free_mib: u64,
+    /// How long a processed command id is kept, in seconds: a command sent again with the
+    /// same id (an `Idempotency-Key`, a saga's step) within it is answered as the first was,
+    /// later it applies as new. Refusals and fences are kept for good. 0 keeps every id.
+    pub command_retention_seconds: u64,
 }
 
 /// See [`StoreSection::journal`].
@@ -166,6 +170,7 @@ impl Default for StoreSection {
             max_linger_us: 0,
             cache_mib: 2,
             min_free_mib: 256,
+            command_retention_seconds: 7 * 24 * 3600,
             journal: JournalKind::Direct,
         }
     }

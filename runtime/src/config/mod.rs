@@ -136,6 +136,8 @@ pub struct StoreConfig {
     pub journal: JournalKind,
     /// See [`file::StoreSection::min_free_mib`].
     pub min_free_bytes: u64,
+    /// See [`file::StoreSection::command_retention_seconds`]; `None` keeps every id.
+    pub command_retention: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -501,6 +503,8 @@ fn validate(
         max_linger: Duration::from_micros(file.store.max_linger_us),
         cache_bytes: file.store.cache_mib * 1024 * 1024,
         min_free_bytes: file.store.min_free_mib.saturating_mul(1024 * 1024),
+        command_retention: (file.store.command_retention_seconds > 0)
+            .then(|| Duration::from_secs(file.store.command_retention_seconds)),
         journal: file.store.journal,
     };
 

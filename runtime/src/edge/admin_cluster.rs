@@ -77,6 +77,8 @@ pub struct ReplicationView {
     /// Nodes that asked this node to join within the last minute and are not members:
     /// `POST /admin/cluster/members {"name"}` admits one.
     pub asking: Vec<AskingView>,
+    /// The cluster format this node's build reads (and writes once the cluster is at it).
+    pub reads_format: u32,
 }
 
 /// A node asking to join.
@@ -112,6 +114,10 @@ pub struct MetadataView {
     /// Each member's current incarnation (its replica id in every group, in hex), as
     /// recorded: a replica under another id is being replaced.
     pub incarnations: BTreeMap<String, String>,
+    /// The cluster's format: the highest every member reads, and so what may be written
+    /// (README, "Upgrade a cluster"). Raised by the metadata group's leader once every
+    /// member of the roster reads more.
+    pub format: u32,
 }
 
 fn partitions_served(
@@ -163,6 +169,7 @@ fn replication_of(groups: Option<&Groups>, store: &EventStore) -> Option<Replica
                     .to_owned(),
                 })
                 .collect(),
+            format: membership.format,
             members: membership.members,
             incarnations: membership
                 .incarnations
@@ -177,6 +184,7 @@ fn replication_of(groups: Option<&Groups>, store: &EventStore) -> Option<Replica
         partitions,
         metadata,
         moves: groups.moves(),
+        reads_format: crate::replication::CLUSTER_FORMAT_READ,
         asking: groups
             .asking()
             .into_iter()

@@ -251,6 +251,15 @@ impl Node {
         )
         .with_groups(groups.clone());
         let mut tasks = vec![ops.spawn_sampler()];
+        if let Some(retention) = config.store.command_retention {
+            match &groups {
+                Some(groups) => groups.keep_commands_for(retention),
+                None => tasks.push(tokio::spawn(crate::store::retention::keep_commands_for(
+                    store.clone(),
+                    retention,
+                ))),
+            }
+        }
         let root = Supervisor::start(
             SupervisorSpec {
                 name: format!("node-{node}"),

@@ -255,6 +255,7 @@ impl Groups {
             super::admission::serve(&cluster, &groups.inner.store, &groups.inner.asking);
             super::drain::serve(&cluster, &groups);
             super::backup::serve(&cluster, &groups);
+            super::format::serve(&cluster);
         }
         Ok(groups)
     }
@@ -366,6 +367,12 @@ impl Groups {
                 return std::future::pending().await;
             }
         }
+    }
+
+    /// Fails the node's groups for `reason` (what `failed` resolves with): the node stops.
+    pub(crate) fn fail(&self, reason: String) {
+        tracing::error!(%reason, "the partition groups cannot go on");
+        self.inner.failure.send_replace(Some(reason));
     }
 
     /// Starts `partition`'s group on this node (its Raft recovers from the log file and the
@@ -556,6 +563,10 @@ impl Groups {
             cluster.clone(),
         )));
         self.keep(tokio::spawn(super::balance::run(
+            self.clone(),
+            cluster.clone(),
+        )));
+        self.keep(tokio::spawn(super::format::run(
             self.clone(),
             cluster.clone(),
         )));
@@ -778,6 +789,17 @@ impl Groups {
             .await
             .map(|_| ())
             .map_err(|_| format!("partition {partition} has not applied index {index} here yet"))
+    }
+
+    /// Whether this node's groups are in a cluster (not a node alone's groups of one).
+    pub(crate) fn in_cluster(&self) -> bool {
+        self.inner.cluster.is_some()
+    }
+
+    /// Starts the retention cuts of the partitions this node comes to lead: processed command
+    /// ids are forgotten `retention` after their events were recorded (`retention`).
+    pub fn keep_commands_for(&self, retention: Duration) {
+        self.keep(tokio::spawn(super::retention::run(self.clone(), retention)));
     }
 
     /// Every group running here, by partition.

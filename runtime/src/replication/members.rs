@@ -43,6 +43,10 @@ pub enum MemberChange {
     /// (`recovery`), where a leader must not try, between two removals, to move a replica to
     /// a member about to be removed. New variants go at the end (the codec numbers them).
     RemoveLost { names: Vec<String> },
+    /// Every one of `checked` reads cluster format `to` (asked by the metadata group's
+    /// leader itself, `format`): raise the cluster's format to it, unless the roster now
+    /// holds a member not asked.
+    RaiseFormat { to: u32, checked: Vec<String> },
 }
 
 /// What a change came to.
@@ -124,6 +128,11 @@ pub(super) async fn change_here(
         Ok(membership) => membership,
         Err(error) => return ChangeOutcome::Refused(format!("reading the metadata: {error}")),
     };
+    if let MemberChange::Admit { name, .. } = change
+        && let Some(refusal) = reads_too_little(cluster, &membership, name).await
+    {
+        return ChangeOutcome::Refused(refusal);
+    }
     let mut events = match decide(&membership, cluster, change) {
         Ok(events) if events.is_empty() => {
             return ChangeOutcome::Done {
@@ -178,6 +187,30 @@ pub(super) async fn change_here(
             openraft::error::ClientWriteError::ForwardToLeader(_),
         )) => not_leader(),
         Err(error) => ChangeOutcome::Refused(format!("the change was not recorded: {error}")),
+    }
+}
+
+/// Why `name` may not be admitted to a cluster at `membership`'s format, if its build is
+/// known to read less. A node that cannot be asked yet (not linked to this one) is admitted,
+/// and stops itself if it finds the cluster's format above its own (`format::run`).
+async fn reads_too_little(
+    cluster: &Cluster,
+    membership: &Membership,
+    name: &str,
+) -> Option<String> {
+    if membership.format <= super::format::FIRST || membership.roster.contains_key(name) {
+        return None;
+    }
+    match super::format::read_by(cluster, name).await {
+        Ok(reads) if reads < membership.format => Some(format!(
+            "{name} runs a build that reads cluster format {reads}, and the cluster is at format {}: start it with this cluster's build (or a later one)",
+            membership.format
+        )),
+        Ok(_) => None,
+        Err(error) => {
+            tracing::debug!(%name, %error, "cannot ask which format a node being admitted reads");
+            None
+        }
     }
 }
 
@@ -281,6 +314,21 @@ fn decide_one(
             Some(_) if current.len() == 1 => Err(format!("{name} is the last member")),
             Some(_) => Ok(Some(MemberEvent::Removed { name: name.clone() })),
         },
+        MemberChange::RaiseFormat { to, checked } => {
+            if *to <= membership.format {
+                return Ok(None);
+            }
+            if let Some(unasked) = membership
+                .roster
+                .keys()
+                .find(|name| !checked.contains(name))
+            {
+                return Err(format!(
+                    "{unasked} became a member after the formats were asked; asking again"
+                ));
+            }
+            Ok(Some(MemberEvent::FormatRaised { to: *to }))
+        }
         MemberChange::RemoveLost { .. } => {
             unreachable!("decide takes several removals apart before deciding one")
         }

@@ -63,6 +63,8 @@ pub(crate) enum MemberEvent {
     /// An admin removed `name` by force (lost for good): its replicas are made again on the
     /// other members from what the survivors hold.
     Removed { name: String },
+    /// Every member reads cluster format `to` (`format`): what it adds may be written now.
+    FormatRaised { to: u32 },
 }
 
 impl MemberEvent {
@@ -74,6 +76,7 @@ impl MemberEvent {
             MemberEvent::Draining { .. } => "MemberDraining",
             MemberEvent::Left { .. } => "MemberLeft",
             MemberEvent::Removed { .. } => "MemberRemoved",
+            MemberEvent::FormatRaised { .. } => "FormatRaised",
         }
     }
 }
@@ -104,12 +107,17 @@ pub struct Membership {
     /// epoch): with the cluster's id, what tells this cluster from another formed with the
     /// same member names.
     pub formed_at_micros: Option<i64>,
+    /// The cluster's format (`format`): what every member reads, and so what may be written.
+    pub format: u32,
 }
 
 impl Membership {
     /// What this node's store holds of the metadata stream.
     pub fn read(store: &EventStore) -> Result<Self, StoreError> {
-        let mut membership = Self::default();
+        let mut membership = Self {
+            format: super::format::FIRST,
+            ..Self::default()
+        };
         for event in store.read_stream(MEMBERS_STREAM)? {
             membership.version = event.version;
             membership
@@ -156,6 +164,9 @@ impl Membership {
                 Ok(MemberEvent::Left { name } | MemberEvent::Removed { name }) => {
                     membership.roster.remove(&name);
                     membership.incarnations.remove(&name);
+                }
+                Ok(MemberEvent::FormatRaised { to }) => {
+                    membership.format = membership.format.max(to);
                 }
                 // Written by a later build: skipped, as a reader of an unknown kind would.
                 Err(error) => tracing::warn!(

@@ -24,6 +24,7 @@ mod backup;
 mod balance;
 mod directory;
 mod drain;
+mod format;
 mod forming;
 mod groups;
 mod journal;
@@ -36,6 +37,7 @@ mod network;
 mod reconcile;
 mod recovery;
 mod report;
+mod retention;
 mod rollback;
 mod silence;
 mod snapshot;
@@ -53,6 +55,7 @@ pub use backup::{
     RestoredBatch, formation as cluster_formation, read_magic, read_record, restore_batch,
     take as take_backup, write_record,
 };
+pub use format::READS as CLUSTER_FORMAT_READ;
 pub use groups::{GroupError, Groups, PartitionRaft, RaftSettings};
 pub use journal::{Journal, NEW_LEADER_WAIT};
 pub use leadership::{LeadershipEvent, LeadershipListener};

@@ -326,29 +326,43 @@ async fn record_removals(
     }
     // An election among survivors takes an election timeout or two. Where this member leads
     // the metadata group once it is over (it was recovered here), it makes the change itself:
-    // the leader it last heard of may be one of the lost, which a CI run asked in vain.
-    let leads = match groups.get(METADATA_GROUP) {
-        Some(raft) => raft
-            .wait(Some(ELECTION_WAIT))
-            .metrics(|m| m.current_leader.is_some(), "a metadata leader")
-            .await
-            .is_ok_and(|m| m.current_leader == Some(m.id)),
-        None => false,
-    };
+    // the leader it last heard of may be one of the lost, which a CI run asked in vain. A
+    // leader elected but not yet past its read barrier answers "not leader": asked again
+    // until the wait is over (a busy CI machine took longer than one election for it).
     let change = MemberChange::RemoveLost { names };
-    let outcome = if leads {
-        super::members::change_here(groups, cluster, &change).await
-    } else {
-        super::members::change(groups, cluster, change).await
-    };
-    match outcome {
-        ChangeOutcome::Done { .. } => Ok(()),
-        ChangeOutcome::Refused(reason) => Err(RecoveryError::Failed(format!(
-            "recording the lost members as removed: {reason}"
-        ))),
-        ChangeOutcome::NotLeader { .. } => Err(RecoveryError::Failed(
-            "recording the lost members as removed: the metadata group has no leader yet; ask again".to_owned(),
-        )),
+    let deadline = tokio::time::Instant::now() + ELECTION_WAIT;
+    loop {
+        let leads = match groups.get(METADATA_GROUP) {
+            Some(raft) => raft
+                .wait(Some(
+                    deadline.saturating_duration_since(tokio::time::Instant::now()),
+                ))
+                .metrics(|m| m.current_leader.is_some(), "a metadata leader")
+                .await
+                .is_ok_and(|m| m.current_leader == Some(m.id)),
+            None => false,
+        };
+        let outcome = if leads {
+            super::members::change_here(groups, cluster, &change).await
+        } else {
+            super::members::change(groups, cluster, change.clone()).await
+        };
+        match outcome {
+            ChangeOutcome::Done { .. } => return Ok(()),
+            ChangeOutcome::Refused(reason) => {
+                return Err(RecoveryError::Failed(format!(
+                    "recording the lost members as removed: {reason}"
+                )));
+            }
+            ChangeOutcome::NotLeader { .. } if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            ChangeOutcome::NotLeader { .. } => {
+                return Err(RecoveryError::Failed(
+                    "recording the lost members as removed: the metadata group has no leader yet; ask again".to_owned(),
+                ));
+            }
+        }
     }
 }
 

@@ -58,7 +58,7 @@ pub struct PartitionShape {
 }
 
 impl PartitionShape {
-    fn holds(&self, stream: &str) -> bool {
+    pub(crate) fn holds(&self, stream: &str) -> bool {
         match self.partition {
             METADATA_GROUP => is_metadata_stream(stream),
             partition => {

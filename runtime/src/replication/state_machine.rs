@@ -107,6 +107,42 @@ impl PartitionMachine {
             .map_err(io::Error::other)
     }
 
+    /// Forgets the processed commands of the partition that this replica holds and the
+    /// snapshot does not list: the leader forgot them in retention cuts this replica never
+    /// applied (their entries are behind the snapshot). Otherwise a command sent again with
+    /// one of those ids would apply on the leader and be taken for a repeat here.
+    async fn forget_what_the_snapshot_forgot(
+        &self,
+        proposals: &[Proposal],
+    ) -> Result<(), StoreError> {
+        let listed: std::collections::HashSet<&str> = proposals
+            .iter()
+            .filter_map(|proposal| match proposal {
+                Proposal::Append(ProposedAppend(append)) => append.command_id.as_deref(),
+                Proposal::Fence { command_id, .. } => Some(command_id.as_str()),
+                #[cfg(not(feature = "previous-format"))]
+                Proposal::ForgetCommands { .. } => None,
+            })
+            .collect();
+        let held = self
+            .store
+            .view()?
+            .processed_commands(|command| self.shape.holds(&command.stream))?;
+        let forgotten: Vec<String> = held
+            .into_iter()
+            .map(|(id, _)| id)
+            .filter(|id| !listed.contains(id.as_str()))
+            .collect();
+        if !forgotten.is_empty() {
+            tracing::info!(
+                partition = self.shape.partition,
+                forgotten = forgotten.len(),
+                "processed commands the snapshot's leader had forgotten are forgotten here too"
+            );
+        }
+        self.store.forget_commands(forgotten).await
+    }
+
     /// Applies one proposal; the applied state is already advanced to its entry.
     async fn apply_proposal(&mut self, proposal: Proposal) -> Result<Applied, io::Error> {
         answered(match proposal {
@@ -125,7 +161,28 @@ impl PartitionMachine {
                 .fence_command(&stream, &command_id)
                 .await
                 .map(Applied::Fenced),
+            #[cfg(not(feature = "previous-format"))]
+            Proposal::ForgetCommands { before_micros } => self.forget(before_micros).await,
         })
+    }
+
+    /// Applies a retention cut: the same ids on every replica, since a command's time is its
+    /// first event's, which the leader stamped (`StoreView::commands_written_before`).
+    #[cfg(not(feature = "previous-format"))]
+    async fn forget(&self, before_micros: i64) -> Result<Applied, StoreError> {
+        let shape = self.shape.clone();
+        let forgotten = self
+            .store
+            .forget_commands_before(before_micros, move |stream| shape.holds(stream))
+            .await?;
+        if forgotten > 0 {
+            tracing::debug!(
+                partition = self.shape.partition,
+                forgotten,
+                "processed commands forgotten (retention)"
+            );
+        }
+        Ok(Applied::Nothing)
     }
 }
 
@@ -214,8 +271,16 @@ impl RaftStateMachine<RaftTypes> for PartitionMachine {
         // is judged against its store before the snapshot, which queued appends only extend.
         let (mut written, mut refused) = (0usize, 0usize);
         let mut queued = Vec::new();
-        for encoded in &snapshot.proposals {
-            let proposal: Proposal = codec::decode(encoded).map_err(io::Error::other)?;
+        let proposals = snapshot
+            .proposals
+            .iter()
+            .map(|encoded| codec::decode::<Proposal>(encoded))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(io::Error::other)?;
+        self.forget_what_the_snapshot_forgot(&proposals)
+            .await
+            .map_err(io::Error::other)?;
+        for proposal in proposals {
             let Some(lacking) = still_lacking(&self.store, proposal).map_err(io::Error::other)?
             else {
                 continue;

@@ -399,3 +399,88 @@ async fn a_snapshot_brings_a_replica_behind_level_with_its_leader_without_writin
         .unwrap();
     assert_eq!(replica.store.digest().unwrap(), mine);
 }
+
+#[tokio::test]
+async fn a_retention_cut_forgets_the_same_ids_on_every_replica_and_a_snapshot_carries_it() {
+    let open = |files: &Files| {
+        let (store, logs) = (files.store.clone(), files.logs.clone());
+        async move {
+            let log = logs.group(0).await.unwrap();
+            let shape = super::PartitionShape {
+                partition: 0,
+                layout: super::PartitionLayout {
+                    partitions: 1,
+                    tables: Vec::new().into(),
+                },
+            };
+            PartitionMachine::open(shape, store, log).await.unwrap()
+        }
+    };
+    let entries: Vec<Entry> = [
+        credit("account-r", 0, "r1", 1_001),
+        credit("account-r", 1, "r2", 1_002),
+        refusal("account-r", 2, "r3"),
+        credit("account-r", 2, "r4", 1_004),
+        // Forgets r1 and r2 (recorded before 1,003 µs), never the refusal.
+        Proposal::ForgetCommands {
+            before_micros: 1_003,
+        },
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, proposal)| entry(i as u64 + 1, proposal))
+    .collect();
+    let leader = Files::new().await;
+    let mut machine = open(&leader).await;
+    apply(&mut machine, entries.clone()).await;
+    assert_eq!(leader.store.processed_command("r1").unwrap(), None);
+    assert_eq!(leader.store.processed_command("r2").unwrap(), None);
+    assert!(leader.store.processed_command("r3").unwrap().is_some());
+    assert!(leader.store.processed_command("r4").unwrap().is_some());
+
+    // A follower applying the same log forgets the same ids.
+    let follower = Files::new().await;
+    let mut following = open(&follower).await;
+    apply(&mut following, entries.clone()).await;
+    let leader_digest = leader.store.digest().unwrap();
+    assert_eq!(
+        follower
+            .store
+            .digest()
+            .unwrap()
+            .differences(&leader_digest, 10),
+        Vec::<String>::new()
+    );
+
+    // A replica that applied the credits but not the cut, brought level by a snapshot taken
+    // after it: the ids the leader forgot are forgotten there too, so that r1 sent again
+    // would apply on both rather than on the leader alone.
+    let mut builder = machine.get_snapshot_builder().await;
+    let snapshot = openraft::storage::RaftSnapshotBuilder::build_snapshot(&mut builder)
+        .await
+        .unwrap();
+    let replica = Files::new().await;
+    let mut behind = open(&replica).await;
+    apply(&mut behind, entries[..4].to_vec()).await;
+    assert!(replica.store.processed_command("r1").unwrap().is_some());
+    behind
+        .install_snapshot(&snapshot.meta, snapshot.snapshot)
+        .await
+        .unwrap();
+    assert_eq!(replica.store.processed_command("r1").unwrap(), None);
+    assert_eq!(
+        replica
+            .store
+            .digest()
+            .unwrap()
+            .differences(&leader_digest, 10),
+        Vec::<String>::new()
+    );
+
+    // Sent again after the cut, r1 applies as new everywhere.
+    let again = vec![entry(6, credit("account-r", 3, "r1", 2_000))];
+    for (files, machine) in [(&leader, &mut machine), (&replica, &mut behind)] {
+        apply(machine, again.clone()).await;
+        assert_eq!(files.store.stream_version("account-r").unwrap(), 4);
+    }
+}

@@ -47,6 +47,12 @@ pub enum Proposal {
     Append(ProposedAppend),
     /// Settle a command id that a saga never heard back about (`EventStore::fence_command`).
     Fence { stream: String, command_id: String },
+    /// Forget the partition's processed commands whose events were recorded before
+    /// `before_micros` (the leader's clock less `store.command_retention_seconds`): the
+    /// retention cut (`retention`). Cluster format 2: proposed only once every member reads
+    /// it (`format`); a build of format 1 cannot decode it.
+    #[cfg(not(feature = "previous-format"))]
+    ForgetCommands { before_micros: i64 },
 }
 
 impl fmt::Display for Proposal {
@@ -61,6 +67,10 @@ impl fmt::Display for Proposal {
             ),
             Proposal::Fence { stream, command_id } => {
                 write!(f, "fence command {command_id} of {stream}")
+            }
+            #[cfg(not(feature = "previous-format"))]
+            Proposal::ForgetCommands { before_micros } => {
+                write!(f, "forget commands written before {before_micros} µs")
             }
         }
     }

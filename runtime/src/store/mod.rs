@@ -11,6 +11,7 @@ mod error;
 mod format;
 mod index;
 mod read_model;
+pub mod retention;
 mod room;
 mod tables;
 mod view;
@@ -326,6 +327,37 @@ impl EventStore {
             reply,
         })
         .await
+    }
+
+    /// Forgets the processed commands that `holds` covers (by stream) and that wrote events
+    /// recorded before `before_micros` ([`StoreView::commands_written_before`]); answers how
+    /// many.
+    pub async fn forget_commands_before(
+        &self,
+        before_micros: i64,
+        holds: impl FnMut(&str) -> bool + Send + 'static,
+    ) -> Result<usize, StoreError> {
+        let view = self.view()?;
+        let ids = self
+            .blocking("choosing the commands a retention cut forgets", move || {
+                view.commands_written_before(before_micros, holds)
+            })
+            .await??;
+        let forgotten = ids.len();
+        self.forget_commands(ids).await?;
+        Ok(forgotten)
+    }
+
+    /// Forgets the processed commands `command_ids` (ids not recorded are skipped): a command
+    /// sent again with one of them is applied as new. Chosen by
+    /// [`StoreView::commands_written_before`]; a forget lost in a crash is made again by
+    /// whoever asked for it (the replicated log, or the next cut).
+    pub async fn forget_commands(&self, command_ids: Vec<String>) -> Result<(), StoreError> {
+        if command_ids.is_empty() {
+            return Ok(());
+        }
+        self.submit(|reply| WriteOp::Forget { command_ids, reply })
+            .await
     }
 
     /// Replaces the stream's snapshot. Answered once committed; it becomes durable with the

@@ -706,3 +706,72 @@ async fn a_log_that_lost_events_beside_its_index_is_refused() {
             .contains("Restore the whole data directory")
     );
 }
+
+/// An append of `names` to `stream` by command `id`, its events stamped at `at_micros`.
+fn command_at(
+    stream: &str,
+    expected: u64,
+    names: &[&str],
+    id: &str,
+    at_micros: i64,
+) -> AppendRequest {
+    let mut request = append_request(stream, expected, names);
+    request.command_id = Some(id.to_owned());
+    request.metadata.recorded_at_micros = Some(at_micros);
+    request
+}
+
+#[tokio::test]
+async fn a_retention_cut_forgets_commands_written_before_it_and_keeps_refusals_and_fences() {
+    let (_dir, store) = temp_store().await;
+    store
+        .append(command_at("a", 0, &["x"], "old", 1_000))
+        .await
+        .unwrap();
+    store
+        .append(command_at("b", 0, &["x"], "other-stream", 1_000))
+        .await
+        .unwrap();
+    store
+        .append(command_at("a", 1, &["y"], "new", 5_000))
+        .await
+        .unwrap();
+    let mut refused = command_at("a", 2, &[], "refused", 1_000);
+    refused.rejection = Some(b"no".to_vec());
+    store.append(refused).await.unwrap();
+    assert_eq!(store.fence_command("a", "fenced").await.unwrap(), None);
+
+    // Only stream `a` is covered, and only what was written before 5,000 µs.
+    let forgotten = store
+        .forget_commands_before(5_000, |stream| stream == "a")
+        .await
+        .unwrap();
+    assert_eq!(forgotten, 1);
+    assert_eq!(store.processed_command("old").unwrap(), None);
+    for kept in ["other-stream", "new", "refused", "fenced"] {
+        assert!(
+            store.processed_command(kept).unwrap().is_some(),
+            "{kept} is kept"
+        );
+    }
+    // Forgotten: the same command sent again applies as new; a kept one is answered as before.
+    let again = store
+        .append(command_at("a", 2, &["x"], "old", 9_000))
+        .await
+        .unwrap();
+    assert!(!again.deduplicated);
+    assert_eq!(again.first_version, 3);
+    let repeat = store
+        .append(command_at("a", 1, &["y"], "new", 9_000))
+        .await
+        .unwrap();
+    assert!(repeat.deduplicated);
+    assert_eq!(store.read_stream("a").unwrap().len(), 3);
+    // A cut forgets nothing twice, and a cut in the past nothing at all.
+    assert_eq!(
+        store.forget_commands_before(5_000, |_| true).await.unwrap(),
+        1,
+        "other-stream"
+    );
+    assert_eq!(store.forget_commands_before(0, |_| true).await.unwrap(), 0);
+}

@@ -10,7 +10,7 @@ use redb::{ReadTransaction, ReadableDatabase, ReadableTable, TableError};
 use super::error::StoreError;
 use super::index::STREAM_INDEX;
 use super::read_model::{Entry, definition, table_name};
-use super::tables::{LOG, PROCESSED_COMMANDS, ProcessedCommand};
+use super::tables::{LOG, LogRecord, PROCESSED_COMMANDS, ProcessedCommand};
 use super::{EventStore, RecordedEvent};
 use crate::codec;
 
@@ -108,6 +108,45 @@ impl StoreView {
             }
         }
         Ok(kept)
+    }
+
+    /// The ids of the processed commands that `holds` covers (by stream) and that wrote
+    /// events recorded before `before_micros`: what a retention cut forgets.
+    ///
+    /// A command's time is its first event's recorded time, which every replica of its
+    /// partition stores alike (the leader stamps it), so every replica picks the same ids.
+    /// Refusals and fences record no time of their own and are kept: a fence must outlive
+    /// any late copy of its command, and a refusal's time could only be guessed.
+    pub fn commands_written_before(
+        &self,
+        before_micros: i64,
+        mut holds: impl FnMut(&str) -> bool,
+    ) -> Result<Vec<String>, StoreError> {
+        let log = self.log.open_table(LOG).map_err(StoreError::storage)?;
+        let mut ids = Vec::new();
+        for (id, command) in self.processed_commands(|command| {
+            !command.is_fence() && command.last_version >= command.first_version
+        })? {
+            if !holds(&command.stream) {
+                continue;
+            }
+            let Some(bytes) = log
+                .get(command.first_position)
+                .map_err(StoreError::storage)?
+            else {
+                continue;
+            };
+            let record: LogRecord =
+                codec::decode(bytes.value()).map_err(|source| StoreError::Corrupt {
+                    stream: command.stream.clone(),
+                    version: command.first_version,
+                    source,
+                })?;
+            if record.recorded_at_micros < before_micros {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
     }
 
     /// Every row of read-model table `table` (empty when it was never written).

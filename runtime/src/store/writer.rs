@@ -92,6 +92,11 @@ pub(crate) enum WriteOp {
         command_id: String,
         reply: Reply<Option<ProcessedCommand>>,
     },
+    /// Forget these processed commands (see [`super::EventStore::forget_commands`]).
+    Forget {
+        command_ids: Vec<String>,
+        reply: Reply<()>,
+    },
     /// Make everything committed so far durable (nothing else to write).
     Sync { reply: Reply<()> },
     /// Commit what was queued before, make the index durable, stop; answered once stopped.
@@ -112,7 +117,10 @@ impl WriteOp {
             WriteOp::Project { .. }
             | WriteOp::Tables { .. }
             | WriteOp::SaveSnapshot { .. }
-            | WriteOp::SaveCheckpoint { .. } => false,
+            | WriteOp::SaveCheckpoint { .. }
+            // Lost in a crash, a forget is made again: by the replicated log that holds it,
+            // or by the next cut.
+            | WriteOp::Forget { .. } => false,
             WriteOp::Fence { .. }
             | WriteOp::ResetProjection { .. }
             | WriteOp::Sync { .. }
@@ -412,6 +420,7 @@ fn answer(op: WriteOp, result: OpResult) {
         | (WriteOp::Project { reply, .. }, OpResult::Unit(r))
         | (WriteOp::Tables { reply, .. }, OpResult::Unit(r))
         | (WriteOp::ResetProjection { reply, .. }, OpResult::Unit(r))
+        | (WriteOp::Forget { reply, .. }, OpResult::Unit(r))
         | (WriteOp::Close { reply }, OpResult::Unit(r)) => {
             let _ = reply.send(r);
         }
@@ -433,6 +442,7 @@ fn answer_all_failed(op: WriteOp, error: StoreError) {
         | WriteOp::Project { reply, .. }
         | WriteOp::Tables { reply, .. }
         | WriteOp::ResetProjection { reply, .. }
+        | WriteOp::Forget { reply, .. }
         | WriteOp::Close { reply } => {
             let _ = reply.send(Err(error));
         }
@@ -540,6 +550,15 @@ fn write_batch(
                     checkpoints
                         .remove(subscriber.as_str())
                         .map_err(StoreError::storage)?;
+                    OpResult::Unit(Ok(()))
+                }
+                WriteOp::Forget { command_ids, .. } => {
+                    for id in command_ids {
+                        tables
+                            .commands
+                            .remove(id.as_str())
+                            .map_err(StoreError::storage)?;
+                    }
                     OpResult::Unit(Ok(()))
                 }
                 // A sync writes nothing: its batch is durable. (gather_batch keeps close
