@@ -251,6 +251,8 @@ impl Node {
         )
         .with_groups(groups.clone());
         let mut tasks = vec![ops.spawn_sampler()];
+        // Retention came with cluster format 2: the build of format 1 keeps every id.
+        #[cfg(not(feature = "previous-format"))]
         if let Some(retention) = config.store.command_retention {
             match &groups {
                 Some(groups) => groups.keep_commands_for(retention),

@@ -512,7 +512,11 @@ impl Groups {
     ) -> Result<(), String> {
         // The member list as the metadata last recorded it here (members may have joined or
         // left since the config was written).
+        // (Not while it does not list this node: a node that joined and stopped before its
+        // replica reached its admission holds an older list than the one it was admitted
+        // with; `members::follow`.)
         if let Ok(membership) = super::metadata::Membership::read(&self.inner.store)
+            && membership.roster.contains_key(&self.inner.node)
             && let Some((members, draining)) =
                 membership.roster_members(&cluster.configured_members())
         {

@@ -369,10 +369,20 @@ pub(crate) fn serve(cluster: &Cluster, groups: &Groups) {
 pub(crate) async fn follow(groups: Groups, cluster: Cluster, every: Duration) {
     let configured = cluster.configured_members();
     let mut seen = u64::MAX;
+    // A node that joined catches its replica of the metadata up entry by entry: until it
+    // reaches the node's own admission, it holds lists older than the one the node was
+    // admitted with (without the founders' addresses its config lacks), and following them
+    // would drop members it is linked to (a simulation seed lost a link so, for good).
+    let mut listed = false;
     loop {
         match Membership::read(groups.store()) {
             Ok(membership) if membership.version != seen => {
                 seen = membership.version;
+                listed |= membership.roster.contains_key(groups.node());
+                if !listed {
+                    tokio::time::sleep(every).await;
+                    continue;
+                }
                 if let Some((members, draining)) = membership.roster_members(&configured) {
                     cluster.set_roster(members, draining);
                 }

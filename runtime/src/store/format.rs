@@ -8,11 +8,19 @@ use std::path::Path;
 use redb::{Database, ReadableTable, WriteTransaction};
 
 use super::StoreError;
-use super::tables::{LAYOUT_VERSION_KEY, LOG, LogRecord, META};
+use super::tables::{
+    COMMANDS_BY_TIME, LAYOUT_VERSION_KEY, LOG, LogRecord, META, PROCESSED_COMMANDS,
+    ProcessedCommand,
+};
 use crate::codec;
 
-/// The format this build writes.
-pub(crate) const FORMAT: u64 = 5;
+/// The format this build writes (the build of the previous cluster format, cargo feature
+/// `previous-format`, is also the one before this data format).
+pub(crate) const FORMAT: u64 = if cfg!(feature = "previous-format") {
+    5
+} else {
+    6
+};
 
 /// The oldest format this build upgrades (the first one that was released with data to keep).
 pub(crate) const OLDEST_UPGRADABLE: u64 = 4;
@@ -25,12 +33,20 @@ struct Step {
     run: fn(&WriteTransaction) -> Result<String, StoreError>,
 }
 
-const STEPS: &[Step] = &[Step {
-    from: 4,
-    what: "a stored event's schema version is its own type's (format 4 stored its aggregate's, \
-           1 for every aggregate)",
-    run: schema_versions_are_per_type,
-}];
+const STEPS: &[Step] = &[
+    Step {
+        from: 4,
+        what: "a stored event's schema version is its own type's (format 4 stored its \
+               aggregate's, 1 for every aggregate)",
+        run: schema_versions_are_per_type,
+    },
+    Step {
+        from: 5,
+        what: "processed commands are listed by time, for retention cuts \
+               (store.command_retention_seconds)",
+        run: processed_commands_by_time,
+    },
+];
 
 /// Stamps a new store with [`FORMAT`], or upgrades an older one to it; refuses a newer one
 /// and one older than [`OLDEST_UPGRADABLE`].
@@ -114,6 +130,40 @@ fn schema_versions_are_per_type(txn: &WriteTransaction) -> Result<String, StoreE
     Ok(format!("{checked} events checked, none rewritten"))
 }
 
+/// 5 -> 6. Lists every processed command that wrote events under its first event's recorded
+/// time (`processed_commands_by_time`), as appends do from format 6 on: the same time every
+/// replica derives from the events it holds.
+fn processed_commands_by_time(txn: &WriteTransaction) -> Result<String, StoreError> {
+    let log = txn.open_table(LOG).map_err(StoreError::storage)?;
+    let commands = txn
+        .open_table(PROCESSED_COMMANDS)
+        .map_err(StoreError::storage)?;
+    let mut times = txn
+        .open_table(COMMANDS_BY_TIME)
+        .map_err(StoreError::storage)?;
+    let (mut listed, mut kept) = (0u64, 0u64);
+    for entry in commands.iter().map_err(StoreError::storage)? {
+        let (id, bytes) = entry.map_err(StoreError::storage)?;
+        let command: ProcessedCommand =
+            codec::decode(bytes.value()).map_err(|source| StoreError::CorruptCommand {
+                command_id: id.value().to_owned(),
+                source,
+            })?;
+        match super::retention::time_of(&log, &command)? {
+            Some(at) => {
+                times
+                    .insert((at, id.value()), ())
+                    .map_err(StoreError::storage)?;
+                listed += 1;
+            }
+            None => kept += 1,
+        }
+    }
+    Ok(format!(
+        "{listed} processed commands listed by time, {kept} refusals and fences (kept for good)"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
@@ -170,6 +220,48 @@ mod tests {
         let events = store.read_stream("account-1").unwrap();
         assert_eq!(events.len(), 2);
         assert!(events.iter().all(|e| e.schema_version == 1));
+        store.close().await.unwrap();
+        drop(store);
+        assert_eq!(recorded_format(&path), FORMAT);
+    }
+
+    #[tokio::test]
+    async fn a_format_5_store_lists_its_processed_commands_by_time_at_open() {
+        let (dir, store) = temp_store().await;
+        for (n, at) in [(1u64, 1_000i64), (2, 2_000)] {
+            let mut credit = append_request("account-1", n - 1, &["Credited"]);
+            credit.command_id = Some(format!("credit-{n}"));
+            credit.metadata.recorded_at_micros = Some(at);
+            store.append(credit).await.unwrap();
+        }
+        let mut refused = append_request("account-1", 2, &[]);
+        refused.command_id = Some("refused".into());
+        refused.rejection = Some(b"no".to_vec());
+        store.append(refused).await.unwrap();
+        store.close().await.unwrap();
+        drop(store);
+        // As format 5 left it: no list of times.
+        let path = dir.path().join("events.redb");
+        {
+            let db = Database::open(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.delete_table(COMMANDS_BY_TIME).unwrap();
+            stamp(&txn, 5).unwrap();
+            txn.commit().unwrap();
+        }
+        let store = EventStore::open(&path, StoreOptions::default())
+            .await
+            .unwrap();
+        let view = store.view().unwrap();
+        assert_eq!(
+            view.commands_written_before(1_500, |_| true).unwrap(),
+            ["credit-1"]
+        );
+        assert_eq!(
+            view.commands_written_before(i64::MAX, |_| true).unwrap(),
+            ["credit-1", "credit-2"],
+            "the refusal is kept"
+        );
         store.close().await.unwrap();
         drop(store);
         assert_eq!(recorded_format(&path), FORMAT);

@@ -7,7 +7,10 @@
 
 use std::time::Duration;
 
-use super::EventStore;
+use redb::ReadableTable;
+
+use super::tables::{LogRecord, ProcessedCommand};
+use super::{EventStore, StoreError};
 
 /// How often a cut is made for `retention`: a tenth of it, between a second and ten minutes,
 /// so an id is kept at most a tenth longer than asked.
@@ -39,4 +42,28 @@ pub async fn keep_commands_for(store: EventStore, retention: Duration) {
             Err(error) => tracing::warn!(%error, "forgetting old processed commands failed"),
         }
     }
+}
+
+/// A processed command's time: its first event's recorded time (stamped by the partition's
+/// leader, so the same on every replica); `None` for a command that wrote no events (a
+/// refusal, a fence), which cuts never forget.
+pub(crate) fn time_of(
+    log: &impl ReadableTable<u64, &'static [u8]>,
+    command: &ProcessedCommand,
+) -> Result<Option<i64>, StoreError> {
+    if command.is_fence() || command.last_version < command.first_version {
+        return Ok(None);
+    }
+    let Some(bytes) = log
+        .get(command.first_position)
+        .map_err(StoreError::storage)?
+    else {
+        return Ok(None);
+    };
+    let record: LogRecord =
+        crate::codec::decode(bytes.value()).map_err(|source| StoreError::CorruptLog {
+            position: command.first_position,
+            source,
+        })?;
+    Ok(Some(record.recorded_at_micros))
 }

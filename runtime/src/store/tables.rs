@@ -7,6 +7,9 @@
 //!   [`super::index`] for why and how it stays in step with the log.
 //! - `snapshots`: stream -> encoded [`SnapshotRecord`] (latest only).
 //! - `processed_commands`: command id -> encoded [`ProcessedCommand`].
+//! - `processed_commands_by_time`: (its first event's recorded time, command id) for each
+//!   processed command that wrote events: what a retention cut forgets, found without
+//!   reading every processed command (see [`super::retention`]).
 //! - `checkpoints`: subscriber name -> last processed global position.
 //! - `meta`: layout facts (the layout version), checked on open.
 
@@ -17,6 +20,8 @@ pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 pub(crate) const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
 pub(crate) const PROCESSED_COMMANDS: TableDefinition<&str, &[u8]> =
     TableDefinition::new("processed_commands");
+pub(crate) const COMMANDS_BY_TIME: TableDefinition<(i64, &str), ()> =
+    TableDefinition::new("processed_commands_by_time");
 pub(crate) const CHECKPOINTS: TableDefinition<&str, u64> = TableDefinition::new("checkpoints");
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 

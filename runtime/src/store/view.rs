@@ -10,7 +10,7 @@ use redb::{ReadTransaction, ReadableDatabase, ReadableTable, TableError};
 use super::error::StoreError;
 use super::index::STREAM_INDEX;
 use super::read_model::{Entry, definition, table_name};
-use super::tables::{LOG, LogRecord, PROCESSED_COMMANDS, ProcessedCommand};
+use super::tables::{COMMANDS_BY_TIME, LOG, PROCESSED_COMMANDS, ProcessedCommand};
 use super::{EventStore, RecordedEvent};
 use crate::codec;
 
@@ -111,7 +111,8 @@ impl StoreView {
     }
 
     /// The ids of the processed commands that `holds` covers (by stream) and that wrote
-    /// events recorded before `before_micros`: what a retention cut forgets.
+    /// events recorded before `before_micros`: what a retention cut forgets. Read from the
+    /// commands' times (`processed_commands_by_time`), up to the bound only.
     ///
     /// A command's time is its first event's recorded time, which every replica of its
     /// partition stores alike (the leader stamps it), so every replica picks the same ids.
@@ -122,28 +123,32 @@ impl StoreView {
         before_micros: i64,
         mut holds: impl FnMut(&str) -> bool,
     ) -> Result<Vec<String>, StoreError> {
-        let log = self.log.open_table(LOG).map_err(StoreError::storage)?;
+        let times = match self.log.open_table(COMMANDS_BY_TIME) {
+            Ok(times) => times,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(error) => return Err(StoreError::storage(error)),
+        };
+        let commands = self
+            .log
+            .open_table(PROCESSED_COMMANDS)
+            .map_err(StoreError::storage)?;
         let mut ids = Vec::new();
-        for (id, command) in self.processed_commands(|command| {
-            !command.is_fence() && command.last_version >= command.first_version
-        })? {
-            if !holds(&command.stream) {
-                continue;
-            }
-            let Some(bytes) = log
-                .get(command.first_position)
-                .map_err(StoreError::storage)?
-            else {
+        for entry in times
+            .range(..(before_micros, ""))
+            .map_err(StoreError::storage)?
+        {
+            let (key, _) = entry.map_err(StoreError::storage)?;
+            let (_, id) = key.value();
+            let Some(bytes) = commands.get(id).map_err(StoreError::storage)? else {
                 continue;
             };
-            let record: LogRecord =
-                codec::decode(bytes.value()).map_err(|source| StoreError::Corrupt {
-                    stream: command.stream.clone(),
-                    version: command.first_version,
+            let command: ProcessedCommand =
+                codec::decode(bytes.value()).map_err(|source| StoreError::CorruptCommand {
+                    command_id: id.to_owned(),
                     source,
                 })?;
-            if record.recorded_at_micros < before_micros {
-                ids.push(id);
+            if holds(&command.stream) {
+                ids.push(id.to_owned());
             }
         }
         Ok(ids)

@@ -17,7 +17,8 @@ use super::error::StoreError;
 use super::index::{IndexEntry, StreamIndex};
 use super::read_model::{self, TableChange};
 use super::tables::{
-    CHECKPOINTS, LOG, LogRecord, PROCESSED_COMMANDS, ProcessedCommand, SNAPSHOTS, SnapshotRecord,
+    CHECKPOINTS, COMMANDS_BY_TIME, LOG, LogRecord, PROCESSED_COMMANDS, ProcessedCommand, SNAPSHOTS,
+    SnapshotRecord,
 };
 use super::{AppendOutcome, AppendRequest};
 use crate::codec;
@@ -453,6 +454,7 @@ fn answer_all_failed(op: WriteOp, error: StoreError) {
 struct BatchTables<'txn> {
     log: Table<'txn, u64, &'static [u8]>,
     commands: Table<'txn, &'static str, &'static [u8]>,
+    commands_by_time: Table<'txn, (i64, &'static str), ()>,
     entries: Vec<IndexEntry>,
     /// Read-model changes of the batch's accepted appends, written before it commits.
     table_changes: Vec<TableChange>,
@@ -480,6 +482,9 @@ fn write_batch(
             log: txn.open_table(LOG).map_err(StoreError::storage)?,
             commands: txn
                 .open_table(PROCESSED_COMMANDS)
+                .map_err(StoreError::storage)?,
+            commands_by_time: txn
+                .open_table(COMMANDS_BY_TIME)
                 .map_err(StoreError::storage)?,
             entries: Vec::new(),
             table_changes: Vec::new(),
@@ -553,13 +558,7 @@ fn write_batch(
                     OpResult::Unit(Ok(()))
                 }
                 WriteOp::Forget { command_ids, .. } => {
-                    for id in command_ids {
-                        tables
-                            .commands
-                            .remove(id.as_str())
-                            .map_err(StoreError::storage)?;
-                    }
-                    OpResult::Unit(Ok(()))
+                    OpResult::Unit(forget(&mut tables, command_ids)?)
                 }
                 // A sync writes nothing: its batch is durable. (gather_batch keeps close
                 // requests out of batches.)
@@ -570,11 +569,12 @@ fn write_batch(
         let BatchTables {
             log,
             commands,
+            commands_by_time,
             entries,
             table_changes,
         } = tables;
         // The log's and commands' tables close before the read-model tables open.
-        drop((log, commands));
+        drop((log, commands, commands_by_time));
         apply_changes(&txn, &table_changes)?;
         entries
     };
@@ -735,11 +735,53 @@ fn append(
             .commands
             .insert(command_id.as_str(), bytes.as_slice())
             .map_err(StoreError::storage)?;
+        // Its time, for retention cuts: its events' (a refusal has none, and is kept).
+        if !request.events.is_empty() {
+            let at = request.metadata.recorded_at_micros.unwrap_or(now_micros);
+            tables
+                .commands_by_time
+                .insert((at, command_id.as_str()), ())
+                .map_err(StoreError::storage)?;
+        }
     }
     tables
         .table_changes
         .extend(request.table_changes.iter().cloned());
     Ok(Ok(AppendOutcome::from_processed(&processed, false)))
+}
+
+/// Removes each of `command_ids` (those recorded) from the processed commands and from their
+/// times, inside the batch transaction.
+fn forget(
+    tables: &mut BatchTables<'_>,
+    command_ids: &[String],
+) -> Result<Result<(), StoreError>, StoreError> {
+    for id in command_ids {
+        let Some(bytes) = tables
+            .commands
+            .remove(id.as_str())
+            .map_err(StoreError::storage)?
+        else {
+            continue;
+        };
+        let command: ProcessedCommand = match codec::decode(bytes.value()) {
+            Ok(command) => command,
+            Err(source) => {
+                return Ok(Err(StoreError::CorruptCommand {
+                    command_id: id.clone(),
+                    source,
+                }));
+            }
+        };
+        drop(bytes);
+        if let Some(at) = super::retention::time_of(&tables.log, &command)? {
+            tables
+                .commands_by_time
+                .remove((at, id.as_str()))
+                .map_err(StoreError::storage)?;
+        }
+    }
+    Ok(Ok(()))
 }
 
 /// Settles `command_id` inside the batch transaction: what it produced if it was processed
