@@ -10,6 +10,7 @@ Usage: python scripts/deploy_configs.py path/to/playhouse
 """
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -23,6 +24,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def fail(message):
     print(f"deploy configs: {message}", file=sys.stderr)
     sys.exit(1)
+
+
+def interpolated(value):
+    """`value` as Compose passes it with none of the variables it names set: each
+    `${NAME:-default}` its default; a `${NAME}` without one is an error here (the config would
+    get an empty string)."""
+    def default(match):
+        if match.group(2) is None:
+            fail(f"{match.group(0)} has no default: the config check cannot know its value")
+        return match.group(2)
+
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}", default, value)
 
 
 def check(binary, config_path, env, node, where):
@@ -78,7 +91,9 @@ def compose(binary, secrets):
             fail(f"{key} {path} is not one of the compose secrets {sorted(spec['secrets'])}")
     listen_port = shipped["cluster"]["listen"].rsplit(":", 1)[1]
     for name, service in spec["services"].items():
-        env = {**service.get("environment", {}), **secrets}
+        # Compose fills in ${NAME:-default} from its own environment, here empty: the default.
+        env = {key: interpolated(str(value)) for key, value in service.get("environment", {}).items()}
+        env = {**env, **secrets}
         printed = check(binary, config, env, name, f"docker-compose.yml service {name}")
         # Each member is reached at its service's name, on the port nodes listen on.
         for member in printed["cluster"]["members"]:
