@@ -128,6 +128,10 @@ class Bank:
         self.serving = set()
         self.lock = threading.Lock()
         self.sent = {}  # key -> (account, status of its last answer)
+        self.first_sent = {}  # key -> when it was first sent (time.monotonic())
+        # Set once the cluster's format is raised: from then on ids are forgotten after
+        # RETENTION_SECONDS, and a credit retried later than that could apply twice.
+        self.forgetting = False
         self.answers = []  # (step, status)
         self.step = "start"
         self.stopping = threading.Event()
@@ -158,6 +162,8 @@ class Bank:
             # Without an answer, the same credit again with its key (through any edge), well
             # within the retention: once its id is forgotten, it would apply again.
             deadline = time.monotonic() + RETRY_FOR_SECONDS
+            with self.lock:
+                self.first_sent[key] = time.monotonic()
             while True:
                 node = rng.choice(edges)
                 status, _ = request(node, "POST", f"/api/v1/accounts/{account}/credit", self.token, {"amount": 1}, key)
@@ -199,6 +205,9 @@ class Bank:
         """Retries every credit without a definite answer with its key, until it has one."""
         unknown = [(key, account) for key, (account, status) in self.sent.items() if not 200 <= status < 500]
         for key, account in unknown:
+            age = time.monotonic() - self.first_sent[key]
+            if self.forgetting and age > RETENTION_SECONDS - 10:
+                raise Failed(f"credit {key} to {account}: no answer for {age:.0f} s; retried now, after the retention ({RETENTION_SECONDS} s), it could apply twice")
             for _ in range(60):
                 node = random.choice(sorted(self.serving))
                 status, _ = request(node, "POST", f"/api/v1/accounts/{account}/credit", self.token, {"amount": 1}, key)
@@ -365,6 +374,7 @@ def main():
                 wait_for("every follower level with its leader", lambda: followers_keep_up(founders, token), 30)
                 bank.resume()
             raised = wait_for("the cluster's format raised", lambda: all(f == (2, 2) for f in formats(founders, token).values()), 60)
+            bank.forgetting = True
             return f"{PREVIOUS} (format 1) to {TODAY} (format 2) one at a time: {', '.join(took)}; format 2 recorded on every node {raised:.1f} s after the last"
 
         step("upgrade each container", upgrade_each)

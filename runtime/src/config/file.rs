@@ -147,7 +147,9 @@ pub struct StoreSection {
     pub min_free_mib: u64,
     /// How long a processed command id is kept, in seconds: a command sent again with the
     /// same id (an `Idempotency-Key`, a saga's step) within it is answered as the first was,
-    /// later it applies as new. Refusals and fences are kept for good. 0 keeps every id.
+    /// later it applies as new. Refusals and fences are kept for good. 0 keeps every id. With
+    /// replicated partitions, each partition's leader's setting decides for its replicas:
+    /// give every member the same.
     pub command_retention_seconds: u64,
 }
 

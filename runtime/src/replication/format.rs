@@ -7,9 +7,10 @@
 //! written only once the cluster's format, recorded in the metadata group, has reached it.
 //! The metadata group's leader raises the format (`MemberEvent::FormatRaised`) to the
 //! highest one every member of the roster says it reads (handler `cluster-format`; a build
-//! from before formats has no such handler and reads format 1). A node that finds the
-//! cluster's format above what it reads (a node of an older build, admitted or restarted
-//! after the raise) stops, saying so: downgrading past a raise is not supported.
+//! from before formats has no such handler and reads format 1). Admission refuses a node
+//! known to read less; a node that finds the cluster's format above what it reads (an older
+//! build with formats, admitted or restarted after the raise) stops, saying so. A build from
+//! before formats cannot notice: downgrading past a raise is not supported.
 //!
 //! The formats, and what each adds:
 //! - 1: everything before formats were numbered.

@@ -191,8 +191,11 @@ pub(super) async fn change_here(
 }
 
 /// Why `name` may not be admitted to a cluster at `membership`'s format, if its build is
-/// known to read less. A node that cannot be asked yet (not linked to this one) is admitted,
-/// and stops itself if it finds the cluster's format above its own (`format::run`).
+/// known to read less. Members do not call a node before it is admitted, so most often it
+/// cannot be asked and is admitted: a build with formats then stops itself once it finds
+/// the cluster's format above its own (`format::run`); a build from before formats has no
+/// such check, and would stall on entries it cannot decode (README: never start one after
+/// the raise).
 async fn reads_too_little(
     cluster: &Cluster,
     membership: &Membership,

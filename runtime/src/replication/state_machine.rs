@@ -107,23 +107,29 @@ impl PartitionMachine {
             .map_err(io::Error::other)
     }
 
-    /// Forgets the processed commands of the partition that this replica holds and the
-    /// snapshot does not list: the leader forgot them in retention cuts this replica never
-    /// applied (their entries are behind the snapshot). Otherwise a command sent again with
-    /// one of those ids would apply on the leader and be taken for a repeat here.
-    async fn forget_what_the_snapshot_forgot(
-        &self,
-        proposals: &[Proposal],
-    ) -> Result<(), StoreError> {
-        let listed: std::collections::HashSet<&str> = proposals
+    /// The command ids `proposals` (a snapshot's) record.
+    fn listed_in(proposals: &[Proposal]) -> std::collections::HashSet<String> {
+        proposals
             .iter()
             .filter_map(|proposal| match proposal {
-                Proposal::Append(ProposedAppend(append)) => append.command_id.as_deref(),
-                Proposal::Fence { command_id, .. } => Some(command_id.as_str()),
+                Proposal::Append(ProposedAppend(append)) => append.command_id.clone(),
+                Proposal::Fence { command_id, .. } => Some(command_id.clone()),
                 #[cfg(not(feature = "previous-format"))]
                 Proposal::ForgetCommands { .. } => None,
             })
-            .collect();
+            .collect()
+    }
+
+    /// Forgets the processed commands of the partition that this replica holds and the
+    /// snapshot does not list (`listed`): the leader forgot them in retention cuts this
+    /// replica never applied (their entries are behind the snapshot). Otherwise a command
+    /// sent again with one of those ids would apply on the leader and be taken for a repeat
+    /// here. Written with the applied state (`changes`): a crash keeps both or neither.
+    async fn forget_what_the_snapshot_forgot(
+        &self,
+        listed: &std::collections::HashSet<String>,
+        changes: Vec<TableChange>,
+    ) -> Result<(), StoreError> {
         let held = self
             .store
             .view()?
@@ -131,7 +137,7 @@ impl PartitionMachine {
         let forgotten: Vec<String> = held
             .into_iter()
             .map(|(id, _)| id)
-            .filter(|id| !listed.contains(id.as_str()))
+            .filter(|id| !listed.contains(id))
             .collect();
         if !forgotten.is_empty() {
             tracing::info!(
@@ -140,7 +146,7 @@ impl PartitionMachine {
                 "processed commands the snapshot's leader had forgotten are forgotten here too"
             );
         }
-        self.store.forget_commands(forgotten).await
+        self.store.forget_commands(forgotten, changes).await
     }
 
     /// Applies one proposal; the applied state is already advanced to its entry.
@@ -162,18 +168,31 @@ impl PartitionMachine {
                 .await
                 .map(Applied::Fenced),
             #[cfg(not(feature = "previous-format"))]
-            Proposal::ForgetCommands { before_micros } => self.forget(before_micros).await,
+            Proposal::ForgetCommands { before_micros } => {
+                let applied = self.applied_record()?;
+                self.forget(before_micros, applied).await
+            }
         })
     }
 
     /// Applies a retention cut: the same ids on every replica, since a command's time is its
-    /// first event's, which the leader stamped (`StoreView::commands_written_before`).
+    /// first event's, which the leader stamped (`StoreView::commands_written_before`). The
+    /// applied entry is written with it: a crash that kept the cut but not the entry would
+    /// apply earlier entries again, a repeat of a forgotten command among them as new.
     #[cfg(not(feature = "previous-format"))]
-    async fn forget(&self, before_micros: i64) -> Result<Applied, StoreError> {
+    async fn forget(
+        &self,
+        before_micros: i64,
+        applied: TableChange,
+    ) -> Result<Applied, StoreError> {
         let shape = self.shape.clone();
         let forgotten = self
             .store
-            .forget_commands_before(before_micros, move |stream| shape.holds(stream))
+            .forget_commands_before(
+                before_micros,
+                move |stream| shape.holds(stream),
+                vec![applied],
+            )
             .await?;
         if forgotten > 0 {
             tracing::debug!(
@@ -277,9 +296,7 @@ impl RaftStateMachine<RaftTypes> for PartitionMachine {
             .map(|encoded| codec::decode::<Proposal>(encoded))
             .collect::<Result<Vec<_>, _>>()
             .map_err(io::Error::other)?;
-        self.forget_what_the_snapshot_forgot(&proposals)
-            .await
-            .map_err(io::Error::other)?;
+        let listed = Self::listed_in(&proposals);
         for proposal in proposals {
             let Some(lacking) = still_lacking(&self.store, proposal).map_err(io::Error::other)?
             else {
@@ -319,7 +336,10 @@ impl RaftStateMachine<RaftTypes> for PartitionMachine {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
         };
-        self.save_applied().await?;
+        let applied = self.applied_record()?;
+        self.forget_what_the_snapshot_forgot(&listed, vec![applied])
+            .await
+            .map_err(io::Error::other)?;
         // Durable before openraft drops the log this snapshot replaces.
         self.store.sync().await.map_err(io::Error::other)?;
         tracing::info!(

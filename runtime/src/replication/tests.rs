@@ -400,6 +400,7 @@ async fn a_snapshot_brings_a_replica_behind_level_with_its_leader_without_writin
     assert_eq!(replica.store.digest().unwrap(), mine);
 }
 
+#[cfg(not(feature = "previous-format"))]
 #[tokio::test]
 async fn a_retention_cut_forgets_the_same_ids_on_every_replica_and_a_snapshot_carries_it() {
     let open = |files: &Files| {

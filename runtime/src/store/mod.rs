@@ -336,6 +336,7 @@ impl EventStore {
         &self,
         before_micros: i64,
         holds: impl FnMut(&str) -> bool + Send + 'static,
+        changes: Vec<TableChange>,
     ) -> Result<usize, StoreError> {
         let view = self.view()?;
         let ids = self
@@ -344,7 +345,7 @@ impl EventStore {
             })
             .await??;
         let forgotten = ids.len();
-        self.forget_commands(ids).await?;
+        self.forget_commands(ids, changes).await?;
         Ok(forgotten)
     }
 
@@ -352,12 +353,21 @@ impl EventStore {
     /// sent again with one of them is applied as new. Chosen by
     /// [`StoreView::commands_written_before`]; a forget lost in a crash is made again by
     /// whoever asked for it (the replicated log, or the next cut).
-    pub async fn forget_commands(&self, command_ids: Vec<String>) -> Result<(), StoreError> {
-        if command_ids.is_empty() {
+    /// `changes` (read-model rows) are written in the same transaction.
+    pub async fn forget_commands(
+        &self,
+        command_ids: Vec<String>,
+        changes: Vec<TableChange>,
+    ) -> Result<(), StoreError> {
+        if command_ids.is_empty() && changes.is_empty() {
             return Ok(());
         }
-        self.submit(|reply| WriteOp::Forget { command_ids, reply })
-            .await
+        self.submit(|reply| WriteOp::Forget {
+            command_ids,
+            changes,
+            reply,
+        })
+        .await
     }
 
     /// Replaces the stream's snapshot. Answered once committed; it becomes durable with the

@@ -32,7 +32,7 @@ pub async fn keep_commands_for(store: EventStore, retention: Duration) {
     loop {
         tokio::time::sleep(cut_every(retention)).await;
         match store
-            .forget_commands_before(cut_before(retention), |_| true)
+            .forget_commands_before(cut_before(retention), |_| true, Vec::new())
             .await
         {
             Ok(0) => {}

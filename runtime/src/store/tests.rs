@@ -743,7 +743,7 @@ async fn a_retention_cut_forgets_commands_written_before_it_and_keeps_refusals_a
 
     // Only stream `a` is covered, and only what was written before 5,000 µs.
     let forgotten = store
-        .forget_commands_before(5_000, |stream| stream == "a")
+        .forget_commands_before(5_000, |stream| stream == "a", Vec::new())
         .await
         .unwrap();
     assert_eq!(forgotten, 1);
@@ -769,9 +769,18 @@ async fn a_retention_cut_forgets_commands_written_before_it_and_keeps_refusals_a
     assert_eq!(store.read_stream("a").unwrap().len(), 3);
     // A cut forgets nothing twice, and a cut in the past nothing at all.
     assert_eq!(
-        store.forget_commands_before(5_000, |_| true).await.unwrap(),
+        store
+            .forget_commands_before(5_000, |_| true, Vec::new())
+            .await
+            .unwrap(),
         1,
         "other-stream"
     );
-    assert_eq!(store.forget_commands_before(0, |_| true).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .forget_commands_before(0, |_| true, Vec::new())
+            .await
+            .unwrap(),
+        0
+    );
 }

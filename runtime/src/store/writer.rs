@@ -96,6 +96,9 @@ pub(crate) enum WriteOp {
     /// Forget these processed commands (see [`super::EventStore::forget_commands`]).
     Forget {
         command_ids: Vec<String>,
+        /// Written in the same transaction (a replica's applied entry: a crash keeps both
+        /// or neither).
+        changes: Vec<TableChange>,
         reply: Reply<()>,
     },
     /// Make everything committed so far durable (nothing else to write).
@@ -557,8 +560,16 @@ fn write_batch(
                         .map_err(StoreError::storage)?;
                     OpResult::Unit(Ok(()))
                 }
-                WriteOp::Forget { command_ids, .. } => {
-                    OpResult::Unit(forget(&mut tables, command_ids)?)
+                WriteOp::Forget {
+                    command_ids,
+                    changes,
+                    ..
+                } => {
+                    let forgotten = forget(&mut tables, command_ids)?;
+                    if forgotten.is_ok() {
+                        tables.table_changes.extend(changes.iter().cloned());
+                    }
+                    OpResult::Unit(forgotten)
                 }
                 // A sync writes nothing: its batch is durable. (gather_batch keeps close
                 // requests out of batches.)
