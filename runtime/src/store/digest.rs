@@ -115,10 +115,7 @@ impl EventStore {
         for entry in commands.iter().map_err(StoreError::storage)? {
             let (id, bytes) = entry.map_err(StoreError::storage)?;
             let mut command: ProcessedCommand =
-                codec::decode(bytes.value()).map_err(|source| StoreError::CorruptCommand {
-                    command_id: id.value().to_owned(),
-                    source,
-                })?;
+                ProcessedCommand::decode(id.value(), bytes.value())?;
             command.first_position = 0;
             let row =
                 codec::encode(&(id.value(), &command)).map_err(|source| StoreError::Encode {

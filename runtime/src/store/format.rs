@@ -144,11 +144,7 @@ fn processed_commands_by_time(txn: &WriteTransaction) -> Result<String, StoreErr
     let (mut listed, mut kept) = (0u64, 0u64);
     for entry in commands.iter().map_err(StoreError::storage)? {
         let (id, bytes) = entry.map_err(StoreError::storage)?;
-        let command: ProcessedCommand =
-            codec::decode(bytes.value()).map_err(|source| StoreError::CorruptCommand {
-                command_id: id.value().to_owned(),
-                source,
-            })?;
+        let command: ProcessedCommand = ProcessedCommand::decode(id.value(), bytes.value())?;
         match super::retention::time_of(&log, &command)? {
             Some(at) => {
                 times

@@ -61,6 +61,14 @@ pub struct ProcessedCommand {
 const FENCE_FINGERPRINT: u64 = u64::MAX;
 
 impl ProcessedCommand {
+    /// Reads the record stored under `command_id`; a damaged one is reported with its id.
+    pub(crate) fn decode(command_id: &str, bytes: &[u8]) -> Result<Self, super::StoreError> {
+        crate::codec::decode(bytes).map_err(|source| super::StoreError::CorruptCommand {
+            command_id: command_id.to_owned(),
+            source,
+        })
+    }
+
     /// The record that settles a command id as never applied (see
     /// [`super::EventStore::fence_command`]).
     pub(crate) fn fence(stream: &str) -> Self {

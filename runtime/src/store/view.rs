@@ -12,7 +12,6 @@ use super::index::STREAM_INDEX;
 use super::read_model::{Entry, definition, table_name};
 use super::tables::{COMMANDS_BY_TIME, LOG, PROCESSED_COMMANDS, ProcessedCommand};
 use super::{EventStore, RecordedEvent};
-use crate::codec;
 
 /// The store as of one commit (see the module).
 pub struct StoreView {
@@ -98,11 +97,7 @@ impl StoreView {
         let mut kept = Vec::new();
         for entry in commands.iter().map_err(StoreError::storage)? {
             let (id, bytes) = entry.map_err(StoreError::storage)?;
-            let command: ProcessedCommand =
-                codec::decode(bytes.value()).map_err(|source| StoreError::CorruptCommand {
-                    command_id: id.value().to_owned(),
-                    source,
-                })?;
+            let command: ProcessedCommand = ProcessedCommand::decode(id.value(), bytes.value())?;
             if keep(&command) {
                 kept.push((id.value().to_owned(), command));
             }
@@ -142,11 +137,7 @@ impl StoreView {
             let Some(bytes) = commands.get(id).map_err(StoreError::storage)? else {
                 continue;
             };
-            let command: ProcessedCommand =
-                codec::decode(bytes.value()).map_err(|source| StoreError::CorruptCommand {
-                    command_id: id.to_owned(),
-                    source,
-                })?;
+            let command: ProcessedCommand = ProcessedCommand::decode(id, bytes.value())?;
             if holds(&command.stream) {
                 ids.push(id.to_owned());
             }

@@ -775,14 +775,9 @@ fn forget(
         else {
             continue;
         };
-        let command: ProcessedCommand = match codec::decode(bytes.value()) {
+        let command = match ProcessedCommand::decode(id, bytes.value()) {
             Ok(command) => command,
-            Err(source) => {
-                return Ok(Err(StoreError::CorruptCommand {
-                    command_id: id.clone(),
-                    source,
-                }));
-            }
+            Err(corrupt) => return Ok(Err(corrupt)),
         };
         drop(bytes);
         if let Some(at) = super::retention::time_of(&tables.log, &command)? {
