@@ -1,6 +1,7 @@
 //! A partition group on three nodes over the in-memory network, on paused time: replication,
-//! a leader paused and replaced, a command retried across the change applied once, and a
-//! follower far behind large entries sent them in calls that fit a frame.
+//! a leader paused and replaced, a command retried across the change applied once, a
+//! follower far behind large entries sent them in calls that fit a frame, and snapshots that
+//! wait for disk space.
 
 use std::time::Duration;
 
@@ -17,9 +18,29 @@ const NAMES: [&str; 3] = ["raft-a", "raft-b", "raft-c"];
 struct TestNode {
     name: &'static str,
     _dir: tempfile::TempDir,
+    disk: SimulatedDisk,
     store: EventStore,
     groups: Groups,
     cluster: Cluster,
+}
+
+/// What the nodes of a test group are started with.
+#[derive(Debug, Clone, Copy)]
+struct Setup {
+    max_frame_bytes: u64,
+    snapshot_every: u64,
+    min_free_bytes: u64,
+}
+
+impl Setup {
+    /// Frames of `max_frame_bytes`, openraft's usual snapshots, no disk reserve.
+    fn frames(max_frame_bytes: u64) -> Self {
+        Self {
+            max_frame_bytes,
+            snapshot_every: RaftSettings::default().snapshot_every,
+            min_free_bytes: 0,
+        }
+    }
 }
 
 fn config(max_frame_bytes: u64) -> ClusterConfig {
@@ -60,14 +81,16 @@ async fn start_node(
     network: &MemoryNetwork,
     name: &'static str,
     replica: ReplicaId,
-    max_frame_bytes: u64,
+    setup: Setup,
 ) -> TestNode {
     let dir = tempfile::tempdir().unwrap();
     // A simulated disk works inline: on paused time, waiting for the blocking pool would let
     // the clock leap ahead and expire every lease.
-    let disk = Disk::Simulated(SimulatedDisk::new());
+    let simulated = SimulatedDisk::new();
+    let disk = Disk::Simulated(simulated.clone());
     let options = StoreOptions {
         disk: disk.clone(),
+        min_free_bytes: setup.min_free_bytes,
         ..StoreOptions::default()
     };
     let store = EventStore::open(dir.path().join("events.redb"), options)
@@ -78,7 +101,7 @@ async fn start_node(
         .unwrap();
     let cluster = Cluster::new(
         name,
-        &config(max_frame_bytes),
+        &config(setup.max_frame_bytes),
         store.clone(),
         dir.path(),
         network.transport(name),
@@ -92,7 +115,10 @@ async fn start_node(
         Some(cluster.clone()),
         store.clone(),
         logs,
-        &RaftSettings::default(),
+        &RaftSettings {
+            snapshot_every: setup.snapshot_every,
+            ..RaftSettings::default()
+        },
         super::PartitionLayout {
             partitions: 1,
             tables: Vec::new().into(),
@@ -103,6 +129,7 @@ async fn start_node(
     TestNode {
         name,
         _dir: dir,
+        disk: simulated,
         store,
         groups,
         cluster,
@@ -144,7 +171,7 @@ fn appended(applied: Applied) -> crate::store::AppendOutcome {
 #[tokio::test(start_paused = true)]
 async fn a_group_replicates_to_every_replica_and_survives_its_leader_pausing() {
     let network = MemoryNetwork::new(18);
-    let (nodes, rafts) = formed_group(&network, 1 << 20).await;
+    let (nodes, rafts) = formed_group(&network, Setup::frames(1 << 20)).await;
 
     let (leader, new_leader, retried) = retried_at_a_new_leader(&network, &nodes, &rafts).await;
     let outcome = appended(retried);
@@ -202,11 +229,11 @@ async fn a_group_replicates_to_every_replica_and_survives_its_leader_pausing() {
 /// Three replicas of partition 0 on `network`, their group formed with every replica a voter.
 async fn formed_group(
     network: &MemoryNetwork,
-    max_frame_bytes: u64,
+    setup: Setup,
 ) -> (Vec<TestNode>, Vec<PartitionRaft>) {
     let mut nodes = Vec::new();
     for (i, name) in NAMES.iter().enumerate() {
-        nodes.push(start_node(network, name, 100 + i as u64, max_frame_bytes).await);
+        nodes.push(start_node(network, name, 100 + i as u64, setup).await);
     }
     let mut rafts = Vec::new();
     for node in &nodes {
@@ -232,7 +259,7 @@ async fn a_follower_far_behind_large_entries_is_sent_them_in_calls_that_fit_a_fr
     // Frames of 64 KiB (48 KiB for a call's operation): the 60 entries of 4 KiB the follower
     // misses are 240 KiB, which openraft would send in one append.
     let network = MemoryNetwork::new(19);
-    let (nodes, rafts) = formed_group(&network, 64 * 1024).await;
+    let (nodes, rafts) = formed_group(&network, Setup::frames(64 * 1024)).await;
     let leader = leading(&rafts, None).await;
     let behind = (leader + 1) % rafts.len();
     network.pause(nodes[behind].name);
@@ -314,12 +341,120 @@ async fn dedup_only_at_decide_time_is_caught_by_a_retry_across_a_change_of_leade
     // holds against.
     let _planted = crate::planted::plant(crate::planted::Bug::DedupOnlyAtDecide);
     let network = MemoryNetwork::new(18);
-    let (nodes, rafts) = formed_group(&network, 1 << 20).await;
+    let (nodes, rafts) = formed_group(&network, Setup::frames(1 << 20)).await;
     let (_, _, retried) = retried_at_a_new_leader(&network, &nodes, &rafts).await;
     assert!(
         !matches!(&retried, Applied::Appended(outcome) if outcome.deduplicated),
         "with the bug planted the retry is not recognised: {retried:?}"
     );
+    for node in &nodes {
+        node.groups.shutdown().await;
+        node.cluster.stop();
+    }
+}
+
+/// The snapshot `raft` holds now: the index of its last entry.
+fn snapshot_index(raft: &PartitionRaft) -> Option<u64> {
+    raft.metrics().borrow_watched().snapshot.map(|id| id.index)
+}
+
+/// Writes `count` credits of 4 KiB each to `account` through `leader`, from version `from`:
+/// the last entry's index.
+async fn credits_of_4_kib(leader: &PartitionRaft, account: &str, from: u64, count: u64) -> u64 {
+    let mut last = 0;
+    for version in from..from + count {
+        let mut proposal = credit(account, version, &format!("{account}-{version}"));
+        let Proposal::Append(ProposedAppend(request)) = &mut proposal else {
+            unreachable!("a credit is an append")
+        };
+        request.events[0].payload = vec![b'x'; 4096];
+        last = leader.client_write(proposal).await.unwrap().log_id.index;
+    }
+    last
+}
+
+/// How long a reading of the free space is reused (`store::room`), and then some.
+const NEW_READING: Duration = Duration::from_millis(300);
+
+#[tokio::test(start_paused = true)]
+async fn a_snapshot_waits_for_disk_space_beyond_the_reserve_on_its_builder_and_its_taker() {
+    const RESERVE: u64 = 1 << 20;
+    let network = MemoryNetwork::new(23);
+    let setup = Setup {
+        snapshot_every: 20,
+        min_free_bytes: RESERVE,
+        ..Setup::frames(1 << 20)
+    };
+    let (nodes, rafts) = formed_group(&network, setup).await;
+    let leader = leading(&rafts, None).await;
+    let behind = (leader + 1) % rafts.len();
+    let settled = Duration::from_secs(5);
+
+    // With room, a first snapshot.
+    credits_of_4_kib(&rafts[leader], "account-1", 0, 25).await;
+    tokio::time::sleep(settled).await;
+    let first = snapshot_index(&rafts[leader]).expect("a first snapshot with room to spare");
+
+    // The leader's disk has 16 KiB beyond its reserve: its next snapshot (over 100 KiB) is
+    // put off, and the log behind the first one is kept. A follower stops hearing meanwhile.
+    network.pause(nodes[behind].name);
+    nodes[leader]
+        .disk
+        .report_free_bytes(Some(RESERVE + 16 * 1024));
+    tokio::time::sleep(NEW_READING).await;
+    let written = credits_of_4_kib(&rafts[leader], "account-1", 25, 50).await;
+    tokio::time::sleep(settled).await;
+    assert_eq!(
+        snapshot_index(&rafts[leader]),
+        Some(first),
+        "no snapshot kept without room for it"
+    );
+    assert_eq!(nodes[leader].groups.stopped(0), None, "the group goes on");
+
+    // Space freed on the leader: openraft asks again within `snapshot_every` entries, the
+    // snapshot is built, and the log behind it dropped, so the follower that was away needs
+    // it. Its disk is short now.
+    nodes[leader].disk.report_free_bytes(None);
+    nodes[behind]
+        .disk
+        .report_free_bytes(Some(RESERVE + 16 * 1024));
+    tokio::time::sleep(NEW_READING).await;
+    let last = credits_of_4_kib(&rafts[leader], "account-1", 75, 25).await;
+    assert!(last > written);
+    tokio::time::sleep(settled).await;
+    let built = snapshot_index(&rafts[leader]).expect("a snapshot");
+    assert!(
+        built > first + 40,
+        "built once space was freed: {built} after {first}"
+    );
+    network.resume(nodes[behind].name);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let applied = rafts[behind]
+        .metrics()
+        .borrow_watched()
+        .last_applied
+        .map(|id| id.index);
+    assert!(
+        applied < Some(built),
+        "a replica without room for the snapshot does not take it (applied {applied:?}, snapshot {built})"
+    );
+    assert_eq!(
+        nodes[behind].groups.stopped(0),
+        None,
+        "the short replica's group goes on"
+    );
+
+    // Space freed there too: the leader's next send is taken, and nothing was lost.
+    nodes[behind].disk.report_free_bytes(None);
+    rafts[behind]
+        .wait(WAIT)
+        .applied_index_at_least(Some(last), "the replica took the snapshot once it had room")
+        .await
+        .unwrap();
+    for node in &nodes {
+        let events = node.store.read_stream("account-1").unwrap();
+        assert_eq!(events.len(), 100, "{} holds every credit", node.name);
+    }
     for node in &nodes {
         node.groups.shutdown().await;
         node.cluster.stop();

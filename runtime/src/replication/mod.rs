@@ -41,6 +41,7 @@ mod retention;
 mod rollback;
 mod silence;
 mod snapshot;
+mod snapshot_room;
 mod state_machine;
 mod types;
 

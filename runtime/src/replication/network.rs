@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use super::groups::Groups;
 use super::rollback::{Held, Witness};
+use super::snapshot_room::{self, NoRoom};
 use super::state_machine::PartitionSnapshot;
 use super::types::{PartitionId, RaftTypes, Replica, ReplicaId};
 use crate::cluster::wire::CallError;
@@ -115,7 +116,23 @@ enum Refused {
         replica: ReplicaId,
         reason: String,
     },
+    /// A snapshot does not fit beyond the receiving store's reserve (`snapshot_room`): the
+    /// leader sends it again later. Appended last; a build from before it reads this answer
+    /// as one it cannot decode, which it treats as a failed send too (and sends again).
+    #[error(
+        "node {node} has no room for a snapshot of partition {partition}: it needs {needed_mib} \
+         MiB and has {spare_mib} MiB free beyond its store.min_free_mib reserve; it is sent \
+         again once space is freed there"
+    )]
+    NoRoom {
+        node: String,
+        partition: PartitionId,
+        needed_mib: u64,
+        spare_mib: u64,
+    },
 }
+
+const MIB: u64 = 1024 * 1024;
 
 /// Answers the `raft` messages of this node's groups.
 pub(crate) struct RaftHandler(pub Groups);
@@ -222,6 +239,17 @@ async fn deliver(groups: &Groups, envelope: Envelope) -> Result<Answer, Refused>
                 meta,
                 snapshot: PartitionSnapshot { proposals },
             };
+            let needed = snapshot_room::needed_to_take(&snapshot.snapshot);
+            if let Err(NoRoom { needed, spare }) = snapshot_room::fits(groups.store(), needed) {
+                let refused = Refused::NoRoom {
+                    node: groups.node().to_owned(),
+                    partition,
+                    needed_mib: needed.div_ceil(MIB),
+                    spare_mib: spare / MIB,
+                };
+                tracing::warn!(%refused, "a snapshot sent here is refused");
+                return Err(refused);
+            }
             let installed = raft
                 .install_full_snapshot(vote, snapshot)
                 .await

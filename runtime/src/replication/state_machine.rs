@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::log_store::GroupLog;
 use super::snapshot::{PartitionShape, proposals_of, still_lacking};
+use super::snapshot_room::{self, PutOff};
 use super::types::{Applied, Proposal, ProposedAppend, RaftTypes, Refusal};
 use crate::codec;
 use crate::store::{EventStore, StoreError, StoreView, TableChange};
@@ -62,6 +63,7 @@ pub struct PartitionMachine {
     store: EventStore,
     log: GroupLog,
     state: AppliedState,
+    put_off: PutOff,
 }
 
 impl PartitionMachine {
@@ -87,6 +89,7 @@ impl PartitionMachine {
             store,
             log,
             state,
+            put_off: PutOff::default(),
         })
     }
 
@@ -268,6 +271,15 @@ impl RaftStateMachine<RaftTypes> for PartitionMachine {
         Ok(())
     }
 
+    /// A snapshot openraft's policy asks for is put off while it would not fit on disk (see
+    /// `snapshot_room`); one it needs (`force`) is always built.
+    async fn try_create_snapshot_builder(&mut self, force: bool) -> Option<Self::SnapshotBuilder> {
+        if !force && !self.put_off.may_build(&self.store) {
+            return None;
+        }
+        Some(self.get_snapshot_builder().await)
+    }
+
     /// Opens the store's view here, between two applies: the builder copies exactly what the
     /// applied entries wrote, however long it takes while applying goes on.
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -277,6 +289,7 @@ impl RaftStateMachine<RaftTypes> for PartitionMachine {
             shape: self.shape.clone(),
             log: self.log.clone(),
             state: self.state.clone(),
+            put_off: self.put_off.clone(),
         }
     }
 
@@ -409,6 +422,7 @@ pub struct SnapshotBuilder {
     shape: PartitionShape,
     log: GroupLog,
     state: AppliedState,
+    put_off: PutOff,
 }
 
 impl std::fmt::Debug for SnapshotBuilder {
@@ -459,6 +473,15 @@ impl RaftSnapshotBuilder<RaftTypes> for SnapshotBuilder {
             },
             snapshot: PartitionSnapshot { proposals },
         };
+        let bytes = snapshot_room::bytes_of(&snapshot.snapshot);
+        if let Some(earlier) = base
+            && !self
+                .put_off
+                .keep_built(&self.store, self.shape.partition, bytes)
+        {
+            // openraft keeps the log behind the earlier snapshot, which stays current.
+            return Ok(earlier);
+        }
         tracing::debug!(
             partition = self.shape.partition,
             proposals = snapshot.snapshot.proposals.len(),

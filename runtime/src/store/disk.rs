@@ -43,14 +43,15 @@ impl Disk {
     }
 
     /// Bytes an unprivileged writer may still use on the volume holding `dir`; `None` when
-    /// that cannot be read, and for a simulated disk, which has no size.
+    /// that cannot be read, and for a simulated disk that was given no free space to report
+    /// (see [`SimulatedDisk::report_free_bytes`]).
     pub(crate) fn free_bytes(&self, dir: &Path) -> Option<u64> {
         match self {
             Disk::Files => {
                 let stats = rustix::fs::statvfs(dir).ok()?;
                 Some(stats.f_bavail.saturating_mul(stats.f_frsize))
             }
-            Disk::Simulated(_) => None,
+            Disk::Simulated(disk) => disk.lock().free_bytes,
         }
     }
 
@@ -133,6 +134,8 @@ struct DiskState {
     files: BTreeMap<PathBuf, SimFile>,
     /// A planted fault: a sync makes durable only what was synced this long before.
     syncs_late: Option<Duration>,
+    /// The free space the disk reports, if any: a reading, not a limit (writes still succeed).
+    free_bytes: Option<u64>,
 }
 
 /// One file: what a crash keeps, and what was written since the last sync.
@@ -190,6 +193,13 @@ impl SimulatedDisk {
     /// loses what was acknowledged in the last `lag`.
     pub fn acknowledge_syncs_late(&self, lag: Duration) {
         self.lock().syncs_late = Some(lag);
+    }
+
+    /// From now on the disk reports `free` bytes free (`None`: no reading), as a volume
+    /// filling up or freed would; writes are not limited by it. Lets a test drive what a
+    /// node does short of space (refused writes, put-off snapshots) without filling a disk.
+    pub fn report_free_bytes(&self, free: Option<u64>) {
+        self.lock().free_bytes = free;
     }
 
     /// The disk is lost: no file survives, and everything opened before is fenced.

@@ -257,6 +257,12 @@ impl EventStore {
         self.room.ensure()
     }
 
+    /// Bytes free on the store's volume beyond its reserve (0 below it), as last read; `None`
+    /// when the free space cannot be read. A snapshot is built or taken only into this.
+    pub fn spare_bytes(&self) -> Option<u64> {
+        self.room.spare_bytes()
+    }
+
     /// Appends events to a stream if it is at the expected version. Answers once durable.
     pub async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
         self.submit(|reply| WriteOp::Append {

@@ -9,7 +9,10 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, so that a test on paused time sees a new reading when it says time passed.
+use tokio::time::Instant;
 
 use super::StoreError;
 use super::disk::Disk;
@@ -60,6 +63,13 @@ impl Room {
             free_bytes,
             min_free_bytes: self.min_free_bytes,
         })
+    }
+
+    /// Bytes free beyond the reserve (0 below it); `None` when the free space cannot be read.
+    /// What a node may still spend on what is not a write it was asked for: a snapshot.
+    pub(crate) fn spare_bytes(&self) -> Option<u64> {
+        self.free_bytes()
+            .map(|free| free.saturating_sub(self.min_free_bytes))
     }
 
     fn free_bytes(&self) -> Option<u64> {
