@@ -1,6 +1,7 @@
-//! Backup and restore on real processes: a backup of a three-node cluster taken under the
-//! bank's load (`playhouse backup`) is restored into a new three-node cluster (`playhouse
-//! restore`). The new cluster answers what the old one answered at the backup's point: each
+//! Backup and restore on real processes: a backup of a three-node cluster that keeps each
+//! partition on two of them (so the member taking it fetches a third of the partitions from
+//! the others), taken after the bank's load (`playhouse backup`), is restored into a new
+//! three-node cluster of three replicas (`playhouse restore`). The new cluster answers what the old one answered at the backup's point: each
 //! account's events are a prefix of the old cluster's, holding every credit acknowledged
 //! before the backup began; a credit retried with its Idempotency-Key answers as it first did;
 //! the transfers it holds all end. A restore into the cluster it was taken of is refused.
@@ -9,10 +10,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use playhouse_actors::accounts::transfers::TransferSaga;
+use playhouse_runtime::placement::partition_of;
 use playhouse_runtime::prelude::SagaKind;
 use serde_json::{Value, json};
 
-use crate::membership::wait_placed;
+use crate::membership::{wait_placed, wait_placed_by};
 use crate::support::api::{Http, Outcome};
 use crate::support::cluster::{TestCluster, shipped_config};
 use crate::support::ledger::{self, Acked, Clients, History, Op};
@@ -79,9 +81,14 @@ async fn events_of(node: &crate::support::Node, id: &str) -> Vec<Value> {
 
 async fn back_up_and_restore() {
     let options = raft_options();
-    let old = TestCluster::start(&options).await;
+    // More members than replicas: no member holds every partition.
+    let mut two_replicas = raft_options();
+    two_replicas
+        .env
+        .push(("PLAYHOUSE_CLUSTER__REPLICATION_FACTOR".into(), "2".into()));
+    let old = TestCluster::start(&two_replicas).await;
     old.wait_settled(Duration::from_secs(30)).await;
-    wait_placed(&old, &["node-1", "node-2", "node-3"]).await;
+    wait_placed_by(&old, &["node-1", "node-2", "node-3"], 2).await;
     let edges = Arc::new(RwLock::new(
         old.nodes.iter().map(|n| n.url("")).collect::<Vec<_>>(),
     ));
@@ -91,13 +98,33 @@ async fn back_up_and_restore() {
         opened += 1;
         format!("backup-{opened}")
     };
-    let accounts = ledger::open_accounts(
-        api.as_ref(),
-        2,
-        |stream| old.owner_of("accounts", stream),
-        &mut ids,
-    )
-    .await;
+    // node-2, which takes the backup, lacks some partitions: accounts are opened until one
+    // lives in a partition the backup fetches from another member.
+    let held: Vec<u64> = old.view(1).await["replication"]["partitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|group| group["partition"].as_u64().filter(|p| *p < 64))
+        .collect();
+    assert!(held.len() < 64, "node-2 holds every partition");
+    let elsewhere =
+        |id: &String| !held.contains(&u64::from(partition_of(&format!("account-{id}"), 64)));
+    let mut accounts = Vec::new();
+    while !accounts.iter().any(elsewhere) {
+        assert!(
+            accounts.len() < 40,
+            "no account outside node-2's partitions"
+        );
+        let opened = ledger::open_accounts(
+            api.as_ref(),
+            2,
+            |stream| old.owner_of("accounts", stream),
+            &mut ids,
+        )
+        .await;
+        accounts.extend(opened);
+    }
+    let fetched: Vec<&String> = accounts.iter().filter(|id| elsewhere(id)).collect();
     let history: History = Arc::new(Mutex::new(Vec::new()));
     let acked = Acked::default();
     let clients = Clients::start(
@@ -127,7 +154,12 @@ async fn back_up_and_restore() {
         balances_at_backup.push(balance_of(&old.nodes[0], id).await);
     }
 
-    // The backup, through node-2's edge, of the running cluster.
+    // The backup, through node-2's edge, of the running cluster. node-2 lacks some
+    // partitions: those are copied on their leaders and fetched.
+    println!(
+        "backup test: node-2 holds {} of the 64 partitions; accounts in the others: {fetched:?}",
+        held.len()
+    );
     let began = tokio::time::Instant::now();
     let kept = tempfile::tempdir().unwrap();
     let file = kept.path().join("cluster.backup");

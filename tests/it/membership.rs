@@ -281,6 +281,15 @@ pub(crate) async fn admit_by_name(via: &Node, name: &str) -> Duration {
 /// Waits until every partition's leader has as voters exactly the replicas placement gives
 /// over `members` (and no move is under way); how long that took.
 pub(crate) async fn wait_placed(cluster: &TestCluster, members: &[&str]) -> Duration {
+    wait_placed_by(cluster, members, 3).await
+}
+
+/// As [`wait_placed`], with `replication_factor` voters per partition.
+pub(crate) async fn wait_placed_by(
+    cluster: &TestCluster,
+    members: &[&str],
+    replication_factor: u32,
+) -> Duration {
     let started = Instant::now();
     let roster: Vec<Member> = members
         .iter()
@@ -291,7 +300,7 @@ pub(crate) async fn wait_placed(cluster: &TestCluster, members: &[&str]) -> Dura
             services: services(),
         })
         .collect();
-    let placement = Placement::of(64, &roster).replicated(3);
+    let placement = Placement::of(64, &roster).replicated(replication_factor);
     loop {
         let mut voters: BTreeMap<u64, Vec<String>> = BTreeMap::new();
         let mut moving = 0;

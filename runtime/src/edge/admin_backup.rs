@@ -21,7 +21,7 @@ use super::admin_members::{MemberProblems, MembersInfo};
 use super::auth::Admin;
 use super::json::ApiJson;
 use super::problem::{Problem, ProblemCode};
-use crate::replication::{BackupError, Groups, RestoredBatch, restore_batch};
+use crate::replication::{Groups, RestoredBatch, restore_batch};
 
 pub fn routes(info: MembersInfo) -> Routes {
     OpenApiRouter::new()
@@ -50,38 +50,26 @@ async fn backup(State(info): State<MembersInfo>, _: Admin) -> Result<Response, P
     let groups = raft_groups(&info)?.clone();
     let partitions = groups.partitions();
     let (sender, mut records) = tokio::sync::mpsc::channel(64);
-    let taking = tokio::spawn(crate::replication::take_backup(
+    tokio::spawn(crate::replication::take_backup(
         groups,
         info.cluster.clone(),
         partitions,
         sender,
     ));
-    // Refused before the first record (this member lacks partitions): a problem, not a file.
-    let first = match records.recv().await {
-        Some(Ok(first)) => first,
-        Some(Err(error)) => return Err(backup_problem(&error)),
-        None => {
-            return match taking.await {
-                Ok(Err(error)) => Err(backup_problem(&error)),
-                _ => Err(Problem::new(
-                    ProblemCode::Internal,
-                    "the backup ended before it began",
-                )),
-            };
-        }
+    let Some(first) = records.recv().await else {
+        return Err(Problem::new(
+            ProblemCode::Internal,
+            "the backup ended before it began",
+        ));
     };
     let mut head = crate::replication::BACKUP_MAGIC.to_vec();
     crate::replication::write_record(&mut head, &first)
         .map_err(|error| Problem::new(ProblemCode::Internal, error.to_string()))?;
     let rest = futures::stream::unfold(records, |mut records| async move {
-        let chunk = match records.recv().await? {
-            Ok(record) => {
-                let mut bytes = Vec::new();
-                crate::replication::write_record(&mut bytes, &record).map(|()| Bytes::from(bytes))
-            }
-            // Ends the body early: the file lacks its end record, which the reader notices.
-            Err(error) => Err(std::io::Error::other(error.to_string())),
-        };
+        let record = records.recv().await?;
+        let mut bytes = Vec::new();
+        let chunk =
+            crate::replication::write_record(&mut bytes, &record).map(|()| Bytes::from(bytes));
         Some((chunk, records))
     });
     let body = futures::StreamExt::chain(
@@ -93,15 +81,6 @@ async fn backup(State(info): State<MembersInfo>, _: Admin) -> Result<Response, P
         Body::from_stream(body),
     )
         .into_response())
-}
-
-fn backup_problem(error: &BackupError) -> Problem {
-    match error {
-        BackupError::Incomplete { .. } => Problem::new(ProblemCode::Conflict, error.to_string()),
-        BackupError::Partition { .. } => {
-            Problem::new(ProblemCode::Unavailable, error.to_string()).with_retry_after(1)
-        }
-    }
 }
 
 /// Where a batch of restored entries goes.

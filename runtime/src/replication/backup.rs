@@ -4,7 +4,9 @@
 //! backup began: for each partition, the member taking it reaches the partition's read point
 //! (its read barrier where it leads, else the leader's applied index after the leader's
 //! barrier), has its group build a snapshot (made between two applies, so exactly what the
-//! applied entries wrote: see `snapshot`), and writes it out. Every write acknowledged before
+//! applied entries wrote: see `snapshot`), and writes it out. A partition this member holds
+//! no replica of (more members than the replication factor) is copied the same way on its
+//! leader and fetched from there in parts (`backup_parts`). Every write acknowledged before
 //! the backup began is in it.
 //!
 //! Each partition is cut at its own Raft index, not all at one instant: writes made while
@@ -32,6 +34,7 @@ use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
+use super::backup_parts;
 use super::groups::Groups;
 use super::snapshot::still_lacking;
 use super::types::{Applied, PartitionId, Proposal};
@@ -128,11 +131,6 @@ pub fn read_magic(input: &mut impl Read) -> std::io::Result<()> {
 /// Why a backup could not be taken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BackupError {
-    /// This member lacks partitions (more members than replicas): ask one holding them all.
-    #[error(
-        "this member holds {held} of the {partitions} partitions; take the backup on a member that holds every partition"
-    )]
-    Incomplete { held: u32, partitions: u32 },
     #[error("partition {partition}: {reason}")]
     Partition {
         partition: PartitionId,
@@ -141,18 +139,16 @@ pub enum BackupError {
 }
 
 /// The records of a backup taken on this member, sent to `out` as they are made (a
-/// partition's snapshot at a time). Fails before the first record when this member cannot
-/// take it; a failure midway ends the records early (no end record: the file is refused).
+/// partition's snapshot at a time): the partitions it holds from its own replicas, the others
+/// fetched from their leaders (`backup_parts`). A failure midway ends the records early (no
+/// end record: the file is refused).
 pub async fn take(
     groups: Groups,
     cluster: Option<Cluster>,
     partitions: u32,
-    out: tokio::sync::mpsc::Sender<Result<Record, BackupError>>,
-) -> Result<(), BackupError> {
-    let held = (0..partitions).filter(|p| groups.holds(*p)).count() as u32;
-    if held < partitions {
-        return Err(BackupError::Incomplete { held, partitions });
-    }
+    out: tokio::sync::mpsc::Sender<Record>,
+) {
+    let backup = uuid::Uuid::new_v4().as_u64_pair().0;
     let header = Record::Header {
         format: FORMAT,
         cluster_id: formation(&groups, cluster.as_ref()),
@@ -160,7 +156,7 @@ pub async fn take(
         member: groups.node().to_owned(),
         taken_at_micros: (crate::time::unix_millis() as i64).saturating_mul(1_000),
     };
-    let mut sent = out.send(Ok(header)).await.is_ok();
+    let mut sent = out.send(header).await.is_ok();
     let mut total = 0u64;
     tracing::info!(partitions, "taking a backup");
     // A few partitions at a time: most of a partition's time is waiting (for its read point,
@@ -169,7 +165,12 @@ pub async fn take(
         .map(|partition| {
             let (groups, cluster) = (groups.clone(), cluster.clone());
             async move {
-                let made = snapshot_past_read_point(&groups, cluster.as_ref(), partition).await;
+                let made = match cluster.as_ref() {
+                    Some(cluster) if !groups.holds(partition) => {
+                        backup_parts::fetch(&groups, cluster, backup, partition).await
+                    }
+                    _ => copy_past_read_point(&groups, cluster.as_ref(), partition).await,
+                };
                 (partition, made)
             }
         })
@@ -177,46 +178,44 @@ pub async fn take(
     while let Some((partition, made)) = snapshots.next().await {
         if !sent {
             // The reader went away: nothing more to make.
-            return Ok(());
+            return;
         }
-        let snapshot = match made {
-            Ok(snapshot) => snapshot,
+        let copy = match made {
+            Ok(copy) => copy,
             Err(reason) => {
                 let error = BackupError::Partition { partition, reason };
                 tracing::warn!(%error, "the backup stopped");
-                let _ = out.send(Ok(Record::Failed(error.to_string()))).await;
-                return Ok(());
+                let _ = out.send(Record::Failed(error.to_string())).await;
+                return;
             }
         };
-        let proposals = snapshot.snapshot.proposals;
+        let PartitionCopy {
+            last_applied,
+            proposals,
+        } = copy;
         total += proposals.len() as u64;
-        let last_applied = snapshot
-            .meta
-            .last_log_id
-            .map(|log_id| (log_id.leader_id.term, log_id.index));
         sent = out
-            .send(Ok(Record::Partition {
+            .send(Record::Partition {
                 partition,
                 last_applied,
                 proposals: proposals.len() as u64,
-            }))
+            })
             .await
             .is_ok();
         for proposal in proposals {
             if !sent {
                 break;
             }
-            sent = out.send(Ok(Record::Proposal(proposal))).await.is_ok();
+            sent = out.send(Record::Proposal(proposal)).await.is_ok();
         }
     }
     let _ = out
-        .send(Ok(Record::End {
+        .send(Record::End {
             partitions,
             proposals: total,
-        }))
+        })
         .await;
     tracing::info!(partitions, proposals = total, "backup taken");
-    Ok(())
 }
 
 /// The formation of the cluster `groups` run in (0 for a node alone, or before it formed).
@@ -230,15 +229,21 @@ pub fn formation(groups: &Groups, cluster: Option<&Cluster>) -> u64 {
         .unwrap_or(0)
 }
 
-type Snapshot =
-    openraft::type_config::alias::SnapshotOf<super::types::RaftTypes, super::PartitionSnapshot>;
+/// What a backup holds of one partition: its snapshot's proposals, and the last entry the
+/// snapshot covers (term, index).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PartitionCopy {
+    pub last_applied: Option<(u64, u64)>,
+    pub proposals: Vec<Vec<u8>>,
+}
 
-/// `partition`'s snapshot, built at or past its read point now.
-async fn snapshot_past_read_point(
+/// `partition`'s copy from this member's replica: its snapshot, built at or past its read
+/// point now.
+pub(crate) async fn copy_past_read_point(
     groups: &Groups,
     cluster: Option<&Cluster>,
     partition: PartitionId,
-) -> Result<Snapshot, String> {
+) -> Result<PartitionCopy, String> {
     let raft = groups
         .held(partition)
         .ok_or_else(|| "this member holds no replica of it".to_owned())?;
@@ -264,10 +269,18 @@ async fn snapshot_past_read_point(
         )
         .await
         .map_err(|error| format!("no snapshot past index {point:?}: {error}"))?;
-    raft.get_snapshot()
+    let snapshot = raft
+        .get_snapshot()
         .await
         .map_err(|error| format!("reading its snapshot: {error}"))?
-        .ok_or_else(|| "its snapshot vanished".to_owned())
+        .ok_or_else(|| "its snapshot vanished".to_owned())?;
+    Ok(PartitionCopy {
+        last_applied: snapshot
+            .meta
+            .last_log_id
+            .map(|log_id| (log_id.leader_id.term, log_id.index)),
+        proposals: snapshot.snapshot.proposals,
+    })
 }
 
 /// The leader's applied index after its read barrier: everything acknowledged before now.
@@ -458,6 +471,7 @@ impl Handler for BackupHandler {
 
 /// Registers the handlers a backup and a restore call on a partition's leader.
 pub(crate) fn serve(cluster: &Cluster, groups: &Groups) {
+    backup_parts::serve(cluster, groups);
     for (target, restore) in [(READ_POINT, false), (RESTORE, true)] {
         cluster.register(
             target,

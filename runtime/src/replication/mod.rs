@@ -21,6 +21,7 @@
 
 mod admission;
 mod backup;
+mod backup_parts;
 mod balance;
 mod directory;
 mod drain;
@@ -52,9 +53,9 @@ mod tests;
 
 pub use admission::{JoinAnswer, JoinRequest, wait_until_admitted};
 pub use backup::{
-    BackupError, FORMAT as BACKUP_FORMAT, MAGIC as BACKUP_MAGIC, Record as BackupRecord,
-    RestoredBatch, formation as cluster_formation, read_magic, read_record, restore_batch,
-    take as take_backup, write_record,
+    FORMAT as BACKUP_FORMAT, MAGIC as BACKUP_MAGIC, Record as BackupRecord, RestoredBatch,
+    formation as cluster_formation, read_magic, read_record, restore_batch, take as take_backup,
+    write_record,
 };
 pub use format::READS as CLUSTER_FORMAT_READ;
 pub use groups::{GroupError, Groups, PartitionRaft, RaftSettings};
