@@ -213,7 +213,12 @@ async fn replicated_nemesis(
         // factor of three survives).
         faults.push(fault);
         if let Err(broken) = cluster.wait_whole(HEALING).await {
-            return (faults, Some(broken));
+            return (
+                faults,
+                Some(format!(
+                    "not whole {HEALING:?} after the last fault: {broken}"
+                )),
+            );
         }
     }
     (faults, None)
@@ -244,8 +249,17 @@ async fn membership_nemesis(
     if let Some(fault) = crash_mid_move(cluster, rng, joining + 1).await {
         faults.push(fault);
     }
-    if let Err(broken) = cluster.wait_whole(MOVING).await {
+    let (whole, most) = counting_moves(cluster, cluster.wait_whole(MOVING)).await;
+    if let Err(broken) = whole {
         return (faults, Some(format!("after the join: {broken}")));
+    }
+    if most > MAX_MOVES {
+        return (
+            faults,
+            Some(format!(
+                "{most} partitions moved at once after the join; at most {MAX_MOVES} may"
+            )),
+        );
     }
 
     let drained = 0;
@@ -256,8 +270,17 @@ async fn membership_nemesis(
     if let Some(fault) = crash_mid_move(cluster, rng, joining + 1).await {
         faults.push(fault);
     }
-    if let Err(still) = until_left(cluster, &name, MOVING).await {
+    let (left, most) = counting_moves(cluster, until_left(cluster, &name, MOVING)).await;
+    if let Err(still) = left {
         return (faults, Some(still));
+    }
+    if most > MAX_MOVES {
+        return (
+            faults,
+            Some(format!(
+                "{most} partitions moved at once during the drain; at most {MAX_MOVES} may"
+            )),
+        );
     }
     cluster.retire(drained);
     faults.push(format!("{name} left and was stopped"));
@@ -271,6 +294,26 @@ async fn membership_nemesis(
         .min(until.saturating_duration_since(tokio::time::Instant::now()));
     tokio::time::sleep(after).await;
     (faults, None)
+}
+
+/// `cluster.max_moves` of the simulated nodes (the default).
+const MAX_MOVES: usize = 2;
+
+/// Runs `wait`, counting every 20 ms how many partitions move at once across the cluster
+/// (the simulation runs on one thread, so each count is of one instant); what `wait` gave,
+/// and the most seen.
+async fn counting_moves<T>(
+    cluster: &SimCluster,
+    wait: impl std::future::Future<Output = T>,
+) -> (T, usize) {
+    let mut most = cluster.moving_now();
+    let mut wait = std::pin::pin!(wait);
+    loop {
+        tokio::select! {
+            done = &mut wait => return (done, most.max(cluster.moving_now())),
+            () = tokio::time::sleep(Duration::from_millis(20)) => most = most.max(cluster.moving_now()),
+        }
+    }
 }
 
 /// Sends an admin POST through node `via` (its index among the nodes not retired) until it
@@ -441,9 +484,7 @@ async fn simulate(seed: u64, disks: Disks) -> Run {
     }
     let mut problems = Vec::new();
     if let Some(broken) = unhealed {
-        problems.push(format!(
-            "the replicas were not whole {HEALING:?} after the last fault: {broken}"
-        ));
+        problems.push(format!("the replicas: {broken}"));
     } else if let Err(unsettled) = cluster.wait_settled(Duration::from_secs(30)).await {
         problems.push(format!(
             "the cluster did not settle after the faults: {unsettled}"

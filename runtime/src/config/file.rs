@@ -240,8 +240,9 @@ pub struct ClusterSection {
     /// members listed (`join = true`); a node listed ignores it. So one config serves the
     /// founding members and every node added later (a Kubernetes StatefulSet's pods).
     pub advertise: Option<String>,
-    /// With `store.journal = "raft"`: how many partitions a node leading them moves to other
-    /// members at once (a join, a drain, a member removed), so serving goes on during a move.
+    /// With `store.journal = "raft"`: how many partitions move to other members at once
+    /// across the cluster (a join, a drain, a member removed), so serving goes on during a
+    /// move. The member leading the metadata group grants the moves: its setting rules.
     pub max_moves: u32,
     pub heartbeat_interval_ms: u64,
     /// A member silent for this long is considered down.

@@ -157,7 +157,7 @@ pub struct ClusterConfig {
     /// Whether this node joins a running cluster rather than forming one (see
     /// [`file::ClusterSection::join`]).
     pub join: bool,
-    /// Partitions a node moves at once (see [`file::ClusterSection::max_moves`]).
+    /// Partitions that move at once across the cluster (see [`file::ClusterSection::max_moves`]).
     pub max_moves: u32,
     pub heartbeat_interval: Duration,
     pub heartbeat_timeout: Duration,

@@ -221,7 +221,7 @@ async fn admit(
 }
 
 /// Drains a member: its replicas and leads move to the others (at most
-/// `cluster.max_moves` partitions at once per leader), then it leaves the cluster on its own
+/// `cluster.max_moves` partitions at once across the cluster), then it leaves the cluster on its own
 /// and may be stopped (`GET /admin/cluster` no longer lists it).
 #[utoipa::path(post, path = "/admin/cluster/members/{name}/drain", tag = "admin",
     security(("bearer" = [])),

@@ -43,7 +43,8 @@ pub struct RaftSettings {
     /// Entries applied between two snapshots of a partition's state; its log is dropped
     /// behind each (see `state_machine`).
     pub snapshot_every: u64,
-    /// Partitions a leader moves to other members at once (`reconcile`).
+    /// Partitions that move at once across the cluster (`move_permits`), and so at most a
+    /// node's own moves at once (`reconcile`).
     pub max_moves: usize,
 }
 
@@ -161,6 +162,8 @@ struct Inner {
     max_moves: usize,
     /// Moves under way on this node (`reconcile`), for the operations page.
     moves: super::reconcile::Moves,
+    /// The move permits this node grants while it leads the metadata group.
+    move_grants: super::move_permits::Grants,
     /// Nodes that asked to join lately (`admission`).
     asking: super::admission::Asking,
     /// How many partitions there are, and the tables proposals write (for snapshots).
@@ -223,6 +226,7 @@ impl Groups {
                 lease: settings.election_timeout.1,
                 max_moves: settings.max_moves.max(1),
                 moves: super::reconcile::Moves::default(),
+                move_grants: super::move_permits::Grants::new(settings.max_moves),
                 asking: super::admission::Asking::default(),
                 layout,
                 groups: DashMap::new(),
@@ -255,6 +259,7 @@ impl Groups {
             super::admission::serve(&cluster, &groups.inner.store, &groups.inner.asking);
             super::drain::serve(&cluster, &groups);
             super::backup::serve(&cluster, &groups);
+            super::move_permits::serve(&cluster, &groups);
             super::format::serve(&cluster);
         }
         Ok(groups)
@@ -288,6 +293,11 @@ impl Groups {
     /// The moves of replicas under way on this node (in groups it leads).
     pub fn moves(&self) -> Vec<super::reconcile::MoveReport> {
         self.inner.moves.report(self)
+    }
+
+    /// The move permits this node grants while it leads the metadata group.
+    pub(crate) fn move_grants(&self) -> &super::move_permits::Grants {
+        &self.inner.move_grants
     }
 
     pub(crate) fn move_registry(&self) -> &super::reconcile::Moves {

@@ -34,6 +34,7 @@ mod log_store;
 mod log_writer;
 mod members;
 mod metadata;
+mod move_permits;
 mod network;
 mod reconcile;
 mod recovery;

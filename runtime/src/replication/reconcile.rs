@@ -9,9 +9,10 @@
 //! Nothing about a move is kept but what Raft keeps: the target comes from the metadata and
 //! the current voters from the group's own configuration, so a move whose leader crashed is
 //! taken up by the next leader from where the log left it (a learner already added, a joint
-//! configuration to finish). A node moves at most `cluster.max_moves` partitions at once, so
-//! serving goes on while it does; a leader that is itself moved off hands its lead to an
-//! incoming voter that has caught up, which finishes the move.
+//! configuration to finish). At most `cluster.max_moves` partitions move at once across the
+//! cluster: each move waits for a permit from the metadata leader (`move_permits`), so serving
+//! goes on while they do; a leader that is itself moved off hands its lead to an incoming
+//! voter that has caught up, which finishes the move (under a permit of its own).
 //!
 //! A node that starts on an emptied or replaced data directory draws a new incarnation, which
 //! is its replica id in every group: it cannot vote as the replica it was (what it voted and
@@ -33,12 +34,15 @@ use tokio::time::Instant;
 use super::groups::{Groups, PartitionRaft};
 use super::leadership::{is_joint, replicas, voters};
 use super::metadata::{METADATA_GROUP, Membership};
+use super::move_permits;
 use super::types::{PartitionId, Replica, ReplicaId};
 use crate::cluster::Cluster;
 use crate::placement::Placement;
 
 /// How often a node looks for replicas to move in the groups it leads.
 const LOOK_EVERY: Duration = Duration::from_secs(2);
+/// How soon it looks again when a move waited for a permit (`move_permits`).
+const LOOK_AGAIN: Duration = Duration::from_millis(500);
 
 /// How long one round waits for an incoming learner to catch up before it looks again (the
 /// learner goes on catching up meanwhile).
@@ -142,8 +146,10 @@ struct Plan {
 /// Runs for the node's life: every [`LOOK_EVERY`], in each group this node leads, moves the
 /// replicas that are not where the member list puts them, `at_once` partitions at a time.
 pub(crate) async fn run(groups: Groups, cluster: Cluster, at_once: usize) {
+    let mut pause = LOOK_EVERY;
     loop {
-        tokio::time::sleep(LOOK_EVERY).await;
+        tokio::time::sleep(pause).await;
+        pause = LOOK_EVERY;
         let led: Vec<(PartitionId, PartitionRaft)> = groups
             .running()
             .into_iter()
@@ -168,19 +174,43 @@ pub(crate) async fn run(groups: Groups, cluster: Cluster, at_once: usize) {
             .into_iter()
             .filter_map(|(partition, raft)| plan(partition, raft, &placement, &membership))
             .collect();
-        let groups = &groups;
+        let (groups, cluster) = (&groups, &cluster);
+        let waiting = std::sync::atomic::AtomicBool::new(false);
+        let waiting = &waiting;
         futures::stream::iter(plans)
             .for_each_concurrent(at_once, |plan| async move {
                 let partition = plan.partition;
-                match execute(groups, plan).await {
+                let permit = match move_permits::take(groups, cluster, partition).await {
+                    Ok(permit) => permit,
+                    Err(reason) => {
+                        tracing::debug!(partition, %reason, "a move waits for a permit");
+                        waiting.store(true, std::sync::atomic::Ordering::Relaxed);
+                        return;
+                    }
+                };
+                // A move whose permit lapses (the metadata leader out of reach) stops where it
+                // is; the next look goes on from what the group's log holds.
+                let moved = tokio::select! {
+                    moved = execute(groups, plan) => moved,
+                    () = permit.lapsed() => Err("its permit lapsed (the metadata leader did not \
+                        answer); it stops here and goes on under a new one".to_owned()),
+                };
+                match moved {
                     Ok(done) => tracing::info!(partition, done, "replicas moved"),
                     Err(error) => {
                         tracing::warn!(partition, %error, "moving replicas failed; trying again")
                     }
                 }
                 groups.move_registry().0.remove(&partition);
+                permit.give_back(groups, cluster).await;
             })
             .await;
+        // A move refused a permit asks again soon: the permit it waits for may be free now.
+        pause = if waiting.load(std::sync::atomic::Ordering::Relaxed) {
+            LOOK_AGAIN
+        } else {
+            LOOK_EVERY
+        };
     }
 }
 

@@ -314,6 +314,14 @@ impl SimCluster {
 
     /// Placement over the members as they are now: as the node leading the metadata group
     /// sees them (members may have joined or left since the start), else as configured.
+    /// How many partitions move now, across the running nodes (each counts the moves it
+    /// leads).
+    pub fn moving_now(&self) -> usize {
+        (0..self.size())
+            .filter_map(|n| self.node(n)?.groups().map(|groups| groups.moves().len()))
+            .sum()
+    }
+
     pub fn placement_now(&self) -> Placement {
         self.metadata_leader()
             .and_then(|n| self.node(n)?.cluster())

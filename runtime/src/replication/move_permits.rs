@@ -1,0 +1,576 @@
+//! The cluster-wide bound on moves: a leader moves a partition's replicas (`reconcile`) only
+//! under a permit from the member leading the metadata group, which grants at most
+//! `cluster.max_moves` at once across the cluster, so however many members lead groups, the
+//! data in flight (learners catching up, snapshots sent) stays bounded and serving goes on.
+//!
+//! Permits live in the granting member's memory and lapse unless renewed: a mover renews its
+//! permit every [`RENEW_EVERY`] while it moves, and gives it back when done; a mover that
+//! crashed lets it lapse after [`HELD_FOR`], and one that cannot renew stops moving after
+//! [`LAPSES_AFTER`]. A member that has just become the metadata leader knows nothing of the
+//! permits its predecessor granted: it asks every member which permits it holds or is asking
+//! for, and grants anew once all have answered (or, when one has not, once [`HELD_FOR`] has
+//! passed, by which time any permit it was not told of has lapsed); meanwhile it records the
+//! renewals of moves under way. Only a permit a former leader grants after the survey asked
+//! its mover (the former leader not yet aware it lost the lead) can take the count past the
+//! bound, until that mover's first renewal reaches the new leader.
+//!
+//! A move already under way is never stopped for want of a permit (it could be left half
+//! done): a renewal is granted whatever the count, and one that cannot reach the metadata
+//! leader is simply tried again.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use openraft::rt::WatchReceiver;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::groups::Groups;
+use super::metadata::METADATA_GROUP;
+use super::types::PartitionId;
+use crate::cluster::{Cluster, Handler};
+use crate::codec;
+
+/// The cluster handler that grants and takes back move permits, on the metadata leader.
+pub(crate) const TARGET: &str = "move-permit";
+/// How long a permit lasts unless renewed; also how long a new metadata leader grants none.
+const HELD_FOR: Duration = Duration::from_secs(5);
+/// How often a mover renews its permit.
+const RENEW_EVERY: Duration = Duration::from_secs(1);
+/// How long a mover goes on without a renewal answered: well within [`HELD_FOR`], so that it
+/// stops before its place could be granted to another.
+const LAPSES_AFTER: Duration = Duration::from_secs(3);
+/// How long one ask of the metadata leader may take (a renewal must not wait a whole call
+/// timeout: [`LAPSES_AFTER`] would pass meanwhile).
+const ASK_PATIENCE: Duration = Duration::from_millis(800);
+
+/// What a member asks the metadata leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+enum Ask {
+    /// A permit to move `partition` (a new move), or to go on moving it (`renewal`).
+    Take {
+        node: String,
+        partition: PartitionId,
+        renewal: bool,
+    },
+    /// The move of `partition` is over.
+    GiveBack {
+        node: String,
+        partition: PartitionId,
+    },
+    /// Which permits the member asked holds or is asking for (a new leader's survey).
+    Report,
+}
+
+/// What the metadata leader answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+enum Answer {
+    Granted,
+    /// The bound is reached: these moves hold permits.
+    Busy {
+        moving: Vec<(String, PartitionId)>,
+    },
+    /// This member has led the metadata group for less than [`HELD_FOR`].
+    Starting,
+    /// This member does not lead the metadata group.
+    NotLeading,
+    GivenBack,
+    /// The partitions this member holds or asks permits for.
+    Moving(Vec<PartitionId>),
+}
+
+#[derive(Debug)]
+struct Held {
+    node: String,
+    partition: PartitionId,
+    until: Instant,
+}
+
+/// The permits this member granted while it leads the metadata group, and those it holds or
+/// asks for as a mover.
+#[derive(Debug)]
+pub(crate) struct Grants {
+    limit: usize,
+    state: Mutex<GrantState>,
+    mine: Mutex<std::collections::BTreeSet<PartitionId>>,
+}
+
+#[derive(Debug, Default)]
+struct GrantState {
+    /// The term in which this member leads the metadata group, and since when, as its
+    /// answers saw.
+    leading: Option<(u64, Instant)>,
+    /// Whether every member has said which permits it holds, this term.
+    surveyed: bool,
+    /// Whether a survey is under way.
+    surveying: bool,
+    held: Vec<Held>,
+}
+
+impl Grants {
+    pub(crate) fn new(limit: usize) -> Self {
+        Self {
+            limit: limit.max(1),
+            state: Mutex::default(),
+            mine: Mutex::default(),
+        }
+    }
+
+    fn mine(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<PartitionId>> {
+        self.mine.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether a survey should start now (this member leads in `term`, has not surveyed, and
+    /// none runs); marks one as running.
+    fn survey_due(&self, term: u64) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let due = state.leading.is_some_and(|(seen, _)| seen == term)
+            && !state.surveyed
+            && !state.surveying;
+        if due {
+            state.surveying = true;
+        }
+        due
+    }
+
+    /// What every member said it holds, in `term` (`None`: not every member answered).
+    fn surveyed(&self, term: u64, answers: Option<Vec<(String, PartitionId)>>, now: Instant) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.leading.is_none_or(|(seen, _)| seen != term) {
+            return;
+        }
+        state.surveying = false;
+        let Some(answers) = answers else {
+            return;
+        };
+        for (node, partition) in answers {
+            if !state
+                .held
+                .iter()
+                .any(|held| held.node == node && held.partition == partition)
+            {
+                state.held.push(Held {
+                    node,
+                    partition,
+                    until: now + HELD_FOR,
+                });
+            }
+        }
+        state.surveyed = true;
+    }
+
+    /// The answer to `ask` at `now`, by a member that leads the metadata group in term
+    /// `leading` (`None`: it does not lead it). Leading in another term than last seen, it
+    /// starts afresh: another member may have led in between and granted permits.
+    fn answer(&self, ask: Ask, leading: Option<u64>, now: Instant) -> Answer {
+        if ask == Ask::Report {
+            return Answer::Moving(self.mine().iter().copied().collect());
+        }
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(term) = leading else {
+            *state = GrantState::default();
+            return Answer::NotLeading;
+        };
+        if state.leading.is_none_or(|(seen, _)| seen != term) {
+            *state = GrantState {
+                leading: Some((term, now)),
+                ..GrantState::default()
+            };
+        }
+        let since = state.leading.map_or(now, |(_, since)| since);
+        state.held.retain(|held| held.until > now);
+        match ask {
+            Ask::GiveBack { node, partition } => {
+                state
+                    .held
+                    .retain(|held| !(held.node == node && held.partition == partition));
+                Answer::GivenBack
+            }
+            Ask::Report => Answer::Moving(self.mine().iter().copied().collect()),
+            Ask::Take {
+                node,
+                partition,
+                renewal,
+            } => {
+                let until = now + HELD_FOR;
+                if let Some(held) = state
+                    .held
+                    .iter_mut()
+                    .find(|held| held.node == node && held.partition == partition)
+                {
+                    held.until = until;
+                    return Answer::Granted;
+                }
+                if !renewal {
+                    if !state.surveyed && now.duration_since(since) < HELD_FOR {
+                        return Answer::Starting;
+                    }
+                    if state.held.len() >= self.limit {
+                        return Answer::Busy {
+                            moving: state
+                                .held
+                                .iter()
+                                .map(|held| (held.node.clone(), held.partition))
+                                .collect(),
+                        };
+                    }
+                }
+                state.held.push(Held {
+                    node,
+                    partition,
+                    until,
+                });
+                Answer::Granted
+            }
+        }
+    }
+}
+
+/// The term in which this member leads the metadata group, if it does.
+fn metadata_term_led(groups: &Groups) -> Option<u64> {
+    if !groups.leads(METADATA_GROUP) {
+        return None;
+    }
+    let raft = groups.get(METADATA_GROUP)?;
+    let term = raft.metrics().borrow_watched().current_term;
+    Some(term)
+}
+
+/// Asks the metadata leader (here, or by a call).
+async fn ask(groups: &Groups, cluster: &Cluster, ask: Ask) -> Result<Answer, String> {
+    if let Some(term) = metadata_term_led(groups) {
+        return Ok(answer_here(groups, cluster, ask, Some(term)));
+    }
+    let leader = groups
+        .leader_of(METADATA_GROUP)
+        .ok_or("the metadata group has no leader known here")?;
+    let bytes = codec::encode(&ask).map_err(|e| e.to_string())?;
+    let answer = cluster
+        .call_uncounted(&leader, TARGET, bytes, ASK_PATIENCE)
+        .await
+        .map_err(|error| format!("asking {leader}, the metadata leader: {error}"))?;
+    codec::decode(&answer).map_err(|e| e.to_string())
+}
+
+/// This member's answer to `ask`, leading the metadata group in term `leading`; a survey of
+/// the members starts when a new term's first permit is refused for want of one.
+fn answer_here(groups: &Groups, cluster: &Cluster, ask: Ask, leading: Option<u64>) -> Answer {
+    let answer = groups.move_grants().answer(ask, leading, Instant::now());
+    if let (Answer::Starting, Some(term)) = (&answer, leading)
+        && groups.move_grants().survey_due(term)
+    {
+        tokio::spawn(survey(groups.clone(), cluster.clone(), term));
+    }
+    answer
+}
+
+/// Asks every member which permits it holds or asks for; records them all, or none when a
+/// member did not answer (the new leader then waits [`HELD_FOR`] out).
+async fn survey(groups: Groups, cluster: Cluster, term: u64) {
+    let asks = cluster.member_names().into_iter().map(|member| {
+        let cluster = &cluster;
+        async move {
+            if member == cluster.node() {
+                return Ok((member, Vec::new()));
+            }
+            let bytes = codec::encode(&Ask::Report).map_err(|e| e.to_string())?;
+            let answer = cluster
+                .call_uncounted(&member, TARGET, bytes, ASK_PATIENCE)
+                .await
+                .map_err(|error| error.to_string())?;
+            match codec::decode::<Answer>(&answer).map_err(|e| e.to_string())? {
+                Answer::Moving(partitions) => Ok((member, partitions)),
+                other => Err(format!("{member} answered {other:?}")),
+            }
+        }
+    });
+    let answers: Result<Vec<(String, Vec<PartitionId>)>, String> =
+        futures::future::join_all(asks).await.into_iter().collect();
+    let mine: Vec<PartitionId> = groups.move_grants().mine().iter().copied().collect();
+    let held = match answers {
+        Ok(answers) => Some(
+            answers
+                .into_iter()
+                .chain([(groups.node().to_owned(), mine)])
+                .flat_map(|(member, partitions)| {
+                    partitions.into_iter().map(move |p| (member.clone(), p))
+                })
+                .collect(),
+        ),
+        Err(reason) => {
+            tracing::debug!(%reason, "not every member said which move permits it holds");
+            None
+        }
+    };
+    groups.move_grants().surveyed(term, held, Instant::now());
+}
+
+/// A permit held by this node to move one partition, renewed in the background until given
+/// back (or dropped, when it lapses).
+pub(crate) struct Permit {
+    partition: PartitionId,
+    renewing: tokio::task::JoinHandle<()>,
+    lapsed: tokio::sync::watch::Receiver<bool>,
+}
+
+/// A permit to move `partition` now, or why there is none (the bound is reached, the metadata
+/// leader is new or unknown): the move waits for the next look.
+pub(crate) async fn take(
+    groups: &Groups,
+    cluster: &Cluster,
+    partition: PartitionId,
+) -> Result<Permit, String> {
+    let node = groups.node().to_owned();
+    let asked = Ask::Take {
+        node: node.clone(),
+        partition,
+        renewal: false,
+    };
+    // Listed before it is asked for: a new leader's survey then knows of a permit granted
+    // while it asked.
+    groups.move_grants().mine().insert(partition);
+    let refused = match ask(groups, cluster, asked).await {
+        Ok(Answer::Granted) => None,
+        Ok(Answer::Busy { moving }) => Some(format!(
+            "{} partitions move already (cluster.max_moves): {moving:?}",
+            moving.len()
+        )),
+        Ok(Answer::Starting) => Some("the metadata leader is new and grants none yet".into()),
+        Ok(other) => Some(format!("the metadata leader answered {other:?}")),
+        Err(reason) => Some(reason),
+    };
+    if let Some(reason) = refused {
+        groups.move_grants().mine().remove(&partition);
+        return Err(reason);
+    }
+    let (groups, cluster) = (groups.clone(), cluster.clone());
+    let (lapse, lapsed) = tokio::sync::watch::channel(false);
+    let renewing = tokio::spawn(async move {
+        let mut renewed = Instant::now();
+        loop {
+            tokio::time::sleep(RENEW_EVERY).await;
+            let renewal = Ask::Take {
+                node: node.clone(),
+                partition,
+                renewal: true,
+            };
+            match ask(&groups, &cluster, renewal).await {
+                Ok(Answer::Granted) => renewed = Instant::now(),
+                Ok(other) => tracing::debug!(partition, ?other, "a move permit not renewed"),
+                Err(reason) => tracing::debug!(partition, %reason, "a move permit not renewed"),
+            }
+            if renewed.elapsed() >= LAPSES_AFTER {
+                lapse.send_replace(true);
+                return;
+            }
+        }
+    });
+    Ok(Permit {
+        partition,
+        renewing,
+        lapsed,
+    })
+}
+
+impl Permit {
+    /// Resolves once the permit could not be renewed for [`LAPSES_AFTER`]: the move must stop
+    /// (its place may be granted to another soon), to go on later under a new permit.
+    pub(crate) async fn lapsed(&self) {
+        let mut lapsed = self.lapsed.clone();
+        if lapsed.wait_for(|lapsed| *lapsed).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// The move is over: the permit goes back (or lapses, when the leader cannot be told).
+    pub(crate) async fn give_back(self, groups: &Groups, cluster: &Cluster) {
+        self.renewing.abort();
+        let given = Ask::GiveBack {
+            node: groups.node().to_owned(),
+            partition: self.partition,
+        };
+        if let Err(reason) = ask(groups, cluster, given).await {
+            tracing::debug!(partition = self.partition, %reason, "a move permit lapses instead");
+        }
+        groups.move_grants().mine().remove(&self.partition);
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.renewing.abort();
+    }
+}
+
+/// Answers [`TARGET`] from this member's grants.
+struct GrantHandler(Groups, Cluster);
+
+impl Handler for GrantHandler {
+    fn handle(&self, operation: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, String>> {
+        let (groups, cluster) = (self.0.clone(), self.1.clone());
+        Box::pin(async move {
+            let ask: Ask = codec::decode(&operation).map_err(|e| format!("a move permit: {e}"))?;
+            let leading = metadata_term_led(&groups);
+            let answer = answer_here(&groups, &cluster, ask, leading);
+            codec::encode(&answer).map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// Registers [`TARGET`] on `cluster`.
+pub(crate) fn serve(cluster: &Cluster, groups: &Groups) {
+    cluster.register(
+        TARGET,
+        Arc::new(GrantHandler(groups.clone(), cluster.clone())),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn take(node: &str, partition: PartitionId, renewal: bool) -> Ask {
+        Ask::Take {
+            node: node.into(),
+            partition,
+            renewal,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_most_the_limit_move_at_once_across_members_and_a_new_leader_waits_out_old_permits()
+    {
+        let grants = Grants::new(2);
+        let start = Instant::now();
+        // A member that has just begun to lead grants nothing new, but records renewals.
+        assert_eq!(
+            grants.answer(take("a", 1, false), Some(1), start),
+            Answer::Starting
+        );
+        assert_eq!(
+            grants.answer(take("a", 2, true), Some(1), start),
+            Answer::Granted
+        );
+        let later = start + HELD_FOR;
+        assert_eq!(
+            grants.answer(take("a", 2, true), Some(1), later),
+            Answer::Granted
+        );
+        assert_eq!(
+            grants.answer(take("b", 3, false), Some(1), later),
+            Answer::Granted
+        );
+        // Two held (a's renewed move, b's): a third is refused, naming them.
+        let busy = grants.answer(take("c", 4, false), Some(1), later);
+        assert_eq!(
+            busy,
+            Answer::Busy {
+                moving: vec![("a".into(), 2), ("b".into(), 3)]
+            }
+        );
+        // A renewal is granted whatever the count (a move under way is never stopped).
+        assert_eq!(
+            grants.answer(take("c", 5, true), Some(1), later),
+            Answer::Granted
+        );
+        // Given back, a permit frees its place; one not renewed lapses.
+        assert_eq!(
+            grants.answer(
+                Ask::GiveBack {
+                    node: "b".into(),
+                    partition: 3
+                },
+                Some(1),
+                later
+            ),
+            Answer::GivenBack
+        );
+        assert!(matches!(
+            grants.answer(take("c", 4, false), Some(1), later),
+            Answer::Busy { .. }
+        ));
+        let lapsed = later + HELD_FOR + Duration::from_millis(1);
+        assert_eq!(
+            grants.answer(take("c", 4, false), Some(1), lapsed),
+            Answer::Granted
+        );
+        // Asking the same again renews rather than takes a second place.
+        assert_eq!(
+            grants.answer(take("c", 4, false), Some(1), lapsed),
+            Answer::Granted
+        );
+        assert_eq!(
+            grants.answer(take("d", 6, false), Some(1), lapsed),
+            Answer::Granted
+        );
+        assert!(matches!(
+            grants.answer(take("e", 7, false), Some(1), lapsed),
+            Answer::Busy { .. }
+        ));
+        // Leading in a later term (another member may have led between), it waits anew.
+        assert_eq!(
+            grants.answer(take("e", 7, false), Some(2), lapsed),
+            Answer::Starting
+        );
+        assert_eq!(
+            grants.answer(take("c", 4, true), Some(2), lapsed),
+            Answer::Granted
+        );
+        // Leading no more forgets everything.
+        assert_eq!(
+            grants.answer(take("e", 7, false), None, lapsed),
+            Answer::NotLeading
+        );
+        assert_eq!(
+            grants.answer(take("e", 7, false), Some(2), lapsed),
+            Answer::Starting
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_leader_grants_at_once_when_every_member_said_what_it_holds() {
+        let grants = Grants::new(2);
+        let start = Instant::now();
+        assert_eq!(
+            grants.answer(take("a", 1, false), Some(3), start),
+            Answer::Starting
+        );
+        assert!(grants.survey_due(3), "the first refusal starts a survey");
+        assert!(!grants.survey_due(3), "one survey at a time");
+        // A member did not answer: still waiting.
+        grants.surveyed(3, None, start);
+        assert_eq!(
+            grants.answer(take("a", 1, false), Some(3), start),
+            Answer::Starting
+        );
+        assert!(grants.survey_due(3), "asked again");
+        // Every member answered: b moves partition 7 (granted by the former leader).
+        grants.surveyed(3, Some(vec![("b".into(), 7)]), start);
+        assert_eq!(
+            grants.answer(take("a", 1, false), Some(3), start),
+            Answer::Granted
+        );
+        assert!(
+            matches!(grants.answer(take("c", 2, false), Some(3), start), Answer::Busy { moving } if moving.contains(&("b".into(), 7))),
+            "b's permit counts"
+        );
+        // A survey of an earlier term is not taken for this one.
+        grants.surveyed(2, Some(Vec::new()), start);
+        assert_eq!(
+            grants.answer(take("d", 4, false), Some(4), start),
+            Answer::Starting
+        );
+        grants.surveyed(3, Some(Vec::new()), start);
+        assert_eq!(
+            grants.answer(take("d", 4, false), Some(4), start),
+            Answer::Starting
+        );
+        // What a member reports is what it holds or asks for, leading or not.
+        grants.mine().insert(9);
+        assert_eq!(
+            grants.answer(Ask::Report, None, start),
+            Answer::Moving(vec![9])
+        );
+    }
+}
