@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
+use openraft::rt::WatchReceiver;
 use serde::{Deserialize, Serialize};
 
 use super::backup_parts;
@@ -51,6 +52,8 @@ const MAX_RECORD_BYTES: u32 = 64 * 1024 * 1024;
 const PARTITIONS_AT_ONCE: usize = 8;
 /// How long a partition may take to reach its read point and build its snapshot.
 const PARTITION_WAIT: Duration = Duration::from_secs(60);
+/// How long a snapshot build may stay put off for want of space before the backup says so.
+const PUT_OFF_PATIENCE: Duration = Duration::from_secs(3);
 
 /// The cluster handler that answers a partition's read point on its leader.
 const READ_POINT: &str = "raft-read-point";
@@ -128,16 +131,6 @@ pub fn read_magic(input: &mut impl Read) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Why a backup could not be taken.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BackupError {
-    #[error("partition {partition}: {reason}")]
-    Partition {
-        partition: PartitionId,
-        reason: String,
-    },
-}
-
 /// The records of a backup taken on this member, sent to `out` as they are made (a
 /// partition's snapshot at a time): the partitions it holds from its own replicas, the others
 /// fetched from their leaders (`backup_parts`). A failure midway ends the records early (no
@@ -183,9 +176,9 @@ pub async fn take(
         let copy = match made {
             Ok(copy) => copy,
             Err(reason) => {
-                let error = BackupError::Partition { partition, reason };
+                let error = format!("partition {partition}: {reason}");
                 tracing::warn!(%error, "the backup stopped");
-                let _ = out.send(Record::Failed(error.to_string())).await;
+                let _ = out.send(Record::Failed(error)).await;
                 return;
             }
         };
@@ -262,13 +255,35 @@ pub(crate) async fn copy_past_read_point(
         .snapshot()
         .await
         .map_err(|error| format!("asking for a snapshot: {error}"))?;
-    raft.wait(Some(PARTITION_WAIT))
-        .metrics(
-            |metrics| metrics.snapshot.map(|log_id| log_id.index) >= point,
-            "a snapshot past the read point",
-        )
-        .await
-        .map_err(|error| format!("no snapshot past index {point:?}: {error}"))?;
+    // A build put off for want of space (`snapshot_room`) would never come: said at once
+    // rather than after the whole wait.
+    let deadline = tokio::time::Instant::now() + PARTITION_WAIT;
+    let mut put_off_since = None;
+    loop {
+        let snapshot = raft.metrics().borrow_watched().snapshot.map(|id| id.index);
+        if snapshot >= point {
+            break;
+        }
+        let now = tokio::time::Instant::now();
+        match groups.snapshot_put_off(partition) {
+            Some(needed) if now >= *put_off_since.get_or_insert(now) + PUT_OFF_PATIENCE => {
+                return Err(format!(
+                    "{} has no room for the partition's snapshot: it needs {} MiB beyond its \
+                     store.min_free_mib reserve; free space there and take the backup again",
+                    groups.node(),
+                    super::snapshot_room::mib(needed)
+                ));
+            }
+            Some(_) => {}
+            None => put_off_since = None,
+        }
+        if now >= deadline {
+            return Err(format!(
+                "no snapshot past index {point:?} within {PARTITION_WAIT:?} (it holds one at {snapshot:?})"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let snapshot = raft
         .get_snapshot()
         .await

@@ -5,7 +5,9 @@
 //! The first part's call makes the copy there (the partition's snapshot past its read point,
 //! as for a partition held where the backup runs) and keeps it for the parts after it, for
 //! [`KEPT_FOR`] after the last part asked at most; the last part drops it. A copy is named by
-//! the backup asking, so two backups at once never read each other's.
+//! the backup asking, so two backups at once never read each other's, and each answer names
+//! the copy it is from: a first part asked again (its answer lost) makes a new copy in place
+//! of the old, and a part of any other copy than the first part's is refused.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -17,6 +19,7 @@ use tokio::time::Instant;
 use super::backup::{PartitionCopy, copy_past_read_point};
 use super::groups::Groups;
 use super::types::PartitionId;
+use crate::cluster::wire::CallError;
 use crate::cluster::{Cluster, Handler};
 use crate::codec;
 
@@ -44,10 +47,21 @@ struct PartRequest {
 /// A part answered.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Part {
+    /// Which copy it is from (drawn when the copy was made).
+    copy: u64,
     last_applied: Option<(u64, u64)>,
     /// How many proposals the whole copy holds.
     total: u64,
     proposals: Vec<Vec<u8>>,
+}
+
+impl Part {
+    /// Whether `self` is a later part of the copy `first` began.
+    fn continues(&self, first: &Part) -> bool {
+        self.copy == first.copy
+            && self.total == first.total
+            && self.last_applied == first.last_applied
+    }
 }
 
 /// `partition`'s copy, past its read point now, fetched from its leader for backup `backup`.
@@ -58,10 +72,10 @@ pub(crate) async fn fetch(
     partition: PartitionId,
 ) -> Result<PartitionCopy, String> {
     let max_bytes = cluster.max_call_bytes() / 2;
-    let (first, member) = first_part(groups, cluster, backup, partition, max_bytes).await?;
+    let (mut first, member) = first_part(groups, cluster, backup, partition, max_bytes).await?;
     let mut copy = PartitionCopy {
         last_applied: first.last_applied,
-        proposals: first.proposals,
+        proposals: std::mem::take(&mut first.proposals),
     };
     while (copy.proposals.len() as u64) < first.total {
         let request = PartRequest {
@@ -73,6 +87,11 @@ pub(crate) async fn fetch(
         let part = ask(cluster, &member, &request, PART_PATIENCE)
             .await
             .map_err(|reason| format!("part of its copy from {member}: {reason}"))?;
+        if !part.continues(&first) {
+            return Err(format!(
+                "{member} answered a part of another copy than the one begun; take the backup again"
+            ));
+        }
         if part.proposals.is_empty() {
             return Err(format!("{member} sent an empty part of its copy"));
         }
@@ -125,7 +144,13 @@ async fn ask(
     let answer = cluster
         .call_uncounted(member, TARGET, bytes, patience)
         .await
-        .map_err(|error| error.to_string())?;
+        .map_err(|error| match error {
+            CallError::NoHandler { .. } => format!(
+                "{member} runs an earlier build, which cannot send a partition's copy: upgrade \
+                 every member first, or take the backup on a member holding every partition"
+            ),
+            other => other.to_string(),
+        })?;
     codec::decode::<Result<Part, String>>(&answer).map_err(|e| e.to_string())?
 }
 
@@ -136,30 +161,40 @@ struct Kept(Mutex<Vec<KeptCopy>>);
 struct KeptCopy {
     backup: u64,
     partition: PartitionId,
+    /// Drawn when the copy was made: names it in every part.
+    id: u64,
     asked_at: Instant,
     copy: Arc<PartitionCopy>,
 }
 
 impl Kept {
-    fn take_fresh(&self, backup: u64, partition: PartitionId) -> Option<Arc<PartitionCopy>> {
+    fn take_fresh(&self, backup: u64, partition: PartitionId) -> Option<(u64, Arc<PartitionCopy>)> {
         let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         kept.retain(|copy| copy.asked_at.elapsed() < KEPT_FOR);
         let found = kept
             .iter_mut()
             .find(|copy| copy.backup == backup && copy.partition == partition)?;
         found.asked_at = Instant::now();
-        Some(found.copy.clone())
+        Some((found.id, found.copy.clone()))
     }
 
-    fn keep(&self, backup: u64, partition: PartitionId, copy: Arc<PartitionCopy>) {
+    /// Keeps `copy` for `backup`'s next parts, in place of any earlier copy of the partition;
+    /// the copy's id.
+    fn keep(&self, backup: u64, partition: PartitionId, copy: Arc<PartitionCopy>) -> u64 {
         let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        kept.retain(|copy| copy.asked_at.elapsed() < KEPT_FOR);
+        kept.retain(|copy| {
+            copy.asked_at.elapsed() < KEPT_FOR
+                && !(copy.backup == backup && copy.partition == partition)
+        });
+        let id = uuid::Uuid::new_v4().as_u64_pair().0;
         kept.push(KeptCopy {
             backup,
             partition,
+            id,
             asked_at: Instant::now(),
             copy,
         });
+        id
     }
 
     fn drop_copy(&self, backup: u64, partition: PartitionId) {
@@ -183,11 +218,10 @@ impl PartHandler {
             from,
             max_bytes,
         } = request;
-        let copy = if from == 0 {
+        let (id, copy) = if from == 0 {
             let copy =
                 Arc::new(copy_past_read_point(&self.groups, Some(&self.cluster), partition).await?);
-            self.kept.keep(backup, partition, copy.clone());
-            copy
+            (self.kept.keep(backup, partition, copy.clone()), copy)
         } else {
             self.kept.take_fresh(backup, partition).ok_or_else(|| {
                 format!(
@@ -203,6 +237,7 @@ impl PartHandler {
             self.kept.drop_copy(backup, partition);
         }
         Ok(Part {
+            copy: id,
             last_applied: copy.last_applied,
             total,
             proposals,
@@ -269,5 +304,43 @@ mod tests {
         );
         assert_eq!(sizes(within(&proposals, 4, 60)), [5]);
         assert!(within(&proposals, 5, 60).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_copy_made_again_replaces_the_first_and_its_parts_say_which_copy_they_are_of() {
+        let kept = Kept::default();
+        let copy = |n: usize| {
+            Arc::new(PartitionCopy {
+                last_applied: Some((1, n as u64)),
+                proposals: vec![vec![0; 4]; n],
+            })
+        };
+        let first = kept.keep(7, 3, copy(2));
+        let again = kept.keep(7, 3, copy(5));
+        assert_ne!(first, again);
+        let (id, found) = kept.take_fresh(7, 3).unwrap();
+        assert_eq!(
+            (id, found.proposals.len()),
+            (again, 5),
+            "the later copy, alone"
+        );
+        assert!(
+            kept.take_fresh(8, 3).is_none(),
+            "another backup's copy is not read"
+        );
+        let part = |copy: u64, total: u64| Part {
+            copy,
+            last_applied: Some((1, total)),
+            total,
+            proposals: Vec::new(),
+        };
+        assert!(part(again, 5).continues(&part(again, 5)));
+        assert!(!part(first, 5).continues(&part(again, 5)));
+        assert!(!part(again, 2).continues(&part(again, 5)));
+        tokio::time::advance(KEPT_FOR).await;
+        assert!(
+            kept.take_fresh(7, 3).is_none(),
+            "dropped once no part was asked for a while"
+        );
     }
 }

@@ -164,6 +164,8 @@ struct Inner {
     moves: super::reconcile::Moves,
     /// The move permits this node grants while it leads the metadata group.
     move_grants: super::move_permits::Grants,
+    /// Each group's snapshot builds put off for want of space (`snapshot_room`).
+    put_offs: DashMap<PartitionId, super::snapshot_room::PutOff>,
     /// Nodes that asked to join lately (`admission`).
     asking: super::admission::Asking,
     /// How many partitions there are, and the tables proposals write (for snapshots).
@@ -227,6 +229,7 @@ impl Groups {
                 max_moves: settings.max_moves.max(1),
                 moves: super::reconcile::Moves::default(),
                 move_grants: super::move_permits::Grants::new(settings.max_moves),
+                put_offs: DashMap::new(),
                 asking: super::admission::Asking::default(),
                 layout,
                 groups: DashMap::new(),
@@ -293,6 +296,15 @@ impl Groups {
     /// The moves of replicas under way on this node (in groups it leads).
     pub fn moves(&self) -> Vec<super::reconcile::MoveReport> {
         self.inner.moves.report(self)
+    }
+
+    /// The bytes `partition`'s snapshot needs beyond the reserve, if its build is put off
+    /// here for want of space (`snapshot_room`).
+    pub(crate) fn snapshot_put_off(&self, partition: PartitionId) -> Option<u64> {
+        self.inner
+            .put_offs
+            .get(&partition)
+            .and_then(|put_off| put_off.waiting_for())
     }
 
     /// The move permits this node grants while it leads the metadata group.
@@ -402,6 +414,7 @@ impl Groups {
         let machine = PartitionMachine::open(shape, self.inner.store.clone(), log.clone())
             .await
             .map_err(storage)?;
+        self.inner.put_offs.insert(partition, machine.put_off());
         let network = GroupNetworkFactory::new(
             self.inner.cluster.clone(),
             partition,

@@ -14,9 +14,14 @@
 //! its mover (the former leader not yet aware it lost the lead) can take the count past the
 //! bound, until that mover's first renewal reaches the new leader.
 //!
-//! A move already under way is never stopped for want of a permit (it could be left half
-//! done): a renewal is granted whatever the count, and one that cannot reach the metadata
-//! leader is simply tried again.
+//! A move already under way (its learner added, its voters joint: a leader that crashed
+//! mid-move, a permit that lapsed) asks as a renewal, granted whatever the count: stopped, it
+//! would stay half done. A lapsed permit stops only a move's wait for its learners, never a
+//! change of voters once begun (`reconcile`).
+//!
+//! A metadata leader of an earlier build, which has no permits to grant (it answers "no
+//! handler"), is taken as granting: each node then bounds only its own moves, as that build
+//! did, until the metadata leader is upgraded.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -29,17 +34,20 @@ use tokio::time::Instant;
 use super::groups::Groups;
 use super::metadata::METADATA_GROUP;
 use super::types::PartitionId;
+use crate::cluster::wire::CallError;
 use crate::cluster::{Cluster, Handler};
 use crate::codec;
 
 /// The cluster handler that grants and takes back move permits, on the metadata leader.
 pub(crate) const TARGET: &str = "move-permit";
-/// How long a permit lasts unless renewed; also how long a new metadata leader grants none.
-const HELD_FOR: Duration = Duration::from_secs(5);
+/// How long a permit lasts unless renewed; also how long a new metadata leader that could not
+/// ask every member grants none.
+const HELD_FOR: Duration = Duration::from_secs(6);
 /// How often a mover renews its permit.
 const RENEW_EVERY: Duration = Duration::from_secs(1);
-/// How long a mover goes on without a renewal answered: well within [`HELD_FOR`], so that it
-/// stops before its place could be granted to another.
+/// How long after sending its last renewal answered a mover stops waiting for its learners:
+/// the leader's clock for it started no earlier than that send, so this is [`HELD_FOR`] less
+/// half, and the mover stops before its place could be granted to another.
 const LAPSES_AFTER: Duration = Duration::from_secs(3);
 /// How long one ask of the metadata leader may take (a renewal must not wait a whole call
 /// timeout: [`LAPSES_AFTER`] would pass meanwhile).
@@ -246,10 +254,15 @@ async fn ask(groups: &Groups, cluster: &Cluster, ask: Ask) -> Result<Answer, Str
         .leader_of(METADATA_GROUP)
         .ok_or("the metadata group has no leader known here")?;
     let bytes = codec::encode(&ask).map_err(|e| e.to_string())?;
-    let answer = cluster
+    let answer = match cluster
         .call_uncounted(&leader, TARGET, bytes, ASK_PATIENCE)
         .await
-        .map_err(|error| format!("asking {leader}, the metadata leader: {error}"))?;
+    {
+        Ok(answer) => answer,
+        // An earlier build leads the metadata group: it grants no permits (see the module).
+        Err(CallError::NoHandler { .. }) => return Ok(Answer::Granted),
+        Err(error) => return Err(format!("asking {leader}, the metadata leader: {error}")),
+    };
     codec::decode(&answer).map_err(|e| e.to_string())
 }
 
@@ -310,26 +323,30 @@ async fn survey(groups: Groups, cluster: Cluster, term: u64) {
 /// back (or dropped, when it lapses).
 pub(crate) struct Permit {
     partition: PartitionId,
+    groups: Groups,
     renewing: tokio::task::JoinHandle<()>,
     lapsed: tokio::sync::watch::Receiver<bool>,
 }
 
 /// A permit to move `partition` now, or why there is none (the bound is reached, the metadata
 /// leader is new or unknown): the move waits for the next look.
+/// `under_way`: the move was begun before (see the module), and is granted whatever the count.
 pub(crate) async fn take(
     groups: &Groups,
     cluster: &Cluster,
     partition: PartitionId,
+    under_way: bool,
 ) -> Result<Permit, String> {
     let node = groups.node().to_owned();
     let asked = Ask::Take {
         node: node.clone(),
         partition,
-        renewal: false,
+        renewal: under_way,
     };
     // Listed before it is asked for: a new leader's survey then knows of a permit granted
     // while it asked.
     groups.move_grants().mine().insert(partition);
+    let sent = Instant::now();
     let refused = match ask(groups, cluster, asked).await {
         Ok(Answer::Granted) => None,
         Ok(Answer::Busy { moving }) => Some(format!(
@@ -344,38 +361,60 @@ pub(crate) async fn take(
         groups.move_grants().mine().remove(&partition);
         return Err(reason);
     }
-    let (groups, cluster) = (groups.clone(), cluster.clone());
     let (lapse, lapsed) = tokio::sync::watch::channel(false);
-    let renewing = tokio::spawn(async move {
-        let mut renewed = Instant::now();
-        loop {
-            tokio::time::sleep(RENEW_EVERY).await;
-            let renewal = Ask::Take {
-                node: node.clone(),
-                partition,
-                renewal: true,
-            };
-            match ask(&groups, &cluster, renewal).await {
-                Ok(Answer::Granted) => renewed = Instant::now(),
-                Ok(other) => tracing::debug!(partition, ?other, "a move permit not renewed"),
-                Err(reason) => tracing::debug!(partition, %reason, "a move permit not renewed"),
-            }
-            if renewed.elapsed() >= LAPSES_AFTER {
-                lapse.send_replace(true);
-                return;
-            }
-        }
-    });
+    let renewing = tokio::spawn(renew(
+        groups.clone(),
+        cluster.clone(),
+        partition,
+        sent,
+        lapse,
+    ));
     Ok(Permit {
         partition,
+        groups: groups.clone(),
         renewing,
         lapsed,
     })
 }
 
+/// Renews `partition`'s permit every [`RENEW_EVERY`], and says it lapsed ([`LAPSES_AFTER`]
+/// after the send of the last renewal granted, `renewed` at first) when renewals fail.
+async fn renew(
+    groups: Groups,
+    cluster: Cluster,
+    partition: PartitionId,
+    mut renewed: Instant,
+    lapse: tokio::sync::watch::Sender<bool>,
+) {
+    let node = groups.node().to_owned();
+    loop {
+        let renewing = async {
+            tokio::time::sleep(RENEW_EVERY).await;
+            let sent = Instant::now();
+            let renewal = Ask::Take {
+                node: node.clone(),
+                partition,
+                renewal: true,
+            };
+            (sent, ask(&groups, &cluster, renewal).await)
+        };
+        tokio::select! {
+            () = tokio::time::sleep_until(renewed + LAPSES_AFTER) => {
+                lapse.send_replace(true);
+                return;
+            }
+            (sent, answer) = renewing => match answer {
+                Ok(Answer::Granted) => renewed = sent,
+                Ok(other) => tracing::debug!(partition, ?other, "a move permit not renewed"),
+                Err(reason) => tracing::debug!(partition, %reason, "a move permit not renewed"),
+            },
+        }
+    }
+}
+
 impl Permit {
-    /// Resolves once the permit could not be renewed for [`LAPSES_AFTER`]: the move must stop
-    /// (its place may be granted to another soon), to go on later under a new permit.
+    /// Resolves once the permit could not be renewed for [`LAPSES_AFTER`]: the move's wait for
+    /// its learners must stop (its place may be granted to another soon), to go on later.
     pub(crate) async fn lapsed(&self) {
         let mut lapsed = self.lapsed.clone();
         if lapsed.wait_for(|lapsed| *lapsed).await.is_err() {
@@ -393,13 +432,15 @@ impl Permit {
         if let Err(reason) = ask(groups, cluster, given).await {
             tracing::debug!(partition = self.partition, %reason, "a move permit lapses instead");
         }
-        groups.move_grants().mine().remove(&self.partition);
     }
 }
 
 impl Drop for Permit {
+    /// Given back or not (a move cancelled, the node stopping), it is no longer held here:
+    /// a new leader's survey must not count it.
     fn drop(&mut self) {
         self.renewing.abort();
+        self.groups.move_grants().mine().remove(&self.partition);
     }
 }
 

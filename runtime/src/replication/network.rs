@@ -222,7 +222,13 @@ async fn deliver(groups: &Groups, envelope: Envelope) -> Result<Answer, Refused>
                 .take(partition, to, sending, index, last, proposals);
             let proposals = match taken {
                 Taken::Whole(proposals) => proposals,
-                Taken::More => {
+                Taken::More { bytes } => {
+                    // Refused at the part that shows it cannot fit, not only at the last.
+                    let needed = snapshot_room::needed_to_take(bytes);
+                    if let Err(no_room) = snapshot_room::fits(groups.store(), needed) {
+                        groups.snapshot_parts().drop_gathered(partition, to);
+                        return Err(refuse_for_room(groups, partition, no_room));
+                    }
                     // Only a leader of this replica's term sends one, and it renews its lease.
                     groups.heard_from_leader(partition, &raft);
                     return Ok(Answer::PartTaken);
@@ -239,17 +245,10 @@ async fn deliver(groups: &Groups, envelope: Envelope) -> Result<Answer, Refused>
                 meta,
                 snapshot: PartitionSnapshot { proposals },
             };
-            let needed = snapshot_room::needed_to_take(&snapshot.snapshot);
-            if let Err(NoRoom { needed, spare }) = snapshot_room::fits(groups.store(), needed) {
-                let refused = Refused::NoRoom {
-                    node: groups.node().to_owned(),
-                    partition,
-                    needed_mib: needed.div_ceil(MIB),
-                    spare_mib: spare / MIB,
-                };
-                tracing::warn!(%refused, "a snapshot sent here is refused");
-                return Err(refused);
-            }
+            let needed = snapshot_room::needed_to_take(snapshot_room::bytes_of(&snapshot.snapshot));
+            // Held until the snapshot is installed: others written meanwhile count it.
+            let _claimed = snapshot_room::claim(groups.store(), needed)
+                .map_err(|no_room| refuse_for_room(groups, partition, no_room))?;
             let installed = raft
                 .install_full_snapshot(vote, snapshot)
                 .await
@@ -266,6 +265,18 @@ async fn deliver(groups: &Groups, envelope: Envelope) -> Result<Answer, Refused>
     })
 }
 
+/// A snapshot sent to this node refused for want of space (see `snapshot_room`), logged.
+fn refuse_for_room(groups: &Groups, partition: PartitionId, no_room: NoRoom) -> Refused {
+    let refused = Refused::NoRoom {
+        node: groups.node().to_owned(),
+        partition,
+        needed_mib: snapshot_room::mib(no_room.needed),
+        spare_mib: no_room.spare / MIB,
+    };
+    tracing::warn!(%refused, "a snapshot sent here is refused");
+    refused
+}
+
 /// The snapshot parts a node has been sent and not yet installed, by partition and replica.
 #[derive(Debug, Default)]
 pub(crate) struct SnapshotParts {
@@ -277,8 +288,8 @@ pub(crate) struct SnapshotParts {
 enum Taken {
     /// Out of order, or of another sending: what was gathered is dropped.
     OutOfOrder,
-    /// Kept; more parts are to come.
-    More,
+    /// Kept; more parts are to come. `bytes`: what was gathered so far.
+    More { bytes: u64 },
     /// The last part: the whole snapshot's proposals.
     Whole(Vec<Vec<u8>>),
 }
@@ -288,9 +299,15 @@ struct Gathering {
     sending: u64,
     next: u32,
     proposals: Vec<Vec<u8>>,
+    bytes: u64,
 }
 
 impl SnapshotParts {
+    /// Drops what was gathered for replica `to` of `partition` (a snapshot refused).
+    fn drop_gathered(&self, partition: PartitionId, to: ReplicaId) {
+        self.gathering.remove(&(partition, to));
+    }
+
     /// Takes part `index` of `sending` for replica `to` of `partition`.
     fn take(
         &self,
@@ -309,6 +326,7 @@ impl SnapshotParts {
                     sending,
                     next: 0,
                     proposals: Vec::new(),
+                    bytes: 0,
                 },
             );
         }
@@ -321,10 +339,13 @@ impl SnapshotParts {
                 self.gathering.remove(&key);
                 return Taken::OutOfOrder;
             }
+            gathering.bytes += proposals.iter().map(|p| p.len() as u64).sum::<u64>();
             gathering.proposals.extend(proposals);
             gathering.next += 1;
             if !last {
-                return Taken::More;
+                return Taken::More {
+                    bytes: gathering.bytes,
+                };
             }
         }
         match self.gathering.remove(&key) {
@@ -706,8 +727,14 @@ mod tests {
     fn parts_are_gathered_in_order_of_one_sending_and_anything_else_starts_over() {
         let parts = SnapshotParts::default();
         let one = |n: u8| vec![vec![n]];
-        assert_eq!(parts.take(3, 9, 100, 0, false, one(1)), Taken::More);
-        assert_eq!(parts.take(3, 9, 100, 1, false, one(2)), Taken::More);
+        assert_eq!(
+            parts.take(3, 9, 100, 0, false, one(1)),
+            Taken::More { bytes: 1 }
+        );
+        assert_eq!(
+            parts.take(3, 9, 100, 1, false, one(2)),
+            Taken::More { bytes: 2 }
+        );
         // Another replica's parts are its own.
         assert_eq!(parts.take(3, 8, 200, 0, true, one(9)), Taken::Whole(one(9)));
         assert_eq!(
@@ -715,14 +742,23 @@ mod tests {
             Taken::Whole(vec![vec![1], vec![2], vec![3]])
         );
         // Out of order: dropped, and the next part of that sending is refused too.
-        assert_eq!(parts.take(3, 9, 300, 0, false, one(1)), Taken::More);
+        assert!(matches!(
+            parts.take(3, 9, 300, 0, false, one(1)),
+            Taken::More { .. }
+        ));
         assert_eq!(parts.take(3, 9, 300, 2, false, one(3)), Taken::OutOfOrder);
         assert_eq!(parts.take(3, 9, 300, 1, true, one(2)), Taken::OutOfOrder);
         // A part of an older sending after a new one began: refused.
-        assert_eq!(parts.take(3, 9, 400, 0, false, one(1)), Taken::More);
+        assert!(matches!(
+            parts.take(3, 9, 400, 0, false, one(1)),
+            Taken::More { .. }
+        ));
         assert_eq!(parts.take(3, 9, 300, 1, false, one(2)), Taken::OutOfOrder);
         // Sent again from its first part, it goes through.
-        assert_eq!(parts.take(3, 9, 500, 0, false, one(1)), Taken::More);
+        assert!(matches!(
+            parts.take(3, 9, 500, 0, false, one(1)),
+            Taken::More { .. }
+        ));
         assert_eq!(
             parts.take(3, 9, 500, 1, true, one(2)),
             Taken::Whole(vec![vec![1], vec![2]])

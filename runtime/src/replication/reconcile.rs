@@ -20,8 +20,8 @@
 //! loss openraft's issues on wiped nodes describe). Until it is swapped in, the group runs on
 //! its other replicas; the messages meant for the old incarnation are refused by the new one.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -34,7 +34,7 @@ use tokio::time::Instant;
 use super::groups::{Groups, PartitionRaft};
 use super::leadership::{is_joint, replicas, voters};
 use super::metadata::{METADATA_GROUP, Membership};
-use super::move_permits;
+use super::move_permits::{self, Permit};
 use super::types::{PartitionId, Replica, ReplicaId};
 use crate::cluster::Cluster;
 use crate::placement::Placement;
@@ -146,6 +146,9 @@ struct Plan {
 /// Runs for the node's life: every [`LOOK_EVERY`], in each group this node leads, moves the
 /// replicas that are not where the member list puts them, `at_once` partitions at a time.
 pub(crate) async fn run(groups: Groups, cluster: Cluster, at_once: usize) {
+    // Permits of moves whose learners are still catching up, kept from one look to the next
+    // (given back, the place would go to another move while this one's data still flows).
+    let kept: Mutex<HashMap<PartitionId, Permit>> = Mutex::default();
     let mut pause = LOOK_EVERY;
     loop {
         tokio::time::sleep(pause).await;
@@ -174,34 +177,70 @@ pub(crate) async fn run(groups: Groups, cluster: Cluster, at_once: usize) {
             .into_iter()
             .filter_map(|(partition, raft)| plan(partition, raft, &placement, &membership))
             .collect();
-        let (groups, cluster) = (&groups, &cluster);
+        let (groups, cluster, kept) = (&groups, &cluster, &kept);
+        // A permit kept for a partition that no longer moves here (settled, or led
+        // elsewhere now) goes back.
+        let planned: std::collections::HashSet<PartitionId> =
+            plans.iter().map(|plan| plan.partition).collect();
+        let finished: Vec<Permit> = {
+            let mut kept = kept.lock().unwrap_or_else(PoisonError::into_inner);
+            let gone: Vec<PartitionId> = kept
+                .keys()
+                .filter(|partition| !planned.contains(partition))
+                .copied()
+                .collect();
+            gone.iter()
+                .filter_map(|partition| kept.remove(partition))
+                .collect()
+        };
+        for permit in finished {
+            permit.give_back(groups, cluster).await;
+        }
         let waiting = std::sync::atomic::AtomicBool::new(false);
         let waiting = &waiting;
         futures::stream::iter(plans)
             .for_each_concurrent(at_once, |plan| async move {
                 let partition = plan.partition;
-                let permit = match move_permits::take(groups, cluster, partition).await {
-                    Ok(permit) => permit,
-                    Err(reason) => {
-                        tracing::debug!(partition, %reason, "a move waits for a permit");
-                        waiting.store(true, std::sync::atomic::Ordering::Relaxed);
-                        return;
+                let held = kept
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&partition);
+                let permit = match held {
+                    Some(permit) => permit,
+                    None => {
+                        // A move already under way (its learner added, its voters joint) goes
+                        // on whatever the count: stopped, it would stay half done.
+                        let under_way = plan.under_way();
+                        match move_permits::take(groups, cluster, partition, under_way).await {
+                            Ok(permit) => permit,
+                            Err(reason) => {
+                                tracing::debug!(partition, %reason, "a move waits for a permit");
+                                waiting.store(true, std::sync::atomic::Ordering::Relaxed);
+                                return;
+                            }
+                        }
                     }
                 };
-                // A move whose permit lapses (the metadata leader out of reach) stops where it
-                // is; the next look goes on from what the group's log holds.
-                let moved = tokio::select! {
-                    moved = execute(groups, plan) => moved,
-                    () = permit.lapsed() => Err("its permit lapsed (the metadata leader did not \
-                        answer); it stops here and goes on under a new one".to_owned()),
-                };
+                let moved = execute(groups, plan, &permit).await;
+                groups.move_registry().0.remove(&partition);
                 match moved {
                     Ok(done) => tracing::info!(partition, done, "replicas moved"),
-                    Err(error) => {
+                    Err(Stopped::CatchingUp(member)) => {
+                        // Its place is kept: the learner goes on catching up meanwhile.
+                        tracing::info!(
+                            partition,
+                            %member,
+                            "a learner is still catching up; the move goes on at the next look"
+                        );
+                        kept.lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .insert(partition, permit);
+                        return;
+                    }
+                    Err(Stopped::Failed(error)) => {
                         tracing::warn!(partition, %error, "moving replicas failed; trying again")
                     }
                 }
-                groups.move_registry().0.remove(&partition);
                 permit.give_back(groups, cluster).await;
             })
             .await;
@@ -253,9 +292,33 @@ fn plan(
     })
 }
 
-/// Moves one group's replicas: learners in, caught up, voters changed (or, when this leader
-/// is moved off, the lead handed to an incoming voter that caught up). Says what it did.
-async fn execute(groups: &Groups, plan: Plan) -> Result<&'static str, String> {
+impl Plan {
+    /// Whether a move of this group is already under way: an incoming replica is a learner
+    /// already, or the voters are joint.
+    fn under_way(&self) -> bool {
+        let replicas = replicas(&self.raft);
+        is_joint(&self.raft)
+            || self
+                .target
+                .keys()
+                .any(|id| !self.voters.contains_key(id) && replicas.contains_key(id))
+    }
+}
+
+/// Why a move stopped before it was done.
+enum Stopped {
+    /// This incoming member's learner has not caught up within [`CATCH_UP_PATIENCE`]: it goes
+    /// on catching up, and the move goes on at the next look.
+    CatchingUp(String),
+    Failed(String),
+}
+
+/// Moves one group's replicas under `permit`: learners in, caught up, voters changed (or,
+/// when this leader is moved off, the lead handed to an incoming voter that caught up). Says
+/// what it did. Only the wait for learners stops when the permit lapses: a change of voters,
+/// once begun, is seen through (stopped between its two steps it would leave the voters
+/// joint).
+async fn execute(groups: &Groups, plan: Plan, permit: &Permit) -> Result<&'static str, Stopped> {
     let Plan {
         partition,
         raft,
@@ -288,10 +351,21 @@ async fn execute(groups: &Groups, plan: Plan) -> Result<&'static str, String> {
             member: member.clone(),
         };
         let added = tokio::time::timeout(CATCH_UP_PATIENCE, raft.add_learner(*id, replica, true));
-        match added.await {
+        let added = tokio::select! {
+            added = added => added,
+            () = permit.lapsed() => return Err(Stopped::Failed(format!(
+                "its permit lapsed (the metadata leader did not answer) while {member} caught \
+                 up; the learner stays, and the move goes on under a new permit"
+            ))),
+        };
+        match added {
             Ok(Ok(_)) => {}
-            Ok(Err(error)) => return Err(format!("adding {member} as a learner: {error}")),
-            Err(_) => return Err(format!("{member} has not caught up yet")),
+            Ok(Err(error)) => {
+                return Err(Stopped::Failed(format!(
+                    "adding {member} as a learner: {error}"
+                )));
+            }
+            Err(_) => return Err(Stopped::CatchingUp(member.clone())),
         }
     }
     let me = groups.replica_id();
@@ -307,7 +381,7 @@ async fn execute(groups: &Groups, plan: Plan) -> Result<&'static str, String> {
             raft.trigger()
                 .transfer_leader(*successor)
                 .await
-                .map_err(|e| format!("handing the lead over: {e}"))?;
+                .map_err(|e| Stopped::Failed(format!("handing the lead over: {e}")))?;
             return Ok("lead handed over to finish the move");
         }
     }
@@ -317,11 +391,11 @@ async fn execute(groups: &Groups, plan: Plan) -> Result<&'static str, String> {
         false,
     )
     .await
-    .map_err(|e| format!("changing the voters: {e}"))?;
+    .map_err(|e| Stopped::Failed(format!("changing the voters: {e}")))?;
     if !stray_learners.is_empty() {
         raft.change_membership(ChangeMembers::RemoveNodes(stray_learners), false)
             .await
-            .map_err(|e| format!("removing learners no longer wanted: {e}"))?;
+            .map_err(|e| Stopped::Failed(format!("removing learners no longer wanted: {e}")))?;
     }
     if partition == METADATA_GROUP {
         return Ok("metadata voters changed");

@@ -13,7 +13,14 @@
 //!   current (openraft keeps the log behind it, so nothing is lost: the log grows instead,
 //!   and openraft asks again `raft_snapshot_every` entries later);
 //! - **taking** one is refused while it does not fit: the leader's send fails and openraft
-//!   sends it again later, so a replica short of space catches up once space is freed.
+//!   sends it again later, so a replica short of space catches up once space is freed. The
+//!   parts are counted as they arrive, so a snapshot that cannot fit is refused at the part
+//!   that shows it, not only at its last.
+//!
+//! Each snapshot written claims its space beyond the reserve until it is down
+//! (`EventStore::claim_spare`), so snapshots built or taken at once each see what the others
+//! will take. What taking one needs is reckoned on the whole partition, also for a replica
+//! that holds most of it already: more than it writes, never less.
 //!
 //! The first snapshot of a partition is kept whatever the spare space (once the reserve holds):
 //! there is no earlier one to keep current, and it holds about `raft_snapshot_every` entries.
@@ -24,7 +31,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use super::state_machine::PartitionSnapshot;
 use super::types::PartitionId;
-use crate::store::EventStore;
+use crate::store::{EventStore, SpareClaim};
 
 /// Bytes a snapshot's proposals take, encoded: about what it takes on disk.
 pub(crate) fn bytes_of(snapshot: &PartitionSnapshot) -> u64 {
@@ -35,10 +42,10 @@ pub(crate) fn bytes_of(snapshot: &PartitionSnapshot) -> u64 {
         .sum()
 }
 
-/// What taking `snapshot` from a leader needs beyond the reserve: the partition's events it
-/// writes, and the snapshot kept beside them.
-pub(crate) fn needed_to_take(snapshot: &PartitionSnapshot) -> u64 {
-    bytes_of(snapshot).saturating_mul(2)
+/// What taking a snapshot of `bytes` from a leader needs beyond the reserve: the partition's
+/// events it writes, and the snapshot kept beside them.
+pub(crate) fn needed_to_take(bytes: u64) -> u64 {
+    bytes.saturating_mul(2)
 }
 
 /// Why a snapshot was not taken here: it does not fit beyond the reserve.
@@ -48,13 +55,25 @@ pub(crate) struct NoRoom {
     pub spare: u64,
 }
 
-/// `Ok` when `needed` bytes fit beyond `store`'s reserve, or its free space cannot be read
-/// (the writes will say what is wrong with the volume).
+/// `Ok` when `needed` bytes fit beyond `store`'s reserve and what is claimed, or its free
+/// space cannot be read (the writes will say what is wrong with the volume).
 pub(crate) fn fits(store: &EventStore, needed: u64) -> Result<(), NoRoom> {
     match store.spare_bytes() {
         Some(spare) if spare < needed => Err(NoRoom { needed, spare }),
         _ => Ok(()),
     }
+}
+
+/// Claims `needed` bytes beyond `store`'s reserve for a snapshot written now.
+pub(crate) fn claim(store: &EventStore, needed: u64) -> Result<SpareClaim, NoRoom> {
+    store
+        .claim_spare(needed)
+        .map_err(|spare| NoRoom { needed, spare })
+}
+
+/// `bytes` in MiB for a person, rounded up (so that a need is never shown as 0).
+pub(crate) fn mib(bytes: u64) -> u64 {
+    bytes.div_ceil(MIB)
 }
 
 /// One partition's snapshot builds put off for want of space: the size the last one needed,
@@ -82,21 +101,21 @@ impl PutOff {
             .is_none_or(|needed| fits(store, needed).is_ok())
     }
 
-    /// Whether a snapshot of `bytes`, just built while an earlier one is current, is kept
-    /// (saved and made current). One that does not fit beyond the reserve is not: it is put
-    /// off until space is freed, and says so in the log.
+    /// The space a snapshot of `bytes`, just built while an earlier one is current, is saved
+    /// into (it is then made current), or `None`: it does not fit beyond the reserve and is
+    /// put off until space is freed, which the log says.
     pub(crate) fn keep_built(
         &self,
         store: &EventStore,
         partition: PartitionId,
         bytes: u64,
-    ) -> bool {
-        match fits(store, bytes) {
+    ) -> Option<SpareClaim> {
+        match claim(store, bytes) {
             Err(NoRoom { needed, spare }) => {
                 if self.needed().is_none() {
                     tracing::warn!(
                         partition,
-                        needed_mib = needed / MIB,
+                        needed_mib = mib(needed),
                         spare_mib = spare / MIB,
                         "a snapshot of the partition is put off: it needs more space than is free \
                          beyond the store.min_free_mib reserve; the partition's Raft log is kept \
@@ -104,9 +123,9 @@ impl PutOff {
                     );
                 }
                 self.set(Some(needed));
-                false
+                None
             }
-            Ok(()) => {
+            Ok(claimed) => {
                 if self.needed().is_some() {
                     tracing::info!(
                         partition,
@@ -114,9 +133,19 @@ impl PutOff {
                     );
                 }
                 self.set(None);
-                true
+                Some(claimed)
             }
         }
+    }
+
+    /// A snapshot was installed from the leader: no build is put off any more.
+    pub(crate) fn clear(&self) {
+        self.set(None);
+    }
+
+    /// The size the last build put off needed, if one is put off now.
+    pub(crate) fn waiting_for(&self) -> Option<u64> {
+        self.needed()
     }
 }
 

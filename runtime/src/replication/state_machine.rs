@@ -93,6 +93,11 @@ impl PartitionMachine {
         })
     }
 
+    /// Its snapshot builds put off for want of space (shared with the builders).
+    pub(crate) fn put_off(&self) -> PutOff {
+        self.put_off.clone()
+    }
+
     fn applied_record(&self) -> Result<TableChange, io::Error> {
         Ok(TableChange::Put {
             table: APPLIED_TABLE.into(),
@@ -271,8 +276,8 @@ impl RaftStateMachine<RaftTypes> for PartitionMachine {
         Ok(())
     }
 
-    /// A snapshot openraft's policy asks for is put off while it would not fit on disk (see
-    /// `snapshot_room`); one it needs (`force`) is always built.
+    /// A snapshot openraft's policy (or a trigger) asks for is put off while it would not fit
+    /// on disk (see `snapshot_room`); one openraft must have (`force`: at start-up) is built.
     async fn try_create_snapshot_builder(&mut self, force: bool) -> Option<Self::SnapshotBuilder> {
         if !force && !self.put_off.may_build(&self.store) {
             return None;
@@ -353,6 +358,8 @@ impl RaftStateMachine<RaftTypes> for PartitionMachine {
         self.forget_what_the_snapshot_forgot(&listed, vec![applied])
             .await
             .map_err(io::Error::other)?;
+        // Current now: a build put off for space has nothing left to catch up.
+        self.put_off.clear();
         // Durable before openraft drops the log this snapshot replaces.
         self.store.sync().await.map_err(io::Error::other)?;
         tracing::info!(
@@ -474,13 +481,17 @@ impl RaftSnapshotBuilder<RaftTypes> for SnapshotBuilder {
             snapshot: PartitionSnapshot { proposals },
         };
         let bytes = snapshot_room::bytes_of(&snapshot.snapshot);
-        if let Some(earlier) = base
-            && !self
+        // Held until the snapshot is down (the first is saved without: see `snapshot_room`).
+        let mut _claimed = None;
+        if let Some(earlier) = base {
+            match self
                 .put_off
                 .keep_built(&self.store, self.shape.partition, bytes)
-        {
-            // openraft keeps the log behind the earlier snapshot, which stays current.
-            return Ok(earlier);
+            {
+                Some(claimed) => _claimed = Some(claimed),
+                // openraft keeps the log behind the earlier snapshot, which stays current.
+                None => return Ok(earlier),
+            }
         }
         tracing::debug!(
             partition = self.shape.partition,

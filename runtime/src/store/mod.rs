@@ -31,6 +31,7 @@ pub use digest::{StoreDigest, Summed};
 pub use disk::{Disk, DiskImage, SimulatedDisk};
 pub use error::StoreError;
 pub use read_model::{ReadModelSnapshot, TableChange, decode_counter};
+pub use room::SpareClaim;
 pub use tables::ProcessedCommand;
 pub use view::StoreView;
 pub use writer::GroupCommitOptions;
@@ -257,10 +258,16 @@ impl EventStore {
         self.room.ensure()
     }
 
-    /// Bytes free on the store's volume beyond its reserve (0 below it), as last read; `None`
-    /// when the free space cannot be read. A snapshot is built or taken only into this.
+    /// Bytes free on the store's volume beyond its reserve (0 below it) and not claimed, as
+    /// last read; `None` when the free space cannot be read.
     pub fn spare_bytes(&self) -> Option<u64> {
         self.room.spare_bytes()
+    }
+
+    /// Sets `bytes` aside beyond the reserve for a write no one asked for (a snapshot), until
+    /// the claim is dropped; when they do not fit, the bytes spare.
+    pub fn claim_spare(&self, bytes: u64) -> Result<SpareClaim, u64> {
+        self.room.claim(bytes)
     }
 
     /// Appends events to a stream if it is at the expected version. Answers once durable.

@@ -5,10 +5,11 @@
 //! leaves redb refusing every later write until the database is opened again, and a Raft
 //! replica whose log cannot be written stops its group. The reserve is what a node still needs
 //! once writes stop: the commits in flight, Raft entries followers take from a leader whose
-//! disk is not full, snapshots being built.
+//! disk is not full. Snapshots are not written into it: they claim space beyond it
+//! ([`Room::claim`], see `replication::snapshot_room`).
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 // tokio's clock, so that a test on paused time sees a new reading when it says time passed.
@@ -28,6 +29,27 @@ pub(crate) struct Room {
     disk: Disk,
     min_free_bytes: u64,
     last: Mutex<Option<(Instant, u64)>>,
+    /// Bytes beyond the reserve claimed by writes under way that no one asked for (snapshots).
+    claimed: Mutex<u64>,
+}
+
+/// Space beyond the reserve set aside for one write no one asked for (a snapshot built or
+/// taken), given back when dropped: two at once each see what the other will take.
+#[derive(Debug)]
+pub struct SpareClaim {
+    room: Arc<Room>,
+    bytes: u64,
+}
+
+impl Drop for SpareClaim {
+    fn drop(&mut self) {
+        let mut claimed = self
+            .room
+            .claimed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *claimed = claimed.saturating_sub(self.bytes);
+    }
 }
 
 impl Room {
@@ -42,6 +64,7 @@ impl Room {
             disk,
             min_free_bytes,
             last: Mutex::new(None),
+            claimed: Mutex::new(0),
         }
     }
 
@@ -65,11 +88,34 @@ impl Room {
         })
     }
 
-    /// Bytes free beyond the reserve (0 below it); `None` when the free space cannot be read.
-    /// What a node may still spend on what is not a write it was asked for: a snapshot.
+    /// Bytes free beyond the reserve (0 below it) and not claimed; `None` when the free space
+    /// cannot be read. What a node may still spend on what is not a write it was asked for.
     pub(crate) fn spare_bytes(&self) -> Option<u64> {
-        self.free_bytes()
-            .map(|free| free.saturating_sub(self.min_free_bytes))
+        let claimed = *self.claimed.lock().unwrap_or_else(PoisonError::into_inner);
+        self.free_bytes().map(|free| {
+            free.saturating_sub(self.min_free_bytes)
+                .saturating_sub(claimed)
+        })
+    }
+
+    /// Sets `bytes` aside beyond the reserve, or says how much is spare when they do not fit.
+    /// A volume whose free space cannot be read grants every claim.
+    pub(crate) fn claim(self: &Arc<Self>, bytes: u64) -> Result<SpareClaim, u64> {
+        let free = self.free_bytes();
+        let mut claimed = self.claimed.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(free) = free {
+            let spare = free
+                .saturating_sub(self.min_free_bytes)
+                .saturating_sub(*claimed);
+            if spare < bytes {
+                return Err(spare);
+            }
+        }
+        *claimed += bytes;
+        Ok(SpareClaim {
+            room: self.clone(),
+            bytes,
+        })
     }
 
     fn free_bytes(&self) -> Option<u64> {

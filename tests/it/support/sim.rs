@@ -312,8 +312,6 @@ impl SimCluster {
             })
     }
 
-    /// Placement over the members as they are now: as the node leading the metadata group
-    /// sees them (members may have joined or left since the start), else as configured.
     /// How many partitions move now, across the running nodes (each counts the moves it
     /// leads).
     pub fn moving_now(&self) -> usize {
@@ -322,6 +320,8 @@ impl SimCluster {
             .sum()
     }
 
+    /// Placement over the members as they are now: as the node leading the metadata group
+    /// sees them (members may have joined or left since the start), else as configured.
     pub fn placement_now(&self) -> Placement {
         self.metadata_leader()
             .and_then(|n| self.node(n)?.cluster())
