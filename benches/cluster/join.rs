@@ -242,9 +242,12 @@ pub async fn join(dir: &Path, settings: &Settings) {
     let mut node_4 = joining.join().unwrap();
     let serving = admitted.elapsed();
     let mut moved: BTreeMap<u64, u64> = BTreeMap::new();
+    // As polled: each node's moves are read one after another, not at one instant.
+    let mut most_at_once = 0;
     let mut last_said = Instant::now();
     let done = loop {
         let (voters, moves) = survey(&three, Some(&node_4)).await;
+        most_at_once = most_at_once.max(moves.len());
         for m in &moves {
             let (partition, elapsed) = (
                 m["partition"].as_u64().unwrap_or(u64::MAX),
@@ -291,7 +294,7 @@ pub async fn join(dir: &Path, settings: &Settings) {
         done.as_secs_f64()
     );
     println!(
-        "   moves seen: {} partitions; partition {heavy} (about {in_heavy} events) moved in {:.1} s; the others: median {:.1} s, longest {:.1} s (each +- 0.25 s)",
+        "   moves seen: {} partitions, at most {most_at_once} at once as polled (cluster.max_moves = 2 across the cluster); partition {heavy} (about {in_heavy} events) moved in {:.1} s; the others: median {:.1} s, longest {:.1} s (each +- 0.25 s)",
         moved.len(),
         moved.get(&u64::from(heavy)).copied().unwrap_or(0) as f64 / 1000.0,
         others.get(others.len() / 2).copied().unwrap_or(0) as f64 / 1000.0,
