@@ -132,8 +132,6 @@ enum Refused {
     },
 }
 
-const MIB: u64 = 1024 * 1024;
-
 /// Answers the `raft` messages of this node's groups.
 pub(crate) struct RaftHandler(pub Groups);
 
@@ -271,7 +269,7 @@ fn refuse_for_room(groups: &Groups, partition: PartitionId, no_room: NoRoom) -> 
         node: groups.node().to_owned(),
         partition,
         needed_mib: snapshot_room::mib(no_room.needed),
-        spare_mib: no_room.spare / MIB,
+        spare_mib: no_room.spare / snapshot_room::MIB,
     };
     tracing::warn!(%refused, "a snapshot sent here is refused");
     refused

@@ -149,4 +149,5 @@ impl PutOff {
     }
 }
 
-const MIB: u64 = 1024 * 1024;
+/// A mebibyte, the unit snapshot sizes are reported in.
+pub(crate) const MIB: u64 = 1024 * 1024;
