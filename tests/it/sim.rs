@@ -253,13 +253,8 @@ async fn membership_nemesis(
     if let Err(broken) = whole {
         return (faults, Some(format!("after the join: {broken}")));
     }
-    if most > MAX_MOVES {
-        return (
-            faults,
-            Some(format!(
-                "{most} partitions moved at once after the join; at most {MAX_MOVES} may"
-            )),
-        );
+    if let Some(over) = over_the_bound(&most) {
+        return (faults, Some(format!("after the join: {over}")));
     }
 
     let drained = 0;
@@ -274,13 +269,8 @@ async fn membership_nemesis(
     if let Err(still) = left {
         return (faults, Some(still));
     }
-    if most > MAX_MOVES {
-        return (
-            faults,
-            Some(format!(
-                "{most} partitions moved at once during the drain; at most {MAX_MOVES} may"
-            )),
-        );
+    if let Some(over) = over_the_bound(&most) {
+        return (faults, Some(format!("during the drain: {over}")));
     }
     cluster.retire(drained);
     faults.push(format!("{name} left and was stopped"));
@@ -299,19 +289,46 @@ async fn membership_nemesis(
 /// `cluster.max_moves` of the simulated nodes (the default).
 const MAX_MOVES: usize = 2;
 
-/// Runs `wait`, counting every 20 ms how many partitions move at once across the cluster
-/// (the simulation runs on one thread, so each count is of one instant); what `wait` gave,
-/// and the most seen.
+/// How many partitions `moves` (node, partition) move: one listed by two nodes (its lead
+/// just passed on) counts once.
+fn partitions_moving(moves: &[(String, u32)]) -> usize {
+    moves
+        .iter()
+        .map(|(_, partition)| partition)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
+}
+
+/// What is wrong with the most moves seen at once, if more partitions moved than the bound.
+fn over_the_bound(most: &[(String, u32)]) -> Option<String> {
+    let count = partitions_moving(most);
+    (count > MAX_MOVES).then(|| {
+        format!("{count} partitions moved at once ((node, partition): {most:?}); at most {MAX_MOVES} may")
+    })
+}
+
+/// Runs `wait`, looking every 20 ms at the moves under way across the cluster (the
+/// simulation runs on one thread, so each look is of one instant); what `wait` gave, and
+/// the moves of the instant when the most partitions moved.
 async fn counting_moves<T>(
     cluster: &SimCluster,
     wait: impl std::future::Future<Output = T>,
-) -> (T, usize) {
-    let mut most = cluster.moving_now();
+) -> (T, Vec<(String, u32)>) {
+    let mut most = cluster.moves_now();
+    let look = |most: &mut Vec<(String, u32)>| {
+        let now = cluster.moves_now();
+        if partitions_moving(&now) > partitions_moving(most) {
+            *most = now;
+        }
+    };
     let mut wait = std::pin::pin!(wait);
     loop {
         tokio::select! {
-            done = &mut wait => return (done, most.max(cluster.moving_now())),
-            () = tokio::time::sleep(Duration::from_millis(20)) => most = most.max(cluster.moving_now()),
+            done = &mut wait => {
+                look(&mut most);
+                return (done, most);
+            }
+            () = tokio::time::sleep(Duration::from_millis(20)) => look(&mut most),
         }
     }
 }

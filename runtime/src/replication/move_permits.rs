@@ -10,14 +10,25 @@
 //! permits its predecessor granted: it asks every member which permits it holds or is asking
 //! for, and grants anew once all have answered (or, when one has not, once [`HELD_FOR`] has
 //! passed, by which time any permit it was not told of has lapsed); meanwhile it records the
-//! renewals of moves under way. Only a permit a former leader grants after the survey asked
-//! its mover (the former leader not yet aware it lost the lead) can take the count past the
-//! bound, until that mover's first renewal reaches the new leader.
+//! renewals of moves under way. A place reported counts until it is renewed or lapses, but
+//! one its member then asks for afresh was only being asked for: it is weighed as a new ask
+//! (counted as granted, an ask the former leader refused would move past the bound). Only a
+//! permit a former leader grants after the survey asked its mover (the former leader not yet
+//! aware it lost the lead) can take the count past the bound, until that mover's first
+//! renewal reaches the new leader.
 //!
-//! A move already under way (its learner added, its voters joint: a leader that crashed
-//! mid-move, a permit that lapsed) asks as a renewal, granted whatever the count: stopped, it
-//! would stay half done. A lapsed permit stops only a move's wait for its learners, never a
-//! change of voters once begun (`reconcile`).
+//! A permit is the partition's, not its mover's: the lead of a moving group may pass to
+//! another member (handed over by a leader moved off, a leader crashed or cut off), which goes
+//! on with the move under the same place, so one partition never counts twice. So a mover
+//! that stops leading mid-move does not give its permit back (the next leader takes it over,
+//! or it lapses), and goes on reporting that place to a survey until it would have lapsed; it
+//! gives a permit back only once the move is done or it has nothing left to move.
+//!
+//! A move already under way (its learner added, its voters joint) whose permit lapsed (its
+//! mover cut off from the metadata leader for [`HELD_FOR`]) asks as a renewal, granted
+//! whatever the count: stopped, it would stay half done. That and the former leader's late
+//! grant above are the only ways past the bound. A lapsed permit stops only a move's wait for
+//! its learners, never a change of voters once begun (`reconcile`).
 //!
 //! A metadata leader of an earlier build, which has no permits to grant (it answers "no
 //! handler"), is taken as granting: each node then bounds only its own moves, as that build
@@ -88,11 +99,15 @@ enum Answer {
     Moving(Vec<PartitionId>),
 }
 
+/// A place taken: `partition` moves, led by `node` as last heard.
 #[derive(Debug)]
 struct Held {
     node: String,
     partition: PartitionId,
     until: Instant,
+    /// Granted or renewed by this leader; `false` when only a survey reported it (its mover
+    /// may have been asking, not holding).
+    granted: bool,
 }
 
 /// The permits this member granted while it leads the metadata group, and those it holds or
@@ -101,7 +116,9 @@ struct Held {
 pub(crate) struct Grants {
     limit: usize,
     state: Mutex<GrantState>,
-    mine: Mutex<std::collections::BTreeSet<PartitionId>>,
+    /// The partitions this member holds or asks permits for (`None`), or whose permit it left
+    /// to the group's next leader, until that place lapses (`Some`): a survey counts them all.
+    mine: Mutex<std::collections::BTreeMap<PartitionId, Option<Instant>>>,
 }
 
 #[derive(Debug, Default)]
@@ -125,8 +142,27 @@ impl Grants {
         }
     }
 
-    fn mine(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<PartitionId>> {
+    fn mine(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<PartitionId, Option<Instant>>> {
         self.mine.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// What this member answers a survey at `now`: the places it holds, asks for, or left to
+    /// another member and which have not lapsed yet.
+    fn reported(&self, now: Instant) -> Vec<PartitionId> {
+        let mut mine = self.mine();
+        mine.retain(|_, handed_on| handed_on.is_none_or(|until| until > now));
+        mine.keys().copied().collect()
+    }
+
+    /// This member no longer holds nor asks for `partition`'s permit (a place it left to
+    /// another member stays reported until it lapses).
+    fn forget(&self, partition: PartitionId) {
+        let mut mine = self.mine();
+        if mine.get(&partition).is_some_and(Option::is_none) {
+            mine.remove(&partition);
+        }
     }
 
     /// Whether a survey should start now (this member leads in `term`, has not surveyed, and
@@ -153,15 +189,12 @@ impl Grants {
             return;
         };
         for (node, partition) in answers {
-            if !state
-                .held
-                .iter()
-                .any(|held| held.node == node && held.partition == partition)
-            {
+            if !state.held.iter().any(|held| held.partition == partition) {
                 state.held.push(Held {
                     node,
                     partition,
                     until: now + HELD_FOR,
+                    granted: false,
                 });
             }
         }
@@ -173,7 +206,7 @@ impl Grants {
     /// starts afresh: another member may have led in between and granted permits.
     fn answer(&self, ask: Ask, leading: Option<u64>, now: Instant) -> Answer {
         if ask == Ask::Report {
-            return Answer::Moving(self.mine().iter().copied().collect());
+            return Answer::Moving(self.reported(now));
         }
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(term) = leading else {
@@ -190,25 +223,36 @@ impl Grants {
         state.held.retain(|held| held.until > now);
         match ask {
             Ask::GiveBack { node, partition } => {
+                // Only by its holder: a former leader of the group, late, must not free the
+                // place its successor moves under.
                 state
                     .held
                     .retain(|held| !(held.node == node && held.partition == partition));
                 Answer::GivenBack
             }
-            Ask::Report => Answer::Moving(self.mine().iter().copied().collect()),
+            Ask::Report => Answer::Moving(self.reported(now)),
             Ask::Take {
                 node,
                 partition,
                 renewal,
             } => {
                 let until = now + HELD_FOR;
-                if let Some(held) = state
+                // The partition's place already: asked again, or by the group's next leader,
+                // which takes it over. A place a survey reported and that is asked for
+                // afresh was only being asked for: it is granted below as any other, or not.
+                if let Some(at) = state
                     .held
-                    .iter_mut()
-                    .find(|held| held.node == node && held.partition == partition)
+                    .iter()
+                    .position(|held| held.partition == partition)
                 {
-                    held.until = until;
-                    return Answer::Granted;
+                    if state.held[at].granted || renewal {
+                        let held = &mut state.held[at];
+                        held.node = node;
+                        held.until = until;
+                        held.granted = true;
+                        return Answer::Granted;
+                    }
+                    state.held.remove(at);
                 }
                 if !renewal {
                     if !state.surveyed && now.duration_since(since) < HELD_FOR {
@@ -228,6 +272,7 @@ impl Grants {
                     node,
                     partition,
                     until,
+                    granted: true,
                 });
                 Answer::Granted
             }
@@ -300,7 +345,7 @@ async fn survey(groups: Groups, cluster: Cluster, term: u64) {
     });
     let answers: Result<Vec<(String, Vec<PartitionId>)>, String> =
         futures::future::join_all(asks).await.into_iter().collect();
-    let mine: Vec<PartitionId> = groups.move_grants().mine().iter().copied().collect();
+    let mine = groups.move_grants().reported(Instant::now());
     let held = match answers {
         Ok(answers) => Some(
             answers
@@ -345,7 +390,7 @@ pub(crate) async fn take(
     };
     // Listed before it is asked for: a new leader's survey then knows of a permit granted
     // while it asked.
-    groups.move_grants().mine().insert(partition);
+    groups.move_grants().mine().insert(partition, None);
     let sent = Instant::now();
     let refused = match ask(groups, cluster, asked).await {
         Ok(Answer::Granted) => None,
@@ -358,7 +403,7 @@ pub(crate) async fn take(
         Err(reason) => Some(reason),
     };
     if let Some(reason) = refused {
-        groups.move_grants().mine().remove(&partition);
+        groups.move_grants().forget(partition);
         return Err(reason);
     }
     let (lapse, lapsed) = tokio::sync::watch::channel(false);
@@ -422,6 +467,26 @@ impl Permit {
         }
     }
 
+    /// Whether the permit has lapsed (see [`Permit::lapsed`]): it no longer holds a place.
+    pub(crate) fn has_lapsed(&self) -> bool {
+        *self.lapsed.borrow()
+    }
+
+    /// This node no longer leads the moving group: its permit stays with the partition for
+    /// the group's next leader to take over (asking with the same partition), or lapses.
+    pub(crate) fn hand_on(self) {
+        // Still reported to a new metadata leader's survey until the place lapses: the
+        // next leader of the group goes on under it.
+        self.groups
+            .move_grants()
+            .mine()
+            .insert(self.partition, Some(Instant::now() + HELD_FOR));
+        tracing::debug!(
+            partition = self.partition,
+            "a move permit left to the group's next leader"
+        );
+    }
+
     /// The move is over: the permit goes back (or lapses, when the leader cannot be told).
     pub(crate) async fn give_back(self, groups: &Groups, cluster: &Cluster) {
         self.renewing.abort();
@@ -440,7 +505,7 @@ impl Drop for Permit {
     /// a new leader's survey must not count it.
     fn drop(&mut self) {
         self.renewing.abort();
-        self.groups.move_grants().mine().remove(&self.partition);
+        self.groups.move_grants().forget(self.partition);
     }
 }
 
@@ -570,6 +635,55 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_groups_next_leader_takes_its_permit_over_and_a_late_give_back_keeps_it() {
+        let grants = Grants::new(2);
+        let start = Instant::now();
+        assert_eq!(
+            grants.answer(take("a", 1, false), Some(1), start),
+            Answer::Starting
+        );
+        grants.surveyed(1, Some(Vec::new()), start);
+        assert_eq!(
+            grants.answer(take("a", 1, false), Some(1), start),
+            Answer::Granted
+        );
+        // a handed the lead of partition 1 over to b, which goes on with the move: the
+        // same place, not a second one.
+        assert_eq!(
+            grants.answer(take("b", 1, true), Some(1), start),
+            Answer::Granted
+        );
+        assert_eq!(
+            grants.answer(take("c", 2, false), Some(1), start),
+            Answer::Granted
+        );
+        assert_eq!(
+            grants.answer(take("d", 3, false), Some(1), start),
+            Answer::Busy {
+                moving: vec![("b".into(), 1), ("c".into(), 2)]
+            }
+        );
+        // a's give-back, late, does not free the place b moves under; b's does.
+        let give_back = |node: &str| Ask::GiveBack {
+            node: node.into(),
+            partition: 1,
+        };
+        assert_eq!(
+            grants.answer(give_back("a"), Some(1), start),
+            Answer::GivenBack
+        );
+        assert!(matches!(
+            grants.answer(take("d", 3, false), Some(1), start),
+            Answer::Busy { .. }
+        ));
+        grants.answer(give_back("b"), Some(1), start);
+        assert_eq!(
+            grants.answer(take("d", 3, false), Some(1), start),
+            Answer::Granted
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_new_leader_grants_at_once_when_every_member_said_what_it_holds() {
         let grants = Grants::new(2);
         let start = Instant::now();
@@ -607,11 +721,61 @@ mod tests {
             grants.answer(take("d", 4, false), Some(4), start),
             Answer::Starting
         );
-        // What a member reports is what it holds or asks for, leading or not.
-        grants.mine().insert(9);
+        // What a member reports is what it holds or asks for, leading or not, and a place it
+        // left to a group's next leader until that place lapses.
+        grants.mine().insert(9, None);
+        grants.mine().insert(5, Some(start + HELD_FOR));
         assert_eq!(
             grants.answer(Ask::Report, None, start),
-            Answer::Moving(vec![9])
+            Answer::Moving(vec![5, 9])
+        );
+        grants.forget(5);
+        grants.forget(9);
+        assert_eq!(
+            grants.answer(Ask::Report, None, start),
+            Answer::Moving(vec![5]),
+            "a place left to another stays reported"
+        );
+        assert_eq!(
+            grants.answer(Ask::Report, None, start + HELD_FOR),
+            Answer::Moving(Vec::new())
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_place_a_survey_reported_and_asked_for_afresh_counts_as_not_held() {
+        let grants = Grants::new(1);
+        let start = Instant::now();
+        assert_eq!(
+            grants.answer(take("a", 1, false), Some(1), start),
+            Answer::Starting
+        );
+        // a and b each said they hold or ask for a place (the former leader may have granted
+        // either).
+        grants.surveyed(1, Some(vec![("a".into(), 1), ("b".into(), 2)]), start);
+        // a asks afresh, so it holds none: b's place counts, and the bound is reached.
+        assert_eq!(
+            grants.answer(take("a", 1, false), Some(1), start),
+            Answer::Busy {
+                moving: vec![("b".into(), 2)]
+            }
+        );
+        // b renews the place it holds; given back, a's is granted.
+        assert_eq!(
+            grants.answer(take("b", 2, true), Some(1), start),
+            Answer::Granted
+        );
+        grants.answer(
+            Ask::GiveBack {
+                node: "b".into(),
+                partition: 2,
+            },
+            Some(1),
+            start,
+        );
+        assert_eq!(
+            grants.answer(take("a", 1, false), Some(1), start),
+            Answer::Granted
         );
     }
 }

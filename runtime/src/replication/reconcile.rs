@@ -12,7 +12,7 @@
 //! configuration to finish). At most `cluster.max_moves` partitions move at once across the
 //! cluster: each move waits for a permit from the metadata leader (`move_permits`), so serving
 //! goes on while they do; a leader that is itself moved off hands its lead to an incoming
-//! voter that has caught up, which finishes the move (under a permit of its own).
+//! voter that has caught up, which finishes the move (taking the permit's place over).
 //!
 //! A node that starts on an emptied or replaced data directory draws a new incarnation, which
 //! is its replica id in every group: it cannot vote as the replica it was (what it voted and
@@ -146,65 +146,54 @@ struct Plan {
 /// Runs for the node's life: every [`LOOK_EVERY`], in each group this node leads, moves the
 /// replicas that are not where the member list puts them, `at_once` partitions at a time.
 pub(crate) async fn run(groups: Groups, cluster: Cluster, at_once: usize) {
-    // Permits of moves whose learners are still catching up, kept from one look to the next
-    // (given back, the place would go to another move while this one's data still flows).
+    // Permits of moves not done yet (a learner still catching up, a step that failed), kept
+    // from one look to the next while this node leads the group (given back, the place
+    // would go to another move while this one's data still flows).
     let kept: Mutex<HashMap<PartitionId, Permit>> = Mutex::default();
     let mut pause = LOOK_EVERY;
     loop {
         tokio::time::sleep(pause).await;
         pause = LOOK_EVERY;
-        let led: Vec<(PartitionId, PartitionRaft)> = groups
-            .running()
-            .into_iter()
-            .filter(|(_, raft)| raft.is_leader())
-            .collect();
-        if led.is_empty() {
+        // Looked at even when this node leads nothing now: a permit it kept goes on below.
+        let Some(plans) = plans_here(&groups, &cluster) else {
             continue;
-        }
-        let membership = match Membership::read(groups.store()) {
-            Ok(membership) => membership,
-            Err(error) => {
-                tracing::warn!(%error, "reading the cluster's members failed; trying again");
-                continue;
-            }
         };
-        // Before the member list is recorded there is nothing to compare with.
-        if !membership.formed() {
-            continue;
-        }
-        let placement = cluster.placement();
-        let plans: Vec<Plan> = led
-            .into_iter()
-            .filter_map(|(partition, raft)| plan(partition, raft, &placement, &membership))
-            .collect();
         let (groups, cluster, kept) = (&groups, &cluster, &kept);
-        // A permit kept for a partition that no longer moves here (settled, or led
-        // elsewhere now) goes back.
+        // A permit kept for a partition that no longer moves here goes back when this node
+        // still leads it (settled), and is left to the group's next leader when it does not
+        // (the move goes on there under the same place).
         let planned: std::collections::HashSet<PartitionId> =
             plans.iter().map(|plan| plan.partition).collect();
-        let finished: Vec<Permit> = {
+        let finished: Vec<(PartitionId, Permit)> = {
             let mut kept = kept.lock().unwrap_or_else(PoisonError::into_inner);
             let gone: Vec<PartitionId> = kept
                 .keys()
                 .filter(|partition| !planned.contains(partition))
                 .copied()
                 .collect();
-            gone.iter()
-                .filter_map(|partition| kept.remove(partition))
+            gone.into_iter()
+                .filter_map(|partition| Some((partition, kept.remove(&partition)?)))
                 .collect()
         };
-        for permit in finished {
-            permit.give_back(groups, cluster).await;
+        for (partition, permit) in finished {
+            if groups.leads(partition) {
+                permit.give_back(groups, cluster).await;
+            } else {
+                permit.hand_on();
+            }
         }
         let waiting = std::sync::atomic::AtomicBool::new(false);
         let waiting = &waiting;
         futures::stream::iter(plans)
             .for_each_concurrent(at_once, |plan| async move {
                 let partition = plan.partition;
+                let raft = plan.raft.clone();
+                // A lapsed permit holds no place any more: the move asks anew.
                 let held = kept
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .remove(&partition);
+                    .remove(&partition)
+                    .filter(|permit| !permit.has_lapsed());
                 let permit = match held {
                     Some(permit) => permit,
                     None => {
@@ -224,24 +213,33 @@ pub(crate) async fn run(groups: Groups, cluster: Cluster, at_once: usize) {
                 let moved = execute(groups, plan, &permit).await;
                 groups.move_registry().0.remove(&partition);
                 match moved {
-                    Ok(done) => tracing::info!(partition, done, "replicas moved"),
-                    Err(Stopped::CatchingUp(member)) => {
-                        // Its place is kept: the learner goes on catching up meanwhile.
-                        tracing::info!(
-                            partition,
-                            %member,
-                            "a learner is still catching up; the move goes on at the next look"
-                        );
-                        kept.lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .insert(partition, permit);
+                    Ok(Moved::Done(done)) => {
+                        tracing::info!(partition, done, "replicas moved");
+                        permit.give_back(groups, cluster).await;
                         return;
                     }
+                    Ok(Moved::LeadHandedOver) => {
+                        tracing::info!(partition, "lead handed over to finish the move");
+                    }
+                    Err(Stopped::CatchingUp(member)) => tracing::info!(
+                        partition,
+                        %member,
+                        "a learner is still catching up; the move goes on at the next look"
+                    ),
                     Err(Stopped::Failed(error)) => {
-                        tracing::warn!(partition, %error, "moving replicas failed; trying again")
+                        tracing::warn!(partition, %error, "moving replicas failed; trying again");
                     }
                 }
-                permit.give_back(groups, cluster).await;
+                // Not done: its place is kept for the next look (a learner goes on catching
+                // up meanwhile, and given back, the place could go to another move before
+                // this one goes on), or left to the group's next leader.
+                if raft.is_leader() {
+                    kept.lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(partition, permit);
+                } else {
+                    permit.hand_on();
+                }
             })
             .await;
         // A move refused a permit asks again soon: the permit it waits for may be free now.
@@ -251,6 +249,36 @@ pub(crate) async fn run(groups: Groups, cluster: Cluster, at_once: usize) {
             LOOK_EVERY
         };
     }
+}
+
+/// What the groups this node leads must change, `None` when it cannot tell (the member list
+/// is not recorded yet, or cannot be read).
+fn plans_here(groups: &Groups, cluster: &Cluster) -> Option<Vec<Plan>> {
+    let led: Vec<(PartitionId, PartitionRaft)> = groups
+        .running()
+        .into_iter()
+        .filter(|(_, raft)| raft.is_leader())
+        .collect();
+    if led.is_empty() {
+        return Some(Vec::new());
+    }
+    let membership = match Membership::read(groups.store()) {
+        Ok(membership) => membership,
+        Err(error) => {
+            tracing::warn!(%error, "reading the cluster's members failed; trying again");
+            return None;
+        }
+    };
+    // Before the member list is recorded there is nothing to compare with.
+    if !membership.formed() {
+        return None;
+    }
+    let placement = cluster.placement();
+    Some(
+        led.into_iter()
+            .filter_map(|(partition, raft)| plan(partition, raft, &placement, &membership))
+            .collect(),
+    )
 }
 
 /// What `partition`'s group must change, if anything: its voters should be the members
@@ -305,6 +333,14 @@ impl Plan {
     }
 }
 
+/// How a move ended here.
+enum Moved {
+    /// The voters are the target's: the move is over.
+    Done(&'static str),
+    /// This leader, moved off, handed the lead to an incoming voter, which finishes the move.
+    LeadHandedOver,
+}
+
 /// Why a move stopped before it was done.
 enum Stopped {
     /// This incoming member's learner has not caught up within [`CATCH_UP_PATIENCE`]: it goes
@@ -318,7 +354,7 @@ enum Stopped {
 /// what it did. Only the wait for learners stops when the permit lapses: a change of voters,
 /// once begun, is seen through (stopped between its two steps it would leave the voters
 /// joint).
-async fn execute(groups: &Groups, plan: Plan, permit: &Permit) -> Result<&'static str, Stopped> {
+async fn execute(groups: &Groups, plan: Plan, permit: &Permit) -> Result<Moved, Stopped> {
     let Plan {
         partition,
         raft,
@@ -382,7 +418,7 @@ async fn execute(groups: &Groups, plan: Plan, permit: &Permit) -> Result<&'stati
                 .transfer_leader(*successor)
                 .await
                 .map_err(|e| Stopped::Failed(format!("handing the lead over: {e}")))?;
-            return Ok("lead handed over to finish the move");
+            return Ok(Moved::LeadHandedOver);
         }
     }
     groups.move_registry().stage(partition, "changing voters");
@@ -398,7 +434,7 @@ async fn execute(groups: &Groups, plan: Plan, permit: &Permit) -> Result<&'stati
             .map_err(|e| Stopped::Failed(format!("removing learners no longer wanted: {e}")))?;
     }
     if partition == METADATA_GROUP {
-        return Ok("metadata voters changed");
+        return Ok(Moved::Done("metadata voters changed"));
     }
-    Ok("voters changed")
+    Ok(Moved::Done("voters changed"))
 }

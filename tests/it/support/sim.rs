@@ -312,12 +312,19 @@ impl SimCluster {
             })
     }
 
-    /// How many partitions move now, across the running nodes (each counts the moves it
-    /// leads).
-    pub fn moving_now(&self) -> usize {
+    /// The moves under way now, as (node, partition), across the running nodes (each lists
+    /// the moves it leads; a partition whose lead has just passed on may be listed by both
+    /// leaders for a moment).
+    pub fn moves_now(&self) -> Vec<(String, u32)> {
         (0..self.size())
-            .filter_map(|n| self.node(n)?.groups().map(|groups| groups.moves().len()))
-            .sum()
+            .filter_map(|n| Some((self.name(n), self.node(n)?.groups()?)))
+            .flat_map(|(name, groups)| {
+                groups
+                    .moves()
+                    .into_iter()
+                    .map(move |moving| (name.clone(), moving.partition))
+            })
+            .collect()
     }
 
     /// Placement over the members as they are now: as the node leading the metadata group
