@@ -1,6 +1,7 @@
 //! Orders by customer: each customer's orders with their status, for
 //! `GET /api/v1/orders?customer_id=`.
 
+use playhouse_runtime::aggregate::stream_name;
 use playhouse_runtime::bus::{self, key};
 use playhouse_runtime::prelude::*;
 use playhouse_runtime::store::RecordedEvent;
@@ -87,5 +88,31 @@ impl Projection for OrdersByCustomer {
             key(&[&customer_id, &order_id]),
             &summary,
         )
+    }
+
+    /// An order's entry changes with the order (confirmed, cancelled): its stream keeps it.
+    fn stream_of(&self, table: &str, key: &[u8]) -> Option<String> {
+        if table != ORDERS_BY_CUSTOMER {
+            return None;
+        }
+        // customer/order/
+        let order_id = std::str::from_utf8(key).ok()?.split('/').nth(1)?;
+        Some(stream_name::<Order>(order_id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_orders_entry_is_kept_by_its_orders_stream() {
+        let entry = key(&["customer-7", "order-42"]);
+        assert_eq!(
+            OrdersByCustomer.stream_of(ORDERS_BY_CUSTOMER, &entry),
+            Some(stream_name::<Order>("order-42"))
+        );
+        // The order -> customer table is not listed.
+        assert_eq!(OrdersByCustomer.stream_of(CUSTOMER_OF, &entry), None);
     }
 }

@@ -1,8 +1,12 @@
 //! Lists from read models across the cluster. Each member's projections see only its own log,
 //! which holds only the partitions it owns, so a list is gathered: every member hosting the
 //! service reads its page after the cursor (waiting, bounded, for `min_position`), and the
-//! asking node merges the pages by cursor. Item keys are unique across members (an item is
-//! about one aggregate, which has one owner), so a merged page is a page of the whole list.
+//! asking node merges the pages by cursor. An item is about one aggregate: without
+//! replication it has one owner, and with replicated partitions each replica lists it, the
+//! copies kept once by cursor; a row that changes after it is written is listed only by the
+//! members voting in its stream's partition ([`super::Projection::stream_of`]), since a member
+//! the partition moved off keeps the row as it was. So a merged page is a page of the whole
+//! list.
 //!
 //! While a member is down its part is missing: the answer says which members are, and a cursor
 //! taken from it does not go back for what they held before it.
@@ -13,7 +17,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use super::{Bus, scan_page};
+use super::{Bus, scan_page_where};
 use crate::cluster::{Cluster, Handler};
 use crate::codec;
 
@@ -85,12 +89,14 @@ pub async fn local_page(bus: &Bus, request: &PageRequest) -> Result<MemberPage, 
         }
     }
     let snapshot = bus.read_models().map_err(|e| e.to_string())?;
-    let entries = scan_page(
+    // Only rows this node keeps up to date (with replication, of partitions it votes in).
+    let entries = scan_page_where(
         &snapshot,
         projection,
         &request.prefix,
         request.cursor.as_deref(),
         request.limit as usize,
+        bus.lister(projection),
     )
     .map_err(|e| e.to_string())?;
     Ok(MemberPage::Page { entries, log_end })

@@ -19,7 +19,7 @@ mod tests;
 
 pub use projection::{
     Delivered, Projection, ProjectionError, Tables, check_projections, decode, decode_entries, key,
-    read_page, scan_page,
+    read_page, scan_page, scan_page_where,
 };
 pub use runner::rebuild_offline;
 
@@ -46,6 +46,9 @@ pub struct Behind {
 /// Each projection's last applied log position, as its runner reports it.
 type Progress = HashMap<&'static str, watch::Sender<Option<u64>>>;
 
+/// Which streams' rows a node lists (see [`Bus::list_only`]).
+type StreamsListed = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 /// The node's bus: where projections report their progress. Cheap to clone.
 #[derive(Clone)]
 pub struct Bus {
@@ -53,6 +56,10 @@ pub struct Bus {
     progress: Arc<Mutex<Progress>>,
     /// Each projection's runner, by projection name.
     runners: Arc<Mutex<HashMap<&'static str, Current<RunnerMsg>>>>,
+    /// Each projection started here, by name: which stream keeps a row up to date.
+    started: Arc<Mutex<HashMap<&'static str, Arc<dyn Projection>>>>,
+    /// The streams whose rows this node lists, when not all (set once, at start).
+    listing: Arc<std::sync::OnceLock<StreamsListed>>,
 }
 
 impl std::fmt::Debug for Bus {
@@ -67,6 +74,36 @@ impl Bus {
             store,
             progress: Arc::default(),
             runners: Arc::default(),
+            started: Arc::default(),
+            listing: Arc::default(),
+        }
+    }
+
+    /// Lists only the rows kept up to date by streams `streams` keeps (rows whose
+    /// [`Projection::stream_of`] names a stream), not every row: with replicated partitions,
+    /// the streams of the partitions this node votes in.
+    pub fn list_only(&self, streams: impl Fn(&str) -> bool + Send + Sync + 'static) {
+        if self.listing.set(Arc::new(streams)).is_err() {
+            tracing::warn!("the streams a node lists were set twice; the first setting stays");
+        }
+    }
+
+    /// Whether this node lists the row under `key` of `projection`'s table named like it.
+    pub(crate) fn lister(&self, projection: &str) -> impl Fn(&[u8]) -> bool + use<> {
+        let started = self
+            .started
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(projection)
+            .cloned();
+        let filter = started.zip(self.listing.get().cloned());
+        let table = projection.to_owned();
+        move |key| {
+            filter.as_ref().is_none_or(|(projection, streams)| {
+                projection
+                    .stream_of(&table, key)
+                    .is_none_or(|stream| streams(&stream))
+            })
         }
     }
 
@@ -82,6 +119,10 @@ impl Bus {
     /// A supervisor child that runs `projection` (restarted, from its checkpoint, if it fails).
     pub fn runner(&self, projection: Arc<dyn Projection>) -> ChildSpec {
         let (store, progress) = (self.store.clone(), self.progress(projection.name()));
+        self.started
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(projection.name(), projection.clone());
         let current = Current::default();
         self.runners
             .lock()

@@ -19,6 +19,15 @@ pub trait Projection: Send + Sync + 'static {
     fn tables(&self) -> &'static [&'static str];
     /// Applies one event. Events it has no use for are passed over by returning `Ok`.
     fn apply(&self, event: &RecordedEvent, tables: &mut Tables<'_>) -> Result<(), ProjectionError>;
+
+    /// The stream whose events keep the row under `key` of `table` up to date, for a row that
+    /// changes after it is written (`None`: it never does, or no one stream keeps it). With
+    /// replicated partitions a member lists such a row only while it votes in that stream's
+    /// partition: a member the partition moved off keeps the rows it had, which its log no
+    /// longer updates.
+    fn stream_of(&self, _table: &str, _key: &[u8]) -> Option<String> {
+        None
+    }
 }
 
 /// Checks that `projections` can run side by side on one store: distinct names, and tables
@@ -243,21 +252,46 @@ pub fn scan_page(
     cursor: Option<&str>,
     limit: usize,
 ) -> Result<Vec<(String, Vec<u8>)>, ProjectionError> {
-    let after = cursor.map(|cursor| {
+    scan_page_where(snapshot, table, prefix, cursor, limit, |_| true)
+}
+
+/// [`scan_page`] of the entries whose full key `listed` keeps: it reads on past the entries
+/// left out, so that a page is short only at the table's end.
+pub fn scan_page_where(
+    snapshot: &ReadModelSnapshot,
+    table: &str,
+    prefix: &[u8],
+    cursor: Option<&str>,
+    limit: usize,
+    listed: impl Fn(&[u8]) -> bool,
+) -> Result<Vec<(String, Vec<u8>)>, ProjectionError> {
+    let mut after = cursor.map(|cursor| {
         let mut after = prefix.to_vec();
         after.extend_from_slice(&key(&[cursor]));
         after
     });
-    let entries = snapshot.scan(table, prefix, after.as_deref(), limit)?;
-    Ok(entries
-        .into_iter()
-        .map(|(key, value)| {
-            let cursor = String::from_utf8_lossy(&key[prefix.len()..])
-                .trim_end_matches('/')
-                .to_owned();
-            (cursor, value)
-        })
-        .collect())
+    let mut page = Vec::new();
+    while page.len() < limit {
+        let wanted = limit - page.len();
+        let entries = snapshot.scan(table, prefix, after.as_deref(), wanted)?;
+        let read_all = entries.len() < wanted;
+        after = entries.last().map(|(key, _)| key.clone());
+        page.extend(
+            entries
+                .into_iter()
+                .filter(|(key, _)| listed(key))
+                .map(|(key, value)| {
+                    let cursor = String::from_utf8_lossy(&key[prefix.len()..])
+                        .trim_end_matches('/')
+                        .to_owned();
+                    (cursor, value)
+                }),
+        );
+        if read_all {
+            break;
+        }
+    }
+    Ok(page)
 }
 
 /// Decodes the values of entries [`scan_page`] read from `table`.

@@ -54,9 +54,13 @@ impl Projection for CountPerStream {
 }
 
 fn counts(store: &EventStore) -> Vec<(String, u64)> {
+    counts_in(store, COUNTS)
+}
+
+fn counts_in(store: &EventStore, table: &str) -> Vec<(String, u64)> {
     let snapshot = store.read_models().unwrap();
     snapshot
-        .scan(COUNTS, b"", None, 1000)
+        .scan(table, b"", None, 1000)
         .unwrap()
         .into_iter()
         .map(|(key, value)| {
@@ -204,4 +208,101 @@ fn projections_that_would_share_or_take_the_saga_tables_are_refused() {
     assert!(sagas.contains("saga engine"), "{sagas}");
     let twice = check(vec![Claims("a", &["x"]), Claims("a", &["y"])]).unwrap_err();
     assert!(twice.contains("two projections are named `a`"), "{twice}");
+}
+
+/// Counts events per stream in a table named like itself (what a list reads), and says that
+/// each row is kept up to date by its stream.
+struct CountsKeptByStream;
+
+const KEPT: &str = "counts_kept_by_stream";
+
+impl Projection for CountsKeptByStream {
+    fn name(&self) -> &'static str {
+        KEPT
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &[KEPT]
+    }
+
+    fn apply(&self, event: &RecordedEvent, tables: &mut Tables<'_>) -> Result<(), ProjectionError> {
+        let key = key(&[&event.stream]);
+        let count = tables.get::<u64>(KEPT, &key)?.unwrap_or(0);
+        tables.put(KEPT, key, &(count + 1))
+    }
+
+    fn stream_of(&self, table: &str, key: &[u8]) -> Option<String> {
+        (table == KEPT).then(|| {
+            String::from_utf8_lossy(key)
+                .trim_end_matches('/')
+                .to_owned()
+        })
+    }
+}
+
+/// The cursors of every page of this node's part of `KEPT`'s list, `limit` at a time.
+async fn listed_pages(bus: &Bus, limit: u32) -> Vec<Vec<String>> {
+    let mut pages = Vec::new();
+    let mut cursor = None;
+    loop {
+        let request = gather::PageRequest {
+            projection: KEPT.into(),
+            prefix: Vec::new(),
+            cursor: cursor.clone(),
+            limit,
+            min_position: None,
+        };
+        let gather::MemberPage::Page { entries, .. } =
+            gather::local_page(bus, &request).await.unwrap()
+        else {
+            panic!("no position was asked for");
+        };
+        let cursors: Vec<String> = entries.into_iter().map(|(cursor, _)| cursor).collect();
+        if cursors.is_empty() {
+            return pages;
+        }
+        cursor = cursors.last().cloned();
+        pages.push(cursors);
+    }
+}
+
+#[tokio::test]
+async fn a_node_lists_only_the_rows_of_streams_it_keeps_up_to_date_and_pages_read_past_the_others()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let store = EventStore::open(dir.path().join("events.redb"), StoreOptions::default())
+        .await
+        .unwrap();
+    write_events(&store, "bus-test-counter-host-3", 6, 2).await;
+    let bus = Bus::new(store.clone());
+    let supervisor = Supervisor::start(
+        SupervisorSpec {
+            name: "bus-test-supervisor-3".into(),
+            strategy: Strategy::OneForOne,
+            intensity: Intensity::default(),
+            backoff: Backoff::default(),
+            children: vec![bus.runner(Arc::new(CountsKeptByStream))],
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    bus.wait_for(KEPT, 11, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let all: Vec<String> = (0..6).map(|s| format!("counter-s{s}")).collect();
+    assert_eq!(listed_pages(&bus, 10).await, [all]);
+    // Streams 1, 2, 3 and 5 moved off this node: their rows stay in its tables, unlisted, and
+    // a page of two reads on past them rather than end short.
+    bus.list_only(|stream| stream == "counter-s0" || stream == "counter-s4");
+    assert_eq!(
+        listed_pages(&bus, 2).await,
+        [vec!["counter-s0".to_owned(), "counter-s4".to_owned()]]
+    );
+    assert_eq!(
+        listed_pages(&bus, 1).await,
+        [vec!["counter-s0".to_owned()], vec!["counter-s4".to_owned()]]
+    );
+    assert_eq!(counts_in(&store, KEPT).len(), 6, "the rows are kept");
+    supervisor.stop_and_wait(None, None).await.unwrap();
 }

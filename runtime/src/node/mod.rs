@@ -242,6 +242,11 @@ impl Node {
             (false, _) => (None, crate::replication::Journal::Direct(store.clone())),
         };
         let bus = Bus::new(store.clone());
+        if journal.is_replicated() {
+            // A list shows a changing row only from the replicas keeping it up to date.
+            let journal = journal.clone();
+            bus.list_only(move |stream| journal.keeps_up(stream));
+        }
         let hosted = host(&config, services, &store, &journal, &bus, cluster.clone())?;
         let ops = Ops::new(
             &node,

@@ -321,6 +321,13 @@ impl Groups {
         self.held(partition).is_some()
     }
 
+    /// Whether this node's replica is a voter of `partition`'s group now (not a learner still
+    /// catching up, nor a replica moved off).
+    pub fn votes_in(&self, partition: PartitionId) -> bool {
+        self.held(partition)
+            .is_some_and(|raft| super::leadership::voters(&raft).contains_key(&self.replica_id()))
+    }
+
     /// `partition`'s group, if this node's replica is in it now (its configuration counts
     /// it, and its leader has not been heard not to).
     pub fn held(&self, partition: PartitionId) -> Option<PartitionRaft> {

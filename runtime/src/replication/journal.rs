@@ -106,6 +106,16 @@ impl Journal {
         }
     }
 
+    /// Whether this node votes in `stream`'s partition now, so that its log keeps the stream's
+    /// read-model rows up to date (a member the partition moved off keeps its old rows).
+    /// Always without replication.
+    pub fn keeps_up(&self, stream: &str) -> bool {
+        match self {
+            Journal::Direct(_) => true,
+            Journal::Replicated { groups, .. } => groups.votes_in(self.partition(stream)),
+        }
+    }
+
     /// Whether this node holds a replica of every partition (so that its read models hold
     /// every item). Always without replication.
     pub fn holds_every_partition(&self) -> bool {

@@ -3,7 +3,8 @@
 //! as ok, failed or unknown. Once every order saga has ended, the checker reads every order,
 //! its payment and the stock, and says what broke: stock oversold or left reserved, a confirmed
 //! order not paid exactly once, a cancelled one still paid, an acknowledged order missing, a
-//! saga that never ended.
+//! saga that never ended, a customer's orders list (through any node) that does not show each
+//! order as it is.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -232,6 +233,71 @@ async fn explain(api: &dyn Api, id: &str, admin: &str) -> String {
     format!("saga {saga}; order events {types:?}")
 }
 
+/// What is wrong with `customer`'s orders list through `node` (every page), if it does not
+/// show `orders` (id -> status) as they are within `patience` (read models catch up, a member
+/// down is missing from a list for a while). A node that does not answer at all (stopped,
+/// retired) is passed over. A member that a partition moved off keeps the rows it had and no
+/// longer hears of their orders: listing them would show a status the order left behind.
+async fn listed_wrong(
+    api: &dyn Api,
+    node: usize,
+    customer: &str,
+    orders: &BTreeMap<String, String>,
+    token: &str,
+    patience: Duration,
+) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut first = true;
+    loop {
+        let mut listed: BTreeMap<String, String> = BTreeMap::new();
+        let mut cursor: Option<String> = None;
+        let answered = loop {
+            let mut path = format!("/api/v1/orders?customer_id={customer}&limit=100");
+            if let Some(cursor) = &cursor {
+                path.push_str(&format!("&cursor={cursor}"));
+            }
+            match api.send(node, Call::get(path, token)).await {
+                Answer::Status(StatusCode::OK, page) => {
+                    for item in page["items"].as_array().into_iter().flatten() {
+                        let id = item["order_id"].as_str().unwrap_or("?").to_owned();
+                        listed.insert(id, item["status"].as_str().unwrap_or("?").to_owned());
+                    }
+                    match page["next_cursor"].as_str() {
+                        Some(next) => cursor = Some(next.to_owned()),
+                        None => break Ok(()),
+                    }
+                }
+                Answer::Status(status, body) => break Err(format!("{status}: {body}")),
+                Answer::Nothing(_) | Answer::Unreached(_) if first => return None,
+                Answer::Nothing(why) | Answer::Unreached(why) => break Err(why),
+            }
+        };
+        first = false;
+        let wrong = match answered {
+            Ok(()) if listed == *orders => return None,
+            Ok(()) => {
+                let differing: Vec<String> = orders
+                    .keys()
+                    .chain(listed.keys())
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .filter(|id| orders.get(*id) != listed.get(*id))
+                    .map(|id| format!("{id} listed {:?}, is {:?}", listed.get(id), orders.get(id)))
+                    .collect();
+                format!(
+                    "customer {customer}'s orders listed through node {node}: {}",
+                    differing.join("; ")
+                )
+            }
+            Err(why) => format!("customer {customer}'s orders list through node {node}: {why}"),
+        };
+        if tokio::time::Instant::now() > deadline {
+            return Some(wrong);
+        }
+        api.sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Checks `history` against what the cluster holds (read through node 0) once every order
 /// saga has ended.
 pub async fn check(api: &dyn Api, shop: &Shop, history: &[Entry], least_ok: usize) -> Checked {
@@ -264,8 +330,14 @@ pub async fn check(api: &dyn Api, shop: &Shop, history: &[Entry], least_ok: usiz
     }
     let problems = &mut checked.problems;
     let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
+    // Each customer's orders as the orders themselves say, for the lists.
+    let mut by_customer: Vec<BTreeMap<String, String>> =
+        vec![BTreeMap::new(); shop.customers.len()];
     for (id, (key, entry)) in &orders {
-        let Op::Place { lines, .. } = &entry.op else {
+        let Op::Place {
+            lines, customer, ..
+        } = &entry.op
+        else {
             unreachable!("only placements are orders");
         };
         let (code, order) = get(format!("/api/v1/orders/{id}")).await;
@@ -278,6 +350,9 @@ pub async fn check(api: &dyn Api, shop: &Shop, history: &[Entry], least_ok: usiz
             }
         };
         *statuses.entry(status.clone()).or_insert(0) += 1;
+        if status != "absent" {
+            by_customer[*customer].insert(id.clone(), status.clone());
+        }
         match (&entry.outcome, status.as_str()) {
             (Outcome::Ok(_), "absent") => problems.push(format!(
                 "order {id} ({key}) was acknowledged, and is missing"
@@ -358,6 +433,13 @@ pub async fn check(api: &dyn Api, shop: &Shop, history: &[Entry], least_ok: usiz
                 }
             }
             _ => problems.push(format!("product {n}: stock answered {code}: {stock}")),
+        }
+    }
+    for (customer, orders) in shop.customers.iter().zip(&by_customer) {
+        for node in 0..api.nodes() {
+            if let Some(wrong) = listed_wrong(api, node, customer, orders, &admin, patience).await {
+                problems.push(wrong);
+            }
         }
     }
     let confirmed = statuses.get("confirmed").copied().unwrap_or(0);
