@@ -464,15 +464,22 @@ impl RaftSnapshotBuilder<RaftTypes> for SnapshotBuilder {
         // What the view holds is durable before openraft drops the log behind it.
         self.store.sync().await.map_err(io::Error::other)?;
         let shape = self.shape.clone();
-        let proposals = tokio::task::spawn_blocking(move || -> Result<Vec<Vec<u8>>, io::Error> {
-            proposals_of(&view, &shape)
-                .map_err(io::Error::other)?
-                .iter()
-                .map(|proposal| codec::encode(proposal).map_err(io::Error::other))
-                .collect()
-        })
-        .await
-        .map_err(io::Error::other)??;
+        // On the store's blocking pool (inline on a simulated disk, so that a seed decides
+        // when it ends).
+        let proposals = self
+            .store
+            .blocking(
+                "building a snapshot",
+                move || -> Result<Vec<Vec<u8>>, io::Error> {
+                    proposals_of(&view, &shape)
+                        .map_err(io::Error::other)?
+                        .iter()
+                        .map(|proposal| codec::encode(proposal).map_err(io::Error::other))
+                        .collect()
+                },
+            )
+            .await
+            .map_err(io::Error::other)??;
         let snapshot = SnapshotOf::<RaftTypes, PartitionSnapshot> {
             meta: SnapshotMetaOf::<RaftTypes> {
                 last_log_id: self.state.last_applied,
