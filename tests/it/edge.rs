@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::{
     AUDIENCE, Node, NodeOptions, TEST_KEY, assert_problem, client, get_json, is_closed_by_server,
-    now, open_account_as, raw_exchange, read_for, token, token_with,
+    now, open_account_as, raw_exchange, read_answer_head, read_for, token, token_with,
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -373,7 +373,7 @@ async fn at_the_cap_with_every_connection_busy_a_request_ending_makes_room_at_on
     std::thread::sleep(Duration::from_millis(300));
     // One request ends; its connection stays open, idle: it is closed for the newcomer.
     busy[0].write_all(&body[5..]).unwrap();
-    let answer = read_for(&mut busy[0], Duration::from_millis(500));
+    let answer = read_answer_head(&mut busy[0], Duration::from_secs(10));
     assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
     let (status, took) = newcomer.join().unwrap();
     assert_eq!(status, "HTTP/1.1 200 OK", "log:\n{}", node.log_text());

@@ -443,6 +443,23 @@ pub fn raw_exchange(address: &str, request: &[u8], wait: Duration) -> String {
 
 /// Reads what the server sends within `wait` (or until it closes the connection).
 pub fn read_for(stream: &mut std::net::TcpStream, wait: Duration) -> String {
+    read_until(stream, wait, |_| false)
+}
+
+/// What `stream` receives until an answer's head has arrived (its blank line), it closes, or
+/// `wait` passes: on a busy machine an answer may take a while, and a kept-alive connection
+/// never closes.
+pub fn read_answer_head(stream: &mut std::net::TcpStream, wait: Duration) -> String {
+    read_until(stream, wait, |received| {
+        received.windows(4).any(|four| four == b"\r\n\r\n")
+    })
+}
+
+fn read_until(
+    stream: &mut std::net::TcpStream,
+    wait: Duration,
+    enough: impl Fn(&[u8]) -> bool,
+) -> String {
     let deadline = Instant::now() + wait;
     let mut received = Vec::new();
     let mut buffer = [0u8; 4096];
@@ -454,7 +471,12 @@ pub fn read_for(stream: &mut std::net::TcpStream, wait: Duration) -> String {
         stream.set_read_timeout(Some(left)).unwrap();
         match stream.read(&mut buffer) {
             Ok(0) => break,
-            Ok(n) => received.extend_from_slice(&buffer[..n]),
+            Ok(n) => {
+                received.extend_from_slice(&buffer[..n]);
+                if enough(&received) {
+                    break;
+                }
+            }
             Err(e)
                 if matches!(
                     e.kind(),
